@@ -1,0 +1,199 @@
+"""NumPy reference implementation of ipem's E-step kernels.
+
+Every kernel works on a shard ``X`` of shape (n_samples, n_features) chunk by
+chunk, so that memory beyond the data is O(chunk_size * n_components).  All
+model parameters are given in *shifted* coordinates: the kernel subtracts
+``shift`` (shape (n_features,)) from every chunk of frames before any
+arithmetic, and the first- and second-order statistics it returns are
+statistics of ``X - shift``.  Choosing ``shift`` close to the data mean keeps
+float32 features with a large offset from cancelling catastrophically
+(scikit-learn issue 30382).  Matrix products run in the dtype of ``X``;
+statistics are accumulated in float64.
+
+The compiled backend (:mod:`ipem._kernels._cffi`) implements exactly the same
+signatures; :mod:`ipem._kernels` chooses between them.
+"""
+import numpy as np
+
+LOG_2PI = np.log(2.0 * np.pi)
+
+
+def default_chunk_size(n_components):
+    """Rows per chunk so that one (chunk, n_components) float64 block is ~8 MB."""
+    return int(max(64, min(8192, (1 << 20) // max(int(n_components), 1))))
+
+
+def _chunks(n_samples, chunk_size):
+    for start in range(0, n_samples, chunk_size):
+        yield start, min(start + chunk_size, n_samples)
+
+
+def _logsumexp_rows(a):
+    amax = a.max(axis=1, keepdims=True)
+    # rows whose max is -inf (all components impossible) stay -inf
+    amax[~np.isfinite(amax)] = 0.0
+    out = np.log(np.exp(a - amax).sum(axis=1)) + amax[:, 0]
+    return out
+
+
+def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None):
+    """Assign frames to their nearest centre and accumulate Lloyd statistics.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), float32 or float64
+    shift : ndarray of shape (n_features,), float64
+    centers : ndarray of shape (n_clusters, n_features), float64
+        Centres in shifted coordinates.
+    labels : ndarray of shape (n_samples,), int64
+        Output: index of the nearest centre.
+    mindist : ndarray of shape (n_samples,), float64
+        Output: squared distance to the nearest centre.
+    chunk_size : int, optional
+
+    Returns
+    -------
+    counts : ndarray of shape (n_clusters,), float64
+    sums : ndarray of shape (n_clusters, n_features), float64
+        Sum of the shifted frames assigned to each centre.
+    inertia : float
+        Sum of squared distances to the nearest centre.
+    """
+    n, d = X.shape
+    k = centers.shape[0]
+    chunk_size = chunk_size or default_chunk_size(k)
+    dt = X.dtype
+    c = centers.astype(dt)
+    c_sq = np.einsum("kd,kd->k", c, c)
+    s = shift.astype(dt)
+    counts = np.zeros(k)
+    sums = np.zeros((k, d))
+    for a, b in _chunks(n, chunk_size):
+        xc = X[a:b] - s
+        x_sq = np.einsum("nd,nd->n", xc, xc)
+        dist = c_sq - 2.0 * (xc @ c.T)
+        lab = np.argmin(dist, axis=1)
+        best = dist[np.arange(b - a), lab] + x_sq
+        labels[a:b] = lab
+        mindist[a:b] = np.maximum(best, 0.0)
+        counts += np.bincount(lab, minlength=k)
+        # scatter-add in float64
+        np.add.at(sums, lab, xc.astype(np.float64))
+    inertia = float(mindist.sum()) if n else 0.0
+    return counts, sums, inertia
+
+
+def _diag_log_prob(xc, means, precisions, log_weights):
+    # -0.5 * sum_d (x-mu)^2 * prec  =  x^2 @ A.T + x @ B.T + c
+    a = -0.5 * precisions
+    b = means * precisions
+    const = (-0.5 * (np.sum(means * means * precisions, axis=1) + xc.shape[1] * LOG_2PI)
+             + 0.5 * np.sum(np.log(precisions), axis=1) + log_weights)
+    dt = xc.dtype
+    lp = (xc * xc) @ a.astype(dt).T
+    lp += xc @ b.astype(dt).T
+    lp = lp.astype(np.float64, copy=False)
+    lp += const
+    return lp
+
+
+def _full_log_prob(xc, means, prec_chol, log_weights):
+    n, d = xc.shape
+    k = means.shape[0]
+    dt = xc.dtype
+    lp = np.empty((n, k))
+    log_det = np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
+    for j in range(k):
+        y = xc @ prec_chol[j].astype(dt) - (means[j] @ prec_chol[j]).astype(dt)
+        lp[:, j] = -0.5 * np.einsum("nd,nd->n", y, y)
+    lp += -0.5 * d * LOG_2PI + log_det + log_weights
+    return lp
+
+
+def _gmm_step(log_prob_fn, full, X, shift, means, prec, log_weights,
+              chunk_size, logprob_out, resp_out, compute_stats):
+    n, d = X.shape
+    k = means.shape[0]
+    chunk_size = chunk_size or default_chunk_size(k)
+    dt = X.dtype
+    s = shift.astype(dt)
+    nk = np.zeros(k)
+    sx = np.zeros((k, d))
+    sxx = np.zeros((k, d, d) if full else (k, d))
+    loglik = 0.0
+    for a, b in _chunks(n, chunk_size):
+        xc = X[a:b] - s
+        lp = log_prob_fn(xc, means, prec, log_weights)
+        norm = _logsumexp_rows(lp)
+        loglik += float(norm.sum())
+        if logprob_out is not None:
+            logprob_out[a:b] = norm
+        if resp_out is None and not compute_stats:
+            continue
+        lp -= norm[:, None]
+        resp = np.exp(lp, out=lp)
+        if resp_out is not None:
+            resp_out[a:b] = resp
+        if compute_stats:
+            nk += resp.sum(axis=0)
+            r = resp.astype(dt)
+            sx += r.T @ xc
+            if full:
+                for j in range(k):
+                    sxx[j] += (xc * r[:, j:j + 1]).T @ xc
+            else:
+                sxx += r.T @ (xc * xc)
+    return nk, sx, sxx, loglik
+
+
+def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
+                  logprob_out=None, resp_out=None, compute_stats=True):
+    """E-step of a diagonal-covariance GMM on one shard.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), float32 or float64
+    shift : ndarray of shape (n_features,), float64
+    means : ndarray of shape (n_components, n_features), float64
+        Means in shifted coordinates.
+    precisions : ndarray of shape (n_components, n_features), float64
+        Inverse variances.
+    log_weights : ndarray of shape (n_components,), float64
+    chunk_size : int, optional
+    logprob_out : ndarray of shape (n_samples,), float64, optional
+        Output: per-frame log-likelihood ``log sum_k w_k N(x | k)``.
+    resp_out : ndarray of shape (n_samples, n_components), optional
+        Output: responsibilities.
+    compute_stats : bool, default=True
+
+    Returns
+    -------
+    nk : ndarray of shape (n_components,), float64
+        Sum of responsibilities.
+    sx : ndarray of shape (n_components, n_features), float64
+        Responsibility-weighted sum of shifted frames.
+    sxx : ndarray of shape (n_components, n_features), float64
+        Responsibility-weighted sum of squared shifted frames.
+    loglik : float
+        Total log-likelihood of the shard.
+    """
+    return _gmm_step(_diag_log_prob, False, X, shift, means, precisions, log_weights,
+                     chunk_size, logprob_out, resp_out, compute_stats)
+
+
+def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,
+                  logprob_out=None, resp_out=None, compute_stats=True):
+    """E-step of a full-covariance GMM on one shard.
+
+    Same as :func:`gmm_diag_step` except
+
+    prec_chol : ndarray of shape (n_components, n_features, n_features), float64
+        Cholesky factors of the precision matrices (upper triangular, as in
+        scikit-learn: ``precision = prec_chol @ prec_chol.T``), so that the
+        Mahalanobis term is ``||(x - mu) @ prec_chol||^2``.
+
+    and the returned ``sxx`` has shape (n_components, n_features, n_features):
+    the responsibility-weighted sum of outer products of shifted frames.
+    """
+    return _gmm_step(_full_log_prob, True, X, shift, means, prec_chol, log_weights,
+                     chunk_size, logprob_out, resp_out, compute_stats)

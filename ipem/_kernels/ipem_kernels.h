@@ -1,0 +1,99 @@
+/* ipem_kernels.h -- C API of ipem's compiled E-step kernels.
+ *
+ * The cffi build script (_build.py) hands everything between the CDEF BEGIN
+ * and CDEF END markers to ffibuilder.cdef(), so that part must stay plain C
+ * declarations that cffi can parse (no preprocessor lines, no macros).
+ *
+ * Conventions shared by all kernels (see ipem_kernels.c for the algorithms):
+ *  - X is n x d, row-major, with a row stride of ldx elements (ldx >= d).
+ *  - Every derived parameter array (W, C, U, ...) is prepared by the Python
+ *    wrapper (_c.py) in the dtype of X; statistics outputs are float64 and
+ *    are OVERWRITTEN (not accumulated into).
+ *  - chunk is the number of frames processed per block (> 0).
+ *  - Return value: 0 on success, IPEM_ERR_* (< 0) on failure.
+ */
+#ifndef IPEM_KERNELS_H
+#define IPEM_KERNELS_H
+
+#include <stdint.h>
+
+/* CDEF BEGIN */
+/* Fortran BLAS ?gemm as exported by scipy.linalg.cython_blas. */
+typedef void (*ipem_sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
+                              float *alpha, float *a, int *lda, float *b, int *ldb,
+                              float *beta, float *c, int *ldc);
+typedef void (*ipem_dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
+                              double *alpha, double *a, int *lda, double *b, int *ldb,
+                              double *beta, double *c, int *ldc);
+
+/* Error codes. */
+enum { IPEM_OK = 0, IPEM_ERR_NOMEM = -1, IPEM_ERR_NOBLAS = -2, IPEM_ERR_ARGS = -3 };
+
+/* Instruction-set levels of the element-wise code (the BLAS picks its own). */
+/* IPEM_ISA_BASE: the compiler's baseline (SSE2 on x86-64); IPEM_ISA_AVX2:
+ * AVX2 + FMA; IPEM_ISA_AVX512: AVX-512F/DQ + AVX2 + FMA. */
+enum { IPEM_ISA_BASE = 0, IPEM_ISA_AVX2 = 1, IPEM_ISA_AVX512 = 2 };
+
+void ipem_set_blas(ipem_sgemm_fn sgemm, ipem_dgemm_fn dgemm);
+/* Bit mask of the levels this build and this CPU support (bit i = level i). */
+int ipem_isa_available(void);
+/* Select a level; returns the level now in use (the best available one not
+ * above the requested level). */
+int ipem_set_isa(int level);
+int ipem_get_isa(void);
+
+/* Vectorised exp over an array (for tests): out[i] = exp(x[i]). */
+void ipem_vexp_f32(int64_t n, const float *x, float *out);
+void ipem_vexp_f64(int64_t n, const double *x, double *out);
+
+/* k-means (Lloyd) assignment step.
+ *   C: k x d centres (shifted coordinates); csq: k squared norms of C;
+ *   labels (n, int64), mindist (n, float64) written;
+ *   counts (k), sums (k x d), inertia (1) written. */
+int ipem_kmeans_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
+                    const float *shift, const float *C, const float *csq, int64_t chunk,
+                    int64_t *labels, double *mindist,
+                    double *counts, double *sums, double *inertia);
+int ipem_kmeans_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
+                    const double *shift, const double *C, const double *csq, int64_t chunk,
+                    int64_t *labels, double *mindist,
+                    double *counts, double *sums, double *inertia);
+
+/* Diagonal-covariance GMM E-step.
+ *   W: (2d+1) x k row-major: rows 0..d-1 = -0.5*prec^T, rows d..2d-1 =
+ *      (mean*prec)^T, row 2d = the per-component constant.
+ *   logprob_out: n float64 or NULL.  resp_out: n x k (float64 when
+ *   resp_f64 != 0, else float32) or NULL.
+ *   acc: k x (2d+1) float64, written when compute_stats != 0:
+ *      acc[j, 0:d] = sum_n r_nj x_n^2, acc[j, d:2d] = sum_n r_nj x_n,
+ *      acc[j, 2d] = sum_n r_nj.   loglik: 1 float64, always written. */
+int ipem_gmm_diag_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
+                      const float *shift, const float *W, int64_t chunk,
+                      double *logprob_out, void *resp_out, int resp_f64,
+                      int compute_stats, double *acc, double *loglik);
+int ipem_gmm_diag_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
+                      const double *shift, const double *W, int64_t chunk,
+                      double *logprob_out, void *resp_out, int resp_f64,
+                      int compute_stats, double *acc, double *loglik);
+
+/* Full-covariance GMM E-step.
+ *   U: (d+1) x (k*dp) row-major; columns j*dp .. j*dp+d-1 of rows 0..d-1
+ *      hold the Cholesky factor of the precision of component j, row d
+ *      holds -(mean_j @ U_j); padding columns are zero.  dp >= d.
+ *   cst: k float64 constants (-0.5 d log 2pi + log det U_j + log w_j).
+ *   kblock: components per log-likelihood GEMM (> 0).
+ *   acc: k x (1 + d + d(d+1)/2) float64, written when compute_stats != 0:
+ *      [sum r, sum r x, sum r x_i x_j for i <= j (row-major upper triangle)]. */
+int ipem_gmm_full_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
+                      const float *shift, const float *U, int64_t dp, const double *cst,
+                      int64_t chunk, int64_t kblock,
+                      double *logprob_out, void *resp_out, int resp_f64,
+                      int compute_stats, double *acc, double *loglik);
+int ipem_gmm_full_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
+                      const double *shift, const double *U, int64_t dp, const double *cst,
+                      int64_t chunk, int64_t kblock,
+                      double *logprob_out, void *resp_out, int resp_f64,
+                      int compute_stats, double *acc, double *loglik);
+/* CDEF END */
+
+#endif /* IPEM_KERNELS_H */

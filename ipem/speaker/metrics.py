@@ -1,0 +1,417 @@
+"""Detection metrics for speaker verification: EER, ROCCH-EER, DCF, DET plots.
+
+Conventions (as in the NIST SRE evaluations and the BOSARIS toolkit):
+
+* higher scores favour the target hypothesis;
+* a trial is accepted when ``score >= threshold``, so
+  ``P_miss(t) = #{tar < t} / N_tar`` and ``P_fa(t) = #{non >= t} / N_non``;
+* the detection cost is
+  ``DCF = c_miss * p_target * P_miss + c_fa * (1 - p_target) * P_fa``,
+  normalised by the cost of the best trivial system,
+  ``min(c_miss * p_target, c_fa * (1 - p_target))``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import namedtuple
+from typing import Mapping
+
+import numpy as np
+
+__all__ = [
+    "OperatingPoint",
+    "SRE2008",
+    "SRE2010",
+    "det_curve",
+    "compute_eer",
+    "rocch",
+    "rocch_eer",
+    "min_dcf",
+    "act_dcf",
+    "bayes_threshold",
+    "plot_det",
+]
+
+OperatingPoint = namedtuple("OperatingPoint", ["p_target", "c_miss", "c_fa"])
+OperatingPoint.__doc__ = "Detection-cost operating point (p_target, c_miss, c_fa)."
+
+#: NIST SRE 2008 core condition: P_target=0.01, C_miss=10, C_fa=1.
+SRE2008 = OperatingPoint(0.01, 10.0, 1.0)
+#: NIST SRE 2010 core condition: P_target=0.001, C_miss=1, C_fa=1.
+SRE2010 = OperatingPoint(0.001, 1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------
+def _check_scores(tar, non) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for name, s in (("target", tar), ("non-target", non)):
+        try:
+            a = np.asarray(s, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} scores are not numeric: {exc}") from exc
+        if a.ndim == 0:
+            raise ValueError(f"{name} scores must be a 1-D array, got a scalar")
+        a = a.ravel()
+        if a.size == 0:
+            raise ValueError(f"{name} scores are empty")
+        if np.isnan(a).any():
+            raise ValueError(f"{name} scores contain NaN ({int(np.isnan(a).sum())} of {a.size})")
+        if np.isinf(a).any():
+            raise ValueError(f"{name} scores contain infinite values")
+        out.append(a)
+    return out[0], out[1]
+
+
+def _check_op(p_target, c_miss, c_fa):
+    if not (0.0 < p_target < 1.0):
+        raise ValueError(f"p_target must be in (0, 1), got {p_target!r}")
+    if not (c_miss > 0 and c_fa > 0):
+        raise ValueError(f"costs must be positive, got c_miss={c_miss!r}, c_fa={c_fa!r}")
+
+
+# ---------------------------------------------------------------------------
+# ROC / DET
+# ---------------------------------------------------------------------------
+def _roc_points(tar, non):
+    """Steps of the empirical ROC.
+
+    Returns ``thresholds, p_miss, p_fa`` with ``len(unique scores) + 1``
+    entries: point ``k`` is the decision "accept iff score >= thresholds[k]",
+    thresholds[0] = -inf (accept all) ... thresholds[-1] = +inf (reject all);
+    interior thresholds are the midpoints between consecutive unique scores.
+    """
+    tar_s = np.sort(tar)
+    non_s = np.sort(non)
+    u = np.unique(np.concatenate([tar_s, non_s]))
+    # point k (k = 0..U): accept the scores > u[k-1]  (u[-1] := -inf)
+    cut = np.concatenate([[-np.inf], u])
+    p_miss = np.searchsorted(tar_s, cut, side="right") / tar_s.size
+    p_fa = 1.0 - np.searchsorted(non_s, cut, side="right") / non_s.size
+    thr = np.empty(u.size + 1)
+    thr[0] = -np.inf
+    thr[-1] = np.inf
+    thr[1:-1] = 0.5 * (u[:-1] + u[1:])
+    return thr, p_miss, p_fa
+
+
+def det_curve(tar, non) -> tuple[np.ndarray, np.ndarray]:
+    """Empirical miss and false-alarm rates over all thresholds.
+
+    Parameters
+    ----------
+    tar : array_like, shape (n_tar,)
+        Target-trial scores.
+    non : array_like, shape (n_non,)
+        Non-target-trial scores.
+
+    Returns
+    -------
+    p_miss : numpy.ndarray, shape (n_unique + 1,)
+        Non-decreasing, from 0 (accept everything) to 1.
+    p_fa : numpy.ndarray, shape (n_unique + 1,)
+        Non-increasing, from 1 to 0.
+    """
+    tar, non = _check_scores(tar, non)
+    _, p_miss, p_fa = _roc_points(tar, non)
+    return p_miss, p_fa
+
+
+def compute_eer(tar, non) -> float:
+    """Equal error rate of the (interpolated) empirical ROC.
+
+    The ROC steps are joined by straight lines in the (P_fa, P_miss) plane and
+    the EER is where that polyline crosses ``P_miss == P_fa``.
+
+    Parameters
+    ----------
+    tar : array_like, shape (n_tar,)
+        Target-trial scores.
+    non : array_like, shape (n_non,)
+        Non-target-trial scores.
+
+    Returns
+    -------
+    float
+        EER as a fraction in [0, 1].
+    """
+    tar, non = _check_scores(tar, non)
+    _, pm, pf = _roc_points(tar, non)
+    d = pm - pf  # non-decreasing from -1 to +1
+    k = int(np.argmax(d >= 0))  # first point at or past the crossing (k >= 1)
+    if d[k] == 0:
+        return float(pm[k])
+    # linear interpolation between points k-1 (d<0) and k (d>0)
+    a = -d[k - 1] / (d[k] - d[k - 1])
+    return float(pm[k - 1] + a * (pm[k] - pm[k - 1]))
+
+
+# ---------------------------------------------------------------------------
+# ROC convex hull
+# ---------------------------------------------------------------------------
+def _pav(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pool-adjacent-violators: non-decreasing least-squares fit of ``y``.
+
+    Returns the block values and block widths (adjacent blocks with equal
+    fitted values are pooled too, so the values are strictly increasing).
+    """
+    vals: list[float] = []
+    widths: list[int] = []
+    for v in y:
+        vals.append(float(v))
+        widths.append(1)
+        while len(vals) >= 2 and vals[-2] >= vals[-1]:
+            w = widths[-2] + widths[-1]
+            vals[-2] = (vals[-2] * widths[-2] + vals[-1] * widths[-1]) / w
+            widths[-2] = w
+            vals.pop()
+            widths.pop()
+    return np.asarray(vals), np.asarray(widths, dtype=np.int64)
+
+
+def rocch(tar, non) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices of the ROC convex hull (ROCCH).
+
+    Trials are sorted by score (ties with a target first: pessimistic), the
+    target indicator sequence is made monotone by pool-adjacent-violators,
+    and every PAV block boundary is a hull vertex.
+
+    Parameters
+    ----------
+    tar : array_like, shape (n_tar,)
+        Target-trial scores.
+    non : array_like, shape (n_non,)
+        Non-target-trial scores.
+
+    Returns
+    -------
+    p_miss : numpy.ndarray, shape (n_blocks + 1,)
+        Miss rate at the vertices, non-decreasing from 0 to 1.
+    p_fa : numpy.ndarray, shape (n_blocks + 1,)
+        False-alarm rate at the vertices, non-increasing from 1 to 0.
+    """
+    tar, non = _check_scores(tar, non)
+    scores = np.concatenate([tar, non])
+    labels = np.concatenate([np.ones(tar.size), np.zeros(non.size)])
+    # sort by score; among equal scores targets come first (stable sort of
+    # the target-first concatenation), the pessimistic tie order.
+    order = np.argsort(scores, kind="stable")
+    labels = labels[order]
+    _, widths = _pav(labels)
+    edges = np.concatenate([[0], np.cumsum(widths)])  # trials below each vertex
+    tar_below = np.concatenate([[0.0], np.cumsum(labels)])[edges]
+    non_below = edges - tar_below
+    p_miss = tar_below / tar.size
+    p_fa = 1.0 - non_below / non.size
+    return p_miss, p_fa
+
+
+def rocch_eer(tar, non) -> float:
+    """EER of the ROC convex hull (the BOSARIS "ROCCH-EER").
+
+    For every hull segment between vertices ``(f1, m1)`` and ``(f2, m2)``
+    (``f`` = P_fa, ``m`` = P_miss) take the line ``a f + b m = 1`` through
+    them; it meets the diagonal ``f = m = e`` at ``e = 1 / (a + b)``.
+    Because the hull is convex, every such line lies on or below it, so the
+    hull's crossing of the diagonal is the largest of these values.
+    Horizontal or vertical segments (only at P_miss = 0 or P_fa = 0 on a
+    convex hull) contribute 0.
+
+    Parameters
+    ----------
+    tar : array_like, shape (n_tar,)
+        Target-trial scores.
+    non : array_like, shape (n_non,)
+        Non-target-trial scores.
+
+    Returns
+    -------
+    float
+        ROCCH-EER as a fraction in [0, 0.5].
+    """
+    pm, pf = rocch(tar, non)
+    eer = 0.0
+    for i in range(pm.size - 1):
+        f1, f2, m1, m2 = pf[i], pf[i + 1], pm[i], pm[i + 1]
+        df, dm = f1 - f2, m2 - m1
+        if df == 0 or dm == 0:
+            continue
+        # line through the points: m = m1 + (f1 - f) * dm/df  ->  at f = m = e:
+        # e = (m1 + f1 * dm/df) / (1 + dm/df) = (m1 df + f1 dm) / (df + dm)
+        e = (m1 * df + f1 * dm) / (df + dm)
+        eer = max(eer, e)
+    return float(eer)
+
+
+# ---------------------------------------------------------------------------
+# Detection cost
+# ---------------------------------------------------------------------------
+def _dcf(p_miss, p_fa, p_target, c_miss, c_fa, normalize):
+    cost = c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa
+    if normalize:
+        cost = cost / min(c_miss * p_target, c_fa * (1.0 - p_target))
+    return cost
+
+
+def min_dcf(tar, non, p_target: float = SRE2008.p_target, c_miss: float = SRE2008.c_miss,
+            c_fa: float = SRE2008.c_fa, normalize: bool = True) -> tuple[float, float]:
+    """Minimum detection cost over all thresholds.
+
+    Parameters
+    ----------
+    tar : array_like, shape (n_tar,)
+        Target-trial scores.
+    non : array_like, shape (n_non,)
+        Non-target-trial scores.
+    p_target, c_miss, c_fa : float, optional
+        Operating point (defaults: :data:`SRE2008`); ``min_dcf(tar, non,
+        *SRE2010)`` works too.
+    normalize : bool, optional
+        Divide by ``min(c_miss * p_target, c_fa * (1 - p_target))``.
+
+    Returns
+    -------
+    value : float
+        The minimum (normalised) DCF.
+    threshold : float
+        A threshold reaching it (decision ``score >= threshold``): the
+        midpoint between two consecutive scores, or -inf / +inf when accepting
+        / rejecting everything is best.
+    """
+    tar, non = _check_scores(tar, non)
+    _check_op(p_target, c_miss, c_fa)
+    thr, pm, pf = _roc_points(tar, non)
+    cost = _dcf(pm, pf, p_target, c_miss, c_fa, normalize)
+    k = int(np.argmin(cost))
+    return float(cost[k]), float(thr[k])
+
+
+def bayes_threshold(p_target: float, c_miss: float, c_fa: float) -> float:
+    """Bayes decision threshold for calibrated log-likelihood-ratio scores.
+
+    Returns
+    -------
+    float
+        ``log(c_fa * (1 - p_target) / (c_miss * p_target))``.
+    """
+    _check_op(p_target, c_miss, c_fa)
+    return math.log(c_fa * (1.0 - p_target) / (c_miss * p_target))
+
+
+def act_dcf(tar, non, p_target: float = SRE2008.p_target, c_miss: float = SRE2008.c_miss,
+            c_fa: float = SRE2008.c_fa, *, threshold: float | None = None,
+            normalize: bool = True) -> float:
+    """Actual detection cost at a fixed threshold.
+
+    Parameters
+    ----------
+    tar : array_like, shape (n_tar,)
+        Target-trial scores.
+    non : array_like, shape (n_non,)
+        Non-target-trial scores.
+    p_target, c_miss, c_fa : float, optional
+        Operating point (defaults: :data:`SRE2008`).
+    threshold : float, optional
+        Decision threshold (accept iff ``score >= threshold``).  ``None``
+        uses the Bayes threshold :func:`bayes_threshold`, i.e. treats the
+        scores as calibrated log-likelihood ratios.
+    normalize : bool, optional
+        Divide by ``min(c_miss * p_target, c_fa * (1 - p_target))``.
+
+    Returns
+    -------
+    float
+        The (normalised) DCF at that threshold.
+    """
+    tar, non = _check_scores(tar, non)
+    _check_op(p_target, c_miss, c_fa)
+    if threshold is None:
+        threshold = bayes_threshold(p_target, c_miss, c_fa)
+    elif isinstance(threshold, float) and math.isnan(threshold):
+        raise ValueError("threshold is NaN")
+    p_miss = float(np.mean(tar < threshold))
+    p_fa = float(np.mean(non >= threshold))
+    return float(_dcf(p_miss, p_fa, p_target, c_miss, c_fa, normalize))
+
+
+# ---------------------------------------------------------------------------
+# DET plot
+# ---------------------------------------------------------------------------
+_DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+_DET_TICK_LABELS = ("0.1", "0.2", "0.5", "1", "2", "5", "10", "20", "40")
+_DET_LIMITS = (0.0005, 0.5)
+
+
+def plot_det(curves: Mapping[str, tuple], path: str | os.PathLike | None = None, ax=None,
+             *, title: str | None = None, show_eer: bool = True):
+    """Plot DET curves on normal-deviate axes.
+
+    Parameters
+    ----------
+    curves : mapping of str to (tar, non)
+        Label -> (target scores, non-target scores), one curve each.
+    path : path-like, optional
+        If given, the figure is saved there as a PNG (Agg renderer; no
+        display is needed and pyplot's backend is untouched).
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw into; a new figure is made if omitted.
+    title : str, optional
+        Axes title.
+    show_eer : bool, optional
+        Append the EER to each label and mark the EER point.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn into (``ax.figure`` is the figure).
+    """
+    from scipy.stats import norm
+
+    if not curves:
+        raise ValueError("curves is empty: give at least one label -> (tar, non)")
+    if ax is None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 6), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+    eps = 1e-9
+    for label, pair in curves.items():
+        try:
+            tar, non = pair
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"curve {label!r} must be a (tar, non) pair") from exc
+        pm, pf = det_curve(tar, non)
+        x = norm.ppf(np.clip(pf, eps, 1 - eps))
+        y = norm.ppf(np.clip(pm, eps, 1 - eps))
+        text = str(label)
+        if show_eer:
+            eer = compute_eer(tar, non)
+            text += f" (EER {100 * eer:.2f}%)"
+        (line,) = ax.plot(x, y, label=text, linewidth=1.5)
+        if show_eer and eer > 0:
+            z = norm.ppf(min(max(eer, eps), 1 - eps))
+            ax.plot([z], [z], "o", color=line.get_color(), markersize=4)
+    lim = norm.ppf(_DET_LIMITS)
+    ax.plot(lim, lim, ":", color="0.6", linewidth=0.8)
+    ticks = norm.ppf(_DET_TICKS)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(_DET_TICK_LABELS)
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(_DET_TICK_LABELS)
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
+    ax.set_aspect("equal")
+    ax.set_xlabel("False alarm probability (%)")
+    ax.set_ylabel("Miss probability (%)")
+    ax.grid(True, linestyle=":", linewidth=0.5)
+    ax.legend(loc="upper right", fontsize="small")
+    if title:
+        ax.set_title(title)
+    if path is not None:
+        ax.figure.savefig(os.fspath(path), format="png", bbox_inches="tight")
+    return ax

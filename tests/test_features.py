@@ -1,0 +1,401 @@
+"""Tests for ipem.features: readers, writers, validation and balancing."""
+
+import os
+import pickle
+import struct
+
+import h5py
+import numpy as np
+import pytest
+
+from ipem import features
+from ipem.features import FeatureFileError, FeatureRef
+
+
+def _data(n=7, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)).astype(np.float32)
+
+
+def _htk_bytes(n, period, samp_size, kind, payload=b""):
+    return struct.pack(">iihh", n, period, samp_size, kind) + payload
+
+
+# ---------------------------------------------------------------------------
+# Round trips and describe
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt,name", [("htk", "a.htk"), ("npy", "a.npy"), ("h5", "a.h5")])
+def test_round_trip_files(tmp_path, fmt, name):
+    X = _data()
+    path = tmp_path / name
+    ref = features.write(path, X, fmt)
+    assert ref == FeatureRef(str(path), fmt, "features" if fmt == "h5" else None, 7, 3)
+    Y = features.load(ref)
+    assert Y.dtype == np.float32 and Y.flags.c_contiguous
+    np.testing.assert_array_equal(Y, X)
+    # extension-based inference gives the same answer
+    assert features.describe(path) == ref
+    np.testing.assert_array_equal(features.load(ref, np.float64), X.astype(np.float64))
+    assert sorted(os.listdir(tmp_path)) == [name]  # no temp files left
+
+
+def test_round_trip_kaldi(tmp_path):
+    mats = {"utt1": _data(5, 4, 1), "utt2": _data(9, 4, 2), "utt3": _data(1, 4, 3)}
+    ark, scp = tmp_path / "feats.ark", tmp_path / "feats.scp"
+    written = features.write_kaldi(ark, scp, mats)
+    refs = features.list_features(str(scp))
+    assert refs == written
+    assert [r.key for r in refs] == ["utt1", "utt2", "utt3"]
+    assert [r.shape for r in refs] == [(5, 4), (9, 4), (1, 4)]
+    for ref in refs:
+        assert ref.fmt == "kaldi" and ref.path.startswith(str(ark) + ":")
+        np.testing.assert_array_equal(features.load(ref), mats[ref.key])
+    # the scp written is a normal Kaldi scp, readable by kaldiio itself
+    import kaldiio
+    loaded = kaldiio.load_scp(str(scp))
+    np.testing.assert_array_equal(loaded["utt2"], mats["utt2"])
+    np.testing.assert_array_equal(features.load_many(refs),
+                                  np.concatenate([mats[k] for k in ("utt1", "utt2", "utt3")]))
+    assert sorted(os.listdir(tmp_path)) == ["feats.ark", "feats.scp"]
+
+
+def test_round_trip_h5_custom_key_and_float64(tmp_path):
+    X = _data().astype(np.float64) / 3
+    ref = features.write(tmp_path / "x.hdf5", X, key="mfcc")
+    assert ref.key == "mfcc"
+    np.testing.assert_array_equal(features.load(ref, np.float64), X)
+    assert features.describe(tmp_path / "x.hdf5", key="mfcc") == ref
+    with pytest.raises(FeatureFileError, match="no dataset 'features'"):
+        features.describe(tmp_path / "x.hdf5")
+
+
+def test_htk_writer_bytes():
+    X = np.array([[1.0, 2.0], [3.0, -0.5]], dtype=np.float32)
+    expected = struct.pack(">iihh", 2, 100000, 8, 9) + struct.pack(">4f", 1.0, 2.0, 3.0, -0.5)
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "x.htk")
+        features.write(path, X, "htk")
+        with open(path, "rb") as f:
+            assert f.read() == expected
+        hdr = features.read_htk_header(path)
+        assert hdr == (2, 100000, 8, 9)
+
+
+def test_htk_reader_hand_built(tmp_path):
+    path = tmp_path / "hand.fea"
+    path.write_bytes(_htk_bytes(2, 50000, 8, 6 | 0o100, struct.pack(">4f", 1, 2, 3, 4)))
+    ref = features.describe(path)
+    assert (ref.fmt, ref.shape) == ("htk", (2, 2))
+    np.testing.assert_array_equal(features.load(ref), [[1, 2], [3, 4]])
+
+
+def test_describe_reads_headers_only(tmp_path):
+    # An HTK file whose data is NaN still describes fine: only the header is read.
+    n, d = 1000, 6
+    path = tmp_path / "big.htk"
+    path.write_bytes(_htk_bytes(n, 100000, 4 * d, 9, b"\x7f\xc0\x00\x00" * (n * d)))
+    assert features.describe(path).shape == (n, d)
+    # npy: shape from the header
+    np.save(tmp_path / "b.npy", np.zeros((11, 5), np.float64))
+    assert features.describe(tmp_path / "b.npy").shape == (11, 5)
+    # h5: shape from the dataset
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_dataset("features", data=np.zeros((4, 2), np.float32))
+    assert features.describe(tmp_path / "c.h5").shape == (4, 2)
+
+
+def test_feature_ref_pickles_and_validates():
+    ref = FeatureRef("/x.htk", "htk", None, 10, 3)
+    assert pickle.loads(pickle.dumps(ref)) == ref
+    with pytest.raises(ValueError):
+        FeatureRef("/x", "wav", None, 1, 1)
+    with pytest.raises(ValueError):
+        FeatureRef("/x", "htk", None, -1, 1)
+    err = FeatureFileError("/x.ark:5", "broken", "utt9", "kaldi")
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) == "/x.ark:5 (utterance utt9): broken"
+
+
+# ---------------------------------------------------------------------------
+# Listing
+# ---------------------------------------------------------------------------
+
+
+def test_list_features_from_list_and_lst(tmp_path, monkeypatch):
+    paths = []
+    for i, (fmt, ext) in enumerate([("htk", ".mfc"), ("npy", ".npy"), ("h5", ".h5")]):
+        p = tmp_path / f"f{i}{ext}"
+        features.write(p, _data(3 + i, 2, i), fmt)
+        paths.append(p)
+    refs = features.list_features([str(p) for p in paths])
+    assert [r.n_frames for r in refs] == [3, 4, 5]
+    assert [r.fmt for r in refs] == ["htk", "npy", "h5"]
+
+    lst = tmp_path / "files.lst"
+    lst.write_text("# comment\nf0.mfc\n\n" + str(paths[1]) + "\n" + str(paths[2]) + "\n")
+    monkeypatch.chdir(tmp_path)  # relative entries resolve against the cwd
+    assert features.list_features(str(lst)) == refs
+    assert features.list_features(tmp_path / "files.lst") == refs
+
+
+def test_list_features_forced_format(tmp_path):
+    p = tmp_path / "utt.feat"
+    features.write(p, _data(), "htk")
+    with pytest.raises(FeatureFileError, match="utt.feat"):
+        features.list_features([p])
+    assert features.list_features([p], fmt="htk")[0].shape == (7, 3)
+
+
+def test_list_features_dims_mismatch(tmp_path):
+    features.write(tmp_path / "a.htk", _data(4, 3), "htk")
+    features.write(tmp_path / "b.htk", _data(4, 3), "htk")
+    features.write(tmp_path / "c.htk", _data(4, 5), "htk")
+    with pytest.raises(FeatureFileError) as info:
+        features.list_features([tmp_path / n for n in ("a.htk", "b.htk", "c.htk")])
+    msg = str(info.value)
+    assert "c.htk" in msg and "5" in msg and "3" in msg and "a.htk" in msg
+
+
+def test_scp_errors(tmp_path):
+    features.write_kaldi(tmp_path / "x.ark", tmp_path / "x.scp", {"u1": _data(2, 2)})
+    line = (tmp_path / "x.scp").read_text()
+    (tmp_path / "dup.scp").write_text(line + line)
+    with pytest.raises(FeatureFileError, match="duplicate utterance id 'u1'"):
+        features.list_features(tmp_path / "dup.scp")
+    (tmp_path / "bad.scp").write_text("lonely\n")
+    with pytest.raises(FeatureFileError, match="bad.scp: line 1"):
+        features.list_features(tmp_path / "bad.scp")
+
+
+def test_kaldi_truncated_ark(tmp_path):
+    features.write_kaldi(tmp_path / "x.ark", tmp_path / "x.scp",
+                         {"u1": _data(2, 2), "u2": _data(50, 2)})
+    ark = tmp_path / "x.ark"
+    ark.write_bytes(ark.read_bytes()[:-40])
+    with pytest.raises(FeatureFileError) as info:
+        features.list_features(tmp_path / "x.scp")
+    assert "x.ark" in str(info.value) and "u2" in str(info.value)
+    assert "truncated" in str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# Bad files
+# ---------------------------------------------------------------------------
+
+
+def test_truncated_htk(tmp_path):
+    path = tmp_path / "spk1_003.htk"
+    path.write_bytes(_htk_bytes(500, 100000, 240, 9, b"\0" * (60000 - 12)))
+    with pytest.raises(FeatureFileError) as info:
+        features.describe(path)
+    assert str(info.value) == (f"{path}: truncated: header says 500 frames of 240 bytes "
+                               "(120012 bytes), file has 60000 bytes")
+
+
+def test_htk_truncated_after_describe(tmp_path):
+    path = tmp_path / "a.htk"
+    ref = features.write(path, _data(10, 4), "htk")
+    path.write_bytes(path.read_bytes()[:-16])
+    with pytest.raises(FeatureFileError, match="a.htk: truncated"):
+        features.load(ref)
+    with pytest.raises(FeatureFileError, match="a.htk: truncated"):
+        features.validate_all([ref])
+
+
+def test_htk_bad_samp_size(tmp_path):
+    path = tmp_path / "odd.htk"
+    path.write_bytes(_htk_bytes(2, 100000, 6, 9, b"\0" * 12))
+    with pytest.raises(FeatureFileError, match=r"odd\.htk: bad sampSize 6"):
+        features.describe(path)
+    # load() also checks, even for a hand-made ref
+    with pytest.raises(FeatureFileError, match="sampSize"):
+        features.load(FeatureRef(str(path), "htk", None, 2, 1))
+
+
+def test_htk_compressed_and_crc(tmp_path):
+    comp = tmp_path / "comp.htk"
+    comp.write_bytes(_htk_bytes(2, 100000, 8, 6 | 0o2000, b"\0" * 16))
+    with pytest.raises(FeatureFileError, match=r"comp\.htk: compressed"):
+        features.describe(comp)
+    crc = tmp_path / "crc.htk"
+    crc.write_bytes(_htk_bytes(2, 100000, 8, 6 | 0o10000, b"\0" * 18))
+    with pytest.raises(FeatureFileError, match=r"crc\.htk: .*CRC"):
+        features.describe(crc)
+
+
+def test_htk_little_endian_hint(tmp_path):
+    path = tmp_path / "le.htk"
+    path.write_bytes(struct.pack("<iihh", 3, 100000, 8, 9) + b"\0" * 24)
+    with pytest.raises(FeatureFileError, match="little-endian"):
+        features.describe(path)
+
+
+def test_npy_truncated(tmp_path):
+    path = tmp_path / "t.npy"
+    np.save(path, _data(100, 4))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(FeatureFileError, match=r"t\.npy: truncated"):
+        features.describe(path)
+
+
+def test_npy_non_numeric_and_not_2d(tmp_path):
+    np.save(tmp_path / "s.npy", np.array([["a", "b"]]))
+    with pytest.raises(FeatureFileError, match=r"s\.npy: non-numeric dtype"):
+        features.describe(tmp_path / "s.npy")
+    np.save(tmp_path / "v.npy", np.zeros(5, np.float32))
+    with pytest.raises(FeatureFileError, match=r"v\.npy: expected a 2-D"):
+        features.describe(tmp_path / "v.npy")
+
+
+@pytest.mark.parametrize("fmt,name", [("htk", "n.htk"), ("npy", "n.npy"), ("h5", "n.h5")])
+def test_nan_row_reported(tmp_path, fmt, name):
+    X = _data(10, 3)
+    X[6, 1] = np.nan
+    X[8, 0] = np.inf
+    ref = features.write(tmp_path / name, X, fmt)  # writing accepts any floats
+    with pytest.raises(FeatureFileError) as info:
+        features.load(ref)
+    msg = str(info.value)
+    assert name in msg and "row 6" in msg
+
+
+def test_nan_row_kaldi_and_load_many(tmp_path):
+    good, bad = _data(4, 2), _data(5, 2)
+    bad[3, 0] = np.nan
+    refs = features.write_kaldi(tmp_path / "x.ark", tmp_path / "x.scp", {"ok": good, "bad": bad})
+    with pytest.raises(FeatureFileError) as info:
+        features.load_many(refs)
+    msg = str(info.value)
+    assert "x.ark" in msg and "utterance bad" in msg and "row 3" in msg
+
+
+def test_wrong_dims_vs_ref(tmp_path):
+    ref = features.write(tmp_path / "a.npy", _data(5, 3), "npy")
+    features.write(tmp_path / "a.npy", _data(5, 4), "npy")  # replaced since described
+    with pytest.raises(FeatureFileError, match=r"a\.npy: wrong dimensionality.*4.*expected 3"):
+        features.load(ref)
+    with pytest.raises(FeatureFileError, match="wrong dimensionality"):
+        features.validate_all([ref])
+
+
+def test_empty_and_zero_frame_files(tmp_path):
+    for name in ("empty.htk", "empty.npy", "empty.h5"):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(FeatureFileError, match=name.replace(".", r"\.")):
+            features.describe(tmp_path / name)
+    (tmp_path / "zero.htk").write_bytes(_htk_bytes(0, 100000, 8, 9))
+    with pytest.raises(FeatureFileError, match=r"zero\.htk: contains zero frames"):
+        features.describe(tmp_path / "zero.htk")
+    np.save(tmp_path / "zero.npy", np.zeros((0, 3), np.float32))
+    with pytest.raises(FeatureFileError, match=r"zero\.npy: contains zero frames"):
+        features.describe(tmp_path / "zero.npy")
+    with pytest.raises(FeatureFileError, match="zero frames"):
+        features.load(FeatureRef(str(tmp_path / "zero.htk"), "htk", None, 0, 2))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FeatureFileError, match=r"nope\.htk: does not exist"):
+        features.describe(tmp_path / "nope.htk")
+    ref = features.write(tmp_path / "a.h5", _data(), "h5")
+    os.remove(tmp_path / "a.h5")
+    with pytest.raises(FeatureFileError, match=r"a\.h5 \(dataset 'features'\): does not exist"):
+        features.validate_all([ref])
+
+
+def test_validate_all(tmp_path):
+    refs = [features.write(tmp_path / f"{i}.htk", _data(3 + i, 2), "htk") for i in range(3)]
+    assert features.validate_all(refs) == 3 + 4 + 5
+    with pytest.raises(ValueError):
+        features.validate_all([])
+
+
+def test_load_many_concatenates(tmp_path):
+    Xs = [_data(2 + i, 3, i) for i in range(4)]
+    fmts = ["htk", "npy", "h5", "htk"]
+    refs = [features.write(tmp_path / f"{i}.{f}", X, f) for i, (X, f) in enumerate(zip(Xs, fmts))]
+    Y = features.load_many(refs, np.float64)
+    assert Y.shape == (2 + 3 + 4 + 5, 3) and Y.dtype == np.float64 and Y.flags.c_contiguous
+    np.testing.assert_array_equal(Y, np.concatenate(Xs).astype(np.float64))
+    with pytest.raises(ValueError):
+        features.load_many([])
+    with pytest.raises(ValueError):
+        features.load(refs[0], np.int32)
+
+
+# ---------------------------------------------------------------------------
+# Balancing
+# ---------------------------------------------------------------------------
+
+
+def test_assign_balanced_hand_example():
+    refs = [FeatureRef(f"/f{i}.htk", "htk", None, n, 2) for i, n in enumerate([5, 9, 3, 7, 4, 1])]
+    # LPT: 9(#1)->s0, 7(#3)->s1, 5(#0)->s2, 4(#4)->s2 (9,7,9), 3(#2)->s1 (9,10,9),
+    # 1(#5)->s0 (tie between s0 and s2 goes to s0) -> loads 10, 10, 9
+    assert features.assign_balanced(refs, 3) == [[1, 5], [2, 3], [0, 4]]
+
+
+def test_assign_balanced_ties_and_edges():
+    assert features.assign_balanced([2, 2, 2, 2], 2) == [[0, 2], [1, 3]]
+    assert features.assign_balanced([8], 3) == [[0], [], []]
+    assert features.assign_balanced([3, 1, 2], 1) == [[0, 1, 2]]
+    with pytest.raises(ValueError):
+        features.assign_balanced([1, 2], 0)
+    with pytest.raises(ValueError):
+        features.assign_balanced([], 2)
+
+
+# ---------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["htk", "npy", "h5"])
+def test_write_rejects_non_2d_and_leaves_nothing(tmp_path, fmt):
+    with pytest.raises(ValueError):
+        features.write(tmp_path / f"x.{fmt}", np.zeros(5, np.float32), fmt)
+    with pytest.raises(ValueError):
+        features.write(tmp_path / f"x.{fmt}", np.zeros((2, 2, 2), np.float32), fmt)
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_failure_inside_writer_leaves_nothing(tmp_path):
+    # These fail after the temporary file was created.
+    with pytest.raises(ValueError):
+        features.write(tmp_path / "wide.htk", np.zeros((1, 9000), np.float32), "htk")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ["htk", "npy", "h5"])
+def test_partial_write_is_cleaned_up(tmp_path, monkeypatch, fmt):
+    ops = features._FORMATS[fmt]
+
+    def half_then_fail(tmp, X, key, options):
+        ops.write(tmp, X, key, options)  # a complete-looking temp file ...
+        raise OSError("disk full")  # ... that must not become the output
+
+    monkeypatch.setitem(features._FORMATS, fmt, ops._replace(write=half_then_fail))
+    with pytest.raises(OSError, match="disk full"):
+        features.write(tmp_path / f"x.{fmt}", _data(), fmt)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError):
+        features.write(tmp_path / "x.h5", _data(), "h5", key="")
+
+
+def test_failed_write_keeps_old_file(tmp_path):
+    path = tmp_path / "keep.htk"
+    ref = features.write(path, _data(), "htk")
+    with pytest.raises(ValueError):
+        features.write(path, np.zeros((1, 9000), np.float32), "htk")
+    np.testing.assert_array_equal(features.load(ref), _data())
+    assert os.listdir(tmp_path) == ["keep.htk"]
+
+
+def test_write_kaldi_failure_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError):
+        features.write_kaldi(tmp_path / "x.ark", tmp_path / "x.scp", {"a": _data(), "b": np.zeros(3)})
+    with pytest.raises(ValueError):
+        features.write_kaldi(tmp_path / "x.ark", tmp_path / "x.scp", {"bad id": _data()})
+    assert os.listdir(tmp_path) == []
