@@ -718,6 +718,31 @@ class _KeyOnly:
 # clusters
 # ---------------------------------------------------------------------------
 
+def ensure_mpiexec():
+    """Put the ``mpiexec`` of this Python's environment (the mpich wheel) on PATH.
+
+    ipyparallel's MPI launcher runs ``mpiexec`` from ``PATH``; a virtualenv
+    used without activation would otherwise not find the one it installed.
+
+    Returns
+    -------
+    str
+        Path of the ``mpiexec`` that will be used.
+    """
+    import shutil
+    import sys
+    bindir = os.path.dirname(sys.executable)
+    if os.path.exists(os.path.join(bindir, "mpiexec")):
+        path = os.environ.get("PATH", "")
+        if not path.split(os.pathsep)[0] == bindir:
+            os.environ["PATH"] = bindir + os.pathsep + path
+    found = shutil.which("mpiexec")
+    if found is None:
+        raise RuntimeError("mpiexec not found: install the mpich wheel (pip install mpich) "
+                           "or a system MPI")
+    return found
+
+
 class MPICluster:
     """Start a local ipyparallel cluster with MPI engines and wrap it.
 
@@ -750,6 +775,7 @@ class MPICluster:
         import ipyparallel as ipp
         kw = dict(self.cluster_kwargs)
         kw.setdefault("log_level", 30)
+        ensure_mpiexec()
         self.cluster = ipp.Cluster(engines="mpi", n=self.n, **kw)
         self.client = self.cluster.start_and_connect_sync()
         self.client.wait_for_engines(self.n, timeout=120)

@@ -556,8 +556,6 @@ def generate_corpus(
             raise ValueError(f"unknown voices {unknown}; known: {sorted(ENGLISH_MBROLA_VOICES)}")
         if len(set(voices)) != len(voices):
             raise ValueError("voices contains duplicates")
-        if shutil.which("espeak-ng") is None:
-            raise ValueError("espeak-ng is not on PATH; " + INSTALL_HINT)
     if n_speakers is None:
         n_speakers = len(voices)
     if int(n_speakers) != n_speakers or n_speakers < MIN_SPEAKERS:
@@ -565,6 +563,8 @@ def generate_corpus(
     if n_speakers > len(voices):
         raise ValueError(f"n_speakers={n_speakers} but only {len(voices)} voices are available "
                          f"({', '.join(voices)}); " + INSTALL_HINT)
+    if shutil.which("espeak-ng") is None:
+        raise ValueError("espeak-ng is not on PATH; " + INSTALL_HINT)
     voices = list(voices)[: int(n_speakers)]
     speakers = [ENGLISH_MBROLA_VOICES[v] for v in voices]
 
@@ -606,8 +606,14 @@ def generate_corpus(
     if n_jobs == 1:
         results = [work(p) for p in plan]
     else:
-        with ThreadPoolExecutor(max_workers=int(n_jobs)) as pool:
-            results = list(pool.map(work, plan))
+        pool = ThreadPoolExecutor(max_workers=int(n_jobs))
+        try:
+            futures = [pool.submit(work, p) for p in plan]
+            results = [f.result() for f in futures]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # stop at the first failure
+            raise
+        pool.shutdown(wait=True)
 
     # -- lists ------------------------------------------------------------
     by_role: dict[str, dict[str, list[str]]] = {r: {s: [] for s in speakers} for r, _ in roles}

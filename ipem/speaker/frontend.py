@@ -418,7 +418,8 @@ def _extract_one(args):
     from ipem import features as ipem_features
 
     X = extract_features(src, **kwargs)
-    ipem_features.write(dst, X, fmt)
+    period = int(round(kwargs.get("winstep", 0.01) * 1e7))  # HTK units of 100 ns
+    ipem_features.write(dst, X, fmt, sample_period=period)
     return dst
 
 
@@ -439,9 +440,9 @@ def extract_many(
         Audio files.
     out_dir : path-like
         Output directory (created if needed).
-    fmt : {"htk", "npy"}, optional
+    fmt : {"htk", "npy", "h5"}, optional
         Feature file format, passed to ``ipem.features.write``; it is also
-        the file extension.
+        the file extension.  HTK files get the frame period ``winstep``.
     n_jobs : int, optional
         Number of worker threads.
     root : path-like, optional

@@ -409,7 +409,7 @@ def plot_det(curves: Mapping[str, tuple], path: str | os.PathLike | None = None,
     ax.set_xlabel("False alarm probability (%)")
     ax.set_ylabel("Miss probability (%)")
     ax.grid(True, linestyle=":", linewidth=0.5)
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(loc="lower left", fontsize="small")
     if title:
         ax.set_title(title)
     if path is not None:

@@ -1,0 +1,133 @@
+"""Quick per-call timing of ipem's E-step kernels: C vs NumPy vs the GEMM floor.
+
+    python benchmarks/kernel_timing.py [--n 200000] [--d 60] [--k 256] [--k-full 32]
+                                       [--repeat 3] [--dtype float32] [--only diag,full,kmeans]
+                                       [--sklearn]
+
+Prints, per kernel, the median (and min-max) seconds per call of each
+backend, the flop count of its matrix products and the time those flops
+take at the machine's own GEMM rate (measured here, same dtype) — the floor.
+The helpers (make_problem, time_call, gemm_rate, kernel_flops) are meant to
+be reused by the full benchmark suite.
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def time_call(fn, repeat=3, warmup=1):
+    """Median, min and max wall-clock seconds of ``fn()`` over ``repeat`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times), max(times)
+
+
+def gemm_rate(dtype=np.float32, size=1536, repeat=3):
+    """Measured GEMM rate (flop/s) of a square product with scipy's BLAS."""
+    from scipy.linalg import blas
+    rng = np.random.default_rng(0)
+    a = np.asfortranarray(rng.standard_normal((size, size)).astype(dtype))
+    gemm = blas.sgemm if np.dtype(dtype) == np.float32 else blas.dgemm
+    med, _, _ = time_call(lambda: gemm(1.0, a, a), repeat=repeat)
+    return 2.0 * size ** 3 / med
+
+
+def make_problem(n, d, k, dtype=np.float32, full=False, seed=0):
+    """Synthetic shard and GMM parameters (shifted coordinates, shift = data mean)."""
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, d)) + 5.0).astype(dtype)
+    shift = X[: min(n, 10000)].mean(axis=0, dtype=np.float64)
+    means = rng.standard_normal((k, d))
+    log_weights = np.log(rng.dirichlet(np.ones(k)))
+    if full:
+        a = rng.standard_normal((k, d, d)) * (0.3 / np.sqrt(d))
+        prec = np.triu(a) + np.eye(d)[None] * rng.uniform(0.7, 1.4, (k, 1, 1))
+    else:
+        prec = rng.uniform(0.5, 2.0, (k, d))
+    return X, shift, means, prec, log_weights
+
+
+def kernel_flops(kind, n, d, k):
+    """Flops of the matrix products an E-step needs (the roofline numerator)."""
+    if kind == "diag":     # [x^2, x] W and gamma^T [x, x^2]
+        return 8.0 * n * d * k
+    if kind == "full":     # (x - mu) U_j per component and gamma^T x x^T (upper triangle)
+        return 2.0 * n * d * d * k + 1.0 * n * d * d * k
+    if kind == "kmeans":   # x C^T
+        return 2.0 * n * d * k
+    raise ValueError(kind)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--d", type=int, default=60)
+    p.add_argument("--k", type=int, default=256)
+    p.add_argument("--k-full", type=int, default=32)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--only", default="diag,full,kmeans")
+    p.add_argument("--chunk", type=int, default=None, help="chunk_size for the C kernels")
+    p.add_argument("--sklearn", action="store_true",
+                   help="also time one scikit-learn KMeans(lloyd) iteration")
+    args = p.parse_args(argv)
+
+    from ipem._kernels import _numpy
+    backends = {"numpy": _numpy}
+    try:
+        from ipem._kernels import _c
+        backends = {"c": _c, "numpy": _numpy}
+        isa = _c.get_isa()
+    except ImportError as exc:
+        print(f"compiled kernels unavailable: {exc}", file=sys.stderr)
+        isa = "-"
+    dtype = np.dtype(args.dtype)
+    rate = gemm_rate(dtype)
+    print(f"N={args.n} D={args.d} K={args.k} (full: K={args.k_full}) {dtype}; "
+          f"GEMM {rate / 1e9:.0f} GFLOP/s; C isa={isa}; median of {args.repeat}")
+    n, d = args.n, args.d
+    for kind in args.only.split(","):
+        k = args.k_full if kind == "full" else args.k
+        X, shift, means, prec, lw = make_problem(n, d, k, dtype, full=(kind == "full"))
+        floor = kernel_flops(kind, n, d, k) / rate
+        results = {}
+        for name, mod in backends.items():
+            chunk = args.chunk if name == "c" else None
+            if kind == "diag":
+                def call(mod=mod, chunk=chunk):
+                    mod.gmm_diag_step(X, shift, means, prec, lw, chunk_size=chunk)
+            elif kind == "full":
+                def call(mod=mod, chunk=chunk):
+                    mod.gmm_full_step(X, shift, means, prec, lw, chunk_size=chunk)
+            else:
+                labels = np.empty(n, np.int64)
+                mindist = np.empty(n)
+
+                def call(mod=mod, chunk=chunk):
+                    mod.kmeans_step(X, shift, means, labels, mindist, chunk_size=chunk)
+            results[name] = time_call(call, repeat=args.repeat)
+        if kind == "kmeans" and args.sklearn:
+            from sklearn.cluster import KMeans
+            init = means + shift
+            km = KMeans(n_clusters=k, init=init, n_init=1, max_iter=1, tol=0.0,
+                        algorithm="lloyd")
+
+            def call():
+                km.fit(X)
+            results["sklearn(1 iter)"] = time_call(call, repeat=args.repeat)
+        line = [f"{kind:7s} K={k:<4d} floor {floor:.3f}s"]
+        for name, (med, lo, hi) in results.items():
+            line.append(f"{name} {med:.3f}s [{lo:.3f}-{hi:.3f}] ({floor / med:.0%} of floor)")
+        print("  ".join(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()

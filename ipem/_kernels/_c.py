@@ -1,0 +1,309 @@
+"""Compiled (C, cffi) implementation of ipem's E-step kernels.
+
+Same functions, signatures and semantics as :mod:`ipem._kernels._numpy` (see
+its docstrings); the C code lives in ``ipem_kernels.c`` and is built by
+``_build.py`` when ipem is installed.  Importing this module raises
+ImportError when the extension was not built, which makes
+:mod:`ipem._kernels` fall back to NumPy.
+
+Differences from the NumPy reference that callers may notice:
+
+* ``X`` must be float32 or float64 with unit stride along features (a row
+  slice of a bigger array is fine; anything else is copied first).
+* Output arrays must be C-contiguous with the documented dtype
+  (``labels`` int64, ``mindist``/``logprob_out`` float64; ``resp_out``
+  float64 or float32); otherwise ValueError/TypeError.
+* ``chunk_size=None`` picks a cache-sized chunk measured for the C code,
+  not :func:`default_chunk_size` (which is re-exported unchanged); results do
+  not depend on the chunk size beyond rounding.
+* float32 data: log-sum-exp and responsibilities are computed in float32
+  (vectorised exp, ~1e-7 relative) before the float64 accumulation.
+"""
+import ctypes
+import os
+
+import numpy as np
+
+from ._numpy import LOG_2PI, default_chunk_size  # noqa: F401  (re-exported)
+
+try:
+    from ._ckernels import ffi, lib
+except ImportError as exc:  # not compiled
+    raise ImportError(f"ipem's compiled kernels are not built: {exc}") from exc
+
+__all__ = ["kmeans_step", "gmm_diag_step", "gmm_full_step", "default_chunk_size",
+           "ISA_NAMES", "get_isa", "set_isa", "available_isas"]
+
+ISA_NAMES = ("base", "avx2", "avx512")
+
+_ERRORS = {
+    lib.IPEM_ERR_NOMEM: MemoryError("ipem C kernel: out of memory"),
+    lib.IPEM_ERR_NOBLAS: RuntimeError("ipem C kernel: BLAS not initialised"),
+    lib.IPEM_ERR_ARGS: ValueError("ipem C kernel: invalid arguments"),
+}
+
+
+# ---------------------------------------------------------------------------
+# BLAS from scipy.linalg.cython_blas (PyCapsules of Fortran-convention ?gemm)
+# ---------------------------------------------------------------------------
+def _capsule_pointer(capsule):
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype = ctypes.c_void_p
+    get_name.argtypes = [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype = ctypes.c_void_p
+    get_pointer.argtypes = [ctypes.py_object, ctypes.c_void_p]
+    ptr = get_pointer(capsule, get_name(capsule))
+    if not ptr:
+        raise ImportError("cannot read a BLAS function pointer from scipy")
+    return ptr
+
+
+def _init_blas():
+    try:
+        from scipy.linalg import cython_blas
+    except ImportError as exc:
+        raise ImportError(f"ipem's compiled kernels need scipy's BLAS: {exc}") from exc
+    capi = cython_blas.__pyx_capi__
+    sgemm = _capsule_pointer(capi["sgemm"])
+    dgemm = _capsule_pointer(capi["dgemm"])
+    lib.ipem_set_blas(ffi.cast("ipem_sgemm_fn", sgemm), ffi.cast("ipem_dgemm_fn", dgemm))
+
+
+_init_blas()
+
+
+# ---------------------------------------------------------------------------
+# instruction-set level of the element-wise code
+# ---------------------------------------------------------------------------
+def available_isas():
+    """Names of the instruction-set levels this CPU and build support."""
+    mask = lib.ipem_isa_available()
+    return [name for i, name in enumerate(ISA_NAMES) if mask & (1 << i)]
+
+
+def get_isa():
+    """Name of the instruction-set level in use."""
+    return ISA_NAMES[lib.ipem_get_isa()]
+
+
+def set_isa(name):
+    """Use at most the level ``name`` ("base", "avx2", "avx512"); returns the level used."""
+    if name not in ISA_NAMES:
+        raise ValueError(f"isa={name!r}: expected one of {ISA_NAMES}")
+    return ISA_NAMES[lib.ipem_set_isa(ISA_NAMES.index(name))]
+
+
+_env_isa = os.environ.get("IPEM_KERNEL_ISA", "").strip().lower()
+set_isa(_env_isa if _env_isa in ISA_NAMES else "avx512")
+del _env_isa
+
+
+# ---------------------------------------------------------------------------
+# chunk sizes (measured, see the comment at the top of ipem_kernels.c)
+# ---------------------------------------------------------------------------
+def _round_chunk(rows):
+    return int(max(16, min(8192, (int(rows) // 16) * 16 or 16)))
+
+
+def c_chunk_size(kind, n_components, n_features, itemsize=4):
+    """Frames per chunk used by the C kernels when ``chunk_size`` is None."""
+    k = max(int(n_components), 1)
+    if kind == "full":
+        return 256
+    # keep the (chunk x K) block of log-likelihoods / distances ~512 KB
+    return _round_chunk((512 * 1024) // (itemsize * k))
+
+
+def _full_kblock(n_components, dp, chunk, itemsize):
+    # components per log-likelihood GEMM: the (chunk x kb*dp) block ~1 MB
+    kb = (1 << 20) // max(1, itemsize * dp * chunk)
+    return int(max(1, min(n_components, kb)))
+
+
+# ---------------------------------------------------------------------------
+# argument handling
+# ---------------------------------------------------------------------------
+_PTR = {np.dtype(np.float32): "float *", np.dtype(np.float64): "double *"}
+
+
+def _ptr(arr, ctype=None):
+    if arr is None:
+        return ffi.NULL
+    if ctype is None:
+        ctype = _PTR.get(arr.dtype, "void *")
+    return ffi.cast(ctype, arr.ctypes.data)
+
+
+def _check_X(X):
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D, got shape {X.shape}")
+    if X.dtype not in (np.float32, np.float64):
+        raise TypeError(f"X must be float32 or float64, got {X.dtype}")
+    n, d = X.shape
+    item = X.itemsize
+    if n > 0 and d > 0:
+        row_ok = (X.strides[1] == item or d == 1) and X.strides[0] % item == 0 \
+            and (X.strides[0] // item >= d or n == 1)
+        if not row_ok:
+            X = np.ascontiguousarray(X)
+    else:
+        X = np.ascontiguousarray(X)
+    ldx = X.strides[0] // item if n > 1 else d
+    return X, max(int(ldx), d)
+
+
+def _vec(a, name, shape, dtype=np.float64):
+    a = np.asarray(a, dtype=dtype)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _out(arr, name, shape, dtypes):
+    if arr is None:
+        return None
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array")
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    if arr.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype {' or '.join(str(np.dtype(t)) for t in dtypes)},"
+                        f" got {arr.dtype}")
+    if not arr.flags.c_contiguous or not arr.flags.writeable:
+        raise ValueError(f"{name} must be a writeable C-contiguous array")
+    return arr
+
+
+def _check(rc):
+    if rc != lib.IPEM_OK:
+        raise _ERRORS.get(rc, RuntimeError(f"ipem C kernel failed with code {rc}"))
+
+
+def _chunk(chunk_size, kind, k, d, itemsize):
+    if chunk_size:
+        chunk = int(chunk_size)
+        if chunk < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        return chunk
+    return c_chunk_size(kind, k, d, itemsize)
+
+
+def _sfx(X):
+    return "f32" if X.dtype == np.float32 else "f64"
+
+
+# ---------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------
+def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None):
+    """Assign frames to their nearest centre; see :func:`ipem._kernels._numpy.kmeans_step`."""
+    X, ldx = _check_X(X)
+    n, d = X.shape
+    centers = np.asarray(centers, dtype=np.float64)
+    if centers.ndim != 2 or centers.shape[1] != d or centers.shape[0] < 1:
+        raise ValueError(f"centers must have shape (n_clusters, {d}), got {centers.shape}")
+    k = centers.shape[0]
+    dt = X.dtype
+    s = _vec(shift, "shift", (d,)).astype(dt)
+    c = np.ascontiguousarray(centers, dtype=dt)
+    c_sq = np.einsum("kd,kd->k", c, c)
+    labels = _out(labels, "labels", (n,), (np.int64,))
+    mindist = _out(mindist, "mindist", (n,), (np.float64,))
+    counts = np.zeros(k)
+    sums = np.zeros((k, d))
+    inertia = np.zeros(1)
+    chunk = _chunk(chunk_size, "kmeans", k, d, dt.itemsize)
+    fn = getattr(lib, "ipem_kmeans_" + _sfx(X))
+    _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(c), _ptr(c_sq), chunk,
+              _ptr(labels, "int64_t *"), _ptr(mindist), _ptr(counts), _ptr(sums),
+              _ptr(inertia)))
+    return counts, sums, float(inertia[0])
+
+
+def _gmm_outputs(n, k, logprob_out, resp_out):
+    logprob_out = _out(logprob_out, "logprob_out", (n,), (np.float64,))
+    resp_out = _out(resp_out, "resp_out", (n, k), (np.float64, np.float32))
+    resp_f64 = int(resp_out is not None and resp_out.dtype == np.float64)
+    return logprob_out, resp_out, resp_f64
+
+
+def _gmm_params(X, shift, means, log_weights):
+    n, d = X.shape
+    means = np.asarray(means, dtype=np.float64)
+    if means.ndim != 2 or means.shape[1] != d or means.shape[0] < 1:
+        raise ValueError(f"means must have shape (n_components, {d}), got {means.shape}")
+    k = means.shape[0]
+    s = _vec(shift, "shift", (d,)).astype(X.dtype)
+    log_weights = _vec(log_weights, "log_weights", (k,))
+    return n, d, k, means, s, log_weights
+
+
+def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
+                  logprob_out=None, resp_out=None, compute_stats=True):
+    """Diagonal GMM E-step; see :func:`ipem._kernels._numpy.gmm_diag_step`."""
+    X, ldx = _check_X(X)
+    n, d, k, means, s, log_weights = _gmm_params(X, shift, means, log_weights)
+    precisions = _vec(precisions, "precisions", (k, d))
+    logprob_out, resp_out, resp_f64 = _gmm_outputs(n, k, logprob_out, resp_out)
+    dt = X.dtype
+    const = (-0.5 * (np.sum(means * means * precisions, axis=1) + d * LOG_2PI)
+             + 0.5 * np.sum(np.log(precisions), axis=1) + log_weights)
+    W = np.empty((2 * d + 1, k), dtype=dt)
+    W[:d] = (-0.5 * precisions).T
+    W[d:2 * d] = (means * precisions).T
+    W[2 * d] = const
+    compute_stats = bool(compute_stats)
+    acc = np.zeros((k, 2 * d + 1)) if compute_stats else None
+    loglik = np.zeros(1)
+    chunk = _chunk(chunk_size, "diag", k, d, dt.itemsize)
+    fn = getattr(lib, "ipem_gmm_diag_" + _sfx(X))
+    _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(W), chunk,
+              _ptr(logprob_out), _ptr(resp_out, "void *"), resp_f64, int(compute_stats),
+              _ptr(acc), _ptr(loglik)))
+    if compute_stats:
+        sxx = acc[:, :d].copy()
+        sx = acc[:, d:2 * d].copy()
+        nk = acc[:, 2 * d].copy()
+    else:
+        nk, sx, sxx = np.zeros(k), np.zeros((k, d)), np.zeros((k, d))
+    return nk, sx, sxx, float(loglik[0])
+
+
+def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,
+                  logprob_out=None, resp_out=None, compute_stats=True):
+    """Full-covariance GMM E-step; see :func:`ipem._kernels._numpy.gmm_full_step`."""
+    X, ldx = _check_X(X)
+    n, d, k, means, s, log_weights = _gmm_params(X, shift, means, log_weights)
+    prec_chol = _vec(prec_chol, "prec_chol", (k, d, d))
+    logprob_out, resp_out, resp_f64 = _gmm_outputs(n, k, logprob_out, resp_out)
+    dt = X.dtype
+    dp = -(-d // 8) * 8
+    log_det = np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
+    cst = np.ascontiguousarray(-0.5 * d * LOG_2PI + log_det + log_weights)
+    b = np.einsum("kd,kde->ke", means, prec_chol)
+    U = np.zeros((d + 1, k, dp), dtype=dt)
+    U[:d, :, :d] = prec_chol.transpose(1, 0, 2)
+    U[d, :, :d] = -b
+    U = U.reshape(d + 1, k * dp)
+    compute_stats = bool(compute_stats)
+    n_pack = 1 + d + d * (d + 1) // 2
+    acc = np.zeros((k, n_pack)) if compute_stats else None
+    loglik = np.zeros(1)
+    chunk = _chunk(chunk_size, "full", k, d, dt.itemsize)
+    kblock = _full_kblock(k, dp, min(chunk, max(n, 1)), dt.itemsize)
+    fn = getattr(lib, "ipem_gmm_full_" + _sfx(X))
+    _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(U), dp, _ptr(cst), chunk, kblock,
+              _ptr(logprob_out), _ptr(resp_out, "void *"), resp_f64, int(compute_stats),
+              _ptr(acc), _ptr(loglik)))
+    if compute_stats:
+        nk = acc[:, 0].copy()
+        sx = acc[:, 1:1 + d].copy()
+        iu, ju = np.triu_indices(d)
+        sxx = np.empty((k, d, d))
+        sxx[:, iu, ju] = acc[:, 1 + d:]
+        sxx[:, ju, iu] = acc[:, 1 + d:]
+    else:
+        nk, sx, sxx = np.zeros(k), np.zeros((k, d)), np.zeros((k, d, d))
+    return nk, sx, sxx, float(loglik[0])

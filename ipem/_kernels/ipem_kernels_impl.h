@@ -1,0 +1,495 @@
+/* ipem_kernels_impl.h -- body of the E-step kernels, included by
+ * ipem_kernels.c once per (instruction set, dtype) pair.
+ *
+ * Parameters (macros defined by the includer):
+ *   IPEM_ISA   suffix naming the instruction set (base, avx2, avx512)
+ *   IPEM_F64   1 for double, 0 for float
+ * Every function here is static and its name carries both suffixes, so each
+ * inclusion is a self-contained copy compiled for its own target.  Nothing
+ * here may be a preprocessor guard: the file is meant to be included 6 times.
+ */
+
+#if IPEM_F64
+#define REAL double
+#define SFX f64
+#define VEC ipem_v8d
+#define IVEC ipem_v8l
+#define VEC8 ipem_v8d   /* 8 lanes: reduction over padded feature blocks */
+#define VL 8
+#define GEMM_PTR g_dgemm
+#else
+#define REAL float
+#define SFX f32
+#define VEC ipem_v16f
+#define IVEC ipem_v16i
+#define VEC8 ipem_v8f
+#define VL 16
+#define GEMM_PTR g_sgemm
+#endif
+
+#define FN(name) IPEM_CAT3(name, SFX, IPEM_ISA)
+
+/* ------------------------------------------------------------------ */
+/* vector helpers                                                       */
+/* ------------------------------------------------------------------ */
+static IPEM_INLINE VEC FN(vload)(const REAL *p)
+{
+    VEC v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static IPEM_INLINE void FN(vstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
+
+static IPEM_INLINE VEC FN(vbcast)(REAL x)
+{
+    VEC v = {0};
+    return v + x;
+}
+
+/* m ? a : b, lane-wise, m a comparison result (all ones / all zeros). */
+static IPEM_INLINE VEC FN(vsel)(IVEC m, VEC a, VEC b)
+{
+    return (VEC)(((IVEC)a & m) | ((IVEC)b & ~m));
+}
+
+/* exp(x), lane-wise.  Inputs below the smallest normal's logarithm give 0
+ * (denormal results are flushed), inputs above ~88 (float) / 709 (double)
+ * are clamped; NaN gives NaN.
+ * float: Cephes expf (Cody-Waite reduction, degree-5 minimax polynomial),
+ *        ~1 ulp (about 1e-7 relative).
+ * double: degree-12 Taylor polynomial on |r| <= ln2/2, error ~2e-16
+ *        relative before rounding (a few ulp in all). */
+static IPEM_INLINE VEC FN(vexp)(VEC x)
+{
+#if IPEM_F64
+    const REAL lo = -708.3964185322641, hi = 709.0;
+    const REAL magic = 6755399441055744.0; /* 1.5 * 2^52 */
+    const REAL log2e = 1.4426950408889634074;
+    const REAL ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    IVEC under = x < lo;
+    x = FN(vsel)(x > hi, FN(vbcast)(hi), x);
+    x = FN(vsel)(under, FN(vbcast)(lo), x);
+    VEC t = x * log2e + magic;
+    VEC nf = t - magic;
+    VEC r = x - nf * ln2_hi;
+    r = r - nf * ln2_lo;
+    VEC p = FN(vbcast)(2.08767569878680989792e-09); /* 1/12! */
+    p = p * r + 2.50521083854417187751e-08;        /* 1/11! */
+    p = p * r + 2.75573192239858906526e-07;        /* 1/10! */
+    p = p * r + 2.75573192239858906526e-06;        /* 1/9!  */
+    p = p * r + 2.48015873015873015873e-05;        /* 1/8!  */
+    p = p * r + 1.98412698412698412698e-04;        /* 1/7!  */
+    p = p * r + 1.38888888888888888889e-03;        /* 1/6!  */
+    p = p * r + 8.33333333333333333333e-03;        /* 1/5!  */
+    p = p * r + 4.16666666666666666667e-02;        /* 1/4!  */
+    p = p * r + 1.66666666666666666667e-01;        /* 1/3!  */
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    /* t's low bits hold n + 0x8000000000000 (the magic's mantissa); the
+     * shift by 52 discards everything above the 12 exponent bits. */
+    IVEC scale = ((IVEC)t + 1023) << 52;
+    VEC y = p * (VEC)scale;
+    return (VEC)((IVEC)y & ~under);
+#else
+    const REAL lo = -87.33654f, hi = 88.0f;
+    const REAL magic = 12582912.0f; /* 1.5 * 2^23 */
+    const REAL log2e = 1.44269504088896341f;
+    IVEC under = x < lo;
+    x = FN(vsel)(x > hi, FN(vbcast)(hi), x);
+    x = FN(vsel)(under, FN(vbcast)(lo), x);
+    VEC t = x * log2e + magic;
+    VEC nf = t - magic;
+    VEC r = x - nf * 0.693359375f;
+    r = r - nf * -2.12194440e-4f;
+    VEC p = FN(vbcast)(1.9875691500E-4f);
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    VEC y = p * (r * r) + r + 1.0f;
+    IVEC scale = ((IVEC)t + 127) << 23;
+    y = y * (VEC)scale;
+    return (VEC)((IVEC)y & ~under);
+#endif
+}
+
+static void FN(vexp_array)(int64_t n, const REAL *x, REAL *out)
+{
+    int64_t i = 0;
+    for (; i + VL <= n; i += VL)
+        FN(vstore)(out + i, FN(vexp)(FN(vload)(x + i)));
+    if (i < n) {
+        REAL buf[VL];
+        int64_t r = n - i, j;
+        for (j = 0; j < VL; j++)
+            buf[j] = j < r ? x[i + j] : 0;
+        FN(vstore)(buf, FN(vexp)(FN(vload)(buf)));
+        for (j = 0; j < r; j++)
+            out[i + j] = buf[j];
+    }
+}
+
+static IPEM_INLINE void FN(gemm)(char ta, char tb, int64_t M, int64_t N, int64_t K,
+                                 REAL alpha, const REAL *A, int64_t lda,
+                                 const REAL *B, int64_t ldb, REAL beta,
+                                 REAL *C, int64_t ldc)
+{
+    int m_ = (int)M, n_ = (int)N, k_ = (int)K;
+    int lda_ = (int)lda, ldb_ = (int)ldb, ldc_ = (int)ldc;
+    GEMM_PTR(&ta, &tb, &m_, &n_, &k_, &alpha, (REAL *)A, &lda_, (REAL *)B, &ldb_,
+             &beta, C, &ldc_);
+}
+
+/* Log-sum-exp of one row of log-likelihoods l[0:kp] (kp a multiple of VL,
+ * padding entries -inf).  When store, l is overwritten with exp(l - max).
+ * Returns log sum exp(l) and sets *inv_sum = 1 / sum exp(l - max), so that
+ * the responsibilities are l[j] * (*inv_sum).  As in the NumPy reference, a
+ * row whose maximum is not finite is normalised with 0 instead. */
+static IPEM_INLINE double FN(lse_row)(REAL *restrict l, int64_t kp, int store,
+                                      double *inv_sum)
+{
+    VEC vm0 = FN(vbcast)(-INFINITY), vm1 = vm0;
+    int64_t j = 0;
+    for (; j + 2 * VL <= kp; j += 2 * VL) {
+        VEC v0 = FN(vload)(l + j), v1 = FN(vload)(l + j + VL);
+        vm0 = FN(vsel)(v0 > vm0, v0, vm0);
+        vm1 = FN(vsel)(v1 > vm1, v1, vm1);
+    }
+    if (j < kp) {
+        VEC v0 = FN(vload)(l + j);
+        vm0 = FN(vsel)(v0 > vm0, v0, vm0);
+    }
+    vm0 = FN(vsel)(vm1 > vm0, vm1, vm0);
+    REAL mx = vm0[0];
+    for (int i = 1; i < VL; i++)
+        if (vm0[i] > mx)
+            mx = vm0[i];
+    if (!(mx > -INFINITY && mx < INFINITY))
+        mx = 0;
+    VEC vmx = FN(vbcast)(mx);
+    VEC s0 = FN(vbcast)(0), s1 = s0;
+    j = 0;
+    if (store) {
+        for (; j + 2 * VL <= kp; j += 2 * VL) {
+            VEC e0 = FN(vexp)(FN(vload)(l + j) - vmx);
+            VEC e1 = FN(vexp)(FN(vload)(l + j + VL) - vmx);
+            FN(vstore)(l + j, e0);
+            FN(vstore)(l + j + VL, e1);
+            s0 += e0;
+            s1 += e1;
+        }
+        if (j < kp) {
+            VEC e0 = FN(vexp)(FN(vload)(l + j) - vmx);
+            FN(vstore)(l + j, e0);
+            s0 += e0;
+        }
+    } else {
+        for (; j + 2 * VL <= kp; j += 2 * VL) {
+            s0 += FN(vexp)(FN(vload)(l + j) - vmx);
+            s1 += FN(vexp)(FN(vload)(l + j + VL) - vmx);
+        }
+        if (j < kp)
+            s0 += FN(vexp)(FN(vload)(l + j) - vmx);
+    }
+    s0 += s1;
+    double s = 0.0;
+    for (int i = 0; i < VL; i++)
+        s += (double)s0[i];
+    *inv_sum = 1.0 / s;
+    return (double)mx + log(s);
+}
+
+/* Write one row of responsibilities e[0:k] * w to resp_out row `row`. */
+static IPEM_INLINE void FN(write_resp)(void *resp_out, int resp_f64, int64_t row, int64_t k,
+                                       const REAL *restrict e, double w)
+{
+    if (resp_f64) {
+        double *restrict r = (double *)resp_out + row * k;
+        for (int64_t j = 0; j < k; j++)
+            r[j] = (double)e[j] * w;
+    } else {
+        float *restrict r = (float *)resp_out + row * k;
+        const REAL wr = (REAL)w;
+        for (int64_t j = 0; j < k; j++)
+            r[j] = (float)(e[j] * wr);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* k-means                                                              */
+/* ------------------------------------------------------------------ */
+static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ldx,
+                      const REAL *shift, const REAL *C, const REAL *csq, int64_t chunk,
+                      int64_t *labels, double *mindist,
+                      double *counts, double *sums, double *inertia)
+{
+    const int64_t kp = IPEM_ROUND_UP(k, VL);
+    const int64_t m = n < chunk ? (n > 0 ? n : 1) : chunk;
+    REAL *XC = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(m * d));
+    REAL *G = (REAL *)ipem_calloc(sizeof(REAL) * (size_t)(m * kp));
+    REAL *csqp = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)kp);
+    REAL *xsq = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)m);
+    if (!XC || !G || !csqp || !xsq) {
+        ipem_free(XC), ipem_free(G), ipem_free(csqp), ipem_free(xsq);
+        return IPEM_ERR_NOMEM;
+    }
+    for (int64_t j = 0; j < kp; j++)
+        csqp[j] = j < k ? csq[j] : (REAL)INFINITY; /* G's padding stays 0 */
+    memset(counts, 0, sizeof(double) * (size_t)k);
+    memset(sums, 0, sizeof(double) * (size_t)(k * d));
+    double inert = 0.0;
+    IVEC iota;
+    for (int i = 0; i < VL; i++)
+        iota[i] = i;
+
+    for (int64_t a = 0; a < n; a += m) {
+        const int64_t mm = a + m <= n ? m : n - a;
+        for (int64_t i = 0; i < mm; i++) {
+            const REAL *restrict x = X + (a + i) * ldx;
+            REAL *restrict xc = XC + i * d;
+            for (int64_t t = 0; t < d; t++)
+                xc[t] = x[t] - shift[t];
+            REAL s = 0;
+            for (int64_t t = 0; t < d; t++)
+                s += xc[t] * xc[t];
+            xsq[i] = s;
+        }
+        /* G (row-major mm x kp) = -2 XC C^T */
+        FN(gemm)('T', 'N', k, mm, d, (REAL)-2.0, C, d, XC, d, (REAL)0.0, G, kp);
+        for (int64_t i = 0; i < mm; i++) {
+            const REAL *restrict g = G + i * kp;
+            VEC vb = FN(vbcast)((REAL)INFINITY);
+            IVEC vi = iota - iota, cur = iota;
+            for (int64_t j = 0; j < kp; j += VL) {
+                VEC v = FN(vload)(csqp + j) + FN(vload)(g + j);
+                IVEC lt = v < vb;
+                vb = FN(vsel)(lt, v, vb);
+                vi = (vi & ~lt) | (cur & lt);
+                cur += VL;
+            }
+            REAL best = vb[0];
+            int64_t idx = vi[0];
+            for (int l = 1; l < VL; l++)
+                if (vb[l] < best || (vb[l] == best && vi[l] < idx)) {
+                    best = vb[l];
+                    idx = vi[l];
+                }
+            const REAL dist = best + xsq[i];
+            const double md = dist < 0 ? 0.0 : (double)dist;
+            labels[a + i] = idx;
+            mindist[a + i] = md;
+            inert += md;
+            counts[idx] += 1.0;
+            double *restrict srow = sums + idx * d;
+            const REAL *restrict xc = XC + i * d;
+            for (int64_t t = 0; t < d; t++)
+                srow[t] += (double)xc[t];
+        }
+    }
+    *inertia = inert;
+    ipem_free(XC), ipem_free(G), ipem_free(csqp), ipem_free(xsq);
+    return IPEM_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* diagonal GMM                                                         */
+/* ------------------------------------------------------------------ */
+static int FN(gmm_diag)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ldx,
+                        const REAL *shift, const REAL *W, int64_t chunk,
+                        double *logprob_out, void *resp_out, int resp_f64,
+                        int compute_stats, double *acc, double *loglik)
+{
+    const int64_t q = 2 * d + 1;
+    const int64_t kp = IPEM_ROUND_UP(k, VL);
+    const int64_t m = n < chunk ? (n > 0 ? n : 1) : chunk;
+    const int need_e = compute_stats || resp_out != NULL;
+    REAL *Z = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(m * q));
+    REAL *L = (REAL *)ipem_calloc(sizeof(REAL) * (size_t)(m * kp));
+    REAL *S = compute_stats ? (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(k * q)) : NULL;
+    if (!Z || !L || (compute_stats && !S)) {
+        ipem_free(Z), ipem_free(L), ipem_free(S);
+        return IPEM_ERR_NOMEM;
+    }
+    if (compute_stats)
+        memset(acc, 0, sizeof(double) * (size_t)(k * q));
+    double ll = 0.0;
+
+    for (int64_t a = 0; a < n; a += m) {
+        const int64_t mm = a + m <= n ? m : n - a;
+        /* Z = [x^2, x, 1] of the shifted frames */
+        for (int64_t i = 0; i < mm; i++) {
+            const REAL *restrict x = X + (a + i) * ldx;
+            REAL *restrict z = Z + i * q;
+            for (int64_t t = 0; t < d; t++) {
+                const REAL v = x[t] - shift[t];
+                z[t] = v * v;
+                z[d + t] = v;
+            }
+            z[2 * d] = 1;
+        }
+        /* L (row-major mm x kp) = Z W: the log-likelihoods, constant included */
+        FN(gemm)('N', 'N', k, mm, q, (REAL)1.0, W, k, Z, q, (REAL)0.0, L, kp);
+        for (int64_t i = 0; i < mm; i++) {
+            REAL *restrict l = L + i * kp;
+            for (int64_t j = k; j < kp; j++)
+                l[j] = (REAL)-INFINITY;
+            double w;
+            const double lp = FN(lse_row)(l, kp, need_e, &w);
+            ll += lp;
+            if (logprob_out)
+                logprob_out[a + i] = lp;
+            if (resp_out)
+                FN(write_resp)(resp_out, resp_f64, a + i, k, l, w);
+            if (compute_stats) {
+                /* fold the normalisation into the frame: r_nj z_n = e_nj (w_n z_n) */
+                REAL *restrict z = Z + i * q;
+                const REAL wr = (REAL)w;
+                for (int64_t t = 0; t < q; t++)
+                    z[t] *= wr;
+            }
+        }
+        if (compute_stats) {
+            /* S (row-major k x q) = E^T (w Z) */
+            FN(gemm)('N', 'T', q, k, mm, (REAL)1.0, Z, q, L, kp, (REAL)0.0, S, q);
+            for (int64_t j = 0; j < k * q; j++)
+                acc[j] += (double)S[j];
+        }
+    }
+    *loglik = ll;
+    ipem_free(Z), ipem_free(L), ipem_free(S);
+    return IPEM_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* full-covariance GMM                                                  */
+/* ------------------------------------------------------------------ */
+static IPEM_INLINE REAL FN(sumsq)(const REAL *restrict y, int64_t dp)
+{
+    VEC8 s0 = {0}, s1 = {0};
+    int64_t t = 0;
+    for (; t + 16 <= dp; t += 16) {
+        VEC8 a, b;
+        memcpy(&a, y + t, sizeof a);
+        memcpy(&b, y + t + 8, sizeof b);
+        s0 += a * a;
+        s1 += b * b;
+    }
+    if (t < dp) {
+        VEC8 a;
+        memcpy(&a, y + t, sizeof a);
+        s0 += a * a;
+    }
+    s0 += s1;
+    REAL s = 0;
+    for (int i = 0; i < 8; i++)
+        s += s0[i];
+    return s;
+}
+
+static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ldx,
+                        const REAL *shift, const REAL *U, int64_t dp, const double *cst,
+                        int64_t chunk, int64_t kblock,
+                        double *logprob_out, void *resp_out, int resp_f64,
+                        int compute_stats, double *acc, double *loglik)
+{
+    const int64_t q1 = d + 1;
+    const int64_t P = 1 + d + d * (d + 1) / 2;
+    const int64_t kp = IPEM_ROUND_UP(k, VL);
+    const int64_t m = n < chunk ? (n > 0 ? n : 1) : chunk;
+    const int64_t kb = kblock < k ? kblock : k;
+    /* rows per statistics GEMM: keeps the quadratic-feature block ~1 MB */
+    int64_t mb = (int64_t)((1 << 20) / (sizeof(REAL) * (size_t)P));
+    mb = mb < 32 ? 32 : mb;
+    mb = mb < m ? mb : m;
+    const int need_e = compute_stats || resp_out != NULL;
+    REAL *XC = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(m * q1));
+    REAL *Y = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(m * kb * dp));
+    REAL *L = (REAL *)ipem_calloc(sizeof(REAL) * (size_t)(m * kp));
+    double *wv = (double *)ipem_malloc(sizeof(double) * (size_t)m);
+    REAL *Q = compute_stats ? (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(mb * P)) : NULL;
+    REAL *S = compute_stats ? (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(k * P)) : NULL;
+    if (!XC || !Y || !L || !wv || (compute_stats && (!Q || !S))) {
+        ipem_free(XC), ipem_free(Y), ipem_free(L), ipem_free(wv), ipem_free(Q), ipem_free(S);
+        return IPEM_ERR_NOMEM;
+    }
+    if (compute_stats)
+        memset(acc, 0, sizeof(double) * (size_t)(k * P));
+    double ll = 0.0;
+
+    for (int64_t a = 0; a < n; a += m) {
+        const int64_t mm = a + m <= n ? m : n - a;
+        for (int64_t i = 0; i < mm; i++) {
+            const REAL *restrict x = X + (a + i) * ldx;
+            REAL *restrict xc = XC + i * q1;
+            for (int64_t t = 0; t < d; t++)
+                xc[t] = x[t] - shift[t];
+            xc[d] = 1;
+        }
+        for (int64_t j0 = 0; j0 < k; j0 += kb) {
+            const int64_t kk = j0 + kb <= k ? kb : k - j0;
+            const int64_t ldy = kk * dp;
+            /* Y (row-major mm x kk*dp) = [x, 1] [U_j; -mu_j U_j]_j */
+            FN(gemm)('N', 'N', ldy, mm, q1, (REAL)1.0, U + j0 * dp, k * dp, XC, q1,
+                     (REAL)0.0, Y, ldy);
+            for (int64_t i = 0; i < mm; i++) {
+                const REAL *y = Y + i * ldy;
+                REAL *restrict l = L + i * kp + j0;
+                for (int64_t jj = 0; jj < kk; jj++)
+                    l[jj] = (REAL)(cst[j0 + jj] - 0.5 * (double)FN(sumsq)(y + jj * dp, dp));
+            }
+        }
+        for (int64_t i = 0; i < mm; i++) {
+            REAL *restrict l = L + i * kp;
+            for (int64_t j = k; j < kp; j++)
+                l[j] = (REAL)-INFINITY;
+            const double lp = FN(lse_row)(l, kp, need_e, &wv[i]);
+            ll += lp;
+            if (logprob_out)
+                logprob_out[a + i] = lp;
+            if (resp_out)
+                FN(write_resp)(resp_out, resp_f64, a + i, k, l, wv[i]);
+        }
+        if (!compute_stats)
+            continue;
+        for (int64_t r0 = 0; r0 < mm; r0 += mb) {
+            const int64_t rr = r0 + mb <= mm ? mb : mm - r0;
+            /* Q rows = w_n [1, x, x_i x_j (i <= j)] */
+            for (int64_t i = 0; i < rr; i++) {
+                const REAL *restrict xc = XC + (r0 + i) * q1;
+                REAL *restrict qrow = Q + i * P;
+                const REAL wi = (REAL)wv[r0 + i];
+                qrow[0] = wi;
+                for (int64_t t = 0; t < d; t++)
+                    qrow[1 + t] = wi * xc[t];
+                int64_t off = 1 + d;
+                for (int64_t t = 0; t < d; t++) {
+                    const REAL wx = qrow[1 + t];
+                    REAL *restrict dst = qrow + off - t;
+                    for (int64_t u = t; u < d; u++)
+                        dst[u] = wx * xc[u];
+                    off += d - t;
+                }
+            }
+            /* S (row-major k x P) (+)= E^T Q */
+            FN(gemm)('N', 'T', P, k, rr, (REAL)1.0, Q, P, L + r0 * kp, kp,
+                     (REAL)(r0 ? 1.0 : 0.0), S, P);
+        }
+        for (int64_t j = 0; j < k * P; j++)
+            acc[j] += (double)S[j];
+    }
+    *loglik = ll;
+    ipem_free(XC), ipem_free(Y), ipem_free(L), ipem_free(wv), ipem_free(Q), ipem_free(S);
+    return IPEM_OK;
+}
+
+#undef REAL
+#undef SFX
+#undef VEC
+#undef IVEC
+#undef VEC8
+#undef VL
+#undef GEMM_PTR
+#undef FN

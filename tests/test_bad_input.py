@@ -1,0 +1,97 @@
+"""Bad input: a ValueError naming the problem, raised before the engines do work."""
+import numpy as np
+import pytest
+
+import ipem
+from conftest import blobs
+
+
+def _engine_keys():
+    from ipem.controller import engine_store
+    return sorted(engine_store())
+
+
+X_OK = blobs(60, d=3)
+X_NAN = X_OK.copy()
+X_NAN[17, 2] = np.nan
+X_INF = X_OK.copy()
+X_INF[5, 0] = -np.inf
+
+BAD = {
+    "nan": (X_NAN, r"NaN \(first at row 17, column 2\)"),
+    "inf": (X_INF, r"Inf \(first at row 5, column 0\)"),
+    "1-d": (np.arange(10.0), r"must be 2-D .* shape \(10,\).*reshape"),
+    "3-d": (np.zeros((4, 3, 2)), r"must be 2-D .* shape \(4, 3, 2\)"),
+    "empty": (np.zeros((0, 3)), r"empty: 0 samples"),
+    "no-features": (np.zeros((5, 0)), r"0 features"),
+    "too-few-frames": (X_OK[:2], r"2 samples, fewer than the 3 components"),
+    "strings": (np.array([["a", "b"], ["c", "d"], ["e", "f"]]), r"not numeric"),
+    "complex": (X_OK + 1j, r"complex"),
+    "ragged": ([[1.0, 2.0], [3.0]], r"could not be converted|not numeric|2-D"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("estimator", ["gmm", "kmeans"])
+def test_bad_frames_rejected_before_engines(case, estimator, dv_client, mpi_client):
+    X, pattern = BAD[case]
+    before = mpi_client[:].apply_sync(_engine_keys)
+    est = (ipem.GaussianMixture(3, controller=dv_client) if estimator == "gmm"
+           else ipem.KMeans(3, controller=dv_client))
+    with pytest.raises(ValueError, match=pattern):
+        est.fit(X)
+    assert mpi_client[:].apply_sync(_engine_keys) == before
+
+
+@pytest.mark.parametrize("param, value, pattern", [
+    ("n_components", 0, "n_components must be an integer >= 1"),
+    ("n_components", 2.5, "n_components must be an integer"),
+    ("covariance_type", "banana", "covariance_type='banana'"),
+    ("tol", -1.0, "tol must be"),
+    ("reg_covar", np.nan, "reg_covar must be"),
+    ("max_iter", 0, "max_iter must be"),
+    ("init_params", "magic", "init_params='magic'"),
+    ("backend", "fortran", "backend='fortran'"),
+    ("means_init", np.zeros((2, 3)), r"means_init has shape \(2, 3\), expected \(3, 3\)"),
+    ("weights_init", [0.5, 0.5, 0.5], "weights_init must .* sum to 1"),
+    ("precisions_init", -np.ones((3, 3)), "precisions_init must be positive"),
+])
+def test_bad_gmm_parameters(param, value, pattern):
+    kw = {"n_components": 3, "covariance_type": "diag"}
+    kw[param] = value
+    with pytest.raises(ValueError, match=pattern):
+        ipem.GaussianMixture(**kw).fit(X_OK)
+
+
+def test_bad_full_precisions():
+    p = np.tile(np.eye(3), (3, 1, 1))
+    p[1, 0, 1] = 5.0
+    with pytest.raises(ValueError, match=r"precisions_init\[1\] is not symmetric"):
+        ipem.GaussianMixture(3, precisions_init=p).fit(X_OK)
+    p[1] = -np.eye(3)
+    with pytest.raises(ValueError, match=r"precisions_init\[1\] is not positive definite"):
+        ipem.GaussianMixture(3, precisions_init=p).fit(X_OK)
+
+
+def test_bad_kmeans_parameters():
+    with pytest.raises(ValueError, match="init='pca'"):
+        ipem.KMeans(3, init="pca").fit(X_OK)
+    with pytest.raises(ValueError, match=r"init has shape \(2, 3\)"):
+        ipem.KMeans(3, init=np.zeros((2, 3))).fit(X_OK)
+    with pytest.raises(ValueError, match="empty_cluster='drop'"):
+        ipem.KMeans(3, empty_cluster="drop").fit(X_OK)
+
+
+def test_predict_checks_features():
+    gm = ipem.GaussianMixture(2, random_state=0).fit(X_OK)
+    with pytest.raises(ValueError, match="has 2 features, but the model was fitted with 3"):
+        gm.predict(X_OK[:, :2])
+    with pytest.raises(ValueError, match="NaN"):
+        gm.score_samples(X_NAN)
+
+
+def test_collapsed_component_error():
+    X = np.vstack([np.zeros((50, 2)), blobs(50, d=2)])
+    with pytest.raises(ValueError, match="ill-defined covariance.*reg_covar"):
+        ipem.GaussianMixture(3, reg_covar=0.0, covariance_type="full",
+                             means_init=[[0, 0], [5, 5], [-5, -5]]).fit(X)
