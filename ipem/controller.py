@@ -428,17 +428,30 @@ class LocalController(Controller):
         Number of contiguous blocks a dataset is split into, to behave like
         that many engines (same shard layout as a DirectView controller with
         ``n_shards`` engines).
+    blas_threads : int or None, default=None
+        Limit BLAS threads while shard functions run (``None``: leave as is).
+        float32 matrix products can round differently with another thread
+        count, so give the engines' count to reproduce an engine run bit for
+        bit with float32 features (float64 results do not depend on it).
     """
 
-    def __init__(self, n_shards=1):
+    def __init__(self, n_shards=1, blas_threads=None):
         n_shards = int(n_shards)
         if n_shards < 1:
             raise ValueError(f"n_shards must be >= 1, got {n_shards}")
         self.n_shards = n_shards
+        self.blas_threads = blas_threads
         self._store = {}
 
     def __repr__(self):
         return f"LocalController(n_shards={self.n_shards})"
+
+    def _limits(self):
+        if self.blas_threads is None:
+            import contextlib
+            return contextlib.nullcontext()
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(limits=int(self.blas_threads))
 
     def _store_shards(self, key, parts):
         self._store[key] = [Shard(X=x, index=i, offset=off) for i, (x, off) in enumerate(parts)]
@@ -457,7 +470,9 @@ class LocalController(Controller):
             raise ValueError(f"dataset {key!r} is not (or no longer) distributed") from None
 
     def _run(self, func, key, args):
-        return [func(s, *args) for s in self._shards(key)]
+        shards = self._shards(key)
+        with self._limits():
+            return [func(s, *args) for s in shards]
 
     def _run_reduce(self, func, key, args):
         return sum_stats(self._run(func, key, args))

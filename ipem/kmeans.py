@@ -27,6 +27,12 @@ def _km_reset(shard):
     return 0.0
 
 
+def _km_clear(shard):
+    shard.state.pop("km_labels", None)
+    shard.state.pop("km_mindist", None)
+    return 0.0
+
+
 def _km_step(shard, shift, centers, backend, chunk_size, n_shards):
     """One Lloyd E-step on a shard; keeps labels and distances in shard.state."""
     kern = get_kernels(backend)
@@ -341,15 +347,18 @@ class KMeans(ClusterMixin, EMEstimatorMixin):
         callbacks = self._callbacks()
         best = None
         t_start = time.perf_counter()
-        for _ in range(n_init):
-            centers = self._init_centers(data, rng)
-            data.controller.map(_km_reset, data)
-            result = run_em(self, data, {"centers": centers}, max_iter=self.max_iter,
-                            tol=self.tol, callbacks=callbacks, start_time=t_start)
-            final = self._em_e_step(data, result.params)
-            result.objective = float(final["inertia"])
-            if best is None or result.objective < best.objective:
-                best = result
+        try:
+            for _ in range(n_init):
+                centers = self._init_centers(data, rng)
+                data.controller.map(_km_reset, data)
+                result = run_em(self, data, {"centers": centers}, max_iter=self.max_iter,
+                                tol=self.tol, callbacks=callbacks, start_time=t_start)
+                final = self._em_e_step(data, result.params)
+                result.objective = float(final["inertia"])
+                if best is None or result.objective < best.objective:
+                    best = result
+        finally:
+            data.controller.map(_km_clear, data)
         centers = best.params["centers"]
         self.cluster_centers_ = centers + data.mean
         self.inertia_ = best.objective

@@ -57,14 +57,23 @@
 #define IPEM_CAT3(a, b, c) IPEM_CAT3_(a, b, c)
 #define IPEM_ROUND_UP(x, m) ((((x) + (m)-1) / (m)) * (m))
 
-typedef float ipem_v16f __attribute__((vector_size(64)));
-typedef int32_t ipem_v16i __attribute__((vector_size(64)));
+typedef float ipem_v4f __attribute__((vector_size(16)));
 typedef float ipem_v8f __attribute__((vector_size(32)));
+typedef float ipem_v16f __attribute__((vector_size(64)));
+typedef int32_t ipem_v4i __attribute__((vector_size(16)));
+typedef int32_t ipem_v8i __attribute__((vector_size(32)));
+typedef int32_t ipem_v16i __attribute__((vector_size(64)));
+typedef double ipem_v2d __attribute__((vector_size(16)));
+typedef double ipem_v4d __attribute__((vector_size(32)));
 typedef double ipem_v8d __attribute__((vector_size(64)));
+typedef int64_t ipem_v2l __attribute__((vector_size(16)));
+typedef int64_t ipem_v4l __attribute__((vector_size(32)));
 typedef int64_t ipem_v8l __attribute__((vector_size(64)));
 
 static ipem_sgemm_fn g_sgemm = NULL;
 static ipem_dgemm_fn g_dgemm = NULL;
+int g_layout = 0; long g_qbytes = 1<<20;
+void ipem_knobs(int layout, long qbytes) { g_layout = layout; g_qbytes = qbytes; }
 
 /* 64-byte aligned allocations (portable: no posix_memalign). */
 static void *ipem_malloc(size_t bytes)
@@ -93,6 +102,7 @@ static void ipem_free(void *p)
 
 /* ---- one copy of the kernels per instruction set and dtype ---- */
 #define IPEM_ISA base
+#define IPEM_VBYTES 16
 #define IPEM_F64 0
 #include "ipem_kernels_impl.h"
 #undef IPEM_F64
@@ -100,6 +110,7 @@ static void ipem_free(void *p)
 #include "ipem_kernels_impl.h"
 #undef IPEM_F64
 #undef IPEM_ISA
+#undef IPEM_VBYTES
 
 #if (defined(__x86_64__) || defined(_M_X64)) &&                                     \
     ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8) ||                   \
@@ -113,6 +124,7 @@ static void ipem_free(void *p)
 #pragma GCC target("avx2,fma")
 #endif
 #define IPEM_ISA avx2
+#define IPEM_VBYTES 32
 #define IPEM_F64 0
 #include "ipem_kernels_impl.h"
 #undef IPEM_F64
@@ -120,6 +132,7 @@ static void ipem_free(void *p)
 #include "ipem_kernels_impl.h"
 #undef IPEM_F64
 #undef IPEM_ISA
+#undef IPEM_VBYTES
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -134,6 +147,7 @@ static void ipem_free(void *p)
 #pragma GCC target("avx512f,avx512dq,avx2,fma")
 #endif
 #define IPEM_ISA avx512
+#define IPEM_VBYTES 64
 #define IPEM_F64 0
 #include "ipem_kernels_impl.h"
 #undef IPEM_F64
@@ -141,6 +155,7 @@ static void ipem_free(void *p)
 #include "ipem_kernels_impl.h"
 #undef IPEM_F64
 #undef IPEM_ISA
+#undef IPEM_VBYTES
 #if defined(__clang__)
 #pragma clang attribute pop
 #else

@@ -4,6 +4,7 @@
  * Parameters (macros defined by the includer):
  *   IPEM_ISA   suffix naming the instruction set (base, avx2, avx512)
  *   IPEM_F64   1 for double, 0 for float
+ *   IPEM_VBYTES bytes per vector (16, 32 or 64: the native width of the ISA)
  * Every function here is static and its name carries both suffixes, so each
  * inclusion is a self-contained copy compiled for its own target.  Nothing
  * here may be a preprocessor guard: the file is meant to be included 6 times.
@@ -12,19 +13,42 @@
 #if IPEM_F64
 #define REAL double
 #define SFX f64
+#define GEMM_PTR g_dgemm
+#if IPEM_VBYTES == 64
 #define VEC ipem_v8d
 #define IVEC ipem_v8l
-#define VEC8 ipem_v8d   /* 8 lanes: reduction over padded feature blocks */
-#define VL 8
-#define GEMM_PTR g_dgemm
+#elif IPEM_VBYTES == 32
+#define VEC ipem_v4d
+#define IVEC ipem_v4l
 #else
+#define VEC ipem_v2d
+#define IVEC ipem_v2l
+#endif
+#else /* float */
 #define REAL float
 #define SFX f32
+#define GEMM_PTR g_sgemm
+#if IPEM_VBYTES == 64
 #define VEC ipem_v16f
 #define IVEC ipem_v16i
-#define VEC8 ipem_v8f
-#define VL 16
-#define GEMM_PTR g_sgemm
+#elif IPEM_VBYTES == 32
+#define VEC ipem_v8f
+#define IVEC ipem_v8i
+#else
+#define VEC ipem_v4f
+#define IVEC ipem_v4i
+#endif
+#endif
+/* lanes per vector */
+#define VL ((int64_t)(IPEM_VBYTES / sizeof(REAL)))
+/* vector for sums of squares over feature blocks padded to multiples of 8:
+ * at most 8 lanes */
+#if IPEM_VBYTES == 64 && !IPEM_F64
+#define SSVEC ipem_v8f
+#define SSL 8
+#else
+#define SSVEC VEC
+#define SSL VL
 #endif
 
 #define FN(name) IPEM_CAT3(name, SFX, IPEM_ISA)
@@ -368,23 +392,23 @@ static int FN(gmm_diag)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
 /* ------------------------------------------------------------------ */
 static IPEM_INLINE REAL FN(sumsq)(const REAL *restrict y, int64_t dp)
 {
-    VEC8 s0 = {0}, s1 = {0};
+    SSVEC s0 = {0}, s1 = {0};
     int64_t t = 0;
-    for (; t + 16 <= dp; t += 16) {
-        VEC8 a, b;
+    for (; t + 2 * SSL <= dp; t += 2 * SSL) {
+        SSVEC a, b;
         memcpy(&a, y + t, sizeof a);
-        memcpy(&b, y + t + 8, sizeof b);
+        memcpy(&b, y + t + SSL, sizeof b);
         s0 += a * a;
         s1 += b * b;
     }
-    if (t < dp) {
-        VEC8 a;
+    for (; t < dp; t += SSL) {
+        SSVEC a;
         memcpy(&a, y + t, sizeof a);
         s0 += a * a;
     }
     s0 += s1;
     REAL s = 0;
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < SSL; i++)
         s += s0[i];
     return s;
 }
@@ -401,7 +425,7 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
     const int64_t m = n < chunk ? (n > 0 ? n : 1) : chunk;
     const int64_t kb = kblock < k ? kblock : k;
     /* rows per statistics GEMM: keeps the quadratic-feature block ~1 MB */
-    int64_t mb = (int64_t)((1 << 20) / (sizeof(REAL) * (size_t)P));
+    int64_t mb = (int64_t)((g_qbytes) / (sizeof(REAL) * (size_t)P));
     mb = mb < 32 ? 32 : mb;
     mb = mb < m ? mb : m;
     const int need_e = compute_stats || resp_out != NULL;
@@ -474,11 +498,17 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
                 }
             }
             /* S (row-major k x P) (+)= E^T Q */
+            if (g_layout == 0)
             FN(gemm)('N', 'T', P, k, rr, (REAL)1.0, Q, P, L + r0 * kp, kp,
                      (REAL)(r0 ? 1.0 : 0.0), S, P);
+            else
+            FN(gemm)('N', 'T', k, P, rr, (REAL)1.0, L + r0 * kp, kp, Q, P, 
+                     (REAL)(r0 ? 1.0 : 0.0), S, k);
         }
+        if (g_layout == 0)
         for (int64_t j = 0; j < k * P; j++)
             acc[j] += (double)S[j];
+        else for (int64_t j = 0; j < k; j++) for (int64_t p = 0; p < P; p++) acc[j*P+p] += S[p*k+j];
     }
     *loglik = ll;
     ipem_free(XC), ipem_free(Y), ipem_free(L), ipem_free(wv), ipem_free(Q), ipem_free(S);
@@ -489,7 +519,8 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
 #undef SFX
 #undef VEC
 #undef IVEC
-#undef VEC8
+#undef SSVEC
+#undef SSL
 #undef VL
 #undef GEMM_PTR
 #undef FN

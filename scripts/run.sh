@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# One entry point for set-up, demo and tests (the README's two commands).
+#   bash scripts/run.sh demo   # set up, then run the speaker-verification demo
+#   bash scripts/run.sh test   # set up, then run the test suite with both kernel backends
+#   bash scripts/run.sh setup  # only set up
+# Set-up is idempotent: a virtualenv in .venv with ipem installed (its C kernels
+# compiled), and, for the speech corpus, espeak-ng + MBROLA voices from Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${IPEM_VENV:-$ROOT/.venv}
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3 python; do
+    if command -v "$cand" >/dev/null 2>&1; then PY=$cand; break; fi
+  done
+fi
+[ -n "$PY" ] || { echo "error: no python3 found" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else return 1; fi
+}
+
+apt_install() {
+  # install Debian packages when we can (root or sudo); say what to run otherwise
+  if command -v apt-get >/dev/null 2>&1 && as_root true 2>/dev/null; then
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+  else
+    echo "error: please install the Debian packages: $*" >&2
+    return 1
+  fi
+}
+
+setup_python() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+      rm -rf "$VENV"
+      ver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+      apt_install "python${ver}-venv" || exit 1
+      "$PY" -m venv "$VENV"
+    fi
+  fi
+  # Python headers are needed to compile the cffi kernels
+  inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  if [ ! -f "$inc/Python.h" ]; then
+    ver=$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    apt_install "python${ver}-dev" || echo "warning: no Python headers: ipem will use its NumPy kernels" >&2
+  fi
+  stamp="$VENV/.ipem-installed"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+     || [ -n "$(find ipem/_kernels -newer "$stamp" \( -name '*.c' -o -name '*.h' -o -name '_build.py' \) 2>/dev/null)" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+    "$VENV/bin/python" -m pip install -q -e ".[test]"
+    touch "$stamp"
+  fi
+  "$VENV/bin/python" -c "import ipem; print('ipem', ipem.__version__, 'kernels:', ipem.BACKEND)"
+}
+
+setup_speech() {
+  # espeak-ng + MBROLA voices for the demo corpus (Debian contrib/non-free)
+  if command -v espeak-ng >/dev/null 2>&1 && command -v sox >/dev/null 2>&1 \
+     && [ "$(ls -d /usr/share/mbrola/*/ 2>/dev/null | wc -l)" -ge 8 ]; then
+    return 0
+  fi
+  if as_root true 2>/dev/null; then
+    as_root bash scripts/install_speech_deps.sh
+  else
+    bash scripts/install_speech_deps.sh || return 1
+  fi
+}
+
+export PATH="$VENV/bin:$PATH"
+cmd=${1:-}
+case "$cmd" in
+  setup)
+    setup_python
+    setup_speech
+    ;;
+  demo)
+    setup_python
+    setup_speech
+    shift
+    exec "$VENV/bin/python" -m ipem.demo "$@"
+    ;;
+  test)
+    setup_python
+    setup_speech || echo "warning: speech tools missing: corpus tests will be skipped" >&2
+    shift
+    # the whole suite once per kernel backend (the engines inherit the variable)
+    IPEM_KERNEL_BACKEND=c "$VENV/bin/python" -m pytest "$@"
+    IPEM_KERNEL_BACKEND=numpy "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *)
+    echo "usage: bash scripts/run.sh {demo|test|setup} [args]" >&2
+    exit 2
+    ;;
+esac
