@@ -68,7 +68,7 @@ class EMResult:
 
 
 def run_em(model, data, params, *, max_iter, tol, callbacks=(), stage=None,
-           start_iteration=0, start_time=None, after_iteration=None):
+           start_iteration=0, start_time=None, after_iteration=None, previous_objective=None):
     """Iterate E- and M-steps until convergence or ``max_iter`` iterations.
 
     Parameters
@@ -90,7 +90,11 @@ def run_em(model, data, params, *, max_iter, tol, callbacks=(), stage=None,
     start_time : float, optional
         ``time.perf_counter()`` of the start of the whole fit.
     after_iteration : callable, optional
-        ``after_iteration(params, record)`` after callbacks (checkpoints).
+        ``after_iteration(params, record, converged)`` after callbacks
+        (checkpoints).
+    previous_objective : float, optional
+        Objective of the iteration before ``params`` (when resuming), so the
+        first convergence test is the same as in an uninterrupted run.
 
     Returns
     -------
@@ -99,7 +103,7 @@ def run_em(model, data, params, *, max_iter, tol, callbacks=(), stage=None,
     converged_fn = getattr(model, "_em_converged", None)
     t_fit = time.perf_counter() if start_time is None else start_time
     history = []
-    previous = None
+    previous = previous_objective
     objective = -np.inf
     n_iter = 0
     converged = False
@@ -114,14 +118,14 @@ def run_em(model, data, params, *, max_iter, tol, callbacks=(), stage=None,
                                  change=float(change), time=t2 - t0, elapsed=t2 - t_fit,
                                  e_step_time=t1 - t0, stage=stage, info=info)
         history.append(record)
-        for cb in callbacks:
-            cb(record)
-        if after_iteration is not None:
-            after_iteration(params, record)
         if converged_fn is not None:
             converged = bool(converged_fn(record, tol))
         else:
             converged = bool(abs(change) < tol)
+        for cb in callbacks:
+            cb(record)
+        if after_iteration is not None:
+            after_iteration(params, record, converged)
         if converged:
             break
         previous = objective

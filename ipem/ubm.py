@@ -1,0 +1,536 @@
+"""Universal background model (UBM) training at scale.
+
+:class:`UBMTrainer` grows a diagonal-covariance GMM by binary splitting
+(1 -> 2 -> 4 -> ... -> K) or starts from k-means, runs EM at every stage with
+the shared driver (:func:`ipem._em.run_em`) and the GaussianMixture E-step and
+M-step (:mod:`ipem.mixture`), and adds what speaker-verification training
+needs on real features: a variance floor, a dead-component policy, float32
+frames with float64 statistics, per-iteration checkpoints and per-engine
+telemetry.  The frames can be read by the engines from feature files, so the
+client never holds them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from . import features as _features
+from ._base import EMEstimatorMixin
+from ._em import IterationRecord, run_em
+from ._kernels import get_kernels
+from ._validation import check_float, check_int, check_option
+from .controller import DistributedData, as_controller
+from .mixture import GaussianMixture, _gmm_stats, _hard_stats, _m_step
+
+FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------
+# pure functions on diagonal-GMM parameters (weights (K,), means (K, D), variances (K, D))
+# ---------------------------------------------------------------------------
+
+def split_components(weights, means, variances, which, epsilon=0.2):
+    """Split components in two along their largest-variance direction.
+
+    Component ``k`` in ``which`` becomes ``mu - eps*sigma_d e_d`` (kept at
+    index ``k``) and ``mu + eps*sigma_d e_d`` (appended), each with half the
+    weight and the same variances, where ``d`` is the dimension of largest
+    variance of component ``k``.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_components,)
+    means, variances : ndarray of shape (n_components, n_features)
+    which : array-like of int
+        Components to split.
+    epsilon : float
+        Offset in standard deviations.
+
+    Returns
+    -------
+    weights, means, variances with ``len(which)`` more components.
+    """
+    which = np.asarray(which, dtype=np.int64)
+    w, m, v = weights.copy(), means.copy(), variances.copy()
+    dims = np.argmax(v[which], axis=1)
+    step = epsilon * np.sqrt(v[which, dims])
+    new_m = m[which].copy()
+    new_m[np.arange(which.size), dims] += step
+    m[which, dims] -= step
+    w[which] *= 0.5
+    return (np.concatenate([w, w[which]]), np.concatenate([m, new_m]),
+            np.concatenate([v, v[which]]))
+
+
+def apply_variance_floor(variances, floor):
+    """Raise variances below ``floor`` (shape (n_features,) or scalar) to it.
+
+    Returns
+    -------
+    floored : ndarray of shape (n_components, n_features)
+    n_floored : int
+        Number of variances that were raised.
+    """
+    low = variances < floor
+    return np.where(low, floor, variances), int(np.count_nonzero(low))
+
+
+# ---------------------------------------------------------------------------
+# checkpoints: atomic .npz, never pickle
+# ---------------------------------------------------------------------------
+
+def _rng_state_to_arrays(rng):
+    name, keys, pos, has_gauss, cached = rng.get_state()
+    return {"rng_keys": keys, "rng_meta": np.array([pos, has_gauss], dtype=np.int64),
+            "rng_cached": np.array([cached])}
+
+
+def _rng_from_arrays(z):
+    rng = np.random.RandomState()
+    rng.set_state(("MT19937", z["rng_keys"], int(z["rng_meta"][0]), int(z["rng_meta"][1]),
+                   float(z["rng_cached"][0])))
+    return rng
+
+
+def save_npz_atomic(path, **arrays):
+    """Write an ``.npz`` file atomically (temporary file, then rename)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _records_to_json(records):
+    def clean(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return str(v)
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, np.generic):
+            return v.item()
+        return v
+    return json.dumps([clean(r.as_dict()) for r in records])
+
+
+def _records_from_json(text):
+    out = []
+    for d in json.loads(text):
+        for key in ("objective", "change"):
+            if isinstance(d[key], str):
+                d[key] = float(d[key])
+        out.append(IterationRecord(**d))
+    return out
+
+
+def load_model(path):
+    """Read a model or checkpoint file written by :class:`UBMTrainer`.
+
+    Returns
+    -------
+    dict with ``weights`` (K,), ``means`` (K, D), ``covariances`` (K, D),
+    ``history`` (list of IterationRecord) and, for checkpoints, the training
+    position.
+    """
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable ipem model file ({exc})") from None
+    for key in ("weights", "means", "covariances"):
+        if key not in out:
+            raise ValueError(f"{path}: not an ipem model file (no '{key}')")
+    out["history"] = _records_from_json(str(out.pop("history_json", "[]")))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the trainer
+# ---------------------------------------------------------------------------
+
+class UBMTrainer(EMEstimatorMixin):
+    """Train a diagonal-covariance UBM by EM with mixture splitting.
+
+    Parameters
+    ----------
+    n_components : int, default=512
+        Final number of Gaussians (need not be a power of two: the last
+        split only splits the heaviest components).
+    init : {"split", "kmeans"}, default="split"
+        ``"split"``: start from one Gaussian (the global mean and variance)
+        and split.  ``"kmeans"``: start from :class:`ipem.KMeans` with
+        ``init_components`` clusters, then split up to ``n_components``.
+    init_components : int, optional
+        Size of the k-means start (default: ``n_components``, no splitting).
+    stage_iter : int, default=10
+        Maximum EM iterations at every intermediate stage.
+    final_iter : int, default=30
+        Maximum EM iterations at the final size.
+    tol : float, default=1e-4
+        A stage ends early when the per-frame log-likelihood gain of an
+        iteration falls below ``tol``.
+    split_epsilon : float, default=0.2
+        Split offset, in standard deviations of the split dimension.
+    variance_floor : float, default=0.1
+        ``floor_mode="relative"``: fraction of the global per-feature
+        variance (as MSR's toolbox); ``"absolute"``: the floor itself (as
+        Kaldi's ``--min-variance``).
+    floor_mode : {"relative", "absolute"}, default="relative"
+    min_occupancy : float, default=10.0
+        A component with fewer expected frames (n_k) ...
+    min_weight : float, default=1e-5
+        ... or a smaller weight is dead.
+    dead_policy : {"resplit", "remove"}, default="resplit"
+        ``"resplit"`` replaces each dead component by a split of the heaviest
+        component; ``"remove"`` drops it.  Logged in ``info["dead"]``.
+    reg_covar : float, default=0.0
+        Added to variances before flooring.
+    checkpoint : str or None
+        ``.npz`` file written atomically after every ``checkpoint_every``
+        iterations (model, history, position, random state).  ``fit`` resumes
+        from it when it exists and ``resume`` is true.
+    checkpoint_every : int, default=1
+    resume : bool, default=True
+    dtype : {numpy.float32, numpy.float64}, default=numpy.float32
+        Frame dtype for data read from files (statistics are always float64).
+    random_state : int, RandomState or None
+    controller, backend, chunk_size, callbacks, verbose
+        As in :class:`ipem.GaussianMixture`.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+    covariances_ : ndarray of shape (n_components, n_features)
+    history_ : list of IterationRecord
+        Every iteration of every stage (``record.stage`` is K).
+    n_iter_ : int
+    lower_bound_ : float
+    variance_floor_ : ndarray of shape (n_features,)
+    n_features_in_ : int
+    """
+
+    def __init__(self, n_components=512, *, init="split", init_components=None, stage_iter=10,
+                 final_iter=30, tol=1e-4, split_epsilon=0.2, variance_floor=0.1,
+                 floor_mode="relative", min_occupancy=10.0, min_weight=1e-5,
+                 dead_policy="resplit", reg_covar=0.0, checkpoint=None, checkpoint_every=1,
+                 resume=True, dtype=np.float32, random_state=None, controller=None,
+                 backend=None, chunk_size=None, callbacks=None, verbose=0):
+        self.n_components = n_components
+        self.init = init
+        self.init_components = init_components
+        self.stage_iter = stage_iter
+        self.final_iter = final_iter
+        self.tol = tol
+        self.split_epsilon = split_epsilon
+        self.variance_floor = variance_floor
+        self.floor_mode = floor_mode
+        self.min_occupancy = min_occupancy
+        self.min_weight = min_weight
+        self.dead_policy = dead_policy
+        self.reg_covar = reg_covar
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
+        self.dtype = dtype
+        self.random_state = random_state
+        self.controller = controller
+        self.backend = backend
+        self.chunk_size = chunk_size
+        self.callbacks = callbacks
+        self.verbose = verbose
+
+    # --- checks and schedule ---------------------------------------------------
+    def _check_params(self):
+        k = check_int(self.n_components, "n_components")
+        check_option(self.init, "init", ("split", "kmeans"))
+        k0 = 1 if self.init == "split" else check_int(
+            self.init_components if self.init_components is not None else k, "init_components")
+        if k0 > k:
+            raise ValueError(f"init_components={k0} is larger than n_components={k}")
+        check_int(self.stage_iter, "stage_iter")
+        check_int(self.final_iter, "final_iter")
+        check_float(self.tol, "tol")
+        check_float(self.split_epsilon, "split_epsilon", strict=True)
+        check_float(self.variance_floor, "variance_floor")
+        check_option(self.floor_mode, "floor_mode", ("relative", "absolute"))
+        check_float(self.min_occupancy, "min_occupancy")
+        check_float(self.min_weight, "min_weight")
+        check_option(self.dead_policy, "dead_policy", ("resplit", "remove"))
+        check_float(self.reg_covar, "reg_covar")
+        check_int(self.checkpoint_every, "checkpoint_every")
+        if np.dtype(self.dtype) not in (np.float32, np.float64):
+            raise ValueError(f"dtype={self.dtype!r}: expected float32 or float64")
+        get_kernels(self.backend)
+        return self._schedule(k0, k)
+
+    @staticmethod
+    def _schedule(k0, k):
+        """Stage sizes: k0, 2*k0, ... and finally k."""
+        sizes = [k0]
+        while sizes[-1] < k:
+            sizes.append(min(2 * sizes[-1], k))
+        return sizes
+
+    # --- data --------------------------------------------------------------------
+    def _data(self, X):
+        """Arrays are distributed; file lists are read by the shards themselves."""
+        if isinstance(X, DistributedData) or isinstance(X, np.ndarray):
+            return self._fit_data(X, min_samples=self.n_components)
+        if isinstance(X, (str, os.PathLike)) or (isinstance(X, (list, tuple)) and X
+                                                 and isinstance(X[0], (str, os.PathLike,
+                                                                       _features.FeatureRef))):
+            refs = (list(X) if isinstance(X, (list, tuple)) and
+                    isinstance(X[0], _features.FeatureRef) else _features.list_features(X))
+            total = sum(r.n_frames for r in refs)
+            if total < self.n_components:
+                raise ValueError(f"the feature files hold {total} frames, fewer than the "
+                                 f"{self.n_components} components")
+            ctrl = as_controller(self.controller)
+            return ctrl.distribute_files(refs, dtype=self.dtype), True
+        return self._fit_data(X, min_samples=self.n_components)
+
+    # --- EM hooks ----------------------------------------------------------------
+    def _em_e_step(self, data, params):
+        means_s = params["means"] - data.mean
+        prec = 1.0 / params["covariances"]
+        with np.errstate(divide="ignore"):
+            log_w = np.log(params["weights"])
+        return data.controller.reduce(_gmm_stats, data, data.mean, "diag", means_s, prec, log_w,
+                                      self.backend, self.chunk_size, data.n_shards)
+
+    def _em_m_step(self, stats, params, data):
+        nk = stats["nk"]
+        weights, means_s, cov = _m_step(stats, "diag", self.reg_covar)
+        means = means_s + data.mean
+        dead = np.flatnonzero((nk < self.min_occupancy) | (weights < self.min_weight))
+        # a dead component's statistics are meaningless: keep its previous variances
+        if dead.size:
+            cov[dead] = params["covariances"][dead]
+        cov, n_floored = apply_variance_floor(cov, self._floor)
+        info = {"n_floored": n_floored, "dead": dead.tolist(), "dead_policy": self.dead_policy,
+                "n_components": int(weights.size),
+                "shard_frames": stats["shard_frames"].astype(np.int64).tolist(),
+                "shard_time": stats["shard_time"].tolist()}
+        if dead.size:
+            weights, means, cov = self._handle_dead(weights, means, cov, dead)
+            info["n_components"] = int(weights.size)
+        return {"weights": weights, "means": means, "covariances": cov}, \
+            stats["loglik"] / stats["n"], info
+
+    def _handle_dead(self, weights, means, cov, dead):
+        alive = np.setdiff1d(np.arange(weights.size), dead)
+        if alive.size == 0:
+            raise ValueError("every component is dead: too few frames for this many "
+                             "components, or min_occupancy/min_weight too high")
+        if self.dead_policy == "remove":
+            w = weights[alive]
+            return w / w.sum(), means[alive], cov[alive]
+        # resplit: every dead slot takes half of the heaviest live component
+        w, m, v = weights.copy(), means.copy(), cov.copy()
+        for slot in dead:
+            live = np.setdiff1d(np.arange(w.size), dead[dead >= slot])
+            heavy = live[np.argmax(w[live])]
+            w2, m2, v2 = split_components(w[[heavy]], m[[heavy]], v[[heavy]], [0],
+                                          self.split_epsilon)
+            w[heavy], m[heavy], v[heavy] = w2[0], m2[0], v2[0]
+            w[slot], m[slot], v[slot] = w2[1], m2[1], v2[1]
+        return w / w.sum(), m, v
+
+    def _em_converged(self, record, tol):
+        return abs(record.change) < tol
+
+    # --- initial model -----------------------------------------------------------
+    def _initial(self, data, k0, rng):
+        if self.init == "split":
+            w = np.ones(1)
+            m = data.mean[None, :].copy()
+            v = np.maximum(data.var[None, :], self._floor)
+            return {"weights": w, "means": m, "covariances": v}
+        from .kmeans import KMeans
+        km = KMeans(k0, random_state=rng, controller=data.controller, backend=self.backend,
+                    chunk_size=self.chunk_size)
+        km._fit_distributed(data)
+        stats = data.controller.reduce(_hard_stats, data, data.mean,
+                                       km.cluster_centers_ - data.mean, "diag", self.backend,
+                                       self.chunk_size)
+        weights, means_s, cov = _m_step(stats, "diag", self.reg_covar)
+        cov, _ = apply_variance_floor(cov, self._floor)
+        return {"weights": weights, "means": means_s + data.mean, "covariances": cov}
+
+    def _split_to(self, params, k):
+        w, m, v = params["weights"], params["means"], params["covariances"]
+        n_split = k - w.size
+        heaviest = np.argsort(-w, kind="stable")[:n_split]
+        w, m, v = split_components(w, m, v, np.sort(heaviest), self.split_epsilon)
+        return {"weights": w, "means": m, "covariances": v}
+
+    # --- checkpoints ---------------------------------------------------------------
+    def _write_checkpoint(self, path, params, stage_index, iter_in_stage, stage_done, rng,
+                          history, data):
+        save_npz_atomic(
+            path, format_version=np.array(FORMAT_VERSION), weights=params["weights"],
+            means=params["means"], covariances=params["covariances"],
+            stage_index=np.array(stage_index), iter_in_stage=np.array(iter_in_stage),
+            stage_done=np.array(bool(stage_done)), n_components=np.array(self.n_components),
+            data_shape=np.array(data.shape), data_mean=data.mean,
+            history_json=np.array(_records_to_json(history)), **_rng_state_to_arrays(rng))
+
+    def _read_checkpoint(self, path, data):
+        z = load_model(path)
+        if int(z.get("n_components", -1)) != self.n_components:
+            raise ValueError(f"checkpoint {path} is for n_components={int(z['n_components'])}, "
+                             f"not {self.n_components}")
+        if tuple(z["data_shape"]) != data.shape or not np.allclose(z["data_mean"], data.mean,
+                                                                   rtol=1e-6, atol=1e-9):
+            raise ValueError(f"checkpoint {path} was written for other data "
+                             f"(shape {tuple(z['data_shape'])}, this data {data.shape})")
+        return z
+
+    def _after_iteration(self, path, history, rng, data, stage_index, done_before, budget):
+        """The driver's after-iteration hook for one stage: history and checkpoints."""
+        count = [done_before]
+
+        def after(params, record, converged):
+            history.append(record)
+            count[0] += 1
+            stage_done = converged or count[0] >= budget
+            if path and (stage_done or count[0] % self.checkpoint_every == 0):
+                self._write_checkpoint(path, params, stage_index, count[0], stage_done, rng,
+                                       history, data)
+        return after
+
+    # --- fit -------------------------------------------------------------------------
+    def fit(self, X, y=None):
+        """Train the UBM.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), DistributedData, a list of
+            feature files, or a Kaldi ``.scp`` / list file
+            Files are read by the controller's shards (engines), balanced by
+            frame count; the client reads only their headers.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        sizes = self._check_params()
+        data, owned = self._data(X)
+        try:
+            self._fit_distributed(data, sizes)
+        finally:
+            if owned:
+                data.free()
+        return self
+
+    def _fit_distributed(self, data, sizes):
+        self._floor = (self.variance_floor * data.var if self.floor_mode == "relative"
+                       else np.full(data.n_features, self.variance_floor))
+        self.variance_floor_ = self._floor
+        callbacks = self._callbacks()
+        history = []
+        path = self.checkpoint
+        if path and self.resume and os.path.exists(path):
+            z = self._read_checkpoint(path, data)
+            rng = _rng_from_arrays(z)
+            params = {k: z[k] for k in ("weights", "means", "covariances")}
+            stage_index, iter_in_stage = int(z["stage_index"]), int(z["iter_in_stage"])
+            history = z["history"]
+            if bool(z["stage_done"]):
+                stage_index, iter_in_stage = stage_index + 1, 0
+                if stage_index < len(sizes):
+                    params = self._split_to(params, sizes[stage_index])
+            self.resumed_from_ = len(history)
+        else:
+            rng = check_random_state(self.random_state)
+            params = self._initial(data, sizes[0], rng)
+            stage_index, iter_in_stage = 0, 0
+            self.resumed_from_ = 0
+        t_start = time.perf_counter()
+        converged = False
+        while stage_index < len(sizes):
+            last = stage_index == len(sizes) - 1
+            budget = (self.final_iter if last else self.stage_iter) - iter_in_stage
+            previous = history[-1].objective if (iter_in_stage and history) else None
+            after = self._after_iteration(path, history, rng, data, stage_index,
+                                          iter_in_stage, self.final_iter if last
+                                          else self.stage_iter)
+            if budget > 0:
+                result = run_em(self, data, params, max_iter=budget, tol=self.tol,
+                                callbacks=callbacks, stage=int(params["weights"].size),
+                                start_iteration=len(history), start_time=t_start,
+                                after_iteration=after, previous_objective=previous)
+                params = result.params
+                converged = result.converged
+            stage_index += 1
+            iter_in_stage = 0
+            if stage_index < len(sizes):
+                params = self._split_to(params, sizes[stage_index])
+        self.weights_ = params["weights"]
+        self.means_ = params["means"]
+        self.covariances_ = params["covariances"]
+        self.history_ = history
+        self.n_iter_ = len(history)
+        self.lower_bound_ = history[-1].objective if history else -np.inf
+        self.converged_ = converged
+        self.n_features_in_ = data.n_features
+        return self
+
+    # --- use -------------------------------------------------------------------------
+    def to_gaussian_mixture(self):
+        """The trained UBM as a fitted :class:`ipem.GaussianMixture` (diag)."""
+        gm = GaussianMixture(self.weights_.size, covariance_type="diag", backend=self.backend,
+                             chunk_size=self.chunk_size)
+        gm.weights_ = self.weights_
+        gm.means_ = self.means_
+        gm.covariances_ = self.covariances_
+        gm.precisions_cholesky_ = 1.0 / np.sqrt(self.covariances_)
+        gm.precisions_ = 1.0 / self.covariances_
+        gm.n_features_in_ = self.means_.shape[1]
+        gm.converged_ = getattr(self, "converged_", True)
+        gm.n_iter_ = getattr(self, "n_iter_", 0)
+        gm.lower_bound_ = getattr(self, "lower_bound_", -np.inf)
+        return gm
+
+    def score_samples(self, X):
+        """Per-frame log-likelihood under the UBM, shape (n_samples,)."""
+        return self.to_gaussian_mixture().score_samples(X)
+
+    def score(self, X, y=None):
+        return float(np.mean(self.score_samples(X)))
+
+    def save(self, path):
+        """Write the model (weights, means, variances, history) atomically to ``.npz``."""
+        return save_npz_atomic(path, format_version=np.array(FORMAT_VERSION),
+                               weights=self.weights_, means=self.means_,
+                               covariances=self.covariances_,
+                               history_json=np.array(_records_to_json(self.history_)))
+
+    @classmethod
+    def load(cls, path, **kwargs):
+        """A trainer holding the model stored in ``path`` (for scoring or MAP)."""
+        z = load_model(path)
+        obj = cls(n_components=int(z["weights"].size), **kwargs)
+        obj.weights_, obj.means_, obj.covariances_ = z["weights"], z["means"], z["covariances"]
+        obj.history_ = z["history"]
+        obj.n_iter_ = len(obj.history_)
+        obj.n_features_in_ = obj.means_.shape[1]
+        return obj
