@@ -197,3 +197,89 @@ def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,
     """
     return _gmm_step(_full_log_prob, True, X, shift, means, prec_chol, log_weights,
                      chunk_size, logprob_out, resp_out, compute_stats)
+
+
+def _top_indices(lp, top_c):
+    """Indices of the ``top_c`` largest entries of each row of ``lp``.
+
+    Order: descending by value, ties broken by the lower index (the same
+    order as ``np.argsort(-lp, axis=1, kind="stable")[:, :top_c]``).
+    """
+    m, k = lp.shape
+    if top_c >= k:
+        return np.argsort(-lp, axis=1, kind="stable")[:, :top_c]
+    # threshold = the top_c-th largest value of each row
+    thr = np.partition(lp, k - top_c, axis=1)[:, k - top_c]
+    ge = lp >= thr[:, None]
+    n_ge = ge.sum(axis=1)
+    out = np.empty((m, top_c), dtype=np.int64)
+    clean = n_ge == top_c
+    rows = np.flatnonzero(clean)
+    if rows.size:
+        # exactly top_c candidates: take them (increasing index), then sort by value
+        cols = np.nonzero(ge[rows])[1].reshape(rows.size, top_c)
+        vals = np.take_along_axis(lp[rows], cols, axis=1)
+        order = np.argsort(-vals, axis=1, kind="stable")
+        out[rows] = np.take_along_axis(cols, order, axis=1)
+    rows = np.flatnonzero(~clean)
+    if rows.size:
+        # ties straddle the threshold: a stable full sort settles them by index
+        out[rows] = np.argsort(-lp[rows], axis=1, kind="stable")[:, :top_c]
+    return out
+
+
+def gmm_diag_topc(X, shift, means, precisions, log_weights, top_c, chunk_size=None,
+                  index_out=None, logprob_out=None):
+    """Top-C Gaussian selection for a diagonal-covariance GMM (e.g. a UBM).
+
+    For every frame, find the ``top_c`` components with the highest weighted
+    log-likelihood ``log w_k + log N(x | mu_k, Sigma_k)`` and the top-C
+    approximation of the frame log-likelihood: the log-sum-exp over those
+    components only.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), float32 or float64
+    shift : ndarray of shape (n_features,), float64
+    means : ndarray of shape (n_components, n_features), float64
+        Means in shifted coordinates.
+    precisions : ndarray of shape (n_components, n_features), float64
+        Inverse variances.
+    log_weights : ndarray of shape (n_components,), float64
+    top_c : int
+        Number of components kept per frame, ``1 <= top_c <= n_components``.
+    chunk_size : int, optional
+    index_out : ndarray of shape (n_samples, top_c), int64, optional
+        Output: the selected components of each frame, by descending
+        weighted log-likelihood (ties: lower index first).  Allocated if
+        omitted.
+    logprob_out : ndarray of shape (n_samples,), float64, optional
+        Output: ``log sum_{k in top_c} w_k N(x | k)``.  Allocated if omitted.
+
+    Returns
+    -------
+    index_out : ndarray of shape (n_samples, top_c), int64
+    logprob_out : ndarray of shape (n_samples,), float64
+    """
+    n, d = X.shape
+    k = means.shape[0]
+    top_c = int(top_c)
+    if not 1 <= top_c <= k:
+        raise ValueError(f"top_c must be between 1 and n_components={k}, got {top_c}")
+    if index_out is None:
+        index_out = np.empty((n, top_c), dtype=np.int64)
+    if logprob_out is None:
+        logprob_out = np.empty(n)
+    if index_out.shape != (n, top_c) or logprob_out.shape != (n,):
+        raise ValueError(f"index_out must have shape {(n, top_c)} and logprob_out {(n,)}, "
+                         f"got {index_out.shape} and {logprob_out.shape}")
+    chunk_size = chunk_size or default_chunk_size(k)
+    s = shift.astype(X.dtype)
+    for a, b in _chunks(n, chunk_size):
+        xc = X[a:b] - s
+        lp = _diag_log_prob(xc, means, precisions, log_weights)
+        idx = _top_indices(lp, top_c)
+        index_out[a:b] = idx
+        with np.errstate(divide="ignore"):
+            logprob_out[a:b] = _logsumexp_rows(np.take_along_axis(lp, idx, axis=1))
+    return index_out, logprob_out

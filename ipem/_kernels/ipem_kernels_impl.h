@@ -456,14 +456,17 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
             const int64_t kk = j0 + kb <= k ? kb : k - j0;
             const int64_t ldy = kk * dp;
             /* Y (row-major mm x kk*dp) = [x, 1] [U_j; -mu_j U_j]_j */
+            double t0 = now();
             FN(gemm)('N', 'N', ldy, mm, q1, (REAL)1.0, U + j0 * dp, k * dp, XC, q1,
                      (REAL)0.0, Y, ldy);
+            double t1 = now(); g_t[0] += t1 - t0;
             for (int64_t i = 0; i < mm; i++) {
                 const REAL *y = Y + i * ldy;
                 REAL *restrict l = L + i * kp + j0;
                 for (int64_t jj = 0; jj < kk; jj++)
                     l[jj] = (REAL)(cst[j0 + jj] - 0.5 * (double)FN(sumsq)(y + jj * dp, dp));
             }
+            g_t[1] += now() - t1;
         }
         for (int64_t i = 0; i < mm; i++) {
             REAL *restrict l = L + i * kp;
@@ -480,6 +483,7 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
             continue;
         for (int64_t r0 = 0; r0 < mm; r0 += mb) {
             const int64_t rr = r0 + mb <= mm ? mb : mm - r0;
+            double t2 = now();
             /* Q rows = w_n [1, x, x_i x_j (i <= j)] */
             for (int64_t i = 0; i < rr; i++) {
                 const REAL *restrict xc = XC + (r0 + i) * q1;
@@ -497,6 +501,7 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
                     off += d - t;
                 }
             }
+            double t3 = now(); g_t[2] += t3 - t2;
             /* S (row-major k x P) (+)= E^T Q */
             if (g_layout == 0)
             FN(gemm)('N', 'T', P, k, rr, (REAL)1.0, Q, P, L + r0 * kp, kp,
@@ -504,6 +509,7 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
             else
             FN(gemm)('N', 'T', k, P, rr, (REAL)1.0, L + r0 * kp, kp, Q, P, 
                      (REAL)(r0 ? 1.0 : 0.0), S, k);
+            g_t[3] += now() - t3;
         }
         if (g_layout == 0)
         for (int64_t j = 0; j < k * P; j++)
