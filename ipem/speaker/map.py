@@ -1,0 +1,502 @@
+"""GMM-UBM speaker models: Baum-Welch statistics and MAP adaptation.
+
+A speaker model is the universal background model (UBM, a diagonal GMM)
+adapted to the speaker's enrollment frames by maximum a posteriori
+estimation (Reynolds, Quatieri & Dunn, "Speaker verification using adapted
+Gaussian mixture models", Digital Signal Processing 10, 2000):
+
+1. Baum-Welch statistics of the frames against the UBM
+   (:func:`utterance_stats`): ``n_k = sum_t g_tk``, ``f_k = sum_t g_tk x_t``,
+   ``s_k = sum_t g_tk x_t**2`` with ``g_tk`` the UBM responsibilities.
+2. Interpolation of the UBM and the speaker's ML estimates with data
+   dependent coefficients ``alpha_k = n_k / (n_k + r)`` (:func:`map_adapt`).
+
+:func:`adapt_speakers` does both for many speakers, one task per speaker,
+load-balanced over a controller's engines; every engine reads its speakers'
+feature files itself.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import features as _features
+from .._kernels import get_kernels
+from .._validation import check_frames
+from ..controller import as_controller
+from ..ubm import load_model, save_npz_atomic
+
+__all__ = ["utterance_stats", "map_adapt", "SpeakerModel", "adapt_speakers"]
+
+#: Default floor of adapted variances, as a fraction of the UBM's variances.
+VARIANCE_FLOOR = 1e-3
+
+_LIST_EXTENSIONS = (".scp", ".lst", ".txt")
+
+
+# ---------------------------------------------------------------------------
+# parameters
+# ---------------------------------------------------------------------------
+
+def _as_params(weights, means, variances, what="UBM"):
+    """Validate diagonal GMM parameters; float64 copies (weights, means, variances)."""
+    try:
+        w = np.array(weights, dtype=np.float64)
+        m = np.array(means, dtype=np.float64)
+        v = np.array(variances, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}: parameters are not numeric arrays ({exc})") from None
+    if w.ndim != 1 or w.size == 0:
+        raise ValueError(f"{what}: weights must have shape (n_components,), got {w.shape}")
+    k = w.size
+    if m.ndim != 2 or m.shape[0] != k or m.shape[1] == 0:
+        raise ValueError(f"{what}: means must have shape ({k}, n_features), got {m.shape}")
+    if v.shape != m.shape:
+        raise ValueError(f"{what}: variances must be diagonal, shape {m.shape} like the "
+                         f"means, got {v.shape}")
+    for name, a in (("weights", w), ("means", m), ("variances", v)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{what}: {name} contain NaN or Inf")
+    if np.any(w < 0) or not np.isclose(w.sum(), 1.0, rtol=0, atol=1e-6):
+        raise ValueError(f"{what}: weights must be non-negative and sum to 1 "
+                         f"(sum {w.sum():.8g})")
+    if np.any(v <= 0):
+        raise ValueError(f"{what}: variances must be positive")
+    return w, m, v
+
+
+def ubm_params(ubm):
+    """Weights, means and diagonal variances of a UBM given in any usual form.
+
+    Parameters
+    ----------
+    ubm : object, dict, tuple or path
+        An object with ``weights_``, ``means_`` and ``covariances_`` (a fitted
+        :class:`ipem.ubm.UBMTrainer`, or a diagonal
+        :class:`ipem.GaussianMixture`); a dict with those keys (or with
+        ``weights``, ``means``, ``covariances``, as returned by
+        :func:`ipem.ubm.load_model`); a ``(weights, means, variances)``
+        tuple; or the path of a model file written by ``UBMTrainer.save``.
+
+    Returns
+    -------
+    weights : ndarray of shape (n_components,), float64
+    means : ndarray of shape (n_components, n_features), float64
+    variances : ndarray of shape (n_components, n_features), float64
+    """
+    if isinstance(ubm, (str, os.PathLike)):
+        z = load_model(ubm)
+        return _as_params(z["weights"], z["means"], z["covariances"], f"UBM {os.fspath(ubm)}")
+    if isinstance(ubm, SpeakerModel):
+        return _as_params(ubm.weights, ubm.means, ubm.variances, f"model {ubm.speaker_id}")
+    if isinstance(ubm, dict):
+        for names in (("weights_", "means_", "covariances_"),
+                      ("weights", "means", "covariances"),
+                      ("weights", "means", "variances")):
+            if all(n in ubm for n in names):
+                return _as_params(*(ubm[n] for n in names))
+        raise ValueError("UBM dict must have keys weights_, means_, covariances_ "
+                         f"(or weights, means, covariances); got {sorted(ubm)}")
+    if isinstance(ubm, (tuple, list)) and len(ubm) == 3:
+        return _as_params(*ubm)
+    if all(hasattr(ubm, n) for n in ("weights_", "means_", "covariances_")):
+        cov_type = getattr(ubm, "covariance_type", "diag")
+        if cov_type != "diag":
+            raise ValueError(f"the UBM must have diagonal covariances, got "
+                             f"covariance_type={cov_type!r}")
+        return _as_params(ubm.weights_, ubm.means_, ubm.covariances_)
+    raise ValueError(f"cannot read UBM parameters from {type(ubm).__name__}: expected a fitted "
+                     "UBMTrainer/GaussianMixture, a dict, a (weights, means, variances) tuple "
+                     "or a model file path")
+
+
+# ---------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------
+
+def utterance_stats(X, weights, means, variances, backend=None):
+    """Baum-Welch statistics of frames against a diagonal GMM (UBM).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_frames, n_features), float32 or float64
+    weights : ndarray of shape (n_components,)
+    means, variances : ndarray of shape (n_components, n_features)
+    backend : {"c", "numpy"} or None
+        Kernel backend (default: :data:`ipem.BACKEND`).
+
+    Returns
+    -------
+    n : ndarray of shape (n_components,), float64
+        Zeroth order: ``sum_t g_tk`` (``g_tk``: responsibility of component
+        ``k`` for frame ``t``).
+    f : ndarray of shape (n_components, n_features), float64
+        First order: ``sum_t g_tk x_t``.
+    s : ndarray of shape (n_components, n_features), float64
+        Second order: ``sum_t g_tk x_t**2`` (elementwise).
+
+    Notes
+    -----
+    The kernel runs around ``shift`` = the utterance mean, so float32
+    features with a large offset do not cancel; its statistics of
+    ``y = x - shift`` are converted back exactly:
+    ``f = sum g (y + shift) = sx + n shift`` and
+    ``s = sum g (y + shift)**2 = sxx + 2 shift sx + n shift**2``.
+    """
+    w, m, v = _as_params(weights, means, variances)
+    X = check_frames(X, n_features=m.shape[1])
+    shift = X.mean(axis=0, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        log_w = np.log(w)
+    nk, sx, sxx, _ = get_kernels(backend).gmm_diag_step(X, shift, m - shift, 1.0 / v, log_w)
+    n = np.asarray(nk, dtype=np.float64)
+    sx = np.asarray(sx, dtype=np.float64)
+    sxx = np.asarray(sxx, dtype=np.float64)
+    f = sx + n[:, None] * shift
+    s = sxx + 2.0 * shift * sx + n[:, None] * (shift * shift)
+    return n, f, s
+
+
+# ---------------------------------------------------------------------------
+# MAP adaptation
+# ---------------------------------------------------------------------------
+
+def _check_relevance(value, name):
+    try:
+        r = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not np.isfinite(r) or r < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return r
+
+
+def _check_adapt(adapt):
+    if not isinstance(adapt, str) or not adapt or set(adapt) - set("mwv"):
+        raise ValueError(f"adapt={adapt!r}: expected a non-empty string of the letters "
+                         "'m' (means), 'w' (weights) and 'v' (variances), e.g. 'm' or 'mwv'")
+    return adapt
+
+
+def map_adapt(weights, means, variances, n, f, s, *, relevance_factor=16.0, adapt="m",
+              relevance_weights=None, relevance_variances=None,
+              variance_floor=VARIANCE_FLOOR):
+    """MAP-adapt a diagonal UBM to Baum-Welch statistics (Reynolds et al. 2000).
+
+    With ``E_k[x] = f_k / n_k``, ``E_k[x**2] = s_k / n_k``, ``T = sum_k n_k``
+    and, per parameter type ``p``, ``alpha_k = n_k / (n_k + r_p)``:
+
+    * means: ``mu'_k = alpha_k E_k[x] + (1 - alpha_k) mu_k``;
+    * weights: ``w'_k = [alpha_k n_k / T + (1 - alpha_k) w_k]``, then
+      normalised to sum to 1;
+    * variances: ``s'_k = alpha_k E_k[x**2] + (1 - alpha_k)(s_k + mu_k**2)
+      - mu'_k**2``, where ``mu'_k`` is the adapted mean when ``"m"`` is
+      adapted and the UBM mean otherwise.  The result is floored at
+      ``variance_floor`` times the UBM variance, so that it stays positive.
+
+    Components with ``n_k = 0`` keep the UBM's mean and variance exactly;
+    their weight is only rescaled by the normalisation.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_components,)
+    means, variances : ndarray of shape (n_components, n_features)
+        The UBM (diagonal variances).
+    n : ndarray of shape (n_components,)
+    f, s : ndarray of shape (n_components, n_features)
+        Statistics from :func:`utterance_stats` (summed over all of a
+        speaker's utterances).
+    relevance_factor : float, default=16.0
+        ``r`` for every parameter type not given its own below (the usual
+        value is 16).  0 gives the maximum-likelihood re-estimate for every
+        component with data.
+    adapt : str, default="m"
+        Which parameters to adapt: any combination of ``"m"`` (means),
+        ``"w"`` (weights) and ``"v"`` (variances); the others are the UBM's.
+    relevance_weights, relevance_variances : float, optional
+        Separate relevance factors for weights and variances.
+    variance_floor : float, default=1e-3
+        Adapted variances are kept >= ``variance_floor * UBM variance``.
+
+    Returns
+    -------
+    weights : ndarray of shape (n_components,), float64
+    means, variances : ndarray of shape (n_components, n_features), float64
+    """
+    w, m, v = _as_params(weights, means, variances)
+    k, d = m.shape
+    adapt = _check_adapt(adapt)
+    r_m = _check_relevance(relevance_factor, "relevance_factor")
+    r_w = r_m if relevance_weights is None else _check_relevance(relevance_weights,
+                                                                 "relevance_weights")
+    r_v = r_m if relevance_variances is None else _check_relevance(relevance_variances,
+                                                                   "relevance_variances")
+    floor = _check_relevance(variance_floor, "variance_floor")
+    n = np.asarray(n, dtype=np.float64)
+    f = np.asarray(f, dtype=np.float64)
+    s = np.asarray(s, dtype=np.float64)
+    if n.shape != (k,):
+        raise ValueError(f"n must have shape ({k},) (one count per UBM component), got {n.shape}")
+    if f.shape != (k, d) or s.shape != (k, d):
+        raise ValueError(f"f and s must have shape ({k}, {d}) like the UBM means, got "
+                         f"{f.shape} and {s.shape}")
+    for name, a in (("n", n), ("f", f), ("s", s)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"statistics {name} contain NaN or Inf")
+    if np.any(n < 0):
+        raise ValueError("statistics n must be non-negative")
+    if np.any(s < -1e-9 * np.maximum(1.0, np.abs(s).max())):
+        raise ValueError("statistics s (second order) must be non-negative")
+
+    seen = n > 0
+    safe_n = np.where(seen, n, 1.0)
+    ex = f / safe_n[:, None]                          # E_k[x]
+    # per-component sample variance; clamped against rounding
+    var_ml = np.maximum(s / safe_n[:, None] - ex * ex, 0.0)
+
+    def alpha(r):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a = np.where(seen, n / np.where(seen, n + r, 1.0), 0.0)
+        return a
+
+    new_w, new_m, new_v = w.copy(), m.copy(), v.copy()
+    a_m = alpha(r_m)[:, None] if "m" in adapt else np.zeros((k, 1))
+    if "m" in adapt:
+        new_m = np.where(seen[:, None], a_m * ex + (1.0 - a_m) * m, m)
+    if "v" in adapt:
+        a_v = alpha(r_v)[:, None]
+        # alpha_v E[x^2] + (1 - alpha_v)(var + mu^2) - mu'^2 with mu' = mu + a_m (E[x] - mu),
+        # rearranged around mu so that nothing large cancels:
+        diff = ex - m
+        adapted = (a_v * var_ml + (1.0 - a_v) * v + (a_v - a_m * a_m) * diff * diff
+                   + 2.0 * (a_v - a_m) * m * diff)
+        adapted = np.maximum(adapted, floor * v)
+        new_v = np.where(seen[:, None], adapted, v)
+    if "w" in adapt:
+        total = n.sum()
+        if total > 0:
+            a_w = alpha(r_w)
+            raw = a_w * n / total + (1.0 - a_w) * w
+            new_w = raw / raw.sum()
+    return new_w, new_m, new_v
+
+
+# ---------------------------------------------------------------------------
+# speaker models
+# ---------------------------------------------------------------------------
+
+@dataclass
+class SpeakerModel:
+    """A MAP-adapted speaker GMM.
+
+    Attributes
+    ----------
+    speaker_id : str
+    weights : ndarray of shape (n_components,)
+    means, variances : ndarray of shape (n_components, n_features)
+    n_frames : int
+        Number of enrollment frames it was adapted on.
+    """
+
+    speaker_id: str
+    weights: np.ndarray
+    means: np.ndarray
+    variances: np.ndarray
+    n_frames: int = 0
+
+    def __repr__(self):
+        return (f"SpeakerModel(speaker_id={self.speaker_id!r}, "
+                f"n_components={np.shape(self.weights)[0]}, "
+                f"n_features={np.shape(self.means)[1]}, n_frames={self.n_frames})")
+
+    def params(self):
+        """``(weights, means, variances)``."""
+        return self.weights, self.means, self.variances
+
+    def save(self, path):
+        """Write the model atomically to an ``.npz`` file (no pickle); returns the path."""
+        return save_npz_atomic(path, kind=np.array("ipem-speaker-model"),
+                               speaker_id=np.array(str(self.speaker_id)),
+                               weights=np.asarray(self.weights, dtype=np.float64),
+                               means=np.asarray(self.means, dtype=np.float64),
+                               variances=np.asarray(self.variances, dtype=np.float64),
+                               n_frames=np.array(int(self.n_frames), dtype=np.int64))
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable speaker model file ({exc})") from None
+        missing = [k for k in ("speaker_id", "weights", "means", "variances") if k not in data]
+        if missing:
+            raise ValueError(f"{path}: not an ipem speaker model file (no {missing[0]!r})")
+        w, m, v = _as_params(data["weights"], data["means"], data["variances"],
+                             f"speaker model {path}")
+        return cls(str(data["speaker_id"]), w, m, v, int(data.get("n_frames", 0)))
+
+
+# ---------------------------------------------------------------------------
+# frames of one speaker / segment, read where the task runs
+# ---------------------------------------------------------------------------
+
+def _client_sources(source, what):
+    """Normalise a frame source on the client (no frame is read here).
+
+    Arrays are validated; plain feature paths are made absolute (engines may
+    run in another directory); ``.scp``/``.lst``/``.txt`` lists are expanded
+    to FeatureRefs (reading headers only).
+    """
+    if isinstance(source, np.ndarray):
+        return check_frames(source, name=what)
+    if isinstance(source, (str, os.PathLike, _features.FeatureRef)):
+        source = [source]
+    try:
+        entries = list(source)
+    except TypeError:
+        raise ValueError(f"{what}: expected a feature file, a list of feature files or a "
+                         f"(n_frames, n_features) array, got {type(source).__name__}") from None
+    if not entries:
+        raise ValueError(f"{what}: no feature files given")
+    out = []
+    for entry in entries:
+        if isinstance(entry, _features.FeatureRef):
+            out.append(entry)
+        elif isinstance(entry, (str, os.PathLike)):
+            path = os.fspath(entry)
+            if os.path.splitext(path)[1].lower() in _LIST_EXTENSIONS:
+                out.extend(_features.list_features(path))
+            else:
+                out.append(os.path.abspath(path))
+        else:
+            raise ValueError(f"{what}: {entry!r} is neither a feature file path nor a "
+                             "FeatureRef")
+    return out
+
+
+def _read_frames(source, dtype, n_features, what):
+    """Frames of a source prepared by :func:`_client_sources` (runs on engines)."""
+    if isinstance(source, np.ndarray):
+        X = source
+    else:
+        refs = []
+        for entry in source:
+            refs.extend([entry] if isinstance(entry, _features.FeatureRef)
+                        else _features.list_features(entry))
+        X = _features.load_many(refs, dtype=np.dtype(dtype))
+    if X.shape[1] != n_features:
+        where = "" if isinstance(source, np.ndarray) else \
+            " (" + ", ".join(r if isinstance(r, str) else r.where() for r in source) + ")"
+        raise ValueError(f"{what}{where}: {X.shape[1]} features per frame, but the UBM has "
+                         f"{n_features}")
+    return X
+
+
+def _check_speaker_id(spk):
+    name = str(spk)
+    if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+        raise ValueError(f"speaker id {spk!r} cannot be used as a file name")
+    return name
+
+
+def _adapt_task(item, params, relevance, adapt, out_dir, backend, dtype):
+    """One speaker: read, accumulate statistics, adapt, optionally save."""
+    spk, source = item
+    w, m, v = params
+    X = _read_frames(source, dtype, m.shape[1], f"speaker {spk}")
+    n, f, s = utterance_stats(X, w, m, v, backend=backend)
+    r, r_w, r_v = relevance
+    new = map_adapt(w, m, v, n, f, s, relevance_factor=r, adapt=adapt, relevance_weights=r_w,
+                    relevance_variances=r_v)
+    model = SpeakerModel(str(spk), *new, n_frames=int(X.shape[0]))
+    if out_dir is None:
+        return model
+    return model.save(os.path.join(out_dir, f"{spk}.npz"))
+
+
+def _blas_limits(controller):
+    """Honour a LocalController's ``blas_threads`` (engines set their own)."""
+    import contextlib
+    from ..controller import LocalController
+    threads = getattr(controller, "blas_threads", None)
+    if isinstance(controller, LocalController) and threads is not None:
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(limits=int(threads))
+    return contextlib.nullcontext()
+
+
+def adapt_speakers(ubm, enrollment, *, controller=None, relevance_factor=16.0, adapt="m",
+                   out_dir=None, progress=True, backend=None, dtype=np.float32,
+                   relevance_weights=None, relevance_variances=None):
+    """MAP-adapt the UBM to every enrolled speaker, one load-balanced task per speaker.
+
+    Parameters
+    ----------
+    ubm : fitted UBMTrainer, diagonal GaussianMixture, dict, tuple or path
+        See :func:`ubm_params`.
+    enrollment : dict
+        ``speaker_id -> sources``; sources are a feature file path, a list of
+        them (anything :func:`ipem.features.list_features` reads: htk, npy,
+        h5, Kaldi ``.scp``, ``.lst`` lists) or of FeatureRefs, or an array of
+        shape (n_frames, n_features).  A speaker's files are concatenated.
+    controller : Controller, int, DirectView or None
+        Where the tasks run (:func:`ipem.as_controller`).  On engines each
+        task reads its own speaker's files.
+    relevance_factor : float, default=16.0
+    adapt : str, default="m"
+        See :func:`map_adapt`.
+    out_dir : str, optional
+        If given, each task writes ``<out_dir>/<speaker_id>.npz`` (atomically)
+        and the result maps speakers to those paths instead of models.
+    progress : bool, default=True
+        Show a tqdm progress bar.
+    backend : {"c", "numpy"} or None
+    dtype : {numpy.float32, numpy.float64}, default=numpy.float32
+        Dtype frames are read from files in (arrays keep theirs).
+    relevance_weights, relevance_variances : float, optional
+        See :func:`map_adapt`.
+
+    Returns
+    -------
+    dict
+        ``speaker_id -> SpeakerModel`` (or ``-> path`` with ``out_dir``), in
+        the order of ``enrollment``.
+
+    Raises
+    ------
+    ipem.EngineValueError
+        On engines, for a malformed feature file (the message names it).
+    ipem.features.FeatureFileError
+        The same, with a local controller.
+    """
+    params = ubm_params(ubm)
+    if not isinstance(enrollment, dict):
+        raise ValueError("enrollment must be a dict speaker_id -> feature files or array")
+    if not enrollment:
+        raise ValueError("enrollment is empty: no speakers to adapt")
+    _check_adapt(adapt)
+    relevance = (_check_relevance(relevance_factor, "relevance_factor"),
+                 None if relevance_weights is None else
+                 _check_relevance(relevance_weights, "relevance_weights"),
+                 None if relevance_variances is None else
+                 _check_relevance(relevance_variances, "relevance_variances"))
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"dtype={dtype!r}: expected float32 or float64")
+    get_kernels(backend)
+    if out_dir is not None:
+        out_dir = os.path.abspath(os.fspath(out_dir))
+        os.makedirs(out_dir, exist_ok=True)
+    items = []
+    for spk, source in enrollment.items():
+        name = _check_speaker_id(spk) if out_dir is not None else spk
+        items.append((name, _client_sources(source, f"speaker {spk}")))
+    ctrl = as_controller(controller)
+    with _blas_limits(ctrl):
+        results = ctrl.map_tasks(_adapt_task, items, params, relevance, adapt, out_dir, backend,
+                                 np.dtype(dtype).str, progress=progress, desc="MAP adaptation")
+    return {spk: res for spk, res in zip(enrollment, results)}
