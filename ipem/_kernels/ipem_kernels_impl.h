@@ -424,19 +424,18 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
     const int64_t kp = IPEM_ROUND_UP(k, VL);
     const int64_t m = n < chunk ? (n > 0 ? n : 1) : chunk;
     const int64_t kb = kblock < k ? kblock : k;
-    /* rows per statistics GEMM: keeps the quadratic-feature block ~1 MB */
-    int64_t mb = (int64_t)((g_qbytes) / (sizeof(REAL) * (size_t)P));
+    /* rows per statistics GEMM: keeps the quadratic-feature block <= ~2 MB */
+    int64_t mb = (int64_t)((2 << 20) / (sizeof(REAL) * (size_t)P));
     mb = mb < 32 ? 32 : mb;
     mb = mb < m ? mb : m;
     const int need_e = compute_stats || resp_out != NULL;
     REAL *XC = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(m * q1));
     REAL *Y = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(m * kb * dp));
     REAL *L = (REAL *)ipem_calloc(sizeof(REAL) * (size_t)(m * kp));
-    double *wv = (double *)ipem_malloc(sizeof(double) * (size_t)m);
     REAL *Q = compute_stats ? (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(mb * P)) : NULL;
     REAL *S = compute_stats ? (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(k * P)) : NULL;
-    if (!XC || !Y || !L || !wv || (compute_stats && (!Q || !S))) {
-        ipem_free(XC), ipem_free(Y), ipem_free(L), ipem_free(wv), ipem_free(Q), ipem_free(S);
+    if (!XC || !Y || !L || (compute_stats && (!Q || !S))) {
+        ipem_free(XC), ipem_free(Y), ipem_free(L), ipem_free(Q), ipem_free(S);
         return IPEM_ERR_NOMEM;
     }
     if (compute_stats)
@@ -456,68 +455,65 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
             const int64_t kk = j0 + kb <= k ? kb : k - j0;
             const int64_t ldy = kk * dp;
             /* Y (row-major mm x kk*dp) = [x, 1] [U_j; -mu_j U_j]_j */
-            double t0 = now();
             FN(gemm)('N', 'N', ldy, mm, q1, (REAL)1.0, U + j0 * dp, k * dp, XC, q1,
                      (REAL)0.0, Y, ldy);
-            double t1 = now(); g_t[0] += t1 - t0;
             for (int64_t i = 0; i < mm; i++) {
                 const REAL *y = Y + i * ldy;
                 REAL *restrict l = L + i * kp + j0;
                 for (int64_t jj = 0; jj < kk; jj++)
                     l[jj] = (REAL)(cst[j0 + jj] - 0.5 * (double)FN(sumsq)(y + jj * dp, dp));
             }
-            g_t[1] += now() - t1;
         }
         for (int64_t i = 0; i < mm; i++) {
             REAL *restrict l = L + i * kp;
             for (int64_t j = k; j < kp; j++)
                 l[j] = (REAL)-INFINITY;
-            const double lp = FN(lse_row)(l, kp, need_e, &wv[i]);
+            double w;
+            const double lp = FN(lse_row)(l, kp, need_e, &w);
             ll += lp;
             if (logprob_out)
                 logprob_out[a + i] = lp;
+            if (need_e) {
+                /* normalise in place: K values per frame, fewer than Q's columns */
+                const REAL wr = (REAL)w;
+                for (int64_t j = 0; j < k; j++)
+                    l[j] *= wr;
+            }
             if (resp_out)
-                FN(write_resp)(resp_out, resp_f64, a + i, k, l, wv[i]);
+                FN(write_resp)(resp_out, resp_f64, a + i, k, l, 1.0);
         }
         if (!compute_stats)
             continue;
         for (int64_t r0 = 0; r0 < mm; r0 += mb) {
             const int64_t rr = r0 + mb <= mm ? mb : mm - r0;
-            double t2 = now();
-            /* Q rows = w_n [1, x, x_i x_j (i <= j)] */
+            /* Q rows = [1, x, x_i x_j (i <= j)] */
             for (int64_t i = 0; i < rr; i++) {
                 const REAL *restrict xc = XC + (r0 + i) * q1;
                 REAL *restrict qrow = Q + i * P;
-                const REAL wi = (REAL)wv[r0 + i];
-                qrow[0] = wi;
+                qrow[0] = 1;
                 for (int64_t t = 0; t < d; t++)
-                    qrow[1 + t] = wi * xc[t];
+                    qrow[1 + t] = xc[t];
                 int64_t off = 1 + d;
                 for (int64_t t = 0; t < d; t++) {
-                    const REAL wx = qrow[1 + t];
+                    const REAL xt = xc[t];
                     REAL *restrict dst = qrow + off - t;
                     for (int64_t u = t; u < d; u++)
-                        dst[u] = wx * xc[u];
+                        dst[u] = xt * xc[u];
                     off += d - t;
                 }
             }
-            double t3 = now(); g_t[2] += t3 - t2;
-            /* S (row-major k x P) (+)= E^T Q */
-            if (g_layout == 0)
-            FN(gemm)('N', 'T', P, k, rr, (REAL)1.0, Q, P, L + r0 * kp, kp,
-                     (REAL)(r0 ? 1.0 : 0.0), S, P);
-            else
-            FN(gemm)('N', 'T', k, P, rr, (REAL)1.0, L + r0 * kp, kp, Q, P, 
+            /* S (column-major k x P) (+)= R^T Q, R = the responsibilities */
+            FN(gemm)('N', 'T', k, P, rr, (REAL)1.0, L + r0 * kp, kp, Q, P,
                      (REAL)(r0 ? 1.0 : 0.0), S, k);
-            g_t[3] += now() - t3;
         }
-        if (g_layout == 0)
-        for (int64_t j = 0; j < k * P; j++)
-            acc[j] += (double)S[j];
-        else for (int64_t j = 0; j < k; j++) for (int64_t p = 0; p < P; p++) acc[j*P+p] += S[p*k+j];
+        for (int64_t j = 0; j < k; j++) {
+            double *restrict arow = acc + j * P;
+            for (int64_t p = 0; p < P; p++)
+                arow[p] += (double)S[p * k + j];
+        }
     }
     *loglik = ll;
-    ipem_free(XC), ipem_free(Y), ipem_free(L), ipem_free(wv), ipem_free(Q), ipem_free(S);
+    ipem_free(XC), ipem_free(Y), ipem_free(L), ipem_free(Q), ipem_free(S);
     return IPEM_OK;
 }
 

@@ -1,7 +1,9 @@
-"""Speaker-verification tools: synthetic corpus, acoustic front-end, metrics."""
+"""Speaker-verification tools: synthetic corpus, acoustic front-end, metrics,
+GMM-UBM MAP adaptation and scoring."""
 
 from .corpus import CorpusInfo, available_voices, generate_corpus, synthesize_utterance
 from .frontend import cmvn, energy_vad, extract_features, extract_many, mfcc_features, read_audio
+from .map import SpeakerModel, adapt_speakers, map_adapt, ubm_params, utterance_stats
 from .metrics import (
     SRE2008,
     SRE2010,
@@ -13,6 +15,7 @@ from .metrics import (
     rocch,
     rocch_eer,
 )
+from .scoring import Trial, llr_scores, read_trials, score_trials, write_scores
 
 __all__ = [
     "CorpusInfo",
@@ -34,4 +37,14 @@ __all__ = [
     "plot_det",
     "SRE2008",
     "SRE2010",
+    "utterance_stats",
+    "map_adapt",
+    "ubm_params",
+    "SpeakerModel",
+    "adapt_speakers",
+    "llr_scores",
+    "score_trials",
+    "read_trials",
+    "write_scores",
+    "Trial",
 ]

@@ -1,0 +1,342 @@
+"""ipem benchmarks: seconds per EM iteration as ratios against peers measured in the same run.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--repeat 5] [--out benchmarks/RESULTS.md]
+                                       [--only gmm,kmeans,engines,memory,ubm]
+
+Sections (see ../shared/PERFORMANCE.md for the arithmetic and the protocol):
+
+gmm      diag GMM, N=200,000, D=60, K=256 and 1024, float32: ipem C, ipem NumPy,
+         scikit-learn GaussianMixture(diag) (its own _e_step + _m_step), and the
+         roofline: 8*N*D*K flops at this machine's float32 GEMM rate.
+kmeans   Lloyd, same N, D, K=256: ipem C, ipem NumPy, scikit-learn KMeans(lloyd).
+engines  the diag GMM (K=256) through the DirectView controller on 1 and on 2 MPI
+         engines with one BLAS thread each, and the client's overhead per iteration
+         (iteration wall time not spent in the engines' kernels).
+memory   peak resident memory of one diag-GMM iteration (ipem C) for K=256 and 2048,
+         minus the data, measured in a fresh process.
+ubm      a 512-component UBM on 1,000,000 frames x 60 dims on 2 MPI engines: time
+         and peak memory per engine.
+
+Every figure is the median of ``--repeat`` timed runs (min-max in brackets).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+N, D = 200_000, 60
+
+
+def med(times):
+    return statistics.median(times), min(times), max(times)
+
+
+def fmt(t):
+    m, lo, hi = t
+    return f"{m:.3f} s [{lo:.3f}-{hi:.3f}]"
+
+
+def timed(fn, repeat, warmup=1):
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return med(out)
+
+
+def problem(n, d, k, seed=0, dtype=np.float32):
+    """Speech-like frames (offset, unequal scales) and a diag GMM near them."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 2, size=(k, d))
+    lab = rng.integers(0, k, size=n)
+    X = (centers[lab] + rng.normal(size=(n, d)) * rng.uniform(0.5, 1.5, d) + 3.0).astype(dtype)
+    means = centers + 3.0 + rng.normal(0, 0.3, size=(k, d))
+    variances = rng.uniform(0.5, 2.0, size=(k, d))
+    weights = rng.dirichlet(np.full(k, 5.0))
+    return X, weights, means, variances
+
+
+def gemm_rate(dtype=np.float32, repeat=5):
+    """float32 GEMM rate (flop/s) of this machine on the E-step's shapes."""
+    from scipy.linalg import blas
+    rng = np.random.default_rng(1)
+    a = np.asfortranarray(rng.standard_normal((8192, 2 * D)).astype(dtype))
+    b = np.asfortranarray(rng.standard_normal((2 * D, 1024)).astype(dtype))
+    sq = np.asfortranarray(rng.standard_normal((2048, 2048)).astype(dtype))
+    gemm = blas.sgemm if np.dtype(dtype) == np.float32 else blas.dgemm
+    _, t_shape, _ = timed(lambda: gemm(1.0, a, b), repeat)
+    _, t_sq, _ = timed(lambda: gemm(1.0, sq, sq), repeat)
+    return max(2.0 * 8192 * 2 * D * 1024 / t_shape, 2.0 * 2048 ** 3 / t_sq)
+
+
+# ---------------------------------------------------------------------------
+# sections
+# ---------------------------------------------------------------------------
+
+def ipem_gmm_iteration(X, weights, means, variances, backend, repeat):
+    """Seconds of one ipem EM iteration (E-step over the controller + M-step)."""
+    import ipem
+    gm = ipem.GaussianMixture(len(weights), covariance_type="diag", backend=backend)
+    ctrl = ipem.LocalController(1)
+    data = ctrl.distribute(X)
+    params = {"weights": weights, "means": means, "covariances": variances,
+              "prec_chol": 1.0 / np.sqrt(variances)}
+
+    def one():
+        stats = gm._em_e_step(data, params)
+        gm._em_m_step(stats, params, data)
+    try:
+        return timed(one, repeat)
+    finally:
+        data.free()
+
+
+def sklearn_gmm_iteration(X, weights, means, variances, repeat):
+    from sklearn.mixture import GaussianMixture
+    gm = GaussianMixture(len(weights), covariance_type="diag")
+    gm.weights_, gm.means_, gm.covariances_ = weights, means, variances
+    gm.precisions_cholesky_ = 1.0 / np.sqrt(variances)
+    gm.precisions_ = 1.0 / variances
+    gm.n_features_in_ = X.shape[1]
+
+    def one():
+        _, log_resp = gm._e_step(X)
+        gm._m_step(X, log_resp)
+        gm.weights_, gm.means_, gm.covariances_ = weights, means, variances
+        gm.precisions_cholesky_ = 1.0 / np.sqrt(variances)
+    return timed(one, repeat)
+
+
+def section_gmm(args, rows, rate):
+    import ipem
+    out = []
+    for k in (256, 1024):
+        X, w, m, v = problem(N, D, k)
+        floor = 8.0 * N * D * k / rate
+        res = {"c": ipem_gmm_iteration(X, w, m, v, "c", args.repeat)}
+        res["numpy"] = ipem_gmm_iteration(X, w, m, v, "numpy", args.repeat)
+        res["sklearn"] = sklearn_gmm_iteration(X, w, m, v, max(2, args.repeat // 2))
+        out.append((k, floor, res))
+        rows.append(f"| diag GMM K={k} | ipem C | {fmt(res['c'])} | "
+                    f"sklearn/C = **{res['sklearn'][0] / res['c'][0]:.1f}x** | "
+                    f"roofline {floor:.3f} s = **{100 * floor / res['c'][0]:.0f}%** of it |")
+        rows.append(f"| diag GMM K={k} | ipem NumPy | {fmt(res['numpy'])} | "
+                    f"sklearn/NumPy = {res['sklearn'][0] / res['numpy'][0]:.1f}x | "
+                    f"C/NumPy speed-up {res['numpy'][0] / res['c'][0]:.1f}x |")
+        rows.append(f"| diag GMM K={k} | scikit-learn | {fmt(res['sklearn'])} | 1.0x | |")
+        print(rows[-3], rows[-2], rows[-1], sep="\n", flush=True)
+    return out
+
+
+def section_kmeans(args, rows):
+    import ipem
+    from sklearn.cluster import KMeans
+    k = 256
+    X, _, m, _ = problem(N, D, k, seed=2)
+    res = {}
+    for backend in ("c", "numpy"):
+        km = ipem.KMeans(k, backend=backend)
+        ctrl = ipem.LocalController(1)
+        data = ctrl.distribute(X)
+        ctrl.map(__import__("ipem.kmeans", fromlist=["x"])._km_reset, data)
+        params = {"centers": m - data.mean}
+        km._tol_scaled = 0.0
+
+        def one():
+            stats = km._em_e_step(data, params)
+            km._em_m_step(stats, params, data)
+        res[backend] = timed(one, args.repeat)
+        data.free()
+    # scikit-learn: (fit with 6 iterations - fit with 1) / 5, tol=0 so it cannot stop early
+    def sk(iters):
+        return KMeans(k, init=m.astype(np.float32), n_init=1, max_iter=iters, tol=0.0,
+                      algorithm="lloyd").fit(X)
+    t1 = timed(lambda: sk(1), max(2, args.repeat // 2))
+    t6 = timed(lambda: sk(6), max(2, args.repeat // 2))
+    res["sklearn"] = ((t6[0] - t1[0]) / 5, (t6[1] - t1[2]) / 5, (t6[2] - t1[1]) / 5)
+    for name, label in (("c", "ipem C"), ("numpy", "ipem NumPy"), ("sklearn", "scikit-learn")):
+        rows.append(f"| k-means K={k} | {label} | {fmt(res[name])} | "
+                    f"sklearn/{name} = **{res['sklearn'][0] / res[name][0]:.2f}x** | |")
+        print(rows[-1], flush=True)
+    return res
+
+
+def section_engines(args, rows):
+    import ipem
+    from ipem.mixture import _gmm_stats  # noqa: F401  (imported on engines by reference)
+    k = 256
+    X, w, m, v = problem(N, D, k, seed=3)
+    results = {}
+    with ipem.MPICluster(n=2, blas_threads=1) as ctrl2:
+        client = ctrl2.client
+        for n_eng in (1, 2):
+            ctrl = ipem.DirectViewController(client[list(range(n_eng))], blas_threads=1) \
+                if n_eng == 1 else ctrl2
+            data = ctrl.distribute(X)
+            gm = ipem.GaussianMixture(k, covariance_type="diag", backend="c")
+            params = {"weights": w, "means": m, "covariances": v,
+                      "prec_chol": 1.0 / np.sqrt(v)}
+            walls, overheads = [], []
+            for i in range(args.repeat + 1):
+                t0 = time.perf_counter()
+                stats = gm._em_e_step(data, params)
+                gm._em_m_step(stats, params, data)
+                wall = time.perf_counter() - t0
+                if i:  # first call warms up
+                    walls.append(wall)
+                    overheads.append(wall - float(np.max(stats["shard_time"])))
+            results[n_eng] = (med(walls), med(overheads))
+            data.free()
+    speedup = results[1][0][0] / results[2][0][0]
+    for n_eng in (1, 2):
+        wall, over = results[n_eng]
+        rows.append(f"| diag GMM K={k}, DirectView | {n_eng} MPI engine(s), 1 BLAS thread each | "
+                    f"{fmt(wall)} | " + (f"2 vs 1 engine: **{speedup:.2f}x** |" if n_eng == 2
+                                         else "1.0x |") +
+                    f" client overhead {1e3 * over[0]:.1f} ms/iteration |")
+        print(rows[-1], flush=True)
+    return results, speedup
+
+
+MEM_CHILD = r"""
+import sys, json, numpy as np, ipem
+sys.path.insert(0, {here!r})
+from run import problem
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024.0
+
+k = {k}
+X, w, m, v = problem({n}, {d}, k)
+gm = ipem.GaussianMixture(k, covariance_type="diag", backend="c")
+ctrl = ipem.LocalController(1)
+data = ctrl.distribute(X)
+params = dict(weights=w, means=m, covariances=v, prec_chol=1 / np.sqrt(v))
+import ctypes, gc
+gc.collect()
+ctypes.CDLL("libc.so.6").malloc_trim(0)          # give freed heap pages back first
+open("/proc/self/clear_refs", "w").write("5")   # reset the peak (VmHWM) to the current RSS
+base = status("VmRSS:")
+stats = gm._em_e_step(data, params)
+gm._em_m_step(stats, params, data)
+peak = status("VmHWM:")
+print(json.dumps(dict(data_mb=X.nbytes / 2**20, extra_mb=peak - base)))
+"""
+
+
+def section_memory(args, rows):
+    out = {}
+    for k in (256, 2048):
+        code = MEM_CHILD.format(here=str(HERE), k=k, n=N, d=D)
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        if r.returncode:
+            raise RuntimeError(r.stderr)
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        out[k] = res
+        rows.append(f"| memory, diag GMM K={k} | ipem C | data {res['data_mb']:.0f} MB | "
+                    f"iteration peak beyond the data: **{res['extra_mb']:.1f} MB** | "
+                    f"target ≤ 256 MB |")
+        print(rows[-1], flush=True)
+    return out
+
+
+def _engine_peak_mb():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def section_ubm(args, rows, tmpdir):
+    import ipem
+    from ipem import features
+    from ipem.ubm import UBMTrainer
+    n_frames, k = (200_000, 128) if args.quick else (1_000_000, 512)
+    rng = np.random.default_rng(5)
+    centers = rng.normal(0, 2, size=(200, D))
+    paths, done = [], 0
+    while done < n_frames:
+        n = int(min(rng.integers(20_000, 60_000), n_frames - done))
+        lab = rng.integers(0, 200, n)
+        X = (centers[lab] + rng.normal(size=(n, D)) * rng.uniform(0.4, 1.4, D)).astype(np.float32)
+        p = os.path.join(tmpdir, f"u{len(paths):03d}.htk")
+        features.write(p, X, "htk")
+        paths.append(p)
+        done += n
+    with ipem.MPICluster(n=2, blas_threads=1) as ctrl:
+        t0 = time.perf_counter()
+        ubm = UBMTrainer(k, stage_iter=4, final_iter=10, tol=1e-4, controller=ctrl,
+                         random_state=0).fit(paths)
+        wall = time.perf_counter() - t0
+        peaks = [ctrl.client[e].apply_sync(_engine_peak_mb) for e in ctrl.engine_ids]
+    last = [r for r in ubm.history_ if r.stage == k]
+    per_iter = statistics.median(r.time for r in last)
+    estep = [statistics.median(r.info["shard_time"][i] for r in last) for i in range(2)]
+    rows.append(f"| UBM K={k}, {n_frames:,} frames x {D} | 2 MPI engines, files read by engines | "
+                f"total {wall:.1f} s, {ubm.n_iter_} iterations, {per_iter:.2f} s/iteration at "
+                f"K={k} | E-step per engine {estep[0]:.2f}/{estep[1]:.2f} s | peak RSS per engine "
+                f"{peaks[0]:.0f}/{peaks[1]:.0f} MB (frames {n_frames * D * 4 / 2 / 2**20:.0f} MB "
+                f"each) |")
+    print(rows[-1], flush=True)
+    return wall, peaks
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="smaller UBM section")
+    p.add_argument("--only", default="gmm,kmeans,engines,memory,ubm")
+    p.add_argument("--out", default=None, help="write a Markdown table here")
+    args = p.parse_args()
+    only = set(args.only.split(","))
+    import ipem
+    from threadpoolctl import threadpool_info
+    if "c" not in ipem.available_backends():
+        raise SystemExit("the compiled kernels are not built: pip install -e . with gcc")
+    rate = gemm_rate()
+    blas = ", ".join(sorted({f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)"
+                             for i in threadpool_info() if i["user_api"] == "blas"}))
+    head = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, NumPy {np.__version__}, BLAS: {blas}.",
+            f"Measured float32 GEMM rate: {rate / 1e9:.0f} GFLOP/s. "
+            f"N={N:,} frames, D={D}, float32 features; median of {args.repeat} runs [min-max].",
+            "", "| case | implementation | seconds per iteration | ratio | note |",
+            "|---|---|---|---|---|"]
+    print("\n".join(head), flush=True)
+    rows = []
+    if "gmm" in only:
+        section_gmm(args, rows, rate)
+    if "kmeans" in only:
+        section_kmeans(args, rows)
+    if "engines" in only:
+        section_engines(args, rows)
+    if "memory" in only:
+        section_memory(args, rows)
+    if "ubm" in only:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            section_ubm(args, rows, tmp)
+    if args.out:
+        Path(args.out).write_text("\n".join(head + rows) + "\n")
+        print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
