@@ -486,7 +486,8 @@ class LocalController(Controller):
         if progress:
             from tqdm.auto import tqdm
             it = tqdm(items, desc=desc)
-        return [func(item, *args) for item in it]
+        with self._limits():
+            return [func(item, *args) for item in it]
 
 
 # ---------------------------------------------------------------------------

@@ -419,17 +419,6 @@ def _adapt_task(item, params, relevance, adapt, out_dir, backend, dtype):
     return model.save(os.path.join(out_dir, f"{spk}.npz"))
 
 
-def _blas_limits(controller):
-    """Honour a LocalController's ``blas_threads`` (engines set their own)."""
-    import contextlib
-    from ..controller import LocalController
-    threads = getattr(controller, "blas_threads", None)
-    if isinstance(controller, LocalController) and threads is not None:
-        from threadpoolctl import threadpool_limits
-        return threadpool_limits(limits=int(threads))
-    return contextlib.nullcontext()
-
-
 def adapt_speakers(ubm, enrollment, *, controller=None, relevance_factor=16.0, adapt="m",
                    out_dir=None, progress=True, backend=None, dtype=np.float32,
                    relevance_weights=None, relevance_variances=None):
@@ -496,7 +485,6 @@ def adapt_speakers(ubm, enrollment, *, controller=None, relevance_factor=16.0, a
         name = _check_speaker_id(spk) if out_dir is not None else spk
         items.append((name, _client_sources(source, f"speaker {spk}")))
     ctrl = as_controller(controller)
-    with _blas_limits(ctrl):
-        results = ctrl.map_tasks(_adapt_task, items, params, relevance, adapt, out_dir, backend,
-                                 np.dtype(dtype).str, progress=progress, desc="MAP adaptation")
+    results = ctrl.map_tasks(_adapt_task, items, params, relevance, adapt, out_dir, backend,
+                             np.dtype(dtype).str, progress=progress, desc="MAP adaptation")
     return {spk: res for spk, res in zip(enrollment, results)}

@@ -28,7 +28,7 @@ from .._kernels import _numpy as _numpy_kernels
 from .._kernels import get_kernels
 from .._validation import check_frames
 from ..controller import as_controller
-from .map import SpeakerModel, _blas_limits, _client_sources, _read_frames
+from .map import SpeakerModel, _client_sources, _read_frames
 from .map import ubm_params as _ubm_params
 
 __all__ = ["llr_scores", "score_trials", "read_trials", "write_scores", "Trial", "topc_kernel"]
@@ -128,15 +128,21 @@ def llr_scores(X, ubm_params, speaker_models, *, top_c=5, backend=None):
     with np.errstate(divide="ignore"):
         log_w = np.log(w)
     idx = np.empty((n, c), dtype=np.int64)
-    ubm_lp = np.empty(n)
     topc_kernel(backend)(X, shift, m - shift, 1.0 / v, log_w, c, index_out=idx,
-                         logprob_out=ubm_lp)
-    for i, (wm, mm, vm) in enumerate(models):
+                         logprob_out=np.empty(n))
+
+    def selected(wm, mm, vm):
         prec = 1.0 / vm
         with np.errstate(divide="ignore"):
             const = np.log(wm) - 0.5 * d * LOG_2PI + 0.5 * np.log(prec).sum(axis=1)
-        spk_lp = _selected_logprob(X, shift, mm - shift, prec, const, idx)
-        scores[i] = np.mean(spk_lp - ubm_lp)
+        return _selected_logprob(X, shift, mm - shift, prec, const, idx)
+
+    # the kernel only selects; both log-likelihoods are then evaluated with the same
+    # float64 arithmetic, so that rounding cancels in the ratio (a model equal to the
+    # UBM scores exactly 0)
+    ubm_lp = selected(w, m, v)
+    for i, (wm, mm, vm) in enumerate(models):
+        scores[i] = np.mean(selected(wm, mm, vm) - ubm_lp)
     return scores
 
 
@@ -204,8 +210,8 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
     trials = list(trials)
     if not trials:
         return []
-    segments = {}            # key -> [test, [model ids]]
-    where = []               # trial -> (segment index, position of its model)
+    segments = {}            # segment key -> [test, {model id: position}]
+    where = []               # per trial: (model id, segment key)
     for i, trial in enumerate(trials):
         try:
             model_id, test = trial[0], trial[1]
@@ -215,10 +221,9 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
             raise ValueError(f"trial {i}: model {model_id!r} is not in models")
         key = _segment_key(test)
         if key not in segments:
-            segments[key] = [test, []]
-        seg = segments[key]
-        if model_id not in seg[1]:
-            seg[1].append(model_id)
+            segments[key] = [test, {}]
+        ids = segments[key][1]
+        ids.setdefault(model_id, len(ids))
         where.append((model_id, key))
     order = {key: s for s, key in enumerate(segments)}
     items = []
@@ -235,15 +240,9 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
             mods.append(mod)
         items.append((_client_sources(test, what), mods, what))
     ctrl = as_controller(controller)
-    with _blas_limits(ctrl):
-        results = ctrl.map_tasks(_score_task, items, params, top_c, backend,
-                                 np.dtype(dtype).str, progress=progress, desc="scoring")
-    positions = [{mid: j for j, mid in enumerate(ids)} for _, ids in segments.values()]
-    out = []
-    for model_id, key in where:
-        s = order[key]
-        out.append(float(results[s][positions[s][model_id]]))
-    return out
+    results = ctrl.map_tasks(_score_task, items, params, top_c, backend,
+                             np.dtype(dtype).str, progress=progress, desc="scoring")
+    return [float(results[order[key]][segments[key][1][model_id]]) for model_id, key in where]
 
 
 class Trial(NamedTuple):

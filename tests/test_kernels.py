@@ -1,0 +1,515 @@
+"""Tests of the E-step kernels: the compiled ("c") backend against the NumPy
+reference, hand-computed cases, chunk-size independence and edge cases.
+
+The C-parametrised tests FAIL when the compiled module is missing, unless the
+environment sets IPEM_ALLOW_NO_C=1 (then they are skipped).
+"""
+import math
+import os
+
+import numpy as np
+import pytest
+
+from ipem._kernels import _numpy as NPK
+
+try:
+    from ipem._kernels import _c as CK
+    C_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - depends on the build
+    CK = None
+    C_IMPORT_ERROR = exc
+
+ALLOW_NO_C = os.environ.get("IPEM_ALLOW_NO_C", "") == "1"
+BACKENDS = ["c", "numpy"]
+DTYPES = [np.float32, np.float64]
+DTYPE_IDS = ["f32", "f64"]
+ISAS = ["base", "avx2", "avx512"]
+
+
+def backend(name):
+    if name == "numpy":
+        return NPK
+    if CK is None:
+        msg = f"compiled kernels (ipem._kernels._c) not importable: {C_IMPORT_ERROR}"
+        if ALLOW_NO_C:
+            pytest.skip(msg + " (IPEM_ALLOW_NO_C=1)")
+        pytest.fail(msg + "; build them (pip install -e .) or set IPEM_ALLOW_NO_C=1")
+    return CK
+
+
+@pytest.fixture(params=ISAS)
+def c_isa(request):
+    """The C backend with each instruction-set level this CPU supports."""
+    mod = backend("c")
+    if request.param not in mod.available_isas():
+        pytest.skip(f"CPU lacks {request.param}")
+    previous = mod.get_isa()
+    mod.set_isa(request.param)
+    yield mod
+    mod.set_isa(previous)
+
+
+def tol(dtype):
+    return 1e-10 if np.dtype(dtype) == np.float64 else 1e-4
+
+
+def assert_close(actual, desired, rtol, what="", scale=None):
+    """max |a - b| <= rtol * max |b| (relative to the array's scale, or to
+    ``scale`` where the values themselves may cancel to ~0)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    desired = np.asarray(desired, dtype=np.float64)
+    assert actual.shape == desired.shape, what
+    if desired.size == 0:
+        return
+    if scale is None:
+        scale = float(np.max(np.abs(desired)))
+    scale = max(scale, 1e-300)
+    err = float(np.max(np.abs(actual - desired)))
+    assert err <= rtol * scale, f"{what}: max abs error {err:.3g} > {rtol:g} * {scale:.3g}"
+
+
+# ---------------------------------------------------------------------------
+# problem generators
+# ---------------------------------------------------------------------------
+def make_data(n, d, dtype, seed=0, offset=3.0):
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, d)) * 1.5 + offset).astype(dtype)
+    shift = X.mean(axis=0, dtype=np.float64) if n else np.zeros(d)
+    return X, shift
+
+
+def diag_params(k, d, seed=1):
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((k, d)) * 1.5
+    prec = rng.uniform(0.3, 2.0, (k, d))
+    lw = np.log(rng.dirichlet(np.ones(k)))
+    return means, prec, lw
+
+
+def full_params(k, d, seed=2):
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((k, d)) * 1.5
+    chol = np.empty((k, d, d))
+    for j in range(k):
+        a = rng.standard_normal((d, d)) * (0.4 / np.sqrt(d))
+        chol[j] = np.triu(a) + np.diag(rng.uniform(0.5, 1.5, d))
+    lw = np.log(rng.dirichlet(np.ones(k)))
+    return means, chol, lw
+
+
+def run_gmm(mod, kind, X, shift, means, prec, lw, chunk_size=None, resp_dtype=np.float64,
+            compute_stats=True):
+    n, k = X.shape[0], means.shape[0]
+    lp = np.full(n, np.nan)
+    resp = np.full((n, k), np.nan, dtype=resp_dtype)
+    fn = mod.gmm_diag_step if kind == "diag" else mod.gmm_full_step
+    nk, sx, sxx, ll = fn(X, shift, means, prec, lw, chunk_size=chunk_size,
+                         logprob_out=lp, resp_out=resp, compute_stats=compute_stats)
+    return dict(nk=nk, sx=sx, sxx=sxx, loglik=ll, logprob=lp, resp=resp)
+
+
+def run_kmeans(mod, X, shift, centers, chunk_size=None):
+    n = X.shape[0]
+    labels = np.full(n, -1, dtype=np.int64)
+    mindist = np.full(n, np.nan)
+    counts, sums, inertia = mod.kmeans_step(X, shift, centers, labels, mindist,
+                                            chunk_size=chunk_size)
+    return dict(counts=counts, sums=sums, inertia=inertia, labels=labels, mindist=mindist)
+
+
+def compare_gmm(a, b, rtol):
+    for key in ("nk", "sxx", "logprob", "resp"):
+        assert_close(a[key], b[key], rtol, key)
+    # sum_n r x can cancel to ~0 around the shift: compare on the scale of
+    # its terms, bounded by sqrt(nk * sum_n r x^2) (Cauchy-Schwarz)
+    sxx = b["sxx"] if b["sxx"].ndim == 2 else np.diagonal(b["sxx"], axis1=1, axis2=2)
+    assert_close(a["sx"], b["sx"], rtol, "sx", scale=float(np.sqrt(b["nk"][:, None] * sxx).max()))
+    assert a["loglik"] == pytest.approx(b["loglik"], rel=rtol)
+    # per-frame log-likelihoods: also element-wise
+    np.testing.assert_allclose(a["logprob"], b["logprob"], rtol=rtol, atol=rtol)
+
+
+def kmeans_gap(X, shift, centers):
+    """Distance gap between the best and second-best centre, in float64."""
+    xc = X.astype(np.float64) - shift
+    d2 = ((xc[:, None, :] - centers[None]) ** 2).sum(-1)
+    part = np.sort(d2, axis=1)
+    return part[:, 1] - part[:, 0] if centers.shape[0] > 1 else np.full(len(X), np.inf)
+
+
+def compare_kmeans(a, b, X, shift, centers, dtype):
+    rtol = tol(dtype)
+    if np.dtype(dtype) == np.float64:
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+    else:
+        # labels exactly, except genuine near-ties in float32
+        scale = float(((X.astype(np.float64) - shift) ** 2).sum(axis=1).max())
+        scale += float((centers ** 2).sum(axis=1).max())
+        near_tie = kmeans_gap(X, shift, centers) <= 1e-4 * scale
+        diff = a["labels"] != b["labels"]
+        assert not np.any(diff & ~near_tie), f"{int(diff.sum())} labels differ"
+    if np.array_equal(a["labels"], b["labels"]):
+        np.testing.assert_array_equal(a["counts"], b["counts"])
+        xabs = np.abs(X.astype(np.float64) - shift).sum(axis=0).max()
+        assert_close(a["sums"], b["sums"], rtol, "sums", scale=float(xabs))
+    assert_close(a["mindist"], b["mindist"], rtol, "mindist")
+    assert a["inertia"] == pytest.approx(b["inertia"], rel=rtol)
+
+
+# ---------------------------------------------------------------------------
+# C vs NumPy on the same inputs
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("chunk_size", [None, 1, 37, 256], ids=lambda c: f"chunk{c}")
+def test_diag_c_matches_numpy(c_isa, dtype, chunk_size):
+    X, shift = make_data(700, 13, dtype)
+    means, prec, lw = diag_params(21, 13)
+    a = run_gmm(c_isa, "diag", X, shift, means, prec, lw, chunk_size)
+    b = run_gmm(NPK, "diag", X, shift, means, prec, lw, chunk_size)
+    compare_gmm(a, b, tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("chunk_size", [None, 1, 37, 256], ids=lambda c: f"chunk{c}")
+def test_full_c_matches_numpy(c_isa, dtype, chunk_size):
+    X, shift = make_data(500, 11, dtype)
+    means, chol, lw = full_params(9, 11)
+    a = run_gmm(c_isa, "full", X, shift, means, chol, lw, chunk_size)
+    b = run_gmm(NPK, "full", X, shift, means, chol, lw, chunk_size)
+    compare_gmm(a, b, tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("chunk_size", [None, 1, 37, 256], ids=lambda c: f"chunk{c}")
+def test_kmeans_c_matches_numpy(c_isa, dtype, chunk_size):
+    X, shift = make_data(900, 10, dtype)
+    rng = np.random.default_rng(5)
+    centers = (X[rng.choice(900, 35, replace=False)].astype(np.float64) - shift)
+    centers += rng.standard_normal(centers.shape) * 0.1
+    a = run_kmeans(c_isa, X, shift, centers, chunk_size)
+    b = run_kmeans(NPK, X, shift, centers, chunk_size)
+    compare_kmeans(a, b, X, shift, centers, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", [(300, 60, 256), (200, 39, 64), (150, 1, 3), (64, 17, 1)],
+                         ids=lambda s: "n{}d{}k{}".format(*s))
+def test_diag_c_matches_numpy_shapes(dtype, shape):
+    """Sizes that exercise vector tails (K, D not multiples of the vector width)."""
+    mod = backend("c")
+    n, d, k = shape
+    X, shift = make_data(n, d, dtype, seed=d)
+    means, prec, lw = diag_params(k, d, seed=k)
+    compare_gmm(run_gmm(mod, "diag", X, shift, means, prec, lw),
+                run_gmm(NPK, "diag", X, shift, means, prec, lw), tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", [(200, 24, 40), (150, 1, 3), (64, 9, 1), (100, 60, 5)],
+                         ids=lambda s: "n{}d{}k{}".format(*s))
+def test_full_c_matches_numpy_shapes(dtype, shape):
+    mod = backend("c")
+    n, d, k = shape
+    X, shift = make_data(n, d, dtype, seed=d)
+    means, chol, lw = full_params(k, d, seed=k)
+    compare_gmm(run_gmm(mod, "full", X, shift, means, chol, lw),
+                run_gmm(NPK, "full", X, shift, means, chol, lw), tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", [(300, 60, 256), (200, 3, 17), (100, 1, 1), (50, 7, 70)],
+                         ids=lambda s: "n{}d{}k{}".format(*s))
+def test_kmeans_c_matches_numpy_shapes(dtype, shape):
+    mod = backend("c")
+    n, d, k = shape
+    X, shift = make_data(n, d, dtype, seed=d)
+    centers = np.random.default_rng(k).standard_normal((k, d)) * 1.5
+    compare_kmeans(run_kmeans(mod, X, shift, centers), run_kmeans(NPK, X, shift, centers),
+                   X, shift, centers, dtype)
+
+
+@pytest.mark.parametrize("kind", ["diag", "full"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_gmm_resp_float32_and_partial_outputs(kind, dtype):
+    """resp_out may be float32; outputs are optional; compute_stats=False."""
+    mod = backend("c")
+    X, shift = make_data(300, 6, dtype)
+    means, prec, lw = (diag_params if kind == "diag" else full_params)(5, 6)
+    ref = run_gmm(NPK, kind, X, shift, means, prec, lw)
+    got = run_gmm(mod, kind, X, shift, means, prec, lw, resp_dtype=np.float32)
+    assert got["resp"].dtype == np.float32
+    assert_close(got["resp"], ref["resp"], 1e-4 if dtype == np.float32 else 1e-7, "resp32")
+    fn = mod.gmm_diag_step if kind == "diag" else mod.gmm_full_step
+    for kwargs in ({}, {"compute_stats": False}):
+        nk, sx, sxx, ll = fn(X, shift, means, prec, lw, **kwargs)
+        assert ll == pytest.approx(ref["loglik"], rel=tol(dtype))
+        if kwargs:
+            assert not nk.any() and not sx.any() and not sxx.any()
+        else:
+            assert_close(nk, ref["nk"], tol(dtype), "nk")
+    lp = np.empty(len(X))
+    nk, sx, sxx, ll = fn(X, shift, means, prec, lw, logprob_out=lp, compute_stats=False)
+    np.testing.assert_allclose(lp, ref["logprob"], rtol=tol(dtype))
+
+
+# ---------------------------------------------------------------------------
+# chunk-size independence (both backends)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("kind", ["diag", "full", "kmeans"])
+def test_chunk_size_independence(name, dtype, kind):
+    mod = backend(name)
+    X, shift = make_data(333, 8, dtype, seed=3)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    results = []
+    for chunk in (None, 1, 10, 64, 333, 5000):
+        if kind == "kmeans":
+            centers = np.random.default_rng(4).standard_normal((12, 8))
+            results.append(run_kmeans(mod, X, shift, centers, chunk))
+        else:
+            params = (diag_params if kind == "diag" else full_params)(7, 8)
+            results.append(run_gmm(mod, kind, X, shift, *params, chunk_size=chunk))
+    for res in results[1:]:
+        for key, val in res.items():
+            if key == "labels":
+                np.testing.assert_array_equal(val, results[0][key])
+            elif key in ("loglik", "inertia"):
+                assert val == pytest.approx(results[0][key], rel=rtol)
+            elif key in ("sx", "sums"):
+                scale = np.abs(X.astype(np.float64) - shift).sum(axis=0).max()
+                assert_close(val, results[0][key], rtol, key, scale=float(scale))
+            else:
+                assert_close(val, results[0][key], rtol, key)
+
+
+# ---------------------------------------------------------------------------
+# hand-computed cases
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shift", [0.0, 1.0])
+def test_diag_1d_two_components_by_hand(name, dtype, shift):
+    mod = backend(name)
+    x = [0.0, 1.0, 3.0]
+    mu, var, w = [0.0, 2.0], [1.0, 4.0], [0.3, 0.7]
+    # log w_j N(x | mu_j, var_j), written out
+    logp = [[math.log(w[j]) - 0.5 * math.log(2 * math.pi * var[j])
+             - 0.5 * (xi - mu[j]) ** 2 / var[j] for j in range(2)] for xi in x]
+    norm = [math.log(math.exp(a) + math.exp(b)) for a, b in logp]
+    resp = [[math.exp(logp[i][j] - norm[i]) for j in range(2)] for i in range(3)]
+    nk = [sum(resp[i][j] for i in range(3)) for j in range(2)]
+    sx = [sum(resp[i][j] * (x[i] - shift) for i in range(3)) for j in range(2)]
+    sxx = [sum(resp[i][j] * (x[i] - shift) ** 2 for i in range(3)) for j in range(2)]
+
+    X = np.array(x, dtype=dtype)[:, None]
+    means = np.array(mu)[:, None] - shift          # shifted coordinates
+    prec = 1.0 / np.array(var)[:, None]
+    res = run_gmm(mod, "diag", X, np.array([shift]), means, prec, np.log(w))
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(res["logprob"], norm, rtol=rtol)
+    np.testing.assert_allclose(res["resp"], resp, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(res["nk"], nk, rtol=rtol)
+    np.testing.assert_allclose(res["sx"][:, 0], sx, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(res["sxx"][:, 0], sxx, rtol=rtol)
+    assert res["loglik"] == pytest.approx(sum(norm), rel=rtol)
+
+    # the same model as a full-covariance GMM (1x1 Cholesky factors 1/sigma)
+    chol = (1.0 / np.sqrt(np.array(var)))[:, None, None]
+    full = run_gmm(mod, "full", X, np.array([shift]), means, chol, np.log(w))
+    np.testing.assert_allclose(full["logprob"], norm, rtol=rtol)
+    np.testing.assert_allclose(full["sxx"][:, 0, 0], sxx, rtol=rtol)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_full_2d_against_explicit_covariance(name, dtype):
+    """log w N(x | mu, Sigma) from the explicit inverse and determinant."""
+    mod = backend(name)
+    X = np.array([[0.5, -1.0], [2.0, 0.3], [-1.0, -2.0], [0.0, 0.0]], dtype=dtype)
+    shift = np.array([0.25, -0.5])
+    mu = np.array([[0.0, 0.0], [1.0, -1.0]])
+    cov = np.array([[[2.0, 0.6], [0.6, 1.0]], [[0.5, -0.2], [-0.2, 0.8]]])
+    w = np.array([0.4, 0.6])
+    prec = np.linalg.inv(cov)
+    # upper-triangular U with U U^T = prec (scikit-learn's convention)
+    chol = np.array([np.linalg.inv(np.linalg.cholesky(c)).T for c in cov])
+    np.testing.assert_allclose(chol @ chol.transpose(0, 2, 1), prec, atol=1e-12)
+    xs = X.astype(np.float64)
+    logp = np.empty((4, 2))
+    for j in range(2):
+        diff = xs - mu[j]
+        maha = np.einsum("ni,ij,nj->n", diff, prec[j], diff)
+        logp[:, j] = (np.log(w[j]) - np.log(2 * np.pi) - 0.5 * np.log(np.linalg.det(cov[j]))
+                      - 0.5 * maha)
+    norm = np.logaddexp(logp[:, 0], logp[:, 1])
+    resp = np.exp(logp - norm[:, None])
+    xc = xs - shift
+    res = run_gmm(mod, "full", X, shift, mu - shift, chol, np.log(w))
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(res["logprob"], norm, rtol=rtol)
+    np.testing.assert_allclose(res["resp"], resp, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(res["sx"], resp.T @ xc, rtol=rtol, atol=rtol)
+    sxx = np.einsum("nk,ni,nj->kij", resp, xc, xc)
+    np.testing.assert_allclose(res["sxx"], sxx, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_kmeans_by_hand_with_tie(name, dtype):
+    mod = backend(name)
+    X = np.array([[0.0], [2.0], [5.0], [1.0]], dtype=dtype)
+    centers = np.array([[1.0], [3.0]])
+    res = run_kmeans(mod, X, np.zeros(1), centers)
+    # x=2 is exactly between the centres: the lowest index wins, as np.argmin
+    np.testing.assert_array_equal(res["labels"], [0, 0, 1, 0])
+    np.testing.assert_array_equal(res["mindist"], [1.0, 1.0, 4.0, 0.0])
+    np.testing.assert_array_equal(res["counts"], [3.0, 1.0])
+    np.testing.assert_array_equal(res["sums"], [[3.0], [5.0]])
+    assert res["inertia"] == 6.0
+    # with a shift: parameters and sums are in shifted coordinates
+    res = run_kmeans(mod, X, np.array([1.0]), centers - 1.0)
+    np.testing.assert_array_equal(res["labels"], [0, 0, 1, 0])
+    np.testing.assert_array_equal(res["sums"], [[0.0], [4.0]])
+
+
+# ---------------------------------------------------------------------------
+# float32 with a large offset: the shift keeps variances meaningful
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_float32_large_offset_variance(name, kind):
+    mod = backend(name)
+    rng = np.random.default_rng(7)
+    x64 = 1e4 + rng.standard_normal((20000, 3)) * np.array([1.0, 0.5, 2.0])
+    X = x64.astype(np.float32)
+    truth = X.astype(np.float64).var(axis=0)       # float64 truth of the stored data
+    shift = X.astype(np.float64).mean(axis=0)
+    means = np.zeros((1, 3))
+    if kind == "diag":
+        prec = np.ones((1, 3))
+    else:
+        prec = np.eye(3)[None]
+    fn = mod.gmm_diag_step if kind == "diag" else mod.gmm_full_step
+    nk, sx, sxx, _ = fn(X, shift, means, prec, np.zeros(1))
+    sxx_diag = sxx[0] if kind == "diag" else np.diagonal(sxx[0])
+    var = sxx_diag / nk[0] - (sx[0] / nk[0]) ** 2
+    assert np.all(var > 0)
+    np.testing.assert_allclose(var, truth, rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# edge cases
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_single_component(name, dtype):
+    mod = backend(name)
+    X, _ = make_data(50, 4, dtype)
+    shift = np.full(4, 2.0)
+    means, prec, _ = diag_params(1, 4)
+    res = run_gmm(mod, "diag", X, shift, means, prec, np.zeros(1))
+    np.testing.assert_allclose(res["resp"], 1.0, rtol=1e-6)
+    assert res["nk"][0] == pytest.approx(50, rel=1e-6)
+    xc = X.astype(np.float64) - shift
+    expect = (-0.5 * (((xc - means[0]) ** 2) * prec[0]).sum(1)
+              + 0.5 * np.log(prec[0]).sum() - 2 * np.log(2 * np.pi))
+    np.testing.assert_allclose(res["logprob"], expect, rtol=tol(dtype) * 10)
+    assert_close(res["sx"][0], xc.sum(0), 1e-5, "sx")
+    chol = np.sqrt(prec)[:, :, None] * np.eye(4)[None]
+    full = run_gmm(mod, "full", X, shift, means, chol, np.zeros(1))
+    np.testing.assert_allclose(full["logprob"], expect, rtol=tol(dtype) * 10)
+    km = run_kmeans(mod, X, shift, means)
+    assert not km["labels"].any() and km["counts"][0] == 50
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_fewer_frames_than_chunk(name, dtype):
+    mod = backend(name)
+    X, shift = make_data(3, 5, dtype)
+    means, prec, lw = diag_params(4, 5)
+    small = run_gmm(mod, "diag", X, shift, means, prec, lw, chunk_size=4096)
+    ref = run_gmm(NPK, "diag", X, shift, means, prec, lw, chunk_size=1)
+    compare_gmm(small, ref, tol(dtype))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_empty_shard(name, dtype):
+    mod = backend(name)
+    X = np.empty((0, 5), dtype=dtype)
+    shift = np.zeros(5)
+    means, prec, lw = diag_params(3, 5)
+    for kind, params in (("diag", (means, prec, lw)), ("full", full_params(3, 5))):
+        res = run_gmm(mod, kind, X, shift, *params)
+        assert res["loglik"] == 0.0
+        assert res["nk"].shape == (3,) and not res["nk"].any()
+        assert res["sx"].shape == (3, 5) and not res["sx"].any()
+        assert not res["sxx"].any()
+        assert res["sxx"].shape == ((3, 5) if kind == "diag" else (3, 5, 5))
+    km = run_kmeans(mod, X, shift, means)
+    assert km["inertia"] == 0.0 and not km["counts"].any() and not km["sums"].any()
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_zero_weight_component(name, dtype):
+    """A component with log-weight -inf gets zero responsibility, no NaN."""
+    mod = backend(name)
+    X, shift = make_data(100, 3, dtype)
+    means, prec, lw = diag_params(4, 3)
+    lw[2] = -np.inf
+    res = run_gmm(mod, "diag", X, shift, means, prec, lw)
+    assert np.all(np.isfinite(res["logprob"])) and np.all(np.isfinite(res["sxx"]))
+    assert not res["resp"][:, 2].any() and res["nk"][2] == 0.0
+    compare_gmm(res, run_gmm(NPK, "diag", X, shift, means, prec, lw), tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_c_non_contiguous_inputs(dtype):
+    """A row slice, a column slice and a Fortran-ordered X give the same results."""
+    mod = backend("c")
+    big, _ = make_data(400, 12, dtype)
+    means, prec, lw = diag_params(5, 6)
+    for X in (big[::2, 3:9], np.asfortranarray(big[:, :6]), big[100:300, :6]):
+        shift = X.mean(axis=0, dtype=np.float64)
+        compare_gmm(run_gmm(mod, "diag", X, shift, means, prec, lw),
+                    run_gmm(NPK, "diag", X, shift, means, prec, lw), tol(dtype))
+        compare_kmeans(run_kmeans(mod, X, shift, means), run_kmeans(NPK, X, shift, means),
+                       X, shift, means, dtype)
+
+
+def test_c_rejects_bad_outputs():
+    mod = backend("c")
+    X, shift = make_data(20, 3, np.float32)
+    means, prec, lw = diag_params(2, 3)
+    with pytest.raises(TypeError):
+        mod.kmeans_step(X, shift, means, np.empty(20, np.int32), np.empty(20))
+    with pytest.raises(ValueError):
+        mod.kmeans_step(X, shift, means, np.empty(19, np.int64), np.empty(20))
+    with pytest.raises(ValueError):
+        mod.gmm_diag_step(X, shift, means, prec, lw, resp_out=np.empty((2, 20)).T)
+    with pytest.raises(TypeError):
+        mod.gmm_diag_step(X.astype(np.int64), shift, means, prec, lw)
+    with pytest.raises(ValueError):
+        mod.gmm_diag_step(X, shift, means[:, :2], prec, lw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_c_vectorised_exp(c_isa, dtype):
+    lib, ffi = c_isa.lib, c_isa.ffi
+    x = np.concatenate([np.linspace(-120, 80, 20001), [0.0, -0.0, -np.inf]]).astype(dtype)
+    if dtype == np.float64:
+        x = np.concatenate([x, np.linspace(-745, 700, 5001)])
+    out = np.empty_like(x)
+    fn = lib.ipem_vexp_f32 if dtype == np.float32 else lib.ipem_vexp_f64
+    ctype = "float *" if dtype == np.float32 else "double *"
+    fn(len(x), ffi.cast(ctype, x.ctypes.data), ffi.cast(ctype, out.ctypes.data))
+    ref = np.exp(x.astype(np.longdouble))
+    normal = ref >= np.finfo(dtype).tiny
+    rel = np.abs((out[normal] - ref[normal]) / ref[normal])
+    assert rel.max() <= (2e-7 if dtype == np.float32 else 1e-15)
+    # below the normal range: flushed to zero or a denormal, never more
+    assert np.all(out[~normal] <= np.finfo(dtype).tiny)
+    assert out[x == -np.inf][0] == 0.0
