@@ -140,7 +140,7 @@ def cmd_train_ubm(args, ctrl):
         for _, fields in read_list(lst):
             files.extend(feature_path(f, args.features, args.root, args.format) for f in fields)
     plot = ipem.LivePlot(title=f"UBM training ({args.components} Gaussians)",
-                         path=args.plot) if args.plot else None
+                         path=args.plot, save_every=10) if args.plot else None
     callbacks = [_print_record] + ([plot] if plot else [])
     ubm = UBMTrainer(args.components, init=args.init, stage_iter=args.stage_iter,
                      final_iter=args.final_iter, tol=args.tol, variance_floor=args.variance_floor,

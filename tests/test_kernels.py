@@ -26,7 +26,7 @@ DTYPE_IDS = ["f32", "f64"]
 ISAS = ["base", "avx2", "avx512"]
 
 
-def backend(name):
+def kernels(name):
     if name == "numpy":
         return NPK
     if CK is None:
@@ -40,7 +40,7 @@ def backend(name):
 @pytest.fixture(params=ISAS)
 def c_isa(request):
     """The C backend with each instruction-set level this CPU supports."""
-    mod = backend("c")
+    mod = kernels("c")
     if request.param not in mod.available_isas():
         pytest.skip(f"CPU lacks {request.param}")
     previous = mod.get_isa()
@@ -196,7 +196,7 @@ def test_kmeans_c_matches_numpy(c_isa, dtype, chunk_size):
                          ids=lambda s: "n{}d{}k{}".format(*s))
 def test_diag_c_matches_numpy_shapes(dtype, shape):
     """Sizes that exercise vector tails (K, D not multiples of the vector width)."""
-    mod = backend("c")
+    mod = kernels("c")
     n, d, k = shape
     X, shift = make_data(n, d, dtype, seed=d)
     means, prec, lw = diag_params(k, d, seed=k)
@@ -208,7 +208,7 @@ def test_diag_c_matches_numpy_shapes(dtype, shape):
 @pytest.mark.parametrize("shape", [(200, 24, 40), (150, 1, 3), (64, 9, 1), (100, 60, 5)],
                          ids=lambda s: "n{}d{}k{}".format(*s))
 def test_full_c_matches_numpy_shapes(dtype, shape):
-    mod = backend("c")
+    mod = kernels("c")
     n, d, k = shape
     X, shift = make_data(n, d, dtype, seed=d)
     means, chol, lw = full_params(k, d, seed=k)
@@ -220,7 +220,7 @@ def test_full_c_matches_numpy_shapes(dtype, shape):
 @pytest.mark.parametrize("shape", [(300, 60, 256), (200, 3, 17), (100, 1, 1), (50, 7, 70)],
                          ids=lambda s: "n{}d{}k{}".format(*s))
 def test_kmeans_c_matches_numpy_shapes(dtype, shape):
-    mod = backend("c")
+    mod = kernels("c")
     n, d, k = shape
     X, shift = make_data(n, d, dtype, seed=d)
     centers = np.random.default_rng(k).standard_normal((k, d)) * 1.5
@@ -232,7 +232,7 @@ def test_kmeans_c_matches_numpy_shapes(dtype, shape):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_gmm_resp_float32_and_partial_outputs(kind, dtype):
     """resp_out may be float32; outputs are optional; compute_stats=False."""
-    mod = backend("c")
+    mod = kernels("c")
     X, shift = make_data(300, 6, dtype)
     means, prec, lw = (diag_params if kind == "diag" else full_params)(5, 6)
     ref = run_gmm(NPK, kind, X, shift, means, prec, lw)
@@ -259,7 +259,7 @@ def test_gmm_resp_float32_and_partial_outputs(kind, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("kind", ["diag", "full", "kmeans"])
 def test_chunk_size_independence(name, dtype, kind):
-    mod = backend(name)
+    mod = kernels(name)
     X, shift = make_data(333, 8, dtype, seed=3)
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     results = []
@@ -290,7 +290,7 @@ def test_chunk_size_independence(name, dtype, kind):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("shift", [0.0, 1.0])
 def test_diag_1d_two_components_by_hand(name, dtype, shift):
-    mod = backend(name)
+    mod = kernels(name)
     x = [0.0, 1.0, 3.0]
     mu, var, w = [0.0, 2.0], [1.0, 4.0], [0.3, 0.7]
     # log w_j N(x | mu_j, var_j), written out
@@ -325,7 +325,7 @@ def test_diag_1d_two_components_by_hand(name, dtype, shift):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_full_2d_against_explicit_covariance(name, dtype):
     """log w N(x | mu, Sigma) from the explicit inverse and determinant."""
-    mod = backend(name)
+    mod = kernels(name)
     X = np.array([[0.5, -1.0], [2.0, 0.3], [-1.0, -2.0], [0.0, 0.0]], dtype=dtype)
     shift = np.array([0.25, -0.5])
     mu = np.array([[0.0, 0.0], [1.0, -1.0]])
@@ -357,7 +357,7 @@ def test_full_2d_against_explicit_covariance(name, dtype):
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_kmeans_by_hand_with_tie(name, dtype):
-    mod = backend(name)
+    mod = kernels(name)
     X = np.array([[0.0], [2.0], [5.0], [1.0]], dtype=dtype)
     centers = np.array([[1.0], [3.0]])
     res = run_kmeans(mod, X, np.zeros(1), centers)
@@ -379,7 +379,7 @@ def test_kmeans_by_hand_with_tie(name, dtype):
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("kind", ["diag", "full"])
 def test_float32_large_offset_variance(name, kind):
-    mod = backend(name)
+    mod = kernels(name)
     rng = np.random.default_rng(7)
     x64 = 1e4 + rng.standard_normal((20000, 3)) * np.array([1.0, 0.5, 2.0])
     X = x64.astype(np.float32)
@@ -404,7 +404,7 @@ def test_float32_large_offset_variance(name, kind):
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_single_component(name, dtype):
-    mod = backend(name)
+    mod = kernels(name)
     X, _ = make_data(50, 4, dtype)
     shift = np.full(4, 2.0)
     means, prec, _ = diag_params(1, 4)
@@ -426,7 +426,7 @@ def test_single_component(name, dtype):
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_fewer_frames_than_chunk(name, dtype):
-    mod = backend(name)
+    mod = kernels(name)
     X, shift = make_data(3, 5, dtype)
     means, prec, lw = diag_params(4, 5)
     small = run_gmm(mod, "diag", X, shift, means, prec, lw, chunk_size=4096)
@@ -437,7 +437,7 @@ def test_fewer_frames_than_chunk(name, dtype):
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_empty_shard(name, dtype):
-    mod = backend(name)
+    mod = kernels(name)
     X = np.empty((0, 5), dtype=dtype)
     shift = np.zeros(5)
     means, prec, lw = diag_params(3, 5)
@@ -456,7 +456,7 @@ def test_empty_shard(name, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_zero_weight_component(name, dtype):
     """A component with log-weight -inf gets zero responsibility, no NaN."""
-    mod = backend(name)
+    mod = kernels(name)
     X, shift = make_data(100, 3, dtype)
     means, prec, lw = diag_params(4, 3)
     lw[2] = -np.inf
@@ -469,7 +469,7 @@ def test_zero_weight_component(name, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_c_non_contiguous_inputs(dtype):
     """A row slice, a column slice and a Fortran-ordered X give the same results."""
-    mod = backend("c")
+    mod = kernels("c")
     big, _ = make_data(400, 12, dtype)
     means, prec, lw = diag_params(5, 6)
     for X in (big[::2, 3:9], np.asfortranarray(big[:, :6]), big[100:300, :6]):
@@ -481,7 +481,7 @@ def test_c_non_contiguous_inputs(dtype):
 
 
 def test_c_rejects_bad_outputs():
-    mod = backend("c")
+    mod = kernels("c")
     X, shift = make_data(20, 3, np.float32)
     means, prec, lw = diag_params(2, 3)
     with pytest.raises(TypeError):

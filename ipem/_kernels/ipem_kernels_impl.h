@@ -251,8 +251,9 @@ static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ld
                       double *counts, double *sums, double *inertia)
 {
     const int64_t kp = IPEM_ROUND_UP(k, VL);
+    const int64_t dq = IPEM_ROUND_UP(d, VL); /* row stride of XC; the padding stays 0 */
     const int64_t m = n < chunk ? (n > 0 ? n : 1) : chunk;
-    REAL *XC = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(m * d));
+    REAL *XC = (REAL *)ipem_calloc(sizeof(REAL) * (size_t)(m * dq));
     REAL *G = (REAL *)ipem_calloc(sizeof(REAL) * (size_t)(m * kp));
     REAL *csqp = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)kp);
     REAL *xsq = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)m);
@@ -273,16 +274,21 @@ static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ld
         const int64_t mm = a + m <= n ? m : n - a;
         for (int64_t i = 0; i < mm; i++) {
             const REAL *restrict x = X + (a + i) * ldx;
-            REAL *restrict xc = XC + i * d;
+            REAL *restrict xc = XC + i * dq;
             for (int64_t t = 0; t < d; t++)
                 xc[t] = x[t] - shift[t];
-            REAL s = 0;
-            for (int64_t t = 0; t < d; t++)
-                s += xc[t] * xc[t];
-            xsq[i] = s;
+            VEC s = FN(vbcast)(0);
+            for (int64_t t = 0; t < dq; t += VL) {
+                VEC v = FN(vload)(xc + t);
+                s += v * v;
+            }
+            REAL ss = 0;
+            for (int l = 0; l < VL; l++)
+                ss += s[l];
+            xsq[i] = ss;
         }
         /* G (row-major mm x kp) = -2 XC C^T */
-        FN(gemm)('T', 'N', k, mm, d, (REAL)-2.0, C, d, XC, d, (REAL)0.0, G, kp);
+        FN(gemm)('T', 'N', k, mm, d, (REAL)-2.0, C, d, XC, dq, (REAL)0.0, G, kp);
         for (int64_t i = 0; i < mm; i++) {
             const REAL *restrict g = G + i * kp;
             VEC vb = FN(vbcast)((REAL)INFINITY);
@@ -308,7 +314,7 @@ static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ld
             inert += md;
             counts[idx] += 1.0;
             double *restrict srow = sums + idx * d;
-            const REAL *restrict xc = XC + i * d;
+            const REAL *restrict xc = XC + i * dq;
             for (int64_t t = 0; t < d; t++)
                 srow[t] += (double)xc[t];
         }
