@@ -94,6 +94,7 @@ int ipem_gmm_full_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t 
                       int64_t chunk, int64_t kblock,
                       double *logprob_out, void *resp_out, int resp_f64,
                       int compute_stats, double *acc, double *loglik);
+double ipem_timer(int i);
 /* CDEF END */
 
 #endif /* IPEM_KERNELS_H */

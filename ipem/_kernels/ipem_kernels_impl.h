@@ -272,6 +272,7 @@ static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ld
 
     for (int64_t a = 0; a < n; a += m) {
         const int64_t mm = a + m <= n ? m : n - a;
+        double T0 = now();
         for (int64_t i = 0; i < mm; i++) {
             const REAL *restrict x = X + (a + i) * ldx;
             REAL *restrict xc = XC + i * dq;
@@ -288,7 +289,9 @@ static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ld
             xsq[i] = ss;
         }
         /* G (row-major mm x kp) = -2 XC C^T */
+        double T1 = now(); g_t[0] += T1 - T0;
         FN(gemm)('T', 'N', k, mm, d, (REAL)-2.0, C, d, XC, dq, (REAL)0.0, G, kp);
+        double T2 = now(); g_t[1] += T2 - T1;
         for (int64_t i = 0; i < mm; i++) {
             const REAL *restrict g = G + i * kp;
             VEC vb = FN(vbcast)((REAL)INFINITY);
@@ -307,6 +310,7 @@ static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ld
                     best = vb[l];
                     idx = vi[l];
                 }
+            double T3 = now(); g_t[2] += T3 - T2;
             const REAL dist = best + xsq[i];
             const double md = dist < 0 ? 0.0 : (double)dist;
             labels[a + i] = idx;
@@ -317,6 +321,7 @@ static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ld
             const REAL *restrict xc = XC + i * dq;
             for (int64_t t = 0; t < d; t++)
                 srow[t] += (double)xc[t];
+            T2 = now(); g_t[3] += T2 - T3;
         }
     }
     *inertia = inert;
