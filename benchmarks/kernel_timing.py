@@ -2,7 +2,7 @@
 
     python benchmarks/kernel_timing.py [--n 200000] [--d 60] [--k 256] [--k-full 32]
                                        [--repeat 3] [--dtype float32] [--only diag,full,kmeans]
-                                       [--sklearn]
+                                       [--chunk ROWS] [--blas-threads 1] [--sklearn]
 
 Prints, per kernel, the median (and min-max) seconds per call of each
 backend, the flop count of its matrix products and the time those flops
@@ -63,6 +63,8 @@ def kernel_flops(kind, n, d, k):
         return 2.0 * n * d * d * k + 1.0 * n * d * d * k
     if kind == "kmeans":   # x C^T
         return 2.0 * n * d * k
+    if kind == "topc":     # [x^2, x] W only
+        return 4.0 * n * d * k
     raise ValueError(kind)
 
 
@@ -96,11 +98,28 @@ def main(argv=None):
     p.add_argument("--k-full", type=int, default=32)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--only", default="diag,full,kmeans")
+    p.add_argument("--only", default="diag,full,kmeans",
+                   help="comma-separated kernels: diag, full, kmeans, topc (top-5 selection)")
     p.add_argument("--chunk", type=int, default=None, help="chunk_size for the C kernels")
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="limit BLAS/OpenMP threads (threadpoolctl), e.g. 1 as on an engine")
     p.add_argument("--sklearn", action="store_true",
                    help="also time scikit-learn's KMeans(lloyd) per iteration")
     args = p.parse_args(argv)
+    if args.blas_threads:
+        # load every BLAS first: threadpoolctl limits only libraries already loaded
+        import scipy.linalg.blas  # noqa: F401
+        try:
+            import ipem._kernels._c  # noqa: F401
+        except ImportError:
+            pass
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(args.blas_threads):
+            return run(args)
+    return run(args)
+
+
+def run(args):
 
     from ipem._kernels import _numpy
     backends = {"numpy": _numpy}
@@ -113,8 +132,10 @@ def main(argv=None):
         isa = "-"
     dtype = np.dtype(args.dtype)
     rate = gemm_rate(dtype)
+    threads = args.blas_threads or "default"
     print(f"N={args.n} D={args.d} K={args.k} (full: K={args.k_full}) {dtype}; "
-          f"GEMM {rate / 1e9:.0f} GFLOP/s; C isa={isa}; median of {args.repeat}")
+          f"GEMM {rate / 1e9:.0f} GFLOP/s; C isa={isa}; BLAS threads {threads}; "
+          f"median of {args.repeat}")
     n, d = args.n, args.d
     for kind in args.only.split(","):
         k = args.k_full if kind == "full" else args.k
@@ -129,6 +150,12 @@ def main(argv=None):
             elif kind == "full":
                 def call(mod=mod, chunk=chunk):
                     mod.gmm_full_step(X, shift, means, prec, lw, chunk_size=chunk)
+            elif kind == "topc":
+                if not hasattr(mod, "gmm_diag_topc"):
+                    continue
+
+                def call(mod=mod, chunk=chunk):
+                    mod.gmm_diag_topc(X, shift, means, prec, lw, 5, chunk_size=chunk)
             else:
                 labels = np.empty(n, np.int64)
                 mindist = np.empty(n)

@@ -513,3 +513,66 @@ def test_c_vectorised_exp(c_isa, dtype):
     # below the normal range: flushed to zero or a denormal, never more
     assert np.all(out[~normal] <= np.finfo(dtype).tiny)
     assert out[x == -np.inf][0] == 0.0
+
+
+# ---------------------------------------------------------------------------
+# top-C selection (UBM scoring)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("top_c", [1, 5, 40])
+@pytest.mark.parametrize("chunk_size", [None, 7], ids=lambda c: f"chunk{c}")
+def test_topc_c_matches_numpy(c_isa, dtype, top_c, chunk_size):
+    X, shift = make_data(400, 9, dtype)
+    means, prec, lw = diag_params(40, 9)
+    ia, la = c_isa.gmm_diag_topc(X, shift, means, prec, lw, top_c, chunk_size=chunk_size)
+    ib, lb = NPK.gmm_diag_topc(X, shift, means, prec, lw, top_c, chunk_size=chunk_size)
+    np.testing.assert_allclose(la, lb, rtol=tol(dtype))
+    if dtype == np.float64:
+        np.testing.assert_array_equal(ia, ib)
+    else:
+        # the same components in the same order, except float32 near-ties
+        lp = NPK._diag_log_prob(X.astype(np.float64) - shift, means, prec, lw)
+        va = np.take_along_axis(lp, ia, axis=1)
+        vb = np.take_along_axis(lp, ib, axis=1)
+        np.testing.assert_allclose(va, vb, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_topc_ties_order_and_exact_limit(name, dtype):
+    """Exact ties go to the lower index; top_c = K gives the exact log-likelihood."""
+    mod = kernels(name)
+    rng = np.random.default_rng(2)
+    k, d = 12, 2
+    m = rng.normal(size=(k, d))
+    m[7] = m[3]
+    m[9] = m[3]
+    prec = np.ones((k, d))
+    lw = np.full(k, -np.log(k))
+    X = np.concatenate([rng.normal(size=(60, d)), np.repeat(m[[3]], 5, axis=0)]).astype(dtype)
+    shift = np.zeros(d)
+    idx, _ = mod.gmm_diag_topc(X[-5:], shift, m, prec, lw, 2)
+    np.testing.assert_array_equal(idx, np.tile([3, 7], (5, 1)))
+    idx, _ = mod.gmm_diag_topc(X[-5:], shift, m, prec, lw, 4)
+    np.testing.assert_array_equal(idx[:, :3], np.tile([3, 7, 9], (5, 1)))
+    exact = np.empty(len(X))
+    mod.gmm_diag_step(X, shift, m, prec, lw, logprob_out=exact, compute_stats=False)
+    idx, full = mod.gmm_diag_topc(X, shift, m, prec, lw, k)
+    np.testing.assert_allclose(full, exact, rtol=1e-12 if dtype == np.float64 else 1e-5)
+    assert sorted(idx[0]) == list(range(k))
+    with pytest.raises(ValueError, match="top_c"):
+        mod.gmm_diag_topc(X, shift, m, prec, lw, k + 1)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_topc_empty_shard_and_outputs(name):
+    mod = kernels(name)
+    means, prec, lw = diag_params(6, 3)
+    idx, lp = mod.gmm_diag_topc(np.empty((0, 3), np.float32), np.zeros(3), means, prec, lw, 2)
+    assert idx.shape == (0, 2) and lp.shape == (0,)
+    X, shift = make_data(30, 3, np.float32)
+    index_out = np.empty((30, 2), np.int64)
+    logprob_out = np.empty(30)
+    got = mod.gmm_diag_topc(X, shift, means, prec, lw, 2, index_out=index_out,
+                            logprob_out=logprob_out)
+    assert got[0] is index_out and got[1] is logprob_out

@@ -19,7 +19,7 @@ import warnings
 
 from . import _numpy
 
-KERNEL_FUNCTIONS = ("kmeans_step", "gmm_diag_step", "gmm_full_step")
+KERNEL_FUNCTIONS = ("kmeans_step", "gmm_diag_step", "gmm_full_step", "gmm_diag_topc")
 
 _BACKENDS = {"numpy": _numpy}
 _C_IMPORT_ERROR = None

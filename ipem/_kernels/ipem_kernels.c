@@ -17,10 +17,15 @@
  *   accumulators once per chunk.
  * full GMM: Y = [x, 1] [U_j; -mu_j U_j]_j for a block of components in one
  *   GEMM (each component's columns padded to dp, a multiple of 8), the
- *   Mahalanobis terms are row sums of squares of Y; log-sum-exp as above;
- *   statistics S = E^T Q with Q = w [1, x, upper triangle of x x^T]: one GEMM
+ *   Mahalanobis terms are row sums of squares of Y; log-sum-exp as above,
+ *   then the K responsibilities of each frame are normalised in place;
+ *   statistics S = R^T Q with Q = [1, x, upper triangle of x x^T]: one GEMM
  *   with d(d+1)/2 instead of d^2 columns per component.
- * k-means: G = -2 X C^T (GEMM), d_nj = |c_j|^2 + G_nj, vectorised argmin
+ * top-C selection (UBM scoring): the diag GEMM, then per frame an insertion
+ *   into a sorted list of the C best (almost every value is rejected by one
+ *   comparison with the current C-th best), log-sum-exp over the C in float64.
+ * k-means: G = -2 C X^T (GEMM, k x chunk), d_jn = |c_j|^2 +
+ *   G_jn, argmin over j as a vertical vector min with frames in the lanes
  *   (ties -> lowest index, as np.argmin), scatter-add in float64.
  *
  * Instruction sets: the element-wise code is written with GCC/clang vector
@@ -31,11 +36,32 @@
  * from scipy.linalg.cython_blas, handed over by _c.py).  No -ffast-math: the
  * reductions are explicit vector code, and inf/NaN handling must stay IEEE.
  *
- * Measurements (this machine: 2-core AMD EPYC Zen 5 VM, AVX-512, scipy's
- * OpenBLAS with 2 threads, ~220 GFLOP/s float32 GEMM at these shapes;
- * N=200000, D=60, float32, median of 3, same run; see
- * benchmarks/kernel_timing.py):
- *   MEASUREMENTS_PLACEHOLDER
+ * Measurements (2-core AMD EPYC Zen 5 VM shared with other jobs, AVX-512
+ * path; scipy's OpenBLAS (Haswell kernels); N=200000, D=60, K=256 (full:
+ * K=32), float32, median of 3, C and NumPy in the same run, "floor" = the
+ * matrix-product flops at the GEMM rate measured in that run; command:
+ * python benchmarks/kernel_timing.py --sklearn [--blas-threads 1]):
+ *                      2 BLAS threads (249 GFLOP/s)    1 thread (124 GFLOP/s)
+ *                      C      NumPy   floor             C      NumPy   floor
+ *   diag GMM           0.140  0.380   0.099 (71%)       0.235  0.464   0.198 (84%)
+ *   full GMM (K=32)    0.419  0.794   0.278 (66%)       0.729  1.141   0.556 (76%)
+ *   k-means            0.036  0.137   0.025 (69%)       0.061  0.168   0.049 (81%)
+ *   scikit-learn KMeans(lloyd), per iteration: 0.046 (2 threads), 0.089 (1).
+ *   float64, 2 threads: diag 0.277 (NumPy 0.542, floor 0.208), full 1.28
+ *   (NumPy 2.22), k-means 0.072 (NumPy 0.204).
+ *   top-C (C=5) of a K=1024 UBM, N=100000: 0.241 (NumPy 0.690).
+ * Where the rest goes: replacing the GEMMs by a no-op leaves 23 ms (diag),
+ * 8 ms (k-means), 50 ms (full) of element-wise work on one core; the GEMMs
+ * themselves run at ~85% of the square-GEMM rate at these shapes.
+ * Chunk size (_c.py: c_chunk_size): time per frame falls until the
+ * (chunk x K) float32 block reaches ~2 MB and is flat beyond (N=100000,
+ * diag, K=256: 256 rows 75 ms, 512 72, 1024 71, 2048 70, 4096 70; K=1024:
+ * 64 rows 305 ms, 256 266, 512 254, 1024 252), so chunks hold ~2 MB
+ * (256..8192 rows); the full kernel is best at 1024 rows with the
+ * (chunk x kblock*dp) GEMM block at ~1 MB.
+ * k-means puts frames along the vector lanes (G = C X^T, argmin as a
+ * vertical min over centres): 51 ms -> 36 ms against a frame-per-row argmin
+ * with horizontal reductions.
  */
 #include <math.h>
 #include <stdint.h>
@@ -72,10 +98,6 @@ typedef int64_t ipem_v8l __attribute__((vector_size(64)));
 
 static ipem_sgemm_fn g_sgemm = NULL;
 static ipem_dgemm_fn g_dgemm = NULL;
-#include <time.h>
-double g_t[4];
-static double now(void){struct timespec ts; clock_gettime(CLOCK_MONOTONIC,&ts); return ts.tv_sec+1e-9*ts.tv_nsec;}
-double ipem_timer(int i){double v=g_t[i]; g_t[i]=0; return v;}
 
 /* 64-byte aligned allocations (portable: no posix_memalign). */
 static void *ipem_malloc(size_t bytes)
@@ -142,11 +164,11 @@ static void ipem_free(void *p)
 #endif
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx2,fma"))), \
+#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), \
                              apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx2,fma")
+#pragma GCC target("avx512f,avx2,fma")
 #endif
 #define IPEM_ISA avx512
 #define IPEM_VBYTES 64
@@ -175,7 +197,7 @@ int ipem_isa_available(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         mask |= 1 << IPEM_ISA_AVX2;
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
+        if (__builtin_cpu_supports("avx512f"))
             mask |= 1 << IPEM_ISA_AVX512;
     }
 #endif
@@ -225,12 +247,34 @@ void ipem_set_blas(ipem_sgemm_fn sgemm, ipem_dgemm_fn dgemm)
 
 void ipem_vexp_f32(int64_t n, const float *x, float *out)
 {
-    IPEM_DISPATCH(vexp_array, f32, (n, x, out))
+    switch (ipem_get_isa()) {
+#ifdef IPEM_X86_MULTI
+    case IPEM_ISA_AVX512:
+        vexp_array_f32_avx512(n, x, out);
+        break;
+    case IPEM_ISA_AVX2:
+        vexp_array_f32_avx2(n, x, out);
+        break;
+#endif
+    default:
+        vexp_array_f32_base(n, x, out);
+    }
 }
 
 void ipem_vexp_f64(int64_t n, const double *x, double *out)
 {
-    IPEM_DISPATCH(vexp_array, f64, (n, x, out))
+    switch (ipem_get_isa()) {
+#ifdef IPEM_X86_MULTI
+    case IPEM_ISA_AVX512:
+        vexp_array_f64_avx512(n, x, out);
+        break;
+    case IPEM_ISA_AVX2:
+        vexp_array_f64_avx2(n, x, out);
+        break;
+#endif
+    default:
+        vexp_array_f64_base(n, x, out);
+    }
 }
 
 #define IPEM_CHECK(gemm)                                                                 \
@@ -277,6 +321,28 @@ int ipem_gmm_diag_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t 
     IPEM_CHECK(g_dgemm)
     IPEM_DISPATCH(gmm_diag, f64, (n, d, k, X, ldx, shift, W, chunk, logprob_out, resp_out,
                                   resp_f64, compute_stats, acc, loglik))
+}
+
+int ipem_gmm_diag_topc_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
+                           const float *shift, const float *W, int64_t top_c, int64_t chunk,
+                           int64_t *index_out, double *logprob_out)
+{
+    IPEM_CHECK(g_sgemm)
+    if (top_c < 1 || top_c > k)
+        return IPEM_ERR_ARGS;
+    IPEM_DISPATCH(gmm_diag_topc, f32, (n, d, k, X, ldx, shift, W, top_c, chunk, index_out,
+                                       logprob_out))
+}
+
+int ipem_gmm_diag_topc_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
+                           const double *shift, const double *W, int64_t top_c, int64_t chunk,
+                           int64_t *index_out, double *logprob_out)
+{
+    IPEM_CHECK(g_dgemm)
+    if (top_c < 1 || top_c > k)
+        return IPEM_ERR_ARGS;
+    IPEM_DISPATCH(gmm_diag_topc, f64, (n, d, k, X, ldx, shift, W, top_c, chunk, index_out,
+                                       logprob_out))
 }
 
 int ipem_gmm_full_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,

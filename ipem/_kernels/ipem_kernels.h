@@ -31,7 +31,7 @@ enum { IPEM_OK = 0, IPEM_ERR_NOMEM = -1, IPEM_ERR_NOBLAS = -2, IPEM_ERR_ARGS = -
 
 /* Instruction-set levels of the element-wise code (the BLAS picks its own). */
 /* IPEM_ISA_BASE: the compiler's baseline (SSE2 on x86-64); IPEM_ISA_AVX2:
- * AVX2 + FMA; IPEM_ISA_AVX512: AVX-512F/DQ + AVX2 + FMA. */
+ * AVX2 + FMA; IPEM_ISA_AVX512: AVX-512F + AVX2 + FMA. */
 enum { IPEM_ISA_BASE = 0, IPEM_ISA_AVX2 = 1, IPEM_ISA_AVX512 = 2 };
 
 void ipem_set_blas(ipem_sgemm_fn sgemm, ipem_dgemm_fn dgemm);
@@ -76,6 +76,18 @@ int ipem_gmm_diag_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t 
                       double *logprob_out, void *resp_out, int resp_f64,
                       int compute_stats, double *acc, double *loglik);
 
+/* Top-C Gaussian selection for a diagonal GMM (UBM scoring).
+ *   W as for ipem_gmm_diag_*; 1 <= top_c <= k.
+ *   index_out: n x top_c int64, the components of each frame by descending
+ *   weighted log-likelihood (ties: lower index first);
+ *   logprob_out: n float64, log-sum-exp over those components. */
+int ipem_gmm_diag_topc_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
+                           const float *shift, const float *W, int64_t top_c, int64_t chunk,
+                           int64_t *index_out, double *logprob_out);
+int ipem_gmm_diag_topc_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
+                           const double *shift, const double *W, int64_t top_c, int64_t chunk,
+                           int64_t *index_out, double *logprob_out);
+
 /* Full-covariance GMM E-step.
  *   U: (d+1) x (k*dp) row-major; columns j*dp .. j*dp+d-1 of rows 0..d-1
  *      hold the Cholesky factor of the precision of component j, row d
@@ -94,7 +106,6 @@ int ipem_gmm_full_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t 
                       int64_t chunk, int64_t kblock,
                       double *logprob_out, void *resp_out, int resp_f64,
                       int compute_stats, double *acc, double *loglik);
-double ipem_timer(int i);
 /* CDEF END */
 
 #endif /* IPEM_KERNELS_H */

@@ -12,6 +12,7 @@
 
 #if IPEM_F64
 #define REAL double
+#define IPEM_LANE_INT int64_t
 #define SFX f64
 #define GEMM_PTR g_dgemm
 #if IPEM_VBYTES == 64
@@ -26,6 +27,7 @@
 #endif
 #else /* float */
 #define REAL float
+#define IPEM_LANE_INT int32_t
 #define SFX f32
 #define GEMM_PTR g_sgemm
 #if IPEM_VBYTES == 64
@@ -75,6 +77,44 @@ static IPEM_INLINE VEC FN(vbcast)(REAL x)
 static IPEM_INLINE VEC FN(vsel)(IVEC m, VEC a, VEC b)
 {
     return (VEC)(((IVEC)a & m) | ((IVEC)b & ~m));
+}
+
+/* Horizontal sum of a vector by halving (a shuffle tree, not a serial chain). */
+static IPEM_INLINE REAL FN(hsum)(VEC v)
+{
+#if IPEM_F64
+#if IPEM_VBYTES == 64
+    ipem_v4d h4[2];
+    memcpy(h4, &v, sizeof v);
+    ipem_v4d v4 = h4[0] + h4[1];
+#elif IPEM_VBYTES == 32
+    ipem_v4d v4 = v;
+#endif
+#if IPEM_VBYTES >= 32
+    ipem_v2d h2[2];
+    memcpy(h2, &v4, sizeof v4);
+    ipem_v2d v2 = h2[0] + h2[1];
+#else
+    ipem_v2d v2 = v;
+#endif
+    return v2[0] + v2[1];
+#else
+#if IPEM_VBYTES == 64
+    ipem_v8f h8[2];
+    memcpy(h8, &v, sizeof v);
+    ipem_v8f v8 = h8[0] + h8[1];
+#elif IPEM_VBYTES == 32
+    ipem_v8f v8 = v;
+#endif
+#if IPEM_VBYTES >= 32
+    ipem_v4f h4[2];
+    memcpy(h4, &v8, sizeof v8);
+    ipem_v4f v4 = h4[0] + h4[1];
+#else
+    ipem_v4f v4 = v;
+#endif
+    return (v4[0] + v4[2]) + (v4[1] + v4[3]);
+#endif
 }
 
 /* exp(x), lane-wise.  Inputs below the smallest normal's logarithm give 0
@@ -218,10 +258,7 @@ static IPEM_INLINE double FN(lse_row)(REAL *restrict l, int64_t kp, int store,
         if (j < kp)
             s0 += FN(vexp)(FN(vload)(l + j) - vmx);
     }
-    s0 += s1;
-    double s = 0.0;
-    for (int i = 0; i < VL; i++)
-        s += (double)s0[i];
+    const double s = (double)FN(hsum)(s0 + s1);
     *inv_sum = 1.0 / s;
     return (double)mx + log(s);
 }
@@ -250,29 +287,29 @@ static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ld
                       int64_t *labels, double *mindist,
                       double *counts, double *sums, double *inertia)
 {
-    const int64_t kp = IPEM_ROUND_UP(k, VL);
+    /* Frames run along the vector lanes: G is k x ldg, row j = the distances
+     * of centre j to the chunk's frames, so the argmin over centres is a
+     * vertical min over rows (no horizontal reduction per frame). */
+    enum { NB = 4 }; /* vectors of frames per block */
     const int64_t dq = IPEM_ROUND_UP(d, VL); /* row stride of XC; the padding stays 0 */
     const int64_t m = n < chunk ? (n > 0 ? n : 1) : chunk;
+    int64_t ldg = IPEM_ROUND_UP(m, NB * VL);
+    if ((ldg * (int64_t)sizeof(REAL)) % 4096 == 0)
+        ldg += NB * VL; /* avoid 4K aliasing between the rows of G */
     REAL *XC = (REAL *)ipem_calloc(sizeof(REAL) * (size_t)(m * dq));
-    REAL *G = (REAL *)ipem_calloc(sizeof(REAL) * (size_t)(m * kp));
-    REAL *csqp = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)kp);
+    REAL *G = (REAL *)ipem_calloc(sizeof(REAL) * (size_t)(k * ldg));
     REAL *xsq = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)m);
-    if (!XC || !G || !csqp || !xsq) {
-        ipem_free(XC), ipem_free(G), ipem_free(csqp), ipem_free(xsq);
+    if (!XC || !G || !xsq) {
+        ipem_free(XC), ipem_free(G), ipem_free(xsq);
         return IPEM_ERR_NOMEM;
     }
-    for (int64_t j = 0; j < kp; j++)
-        csqp[j] = j < k ? csq[j] : (REAL)INFINITY; /* G's padding stays 0 */
     memset(counts, 0, sizeof(double) * (size_t)k);
     memset(sums, 0, sizeof(double) * (size_t)(k * d));
     double inert = 0.0;
-    IVEC iota;
-    for (int i = 0; i < VL; i++)
-        iota[i] = i;
+    const IVEC izero = {0};
 
     for (int64_t a = 0; a < n; a += m) {
         const int64_t mm = a + m <= n ? m : n - a;
-        double T0 = now();
         for (int64_t i = 0; i < mm; i++) {
             const REAL *restrict x = X + (a + i) * ldx;
             REAL *restrict xc = XC + i * dq;
@@ -283,49 +320,51 @@ static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ld
                 VEC v = FN(vload)(xc + t);
                 s += v * v;
             }
-            REAL ss = 0;
-            for (int l = 0; l < VL; l++)
-                ss += s[l];
-            xsq[i] = ss;
+            xsq[i] = FN(hsum)(s);
         }
-        /* G (row-major mm x kp) = -2 XC C^T */
-        double T1 = now(); g_t[0] += T1 - T0;
-        FN(gemm)('T', 'N', k, mm, d, (REAL)-2.0, C, d, XC, dq, (REAL)0.0, G, kp);
-        double T2 = now(); g_t[1] += T2 - T1;
-        for (int64_t i = 0; i < mm; i++) {
-            const REAL *restrict g = G + i * kp;
-            VEC vb = FN(vbcast)((REAL)INFINITY);
-            IVEC vi = iota - iota, cur = iota;
-            for (int64_t j = 0; j < kp; j += VL) {
-                VEC v = FN(vload)(csqp + j) + FN(vload)(g + j);
-                IVEC lt = v < vb;
-                vb = FN(vsel)(lt, v, vb);
-                vi = (vi & ~lt) | (cur & lt);
-                cur += VL;
+        /* G (row-major k x ldg) = -2 C XC^T */
+        FN(gemm)('T', 'N', mm, k, d, (REAL)-2.0, XC, dq, C, d, (REAL)0.0, G, ldg);
+        for (int64_t i0 = 0; i0 < mm; i0 += NB * VL) {
+            VEC vb[NB];
+            IVEC vi[NB];
+            for (int u = 0; u < NB; u++) {
+                vb[u] = FN(vbcast)((REAL)INFINITY);
+                vi[u] = izero;
             }
-            REAL best = vb[0];
-            int64_t idx = vi[0];
-            for (int l = 1; l < VL; l++)
-                if (vb[l] < best || (vb[l] == best && vi[l] < idx)) {
-                    best = vb[l];
-                    idx = vi[l];
+            for (int64_t j = 0; j < k; j++) {
+                const VEC cj = FN(vbcast)(csq[j]);
+                const IVEC jv = izero + (IPEM_LANE_INT)j;
+                const REAL *restrict g = G + j * ldg + i0;
+                for (int u = 0; u < NB; u++) {
+                    /* same rounding as NumPy: fl(|c|^2 + fl(-2 x.c)) */
+                    const VEC v = cj + FN(vload)(g + u * VL);
+                    const IVEC lt = v < vb[u]; /* strict: ties keep the lowest j */
+                    vb[u] = FN(vsel)(lt, v, vb[u]);
+                    vi[u] = (vi[u] & ~lt) | (jv & lt);
                 }
-            double T3 = now(); g_t[2] += T3 - T2;
-            const REAL dist = best + xsq[i];
-            const double md = dist < 0 ? 0.0 : (double)dist;
-            labels[a + i] = idx;
-            mindist[a + i] = md;
-            inert += md;
-            counts[idx] += 1.0;
-            double *restrict srow = sums + idx * d;
-            const REAL *restrict xc = XC + i * dq;
-            for (int64_t t = 0; t < d; t++)
-                srow[t] += (double)xc[t];
-            T2 = now(); g_t[3] += T2 - T3;
+            }
+            REAL best[NB * VL];
+            IPEM_LANE_INT idx[NB * VL];
+            memcpy(best, vb, sizeof vb);
+            memcpy(idx, vi, sizeof vi);
+            const int64_t nb = mm - i0 < NB * VL ? mm - i0 : NB * VL;
+            for (int64_t u = 0; u < nb; u++) {
+                const int64_t i = i0 + u, j = idx[u];
+                const REAL dist = best[u] + xsq[i];
+                const double md = dist < 0 ? 0.0 : (double)dist;
+                labels[a + i] = j;
+                mindist[a + i] = md;
+                inert += md;
+                counts[j] += 1.0;
+                double *restrict srow = sums + j * d;
+                const REAL *restrict xc = XC + i * dq;
+                for (int64_t t = 0; t < d; t++)
+                    srow[t] += (double)xc[t];
+            }
         }
     }
     *inertia = inert;
-    ipem_free(XC), ipem_free(G), ipem_free(csqp), ipem_free(xsq);
+    ipem_free(XC), ipem_free(G), ipem_free(xsq);
     return IPEM_OK;
 }
 
@@ -399,6 +438,90 @@ static int FN(gmm_diag)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
 }
 
 /* ------------------------------------------------------------------ */
+/* top-C selection for a diagonal GMM (UBM scoring)                     */
+/* ------------------------------------------------------------------ */
+static int FN(gmm_diag_topc)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ldx,
+                             const REAL *shift, const REAL *W, int64_t top_c, int64_t chunk,
+                             int64_t *index_out, double *logprob_out)
+{
+    const int64_t q = 2 * d + 1;
+    const int64_t m = n < chunk ? (n > 0 ? n : 1) : chunk;
+    const int64_t c = top_c;
+    REAL *Z = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(m * q));
+    REAL *L = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(m * k));
+    REAL *val = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)c);
+    if (!Z || !L || !val) {
+        ipem_free(Z), ipem_free(L), ipem_free(val);
+        return IPEM_ERR_NOMEM;
+    }
+    for (int64_t a = 0; a < n; a += m) {
+        const int64_t mm = a + m <= n ? m : n - a;
+        for (int64_t i = 0; i < mm; i++) {
+            const REAL *restrict x = X + (a + i) * ldx;
+            REAL *restrict z = Z + i * q;
+            for (int64_t t = 0; t < d; t++) {
+                const REAL v = x[t] - shift[t];
+                z[t] = v * v;
+                z[d + t] = v;
+            }
+            z[2 * d] = 1;
+        }
+        FN(gemm)('N', 'N', k, mm, q, (REAL)1.0, W, k, Z, q, (REAL)0.0, L, k);
+        for (int64_t i = 0; i < mm; i++) {
+            const REAL *restrict l = L + i * k;
+            int64_t *restrict idx = index_out + (a + i) * c;
+            /* val/idx: the best so far, by descending value, ties by index */
+            int64_t filled = 0, j = 0;
+#define IPEM_TOPC_INSERT(jj)                                                            \
+    do {                                                                                 \
+        const REAL v = l[jj];                                                            \
+        if (filled == c && !(v > val[c - 1]))                                            \
+            break; /* the common case: not among the best */                            \
+        int64_t p = filled < c ? filled : c - 1;                                         \
+        while (p > 0 && v > val[p - 1]) { /* after every kept value >= v */              \
+            val[p] = val[p - 1];                                                         \
+            idx[p] = idx[p - 1];                                                         \
+            p--;                                                                         \
+        }                                                                                \
+        val[p] = v;                                                                      \
+        idx[p] = (jj);                                                                   \
+        if (filled < c)                                                                  \
+            filled++;                                                                    \
+    } while (0)
+            for (; j < k && filled < c; j++)
+                IPEM_TOPC_INSERT(j);
+            /* one vector at a time: skip it unless a value beats the C-th best */
+            for (; j + VL <= k; j += VL) {
+                const IVEC gt = FN(vload)(l + j) > FN(vbcast)(val[c - 1]);
+                uint64_t words[IPEM_VBYTES / 8], any = 0;
+                memcpy(words, &gt, sizeof gt);
+                for (int w = 0; w < IPEM_VBYTES / 8; w++)
+                    any |= words[w];
+                if (!any)
+                    continue;
+                for (int64_t jj = j; jj < j + VL; jj++)
+                    IPEM_TOPC_INSERT(jj);
+            }
+            for (; j < k; j++)
+                IPEM_TOPC_INSERT(j);
+#undef IPEM_TOPC_INSERT
+            double mx = (double)val[0];
+            for (int64_t u = 1; u < c; u++)
+                if ((double)val[u] > mx)
+                    mx = (double)val[u];
+            if (!(mx > -INFINITY && mx < INFINITY))
+                mx = 0.0;
+            double sum = 0.0;
+            for (int64_t u = 0; u < c; u++)
+                sum += exp((double)val[u] - mx);
+            logprob_out[a + i] = mx + log(sum);
+        }
+    }
+    ipem_free(Z), ipem_free(L), ipem_free(val);
+    return IPEM_OK;
+}
+
+/* ------------------------------------------------------------------ */
 /* full-covariance GMM                                                  */
 /* ------------------------------------------------------------------ */
 static IPEM_INLINE REAL FN(sumsq)(const REAL *restrict y, int64_t dp)
@@ -418,10 +541,14 @@ static IPEM_INLINE REAL FN(sumsq)(const REAL *restrict y, int64_t dp)
         s0 += a * a;
     }
     s0 += s1;
-    REAL s = 0;
-    for (int i = 0; i < SSL; i++)
-        s += s0[i];
-    return s;
+#if IPEM_VBYTES == 64 && !IPEM_F64 /* SSVEC is half a vector */
+    ipem_v4f h[2];
+    memcpy(h, &s0, sizeof s0);
+    ipem_v4f v4 = h[0] + h[1];
+    return (v4[0] + v4[2]) + (v4[1] + v4[3]);
+#else
+    return FN(hsum)(s0);
+#endif
 }
 
 static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ldx,
@@ -440,10 +567,12 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
     mb = mb < 32 ? 32 : mb;
     mb = mb < m ? mb : m;
     const int need_e = compute_stats || resp_out != NULL;
-    REAL *XC = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(m * q1));
+    /* XC and Q get VL elements of slack: the Q rows are built with whole
+     * vectors that may run past a segment's end (see below) */
+    REAL *XC = (REAL *)ipem_calloc(sizeof(REAL) * (size_t)(m * q1 + VL));
     REAL *Y = (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(m * kb * dp));
     REAL *L = (REAL *)ipem_calloc(sizeof(REAL) * (size_t)(m * kp));
-    REAL *Q = compute_stats ? (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(mb * P)) : NULL;
+    REAL *Q = compute_stats ? (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(mb * P + VL)) : NULL;
     REAL *S = compute_stats ? (REAL *)ipem_malloc(sizeof(REAL) * (size_t)(k * P)) : NULL;
     if (!XC || !Y || !L || (compute_stats && (!Q || !S))) {
         ipem_free(XC), ipem_free(Y), ipem_free(L), ipem_free(Q), ipem_free(S);
@@ -497,19 +626,22 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
             continue;
         for (int64_t r0 = 0; r0 < mm; r0 += mb) {
             const int64_t rr = r0 + mb <= mm ? mb : mm - r0;
-            /* Q rows = [1, x, x_i x_j (i <= j)] */
+            /* Q rows = [1, x, x_t x_u (t <= u)].  Each segment is written
+             * with whole vectors; a vector running past the segment's end
+             * (reading past x's end) is overwritten by the next segment or
+             * the next row, and the last one lands in the slack. */
             for (int64_t i = 0; i < rr; i++) {
-                const REAL *restrict xc = XC + (r0 + i) * q1;
-                REAL *restrict qrow = Q + i * P;
+                const REAL *xc = XC + (r0 + i) * q1;
+                REAL *qrow = Q + i * P;
+                for (int64_t u = 0; u < d; u += VL)
+                    FN(vstore)(qrow + 1 + u, FN(vload)(xc + u));
                 qrow[0] = 1;
-                for (int64_t t = 0; t < d; t++)
-                    qrow[1 + t] = xc[t];
                 int64_t off = 1 + d;
                 for (int64_t t = 0; t < d; t++) {
-                    const REAL xt = xc[t];
-                    REAL *restrict dst = qrow + off - t;
-                    for (int64_t u = t; u < d; u++)
-                        dst[u] = xt * xc[u];
+                    const VEC xt = FN(vbcast)(xc[t]);
+                    REAL *dst = qrow + off - t;
+                    for (int64_t u = t; u < d; u += VL)
+                        FN(vstore)(dst + u, xt * FN(vload)(xc + u));
                     off += d - t;
                 }
             }
@@ -529,6 +661,7 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
 }
 
 #undef REAL
+#undef IPEM_LANE_INT
 #undef SFX
 #undef VEC
 #undef IVEC
