@@ -13,6 +13,7 @@ from .controller import (ENGINE_NAMESPACE, Controller, DirectViewController, Dis
 from .kmeans import KMeans, kmeans_plusplus_distributed
 from .mixture import GaussianMixture
 from .plotting import LivePlot
+from .ubm import UBMTrainer
 
 __version__ = "0.1.0"
 
@@ -20,5 +21,5 @@ __all__ = [
     "BACKEND", "available_backends", "Controller", "LocalController", "DirectViewController",
     "DistributedData", "Shard", "MPICluster", "connect_profile", "as_controller",
     "ENGINE_NAMESPACE", "EngineError", "EngineValueError", "EMResult", "IterationRecord",
-    "run_em", "KMeans", "kmeans_plusplus_distributed", "GaussianMixture", "LivePlot",
+    "run_em", "KMeans", "kmeans_plusplus_distributed", "GaussianMixture", "LivePlot", "UBMTrainer",
 ]

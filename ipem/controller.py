@@ -58,6 +58,15 @@ class EngineValueError(EngineError, ValueError):
     """Engines rejected their input (for example a malformed feature file)."""
 
 
+_VALUE_LIKE = {"ValueError", "FeatureFileError", "NoSpeechError", "IndexError", "KeyError"}
+
+
+def _engine_error(message, failures):
+    """EngineValueError when every failure is bad input, EngineError otherwise."""
+    cls = EngineValueError if all(f[1] in _VALUE_LIKE for f in failures) else EngineError
+    return cls(message, failures)
+
+
 class _PeerFailed(RuntimeError):
     """Raised on an engine whose MPI peers failed during a collective call."""
 
@@ -317,9 +326,13 @@ class Controller:
         sizes = self.split_sizes(X.shape[0])
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         parts = [X[bounds[i]:bounds[i + 1]] for i in range(self.n_shards)]
-        self._store_shards(key, [(p, int(bounds[i])) for i, p in enumerate(parts)])
+        try:
+            self._store_shards(key, [(p, int(bounds[i])) for i, p in enumerate(parts)])
+        except BaseException:
+            self._free_quietly(key)
+            raise
         data = DistributedData(self, key, sizes, X.shape[1], X.dtype)
-        self._compute_moments(data)
+        self._finish(data)
         return data
 
     def distribute_files(self, refs, *, dtype=np.float32, key=None):
@@ -349,11 +362,28 @@ class Controller:
         key = key or f"f{uuid.uuid4().hex[:8]}"
         sizes = np.array([sum(r.n_frames for r in fs) for fs in files], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
+        n_features = refs[0].n_features
         self._load_shards(key, _load_feature_shard,
-                          [(fs, int(offsets[i]), np.dtype(dtype).str) for i, fs in enumerate(files)])
-        data = DistributedData(self, key, sizes, refs[0].n_features, dtype, files=files)
-        self._compute_moments(data)
+                          [(fs, int(offsets[i]), np.dtype(dtype).str, n_features)
+                           for i, fs in enumerate(files)])
+        data = DistributedData(self, key, sizes, n_features, dtype, files=files)
+        self._finish(data)
         return data
+
+    def _finish(self, data):
+        """Compute the dataset moments; on failure leave nothing behind on the shards."""
+        try:
+            self._compute_moments(data)
+        except BaseException:
+            self._free_quietly(data.key)
+            raise
+
+    def _free_quietly(self, key):
+        """Best-effort removal of a dataset's shards while another error propagates."""
+        try:
+            self.free(_KeyOnly(key))
+        except Exception:  # the original error matters more than the clean-up's
+            pass
 
     def _compute_moments(self, data):
         total = self.reduce(_shard_sum, data)
@@ -392,6 +422,7 @@ class Controller:
         -------
         ndarray of shape (n_rows, n_features)
         """
+        self._check(data)
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= data.n_samples):
             raise IndexError(f"row index out of range for {data.n_samples} samples")
@@ -409,9 +440,10 @@ def _take_dispatch(shard, per_shard_rows):
     return _shard_take(shard, per_shard_rows[shard.index])
 
 
-def _load_feature_shard(files, offset, dtype):
+def _load_feature_shard(files, offset, dtype, n_features):
     from . import features
-    X = features.load_many(files, dtype=np.dtype(dtype)) if files else np.zeros((0, 0), dtype)
+    X = (features.load_many(files, dtype=np.dtype(dtype)) if files
+         else np.zeros((0, n_features), dtype))
     return X, offset, [f.path if f.key is None else f"{f.path}:{f.key}" for f in files]
 
 
@@ -508,7 +540,11 @@ def engine_store():
 def _engine_info():
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
-    return comm.Get_rank(), comm.Get_size(), os.getpid(), MPI.Get_processor_name()
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return comm.Get_rank(), comm.Get_size(), os.getpid(), MPI.Get_processor_name(), cpus
 
 
 def _engine_blas_threads(n):
@@ -556,7 +592,7 @@ def _engine_allreduce(func, key, args):
     flat, spec = np.zeros(0), None
     try:
         flat, spec = pack_stats(_engine_call(func, key, args))
-    except Exception as exc:  # reported after the agreement below
+    except BaseException as exc:  # reported after the agreement below, even an interrupt
         error = exc
     status = np.array([0 if error else 1, flat.size, -flat.size], dtype=np.int64)
     comm.Allreduce(MPI.IN_PLACE, status, op=MPI.MIN)
@@ -605,7 +641,7 @@ class DirectViewController(Controller):
         self.reduction = reduction
         self.client = view.client
         targets = view.targets
-        if targets is None or isinstance(targets, str) or targets == "all":
+        if targets is None or isinstance(targets, str):
             targets = self.client.ids
         elif isinstance(targets, int):
             targets = [targets]
@@ -629,8 +665,8 @@ class DirectViewController(Controller):
         self._ipp = ipp
         per_host = {h: self.hosts.count(h) for h in self.hosts}
         if blas_threads is None:
-            cpus = os.cpu_count() or 1
-            threads = [max(1, cpus // per_host[h]) for h in self.hosts]
+            cpus = [info[i][4] for i in order]
+            threads = [max(1, c // per_host[h]) for c, h in zip(cpus, self.hosts)]
         else:
             threads = [int(blas_threads)] * self.n_shards
         self._wait([self.client[e].apply_async(_engine_blas_threads, t)
@@ -662,9 +698,7 @@ class DirectViewController(Controller):
         real = [f for f in failures if f[1] != "_PeerFailed"] or failures
         msg = "; ".join(f"engine {self.engine_ids[i]} (rank {self.ranks[i]}): {name}: {value}"
                         for i, name, value in real)
-        value_like = {"ValueError", "FeatureFileError", "IndexError", "KeyError"}
-        cls = EngineValueError if all(f[1] in value_like for f in real) else EngineError
-        raise cls(msg, real)
+        raise _engine_error(msg, real)
 
     # --- primitives ----------------------------------------------------------
     def _store_shards(self, key, parts):
@@ -675,8 +709,8 @@ class DirectViewController(Controller):
         try:
             self._wait([self.client[e].apply_async(_engine_load, key, i, loader, args)
                         for i, (e, args) in enumerate(zip(self.engine_ids, assignments))])
-        except EngineError:
-            self.free(_KeyOnly(key))  # no partial dataset left on the engines
+        except BaseException:
+            self._free_quietly(key)  # no partial dataset left on the engines
             raise
 
     def _run(self, func, key, args):
@@ -719,9 +753,7 @@ class DirectViewController(Controller):
                 failures.append((i, exc.ename, exc.evalue))
         if failures:
             msg = "; ".join(f"task {i} ({items[i]!r}): {n}: {v}" for i, n, v in failures)
-            cls = EngineValueError if all(f[1] in ("ValueError", "FeatureFileError")
-                                          for f in failures) else EngineError
-            raise cls(msg, failures)
+            raise _engine_error(msg, failures)
         return results
 
 
@@ -793,10 +825,14 @@ class MPICluster:
         kw.setdefault("log_level", 30)
         ensure_mpiexec()
         self.cluster = ipp.Cluster(engines="mpi", n=self.n, **kw)
-        self.client = self.cluster.start_and_connect_sync()
-        self.client.wait_for_engines(self.n, timeout=120)
-        self.controller = DirectViewController(self.client[:], reduction=self.reduction,
-                                               blas_threads=self.blas_threads)
+        try:
+            self.client = self.cluster.start_and_connect_sync()
+            self.client.wait_for_engines(self.n, timeout=120)
+            self.controller = DirectViewController(self.client[:], reduction=self.reduction,
+                                                   blas_threads=self.blas_threads)
+        except BaseException:
+            self.stop()  # no controller or engines left running
+            raise
         return self.controller
 
     def stop(self):

@@ -1018,8 +1018,12 @@ def assign_balanced(refs: Sequence[FeatureRef | int], n_shards: int) -> list[lis
 
 
 @contextlib.contextmanager
-def _atomic_path(path: str) -> Iterator[str]:
-    """Yield a fresh empty temp file next to ``path``; move it over ``path`` on success."""
+def atomic_path(path: str) -> Iterator[str]:
+    """Yield a fresh empty temp file next to ``path``; move it over ``path`` on success.
+
+    The one atomic writer of ipem (features, models, checkpoints, scores, audio):
+    on any exception the temporary file is removed and ``path`` is untouched.
+    """
     directory, base = os.path.split(os.path.abspath(path))
     while True:
         tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
@@ -1107,7 +1111,7 @@ def write(path: PathLike, X, fmt: str | None = None, *, key: str | None = None,
         raise ValueError(f"HDF5 dataset name must be a non-empty str, got {key!r}")
     X = _as_matrix(X)
     options = {"sample_period": sample_period, "parm_kind": parm_kind}
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         ops.write(tmp, X, key, options)
     return FeatureRef(os.path.abspath(path), fmt, key, X.shape[0], X.shape[1])
 
@@ -1149,7 +1153,7 @@ def write_kaldi(ark_path: PathLike, scp_path: PathLike,
         arrays[utt] = _as_matrix(mat, f"matrix for utterance {utt!r}")
     if not arrays:
         raise ValueError("no matrices to write")
-    with _atomic_path(scp_path) as tmp_scp, _atomic_path(ark_path) as tmp_ark:
+    with atomic_path(scp_path) as tmp_scp, atomic_path(ark_path) as tmp_ark:
         index = io.StringIO()
         kaldiio.save_ark(tmp_ark, arrays, scp=index)
         offsets = [int(line.rsplit(":", 1)[1]) for line in index.getvalue().splitlines()]

@@ -21,6 +21,17 @@ _EMPTY_POLICIES = ("farthest", "keep", "error")
 # shard functions (run where the shard lives)
 # ---------------------------------------------------------------------------
 
+def _clear_quietly(ctrl, func, data):
+    """Drop per-shard scratch state without masking an error already on its way."""
+    import sys
+    in_flight = sys.exc_info()[1]  # inside a finally: the exception propagating, if any
+    try:
+        ctrl.map(func, data)
+    except Exception:
+        if in_flight is None:
+            raise
+
+
 def _km_reset(shard):
     shard.state["km_labels"] = np.full(shard.X.shape[0], -1, dtype=np.int64)
     shard.state["km_mindist"] = np.zeros(shard.X.shape[0])
@@ -79,7 +90,7 @@ def _kpp_commit(shard, shift, center, backend, chunk_size):
     dist = np.empty(n)
     kern.kmeans_step(shard.X, shift, center[None, :], lab, dist, chunk_size)
     closest = shard.state.get("kpp_closest")
-    if closest is None or center is None:
+    if closest is None:
         closest = dist
     else:
         np.minimum(closest, dist, out=closest)
@@ -92,16 +103,14 @@ def _kpp_start(shard, shift, center, backend, chunk_size):
     return _kpp_commit(shard, shift, center, backend, chunk_size)
 
 
-def _kpp_sample(shard, bounds, targets, shift):
-    """Frames whose cumulative potential crosses the targets falling in this shard."""
-    lo, hi = bounds[shard.index], bounds[shard.index + 1]
-    last = shard.index == len(bounds) - 2
-    mine = (targets >= lo) & ((targets < hi) | last)
+def _kpp_sample(shard, owner, bounds, targets, shift):
+    """Frames whose cumulative potential crosses the targets this shard owns."""
+    mine = owner == shard.index
     closest = shard.state["kpp_closest"]
     if not np.any(mine) or closest.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, shard.X.shape[1]))
     cum = np.cumsum(closest)
-    local = np.searchsorted(cum, targets[mine] - lo)
+    local = np.searchsorted(cum, targets[mine] - bounds[shard.index])
     np.clip(local, None, closest.size - 1, out=local)
     return np.flatnonzero(mine), local + shard.offset, shard.X[local].astype(np.float64) - shift
 
@@ -162,19 +171,31 @@ def kmeans_plusplus_distributed(data, n_clusters, random_state, *, n_local_trial
         for c in range(1, n_clusters):
             bounds = np.concatenate([[0.0], np.cumsum(pots)])
             targets = random_state.uniform(size=n_local_trials) * bounds[-1]
-            found = ctrl.map(_kpp_sample, data, bounds, targets, shift)
-            cand_idx = np.empty(n_local_trials, np.int64)
+            cand_idx = np.full(n_local_trials, -1, np.int64)
             cand = np.empty((n_local_trials, data.n_features))
-            for which, gidx, rows in found:
-                cand_idx[which] = gidx
-                cand[which] = rows
+            if bounds[-1] > 0:
+                # the shard whose potential range holds each target; rounding at the top
+                # edge goes to the last shard that has potential (never an empty one)
+                owner = np.clip(np.searchsorted(bounds, targets, side="right") - 1, 0,
+                                len(pots) - 1)
+                owner = np.where(pots[owner] > 0, owner, np.flatnonzero(pots > 0)[-1])
+                for which, gidx, rows in ctrl.map(_kpp_sample, data, owner, bounds, targets,
+                                                  shift):
+                    cand_idx[which] = gidx
+                    cand[which] = rows
+            else:
+                # every frame coincides with a chosen centre: any frame will do
+                cand_idx[:] = random_state.randint(data.n_samples, size=n_local_trials)
+                cand[:] = ctrl.take(data, cand_idx) - shift
+            if np.any(cand_idx < 0):
+                raise RuntimeError("k-means++: a candidate centre was not found on any shard")
             trial = np.array(ctrl.map(_kpp_trial, data, shift, cand, backend, chunk_size))
             best = int(np.argmin(trial.sum(axis=0)))
             centers[c] = cand[best]
             indices[c] = cand_idx[best]
             pots = np.array(ctrl.map(_kpp_commit, data, shift, cand[best], backend, chunk_size))
     finally:
-        ctrl.map(_kpp_clear, data)
+        _clear_quietly(ctrl, _kpp_clear, data)
     return centers, indices
 
 
@@ -358,7 +379,7 @@ class KMeans(ClusterMixin, EMEstimatorMixin):
                 if best is None or result.objective < best.objective:
                     best = result
         finally:
-            data.controller.map(_km_clear, data)
+            _clear_quietly(data.controller, _km_clear, data)
         centers = best.params["centers"]
         self.cluster_centers_ = centers + data.mean
         self.inertia_ = best.objective

@@ -43,6 +43,31 @@ def _kernel_precision(cov_type, prec_chol, n_components, n_features):
     return np.broadcast_to(prec_chol, (n_components, n_features, n_features)).copy()
 
 
+def kernel_args(cov_type, weights, means, prec_chol, shift):
+    """Kernel arguments of a GMM, in the coordinates shifted by ``shift``.
+
+    Returns
+    -------
+    means_shifted : ndarray of shape (n_components, n_features)
+    precision : ndarray, see :func:`_kernel_precision`
+    log_weights : ndarray of shape (n_components,)
+    """
+    k, d = means.shape
+    with np.errstate(divide="ignore"):
+        log_w = np.log(weights)
+    return means - shift, _kernel_precision(cov_type, prec_chol, k, d), log_w
+
+
+def kmeans_init_stats(data, n_components, cov_type, rng, backend, chunk_size):
+    """Statistics of the hard assignment to :class:`ipem.KMeans` centres (one k-means run)."""
+    from .kmeans import KMeans
+    km = KMeans(n_components, n_init=1, random_state=rng, controller=data.controller,
+                backend=backend, chunk_size=chunk_size)
+    km._fit_distributed(data)
+    return data.controller.reduce(_hard_stats, data, data.mean, km.cluster_centers_ - data.mean,
+                                  cov_type, backend, chunk_size)
+
+
 def _upper_factor(precision):
     """An upper-triangular U with ``U @ U.T == precision`` (for user-given precisions)."""
     rev = precision[::-1, ::-1]
@@ -137,22 +162,36 @@ def _gmm_stats(shard, shift, cov_type, means, prec, log_weights, backend, chunk_
             "shard_frames": shard_indicator(shard, n_shards, n)}
 
 
-def _gmm_frames(shard, what, cov_type, means, prec, log_weights, backend, chunk_size, shift):
-    """Per-frame outputs: log-likelihoods (n,) or responsibilities (n, K)."""
+def _gmm_frames(shard, what, cov_type, weights, means, prec_chol, backend, chunk_size, shift):
+    """Per-frame outputs: log-likelihoods (n,), responsibilities (n, K) or labels (n,).
+
+    Labels are the argmax of the responsibilities taken block by block, so
+    ``predict`` never holds an (n, K) array.
+    """
     kern = get_kernels(backend)
     step = kern.gmm_full_step if cov_type in ("full", "tied") else kern.gmm_diag_step
-    n = shard.X.shape[0]
+    X = shard.X
+    n = X.shape[0]
     if shift is None:
-        shift = shard.X.mean(axis=0, dtype=np.float64) if n else np.zeros(shard.X.shape[1])
-    means_s = means - shift
+        shift = X.mean(axis=0, dtype=np.float64) if n else np.zeros(X.shape[1])
+    means_s, prec, log_w = kernel_args(cov_type, weights, means, prec_chol, shift)
     if what == "logprob":
         out = np.empty(n)
-        step(shard.X, shift, means_s, prec, log_weights, chunk_size,
-             logprob_out=out, compute_stats=False)
+        step(X, shift, means_s, prec, log_w, chunk_size, logprob_out=out, compute_stats=False)
         return out
-    out = np.empty((n, means.shape[0]))
-    step(shard.X, shift, means_s, prec, log_weights, chunk_size, resp_out=out, compute_stats=False)
-    return out
+    if what == "resp":
+        out = np.empty((n, means.shape[0]))
+        step(X, shift, means_s, prec, log_w, chunk_size, resp_out=out, compute_stats=False)
+        return out
+    labels = np.empty(n, dtype=np.int64)
+    block = max(256, (1 << 21) // max(means.shape[0], 1))
+    resp = np.empty((min(block, n), means.shape[0]))
+    for a in range(0, n, block):
+        b = min(a + block, n)
+        step(X[a:b], shift, means_s, prec, log_w, chunk_size, resp_out=resp[:b - a],
+             compute_stats=False)
+        labels[a:b] = np.argmax(resp[:b - a], axis=1)
+    return labels
 
 
 def _hard_stats(shard, shift, centers, cov_type, backend, chunk_size):
@@ -329,15 +368,9 @@ class GaussianMixture(DensityMixin, EMEstimatorMixin):
         return out if ct == "full" else out[0]
 
     # --- EM hooks ------------------------------------------------------------
-    def _kernel_args(self, params, data_mean):
-        k, d = params["means"].shape
-        prec = _kernel_precision(self.covariance_type, params["prec_chol"], k, d)
-        with np.errstate(divide="ignore"):
-            log_w = np.log(params["weights"])
-        return params["means"] - data_mean, prec, log_w
-
     def _em_e_step(self, data, params):
-        means_s, prec, log_w = self._kernel_args(params, data.mean)
+        means_s, prec, log_w = kernel_args(self.covariance_type, params["weights"],
+                                           params["means"], params["prec_chol"], data.mean)
         return data.controller.reduce(_gmm_stats, data, data.mean, self.covariance_type,
                                       means_s, prec, log_w, self.backend, self.chunk_size,
                                       data.n_shards)
@@ -358,13 +391,7 @@ class GaussianMixture(DensityMixin, EMEstimatorMixin):
         need = not ({"weights", "means", "prec_chol"} <= set(given))
         if need:
             if self.init_params == "kmeans":
-                from .kmeans import KMeans
-                km = KMeans(k, n_init=1, random_state=rng, controller=ctrl, backend=self.backend,
-                            chunk_size=self.chunk_size)
-                km._fit_distributed(data)
-                stats = ctrl.reduce(_hard_stats, data, data.mean,
-                                    km.cluster_centers_ - data.mean, ct, self.backend,
-                                    self.chunk_size)
+                stats = kmeans_init_stats(data, k, ct, rng, self.backend, self.chunk_size)
             elif self.init_params == "random":
                 stats = ctrl.reduce(_random_stats, data, data.mean, ct, k,
                                     rng.randint(np.iinfo(np.int32).max))
@@ -450,13 +477,10 @@ class GaussianMixture(DensityMixin, EMEstimatorMixin):
         self.n_features_in_ = n_features
 
     def _frames(self, X, what):
-        k, d = self.means_.shape
-        prec = _kernel_precision(self.covariance_type, self.precisions_cholesky_, k, d)
-        with np.errstate(divide="ignore"):
-            log_w = np.log(self.weights_)
         shift = X.mean if hasattr(X, "controller") else None
-        return self._map_frames(X, _gmm_frames, what, self.covariance_type, self.means_, prec,
-                                log_w, self.backend, self.chunk_size, shift)
+        return self._map_frames(X, _gmm_frames, what, self.covariance_type, self.weights_,
+                                self.means_, self.precisions_cholesky_, self.backend,
+                                self.chunk_size, shift)
 
     def score_samples(self, X):
         """Log-likelihood of each frame, shape (n_samples,)."""
@@ -472,7 +496,7 @@ class GaussianMixture(DensityMixin, EMEstimatorMixin):
 
     def predict(self, X):
         """Most responsible component of each frame, shape (n_samples,)."""
-        return np.argmax(self.predict_proba(X), axis=1)
+        return self._frames(X, "labels")
 
     def fit_predict(self, X, y=None):
         return self.fit(X).predict(X)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
@@ -25,7 +24,7 @@ from ._em import IterationRecord, run_em
 from ._kernels import get_kernels
 from ._validation import check_float, check_int, check_option
 from .controller import DistributedData, as_controller
-from .mixture import GaussianMixture, _gmm_stats, _hard_stats, _m_step
+from .mixture import GaussianMixture, _gmm_stats, _m_step, kernel_args, kmeans_init_stats
 
 FORMAT_VERSION = 1
 
@@ -100,18 +99,9 @@ def _rng_from_arrays(z):
 def save_npz_atomic(path, **arrays):
     """Write an ``.npz`` file atomically (temporary file, then rename)."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with _features.atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
@@ -293,6 +283,8 @@ class UBMTrainer(EMEstimatorMixin):
         """Arrays are distributed; file lists are read by the shards themselves."""
         if isinstance(X, DistributedData) or isinstance(X, np.ndarray):
             return self._fit_data(X, min_samples=self.n_components)
+        if isinstance(X, (list, tuple)) and len(X) == 0:
+            raise ValueError("no feature files (or frames) given to fit")
         if isinstance(X, (str, os.PathLike)) or (isinstance(X, (list, tuple)) and X
                                                  and isinstance(X[0], (str, os.PathLike,
                                                                        _features.FeatureRef))):
@@ -308,10 +300,8 @@ class UBMTrainer(EMEstimatorMixin):
 
     # --- EM hooks ----------------------------------------------------------------
     def _em_e_step(self, data, params):
-        means_s = params["means"] - data.mean
-        prec = 1.0 / params["covariances"]
-        with np.errstate(divide="ignore"):
-            log_w = np.log(params["weights"])
+        means_s, prec, log_w = kernel_args("diag", params["weights"], params["means"],
+                                           1.0 / np.sqrt(params["covariances"]), data.mean)
         return data.controller.reduce(_gmm_stats, data, data.mean, "diag", means_s, prec, log_w,
                                       self.backend, self.chunk_size, data.n_shards)
 
@@ -323,7 +313,7 @@ class UBMTrainer(EMEstimatorMixin):
         # a dead component's statistics are meaningless: keep its previous variances
         if dead.size:
             cov[dead] = params["covariances"][dead]
-        cov, n_floored = apply_variance_floor(cov, self._floor)
+        cov, n_floored = apply_variance_floor(cov, self.variance_floor_)
         info = {"n_floored": n_floored, "dead": dead.tolist(), "dead_policy": self.dead_policy,
                 "n_components": int(weights.size),
                 "shard_frames": stats["shard_frames"].astype(np.int64).tolist(),
@@ -361,31 +351,37 @@ class UBMTrainer(EMEstimatorMixin):
         if self.init == "split":
             w = np.ones(1)
             m = data.mean[None, :].copy()
-            v = np.maximum(data.var[None, :], self._floor)
+            v = np.maximum(data.var[None, :], self.variance_floor_)
             return {"weights": w, "means": m, "covariances": v}
-        from .kmeans import KMeans
-        km = KMeans(k0, random_state=rng, controller=data.controller, backend=self.backend,
-                    chunk_size=self.chunk_size)
-        km._fit_distributed(data)
-        stats = data.controller.reduce(_hard_stats, data, data.mean,
-                                       km.cluster_centers_ - data.mean, "diag", self.backend,
-                                       self.chunk_size)
+        stats = kmeans_init_stats(data, k0, "diag", rng, self.backend, self.chunk_size)
         weights, means_s, cov = _m_step(stats, "diag", self.reg_covar)
-        cov, _ = apply_variance_floor(cov, self._floor)
+        cov, _ = apply_variance_floor(cov, self.variance_floor_)
         return {"weights": weights, "means": means_s + data.mean, "covariances": cov}
 
     def _split_to(self, params, k):
+        """Split the heaviest components until there are ``k`` (several rounds if
+        removed components left fewer than ``k / 2``)."""
         w, m, v = params["weights"], params["means"], params["covariances"]
-        n_split = k - w.size
-        heaviest = np.argsort(-w, kind="stable")[:n_split]
-        w, m, v = split_components(w, m, v, np.sort(heaviest), self.split_epsilon)
+        while w.size < k:
+            heaviest = np.argsort(-w, kind="stable")[:k - w.size]
+            w, m, v = split_components(w, m, v, np.sort(heaviest), self.split_epsilon)
         return {"weights": w, "means": m, "covariances": v}
 
     # --- checkpoints ---------------------------------------------------------------
+    #: settings a checkpoint must have been written with to be resumed
+    _RESUME_SETTINGS = ("n_components", "init", "init_components", "stage_iter", "final_iter",
+                        "tol", "split_epsilon", "variance_floor", "floor_mode", "min_occupancy",
+                        "min_weight", "dead_policy", "reg_covar")
+
+    def _settings(self):
+        return {k: getattr(self, k) for k in self._RESUME_SETTINGS}
+
     def _write_checkpoint(self, path, params, stage_index, iter_in_stage, stage_done, rng,
-                          history, data):
+                          history, data, converged):
         save_npz_atomic(
             path, format_version=np.array(FORMAT_VERSION), weights=params["weights"],
+            settings_json=np.array(json.dumps(self._settings())),
+            converged=np.array(bool(converged)),
             means=params["means"], covariances=params["covariances"],
             stage_index=np.array(stage_index), iter_in_stage=np.array(iter_in_stage),
             stage_done=np.array(bool(stage_done)), n_components=np.array(self.n_components),
@@ -394,9 +390,19 @@ class UBMTrainer(EMEstimatorMixin):
 
     def _read_checkpoint(self, path, data):
         z = load_model(path)
-        if int(z.get("n_components", -1)) != self.n_components:
-            raise ValueError(f"checkpoint {path} is for n_components={int(z['n_components'])}, "
-                             f"not {self.n_components}")
+        missing = [k for k in ("settings_json", "stage_index", "data_shape", "rng_keys")
+                   if k not in z]
+        if missing:
+            raise ValueError(f"{path} is not a UBM training checkpoint (no {missing[0]!r}; "
+                             "a model file?): give another checkpoint path")
+        saved = json.loads(str(z["settings_json"]))
+        changed = {k: (saved.get(k), v) for k, v in self._settings().items()
+                   if saved.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k}={new!r} (checkpoint: {old!r})"
+                             for k, (old, new) in changed.items())
+            raise ValueError(f"checkpoint {path} was written with other settings: {what}; "
+                             "use the same settings, another checkpoint path or resume=False")
         if tuple(z["data_shape"]) != data.shape or not np.allclose(z["data_mean"], data.mean,
                                                                    rtol=1e-6, atol=1e-9):
             raise ValueError(f"checkpoint {path} was written for other data "
@@ -413,7 +419,7 @@ class UBMTrainer(EMEstimatorMixin):
             stage_done = converged or count[0] >= budget
             if path and (stage_done or count[0] % self.checkpoint_every == 0):
                 self._write_checkpoint(path, params, stage_index, count[0], stage_done, rng,
-                                       history, data)
+                                       history, data, converged)
         return after
 
     # --- fit -------------------------------------------------------------------------
@@ -442,9 +448,15 @@ class UBMTrainer(EMEstimatorMixin):
         return self
 
     def _fit_distributed(self, data, sizes):
-        self._floor = (self.variance_floor * data.var if self.floor_mode == "relative"
-                       else np.full(data.n_features, self.variance_floor))
-        self.variance_floor_ = self._floor
+        self.variance_floor_ = (self.variance_floor * data.var if self.floor_mode == "relative"
+                                else np.full(data.n_features, self.variance_floor))
+        if self.reg_covar == 0:
+            flat = np.flatnonzero((data.var == 0) & (self.variance_floor_ <= 0))
+            if flat.size:
+                raise ValueError(
+                    f"feature column(s) {flat.tolist()} are constant (zero variance), so their "
+                    "variances cannot be estimated: drop them, or set an absolute "
+                    "variance_floor (floor_mode='absolute') or reg_covar > 0")
         callbacks = self._callbacks()
         history = []
         path = self.checkpoint
@@ -454,6 +466,7 @@ class UBMTrainer(EMEstimatorMixin):
             params = {k: z[k] for k in ("weights", "means", "covariances")}
             stage_index, iter_in_stage = int(z["stage_index"]), int(z["iter_in_stage"])
             history = z["history"]
+            converged = bool(z["converged"])
             if bool(z["stage_done"]):
                 stage_index, iter_in_stage = stage_index + 1, 0
                 if stage_index < len(sizes):
@@ -464,8 +477,8 @@ class UBMTrainer(EMEstimatorMixin):
             params = self._initial(data, sizes[0], rng)
             stage_index, iter_in_stage = 0, 0
             self.resumed_from_ = 0
+            converged = False
         t_start = time.perf_counter()
-        converged = False
         while stage_index < len(sizes):
             last = stage_index == len(sizes) - 1
             budget = (self.final_iter if last else self.stage_iter) - iter_in_stage

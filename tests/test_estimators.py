@@ -196,3 +196,29 @@ def test_convergence_warning(backend):
     with pytest.warns(ConvergenceWarning):
         gm = ipem.GaussianMixture(3, max_iter=1, tol=0, random_state=0, backend=backend).fit(X)
     assert not gm.converged_ and gm.n_iter_ == 1
+
+
+def test_fewer_frames_than_shards_and_identical_frames(backend):
+    X = np.ones((3, 2))
+    km = ipem.KMeans(2, random_state=0, backend=backend, controller=4).fit(X)
+    assert_allclose(km.cluster_centers_, np.ones((2, 2)))
+    X = blobs(5, d=2, k=2)
+    a = ipem.KMeans(2, random_state=1, backend=backend, controller=8).fit(X)
+    b = ipem.KMeans(2, random_state=1, backend=backend, controller=1).fit(X)
+    assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-12)
+    gm = ipem.GaussianMixture(2, covariance_type="diag", random_state=0, backend=backend,
+                              controller=8).fit(X)
+    assert np.all(np.isfinite(gm.means_))
+
+
+def test_predict_labels_without_full_responsibilities(backend):
+    X = blobs(5000, d=3, k=4, seed=15)
+    gm = ipem.GaussianMixture(4, covariance_type="full", random_state=0, backend=backend).fit(X)
+    assert_array_equal(gm.predict(X), np.argmax(gm.predict_proba(X), axis=1))
+
+
+def test_data_from_another_controller_is_refused():
+    X = blobs(50)
+    data = ipem.LocalController(2).distribute(X)
+    with pytest.raises(ValueError, match="another controller"):
+        ipem.LocalController(2).take(data, [0])

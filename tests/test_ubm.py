@@ -226,3 +226,50 @@ def test_bad_ubm_parameters():
                         ({"dtype": np.int32}, "dtype=")]:
         with pytest.raises(ValueError, match=pattern):
             UBMTrainer(8, **kw).fit(X)
+
+
+def test_fewer_files_than_shards(tmp_path, dv_client, backend):
+    X = speechlike(3000)
+    one = str(tmp_path / "only.npy")
+    features.write(one, X, "npy")
+    remote = UBMTrainer(4, stage_iter=2, final_iter=3, dtype=np.float64, backend=backend,
+                        controller=dv_client, random_state=0).fit([one])
+    assert remote.history_[-1].info["shard_frames"] == [3000, 0]
+    local = UBMTrainer(4, stage_iter=2, final_iter=3, dtype=np.float64, backend=backend,
+                       controller=ipem.LocalController(3), random_state=0).fit([one])
+    assert_allclose(local.means_, remote.means_, rtol=1e-12)
+
+
+def test_constant_column_is_named():
+    X = speechlike(500)
+    X[:, 2] = 5.0
+    with pytest.raises(ValueError, match=r"column\(s\) \[2\] are constant"):
+        UBMTrainer(4).fit(X)
+    ok = UBMTrainer(4, floor_mode="absolute", variance_floor=1e-3, stage_iter=2,
+                    final_iter=2).fit(X)
+    assert np.all(np.isfinite(ok.means_)) and np.all(ok.covariances_[:, 2] >= 1e-3)
+
+
+def test_checkpoint_refuses_other_settings_and_model_files(tmp_path):
+    X = speechlike(2000)
+    ck = str(tmp_path / "ck.npz")
+    first = UBMTrainer(4, stage_iter=2, final_iter=3, checkpoint=ck, random_state=0).fit(X)
+    with pytest.raises(ValueError, match=r"other settings: final_iter=30 \(checkpoint: 3\)"):
+        UBMTrainer(4, stage_iter=2, final_iter=30, checkpoint=ck, random_state=0).fit(X)
+    fresh = UBMTrainer(4, stage_iter=2, final_iter=30, checkpoint=ck, resume=False,
+                       random_state=0).fit(X)
+    assert fresh.n_iter_ > first.n_iter_
+    model = str(tmp_path / "model.npz")
+    first.save(model)
+    with pytest.raises(ValueError, match="not a UBM training checkpoint"):
+        UBMTrainer(4, checkpoint=model).fit(X)
+
+
+def test_split_to_reaches_the_stage_size_after_removals():
+    t = UBMTrainer(8, split_epsilon=0.2)
+    rng = np.random.default_rng(0)
+    params = {"weights": np.array([0.5, 0.3, 0.2]), "means": rng.normal(size=(3, 2)),
+              "covariances": np.ones((3, 2))}
+    out = t._split_to(params, 8)
+    assert out["weights"].shape == (8,) and out["means"].shape == (8, 2)
+    assert out["weights"].sum() == pytest.approx(1.0)

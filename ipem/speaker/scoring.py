@@ -18,12 +18,12 @@ its models.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import NamedTuple, Optional
 
 import numpy as np
 
 from .. import features as _features
+from ..features import atomic_path
 from .._kernels import _numpy as _numpy_kernels
 from .._kernels import get_kernels
 from .._validation import check_frames
@@ -340,16 +340,7 @@ def write_scores(path, trials, scores):
         if len(trial) > 2 and trial[2] is not None:
             cols.append(_field(trial[2], "label", i))
         lines.append(" ".join(cols) + "\n")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".scores", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.writelines(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
