@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .controller import EngineError
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
 
 
@@ -35,6 +37,9 @@ def open_controller(spec, blas_threads=None):
     import ipem
     spec = spec or "local"
     kind, _, arg = spec.partition(":")
+    if kind in ("local", "mpi") and arg and not (arg.isdigit() and int(arg) > 0):
+        raise ValueError(f"--cluster {spec!r}: the number of shards/engines must be a "
+                         "positive integer")
     if kind == "local":
         yield ipem.LocalController(int(arg) if arg else 1)
     elif kind == "mpi":
@@ -43,14 +48,14 @@ def open_controller(spec, blas_threads=None):
             yield ctrl
     elif kind == "profile":
         if not arg:
-            raise SystemExit("--cluster profile:DIR needs the profile directory")
+            raise ValueError("--cluster profile:DIR needs the profile directory")
         ctrl = ipem.connect_profile(profile_dir=arg, blas_threads=blas_threads)
         try:
             yield ctrl
         finally:
             ctrl.client.close()
     else:
-        raise SystemExit(f"--cluster {spec!r}: expected local, local:N, mpi:N or profile:DIR")
+        raise ValueError(f"--cluster {spec!r}: expected local, local:N, mpi:N or profile:DIR")
 
 
 def feature_path(entry, features_dir, root=None, fmt="htk"):
@@ -64,7 +69,12 @@ def feature_path(entry, features_dir, root=None, fmt="htk"):
         q = p if p.is_absolute() or root is None else Path(root) / p
         return str(q)
     if root is not None and p.is_absolute():
-        p = p.relative_to(root)
+        try:
+            p = p.relative_to(Path(root).resolve())
+        except ValueError:
+            raise ValueError(f"audio file {entry} is not under the corpus root {root}") from None
+    elif p.is_absolute():
+        p = p.relative_to(p.anchor)
     return str(Path(features_dir) / p.with_suffix("." + fmt))
 
 
@@ -118,7 +128,7 @@ def cmd_extract(args, ctrl):
                        if p.suffix.lower() in AUDIO_SUFFIXES)
     if not audio:
         raise ValueError(f"no audio files found under {root}")
-    jobs = [(str(root / a), feature_path(a, args.out_dir, None, args.format)) for a in audio]
+    jobs = [(str(root / a), feature_path(a, args.out_dir, root, args.format)) for a in audio]
     frames = ctrl.map_tasks(_extract_task, jobs, args.sample_rate, args.format,
                             progress=not args.quiet, desc="extract")
     print(f"extracted {len(jobs)} files, {sum(frames)} speech frames -> {args.out_dir}")
@@ -146,10 +156,7 @@ def cmd_train_ubm(args, ctrl):
                      final_iter=args.final_iter, tol=args.tol, variance_floor=args.variance_floor,
                      checkpoint=args.checkpoint, controller=ctrl, random_state=args.seed,
                      callbacks=callbacks)
-    if len(files) == 1 and str(files[0]).endswith(".scp"):
-        ubm.fit(files[0])
-    else:
-        ubm.fit(files)
+    ubm.fit(files[0] if len(files) == 1 and str(files[0]).endswith(".scp") else files)
     ubm.save(args.out)
     if plot:
         plot.close()
@@ -341,7 +348,7 @@ def main(argv=None):
         with open_controller(args.cluster, blas_threads=1 if args.cluster != "local" else None) \
                 as ctrl:
             return args.func(args, ctrl)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError, EngineError) as exc:
         print(f"ipem {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -44,6 +44,10 @@ def main(argv=None):
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # a fresh run: no checkpoint or models of an earlier run with other settings
+    import shutil
+    (out / "ubm.ckpt.npz").unlink(missing_ok=True)
+    shutil.rmtree(out / "models", ignore_errors=True)
     corpus, feats = out / "corpus", out / "features"
     timings = {}
 
