@@ -126,11 +126,14 @@ def _m_step_covariances(stats, means, nk_eps, cov_type, reg_covar):
         cov = (sxx - outer - outer.T + (nk[:, None] * means).T @ means) / nk_eps.sum()
         cov[np.arange(d), np.arange(d)] += reg_covar
         return cov
-    # diag and spherical: sxx is (K, D) (spherical: summed over D on the shard)
+    # diag and spherical: sxx is (K, D) (spherical: summed over D on the shard).  The
+    # centred sums are >= 0; for a nearly empty component float32 statistics can round
+    # them below 0, which is clipped so that reg_covar keeps the variance positive.
     if cov_type == "diag":
-        return (sxx - 2.0 * means * sx + nk[:, None] * means ** 2) / nk_eps[:, None] + reg_covar
+        centred = sxx - 2.0 * means * sx + nk[:, None] * means ** 2
+        return np.maximum(centred, 0.0) / nk_eps[:, None] + reg_covar
     centred = (sxx - 2.0 * (means * sx).sum(axis=1) + nk * (means ** 2).sum(axis=1))
-    return centred / (nk_eps * d) + reg_covar
+    return np.maximum(centred, 0.0) / (nk_eps * d) + reg_covar
 
 
 def _m_step(stats, cov_type, reg_covar, normalise_weights=True):
