@@ -161,39 +161,53 @@ def section_gmm(args, rows, rate):
 
 
 def section_kmeans(args, rows):
+    """One Lloyd iteration: ipem (E-step over the controller + M-step) against the routine
+    scikit-learn's KMeans(algorithm="lloyd").fit calls once per iteration, with BLAS limited
+    to one thread as fit does, all timed in turn each round (pauses in between)."""
     import ipem
-    from sklearn.cluster import KMeans
+    from ipem.kmeans import _km_reset
+    from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
+    from threadpoolctl import threadpool_info, threadpool_limits
     k = 256
     X, _, m, _ = problem(N, D, k, seed=2)
-    res = {}
+    fns = {}
     for backend in ("c", "numpy"):
         km = ipem.KMeans(k, backend=backend)
-        ctrl = ipem.LocalController(1)
-        data = ctrl.distribute(X)
-        ctrl.map(__import__("ipem.kmeans", fromlist=["x"])._km_reset, data)
+        data = ipem.LocalController(1).distribute(X)
+        data.controller.map(_km_reset, data)
         params = {"centers": m - data.mean}
-        km._tol_scaled = 0.0
 
-        def one():
+        def one(km=km, data=data, params=params):
             stats = km._em_e_step(data, params)
             km._em_m_step(stats, params, data)
-        res[backend] = timed(one, args.repeat)
-        data.free()
-    # scikit-learn: KMeans(algorithm="lloyd").fit with 12 minus 2 iterations, over 10; tol=0 and
-    # an init of random frames so that no fit stops early (checked)
-    init = X[np.random.default_rng(0).choice(N, k, replace=False)]
+        fns[backend] = one
+    Xc = np.ascontiguousarray(X - X.mean(axis=0))
+    c_old = np.ascontiguousarray((m - X.mean(axis=0)).astype(np.float32))
+    c_new, wic = np.empty_like(c_old), np.zeros(k, dtype=np.float32)
+    labels, shift = np.full(N, -1, dtype=np.int32), np.zeros(k, dtype=np.float32)
+    sw = np.ones(N, dtype=np.float32)
+    n_threads = max([i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
+                    or [1])
 
-    def sk(iters):
-        km = KMeans(k, init=init, n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd").fit(X)
-        if km.n_iter_ != iters:
-            raise RuntimeError(f"scikit-learn KMeans stopped after {km.n_iter_} < {iters}")
-    reps = max(2, args.repeat // 2)
-    t2 = timed(lambda: sk(2), reps)
-    t12 = timed(lambda: sk(12), reps)
-    res["sklearn"] = ((t12[0] - t2[0]) / 10, (t12[1] - t2[2]) / 10, (t12[2] - t2[1]) / 10)
+    def sk():
+        with threadpool_limits(limits=1, user_api="blas"):
+            lloyd_iter_chunked_dense(Xc, sw, c_old, c_new, wic, labels, shift, n_threads)
+    fns["sklearn"] = sk
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(3 * args.repeat):
+        for name, fn in fns.items():
+            time.sleep(0.3)
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    res = {name: med(t) for name, t in times.items()}
+    ratio = {name: statistics.median(a / b for a, b in zip(times["sklearn"], times[name]))
+             for name in times}
     for name, label in (("c", "ipem C"), ("numpy", "ipem NumPy"), ("sklearn", "scikit-learn")):
         rows.append(f"| k-means K={k} | {label} | {fmt(res[name])} | "
-                    f"sklearn/{name} = **{res['sklearn'][0] / res[name][0]:.2f}x** | |")
+                    f"sklearn/{name} = **{ratio[name]:.2f}x** | |")
         print(rows[-1], flush=True)
     return res
 
