@@ -52,14 +52,9 @@ def fmt(t):
 
 
 def timed(fn, repeat, warmup=1):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return med(out)
+    """Median, min and max seconds of ``fn()`` (kernel_timing.time_call)."""
+    from kernel_timing import time_call
+    return time_call(fn, repeat=repeat, warmup=warmup)
 
 
 def problem(n, d, k, seed=0, dtype=np.float32):

@@ -1,13 +1,11 @@
 """Plumbing shared by the estimators: data placement, per-frame maps, callbacks."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from ._validation import check_frames
-from .controller import DistributedData, LocalController, Shard, as_controller
+from .controller import DistributedData, Shard, as_controller
 
 
 class EMEstimatorMixin(BaseEstimator):
@@ -77,10 +75,10 @@ def shard_indicator(shard, n_shards, value):
     return v
 
 
-def timed(func, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = func(*args, **kwargs)
-    return out, time.perf_counter() - t0
+def shard_telemetry(stats):
+    """Per-shard frame counts and E-step seconds (summed indicators) for a record's info."""
+    return {"shard_frames": stats["shard_frames"].astype(np.int64).tolist(),
+            "shard_time": stats["shard_time"].tolist()}
 
 
-__all__ = ["EMEstimatorMixin", "LocalController", "shard_indicator", "timed"]
+__all__ = ["EMEstimatorMixin", "shard_indicator", "shard_telemetry"]

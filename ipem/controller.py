@@ -260,10 +260,6 @@ def _shard_take(shard, local_rows):
     return shard.X[np.asarray(local_rows, dtype=np.int64)].astype(np.float64)
 
 
-def _shard_gather_state(shard, name):
-    return shard.state[name]
-
-
 # ---------------------------------------------------------------------------
 # the interface
 # ---------------------------------------------------------------------------

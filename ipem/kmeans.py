@@ -9,7 +9,7 @@ from sklearn.base import ClusterMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from ._base import EMEstimatorMixin, shard_indicator
+from ._base import EMEstimatorMixin, shard_indicator, shard_telemetry
 from ._em import run_em
 from ._kernels import get_kernels
 from ._validation import (check_float, check_int, check_option, check_param_array)
@@ -303,9 +303,7 @@ class KMeans(ClusterMixin, EMEstimatorMixin):
         centers[filled] = sums[filled] / counts[filled, None]
         shift = float(((centers - old) ** 2).sum())
         info = {"n_changed": int(stats["n_changed"]), "center_shift": shift,
-                "n_empty": int(empty.size), "relocated": relocated,
-                "shard_frames": stats["shard_frames"].astype(np.int64).tolist(),
-                "shard_time": stats["shard_time"].tolist()}
+                "n_empty": int(empty.size), "relocated": relocated, **shard_telemetry(stats)}
         return {"centers": centers}, float(stats["inertia"]), info
 
     def _relocate(self, data, counts, sums, empty):

@@ -10,7 +10,7 @@ from sklearn.base import DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from ._base import EMEstimatorMixin, shard_indicator
+from ._base import EMEstimatorMixin, shard_indicator, shard_telemetry
 from ._em import run_em
 from ._kernels import get_kernels
 from ._validation import check_float, check_int, check_option, check_param_array
@@ -382,9 +382,7 @@ class GaussianMixture(DensityMixin, EMEstimatorMixin):
         weights, means_s, cov = _m_step(stats, self.covariance_type, self.reg_covar)
         new = {"weights": weights, "means": means_s + data.mean, "covariances": cov,
                "prec_chol": _precision_cholesky(cov, self.covariance_type, self.reg_covar)}
-        info = {"shard_frames": stats["shard_frames"].astype(np.int64).tolist(),
-                "shard_time": stats["shard_time"].tolist()}
-        return new, stats["loglik"] / stats["n"], info
+        return new, stats["loglik"] / stats["n"], shard_telemetry(stats)
 
     # --- initialisation ----------------------------------------------------
     def _initialize(self, data, rng, given):

@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from . import features as _features
-from ._base import EMEstimatorMixin
+from ._base import EMEstimatorMixin, shard_telemetry
 from ._em import IterationRecord, run_em
 from ._kernels import get_kernels
 from ._validation import check_float, check_int, check_option
@@ -315,9 +315,7 @@ class UBMTrainer(EMEstimatorMixin):
             cov[dead] = params["covariances"][dead]
         cov, n_floored = apply_variance_floor(cov, self.variance_floor_)
         info = {"n_floored": n_floored, "dead": dead.tolist(), "dead_policy": self.dead_policy,
-                "n_components": int(weights.size),
-                "shard_frames": stats["shard_frames"].astype(np.int64).tolist(),
-                "shard_time": stats["shard_time"].tolist()}
+                "n_components": int(weights.size), **shard_telemetry(stats)}
         if dead.size:
             weights, means, cov = self._handle_dead(weights, means, cov, dead)
             info["n_components"] = int(weights.size)
