@@ -6,7 +6,7 @@ import numpy as np
 from .controller import DistributedData
 
 
-def check_frames(X, *, name="X", min_samples=1, n_features=None, dtype_keep=True):
+def check_frames(X, *, name="X", min_samples=1, n_features=None):
     """Validate a client-side frame matrix before any engine sees it.
 
     Parameters
@@ -42,7 +42,7 @@ def check_frames(X, *, name="X", min_samples=1, n_features=None, dtype_keep=True
         raise ValueError(f"{name} is empty: 0 samples")
     if arr.shape[1] == 0:
         raise ValueError(f"{name} has 0 features")
-    if not (dtype_keep and arr.dtype in (np.float32, np.float64)):
+    if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
     arr = np.ascontiguousarray(arr)
     finite = np.isfinite(arr)

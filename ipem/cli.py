@@ -79,12 +79,12 @@ def feature_path(entry, features_dir, root=None, fmt="htk"):
 
 
 def read_list(path):
-    """Non-empty, non-comment lines of a list file, split on whitespace."""
+    """Non-empty lines of a list file not starting with ``#``, split on whitespace."""
     rows = []
     with open(path) as fh:
         for n, line in enumerate(fh, 1):
-            line = line.split("#", 1)[0].strip()
-            if line:
+            line = line.strip()
+            if line and not line.startswith("#"):
                 rows.append((n, line.split()))
     if not rows:
         raise ValueError(f"{path}: the list is empty")
