@@ -75,10 +75,39 @@ def shard_indicator(shard, n_shards, value):
     return v
 
 
+def sample_distinct(rng, n, k):
+    """``k`` distinct indices in ``[0, n)`` in random order, without O(n) memory.
+
+    For ``k`` small against ``n`` (the usual case: K components, N frames) indices
+    are drawn with replacement and duplicates dropped until ``k`` remain; otherwise
+    a permutation is used.
+
+    Parameters
+    ----------
+    rng : numpy.random.RandomState
+    n, k : int
+
+    Returns
+    -------
+    ndarray of shape (k,), int64
+    """
+    if k > n:
+        raise ValueError(f"cannot draw {k} distinct indices from {n}")
+    if 4 * k >= n:
+        return rng.permutation(n)[:k].astype(np.int64)
+    chosen = {}
+    while len(chosen) < k:
+        for i in rng.randint(n, size=2 * (k - len(chosen))):
+            chosen.setdefault(int(i), None)
+            if len(chosen) == k:
+                break
+    return np.fromiter(chosen, dtype=np.int64, count=k)
+
+
 def shard_telemetry(stats):
     """Per-shard frame counts and E-step seconds (summed indicators) for a record's info."""
     return {"shard_frames": stats["shard_frames"].astype(np.int64).tolist(),
             "shard_time": stats["shard_time"].tolist()}
 
 
-__all__ = ["EMEstimatorMixin", "shard_indicator", "shard_telemetry"]
+__all__ = ["EMEstimatorMixin", "sample_distinct", "shard_indicator", "shard_telemetry"]

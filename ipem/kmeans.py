@@ -9,7 +9,7 @@ from sklearn.base import ClusterMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from ._base import EMEstimatorMixin, shard_indicator, shard_telemetry
+from ._base import EMEstimatorMixin, sample_distinct, shard_indicator, shard_telemetry
 from ._em import run_em
 from ._kernels import get_kernels
 from ._validation import (check_float, check_int, check_option, check_param_array)
@@ -328,7 +328,7 @@ class KMeans(ClusterMixin, EMEstimatorMixin):
         if not isinstance(self.init, str):
             return np.asarray(self.init, dtype=np.float64) - data.mean
         if self.init == "random":
-            idx = rng.permutation(data.n_samples)[:self.n_clusters]
+            idx = sample_distinct(rng, data.n_samples, self.n_clusters)
             return data.controller.take(data, idx) - data.mean
         centers, _ = kmeans_plusplus_distributed(data, self.n_clusters, rng,
                                                  backend=self.backend, chunk_size=self.chunk_size)

@@ -10,7 +10,7 @@ from sklearn.base import DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from ._base import EMEstimatorMixin, shard_indicator, shard_telemetry
+from ._base import EMEstimatorMixin, sample_distinct, shard_indicator, shard_telemetry
 from ._em import run_em
 from ._kernels import get_kernels
 from ._validation import check_float, check_int, check_option, check_param_array
@@ -402,7 +402,7 @@ class GaussianMixture(DensityMixin, EMEstimatorMixin):
                     _, idx = kmeans_plusplus_distributed(data, k, rng, backend=self.backend,
                                                          chunk_size=self.chunk_size)
                 else:
-                    idx = rng.choice(data.n_samples, size=k, replace=False)
+                    idx = sample_distinct(rng, data.n_samples, k)
                 rows = ctrl.take(data, idx) - data.mean
                 stats = _soft_stats_from(rows, np.zeros(data.n_features), ct, k,
                                          lambda a, b: np.eye(k)[a:b])
