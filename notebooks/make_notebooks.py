@@ -13,6 +13,8 @@ HERE = Path(__file__).resolve().parent
 def write(name, cells):
     nb = new_notebook(cells=[new_markdown_cell(c[3:]) if c.startswith("md:") else new_code_cell(c)
                              for c in cells])
+    for i, cell in enumerate(nb.cells):   # stable ids: regenerating changes nothing
+        cell.id = f"cell-{i:02d}"
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, HERE / name)
 
