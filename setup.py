@@ -1,7 +1,7 @@
 """Build script for ipem's optional compiled kernels.
 
 Project metadata lives in pyproject.toml; this file only adds the cffi
-extension ``ipem._kernels._ckernels`` (C sources in ipem/_kernels/).  Building
+extension ``ipem.kernels._ckernels`` (C sources in ipem/kernels/).  Building
 it is optional: without a working C compiler the install still succeeds (with
 a warning) and ipem falls back to its NumPy kernels at run time.
 """
@@ -27,7 +27,7 @@ class OptionalBuildExt(build_ext):
             self._warn(exc, ext.name)
 
     @staticmethod
-    def _warn(exc, name="ipem._kernels._ckernels"):
+    def _warn(exc, name="ipem.kernels._ckernels"):
         bar = "*" * 72
         sys.stderr.write(
             f"\n{bar}\nWARNING: could not compile {name} ({type(exc).__name__}: {exc}).\n"
@@ -37,6 +37,6 @@ class OptionalBuildExt(build_ext):
 
 
 setup(
-    cffi_modules=["ipem/_kernels/_build.py:ffibuilder"],
+    cffi_modules=["ipem/kernels/_build.py:ffibuilder"],
     cmdclass={"build_ext": OptionalBuildExt},
 )

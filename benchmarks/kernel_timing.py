@@ -110,7 +110,7 @@ def main(argv=None):
         # load every BLAS first: threadpoolctl limits only libraries already loaded
         import scipy.linalg.blas  # noqa: F401
         try:
-            import ipem._kernels._c  # noqa: F401
+            import ipem.kernels._c  # noqa: F401
         except ImportError:
             pass
         from threadpoolctl import threadpool_limits
@@ -121,10 +121,10 @@ def main(argv=None):
 
 def run(args):
 
-    from ipem._kernels import _numpy
+    from ipem.kernels import _numpy
     backends = {"numpy": _numpy}
     try:
-        from ipem._kernels import _c
+        from ipem.kernels import _c
         backends = {"c": _c, "numpy": _numpy}
         isa = _c.get_isa()
     except ImportError as exc:

@@ -160,7 +160,7 @@ def section_kmeans(args, rows):
     scikit-learn's KMeans(algorithm="lloyd").fit calls once per iteration, with BLAS limited
     to one thread as fit does, all timed in turn each round (pauses in between)."""
     import ipem
-    from ipem.kmeans import _km_reset
+    from ipem.cluster.kmeans import _km_reset
     from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
     from threadpoolctl import threadpool_info, threadpool_limits
     k = 256
@@ -296,8 +296,8 @@ def _engine_peak_mb():
 
 def section_ubm(args, rows, tmpdir):
     import ipem
-    from ipem import features
-    from ipem.ubm import UBMTrainer
+    from ipem import io as features
+    from ipem.mixture.ubm import UBMTrainer
     n_frames, k = (200_000, 128) if args.quick else (1_000_000, 512)
     rng = np.random.default_rng(5)
     centers = rng.normal(0, 2, size=(200, D))

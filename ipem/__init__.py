@@ -1,19 +1,20 @@
 """ipem: parallel expectation-maximisation for k-means and Gaussian mixtures.
 
 Each algorithm is written once against a small controller interface
-(:mod:`ipem.controller`) and runs unchanged in-process
+(:mod:`ipem.parallel`) and runs unchanged in-process
 (:class:`LocalController`) or on ipyparallel engines in MPI mode
 (:class:`DirectViewController`, :class:`MPICluster`, :func:`connect_profile`).
 """
-from ._em import EMResult, IterationRecord, run_em
-from ._kernels import BACKEND, available_backends
-from .controller import (ENGINE_NAMESPACE, Controller, DirectViewController, DistributedData,
-                         EngineError, EngineValueError, LocalController, MPICluster, Shard,
-                         as_controller, connect_profile)
-from .kmeans import KMeans, kmeans_plusplus_distributed
-from .mixture import GaussianMixture
+from .cluster.kmeans import KMeans, kmeans_plusplus_distributed
+from .em.driver import EMResult, IterationRecord, run_em
+from .kernels import BACKEND, available_backends
+from .mixture.gaussian_mixture import GaussianMixture
+from .mixture.ubm import UBMTrainer
+from .parallel.controller import (ENGINE_NAMESPACE, Controller, DirectViewController,
+                                  DistributedData, EngineError, EngineValueError,
+                                  LocalController, MPICluster, Shard, as_controller,
+                                  connect_profile)
 from .plotting import LivePlot
-from .ubm import UBMTrainer
 
 __version__ = "0.1.0"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .controller import EngineError
+from .parallel.controller import EngineError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
 
@@ -107,7 +107,7 @@ def read_enrollment(path, features_dir, root, fmt):
 # ---------------------------------------------------------------------------
 
 def _extract_one(audio, out, sample_rate, fmt):
-    from . import features
+    from . import io as features
     from .speaker.frontend import extract_features
     X = extract_features(audio, sample_rate=sample_rate)
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -141,7 +141,7 @@ def _extract_task(job, sample_rate, fmt):
 
 def cmd_train_ubm(args, ctrl):
     import ipem
-    from .ubm import UBMTrainer
+    from .mixture.ubm import UBMTrainer
     files = []
     for lst in args.list:
         if str(lst).endswith(".scp"):
@@ -177,7 +177,7 @@ def _print_record(r):
 
 def cmd_adapt(args, ctrl):
     from .speaker.map import adapt_speakers
-    from .ubm import UBMTrainer
+    from .mixture.ubm import UBMTrainer
     ubm = UBMTrainer.load(args.ubm)
     enrollment = read_enrollment(args.enroll, args.features, args.root, args.format)
     os.makedirs(args.out_dir, exist_ok=True)
@@ -189,7 +189,7 @@ def cmd_adapt(args, ctrl):
 
 def cmd_score(args, ctrl):
     from .speaker.scoring import read_trials, score_trials, write_scores
-    from .ubm import UBMTrainer
+    from .mixture.ubm import UBMTrainer
     ubm = UBMTrainer.load(args.ubm)
     trials = read_trials(args.trials)
     models = {}

@@ -97,8 +97,8 @@ every iteration record carries per-engine frame counts and E-step times.""",
     """import os, tempfile
 import numpy as np
 import ipem
-from ipem import features
-from ipem.ubm import UBMTrainer
+from ipem import io as features
+from ipem.mixture.ubm import UBMTrainer
 print("kernels:", ipem.BACKEND)""",
     """md:## Feature files
 Stand-in features: 60-dimensional float32 frames with a large offset in the first
@@ -162,7 +162,7 @@ from ipem.cli import _extract_one, feature_path, read_enrollment, evaluate, form
 from ipem.speaker import generate_corpus, plot_det
 from ipem.speaker.map import adapt_speakers
 from ipem.speaker.scoring import read_trials, score_trials
-from ipem.ubm import UBMTrainer
+from ipem.mixture.ubm import UBMTrainer
 work = Path(tempfile.mkdtemp(prefix="ipem-sv-"))""",
     """info = generate_corpus(work / "corpus", n_speakers=12, n_enroll=3, n_test=3, n_ubm=5, seed=1)
 print(len(info.speakers), "speakers:", ", ".join(info.voices))

@@ -51,11 +51,11 @@ setup_python() {
   stamp="$VENV/.ipem-installed"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != c ] || [ pyproject.toml -nt "$stamp" ] \
      || [ setup.py -nt "$stamp" ] \
-     || [ -n "$(find ipem/_kernels -newer "$stamp" \( -name '*.c' -o -name '*.h' -o -name '_build.py' \) 2>/dev/null)" ]; then
-    rm -f ipem/_kernels/_ckernels*.so          # never keep a stale build
+     || [ -n "$(find ipem/kernels -newer "$stamp" \( -name '*.c' -o -name '*.h' -o -name '_build.py' \) 2>/dev/null)" ]; then
+    rm -f ipem/kernels/_ckernels*.so          # never keep a stale build
     "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
     "$VENV/bin/python" -m pip install -q -e ".[test]"
-    if "$VENV/bin/python" -c "import ipem._kernels._c" 2>/dev/null; then
+    if "$VENV/bin/python" -c "import ipem.kernels._c" 2>/dev/null; then
       echo c > "$stamp"
     else
       echo numpy > "$stamp"

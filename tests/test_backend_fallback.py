@@ -4,7 +4,7 @@ import sys
 
 CODE = r"""
 import sys, warnings
-sys.modules["ipem._kernels._ckernels"] = None       # as if the build had failed
+sys.modules["ipem.kernels._ckernels"] = None       # as if the build had failed
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import ipem

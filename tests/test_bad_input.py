@@ -7,7 +7,7 @@ from conftest import blobs
 
 
 def _engine_keys():
-    from ipem.controller import engine_store
+    from ipem.parallel.controller import engine_store
     return sorted(engine_store())
 
 

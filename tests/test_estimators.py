@@ -226,7 +226,7 @@ def test_data_from_another_controller_is_refused():
 
 @pytest.mark.parametrize("n, k", [(10, 10), (10, 3), (10**12, 64)])
 def test_sample_distinct_without_o_n_memory(n, k):
-    from ipem._base import sample_distinct
+    from ipem.em.base import sample_distinct
     idx = sample_distinct(np.random.RandomState(0), n, k)
     assert idx.shape == (k,) and len(set(idx.tolist())) == k
     assert idx.min() >= 0 and idx.max() < n

@@ -1,4 +1,4 @@
-"""Tests for ipem.features: readers, writers, validation and balancing."""
+"""Tests for ipem.io: readers, writers, validation and balancing."""
 
 import os
 import pickle
@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from ipem import features
-from ipem.features import FeatureFileError, FeatureRef
+from ipem import io as features
+from ipem.io import FeatureFileError, FeatureRef
 
 
 def _data(n=7, d=3, seed=0):

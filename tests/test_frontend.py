@@ -193,7 +193,7 @@ def test_extract_features_digital_silence(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["npy", "htk"])
 def test_extract_many(speech, tmp_path, fmt):
-    features = pytest.importorskip("ipem.features")
+    features = pytest.importorskip("ipem.io")
     path, _, _ = speech
     d = tmp_path / "audio" / "spk"
     d.mkdir(parents=True)

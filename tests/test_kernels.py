@@ -10,10 +10,10 @@ import os
 import numpy as np
 import pytest
 
-from ipem._kernels import _numpy as NPK
+from ipem.kernels import _numpy as NPK
 
 try:
-    from ipem._kernels import _c as CK
+    from ipem.kernels import _c as CK
     C_IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - depends on the build
     CK = None
@@ -30,7 +30,7 @@ def kernels(name):
     if name == "numpy":
         return NPK
     if CK is None:
-        msg = f"compiled kernels (ipem._kernels._c) not importable: {C_IMPORT_ERROR}"
+        msg = f"compiled kernels (ipem.kernels._c) not importable: {C_IMPORT_ERROR}"
         if ALLOW_NO_C:
             pytest.skip(msg + " (IPEM_ALLOW_NO_C=1)")
         pytest.fail(msg + "; build them (pip install -e .) or set IPEM_ALLOW_NO_C=1")

@@ -6,10 +6,10 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import ipem
-from ipem import features
-from ipem._kernels import _numpy as numpy_kernels
-from ipem._kernels import available_backends
-from ipem.features import FeatureFileError
+from ipem import io as features
+from ipem.kernels import _numpy as numpy_kernels
+from ipem.kernels import available_backends
+from ipem.io import FeatureFileError
 from ipem.speaker import (SpeakerModel, Trial, adapt_speakers, llr_scores, map_adapt,
                           read_trials, score_trials, utterance_stats, write_scores)
 from ipem.speaker.scoring import topc_kernel

@@ -15,13 +15,13 @@ from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import ipem
-from ipem import features
+from ipem import io as features
 from ipem.cli import _extract_one, evaluate, feature_path, read_enrollment, read_scores
 from ipem.speaker import compute_eer
 from ipem.speaker.corpus import available_voices, generate_corpus
 from ipem.speaker.map import adapt_speakers
 from ipem.speaker.scoring import read_trials, score_trials
-from ipem.ubm import UBMTrainer
+from ipem.mixture.ubm import UBMTrainer
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or len(available_voices()) < 8,
@@ -118,7 +118,7 @@ def _cli(*args):
 
 
 def test_cli_steps_chained_with_files(tmp_path):
-    ipem.controller.ensure_mpiexec()
+    ipem.parallel.controller.ensure_mpiexec()
     info = generate_corpus(tmp_path / "c", n_speakers=8, n_enroll=2, n_test=2, n_ubm=3, seed=3)
     c, f = info.out_dir, tmp_path / "feats"
     out = _cli("extract", "--root", c, "--out-dir", f)

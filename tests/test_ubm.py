@@ -6,8 +6,8 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import ipem
-from ipem import features
-from ipem.ubm import UBMTrainer, load_model, split_components
+from ipem import io as features
+from ipem.mixture.ubm import UBMTrainer, load_model, split_components
 
 
 def speechlike(n=6000, d=6, k=12, seed=0, offset=0.0):

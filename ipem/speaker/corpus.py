@@ -313,7 +313,7 @@ def _mulaw(x: np.ndarray, mu: float = 255.0) -> np.ndarray:
 def _write_wav_atomic(path: Path, x: np.ndarray, sr: int) -> None:
     import soundfile as sf
 
-    from ..features import atomic_path
+    from ..io import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(str(path)) as tmp:
@@ -321,7 +321,7 @@ def _write_wav_atomic(path: Path, x: np.ndarray, sr: int) -> None:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    from ..features import atomic_path
+    from ..io import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(str(path)) as tmp:

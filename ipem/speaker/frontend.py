@@ -415,7 +415,7 @@ def extract_features(
 
 def _extract_one(args):
     src, dst, fmt, kwargs = args
-    from ipem import features as ipem_features
+    from ipem import io as ipem_features
 
     X = extract_features(src, **kwargs)
     period = int(round(kwargs.get("winstep", 0.01) * 1e7))  # HTK units of 100 ns
@@ -457,7 +457,7 @@ def extract_many(
     list of pathlib.Path
         Output files, in the order of ``paths``.
     """
-    from ipem import features as ipem_features  # noqa: F401  (fail early if missing)
+    from ipem import io as ipem_features  # noqa: F401  (fail early if missing)
 
     paths = [Path(p) for p in paths]
     out_dir = Path(out_dir)

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import features as _features
-from .._kernels import get_kernels
-from .._validation import check_frames
-from ..controller import as_controller
-from ..ubm import load_model, save_npz_atomic
+from .. import io as _features
+from ..kernels import get_kernels
+from ..validation import check_frames
+from ..parallel.controller import as_controller
+from ..mixture.ubm import load_model, save_npz_atomic
 
 __all__ = ["utterance_stats", "map_adapt", "SpeakerModel", "adapt_speakers"]
 

@@ -6,7 +6,7 @@ the average per-frame log-likelihood ratio
     LLR = (1/T) sum_t [log p(x_t | speaker) - log p(x_t | UBM)].
 
 Fast scoring (Reynolds et al. 2000) evaluates the UBM fully, keeps each
-frame's ``C`` best UBM components (:func:`ipem._kernels._numpy.gmm_diag_topc`)
+frame's ``C`` best UBM components (:func:`ipem.kernels._numpy.gmm_diag_topc`)
 and evaluates both log-likelihoods over those components only; as speaker
 models are adapted from the UBM their components correspond, and the
 speaker model costs ``C`` instead of ``K`` Gaussians per frame.
@@ -22,12 +22,12 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from .. import features as _features
-from ..features import atomic_path
-from .._kernels import _numpy as _numpy_kernels
-from .._kernels import get_kernels
-from .._validation import check_frames
-from ..controller import as_controller
+from .. import io as _features
+from ..io import atomic_path
+from ..kernels import _numpy as _numpy_kernels
+from ..kernels import get_kernels
+from ..validation import check_frames
+from ..parallel.controller import as_controller
 from .map import SpeakerModel, _client_sources, _read_frames
 from .map import ubm_params as _ubm_params
 

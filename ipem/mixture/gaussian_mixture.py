@@ -10,10 +10,10 @@ from sklearn.base import DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from ._base import EMEstimatorMixin, sample_distinct, shard_indicator, shard_telemetry
-from ._em import run_em
-from ._kernels import get_kernels
-from ._validation import check_float, check_int, check_option, check_param_array
+from ..em.base import EMEstimatorMixin, sample_distinct, shard_indicator, shard_telemetry
+from ..em.driver import run_em
+from ..kernels import get_kernels
+from ..validation import check_float, check_int, check_option, check_param_array
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -60,7 +60,7 @@ def kernel_args(cov_type, weights, means, prec_chol, shift):
 
 def kmeans_init_stats(data, n_components, cov_type, rng, backend, chunk_size):
     """Statistics of the hard assignment to :class:`ipem.KMeans` centres (one k-means run)."""
-    from .kmeans import KMeans
+    from ..cluster.kmeans import KMeans
     km = KMeans(n_components, n_init=1, random_state=rng, controller=data.controller,
                 backend=backend, chunk_size=chunk_size)
     km._fit_distributed(data)
@@ -398,7 +398,7 @@ class GaussianMixture(DensityMixin, EMEstimatorMixin):
                                     rng.randint(np.iinfo(np.int32).max))
             else:
                 if self.init_params == "k-means++":
-                    from .kmeans import kmeans_plusplus_distributed
+                    from ..cluster.kmeans import kmeans_plusplus_distributed
                     _, idx = kmeans_plusplus_distributed(data, k, rng, backend=self.backend,
                                                          chunk_size=self.chunk_size)
                 else:

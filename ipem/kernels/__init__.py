@@ -1,11 +1,11 @@
 """The kernel seam: one place that chooses how E-steps are computed.
 
-Two backends implement the same functions (see :mod:`ipem._kernels._numpy`
+Two backends implement the same functions (see :mod:`ipem.kernels._numpy`
 for the reference signatures and docstrings):
 
 ``"c"``
     C kernels compiled with cffi when ipem is installed
-    (:mod:`ipem._kernels._c`).
+    (:mod:`ipem.kernels._c`).
 ``"numpy"``
     The NumPy reference implementation.
 

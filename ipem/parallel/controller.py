@@ -347,7 +347,7 @@ class Controller:
             kept here, on the client, so that the files of a lost engine can
             be read again elsewhere.
         """
-        from . import features
+        from .. import io as features
 
         refs = list(refs)
         if not refs:
@@ -437,7 +437,7 @@ def _take_dispatch(shard, per_shard_rows):
 
 
 def _load_feature_shard(files, offset, dtype, n_features):
-    from . import features
+    from .. import io as features
     X = (features.load_many(files, dtype=np.dtype(dtype)) if files
          else np.zeros((0, n_features), dtype))
     return X, offset, [f.path if f.key is None else f"{f.path}:{f.key}" for f in files]

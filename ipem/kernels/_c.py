@@ -1,10 +1,10 @@
 """Compiled (C, cffi) implementation of ipem's E-step kernels.
 
-Same functions, signatures and semantics as :mod:`ipem._kernels._numpy` (see
+Same functions, signatures and semantics as :mod:`ipem.kernels._numpy` (see
 its docstrings); the C code lives in ``ipem_kernels.c`` and is built by
 ``_build.py`` when ipem is installed.  Importing this module raises
 ImportError when the extension was not built, which makes
-:mod:`ipem._kernels` fall back to NumPy.
+:mod:`ipem.kernels` fall back to NumPy.
 
 Differences from the NumPy reference that callers may notice:
 
@@ -205,7 +205,7 @@ def _sfx(X):
 # kernels
 # ---------------------------------------------------------------------------
 def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None):
-    """Assign frames to their nearest centre; see :func:`ipem._kernels._numpy.kmeans_step`."""
+    """Assign frames to their nearest centre; see :func:`ipem.kernels._numpy.kmeans_step`."""
     X, ldx = _check_X(X)
     n, d = X.shape
     centers = np.asarray(centers, dtype=np.float64)
@@ -260,7 +260,7 @@ def _diag_W(d, k, means, precisions, log_weights, dt):
 
 def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
                   logprob_out=None, resp_out=None, compute_stats=True):
-    """Diagonal GMM E-step; see :func:`ipem._kernels._numpy.gmm_diag_step`."""
+    """Diagonal GMM E-step; see :func:`ipem.kernels._numpy.gmm_diag_step`."""
     X, ldx = _check_X(X)
     n, d, k, means, s, log_weights = _gmm_params(X, shift, means, log_weights)
     precisions = _vec(precisions, "precisions", (k, d))
@@ -286,7 +286,7 @@ def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
 
 def gmm_diag_topc(X, shift, means, precisions, log_weights, top_c, chunk_size=None,
                   index_out=None, logprob_out=None):
-    """Top-C Gaussian selection; see :func:`ipem._kernels._numpy.gmm_diag_topc`.
+    """Top-C Gaussian selection; see :func:`ipem.kernels._numpy.gmm_diag_topc`.
 
     In float32, components whose log-likelihoods differ by less than float32
     rounding may be ordered differently from the NumPy kernel.
@@ -314,7 +314,7 @@ def gmm_diag_topc(X, shift, means, precisions, log_weights, top_c, chunk_size=No
 
 def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,
                   logprob_out=None, resp_out=None, compute_stats=True):
-    """Full-covariance GMM E-step; see :func:`ipem._kernels._numpy.gmm_full_step`."""
+    """Full-covariance GMM E-step; see :func:`ipem.kernels._numpy.gmm_full_step`."""
     X, ldx = _check_X(X)
     n, d, k, means, s, log_weights = _gmm_params(X, shift, means, log_weights)
     prec_chol = _vec(prec_chol, "prec_chol", (k, d, d))

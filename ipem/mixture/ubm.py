@@ -18,13 +18,13 @@ import time
 import numpy as np
 from sklearn.utils import check_random_state
 
-from . import features as _features
-from ._base import EMEstimatorMixin, shard_telemetry
-from ._em import IterationRecord, run_em
-from ._kernels import get_kernels
-from ._validation import check_float, check_int, check_option
-from .controller import DistributedData, as_controller
-from .mixture import GaussianMixture, _gmm_stats, _m_step, kernel_args, kmeans_init_stats
+from .. import io as _features
+from ..em.base import EMEstimatorMixin, shard_telemetry
+from ..em.driver import IterationRecord, run_em
+from ..kernels import get_kernels
+from ..validation import check_float, check_int, check_option
+from ..parallel.controller import DistributedData, as_controller
+from .gaussian_mixture import GaussianMixture, _gmm_stats, _m_step, kernel_args, kmeans_init_stats
 
 FORMAT_VERSION = 1
 

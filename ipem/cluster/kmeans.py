@@ -9,10 +9,10 @@ from sklearn.base import ClusterMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from ._base import EMEstimatorMixin, sample_distinct, shard_indicator, shard_telemetry
-from ._em import run_em
-from ._kernels import get_kernels
-from ._validation import (check_float, check_int, check_option, check_param_array)
+from ..em.base import EMEstimatorMixin, sample_distinct, shard_indicator, shard_telemetry
+from ..em.driver import run_em
+from ..kernels import get_kernels
+from ..validation import (check_float, check_int, check_option, check_param_array)
 
 _EMPTY_POLICIES = ("farthest", "keep", "error")
 
@@ -230,7 +230,7 @@ class KMeans(ClusterMixin, EMEstimatorMixin):
     controller : None, int, Controller or ipyparallel.DirectView
         Where the data lives and the kernels run (default: in-process).
     backend : {"c", "numpy"} or None
-        Kernel backend (default: :data:`ipem._kernels.BACKEND`).
+        Kernel backend (default: :data:`ipem.kernels.BACKEND`).
     chunk_size : int or None
         Frames per kernel chunk (default: chosen from ``n_clusters``).
     callbacks : callable or list of callables

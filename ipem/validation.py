@@ -3,7 +3,7 @@ import numbers
 
 import numpy as np
 
-from .controller import DistributedData
+from .parallel.controller import DistributedData
 
 
 def check_frames(X, *, name="X", min_samples=1, n_features=None):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ._validation import check_frames
-from .controller import DistributedData, Shard, as_controller
+from ..validation import check_frames
+from ..parallel.controller import DistributedData, Shard, as_controller
 
 
 class EMEstimatorMixin(BaseEstimator):

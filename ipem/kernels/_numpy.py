@@ -10,8 +10,8 @@ float32 features with a large offset from cancelling catastrophically
 (scikit-learn issue 30382).  Matrix products run in the dtype of ``X``;
 statistics are accumulated in float64.
 
-The compiled backend (:mod:`ipem._kernels._cffi`) implements exactly the same
-signatures; :mod:`ipem._kernels` chooses between them.
+The compiled backend (:mod:`ipem.kernels._cffi`) implements exactly the same
+signatures; :mod:`ipem.kernels` chooses between them.
 """
 import numpy as np
 

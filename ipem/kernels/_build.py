@@ -1,8 +1,8 @@
 """cffi build script for ipem's compiled kernels (out-of-line, API mode).
 
-Used by setup.py through ``cffi_modules=["ipem/_kernels/_build.py:ffibuilder"]``;
-it can also be run directly (``python ipem/_kernels/_build.py``) to build
-``ipem/_kernels/_ckernels*.so`` in place.
+Used by setup.py through ``cffi_modules=["ipem/kernels/_build.py:ffibuilder"]``;
+it can also be run directly (``python ipem/kernels/_build.py``) to build
+``ipem/kernels/_ckernels*.so`` in place.
 
 The cdef is the part of ``ipem_kernels.h`` between the ``CDEF BEGIN`` and
 ``CDEF END`` markers.  Compile flags: ``-O3`` only, plus ``-fno-math-errno``;
@@ -48,7 +48,7 @@ def make_ffibuilder():
     builder = FFI()
     builder.cdef(read_cdef())
     builder.set_source(
-        "ipem._kernels._ckernels",
+        "ipem.kernels._ckernels",
         '#include "ipem_kernels.h"\n',
         sources=[_rel(SOURCE)],
         include_dirs=[_rel(HERE)],
@@ -62,7 +62,7 @@ def make_ffibuilder():
 ffibuilder = make_ffibuilder()
 
 if __name__ == "__main__":
-    # build in place (ipem/_kernels/_ckernels*.so); the package root is two levels up
+    # build in place (ipem/kernels/_ckernels*.so); the package root is two levels up
     root = os.path.dirname(os.path.dirname(HERE))
     os.chdir(root)
     make_ffibuilder().compile(tmpdir=root, verbose=True)
