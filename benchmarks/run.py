@@ -160,7 +160,7 @@ def section_kmeans(args, rows):
     scikit-learn's KMeans(algorithm="lloyd").fit calls once per iteration, with BLAS limited
     to one thread as fit does, all timed in turn each round (pauses in between)."""
     import ipem
-    from ipem.cluster.kmeans import _km_reset
+    from ipem.cluster.lloyd import reset as _km_reset
     from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
     from threadpoolctl import threadpool_info, threadpool_limits
     k = 256
@@ -173,8 +173,8 @@ def section_kmeans(args, rows):
         params = {"centers": m - data.mean}
 
         def one(km=km, data=data, params=params):
-            stats = km._em_e_step(data, params)
-            km._em_m_step(stats, params, data)
+            stats = km._e_step(data, params)
+            km._m_step(stats, params, data)
         fns[backend] = one
     Xc = np.ascontiguousarray(X - X.mean(axis=0))
     c_old = np.ascontiguousarray((m - X.mean(axis=0)).astype(np.float32))
@@ -225,8 +225,8 @@ def section_engines(args, rows):
             walls, overheads = [], []
             for i in range(3 * args.repeat + 1):   # noisier than the rest: more runs
                 t0 = time.perf_counter()
-                stats = gm._em_e_step(data, params)
-                gm._em_m_step(stats, params, data)
+                stats = gm._e_step(data, params)
+                gm._m_step(stats, params, data)
                 wall = time.perf_counter() - t0
                 if i:  # first call warms up
                     walls.append(wall)
@@ -265,8 +265,8 @@ gc.collect()
 ctypes.CDLL("libc.so.6").malloc_trim(0)          # give freed heap pages back first
 open("/proc/self/clear_refs", "w").write("5")   # reset the peak (VmHWM) to the current RSS
 base = status("VmRSS:")
-stats = gm._em_e_step(data, params)
-gm._em_m_step(stats, params, data)
+stats = gm._e_step(data, params)
+gm._m_step(stats, params, data)
 peak = status("VmHWM:")
 print(json.dumps(dict(data_mb=X.nbytes / 2**20, extra_mb=peak - base)))
 """

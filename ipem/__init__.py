@@ -1,19 +1,25 @@
 """ipem: parallel expectation-maximisation for k-means and Gaussian mixtures.
 
-Each algorithm is written once against a small controller interface
-(:mod:`ipem.parallel`) and runs unchanged in-process
-(:class:`LocalController`) or on ipyparallel engines in MPI mode
-(:class:`DirectViewController`, :class:`MPICluster`, :func:`connect_profile`).
+Each algorithm is written once against a small controller interface and runs
+unchanged in-process or on ipyparallel engines in MPI mode.  Where things are:
+
+``ipem.parallel``   the controller seam (LocalController, DirectViewController, MPICluster)
+``ipem.kernels``    the kernel seam (compiled C E-steps, NumPy reference)
+``ipem.em``         the EM loop (driver), the estimator base (fit once), staged training
+``ipem.mixture``    GaussianMixture, the UBM trainer, the shared GMM math
+``ipem.cluster``    KMeans (Lloyd, distributed k-means++)
+``ipem.io``         feature files, lists, model and checkpoint files
+``ipem.speaker``    speaker verification: front-end, MAP, scoring, metrics, pipeline
 """
-from .cluster.kmeans import KMeans, kmeans_plusplus_distributed
-from .em.driver import EMResult, IterationRecord, run_em
+from .cluster.kmeans import KMeans
+from .cluster.kmeans_plusplus import kmeans_plusplus_distributed
+from .em.driver import EMLoop, EMResult, IterationRecord
 from .kernels import BACKEND, available_backends
 from .mixture.gaussian_mixture import GaussianMixture
 from .mixture.ubm import UBMTrainer
-from .parallel.controller import (ENGINE_NAMESPACE, Controller, DirectViewController,
-                                  DistributedData, EngineError, EngineValueError,
-                                  LocalController, MPICluster, Shard, as_controller,
-                                  connect_profile)
+from .parallel import (ENGINE_NAMESPACE, Controller, DirectViewController, DistributedData,
+                       EngineError, EngineValueError, LocalController, MPICluster, Shard,
+                       as_controller, connect_profile, controller_from_spec)
 from .plotting import LivePlot
 
 __version__ = "0.1.0"
@@ -21,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKEND", "available_backends", "Controller", "LocalController", "DirectViewController",
     "DistributedData", "Shard", "MPICluster", "connect_profile", "as_controller",
-    "ENGINE_NAMESPACE", "EngineError", "EngineValueError", "EMResult", "IterationRecord",
-    "run_em", "KMeans", "kmeans_plusplus_distributed", "GaussianMixture", "LivePlot", "UBMTrainer",
+    "controller_from_spec", "ENGINE_NAMESPACE", "EngineError", "EngineValueError", "EMLoop",
+    "EMResult", "IterationRecord", "KMeans", "kmeans_plusplus_distributed", "GaussianMixture",
+    "LivePlot", "UBMTrainer",
 ]

@@ -11,251 +11,81 @@ Every step takes ``--cluster`` to choose where it runs: ``local`` (in-process,
 the default), ``mpi:N`` (start a local ipyparallel cluster of N MPI engines for
 the step) or ``profile:DIR`` (connect to a running ``ipcluster start
 --profile-dir=DIR --engines=MPI``).
+
+This module only parses arguments, calls :mod:`ipem.speaker.pipeline` and
+prints; an error is one line ``ipem <command>: error: ...`` on stderr and
+exit status 2.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
+import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from .parallel.controller import EngineError
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
+from .parallel import EngineError, controller_from_spec
+from .speaker import pipeline
 
 
 # ---------------------------------------------------------------------------
-# where things run, and how list entries map to feature files
+# steps: arguments -> pipeline -> printed summary
 # ---------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def open_controller(spec, blas_threads=None):
-    """Yield a controller for ``--cluster`` values ``local``, ``local:N``, ``mpi:N``, ``profile:DIR``."""
-    import ipem
-    spec = spec or "local"
-    kind, _, arg = spec.partition(":")
-    if kind in ("local", "mpi") and arg and not (arg.isdigit() and int(arg) > 0):
-        raise ValueError(f"--cluster {spec!r}: the number of shards/engines must be a "
-                         "positive integer")
-    if kind == "local":
-        yield ipem.LocalController(int(arg) if arg else 1)
-    elif kind == "mpi":
-        n = int(arg) if arg else 2
-        with ipem.MPICluster(n=n, blas_threads=blas_threads) as ctrl:
-            yield ctrl
-    elif kind == "profile":
-        if not arg:
-            raise ValueError("--cluster profile:DIR needs the profile directory")
-        ctrl = ipem.connect_profile(profile_dir=arg, blas_threads=blas_threads)
-        try:
-            yield ctrl
-        finally:
-            ctrl.client.close()
-    else:
-        raise ValueError(f"--cluster {spec!r}: expected local, local:N, mpi:N or profile:DIR")
-
-
-def feature_path(entry, features_dir, root=None, fmt="htk"):
-    """Feature file of a list entry.
-
-    An entry that already names a feature file is used as it is; an audio
-    path (relative to ``root``) maps to ``features_dir/<same path>.<fmt>``.
-    """
-    p = Path(entry)
-    if p.suffix.lower() not in AUDIO_SUFFIXES:
-        q = p if p.is_absolute() or root is None else Path(root) / p
-        return str(q)
-    if root is not None and p.is_absolute():
-        try:
-            p = p.relative_to(Path(root).resolve())
-        except ValueError:
-            raise ValueError(f"audio file {entry} is not under the corpus root {root}") from None
-    elif p.is_absolute():
-        p = p.relative_to(p.anchor)
-    return str(Path(features_dir) / p.with_suffix("." + fmt))
-
-
-def read_list(path):
-    """Non-empty lines of a list file not starting with ``#``, split on whitespace."""
-    rows = []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            line = line.strip()
-            if line and not line.startswith("#"):
-                rows.append((n, line.split()))
-    if not rows:
-        raise ValueError(f"{path}: the list is empty")
-    return rows
-
-
-def read_enrollment(path, features_dir, root, fmt):
-    """``model_id utt1 [utt2 ...]`` lines -> {model_id: [feature paths]}."""
-    out = {}
-    for n, fields in read_list(path):
-        if len(fields) < 2:
-            raise ValueError(f"{path}, line {n}: expected 'model_id utterance...'")
-        out.setdefault(fields[0], []).extend(feature_path(u, features_dir, root, fmt)
-                                             for u in fields[1:])
-    return out
-
-
-# ---------------------------------------------------------------------------
-# steps
-# ---------------------------------------------------------------------------
-
-def _extract_one(audio, out, sample_rate, fmt):
-    from . import io as features
-    from .speaker.frontend import extract_features
-    X = extract_features(audio, sample_rate=sample_rate)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    features.write(out, X, fmt)
-    return X.shape[0]
-
 
 def cmd_extract(args, ctrl):
-    root = Path(args.root)
-    if args.list:
-        audio = []
-        for lst in args.list:
-            for _, fields in read_list(lst):
-                audio.extend(f for f in fields if Path(f).suffix.lower() in AUDIO_SUFFIXES)
-        audio = sorted(set(audio))
-    else:
-        audio = sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                       if p.suffix.lower() in AUDIO_SUFFIXES)
-    if not audio:
-        raise ValueError(f"no audio files found under {root}")
-    jobs = [(str(root / a), feature_path(a, args.out_dir, root, args.format)) for a in audio]
-    frames = ctrl.map_tasks(_extract_task, jobs, args.sample_rate, args.format,
-                            progress=not args.quiet, desc="extract")
-    print(f"extracted {len(jobs)} files, {sum(frames)} speech frames -> {args.out_dir}")
+    refs = pipeline.extract(args.root, args.out_dir, lists=args.list, fmt=args.format,
+                            sample_rate=args.sample_rate, controller=ctrl,
+                            progress=not args.quiet)
+    print(f"extracted {len(refs)} files, {sum(r.n_frames for r in refs)} speech frames "
+          f"-> {args.out_dir}")
     return 0
 
 
-def _extract_task(job, sample_rate, fmt):
-    return _extract_one(job[0], job[1], sample_rate, fmt)
+def _print_record(record):
+    print(pipeline.format_record(record), flush=True)
 
 
 def cmd_train_ubm(args, ctrl):
-    import ipem
-    from .mixture.ubm import UBMTrainer
-    files = []
-    for lst in args.list:
-        if str(lst).endswith(".scp"):
-            files.append(lst)
-            continue
-        for _, fields in read_list(lst):
-            files.extend(feature_path(f, args.features, args.root, args.format) for f in fields)
-    plot = ipem.LivePlot(title=f"UBM training ({args.components} Gaussians)",
-                         path=args.plot, save_every=10) if args.plot else None
-    callbacks = [_print_record] + ([plot] if plot else [])
-    ubm = UBMTrainer(args.components, init=args.init, stage_iter=args.stage_iter,
-                     final_iter=args.final_iter, tol=args.tol, variance_floor=args.variance_floor,
-                     checkpoint=args.checkpoint, controller=ctrl, random_state=args.seed,
-                     callbacks=callbacks)
-    ubm.fit(files[0] if len(files) == 1 and str(files[0]).endswith(".scp") else files)
-    ubm.save(args.out)
-    if plot:
-        plot.close()
+    files = pipeline.feature_files(args.list, args.features, args.root, args.format)
+    ubm = pipeline.train_ubm(files, n_components=args.components, init=args.init,
+                             stage_iter=args.stage_iter, final_iter=args.final_iter,
+                             tol=args.tol, variance_floor=args.variance_floor, seed=args.seed,
+                             checkpoint=args.checkpoint, plot=args.plot, out=args.out,
+                             controller=ctrl, callbacks=[_print_record])
     print(f"UBM: {ubm.weights_.size} Gaussians, {ubm.n_iter_} iterations, "
           f"log-likelihood/frame {ubm.lower_bound_:.4f} -> {args.out}")
     return 0
 
 
-def _print_record(r):
-    info = r.info
-    frames = "/".join(str(n) for n in info.get("shard_frames", []))
-    times = "/".join(f"{t * 1e3:.0f}" for t in info.get("shard_time", []))
-    print(f"  iter {r.iteration:3d}  K={r.stage:<4d} loglik/frame {r.objective:9.4f}  "
-          f"change {r.change:9.2e}  floored {info.get('n_floored', 0):3d}  "
-          f"dead {len(info.get('dead', []))}  engines frames {frames} E-step ms {times}",
-          flush=True)
-
-
 def cmd_adapt(args, ctrl):
-    from .speaker.map import adapt_speakers
-    from .mixture.ubm import UBMTrainer
-    ubm = UBMTrainer.load(args.ubm)
-    enrollment = read_enrollment(args.enroll, args.features, args.root, args.format)
-    os.makedirs(args.out_dir, exist_ok=True)
-    out = adapt_speakers(ubm, enrollment, controller=ctrl, relevance_factor=args.relevance,
-                         adapt=args.adapt, out_dir=args.out_dir, progress=not args.quiet)
-    print(f"adapted {len(out)} speaker models -> {args.out_dir}")
+    models = pipeline.adapt(args.ubm, args.enroll, args.out_dir, features_dir=args.features,
+                            root=args.root, fmt=args.format, relevance_factor=args.relevance,
+                            adapt=args.adapt, controller=ctrl, progress=not args.quiet)
+    print(f"adapted {len(models)} speaker models -> {args.out_dir}")
     return 0
 
 
 def cmd_score(args, ctrl):
-    from .speaker.scoring import read_trials, score_trials, write_scores
-    from .mixture.ubm import UBMTrainer
-    ubm = UBMTrainer.load(args.ubm)
-    trials = read_trials(args.trials)
-    models = {}
-    for t in trials:
-        mid = t[0]
-        if mid not in models:
-            path = Path(args.models) / f"{mid}.npz"
-            if not path.exists():
-                raise ValueError(f"{args.trials}: no model file {path} for model id {mid!r}")
-            models[mid] = str(path)
-    pairs = [(t[0], feature_path(t[1], args.features, args.root, args.format)) for t in trials]
-    scores = score_trials(ubm, pairs, models, controller=ctrl,
-                          top_c=None if args.top_c == 0 else args.top_c,
-                          progress=not args.quiet)
-    write_scores(args.out, trials, scores)
+    trials, _ = pipeline.score(args.ubm, args.trials, args.models, args.features,
+                               root=args.root, fmt=args.format,
+                               top_c=None if args.top_c == 0 else args.top_c, out=args.out,
+                               controller=ctrl, progress=not args.quiet)
     print(f"scored {len(trials)} trials -> {args.out}")
     return 0
 
 
-def read_scores(path):
-    """``model test score label`` lines -> (target scores, non-target scores)."""
-    tar, non = [], []
-    for n, fields in read_list(path):
-        if len(fields) < 4:
-            raise ValueError(f"{path}, line {n}: expected 'model test score target|nontarget'")
-        try:
-            s = float(fields[2])
-        except ValueError:
-            raise ValueError(f"{path}, line {n}: score {fields[2]!r} is not a number") from None
-        label = fields[3].lower()
-        if label not in ("target", "nontarget"):
-            raise ValueError(f"{path}, line {n}: label {fields[3]!r} is not target/nontarget")
-        (tar if label == "target" else non).append(s)
-    return np.array(tar), np.array(non)
-
-
-def evaluate(tar, non):
-    """EER, ROCCH-EER, minDCF and actDCF at the SRE 2008 and 2010 operating points."""
-    from .speaker import metrics as m
-    out = {"n_target": len(tar), "n_nontarget": len(non), "eer": m.compute_eer(tar, non),
-           "rocch_eer": m.rocch_eer(tar, non)}
-    for name, op in (("sre08", m.SRE2008), ("sre10", m.SRE2010)):
-        out[f"min_dcf_{name}"] = m.min_dcf(tar, non, *op)[0]
-        out[f"act_dcf_{name}"] = m.act_dcf(tar, non, *op)
-    return out
-
-
-def format_metrics(r):
-    return (f"trials: {r['n_target']} target, {r['n_nontarget']} non-target\n"
-            f"EER        {100 * r['eer']:6.2f} %   (ROCCH-EER {100 * r['rocch_eer']:.2f} %)\n"
-            f"minDCF     {r['min_dcf_sre08']:.4f} (SRE08: P_tar=0.01, C_miss=10, C_fa=1)   "
-            f"{r['min_dcf_sre10']:.4f} (SRE10: P_tar=0.001, C_miss=1, C_fa=1)\n"
-            f"actDCF     {r['act_dcf_sre08']:.4f} (SRE08)   {r['act_dcf_sre10']:.4f} (SRE10)")
-
-
 def cmd_evaluate(args, ctrl=None):
     from .speaker.metrics import plot_det
-    tar, non = read_scores(args.scores)
-    if not len(tar) or not len(non):
-        raise ValueError(f"{args.scores}: needs both target and non-target trials")
-    r = evaluate(tar, non)
-    print(format_metrics(r))
+    tar, non = pipeline.read_scores(args.scores)
+    print(pipeline.format_metrics(pipeline.evaluate(tar, non, source=args.scores)))
     if args.det:
         plot_det({Path(args.scores).stem: (tar, non)}, path=args.det)
         print(f"DET curve -> {args.det}")
     return 0
+
+
+def cmd_demo(args, ctrl=None):
+    from .demo import run
+    return run(args.out, engines=args.engines, components=args.components)
 
 
 # ---------------------------------------------------------------------------
@@ -263,6 +93,7 @@ def cmd_evaluate(args, ctrl=None):
 # ---------------------------------------------------------------------------
 
 def build_parser():
+    """The ``ipem`` argument parser (one subparser per step)."""
     p = argparse.ArgumentParser(prog="ipem", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -270,7 +101,10 @@ def build_parser():
         if cluster:
             sp.add_argument("--cluster", default="local",
                             help="local[:N] | mpi:N | profile:DIR (default: local)")
-        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        sp.add_argument("--quiet", action="store_true",
+                        help="no progress bars; log errors only")
+        sp.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what the steps do (-vv: debugging detail)")
 
     def feats(sp):
         sp.add_argument("--features", required=True, help="feature directory (from 'extract')")
@@ -326,31 +160,49 @@ def build_parser():
     sp = sub.add_parser("evaluate", help="EER, minDCF, actDCF and a DET plot of a score file")
     sp.add_argument("--scores", required=True)
     sp.add_argument("--det", default=None, help="write the DET curve here (PNG)")
+    common(sp, cluster=False)
     sp.set_defaults(func=cmd_evaluate, cluster=None)
 
     sp = sub.add_parser("demo", help="the whole pipeline on a generated corpus")
     sp.add_argument("--out", default="demo_output")
     sp.add_argument("--engines", type=int, default=2)
     sp.add_argument("--components", type=int, default=64)
-    sp.set_defaults(func=None, cluster=None)
+    common(sp, cluster=False)
+    sp.set_defaults(func=cmd_demo, cluster=None)
     return p
 
 
+def _log_handler(args):
+    """A stderr handler on the ``ipem`` logger at the level ``--quiet``/``-v`` ask for."""
+    level = logging.ERROR if args.quiet else \
+        {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    logger = logging.getLogger("ipem")
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    return handler
+
+
 def main(argv=None):
+    """Run ``ipem`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        from .demo import main as demo_main
-        return demo_main(["--out", args.out, "--engines", str(args.engines),
-                          "--components", str(args.components)])
+    handler = _log_handler(args)
     try:
         if args.cluster is None:
             return args.func(args)
-        with open_controller(args.cluster, blas_threads=1 if args.cluster != "local" else None) \
-                as ctrl:
+        with controller_from_spec(args.cluster,
+                                  blas_threads=1 if args.cluster != "local" else None) as ctrl:
             return args.func(args, ctrl)
     except (ValueError, OSError, EngineError) as exc:
-        print(f"ipem {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"ipem {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        logger = logging.getLogger("ipem")
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
 
 
 if __name__ == "__main__":

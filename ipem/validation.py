@@ -1,58 +1,55 @@
-"""Input checks shared by the estimators; all raise ValueError naming the cause."""
+"""Input checks shared by the estimators and the speaker tools; all raise ValueError.
+
+scikit-learn's own validation (:func:`sklearn.utils.validation.validate_data`)
+does the conversions and the checks scikit-learn users know (sparse input,
+object and complex dtypes, empty input, ``n_features_in_`` and
+``feature_names_in_``); ipem adds what it says better: the first non-finite
+value with its row and column, and the number of frames against the number of
+components.
+"""
 import numbers
 
 import numpy as np
+from sklearn.utils.validation import check_array, validate_data
 
-from .parallel.controller import DistributedData
+from .parallel import DistributedData
+
+_FLOATS = [np.float64, np.float32]
 
 
-def check_frames(X, *, name="X", min_samples=1, n_features=None):
-    """Validate a client-side frame matrix before any engine sees it.
-
-    Parameters
-    ----------
-    X : array-like of shape (n_samples, n_features)
-    min_samples : int
-        Fewer rows is an error (e.g. fewer frames than components).
-    n_features : int, optional
-        Expected number of columns (for predict on a fitted model).
-
-    Returns
-    -------
-    ndarray of shape (n_samples, n_features), float32 or float64, C-contiguous
-    """
-    if isinstance(X, DistributedData):
-        return check_distributed(X, name=name, min_samples=min_samples, n_features=n_features)
-    try:
-        arr = np.asarray(X)
-    except Exception as exc:  # ragged lists and the like
-        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
-    if arr.dtype.kind not in "biuf":
-        if arr.dtype.kind == "c":
-            raise ValueError(f"{name} is complex ({arr.dtype}); features must be real numbers")
+def _check_ndim(X, name):
+    shape = getattr(X, "shape", None)
+    if shape is None:
         try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} is not numeric (dtype {arr.dtype}); "
-                             "features must be float32 or float64 numbers") from None
-    if arr.ndim != 2:
-        hint = " (reshape a single feature with X.reshape(-1, 1))" if arr.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty: 0 samples")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{name} has 0 features")
-    if arr.dtype not in (np.float32, np.float64):
-        arr = arr.astype(np.float64)
-    arr = np.ascontiguousarray(arr)
+            shape = np.asarray(X).shape
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    ndim = len(shape)
+    if ndim != 2:
+        hint = (" Reshape your data with X.reshape(-1, 1) if it has a single feature, "
+                "or X.reshape(1, -1) if it is a single sample." if ndim == 1 else "")
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {shape}.{hint}")
+
+
+def _check_finite(arr, name):
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(arr.sum(dtype=np.float64)):  # fast path: no NaN or infinity
+            return
     finite = np.isfinite(arr)
     if not finite.all():
         bad = np.argwhere(~finite)[0]
-        kind = "NaN" if np.isnan(arr[bad[0], bad[1]]) else "Inf"
+        kind = "NaN" if np.isnan(arr[bad[0], bad[1]]) else "infinity"
         raise ValueError(f"{name} contains {kind} (first at row {bad[0]}, column {bad[1]}); "
                          "features must be finite")
-    _check_counts(arr.shape, name, min_samples, n_features)
-    return arr
+
+
+def _check_counts(shape, name, min_samples, n_features):
+    if shape[0] < min_samples:
+        raise ValueError(f"{name} has {shape[0]} samples, fewer than the {min_samples} "
+                         "components/clusters to fit")
+    if n_features is not None and shape[1] != n_features:
+        raise ValueError(f"{name} has {shape[1]} features, but the model was fitted "
+                         f"with {n_features}")
 
 
 def check_distributed(data, *, name="X", min_samples=1, n_features=None):
@@ -63,13 +60,81 @@ def check_distributed(data, *, name="X", min_samples=1, n_features=None):
     return data
 
 
-def _check_counts(shape, name, min_samples, n_features):
-    if shape[0] < min_samples:
-        raise ValueError(f"{name} has {shape[0]} samples, fewer than the {min_samples} "
-                         "components/clusters to fit")
-    if n_features is not None and shape[1] != n_features:
-        raise ValueError(f"{name} has {shape[1]} features, but the model was fitted "
-                         f"with {n_features}")
+def check_frames(X, *, name="X", min_samples=1, n_features=None):
+    """Validate a client-side frame matrix before any engine sees it.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features) or DistributedData
+    min_samples : int
+        Fewer rows is an error (e.g. fewer frames than components).
+    n_features : int, optional
+        Expected number of columns.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_features), float32 or float64, C-contiguous
+        (or the DistributedData itself)
+    """
+    if isinstance(X, DistributedData):
+        return check_distributed(X, name=name, min_samples=min_samples, n_features=n_features)
+    _check_ndim(X, name)
+    arr = check_array(X, dtype=_FLOATS, order="C", ensure_all_finite=False,
+                      input_name=name)
+    _check_finite(arr, name)
+    _check_counts(arr.shape, name, min_samples, n_features)
+    return arr
+
+
+def validate_frames(estimator, X, *, reset, min_samples=1):
+    """:func:`check_frames` for an estimator, through scikit-learn's ``validate_data``.
+
+    ``reset=True`` (fit) sets ``n_features_in_`` and ``feature_names_in_``;
+    ``reset=False`` (predict) checks them.  A DistributedData is checked
+    against the fitted number of features only.
+    """
+    if isinstance(X, DistributedData):
+        n_features = None if reset else estimator.n_features_in_
+        check_distributed(X, min_samples=min_samples, n_features=n_features)
+        if reset:
+            estimator.n_features_in_ = X.n_features
+            if hasattr(estimator, "feature_names_in_"):
+                del estimator.feature_names_in_
+        return X
+    _check_ndim(X, "X")
+    arr = validate_data(estimator, X, reset=reset, dtype=_FLOATS, order="C",
+                        ensure_all_finite=False)
+    _check_finite(arr, "X")
+    _check_counts(arr.shape, "X", min_samples, None)
+    return arr
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """Per-frame weights: None, or finite non-negative numbers with a positive sum.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), float64, or None
+    """
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, numbers.Number):
+        sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight is not numeric") from None
+    if w.shape != (n_samples,):
+        raise ValueError(f"sample_weight has shape {w.shape}, expected ({n_samples},): "
+                         "one weight per sample")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("sample_weight contains NaN or infinity")
+    if np.any(w < 0):
+        raise ValueError(f"sample_weight must be non-negative (first negative at "
+                         f"{int(np.flatnonzero(w < 0)[0])})")
+    if w.sum() <= 0:
+        raise ValueError("sample_weight is all zero: at least one weight must be non-zero")
+    return np.ascontiguousarray(w)
 
 
 def check_int(value, name, minimum=1):

@@ -153,51 +153,45 @@ The demo's pipeline step by step on 2 MPI engines: a corpus of real recorded voi
 diphones driven by espeak-ng) through a telephone channel with noise, features extracted on the
 engines, a UBM trained from the feature files with the live plot, speaker models MAP-adapted in
 parallel, trials scored with top-5 Gaussian selection, EER/minDCF and the DET curve.
+Every step is a function of `ipem.speaker.pipeline`, the same ones the `ipem` command runs.
 (Needs espeak-ng and the MBROLA voices: `scripts/install_speech_deps.sh`.)""",
-    """import os, tempfile
+    """import tempfile
 from pathlib import Path
 import numpy as np
 import ipem
-from ipem.cli import _extract_one, feature_path, read_enrollment, evaluate, format_metrics
-from ipem.speaker import generate_corpus, plot_det
-from ipem.speaker.map import adapt_speakers
-from ipem.speaker.scoring import read_trials, score_trials
-from ipem.mixture.ubm import UBMTrainer
+from ipem.speaker import generate_corpus, pipeline, plot_det
 work = Path(tempfile.mkdtemp(prefix="ipem-sv-"))""",
     """info = generate_corpus(work / "corpus", n_speakers=12, n_enroll=3, n_test=3, n_ubm=5, seed=1)
 print(len(info.speakers), "speakers:", ", ".join(info.voices))
 print(info.n_utterances, "utterances,", info.n_trials, "trials")""",
+    """md:## Features, extracted on the engines
+One task per audio file; the feature files mirror the corpus layout under `features/`.""",
     """cluster = ipem.MPICluster(n=2, blas_threads=1)
 ctrl = cluster.start()
 feats = work / "features"
-
-def extract(job):
-    from ipem.cli import _extract_one
-    return _extract_one(job[0], job[1], 8000, "htk")
-
-wavs = sorted(p.relative_to(info.out_dir) for p in info.wav_dir.rglob("*.wav"))
-jobs = [(str(info.out_dir / w), feature_path(str(w), feats)) for w in wavs]
-frames = ctrl.map_tasks(extract, jobs, progress=True, desc="features")
-print(sum(frames), "speech frames of 60 dims")""",
+refs = pipeline.extract(info.out_dir, feats, controller=ctrl, progress=True)
+print(len(refs), "files,", sum(r.n_frames for r in refs), "speech frames of",
+      refs[0].n_features, "dims")""",
     """md:## The UBM, from files read by the engines""",
-    """ubm_files = [feature_path(l.split()[0], feats, info.out_dir)
-             for l in info.ubm_list.read_text().splitlines() if l.strip()]
-ubm = UBMTrainer(32, stage_iter=6, final_iter=15, tol=1e-3, controller=ctrl, random_state=0,
-                 callbacks=ipem.LivePlot(title="UBM (32 Gaussians)")).fit(ubm_files)
+    """ubm_files = pipeline.feature_files(info.ubm_list, feats, info.out_dir)
+ubm = pipeline.train_ubm(ubm_files, n_components=32, stage_iter=6, final_iter=15, tol=1e-3,
+                         seed=0, controller=ctrl,
+                         plot=ipem.LivePlot(title="UBM (32 Gaussians)"))
 print(ubm.n_iter_, "iterations; per-engine frames", ubm.history_[-1].info["shard_frames"])""",
-    """md:## Speaker models (MAP, means, r=16) and trials""",
-    """enroll = read_enrollment(info.enroll_list, feats, info.out_dir, "htk")
-models = adapt_speakers(ubm, enroll, controller=ctrl, progress=True)
-trials = read_trials(info.trials_list)
-pairs = [(t.model, feature_path(t.test, feats, info.out_dir)) for t in trials]
-scores = np.array(score_trials(ubm, pairs, models, controller=ctrl, top_c=5, progress=True))
-local = np.array(score_trials(ubm, pairs, adapt_speakers(ubm, enroll, progress=False,
-                 controller=ipem.LocalController(1, blas_threads=1)), top_c=5, progress=False,
-                 controller=ipem.LocalController(1, blas_threads=1)))
-print("same scores on engines and locally:", np.array_equal(scores, local))""",
+    """md:## Speaker models (MAP, means, r=16) and trials
+On the engines, then once more in-process: the scores are the same.""",
+    """enroll = pipeline.read_enrollment(info.enroll_list, feats, info.out_dir)
+pipeline.adapt(ubm, enroll, work / "models", controller=ctrl, progress=True)
+trials, scores = pipeline.score(ubm, info.trials_list, work / "models", feats,
+                                root=info.out_dir, top_c=5, controller=ctrl, progress=True)
+local = ipem.LocalController(1, blas_threads=1)
+pipeline.adapt(ubm, enroll, work / "models_local", controller=local)
+_, local_scores = pipeline.score(ubm, trials, work / "models_local", feats, root=info.out_dir,
+                                 top_c=5, controller=local)
+print("same scores on engines and locally:", np.array_equal(scores, local_scores))""",
     """labels = np.array([t.label == "target" for t in trials])
 tar, non = scores[labels], scores[~labels]
-print(format_metrics(evaluate(tar, non)))
+print(pipeline.format_metrics(pipeline.evaluate(tar, non)))
 ax = plot_det({"ipem GMM-UBM, top-5": (tar, non)}, title="DET")
 ax.figure""",
     """cluster.stop()""",

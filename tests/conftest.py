@@ -12,7 +12,7 @@ N_ENGINES = 2
 @pytest.fixture(scope="session")
 def mpi_client():
     """An ipyparallel Client on 2 engines started with ``engines="mpi"``."""
-    ipem.parallel.controller.ensure_mpiexec()
+    ipem.parallel.ensure_mpiexec()
     import ipyparallel as ipp
     cluster = ipp.Cluster(engines="mpi", n=N_ENGINES, log_level=40)
     client = cluster.start_and_connect_sync()

@@ -4,7 +4,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import ipem
-from ipem.parallel.controller import add_stats, pack_stats, unpack_stats, ENGINE_NAMESPACE
+from ipem.parallel import add_stats, pack_stats, unpack_stats, ENGINE_NAMESPACE
 from conftest import blobs
 
 
@@ -24,7 +24,7 @@ def _fail_everywhere(shard):
 
 
 def _engine_keys():
-    from ipem.parallel.controller import engine_store
+    from ipem.parallel import engine_store
     return sorted(engine_store())
 
 

@@ -1,4 +1,4 @@
-"""Tests for ipem.io: readers, writers, validation and balancing."""
+"""Tests for ipem.io (readers, writers, lists, model files, validation) and file balancing."""
 
 import os
 import pickle
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ipem import io as features
-from ipem.io import FeatureFileError, FeatureRef
+from ipem.io import FeatureFileError, FeatureRef, formats
+from ipem.parallel.scheduling import assign_balanced
 
 
 def _data(n=7, d=3, seed=0):
@@ -334,17 +335,17 @@ def test_assign_balanced_hand_example():
     refs = [FeatureRef(f"/f{i}.htk", "htk", None, n, 2) for i, n in enumerate([5, 9, 3, 7, 4, 1])]
     # LPT: 9(#1)->s0, 7(#3)->s1, 5(#0)->s2, 4(#4)->s2 (9,7,9), 3(#2)->s1 (9,10,9),
     # 1(#5)->s0 (tie between s0 and s2 goes to s0) -> loads 10, 10, 9
-    assert features.assign_balanced(refs, 3) == [[1, 5], [2, 3], [0, 4]]
+    assert assign_balanced(refs, 3) == [[1, 5], [2, 3], [0, 4]]
 
 
 def test_assign_balanced_ties_and_edges():
-    assert features.assign_balanced([2, 2, 2, 2], 2) == [[0, 2], [1, 3]]
-    assert features.assign_balanced([8], 3) == [[0], [], []]
-    assert features.assign_balanced([3, 1, 2], 1) == [[0, 1, 2]]
+    assert assign_balanced([2, 2, 2, 2], 2) == [[0, 2], [1, 3]]
+    assert assign_balanced([8], 3) == [[0], [], []]
+    assert assign_balanced([3, 1, 2], 1) == [[0, 1, 2]]
     with pytest.raises(ValueError):
-        features.assign_balanced([1, 2], 0)
+        assign_balanced([1, 2], 0)
     with pytest.raises(ValueError):
-        features.assign_balanced([], 2)
+        assign_balanced([], 2)
 
 
 # ---------------------------------------------------------------------------
@@ -370,13 +371,13 @@ def test_write_failure_inside_writer_leaves_nothing(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["htk", "npy", "h5"])
 def test_partial_write_is_cleaned_up(tmp_path, monkeypatch, fmt):
-    ops = features._FORMATS[fmt]
+    ops = formats.HANDLERS[fmt]
 
     def half_then_fail(tmp, X, key, options):
-        ops.write(tmp, X, key, options)  # a complete-looking temp file ...
+        ops.write_file(tmp, X, key, options)  # a complete-looking temp file ...
         raise OSError("disk full")  # ... that must not become the output
 
-    monkeypatch.setitem(features._FORMATS, fmt, ops._replace(write=half_then_fail))
+    monkeypatch.setitem(formats.HANDLERS, fmt, ops._replace(write_file=half_then_fail))
     with pytest.raises(OSError, match="disk full"):
         features.write(tmp_path / f"x.{fmt}", _data(), fmt)
     assert os.listdir(tmp_path) == []
@@ -399,3 +400,128 @@ def test_write_kaldi_failure_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         features.write_kaldi(tmp_path / "x.ark", tmp_path / "x.scp", {"bad id": _data()})
     assert os.listdir(tmp_path) == []
+
+
+def test_atomic_text_and_npz_writers(tmp_path):
+    assert features.write_text_atomic(tmp_path / "a.txt", "x\ny\n") == str(tmp_path / "a.txt")
+    assert (tmp_path / "a.txt").read_text() == "x\ny\n"
+    features.save_npz_atomic(tmp_path / "m.npz", a=np.arange(3))
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["a"], np.arange(3))
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "m.npz"]
+
+
+def test_atomic_path_temp_name_and_cleanup(tmp_path):
+    with pytest.raises(RuntimeError):
+        with features.atomic_path(tmp_path / "out.bin") as tmp:
+            name = os.path.basename(tmp)
+            assert os.path.dirname(tmp) == str(tmp_path)
+            assert name.startswith(".out.bin.") and name.endswith(".tmp")
+            assert os.listdir(tmp_path) == [name]
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------
+# List files
+# ---------------------------------------------------------------------------
+
+
+def test_list_kind_decides_list_files(tmp_path):
+    from ipem.io import lists
+    for name, kind in [("a.scp", "scp"), ("A.SCP", "scp"), ("a.lst", "list"), ("a.TXT", "list"),
+                       ("a.htk", None), ("a.npy", None), ("a.ark:12", None), ("scp", None)]:
+        assert lists.list_kind(name) == kind, name
+        assert features.list_kind(tmp_path / name) == kind, name
+        assert features.is_list_file(name) == (kind is not None)
+        assert features.is_scp_file(name) == (kind == "scp")
+    assert not features.is_list_file(FeatureRef("/a.lst", "htk", None, 1, 1))
+    assert not features.is_list_file(np.zeros((2, 2)))
+
+
+def test_read_list(tmp_path):
+    lst = tmp_path / "trials.lst"
+    lst.write_text("# header\n\nm1  u1.wav target\n  # indented comment\n\tm2 u2.wav\n")
+    assert features.read_list(lst) == [(3, ["m1", "u1.wav", "target"]), (5, ["m2", "u2.wav"])]
+    assert features.read_lines(str(lst)) == [(3, "m1  u1.wav target"), (5, "m2 u2.wav")]
+    empty = tmp_path / "empty.lst"
+    empty.write_text("# nothing\n\n")
+    with pytest.raises(ValueError, match=r"^.*empty\.lst: the list is empty$"):
+        features.read_list(empty)
+    assert features.read_list(empty, allow_empty=True) == []
+
+
+@pytest.mark.parametrize("payload", [b"\x93NUMPY\x01\x00\xff\xfe", b"abc\x00\x00\x01def\n"])
+def test_read_list_binary_file_is_a_value_error(tmp_path, payload):
+    path = tmp_path / "feats.lst"
+    path.write_bytes(payload)
+    with pytest.raises(ValueError, match="feats.lst") as info:
+        features.read_list(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(FeatureFileError, match="feats.lst"):
+        features.list_features(path)
+
+
+def test_read_list_missing_and_directory(tmp_path):
+    with pytest.raises(FeatureFileError, match="nope.lst: does not exist"):
+        features.read_list(tmp_path / "nope.lst")
+    with pytest.raises(FeatureFileError, match="is a directory"):
+        features.read_list(tmp_path)
+
+
+def test_read_scp(tmp_path):
+    scp = tmp_path / "x.scp"
+    scp.write_text("u1 a.ark:5\n# c\nu2 cat b.ark |\n")
+    assert features.read_scp(scp) == [(1, "u1", "a.ark:5"), (3, "u2", "cat b.ark |")]
+    scp.write_text("u1 a.ark:5\nu1 a.ark:9\n")
+    with pytest.raises(FeatureFileError, match=r"x.scp: line 2: duplicate .* \(first on line 1\)"):
+        features.read_scp(scp)
+
+
+def test_list_features_empty_list_file(tmp_path):
+    (tmp_path / "empty.lst").write_text("# only a comment\n")
+    with pytest.raises(ValueError, match="no feature files found"):
+        features.list_features(tmp_path / "empty.lst")
+
+
+def test_expand_sources_order_and_nesting(tmp_path, monkeypatch):
+    from ipem.io.lists import ListedPath, expand_sources
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "k.scp").write_text("u1 a.ark:5\n")
+    (tmp_path / "inner.lst").write_text("x.htk\n")
+    (tmp_path / "outer.lst").write_text("f 1.htk\nk.scp\ninner.lst\n")
+    assert list(expand_sources(["z.npy", "outer.lst"])) == [
+        ListedPath("z.npy", None), ListedPath("f 1.htk", None), ListedPath("a.ark:5", "u1"),
+        ListedPath("inner.lst", None)]
+
+
+# ---------------------------------------------------------------------------
+# Model files
+# ---------------------------------------------------------------------------
+
+
+def test_model_file_helpers_round_trip(tmp_path):
+    from ipem import IterationRecord
+    rng = np.random.RandomState(3)
+    rng.standard_normal(5)
+    state = features.rng_to_arrays(rng)
+    expected = rng.standard_normal(4)
+    np.testing.assert_array_equal(features.rng_from_arrays(state).standard_normal(4), expected)
+    recs = [IterationRecord(1, -1.5, float("inf"), 0.1, 0.1, stage=2, info={"n": np.int64(3)}),
+            IterationRecord(2, -1.2, 0.3, 0.1, 0.2)]
+    back = features.records_from_json(features.records_to_json(recs))
+    assert [r.change for r in back] == [float("inf"), 0.3]
+    assert back[0].info == {"n": 3} and back[0].stage == 2
+    path = tmp_path / "m.npz"
+    features.save_npz_atomic(path, weights=np.ones(2) / 2, means=np.zeros((2, 3)),
+                             covariances=np.ones((2, 3)),
+                             history_json=np.array(features.records_to_json(recs)), **state)
+    z = features.load_model(path)
+    assert len(z["history"]) == 2 and z["means"].shape == (2, 3)
+    np.testing.assert_array_equal(features.rng_from_arrays(z).standard_normal(4), expected)
+    features.save_npz_atomic(path, weights=np.ones(2))
+    with pytest.raises(ValueError, match="m.npz: not an ipem model file"):
+        features.load_model(path)
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="m.npz: not a readable ipem model file"):
+        features.load_model(path)

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import ipem
+from ipem import io as features
 from ipem.speaker.frontend import (NoSpeechError, cmvn, energy_vad, extract_features,
-                                   extract_many, frame_log_energy, mfcc_features, read_audio)
+                                   extract_file, extract_many, frame_log_energy, mfcc_features,
+                                   read_audio)
 
 TEXT = "The quick brown fox jumps over the lazy dog near the quiet river bank."
 
@@ -193,7 +196,6 @@ def test_extract_features_digital_silence(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["npy", "htk"])
 def test_extract_many(speech, tmp_path, fmt):
-    features = pytest.importorskip("ipem.io")
     path, _, _ = speech
     d = tmp_path / "audio" / "spk"
     d.mkdir(parents=True)
@@ -213,3 +215,40 @@ def test_extract_many(speech, tmp_path, fmt):
     assert outs[0] == tmp_path / "mirror" / "spk" / f"a.{fmt}"
     with pytest.raises(ValueError, match="collide"):
         extract_many([srcs[0], srcs[0]], tmp_path / "x", fmt=fmt)
+
+
+def _bursts(path, sample_rate=8000, seed=0):
+    """Noise bursts between silences: 'speech' for the VAD without a synthesiser."""
+    rng = np.random.default_rng(seed)
+    quiet = np.zeros(sample_rate // 2)
+    x = np.concatenate([quiet] + [np.concatenate([0.3 * rng.standard_normal(sample_rate // 3)
+                                                  * np.hanning(sample_rate // 3), quiet])
+                                  for _ in range(3)])
+    sf.write(str(path), x, sample_rate, subtype="PCM_16")
+    return path
+
+
+def test_extract_file_htk_frame_period_follows_winstep(tmp_path):
+    audio = _bursts(tmp_path / "u.wav")
+    ref = extract_file(audio, tmp_path / "u.htk")
+    assert features.read_htk_header(ref.path).samp_period == 100000          # 10 ms
+    assert ref.n_features == 60 and 0 < ref.n_frames < 240                  # silences dropped
+    np.testing.assert_array_equal(features.load(ref), extract_features(audio))
+    slow = extract_file(audio, tmp_path / "u20.htk", "htk", winstep=0.02)
+    assert features.read_htk_header(slow.path).samp_period == 200000        # 20 ms
+    assert abs(slow.n_frames - ref.n_frames / 2) <= 3
+
+
+def test_extract_many_on_a_controller_writes_the_same_files(tmp_path):
+    srcs = [_bursts(tmp_path / "wav" / f"{i}.wav", seed=i)
+            for i in range(3) if (tmp_path / "wav").mkdir(exist_ok=True) or True]
+    threads = extract_many(srcs, tmp_path / "t", root=tmp_path, n_jobs=2)
+    tasks = extract_many(srcs, tmp_path / "c", root=tmp_path,
+                         controller=ipem.LocalController(2), winstep=0.01)
+    assert tasks == [tmp_path / "c" / "wav" / f"{i}.htk" for i in range(3)]
+    for a, b in zip(threads, tasks):
+        assert a.read_bytes() == b.read_bytes()
+    with pytest.raises(ValueError, match="not under the root"):
+        extract_many(srcs, tmp_path / "x", root=tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="unknown feature format 'wav'"):
+        extract_many(srcs, tmp_path / "x", fmt="wav")

@@ -4,6 +4,7 @@ reference, hand-computed cases, chunk-size independence and edge cases.
 The C-parametrised tests FAIL when the compiled module is missing, unless the
 environment sets IPEM_ALLOW_NO_C=1 (then they are skipped).
 """
+import inspect
 import math
 import os
 
@@ -98,22 +99,23 @@ def full_params(k, d, seed=2):
 
 
 def run_gmm(mod, kind, X, shift, means, prec, lw, chunk_size=None, resp_dtype=np.float64,
-            compute_stats=True):
+            compute_stats=True, sample_weight=None):
     n, k = X.shape[0], means.shape[0]
     lp = np.full(n, np.nan)
     resp = np.full((n, k), np.nan, dtype=resp_dtype)
     fn = mod.gmm_diag_step if kind == "diag" else mod.gmm_full_step
     nk, sx, sxx, ll = fn(X, shift, means, prec, lw, chunk_size=chunk_size,
-                         logprob_out=lp, resp_out=resp, compute_stats=compute_stats)
+                         logprob_out=lp, resp_out=resp, compute_stats=compute_stats,
+                         sample_weight=sample_weight)
     return dict(nk=nk, sx=sx, sxx=sxx, loglik=ll, logprob=lp, resp=resp)
 
 
-def run_kmeans(mod, X, shift, centers, chunk_size=None):
+def run_kmeans(mod, X, shift, centers, chunk_size=None, sample_weight=None):
     n = X.shape[0]
     labels = np.full(n, -1, dtype=np.int64)
     mindist = np.full(n, np.nan)
     counts, sums, inertia = mod.kmeans_step(X, shift, centers, labels, mindist,
-                                            chunk_size=chunk_size)
+                                            chunk_size=chunk_size, sample_weight=sample_weight)
     return dict(counts=counts, sums=sums, inertia=inertia, labels=labels, mindist=mindist)
 
 
@@ -576,3 +578,267 @@ def test_topc_empty_shard_and_outputs(name):
     got = mod.gmm_diag_topc(X, shift, means, prec, lw, 2, index_out=index_out,
                             logprob_out=logprob_out)
     assert got[0] is index_out and got[1] is logprob_out
+
+
+# ---------------------------------------------------------------------------
+# per-frame sample weights
+# ---------------------------------------------------------------------------
+WEIGHTED_KINDS = ["kmeans", "diag", "full"]
+WEIGHT_N, WEIGHT_D, WEIGHT_K = 700, 7, 6
+
+
+def weighted_problem(kind, dtype, n=WEIGHT_N, d=WEIGHT_D, k=WEIGHT_K, seed=11):
+    """(X, shift, params) for ``kind``.  For k-means the frames lie in
+    well-separated blobs around the centres, so that no frame is near a tie
+    and labels are exact in float32 too."""
+    if kind == "kmeans":
+        rng = np.random.default_rng(seed)
+        centers = rng.standard_normal((k, d))
+        centers[:, 0] += 6.0 * np.arange(k)          # centres >= 6 apart
+        lab = rng.integers(0, k, n)
+        x64 = centers[lab] + rng.standard_normal((n, d)) * 0.5 + 3.0
+        X = x64.astype(dtype)
+        shift = X.mean(axis=0, dtype=np.float64)
+        return X, shift, (centers + 3.0 - shift,)
+    X, shift = make_data(n, d, dtype, seed=seed)
+    params = (diag_params if kind == "diag" else full_params)(k, d, seed=seed + 1)
+    return X, shift, params
+
+
+def run_kind(mod, kind, X, shift, params, chunk_size=None, sample_weight=None):
+    if kind == "kmeans":
+        return run_kmeans(mod, X, shift, *params, chunk_size=chunk_size,
+                          sample_weight=sample_weight)
+    return run_gmm(mod, kind, X, shift, *params, chunk_size=chunk_size,
+                   sample_weight=sample_weight)
+
+
+PER_FRAME = {"kmeans": ("labels", "mindist"), "diag": ("logprob", "resp"),
+             "full": ("logprob", "resp")}
+TOTALS = {"kmeans": ("counts", "sums", "inertia"), "diag": ("nk", "sx", "sxx", "loglik"),
+          "full": ("nk", "sx", "sxx", "loglik")}
+
+
+def reference_weighted(kind, X, shift, params, w):
+    """Weighted statistics computed directly in float64, with no kernel code:
+    log-densities from (x - mu), log-sum-exp by np.logaddexp.reduce, and the
+    frame weights applied explicitly to every summand."""
+    xc = X.astype(np.float64) - shift
+    n, d = xc.shape
+    w = np.asarray(w, dtype=np.float64)
+    if kind == "kmeans":
+        (centers,) = params
+        d2 = ((xc[:, None, :] - centers[None]) ** 2).sum(axis=-1)
+        labels = d2.argmin(axis=1)
+        mindist = d2[np.arange(n), labels]
+        counts = np.zeros(len(centers))
+        sums = np.zeros(centers.shape)
+        for i in range(n):
+            counts[labels[i]] += w[i]
+            sums[labels[i]] += w[i] * xc[i]
+        return dict(counts=counts, sums=sums, inertia=float(np.sum(w * mindist)),
+                    labels=labels, mindist=mindist)
+    means, prec, lw = params
+    if kind == "diag":
+        lp = (lw - 0.5 * d * np.log(2 * np.pi) + 0.5 * np.log(prec).sum(axis=1)
+              - 0.5 * (((xc[:, None, :] - means[None]) ** 2) * prec[None]).sum(axis=-1))
+    else:
+        y = np.einsum("nkd,kde->nke", xc[:, None, :] - means[None], prec)
+        log_det = np.log(np.diagonal(prec, axis1=1, axis2=2)).sum(axis=1)
+        lp = lw - 0.5 * d * np.log(2 * np.pi) + log_det - 0.5 * (y ** 2).sum(axis=-1)
+    norm = np.logaddexp.reduce(lp, axis=1)
+    resp = np.exp(lp - norm[:, None])
+    wr = resp * w[:, None]
+    if kind == "diag":
+        sxx = wr.T @ (xc * xc)
+    else:
+        sxx = np.einsum("nk,ni,nj->kij", wr, xc, xc)
+    return dict(nk=wr.sum(axis=0), sx=wr.T @ xc, sxx=sxx, loglik=float(np.sum(w * norm)),
+                logprob=norm, resp=resp)
+
+
+def compare_weighted(kind, got, ref, rtol, X, shift, w):
+    """Weighted results against a reference (another run or the float64 one)."""
+    if kind == "kmeans":
+        np.testing.assert_array_equal(got["labels"], ref["labels"])
+        np.testing.assert_allclose(got["counts"], ref["counts"], rtol=rtol)
+        xabs = (np.abs(X.astype(np.float64) - shift) * w[:, None]).sum(axis=0).max()
+        assert_close(got["sums"], ref["sums"], rtol, "sums", scale=float(xabs))
+        assert_close(got["mindist"], ref["mindist"], rtol, "mindist")
+        assert got["inertia"] == pytest.approx(ref["inertia"], rel=rtol)
+    else:
+        compare_gmm(got, ref, rtol)
+
+
+def frame_weights(n, seed=0, zeros=True):
+    """Random float weights spanning 4 orders of magnitude, some exactly 0."""
+    rng = np.random.default_rng(seed)
+    w = rng.exponential(1.0, n) * 10.0 ** rng.uniform(-2, 2, n)
+    if zeros:
+        w[rng.choice(n, n // 10, replace=False)] = 0.0
+    return w
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("kind", WEIGHTED_KINDS)
+@pytest.mark.parametrize("chunk_size", [None, 1, 37, 256], ids=lambda c: f"chunk{c}")
+def test_sample_weight_matches_float64_reference(name, dtype, kind, chunk_size):
+    """Random float weights (crossing chunk boundaries) against a direct
+    float64 computation; per-frame outputs are those of the unweighted call."""
+    mod = kernels(name)
+    X, shift, params = weighted_problem(kind, dtype)
+    w = frame_weights(len(X), seed=chunk_size or 0)
+    got = run_kind(mod, kind, X, shift, params, chunk_size, sample_weight=w)
+    compare_weighted(kind, got, reference_weighted(kind, X, shift, params, w), tol(dtype),
+                     X, shift, w)
+    plain = run_kind(mod, kind, X, shift, params, chunk_size)
+    for key in PER_FRAME[kind]:
+        np.testing.assert_array_equal(got[key], plain[key], err_msg=key)
+    if kind != "kmeans":
+        # the weighted total log-likelihood does not need the statistics
+        fn = mod.gmm_diag_step if kind == "diag" else mod.gmm_full_step
+        nk, _, _, ll = fn(X, shift, *params, chunk_size=chunk_size, compute_stats=False,
+                          sample_weight=w)
+        assert ll == pytest.approx(got["loglik"], rel=1e-12) and not nk.any()
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("kind", WEIGHTED_KINDS)
+def test_integer_sample_weight_equals_repeated_frames(name, dtype, kind):
+    """Weight m (an integer) gives the statistics of the frame repeated m times."""
+    mod = kernels(name)
+    X, shift, params = weighted_problem(kind, dtype, n=300)
+    w = np.random.default_rng(3).integers(0, 4, len(X))    # 0, 1, 2 or 3
+    rep = np.repeat(X, w, axis=0)
+    for chunk in (None, 1, 7, 64):
+        got = run_kind(mod, kind, X, shift, params, chunk, sample_weight=w.astype(np.float64))
+        ref = run_kind(mod, kind, rep, shift, params, chunk)
+        # the repeated run's per-frame outputs are the weighted run's, repeated
+        for key in PER_FRAME[kind]:
+            expect = np.repeat(got[key], w, axis=0)
+            if key == "labels":
+                np.testing.assert_array_equal(ref[key], expect)
+            else:
+                np.testing.assert_allclose(ref[key], expect, rtol=tol(dtype), atol=tol(dtype))
+            ref[key] = got[key]
+        compare_weighted(kind, got, ref, tol(dtype), X, shift, w.astype(np.float64))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("kind", WEIGHTED_KINDS)
+def test_sample_weight_none_equals_ones(name, dtype, kind):
+    """All-ones weights (any array-like) reproduce the unweighted kernel bit for bit."""
+    mod = kernels(name)
+    X, shift, params = weighted_problem(kind, dtype, n=200)
+    n = len(X)
+    for chunk in (None, 1, 64):
+        plain = run_kind(mod, kind, X, shift, params, chunk)
+        for ones in (np.ones(n), np.ones(n, dtype=np.int64), [1.0] * n):
+            got = run_kind(mod, kind, X, shift, params, chunk, sample_weight=ones)
+            for key, val in plain.items():
+                np.testing.assert_array_equal(got[key], val, err_msg=key)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("kind", WEIGHTED_KINDS)
+def test_zero_sample_weight_drops_frames(name, dtype, kind):
+    """Weight 0 removes a frame, even one holding NaN or inf; all-zero
+    weights give zero statistics."""
+    mod = kernels(name)
+    X, shift, params = weighted_problem(kind, dtype, n=300)
+    w = np.random.default_rng(4).uniform(0.5, 2.0, len(X))
+    dropped = np.zeros(len(X), dtype=bool)
+    dropped[[0, 1, 2, 50, 51, 63, 64, 65, 200, 299]] = True      # runs across chunks
+    w[dropped] = 0.0
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    bad[51] = np.inf
+    bad[64, -1] = -np.inf
+    bad[299] = np.nan
+    for chunk in (None, 1, 64):
+        ref = run_kind(mod, kind, X[~dropped], shift, params, chunk,
+                       sample_weight=w[~dropped])
+        for data in (X, bad):
+            with np.errstate(invalid="ignore", over="ignore"):
+                got = run_kind(mod, kind, data, shift, params, chunk, sample_weight=w)
+            for key in TOTALS[kind]:
+                assert np.all(np.isfinite(got[key])), key
+            if kind == "kmeans":
+                got = dict(got, labels=got["labels"][~dropped], mindist=got["mindist"][~dropped])
+            else:
+                got = dict(got, logprob=got["logprob"][~dropped], resp=got["resp"][~dropped])
+            compare_weighted(kind, got, ref, tol(dtype), X[~dropped], shift, w[~dropped])
+    zero = run_kind(mod, kind, X, shift, params, sample_weight=np.zeros(len(X)))
+    for key in TOTALS[kind]:
+        assert not np.any(zero[key]), key
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("kind", WEIGHTED_KINDS)
+def test_bad_sample_weight_raises(name, kind):
+    mod = kernels(name)
+    X, shift, params = weighted_problem(kind, np.float32, n=20)
+    good = np.ones(20)
+    bad = {"short": good[:-1], "column": good[:, None], "scalar": np.float64(1.0),
+           "negative": np.where(np.arange(20) == 7, -1e-3, 1.0),
+           "nan": np.where(np.arange(20) == 3, np.nan, 1.0),
+           "inf": np.where(np.arange(20) == 19, np.inf, 1.0),
+           "text": np.array(["a"] * 20)}
+    for why, w in bad.items():
+        with pytest.raises(ValueError, match="sample_weight"):
+            run_kind(mod, kind, X, shift, params, sample_weight=w)
+    # ... and the same shard with the good weights runs
+    run_kind(mod, kind, X, shift, params, sample_weight=good)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("kind", WEIGHTED_KINDS)
+@pytest.mark.parametrize("chunk_size", [None, 1, 37, 256], ids=lambda c: f"chunk{c}")
+def test_sample_weight_c_matches_numpy(c_isa, dtype, kind, chunk_size):
+    X, shift, params = weighted_problem(kind, dtype)
+    w = frame_weights(len(X), seed=5)
+    a = run_kind(c_isa, kind, X, shift, params, chunk_size, sample_weight=w)
+    b = run_kind(NPK, kind, X, shift, params, chunk_size, sample_weight=w)
+    compare_weighted(kind, a, b, tol(dtype), X, shift, w)
+
+
+def test_backends_have_the_same_signatures():
+    mod = kernels("c")
+    for fn in ("kmeans_step", "gmm_diag_step", "gmm_full_step", "gmm_diag_topc"):
+        assert inspect.signature(getattr(mod, fn)) == inspect.signature(getattr(NPK, fn)), fn
+    for fn in ("kmeans_step", "gmm_diag_step", "gmm_full_step"):
+        param = inspect.signature(getattr(mod, fn)).parameters["sample_weight"]
+        assert param.default is None and param.kind == param.POSITIONAL_OR_KEYWORD
+
+
+# ---------------------------------------------------------------------------
+# public helper: row-wise log-sum-exp
+# ---------------------------------------------------------------------------
+def test_logsumexp_rows_public():
+    import warnings
+
+    from ipem.kernels import logsumexp_rows
+    assert NPK._logsumexp_rows is logsumexp_rows        # the old private name still works
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((50, 7)) * 300.0            # exp alone would overflow
+    a[3] = -np.inf
+    a[4, :6] = -np.inf
+    a[5, 2] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # no divide-by-zero warning
+        got = logsumexp_rows(a)
+    ok = np.ones(50, dtype=bool)
+    ok[[3, 4, 5]] = False
+    np.testing.assert_allclose(got[ok], np.logaddexp.reduce(a[ok], axis=1), rtol=1e-14)
+    assert got[3] == -np.inf and got[4] == a[4, 6] and got[5] == np.inf
+    assert got.dtype == np.float64 and got.shape == (50,)
+    np.testing.assert_array_equal(logsumexp_rows(a.astype(np.float32)),
+                                  logsumexp_rows(a.astype(np.float32).astype(np.float64)))
+    assert logsumexp_rows(np.empty((4, 0))).tolist() == [-np.inf] * 4
+    assert logsumexp_rows(np.empty((0, 3))).shape == (0,)
+    with pytest.raises(ValueError):
+        logsumexp_rows(np.zeros(3))

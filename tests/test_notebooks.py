@@ -19,7 +19,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path):
     import ipem
-    ipem.parallel.controller.ensure_mpiexec()
+    ipem.parallel.ensure_mpiexec()
     nb = nbformat.read(path, as_version=4)
     os.environ.setdefault("MPLBACKEND", "Agg")
     client = NotebookClient(nb, timeout=900, kernel_name="python3",

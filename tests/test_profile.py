@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ipcluster_profile(tmp_path):
-    ipem.parallel.controller.ensure_mpiexec()
+    ipem.parallel.ensure_mpiexec()
     prof = tmp_path / "profile_ipem_mpi"
     shutil.copytree(ROOT / "profiles" / "profile_ipem_mpi", prof)
     ipcluster = [sys.executable, "-m", "ipyparallel.cluster"]

@@ -1,42 +1,148 @@
-"""Plumbing shared by the estimators: data placement, per-frame maps, callbacks."""
+"""One estimator base: ``fit`` written once as a template method.
+
+:class:`EMEstimator.fit` validates the input, distributes it with the
+estimator's controller (or uses an already distributed dataset where it
+lives), draws the random state, runs the best of ``n_init`` initialisations
+through :class:`~ipem.em.driver.EMLoop`, warns when EM did not converge, sets
+the fitted attributes and frees what it distributed.  A model supplies the
+hooks:
+
+``_check_params(n_features) -> dict``
+    validate hyper-parameters; return user-given initial parameters
+``_n_init() -> int``, ``_min_samples() -> int``
+``_initialize(data, rng, given) -> params``
+``_e_step(data, params) -> stats`` and ``_m_step(stats, params, data)``
+    ``-> (params, objective, info)``; see :mod:`ipem.em.driver`
+``_converged(record) -> bool``
+    default: ``abs(record.change) < tol``
+``_finish_run(data, result)``
+    after each initialisation's EM (k-means: the final inertia)
+``_set_fitted(result, data)``
+``_fit_runs(data, rng, given) -> EMResult``
+    overridden by staged training (:mod:`ipem.em.staged`)
+
+A controller is configuration, not state: ``clone`` and ``get_params`` hand
+on the same controller object, and pickling a model keeps the model, not the
+controller or the callbacks.
+"""
 from __future__ import annotations
+
+import logging
+import time
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
 
-from ..validation import check_frames
-from ..parallel.controller import DistributedData, Shard, as_controller
+from ..parallel import DistributedData, Shard, as_controller
+from ..validation import check_sample_weight, validate_frames
+from .driver import EMLoop
+
+logger = logging.getLogger(__name__)
 
 
-class EMEstimatorMixin(BaseEstimator):
-    """Mixin for estimators fitted by :func:`ipem._em.run_em` over a controller."""
+class EMEstimator(BaseEstimator):
+    """Base of the estimators fitted by EM over a controller; see the module docstring."""
 
-    def _fit_data(self, X, min_samples):
-        """Validate ``X`` and return ``(data, owned)``.
+    #: whether a larger objective is better (log-likelihood) or worse (inertia)
+    _maximize = True
+    #: whether ``fit`` warns (ConvergenceWarning) when EM stopped before converging
+    _warn_unconverged = True
 
-        Arrays are validated on the client and distributed with the
-        estimator's controller (``owned=True``: freed after fitting); an
-        already distributed dataset is used where it is.
+    # --- hooks with defaults ------------------------------------------------
+    def _n_init(self):
+        return int(getattr(self, "n_init", 1))
+
+    def _min_samples(self):
+        return 1
+
+    def _converged(self, record):
+        return bool(abs(record.change) < self.tol)
+
+    def _finish_run(self, data, result):
+        pass
+
+    # --- the template -------------------------------------------------------
+    def fit(self, X, y=None, sample_weight=None):
+        """Estimate the model parameters with EM.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or DistributedData
+            Frames; an array is distributed with ``controller`` for the
+            duration of the fit, a DistributedData is used where it lives.
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-frame weights (arrays only); None: every frame counts once.
+
+        Returns
+        -------
+        self
         """
-        if isinstance(X, DistributedData):
-            check_frames(X, min_samples=min_samples)
-            return X, False
-        Xv = check_frames(X, min_samples=min_samples)
-        controller = as_controller(self.controller)
-        return controller.distribute(Xv), True
+        self._fit(X, sample_weight)
+        return self
 
-    def _map_frames(self, X, func, *args):
+    def _fit(self, X, sample_weight, keep=None):
+        """Fit; ``keep(data)`` runs on the fitted data before it is freed."""
+        data, owned = self._fit_data(X, sample_weight)
+        try:
+            given = self._check_params(data.n_features)
+            rng = check_random_state(self.random_state)
+            result = self._fit_runs(data, rng, given)
+            self._set_fitted(result, data)
+            out = keep(data) if keep is not None else None
+        finally:
+            if owned:
+                data.free()
+        if self._warn_unconverged and not result.converged:
+            warnings.warn(f"{type(self).__name__} did not converge in {result.n_iter} "
+                          "iterations; try a larger max_iter or tol, or check the "
+                          "initialisation.", ConvergenceWarning, stacklevel=3)
+        return out
+
+    def _fit_data(self, X, sample_weight):
+        """Validate ``X`` and return ``(data, owned)``."""
+        min_samples = self._min_samples()
+        if isinstance(X, DistributedData):
+            if sample_weight is not None:
+                raise ValueError("sample_weight cannot be given with a DistributedData: "
+                                 "distribute the weights with the frames "
+                                 "(controller.distribute(X, sample_weight))")
+            validate_frames(self, X, reset=True, min_samples=min_samples)
+            return X, False
+        Xv = validate_frames(self, X, reset=True, min_samples=min_samples)
+        w = check_sample_weight(sample_weight, Xv.shape[0])
+        return as_controller(self.controller).distribute(Xv, w), True
+
+    def _fit_runs(self, data, rng, given):
+        """The best of ``n_init`` EM runs (one when warm-starting)."""
+        best = None
+        t_start = time.perf_counter()
+        callbacks = self._callbacks()
+        for _ in range(self._n_init()):
+            params = self._initialize(data, rng, given)
+            result = EMLoop(self, data, callbacks=callbacks, start_time=t_start).run(
+                params, self.max_iter)
+            self._finish_run(data, result)
+            if best is None or (result.objective > best.objective if self._maximize
+                                else result.objective < best.objective):
+                best = result
+        return best
+
+    # --- prediction helpers -------------------------------------------------
+    def _predict_frames(self, X, func, *args):
         """Apply a shard function to the frames of ``X``; results concatenated.
 
         ``X`` may be an array (processed here, in-process) or a
         :class:`DistributedData` (processed where its shards live).
         """
-        n_features = getattr(self, "n_features_in_", None)
-        if isinstance(X, DistributedData):
-            check_frames(X, n_features=n_features)
-            parts = X.controller.map(func, X, *args)
-            return np.concatenate(parts, axis=0)
-        Xv = check_frames(X, n_features=n_features)
+        check_is_fitted(self)
+        Xv = validate_frames(self, X, reset=False)
+        if isinstance(Xv, DistributedData):
+            return np.concatenate(Xv.controller.map(func, Xv, *args), axis=0)
         return func(Shard(X=Xv, index=0, offset=0), *args)
 
     def _callbacks(self):
@@ -47,32 +153,40 @@ class EMEstimatorMixin(BaseEstimator):
             cbs = [cbs]
         cbs = list(cbs)
         if self.verbose:
-            cbs.append(_VerbosePrinter(type(self).__name__, getattr(self, "verbose_interval", 1)))
+            cbs.append(LogProgress(type(self).__name__, getattr(self, "verbose_interval", 1)))
         return cbs
 
+    # --- pickling: the model, not the controller or the callbacks ----------
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        if not (state.get("controller") is None or isinstance(state.get("controller"), int)):
+            state["controller"] = None  # a Controller or a DirectView: engines are not pickled
+        state["callbacks"] = None
+        return state
 
-class _VerbosePrinter:
-    def __init__(self, name, interval):
+
+class LogProgress:
+    """Callback that logs every ``interval``-th iteration record (``verbose=1``).
+
+    The records go to the ``ipem`` logger at INFO level; when nothing has
+    configured logging, a handler to stderr is added so that ``verbose``
+    shows them, as scikit-learn's ``verbose`` does.
+    """
+
+    def __init__(self, name, interval=1):
         self.name = name
         self.interval = max(int(interval), 1)
+        root = logging.getLogger("ipem")
+        if not root.handlers and not logging.getLogger().handlers:
+            root.addHandler(logging.StreamHandler())
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
 
     def __call__(self, record):
         if record.iteration % self.interval == 0 or record.iteration == 1:
             stage = f" K={record.stage}" if record.stage is not None else ""
-            print(f"{self.name}{stage} iter {record.iteration:4d}  objective {record.objective:.6f}"
-                  f"  change {record.change:.3e}  {record.time * 1e3:.1f} ms", flush=True)
-
-
-def shard_indicator(shard, n_shards, value):
-    """A length-``n_shards`` vector with ``value`` at this shard's index.
-
-    Summing these over shards gives per-shard telemetry (frame counts, times)
-    through the same reduction as the statistics.
-    """
-    v = np.zeros(n_shards)
-    if shard.index < n_shards:
-        v[shard.index] = value
-    return v
+            logger.info("%s%s iter %4d  objective %.6f  change %.3e  %.1f ms", self.name, stage,
+                        record.iteration, record.objective, record.change, record.time * 1e3)
 
 
 def sample_distinct(rng, n, k):
@@ -102,12 +216,3 @@ def sample_distinct(rng, n, k):
             if len(chosen) == k:
                 break
     return np.fromiter(chosen, dtype=np.int64, count=k)
-
-
-def shard_telemetry(stats):
-    """Per-shard frame counts and E-step seconds (summed indicators) for a record's info."""
-    return {"shard_frames": stats["shard_frames"].astype(np.int64).tolist(),
-            "shard_time": stats["shard_time"].tolist()}
-
-
-__all__ = ["EMEstimatorMixin", "sample_distinct", "shard_indicator", "shard_telemetry"]

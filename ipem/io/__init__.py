@@ -1,5 +1,67 @@
-"""Feature files, lists and the model/checkpoint formats (being split into modules)."""
-from .features import *  # noqa: F401,F403
-from .features import (FeatureFileError, FeatureRef, assign_balanced, atomic_path,  # noqa: F401
-                       describe, list_features, load, load_many, validate_all, write,
-                       write_kaldi)
+"""Files ipem reads and writes: speech features, lists, models, and the atomic writer.
+
+The public API is re-exported here (``from ipem import io``;
+``io.list_features(...)``).  What lives where:
+
+==================  ===========================================================
+module              contents
+==================  ===========================================================
+``refs``            :class:`FeatureRef`, :class:`FeatureFileError`, ``FORMATS``
+``features``        :func:`describe`, :func:`list_features`,
+                    :func:`validate_all`, :func:`load`, :func:`load_many`,
+                    :func:`write` (any format)
+``formats``         the format registry (``HANDLERS``), :func:`infer_format`
+``htk``             HTK files: :func:`read_htk_header`, :class:`HTKHeader`
+``kaldi``           Kaldi ark/scp via kaldiio: :func:`write_kaldi`
+``npy``, ``hdf5``   NumPy ``.npy`` and HDF5 feature files
+``lists``           list files: :func:`is_list_file`, :func:`read_list`,
+                    scp parsing and list expansion
+``checks``          validation shared by the format modules
+``atomic``          :func:`atomic_path`, :func:`save_npz_atomic`,
+                    :func:`write_text_atomic`
+``models``          the model/checkpoint ``.npz`` format: :func:`load_model`,
+                    history and RNG state <-> arrays
+==================  ===========================================================
+
+Balancing files over engines is scheduling, not I/O:
+:func:`ipem.parallel.scheduling.assign_balanced`.
+"""
+from .atomic import atomic_path, save_npz_atomic, write_text_atomic
+from .features import describe, list_features, load, load_many, validate_all, write
+from .formats import infer_format
+from .htk import HTKHeader, read_htk_header
+from .kaldi import write_kaldi
+from .lists import is_list_file, is_scp_file, list_kind, read_list, read_lines, read_scp
+from .models import load_model, records_from_json, records_to_json, rng_from_arrays, rng_to_arrays
+from .refs import DEFAULT_H5_KEY, FORMATS, FeatureFileError, FeatureRef
+
+__all__ = [
+    "DEFAULT_H5_KEY",
+    "FORMATS",
+    "FeatureFileError",
+    "FeatureRef",
+    "HTKHeader",
+    "atomic_path",
+    "describe",
+    "infer_format",
+    "is_list_file",
+    "is_scp_file",
+    "list_features",
+    "list_kind",
+    "load",
+    "load_many",
+    "load_model",
+    "read_htk_header",
+    "read_lines",
+    "read_list",
+    "read_scp",
+    "records_from_json",
+    "records_to_json",
+    "rng_from_arrays",
+    "rng_to_arrays",
+    "save_npz_atomic",
+    "validate_all",
+    "write",
+    "write_kaldi",
+    "write_text_atomic",
+]

@@ -13,11 +13,18 @@ The default is chosen at import: ``"c"`` when the compiled module can be
 imported, ``"numpy"`` otherwise (with a warning).  The environment variable
 ``IPEM_KERNEL_BACKEND`` forces either.  Estimators accept ``backend=`` to pick
 one per estimator; :data:`BACKEND` names the default.
+
+``kmeans_step``, ``gmm_diag_step`` and ``gmm_full_step`` take an optional
+``sample_weight`` (per-frame weights, shape (n_samples,)) in both backends.
+
+Helpers for other packages: :func:`logsumexp_rows` (row-wise log-sum-exp)
+and :func:`check_sample_weight` (the kernels' validation of frame weights).
 """
 import os
 import warnings
 
 from . import _numpy
+from ._numpy import check_sample_weight, logsumexp_rows
 
 KERNEL_FUNCTIONS = ("kmeans_step", "gmm_diag_step", "gmm_full_step", "gmm_diag_topc")
 

@@ -17,14 +17,17 @@ Differences from the NumPy reference that callers may notice:
   not :func:`default_chunk_size` (which is re-exported unchanged); results do
   not depend on the chunk size beyond rounding.
 * float32 data: log-sum-exp and responsibilities are computed in float32
-  (vectorised exp, ~1e-7 relative) before the float64 accumulation.
+  (vectorised exp, ~1e-7 relative) before the float64 accumulation; with
+  ``sample_weight`` the weights scale the float32 responsibilities too
+  (rounded to float32), so weighted statistics agree with NumPy to float32
+  rounding.
 """
 import ctypes
 import os
 
 import numpy as np
 
-from ._numpy import LOG_2PI, default_chunk_size  # noqa: F401  (re-exported)
+from ._numpy import LOG_2PI, check_sample_weight, default_chunk_size  # noqa: F401
 
 try:
     from ._ckernels import ffi, lib
@@ -204,10 +207,27 @@ def _sfx(X):
 # ---------------------------------------------------------------------------
 # kernels
 # ---------------------------------------------------------------------------
-def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None):
-    """Assign frames to their nearest centre; see :func:`ipem.kernels._numpy.kmeans_step`."""
+def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None, sample_weight=None):
+    """Assign frames to their nearest centre; see :func:`ipem.kernels._numpy.kmeans_step`.
+
+    Parameters
+    ----------
+    X, shift, centers, labels, mindist, chunk_size
+        As for the NumPy kernel.
+    sample_weight : ndarray of shape (n_samples,), float64, optional
+        Non-negative finite frame weights; None means all ones (the
+        unweighted kernel).  They weight ``counts``, ``sums`` and
+        ``inertia``, not ``labels`` or ``mindist``.
+
+    Returns
+    -------
+    counts : ndarray of shape (n_clusters,), float64
+    sums : ndarray of shape (n_clusters, n_features), float64
+    inertia : float
+    """
     X, ldx = _check_X(X)
     n, d = X.shape
+    sw = check_sample_weight(sample_weight, n)
     centers = np.asarray(centers, dtype=np.float64)
     if centers.ndim != 2 or centers.shape[1] != d or centers.shape[0] < 1:
         raise ValueError(f"centers must have shape (n_clusters, {d}), got {centers.shape}")
@@ -223,7 +243,7 @@ def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None):
     inertia = np.zeros(1)
     chunk = _chunk(chunk_size, "kmeans", k, d, dt.itemsize)
     fn = getattr(lib, "ipem_kmeans_" + _sfx(X))
-    _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(c), _ptr(c_sq), chunk,
+    _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(c), _ptr(c_sq), chunk, _ptr(sw),
               _ptr(labels, "int64_t *"), _ptr(mindist), _ptr(counts), _ptr(sums),
               _ptr(inertia)))
     return counts, sums, float(inertia[0])
@@ -259,10 +279,30 @@ def _diag_W(d, k, means, precisions, log_weights, dt):
 
 
 def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
-                  logprob_out=None, resp_out=None, compute_stats=True):
-    """Diagonal GMM E-step; see :func:`ipem.kernels._numpy.gmm_diag_step`."""
+                  logprob_out=None, resp_out=None, compute_stats=True, sample_weight=None):
+    """Diagonal GMM E-step; see :func:`ipem.kernels._numpy.gmm_diag_step`.
+
+    Parameters
+    ----------
+    X, shift, means, precisions, log_weights, chunk_size
+        As for the NumPy kernel.
+    logprob_out, resp_out, compute_stats
+        As for the NumPy kernel.
+    sample_weight : ndarray of shape (n_samples,), float64, optional
+        Non-negative finite frame weights ``s_n``; None means all ones (the
+        unweighted kernel).  ``nk``, ``sx``, ``sxx`` and ``loglik`` are
+        weighted; ``logprob_out`` and ``resp_out`` are not.
+
+    Returns
+    -------
+    nk : ndarray of shape (n_components,), float64
+    sx : ndarray of shape (n_components, n_features), float64
+    sxx : ndarray of shape (n_components, n_features), float64
+    loglik : float
+    """
     X, ldx = _check_X(X)
     n, d, k, means, s, log_weights = _gmm_params(X, shift, means, log_weights)
+    sw = check_sample_weight(sample_weight, n)
     precisions = _vec(precisions, "precisions", (k, d))
     logprob_out, resp_out, resp_f64 = _gmm_outputs(n, k, logprob_out, resp_out)
     dt = X.dtype
@@ -272,7 +312,7 @@ def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
     loglik = np.zeros(1)
     chunk = _chunk(chunk_size, "diag", k, d, dt.itemsize)
     fn = getattr(lib, "ipem_gmm_diag_" + _sfx(X))
-    _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(W), chunk,
+    _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(W), chunk, _ptr(sw),
               _ptr(logprob_out), _ptr(resp_out, "void *"), resp_f64, int(compute_stats),
               _ptr(acc), _ptr(loglik)))
     if compute_stats:
@@ -313,10 +353,30 @@ def gmm_diag_topc(X, shift, means, precisions, log_weights, top_c, chunk_size=No
 
 
 def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,
-                  logprob_out=None, resp_out=None, compute_stats=True):
-    """Full-covariance GMM E-step; see :func:`ipem.kernels._numpy.gmm_full_step`."""
+                  logprob_out=None, resp_out=None, compute_stats=True, sample_weight=None):
+    """Full-covariance GMM E-step; see :func:`ipem.kernels._numpy.gmm_full_step`.
+
+    Parameters
+    ----------
+    X, shift, means, prec_chol, log_weights, chunk_size
+        As for the NumPy kernel.
+    logprob_out, resp_out, compute_stats
+        As for the NumPy kernel.
+    sample_weight : ndarray of shape (n_samples,), float64, optional
+        Non-negative finite frame weights ``s_n``; None means all ones (the
+        unweighted kernel).  ``nk``, ``sx``, ``sxx`` and ``loglik`` are
+        weighted; ``logprob_out`` and ``resp_out`` are not.
+
+    Returns
+    -------
+    nk : ndarray of shape (n_components,), float64
+    sx : ndarray of shape (n_components, n_features), float64
+    sxx : ndarray of shape (n_components, n_features, n_features), float64
+    loglik : float
+    """
     X, ldx = _check_X(X)
     n, d, k, means, s, log_weights = _gmm_params(X, shift, means, log_weights)
+    sw = check_sample_weight(sample_weight, n)
     prec_chol = _vec(prec_chol, "prec_chol", (k, d, d))
     logprob_out, resp_out, resp_f64 = _gmm_outputs(n, k, logprob_out, resp_out)
     dt = X.dtype
@@ -336,8 +396,8 @@ def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,
     kblock = _full_kblock(k, dp, min(chunk, max(n, 1)), dt.itemsize)
     fn = getattr(lib, "ipem_gmm_full_" + _sfx(X))
     _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(U), dp, _ptr(cst), chunk, kblock,
-              _ptr(logprob_out), _ptr(resp_out, "void *"), resp_f64, int(compute_stats),
-              _ptr(acc), _ptr(loglik)))
+              _ptr(sw), _ptr(logprob_out), _ptr(resp_out, "void *"), resp_f64,
+              int(compute_stats), _ptr(acc), _ptr(loglik)))
     if compute_stats:
         nk = acc[:, 0].copy()
         sx = acc[:, 1:1 + d].copy()

@@ -10,6 +10,14 @@ float32 features with a large offset from cancelling catastrophically
 (scikit-learn issue 30382).  Matrix products run in the dtype of ``X``;
 statistics are accumulated in float64.
 
+Frame weights: the E-step kernels take an optional ``sample_weight`` of shape
+(n_samples,) (finite, non-negative; ``None`` means all ones and runs the
+unweighted code unchanged).  A frame's weight multiplies everything it adds
+to the returned statistics and totals (counts/sums/inertia, nk/sx/sxx/loglik);
+the per-frame outputs (``labels``, ``mindist``, ``logprob_out``,
+``resp_out``) are never weighted.  A frame of weight 0 adds exactly nothing,
+even where its per-frame values are not finite.
+
 The compiled backend (:mod:`ipem.kernels._cffi`) implements exactly the same
 signatures; :mod:`ipem.kernels` chooses between them.
 """
@@ -28,15 +36,73 @@ def _chunks(n_samples, chunk_size):
         yield start, min(start + chunk_size, n_samples)
 
 
-def _logsumexp_rows(a):
+def logsumexp_rows(a):
+    """Row-wise log-sum-exp, ``log(sum_j exp(a[i, j]))``, computed stably.
+
+    Parameters
+    ----------
+    a : array_like of shape (n_rows, n_cols)
+        Converted to float64; not modified.
+
+    Returns
+    -------
+    out : ndarray of shape (n_rows,), float64
+        A row of all ``-inf`` (or with no columns) gives ``-inf``, without a
+        warning; a row containing ``+inf`` gives ``+inf`` and one containing
+        NaN gives NaN.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"logsumexp_rows expects a 2-D array, got shape {a.shape}")
+    if a.shape[1] == 0:
+        return np.full(a.shape[0], -np.inf)
     amax = a.max(axis=1, keepdims=True)
     # rows whose max is -inf (all components impossible) stay -inf
     amax[~np.isfinite(amax)] = 0.0
-    out = np.log(np.exp(a - amax).sum(axis=1)) + amax[:, 0]
+    with np.errstate(divide="ignore"):
+        out = np.log(np.exp(a - amax).sum(axis=1)) + amax[:, 0]
     return out
 
 
-def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None):
+# the former private name, kept for callers not yet switched to the public one
+_logsumexp_rows = logsumexp_rows
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """Validate frame weights for the kernels.
+
+    Parameters
+    ----------
+    sample_weight : array_like of shape (n_samples,) or None
+    n_samples : int
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), float64, C-contiguous, or None
+        ``None`` when ``sample_weight`` is None (the unweighted kernels).
+
+    Raises
+    ------
+    ValueError
+        If the weights are not numbers, have another shape, or are not
+        finite and non-negative.
+    """
+    if sample_weight is None:
+        return None
+    try:
+        w = np.ascontiguousarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sample_weight must be an array of numbers: {exc}") from None
+    if w.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},), got {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("sample_weight must be finite (no NaN or inf)")
+    if np.any(w < 0):
+        raise ValueError("sample_weight must be non-negative")
+    return w
+
+
+def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None, sample_weight=None):
     """Assign frames to their nearest centre and accumulate Lloyd statistics.
 
     Parameters
@@ -48,19 +114,32 @@ def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None):
     labels : ndarray of shape (n_samples,), int64
         Output: index of the nearest centre.
     mindist : ndarray of shape (n_samples,), float64
-        Output: squared distance to the nearest centre.
+        Output: squared distance to the nearest centre (unweighted).
     chunk_size : int, optional
+    sample_weight : ndarray of shape (n_samples,), float64, optional
+        Non-negative finite frame weights ``w_n``; None means all ones.
 
     Returns
     -------
     counts : ndarray of shape (n_clusters,), float64
+        Sum of the weights of the frames assigned to each centre (the
+        number of frames when unweighted).
     sums : ndarray of shape (n_clusters, n_features), float64
-        Sum of the shifted frames assigned to each centre.
+        Weighted sum ``sum_n w_n (x_n - shift)`` of the shifted frames
+        assigned to each centre.
     inertia : float
-        Sum of squared distances to the nearest centre.
+        Weighted sum ``sum_n w_n mindist_n`` of squared distances to the
+        nearest centre.
+
+    Raises
+    ------
+    ValueError
+        If ``sample_weight`` has the wrong shape, or is not finite and
+        non-negative.
     """
     n, d = X.shape
     k = centers.shape[0]
+    sw = check_sample_weight(sample_weight, n)
     chunk_size = chunk_size or default_chunk_size(k)
     dt = X.dtype
     c = centers.astype(dt)
@@ -76,10 +155,21 @@ def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None):
         best = dist[np.arange(b - a), lab] + x_sq
         labels[a:b] = lab
         mindist[a:b] = np.maximum(best, 0.0)
-        counts += np.bincount(lab, minlength=k)
-        # scatter-add in float64
-        np.add.at(sums, lab, xc.astype(np.float64))
-    inertia = float(mindist.sum()) if n else 0.0
+        if sw is None:
+            counts += np.bincount(lab, minlength=k)
+            # scatter-add in float64
+            np.add.at(sums, lab, xc.astype(np.float64))
+        else:
+            # frames of weight 0 are left out (their x may be NaN or inf)
+            wc = sw[a:b]
+            keep = wc != 0
+            counts += np.bincount(lab[keep], weights=wc[keep], minlength=k)
+            np.add.at(sums, lab[keep], xc[keep].astype(np.float64) * wc[keep, None])
+    if sw is None:
+        inertia = float(mindist.sum()) if n else 0.0
+    else:
+        keep = sw != 0
+        inertia = float((sw[keep] * mindist[keep]).sum()) if n else 0.0
     return counts, sums, inertia
 
 
@@ -111,9 +201,10 @@ def _full_log_prob(xc, means, prec_chol, log_weights):
 
 
 def _gmm_step(log_prob_fn, full, X, shift, means, prec, log_weights,
-              chunk_size, logprob_out, resp_out, compute_stats):
+              chunk_size, logprob_out, resp_out, compute_stats, sample_weight):
     n, d = X.shape
     k = means.shape[0]
+    sw = check_sample_weight(sample_weight, n)
     chunk_size = chunk_size or default_chunk_size(k)
     dt = X.dtype
     s = shift.astype(dt)
@@ -124,8 +215,14 @@ def _gmm_step(log_prob_fn, full, X, shift, means, prec, log_weights,
     for a, b in _chunks(n, chunk_size):
         xc = X[a:b] - s
         lp = log_prob_fn(xc, means, prec, log_weights)
-        norm = _logsumexp_rows(lp)
-        loglik += float(norm.sum())
+        norm = logsumexp_rows(lp)
+        if sw is None:
+            loglik += float(norm.sum())
+        else:
+            # frames of weight 0 add nothing, even a log-likelihood of -inf
+            wc = sw[a:b]
+            keep = wc != 0
+            loglik += float((wc[keep] * norm[keep]).sum())
         if logprob_out is not None:
             logprob_out[a:b] = norm
         if resp_out is None and not compute_stats:
@@ -135,6 +232,12 @@ def _gmm_step(log_prob_fn, full, X, shift, means, prec, log_weights,
         if resp_out is not None:
             resp_out[a:b] = resp
         if compute_stats:
+            if sw is not None:
+                # weight the responsibilities (resp_out above stays unweighted)
+                resp *= wc[:, None]
+                if not keep.all():
+                    resp[~keep] = 0.0
+                    xc[~keep] = 0  # xc is this chunk's own copy
             nk += resp.sum(axis=0)
             r = resp.astype(dt)
             sx += r.T @ xc
@@ -147,7 +250,7 @@ def _gmm_step(log_prob_fn, full, X, shift, means, prec, log_weights,
 
 
 def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
-                  logprob_out=None, resp_out=None, compute_stats=True):
+                  logprob_out=None, resp_out=None, compute_stats=True, sample_weight=None):
     """E-step of a diagonal-covariance GMM on one shard.
 
     Parameters
@@ -161,28 +264,37 @@ def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
     log_weights : ndarray of shape (n_components,), float64
     chunk_size : int, optional
     logprob_out : ndarray of shape (n_samples,), float64, optional
-        Output: per-frame log-likelihood ``log sum_k w_k N(x | k)``.
+        Output: per-frame log-likelihood ``log sum_k w_k N(x | k)``
+        (unweighted by ``sample_weight``).
     resp_out : ndarray of shape (n_samples, n_components), optional
-        Output: responsibilities.
+        Output: responsibilities ``r_nk`` (unweighted by ``sample_weight``).
     compute_stats : bool, default=True
+    sample_weight : ndarray of shape (n_samples,), float64, optional
+        Non-negative finite frame weights ``s_n``; None means all ones.
 
     Returns
     -------
     nk : ndarray of shape (n_components,), float64
-        Sum of responsibilities.
+        Weighted sum of responsibilities ``sum_n s_n r_nk``.
     sx : ndarray of shape (n_components, n_features), float64
-        Responsibility-weighted sum of shifted frames.
+        ``sum_n s_n r_nk (x_n - shift)``.
     sxx : ndarray of shape (n_components, n_features), float64
-        Responsibility-weighted sum of squared shifted frames.
+        ``sum_n s_n r_nk (x_n - shift)**2``.
     loglik : float
-        Total log-likelihood of the shard.
+        Weighted total log-likelihood of the shard, ``sum_n s_n log p(x_n)``.
+
+    Raises
+    ------
+    ValueError
+        If ``sample_weight`` has the wrong shape, or is not finite and
+        non-negative.
     """
     return _gmm_step(_diag_log_prob, False, X, shift, means, precisions, log_weights,
-                     chunk_size, logprob_out, resp_out, compute_stats)
+                     chunk_size, logprob_out, resp_out, compute_stats, sample_weight)
 
 
 def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,
-                  logprob_out=None, resp_out=None, compute_stats=True):
+                  logprob_out=None, resp_out=None, compute_stats=True, sample_weight=None):
     """E-step of a full-covariance GMM on one shard.
 
     Same as :func:`gmm_diag_step` except
@@ -193,10 +305,13 @@ def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,
         Mahalanobis term is ``||(x - mu) @ prec_chol||^2``.
 
     and the returned ``sxx`` has shape (n_components, n_features, n_features):
-    the responsibility-weighted sum of outer products of shifted frames.
+    ``sum_n s_n r_nk (x_n - shift)(x_n - shift)^T``, the (frame- and)
+    responsibility-weighted sum of outer products of shifted frames.
+    ``sample_weight`` (ndarray of shape (n_samples,), float64, optional)
+    weights the statistics and ``loglik`` as in :func:`gmm_diag_step`.
     """
     return _gmm_step(_full_log_prob, True, X, shift, means, prec_chol, log_weights,
-                     chunk_size, logprob_out, resp_out, compute_stats)
+                     chunk_size, logprob_out, resp_out, compute_stats, sample_weight)
 
 
 def _top_indices(lp, top_c):
@@ -281,5 +396,5 @@ def gmm_diag_topc(X, shift, means, precisions, log_weights, top_c, chunk_size=No
         idx = _top_indices(lp, top_c)
         index_out[a:b] = idx
         with np.errstate(divide="ignore"):
-            logprob_out[a:b] = _logsumexp_rows(np.take_along_axis(lp, idx, axis=1))
+            logprob_out[a:b] = logsumexp_rows(np.take_along_axis(lp, idx, axis=1))
     return index_out, logprob_out

@@ -27,6 +27,15 @@
  * k-means: G = -2 C X^T (GEMM, k x chunk), d_jn = |c_j|^2 +
  *   G_jn, argmin over j as a vertical vector min with frames in the lanes
  *   (ties -> lowest index, as np.argmin), scatter-add in float64.
+ * Frame weights s_n (sample_weight, optional): NULL runs the unweighted code
+ *   unchanged.  Otherwise s_n scales what a frame adds to the statistics:
+ *   the diag kernel folds it into the row scale of Z (s_n w_n instead of
+ *   w_n), the full kernel multiplies the frame's row of R by it after
+ *   resp_out was written, k-means adds s_n, s_n x_n and s_n d_n instead of
+ *   1, x_n and d_n; the total log-likelihood is sum_n s_n log p(x_n).
+ *   Per-frame outputs (labels, mindist, logprob_out, resp_out) are not
+ *   weighted.  A frame with s_n == 0 adds exactly nothing, even where its
+ *   per-frame values are not finite (its rows are zeroed, not multiplied).
  *
  * Instruction sets: the element-wise code is written with GCC/clang vector
  * extensions and compiled three times (baseline, AVX2+FMA, AVX-512) through
@@ -285,42 +294,46 @@ void ipem_vexp_f64(int64_t n, const double *x, double *out)
 
 int ipem_kmeans_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
                     const float *shift, const float *C, const float *csq, int64_t chunk,
-                    int64_t *labels, double *mindist,
+                    const double *sample_weight, int64_t *labels, double *mindist,
                     double *counts, double *sums, double *inertia)
 {
     IPEM_CHECK(g_sgemm)
-    IPEM_DISPATCH(kmeans, f32, (n, d, k, X, ldx, shift, C, csq, chunk, labels, mindist,
-                                counts, sums, inertia))
+    IPEM_DISPATCH(kmeans, f32, (n, d, k, X, ldx, shift, C, csq, chunk, sample_weight,
+                                labels, mindist, counts, sums, inertia))
 }
 
 int ipem_kmeans_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                     const double *shift, const double *C, const double *csq, int64_t chunk,
-                    int64_t *labels, double *mindist,
+                    const double *sample_weight, int64_t *labels, double *mindist,
                     double *counts, double *sums, double *inertia)
 {
     IPEM_CHECK(g_dgemm)
-    IPEM_DISPATCH(kmeans, f64, (n, d, k, X, ldx, shift, C, csq, chunk, labels, mindist,
-                                counts, sums, inertia))
+    IPEM_DISPATCH(kmeans, f64, (n, d, k, X, ldx, shift, C, csq, chunk, sample_weight,
+                                labels, mindist, counts, sums, inertia))
 }
 
 int ipem_gmm_diag_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
                       const float *shift, const float *W, int64_t chunk,
+                      const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
                       int compute_stats, double *acc, double *loglik)
 {
     IPEM_CHECK(g_sgemm)
-    IPEM_DISPATCH(gmm_diag, f32, (n, d, k, X, ldx, shift, W, chunk, logprob_out, resp_out,
-                                  resp_f64, compute_stats, acc, loglik))
+    IPEM_DISPATCH(gmm_diag, f32, (n, d, k, X, ldx, shift, W, chunk, sample_weight,
+                                  logprob_out, resp_out, resp_f64, compute_stats, acc,
+                                  loglik))
 }
 
 int ipem_gmm_diag_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                       const double *shift, const double *W, int64_t chunk,
+                      const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
                       int compute_stats, double *acc, double *loglik)
 {
     IPEM_CHECK(g_dgemm)
-    IPEM_DISPATCH(gmm_diag, f64, (n, d, k, X, ldx, shift, W, chunk, logprob_out, resp_out,
-                                  resp_f64, compute_stats, acc, loglik))
+    IPEM_DISPATCH(gmm_diag, f64, (n, d, k, X, ldx, shift, W, chunk, sample_weight,
+                                  logprob_out, resp_out, resp_f64, compute_stats, acc,
+                                  loglik))
 }
 
 int ipem_gmm_diag_topc_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
@@ -347,7 +360,7 @@ int ipem_gmm_diag_topc_f64(int64_t n, int64_t d, int64_t k, const double *X, int
 
 int ipem_gmm_full_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
                       const float *shift, const float *U, int64_t dp, const double *cst,
-                      int64_t chunk, int64_t kblock,
+                      int64_t chunk, int64_t kblock, const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
                       int compute_stats, double *acc, double *loglik)
 {
@@ -355,13 +368,13 @@ int ipem_gmm_full_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t l
     if (dp < d || dp % 8 || kblock < 1)
         return IPEM_ERR_ARGS;
     IPEM_DISPATCH(gmm_full, f32, (n, d, k, X, ldx, shift, U, dp, cst, chunk, kblock,
-                                  logprob_out, resp_out, resp_f64, compute_stats, acc,
-                                  loglik))
+                                  sample_weight, logprob_out, resp_out, resp_f64,
+                                  compute_stats, acc, loglik))
 }
 
 int ipem_gmm_full_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                       const double *shift, const double *U, int64_t dp, const double *cst,
-                      int64_t chunk, int64_t kblock,
+                      int64_t chunk, int64_t kblock, const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
                       int compute_stats, double *acc, double *loglik)
 {
@@ -369,6 +382,6 @@ int ipem_gmm_full_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t 
     if (dp < d || dp % 8 || kblock < 1)
         return IPEM_ERR_ARGS;
     IPEM_DISPATCH(gmm_full, f64, (n, d, k, X, ldx, shift, U, dp, cst, chunk, kblock,
-                                  logprob_out, resp_out, resp_f64, compute_stats, acc,
-                                  loglik))
+                                  sample_weight, logprob_out, resp_out, resp_f64,
+                                  compute_stats, acc, loglik))
 }

@@ -10,6 +10,12 @@
  *    wrapper (_c.py) in the dtype of X; statistics outputs are float64 and
  *    are OVERWRITTEN (not accumulated into).
  *  - chunk is the number of frames processed per block (> 0).
+ *  - sample_weight: n float64 frame weights (finite, >= 0; checked by the
+ *    wrapper) or NULL for the unweighted kernel (bit-identical to a build
+ *    without weights).  Weights scale what each frame adds to the statistics
+ *    and to the total loglik/inertia; per-frame outputs (labels, mindist,
+ *    logprob_out, resp_out) are never weighted.  A frame of weight 0 adds
+ *    exactly nothing, even where its values are not finite.
  *  - Return value: 0 on success, IPEM_ERR_* (< 0) on failure.
  */
 #ifndef IPEM_KERNELS_H
@@ -48,31 +54,37 @@ void ipem_vexp_f64(int64_t n, const double *x, double *out);
 
 /* k-means (Lloyd) assignment step.
  *   C: k x d centres (shifted coordinates); csq: k squared norms of C;
- *   labels (n, int64), mindist (n, float64) written;
- *   counts (k), sums (k x d), inertia (1) written. */
+ *   sample_weight: n frame weights s_n or NULL (all ones);
+ *   labels (n, int64), mindist (n, float64) written (unweighted);
+ *   counts (k) = sum s_n, sums (k x d) = sum s_n x_n over the frames of each
+ *   centre, inertia (1) = sum s_n mindist_n, written. */
 int ipem_kmeans_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
                     const float *shift, const float *C, const float *csq, int64_t chunk,
-                    int64_t *labels, double *mindist,
+                    const double *sample_weight, int64_t *labels, double *mindist,
                     double *counts, double *sums, double *inertia);
 int ipem_kmeans_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                     const double *shift, const double *C, const double *csq, int64_t chunk,
-                    int64_t *labels, double *mindist,
+                    const double *sample_weight, int64_t *labels, double *mindist,
                     double *counts, double *sums, double *inertia);
 
 /* Diagonal-covariance GMM E-step.
  *   W: (2d+1) x k row-major: rows 0..d-1 = -0.5*prec^T, rows d..2d-1 =
  *      (mean*prec)^T, row 2d = the per-component constant.
+ *   sample_weight: n frame weights s_n or NULL (all ones).
  *   logprob_out: n float64 or NULL.  resp_out: n x k (float64 when
- *   resp_f64 != 0, else float32) or NULL.
+ *   resp_f64 != 0, else float32) or NULL.  Both unweighted.
  *   acc: k x (2d+1) float64, written when compute_stats != 0:
- *      acc[j, 0:d] = sum_n r_nj x_n^2, acc[j, d:2d] = sum_n r_nj x_n,
- *      acc[j, 2d] = sum_n r_nj.   loglik: 1 float64, always written. */
+ *      acc[j, 0:d] = sum_n s_n r_nj x_n^2, acc[j, d:2d] = sum_n s_n r_nj x_n,
+ *      acc[j, 2d] = sum_n s_n r_nj.
+ *   loglik: 1 float64 = sum_n s_n log p(x_n), always written. */
 int ipem_gmm_diag_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
                       const float *shift, const float *W, int64_t chunk,
+                      const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
                       int compute_stats, double *acc, double *loglik);
 int ipem_gmm_diag_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                       const double *shift, const double *W, int64_t chunk,
+                      const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
                       int compute_stats, double *acc, double *loglik);
 
@@ -94,16 +106,18 @@ int ipem_gmm_diag_topc_f64(int64_t n, int64_t d, int64_t k, const double *X, int
  *      holds -(mean_j @ U_j); padding columns are zero.  dp >= d.
  *   cst: k float64 constants (-0.5 d log 2pi + log det U_j + log w_j).
  *   kblock: components per log-likelihood GEMM (> 0).
+ *   sample_weight, logprob_out, resp_out, loglik: as for ipem_gmm_diag_*.
  *   acc: k x (1 + d + d(d+1)/2) float64, written when compute_stats != 0:
- *      [sum r, sum r x, sum r x_i x_j for i <= j (row-major upper triangle)]. */
+ *      [sum s r, sum s r x, sum s r x_i x_j for i <= j (row-major upper
+ *      triangle)]. */
 int ipem_gmm_full_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
                       const float *shift, const float *U, int64_t dp, const double *cst,
-                      int64_t chunk, int64_t kblock,
+                      int64_t chunk, int64_t kblock, const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
                       int compute_stats, double *acc, double *loglik);
 int ipem_gmm_full_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                       const double *shift, const double *U, int64_t dp, const double *cst,
-                      int64_t chunk, int64_t kblock,
+                      int64_t chunk, int64_t kblock, const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
                       int compute_stats, double *acc, double *loglik);
 /* CDEF END */

@@ -284,7 +284,7 @@ static IPEM_INLINE void FN(write_resp)(void *resp_out, int resp_f64, int64_t row
 /* ------------------------------------------------------------------ */
 static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ldx,
                       const REAL *shift, const REAL *C, const REAL *csq, int64_t chunk,
-                      int64_t *labels, double *mindist,
+                      const double *sw, int64_t *labels, double *mindist,
                       double *counts, double *sums, double *inertia)
 {
     /* Frames run along the vector lanes: G is k x ldg, row j = the distances
@@ -354,12 +354,23 @@ static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ld
                 const double md = dist < 0 ? 0.0 : (double)dist;
                 labels[a + i] = j;
                 mindist[a + i] = md;
-                inert += md;
-                counts[j] += 1.0;
                 double *restrict srow = sums + j * d;
                 const REAL *restrict xc = XC + i * dq;
-                for (int64_t t = 0; t < d; t++)
-                    srow[t] += (double)xc[t];
+                if (sw) {
+                    /* weighted; a frame of weight 0 adds nothing (not even 0 * inf) */
+                    const double wn = sw[a + i];
+                    if (wn == 0.0)
+                        continue;
+                    inert += wn * md;
+                    counts[j] += wn;
+                    for (int64_t t = 0; t < d; t++)
+                        srow[t] += wn * (double)xc[t];
+                } else {
+                    inert += md;
+                    counts[j] += 1.0;
+                    for (int64_t t = 0; t < d; t++)
+                        srow[t] += (double)xc[t];
+                }
             }
         }
     }
@@ -372,7 +383,7 @@ static int FN(kmeans)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ld
 /* diagonal GMM                                                         */
 /* ------------------------------------------------------------------ */
 static int FN(gmm_diag)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ldx,
-                        const REAL *shift, const REAL *W, int64_t chunk,
+                        const REAL *shift, const REAL *W, int64_t chunk, const double *sw,
                         double *logprob_out, void *resp_out, int resp_f64,
                         int compute_stats, double *acc, double *loglik)
 {
@@ -412,17 +423,27 @@ static int FN(gmm_diag)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
                 l[j] = (REAL)-INFINITY;
             double w;
             const double lp = FN(lse_row)(l, kp, need_e, &w);
-            ll += lp;
+            if (!sw)
+                ll += lp;
+            else if (sw[a + i] != 0.0)
+                ll += sw[a + i] * lp;
             if (logprob_out)
                 logprob_out[a + i] = lp;
             if (resp_out)
                 FN(write_resp)(resp_out, resp_f64, a + i, k, l, w);
             if (compute_stats) {
-                /* fold the normalisation into the frame: r_nj z_n = e_nj (w_n z_n) */
+                /* fold the normalisation (and the frame weight s_n) into the
+                 * frame: s_n r_nj z_n = e_nj (s_n w_n z_n) */
                 REAL *restrict z = Z + i * q;
-                const REAL wr = (REAL)w;
-                for (int64_t t = 0; t < q; t++)
-                    z[t] *= wr;
+                if (sw && sw[a + i] == 0.0) {
+                    /* dropped frame: zero both factors (e_nj may be NaN) */
+                    memset(z, 0, sizeof(REAL) * (size_t)q);
+                    memset(l, 0, sizeof(REAL) * (size_t)kp);
+                } else {
+                    const REAL wr = (REAL)(sw ? w * sw[a + i] : w);
+                    for (int64_t t = 0; t < q; t++)
+                        z[t] *= wr;
+                }
             }
         }
         if (compute_stats) {
@@ -553,7 +574,7 @@ static IPEM_INLINE REAL FN(sumsq)(const REAL *restrict y, int64_t dp)
 
 static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ldx,
                         const REAL *shift, const REAL *U, int64_t dp, const double *cst,
-                        int64_t chunk, int64_t kblock,
+                        int64_t chunk, int64_t kblock, const double *sw,
                         double *logprob_out, void *resp_out, int resp_f64,
                         int compute_stats, double *acc, double *loglik)
 {
@@ -610,7 +631,10 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
                 l[j] = (REAL)-INFINITY;
             double w;
             const double lp = FN(lse_row)(l, kp, need_e, &w);
-            ll += lp;
+            if (!sw)
+                ll += lp;
+            else if (sw[a + i] != 0.0)
+                ll += sw[a + i] * lp;
             if (logprob_out)
                 logprob_out[a + i] = lp;
             if (need_e) {
@@ -621,6 +645,21 @@ static int FN(gmm_full)(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t 
             }
             if (resp_out)
                 FN(write_resp)(resp_out, resp_f64, a + i, k, l, 1.0);
+            if (sw && compute_stats) {
+                /* the frame weight scales the row of R in R^T Q (resp_out
+                 * above stays unweighted) */
+                const double wn = sw[a + i];
+                if (wn == 0.0) {
+                    /* dropped frame: zero its responsibilities and its x (the
+                     * source of its Q row), which may be NaN or inf */
+                    memset(l, 0, sizeof(REAL) * (size_t)k);
+                    memset(XC + i * q1, 0, sizeof(REAL) * (size_t)d);
+                } else {
+                    const REAL swr = (REAL)wn;
+                    for (int64_t j = 0; j < k; j++)
+                        l[j] *= swr;
+                }
+            }
         }
         if (!compute_stats)
             continue;

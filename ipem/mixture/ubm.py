@@ -1,30 +1,31 @@
 """Universal background model (UBM) training at scale.
 
 :class:`UBMTrainer` grows a diagonal-covariance GMM by binary splitting
-(1 -> 2 -> 4 -> ... -> K) or starts from k-means, runs EM at every stage with
-the shared driver (:func:`ipem._em.run_em`) and the GaussianMixture E-step and
-M-step (:mod:`ipem.mixture`), and adds what speaker-verification training
-needs on real features: a variance floor, a dead-component policy, float32
-frames with float64 statistics, per-iteration checkpoints and per-engine
-telemetry.  The frames can be read by the engines from feature files, so the
-client never holds them.
+(1 -> 2 -> 4 -> ... -> K) or starts from k-means, and runs EM at every stage
+through the staged runner (:func:`ipem.em.staged.run_stages`) with the GMM
+statistics and M-step of :mod:`ipem.mixture.gaussian`.  It adds what
+speaker-verification training needs on real features: a variance floor, a
+dead-component policy, float32 frames with float64 statistics, per-iteration
+checkpoints (:mod:`ipem.io.models`) and per-engine telemetry.  The frames can
+be read by the engines from feature files, so the client never holds them.
 """
 from __future__ import annotations
 
 import json
 import os
-import time
 
 import numpy as np
-from sklearn.utils import check_random_state
 
-from .. import io as _features
-from ..em.base import EMEstimatorMixin, shard_telemetry
-from ..em.driver import IterationRecord, run_em
+from .. import io as _io
+from ..em.base import EMEstimator
+from ..em.staged import Position, run_stages
+from ..io.atomic import save_npz_atomic
+from ..io.models import load_model, records_to_json, rng_from_arrays, rng_to_arrays
 from ..kernels import get_kernels
+from ..parallel import DistributedData, as_controller
 from ..validation import check_float, check_int, check_option
-from ..parallel.controller import DistributedData, as_controller
-from .gaussian_mixture import GaussianMixture, _gmm_stats, _m_step, kernel_args, kmeans_init_stats
+from .gaussian import gmm_stats, kernel_args, kmeans_init_stats, m_step
+from .gaussian_mixture import GaussianMixture
 
 FORMAT_VERSION = 1
 
@@ -80,81 +81,10 @@ def apply_variance_floor(variances, floor):
 
 
 # ---------------------------------------------------------------------------
-# checkpoints: atomic .npz, never pickle
-# ---------------------------------------------------------------------------
-
-def _rng_state_to_arrays(rng):
-    name, keys, pos, has_gauss, cached = rng.get_state()
-    return {"rng_keys": keys, "rng_meta": np.array([pos, has_gauss], dtype=np.int64),
-            "rng_cached": np.array([cached])}
-
-
-def _rng_from_arrays(z):
-    rng = np.random.RandomState()
-    rng.set_state(("MT19937", z["rng_keys"], int(z["rng_meta"][0]), int(z["rng_meta"][1]),
-                   float(z["rng_cached"][0])))
-    return rng
-
-
-def save_npz_atomic(path, **arrays):
-    """Write an ``.npz`` file atomically (temporary file, then rename)."""
-    path = os.fspath(path)
-    with _features.atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-    return path
-
-
-def _records_to_json(records):
-    def clean(v):
-        if isinstance(v, float) and not np.isfinite(v):
-            return str(v)
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, np.generic):
-            return v.item()
-        return v
-    return json.dumps([clean(r.as_dict()) for r in records])
-
-
-def _records_from_json(text):
-    out = []
-    for d in json.loads(text):
-        for key in ("objective", "change"):
-            if isinstance(d[key], str):
-                d[key] = float(d[key])
-        out.append(IterationRecord(**d))
-    return out
-
-
-def load_model(path):
-    """Read a model or checkpoint file written by :class:`UBMTrainer`.
-
-    Returns
-    -------
-    dict with ``weights`` (K,), ``means`` (K, D), ``covariances`` (K, D),
-    ``history`` (list of IterationRecord) and, for checkpoints, the training
-    position.
-    """
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as z:
-            out = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable ipem model file ({exc})") from None
-    for key in ("weights", "means", "covariances"):
-        if key not in out:
-            raise ValueError(f"{path}: not an ipem model file (no '{key}')")
-    out["history"] = _records_from_json(str(out.pop("history_json", "[]")))
-    return out
-
-
-# ---------------------------------------------------------------------------
 # the trainer
 # ---------------------------------------------------------------------------
 
-class UBMTrainer(EMEstimatorMixin):
+class UBMTrainer(EMEstimator):
     """Train a diagonal-covariance UBM by EM with mixture splitting.
 
     Parameters
@@ -246,8 +176,14 @@ class UBMTrainer(EMEstimatorMixin):
         self.callbacks = callbacks
         self.verbose = verbose
 
+    # staged training stops on per-stage budgets by design: no ConvergenceWarning
+    _warn_unconverged = False
+
     # --- checks and schedule ---------------------------------------------------
-    def _check_params(self):
+    def _min_samples(self):
+        return check_int(self.n_components, "n_components")
+
+    def _check_params(self, n_features=None):
         k = check_int(self.n_components, "n_components")
         check_option(self.init, "init", ("split", "kmeans"))
         k0 = 1 if self.init == "split" else check_int(
@@ -268,46 +204,48 @@ class UBMTrainer(EMEstimatorMixin):
         if np.dtype(self.dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype={self.dtype!r}: expected float32 or float64")
         get_kernels(self.backend)
-        return self._schedule(k0, k)
+        return {}
 
-    @staticmethod
-    def _schedule(k0, k):
-        """Stage sizes: k0, 2*k0, ... and finally k."""
-        sizes = [k0]
+    def _stages(self):
+        """(size, max_iter) of every stage: k0, 2*k0, ... and finally K."""
+        k = self.n_components
+        sizes = [1 if self.init == "split" else (self.init_components or k)]
         while sizes[-1] < k:
             sizes.append(min(2 * sizes[-1], k))
-        return sizes
+        return [(s, self.final_iter if i == len(sizes) - 1 else self.stage_iter)
+                for i, s in enumerate(sizes)]
 
     # --- data --------------------------------------------------------------------
-    def _data(self, X):
-        """Arrays are distributed; file lists are read by the shards themselves."""
-        if isinstance(X, DistributedData) or isinstance(X, np.ndarray):
-            return self._fit_data(X, min_samples=self.n_components)
-        if isinstance(X, (list, tuple)) and len(X) == 0:
-            raise ValueError("no feature files (or frames) given to fit")
-        if isinstance(X, (str, os.PathLike)) or (isinstance(X, (list, tuple)) and X
-                                                 and isinstance(X[0], (str, os.PathLike,
-                                                                       _features.FeatureRef))):
-            refs = (list(X) if isinstance(X, (list, tuple)) and
-                    isinstance(X[0], _features.FeatureRef) else _features.list_features(X))
+    def _fit_data(self, X, sample_weight):
+        """Arrays are distributed; feature files (lists, scp) are read by the shards themselves."""
+        if isinstance(X, (str, os.PathLike)) or (
+                isinstance(X, (list, tuple)) and X
+                and isinstance(X[0], (str, os.PathLike, _io.FeatureRef))):
+            if sample_weight is not None:
+                raise ValueError("sample_weight cannot be given with feature files")
+            self._check_params()
+            refs = (list(X) if isinstance(X[0], _io.FeatureRef) else _io.list_features(X))
             total = sum(r.n_frames for r in refs)
             if total < self.n_components:
                 raise ValueError(f"the feature files hold {total} frames, fewer than the "
                                  f"{self.n_components} components")
-            ctrl = as_controller(self.controller)
-            return ctrl.distribute_files(refs, dtype=self.dtype), True
-        return self._fit_data(X, min_samples=self.n_components)
+            data = as_controller(self.controller).distribute_files(refs, dtype=self.dtype)
+            self.n_features_in_ = data.n_features
+            return data, True
+        if isinstance(X, (list, tuple)) and len(X) == 0:
+            raise ValueError("no feature files (or frames) given to fit")
+        return super()._fit_data(X, sample_weight)
 
     # --- EM hooks ----------------------------------------------------------------
-    def _em_e_step(self, data, params):
+    def _e_step(self, data, params):
         means_s, prec, log_w = kernel_args("diag", params["weights"], params["means"],
                                            1.0 / np.sqrt(params["covariances"]), data.mean)
-        return data.controller.reduce(_gmm_stats, data, data.mean, "diag", means_s, prec, log_w,
-                                      self.backend, self.chunk_size, data.n_shards)
+        return data.controller.reduce(gmm_stats, data, data.mean, "diag", means_s, prec, log_w,
+                                      self.backend, self.chunk_size)
 
-    def _em_m_step(self, stats, params, data):
+    def _m_step(self, stats, params, data):
         nk = stats["nk"]
-        weights, means_s, cov = _m_step(stats, "diag", self.reg_covar)
+        weights, means_s, cov = m_step(stats, "diag", self.reg_covar)
         means = means_s + data.mean
         dead = np.flatnonzero((nk < self.min_occupancy) | (weights < self.min_weight))
         # a dead component's statistics are meaningless: keep its previous variances
@@ -315,7 +253,7 @@ class UBMTrainer(EMEstimatorMixin):
             cov[dead] = params["covariances"][dead]
         cov, n_floored = apply_variance_floor(cov, self.variance_floor_)
         info = {"n_floored": n_floored, "dead": dead.tolist(), "dead_policy": self.dead_policy,
-                "n_components": int(weights.size), **shard_telemetry(stats)}
+                "n_components": int(weights.size)}
         if dead.size:
             weights, means, cov = self._handle_dead(weights, means, cov, dead)
             info["n_components"] = int(weights.size)
@@ -341,22 +279,18 @@ class UBMTrainer(EMEstimatorMixin):
             w[slot], m[slot], v[slot] = w2[1], m2[1], v2[1]
         return w / w.sum(), m, v
 
-    def _em_converged(self, record, tol):
-        return abs(record.change) < tol
-
-    # --- initial model -----------------------------------------------------------
-    def _initial(self, data, k0, rng):
+    # --- staged training -----------------------------------------------------------
+    def _initialize(self, data, rng, given):
+        k0 = self._stages()[0][0]
         if self.init == "split":
-            w = np.ones(1)
-            m = data.mean[None, :].copy()
             v = np.maximum(data.var[None, :], self.variance_floor_)
-            return {"weights": w, "means": m, "covariances": v}
+            return {"weights": np.ones(1), "means": data.mean[None, :].copy(), "covariances": v}
         stats = kmeans_init_stats(data, k0, "diag", rng, self.backend, self.chunk_size)
-        weights, means_s, cov = _m_step(stats, "diag", self.reg_covar)
+        weights, means_s, cov = m_step(stats, "diag", self.reg_covar)
         cov, _ = apply_variance_floor(cov, self.variance_floor_)
         return {"weights": weights, "means": means_s + data.mean, "covariances": cov}
 
-    def _split_to(self, params, k):
+    def _grow(self, params, k):
         """Split the heaviest components until there are ``k`` (several rounds if
         removed components left fewer than ``k / 2``)."""
         w, m, v = params["weights"], params["means"], params["covariances"]
@@ -364,6 +298,29 @@ class UBMTrainer(EMEstimatorMixin):
             heaviest = np.argsort(-w, kind="stable")[:k - w.size]
             w, m, v = split_components(w, m, v, np.sort(heaviest), self.split_epsilon)
         return {"weights": w, "means": m, "covariances": v}
+
+    def _fit_runs(self, data, rng, given):
+        self.variance_floor_ = (self.variance_floor * data.var if self.floor_mode == "relative"
+                                else np.full(data.n_features, self.variance_floor))
+        if self.reg_covar == 0:
+            flat = np.flatnonzero((data.var == 0) & (self.variance_floor_ <= 0))
+            if flat.size:
+                raise ValueError(
+                    f"feature column(s) {flat.tolist()} are constant (zero variance), so their "
+                    "variances cannot be estimated: drop them, or set an absolute "
+                    "variance_floor (floor_mode='absolute') or reg_covar > 0")
+        result, self.resumed_from_ = run_stages(
+            self, data, rng, self._stages(), callbacks=self._callbacks(),
+            checkpoint=self.checkpoint, resume=self.resume, every=self.checkpoint_every)
+        return result
+
+    def _set_fitted(self, result, data):
+        p = result.params
+        self.weights_, self.means_, self.covariances_ = p["weights"], p["means"], p["covariances"]
+        self.history_ = result.history
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.objective
+        self.converged_ = result.converged
 
     # --- checkpoints ---------------------------------------------------------------
     #: settings a checkpoint must have been written with to be resumed
@@ -374,17 +331,16 @@ class UBMTrainer(EMEstimatorMixin):
     def _settings(self):
         return {k: getattr(self, k) for k in self._RESUME_SETTINGS}
 
-    def _write_checkpoint(self, path, params, stage_index, iter_in_stage, stage_done, rng,
-                          history, data, converged):
+    def _write_checkpoint(self, path, params, pos, rng, history, data):
         save_npz_atomic(
             path, format_version=np.array(FORMAT_VERSION), weights=params["weights"],
             settings_json=np.array(json.dumps(self._settings())),
-            converged=np.array(bool(converged)),
+            converged=np.array(bool(pos.converged)),
             means=params["means"], covariances=params["covariances"],
-            stage_index=np.array(stage_index), iter_in_stage=np.array(iter_in_stage),
-            stage_done=np.array(bool(stage_done)), n_components=np.array(self.n_components),
+            stage_index=np.array(pos.stage_index), iter_in_stage=np.array(pos.iter_in_stage),
+            stage_done=np.array(bool(pos.stage_done)), n_components=np.array(self.n_components),
             data_shape=np.array(data.shape), data_mean=data.mean,
-            history_json=np.array(_records_to_json(history)), **_rng_state_to_arrays(rng))
+            history_json=np.array(records_to_json(history)), **rng_to_arrays(rng))
 
     def _read_checkpoint(self, path, data):
         z = load_model(path)
@@ -405,105 +361,10 @@ class UBMTrainer(EMEstimatorMixin):
                                                                    rtol=1e-6, atol=1e-9):
             raise ValueError(f"checkpoint {path} was written for other data "
                              f"(shape {tuple(z['data_shape'])}, this data {data.shape})")
-        return z
-
-    def _after_iteration(self, path, history, rng, data, stage_index, done_before, budget):
-        """The driver's after-iteration hook for one stage: history and checkpoints."""
-        count = [done_before]
-
-        def after(params, record, converged):
-            history.append(record)
-            count[0] += 1
-            stage_done = converged or count[0] >= budget
-            if path and (stage_done or count[0] % self.checkpoint_every == 0):
-                self._write_checkpoint(path, params, stage_index, count[0], stage_done, rng,
-                                       history, data, converged)
-        return after
-
-    # --- fit -------------------------------------------------------------------------
-    def fit(self, X, y=None):
-        """Train the UBM.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features), DistributedData, a list of
-            feature files, or a Kaldi ``.scp`` / list file
-            Files are read by the controller's shards (engines), balanced by
-            frame count; the client reads only their headers.
-        y : ignored
-
-        Returns
-        -------
-        self
-        """
-        sizes = self._check_params()
-        data, owned = self._data(X)
-        try:
-            self._fit_distributed(data, sizes)
-        finally:
-            if owned:
-                data.free()
-        return self
-
-    def _fit_distributed(self, data, sizes):
-        self.variance_floor_ = (self.variance_floor * data.var if self.floor_mode == "relative"
-                                else np.full(data.n_features, self.variance_floor))
-        if self.reg_covar == 0:
-            flat = np.flatnonzero((data.var == 0) & (self.variance_floor_ <= 0))
-            if flat.size:
-                raise ValueError(
-                    f"feature column(s) {flat.tolist()} are constant (zero variance), so their "
-                    "variances cannot be estimated: drop them, or set an absolute "
-                    "variance_floor (floor_mode='absolute') or reg_covar > 0")
-        callbacks = self._callbacks()
-        history = []
-        path = self.checkpoint
-        if path and self.resume and os.path.exists(path):
-            z = self._read_checkpoint(path, data)
-            rng = _rng_from_arrays(z)
-            params = {k: z[k] for k in ("weights", "means", "covariances")}
-            stage_index, iter_in_stage = int(z["stage_index"]), int(z["iter_in_stage"])
-            history = z["history"]
-            converged = bool(z["converged"])
-            if bool(z["stage_done"]):
-                stage_index, iter_in_stage = stage_index + 1, 0
-                if stage_index < len(sizes):
-                    params = self._split_to(params, sizes[stage_index])
-            self.resumed_from_ = len(history)
-        else:
-            rng = check_random_state(self.random_state)
-            params = self._initial(data, sizes[0], rng)
-            stage_index, iter_in_stage = 0, 0
-            self.resumed_from_ = 0
-            converged = False
-        t_start = time.perf_counter()
-        while stage_index < len(sizes):
-            last = stage_index == len(sizes) - 1
-            budget = (self.final_iter if last else self.stage_iter) - iter_in_stage
-            previous = history[-1].objective if (iter_in_stage and history) else None
-            after = self._after_iteration(path, history, rng, data, stage_index,
-                                          iter_in_stage, self.final_iter if last
-                                          else self.stage_iter)
-            if budget > 0:
-                result = run_em(self, data, params, max_iter=budget, tol=self.tol,
-                                callbacks=callbacks, stage=int(params["weights"].size),
-                                start_iteration=len(history), start_time=t_start,
-                                after_iteration=after, previous_objective=previous)
-                params = result.params
-                converged = result.converged
-            stage_index += 1
-            iter_in_stage = 0
-            if stage_index < len(sizes):
-                params = self._split_to(params, sizes[stage_index])
-        self.weights_ = params["weights"]
-        self.means_ = params["means"]
-        self.covariances_ = params["covariances"]
-        self.history_ = history
-        self.n_iter_ = len(history)
-        self.lower_bound_ = history[-1].objective if history else -np.inf
-        self.converged_ = converged
-        self.n_features_in_ = data.n_features
-        return self
+        params = {k: z[k] for k in ("weights", "means", "covariances")}
+        pos = Position(int(z["stage_index"]), int(z["iter_in_stage"]), bool(z["stage_done"]),
+                       bool(z["converged"]))
+        return params, pos, rng_from_arrays(z), z["history"]
 
     # --- use -------------------------------------------------------------------------
     def to_gaussian_mixture(self):
@@ -526,6 +387,7 @@ class UBMTrainer(EMEstimatorMixin):
         return self.to_gaussian_mixture().score_samples(X)
 
     def score(self, X, y=None):
+        """Mean per-frame log-likelihood under the UBM."""
         return float(np.mean(self.score_samples(X)))
 
     def save(self, path):
@@ -533,7 +395,7 @@ class UBMTrainer(EMEstimatorMixin):
         return save_npz_atomic(path, format_version=np.array(FORMAT_VERSION),
                                weights=self.weights_, means=self.means_,
                                covariances=self.covariances_,
-                               history_json=np.array(_records_to_json(self.history_)))
+                               history_json=np.array(records_to_json(self.history_)))
 
     @classmethod
     def load(cls, path, **kwargs):

@@ -1,8 +1,13 @@
 """Speaker-verification tools: synthetic corpus, acoustic front-end, metrics,
-GMM-UBM MAP adaptation and scoring."""
+GMM-UBM MAP adaptation and scoring.
+
+:mod:`ipem.speaker.pipeline` chains them into the steps the ``ipem`` command,
+the demo and the notebooks run (extract, train_ubm, adapt, score, evaluate).
+"""
 
 from .corpus import CorpusInfo, available_voices, generate_corpus, synthesize_utterance
-from .frontend import cmvn, energy_vad, extract_features, extract_many, mfcc_features, read_audio
+from .frontend import (cmvn, energy_vad, extract_features, extract_file, extract_many,
+                       mfcc_features, read_audio)
 from .map import SpeakerModel, adapt_speakers, map_adapt, ubm_params, utterance_stats
 from .metrics import (
     SRE2008,
@@ -27,6 +32,7 @@ __all__ = [
     "energy_vad",
     "cmvn",
     "extract_features",
+    "extract_file",
     "extract_many",
     "compute_eer",
     "rocch",

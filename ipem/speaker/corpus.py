@@ -20,6 +20,7 @@ mbrola and the voices.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ENGLISH_MBROLA_VOICES",
@@ -585,6 +588,7 @@ def generate_corpus(
                 k += 1
 
     # -- synthesise (parallel) --------------------------------------------
+    logger.info("synthesising %d utterances of %d speakers -> %s", len(plan), n_speakers, out)
     def work(item):
         spk, voice, role, utt, rel, text, ss = item
         try:

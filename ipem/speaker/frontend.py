@@ -17,6 +17,7 @@ Pipeline used by :func:`extract_features`::
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +26,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "read_audio",
+    "extract_file",
     "mfcc_features",
     "frame_log_energy",
     "energy_vad",
@@ -35,6 +39,9 @@ __all__ = [
     "extract_many",
     "NoSpeechError",
 ]
+
+#: Feature formats :func:`extract_many` writes (Kaldi archives are written otherwise).
+WRITE_FORMATS = ("htk", "npy", "h5")
 
 #: Natural-log energy -> dB.
 _LN_TO_DB = 10.0 / math.log(10.0)
@@ -413,14 +420,54 @@ def extract_features(
     return cmvn(feats, variance=variance_norm)
 
 
-def _extract_one(args):
-    src, dst, fmt, kwargs = args
+def extract_file(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    fmt: str | None = None,
+    **kwargs,
+):
+    """Extract the features of one audio file and write them to a feature file.
+
+    The one place where audio becomes a feature file: :func:`extract_many`,
+    ``ipem extract``, the demo and the notebooks all go through it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Audio file.
+    out : str or os.PathLike
+        Feature file to write (atomically, with ``ipem.io.write``); its
+        directory must exist.
+    fmt : {"htk", "npy", "h5"} or None, optional
+        Feature file format; inferred from the extension of ``out`` when
+        ``None``.  HTK files get the frame period ``winstep`` (in 100 ns
+        units).
+    **kwargs
+        Passed to :func:`extract_features` (``sample_rate``, ``winstep``, ...).
+
+    Returns
+    -------
+    ipem.io.FeatureRef
+        The written file: absolute ``path``, ``n_frames`` speech frames of
+        ``n_features`` (default 60) features.
+
+    Raises
+    ------
+    NoSpeechError
+        If the file holds no speech (a ValueError).
+    ValueError, FileNotFoundError
+        For an unreadable audio file or bad options (the file is named).
+    """
     from ipem import io as ipem_features
 
-    X = extract_features(src, **kwargs)
+    X = extract_features(path, **kwargs)
     period = int(round(kwargs.get("winstep", 0.01) * 1e7))  # HTK units of 100 ns
-    ipem_features.write(dst, X, fmt, sample_period=period)
-    return dst
+    return ipem_features.write(out, X, fmt, sample_period=period)
+
+
+def _extract_task(job, fmt, kwargs):
+    """One (audio, feature file) job of :func:`extract_many` (runs where the task runs)."""
+    return extract_file(job[0], job[1], fmt, **kwargs)
 
 
 def extract_many(
@@ -430,9 +477,11 @@ def extract_many(
     n_jobs: int = 2,
     *,
     root: str | os.PathLike | None = None,
+    controller=None,
+    progress: bool = False,
     **kwargs,
 ) -> list[Path]:
-    """Extract features of many files and write them with ``ipem.features.write``.
+    """Extract features of many files with :func:`extract_file`.
 
     Parameters
     ----------
@@ -441,37 +490,76 @@ def extract_many(
     out_dir : path-like
         Output directory (created if needed).
     fmt : {"htk", "npy", "h5"}, optional
-        Feature file format, passed to ``ipem.features.write``; it is also
-        the file extension.  HTK files get the frame period ``winstep``.
+        Feature file format, passed to ``ipem.io.write``; it is also the
+        file extension.  HTK files get the frame period ``winstep``.
     n_jobs : int, optional
-        Number of worker threads.
+        Number of worker threads when no ``controller`` is given.
     root : path-like, optional
         If given, each output mirrors the input's path relative to ``root``
         (``out_dir/<relative path with .fmt suffix>``); otherwise outputs are
         ``out_dir/<stem>.<fmt>`` and stems must be unique.
+    controller : Controller, int, DirectView or None, optional
+        Run one load-balanced task per file there (see
+        :func:`ipem.as_controller`); the engines must see the same file
+        system.  ``None``: ``n_jobs`` threads in this process.
+    progress : bool, optional
+        Show a progress bar.
     **kwargs
         Passed to :func:`extract_features` (e.g. ``sample_rate``).
 
     Returns
     -------
     list of pathlib.Path
-        Output files, in the order of ``paths``.
-    """
-    from ipem import io as ipem_features  # noqa: F401  (fail early if missing)
+        Output files (absolute), in the order of ``paths``.
 
-    paths = [Path(p) for p in paths]
-    out_dir = Path(out_dir)
+    Raises
+    ------
+    ValueError
+        If two outputs would have the same name, or an input is not under
+        ``root``; from the extraction of a file (see :func:`extract_file`).
+    ipem.EngineValueError
+        The same, raised on engines (the message names the file).
+    """
+    if fmt not in WRITE_FORMATS:
+        raise ValueError(f"unknown feature format {fmt!r}; expected one of {WRITE_FORMATS}")
+    paths = [Path(p).absolute() for p in paths]
+    out_dir = Path(out_dir).absolute()
     if root is not None:
-        root = Path(root)
-        dsts = [out_dir / p.relative_to(root).with_suffix("." + fmt) for p in paths]
+        root = Path(root).absolute()
+        dsts = []
+        for p in paths:
+            try:
+                rel = p.relative_to(root)
+            except ValueError:
+                raise ValueError(f"audio file {p} is not under the root {root}") from None
+            dsts.append(out_dir / rel.with_suffix("." + fmt))
     else:
         dsts = [out_dir / (p.stem + "." + fmt) for p in paths]
     if len(set(dsts)) != len(dsts):
         raise ValueError("output names collide (same file stem twice); pass root= to mirror directories")
     for d in {d.parent for d in dsts}:
         d.mkdir(parents=True, exist_ok=True)
-    jobs = [(p, d, fmt, kwargs) for p, d in zip(paths, dsts)]
-    if n_jobs <= 1 or len(jobs) <= 1:
-        return [Path(_extract_one(j)) for j in jobs]
-    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        return [Path(r) for r in pool.map(_extract_one, jobs)]
+    jobs = [(str(p), str(d)) for p, d in zip(paths, dsts)]
+    logger.debug("extracting %d files to %s (%s)", len(jobs), out_dir, fmt)
+    if controller is not None:
+        from ..parallel import as_controller
+
+        as_controller(controller).map_tasks(_extract_task, jobs, fmt, kwargs,
+                                            progress=progress, desc="extract")
+    elif n_jobs <= 1 or len(jobs) <= 1:
+        for j in _progress(jobs, progress):
+            _extract_task(j, fmt, kwargs)
+    else:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            for _ in _progress(pool.map(lambda j: _extract_task(j, fmt, kwargs), jobs),
+                               progress, total=len(jobs)):
+                pass
+    return dsts
+
+
+def _progress(it, progress, total=None):
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, total=total, desc="extract")

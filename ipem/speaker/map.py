@@ -17,23 +17,26 @@ feature files itself.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import io as _features
 from ..kernels import get_kernels
 from ..validation import check_frames
-from ..parallel.controller import as_controller
-from ..mixture.ubm import load_model, save_npz_atomic
+from ..parallel import as_controller
+from ..io.atomic import save_npz_atomic
+from ..io.models import load_model
+from .sources import load_source, resolve_source
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["utterance_stats", "map_adapt", "SpeakerModel", "adapt_speakers"]
 
 #: Default floor of adapted variances, as a fraction of the UBM's variances.
 VARIANCE_FLOOR = 1e-3
 
-_LIST_EXTENSIONS = (".scp", ".lst", ".txt")
 
 
 # ---------------------------------------------------------------------------
@@ -341,62 +344,6 @@ class SpeakerModel:
         return cls(str(data["speaker_id"]), w, m, v, int(data.get("n_frames", 0)))
 
 
-# ---------------------------------------------------------------------------
-# frames of one speaker / segment, read where the task runs
-# ---------------------------------------------------------------------------
-
-def _client_sources(source, what):
-    """Normalise a frame source on the client (no frame is read here).
-
-    Arrays are validated; plain feature paths are made absolute (engines may
-    run in another directory); ``.scp``/``.lst``/``.txt`` lists are expanded
-    to FeatureRefs (reading headers only).
-    """
-    if isinstance(source, np.ndarray):
-        return check_frames(source, name=what)
-    if isinstance(source, (str, os.PathLike, _features.FeatureRef)):
-        source = [source]
-    try:
-        entries = list(source)
-    except TypeError:
-        raise ValueError(f"{what}: expected a feature file, a list of feature files or a "
-                         f"(n_frames, n_features) array, got {type(source).__name__}") from None
-    if not entries:
-        raise ValueError(f"{what}: no feature files given")
-    out = []
-    for entry in entries:
-        if isinstance(entry, _features.FeatureRef):
-            out.append(entry)
-        elif isinstance(entry, (str, os.PathLike)):
-            path = os.fspath(entry)
-            if os.path.splitext(path)[1].lower() in _LIST_EXTENSIONS:
-                out.extend(_features.list_features(path))
-            else:
-                out.append(os.path.abspath(path))
-        else:
-            raise ValueError(f"{what}: {entry!r} is neither a feature file path nor a "
-                             "FeatureRef")
-    return out
-
-
-def _read_frames(source, dtype, n_features, what):
-    """Frames of a source prepared by :func:`_client_sources` (runs on engines)."""
-    if isinstance(source, np.ndarray):
-        X = source
-    else:
-        refs = []
-        for entry in source:
-            refs.extend([entry] if isinstance(entry, _features.FeatureRef)
-                        else _features.list_features(entry))
-        X = _features.load_many(refs, dtype=np.dtype(dtype))
-    if X.shape[1] != n_features:
-        where = "" if isinstance(source, np.ndarray) else \
-            " (" + ", ".join(r if isinstance(r, str) else r.where() for r in source) + ")"
-        raise ValueError(f"{what}{where}: {X.shape[1]} features per frame, but the UBM has "
-                         f"{n_features}")
-    return X
-
-
 def _check_speaker_id(spk):
     name = str(spk)
     if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
@@ -408,7 +355,7 @@ def _adapt_task(item, params, relevance, adapt, out_dir, backend, dtype):
     """One speaker: read, accumulate statistics, adapt, optionally save."""
     spk, source = item
     w, m, v = params
-    X = _read_frames(source, dtype, m.shape[1], f"speaker {spk}")
+    X = load_source(source, dtype=dtype, n_features=m.shape[1], what=f"speaker {spk}")
     n, f, s = utterance_stats(X, w, m, v, backend=backend)
     r, r_w, r_v = relevance
     new = map_adapt(w, m, v, n, f, s, relevance_factor=r, adapt=adapt, relevance_weights=r_w,
@@ -458,10 +405,10 @@ def adapt_speakers(ubm, enrollment, *, controller=None, relevance_factor=16.0, a
 
     Raises
     ------
-    ipem.EngineValueError
-        On engines, for a malformed feature file (the message names it).
-    ipem.features.FeatureFileError
-        The same, with a local controller.
+    ValueError
+        For a bad option or speaker id; for a missing or malformed feature
+        file (an :class:`ipem.EngineValueError` from the tasks, or an
+        :class:`ipem.io.FeatureFileError`; the message names the file).
     """
     params = ubm_params(ubm)
     if not isinstance(enrollment, dict):
@@ -483,8 +430,9 @@ def adapt_speakers(ubm, enrollment, *, controller=None, relevance_factor=16.0, a
     items = []
     for spk, source in enrollment.items():
         name = _check_speaker_id(spk) if out_dir is not None else spk
-        items.append((name, _client_sources(source, f"speaker {spk}")))
+        items.append((name, resolve_source(source, f"speaker {spk}")))
     ctrl = as_controller(controller)
+    logger.debug("adapting %d speakers on %s", len(items), ctrl)
     results = ctrl.map_tasks(_adapt_task, items, params, relevance, adapt, out_dir, backend,
                              np.dtype(dtype).str, progress=progress, desc="MAP adaptation")
     return {spk: res for spk, res in zip(enrollment, results)}

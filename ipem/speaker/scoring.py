@@ -6,10 +6,10 @@ the average per-frame log-likelihood ratio
     LLR = (1/T) sum_t [log p(x_t | speaker) - log p(x_t | UBM)].
 
 Fast scoring (Reynolds et al. 2000) evaluates the UBM fully, keeps each
-frame's ``C`` best UBM components (:func:`ipem.kernels._numpy.gmm_diag_topc`)
-and evaluates both log-likelihoods over those components only; as speaker
-models are adapted from the UBM their components correspond, and the
-speaker model costs ``C`` instead of ``K`` Gaussians per frame.
+frame's ``C`` best UBM components (:func:`topc_kernel`) and evaluates both
+log-likelihoods over those components only; as speaker models are adapted
+from the UBM their components correspond, and the speaker model costs
+``C`` instead of ``K`` Gaussians per frame.
 
 :func:`score_trials` scores a trial list task-parallel over test segments:
 each segment is read once (where its task runs) and scored against all of
@@ -17,6 +17,7 @@ its models.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import NamedTuple, Optional
 
@@ -24,12 +25,14 @@ import numpy as np
 
 from .. import io as _features
 from ..io import atomic_path
-from ..kernels import _numpy as _numpy_kernels
-from ..kernels import get_kernels
+from ..kernels import get_kernels, logsumexp_rows
 from ..validation import check_frames
-from ..parallel.controller import as_controller
-from .map import SpeakerModel, _client_sources, _read_frames
+from ..parallel import as_controller
+from .map import SpeakerModel
 from .map import ubm_params as _ubm_params
+from .sources import load_source, resolve_source
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["llr_scores", "score_trials", "read_trials", "write_scores", "Trial", "topc_kernel"]
 
@@ -68,8 +71,7 @@ def _selected_logprob(X, shift, means_s, precisions, const, idx, chunk_size=None
         diff *= diff
         diff *= precisions[sel]
         lp = const[sel] - 0.5 * diff.sum(axis=2)
-        with np.errstate(divide="ignore"):
-            out[a:b] = _numpy_kernels._logsumexp_rows(lp)
+        out[a:b] = logsumexp_rows(lp)
     return out
 
 
@@ -166,7 +168,7 @@ def _segment_key(test):
 def _score_task(item, params, top_c, backend, dtype):
     """One test segment: read it once, score it against all of its models."""
     source, models, what = item
-    X = _read_frames(source, dtype, params[1].shape[1], what)
+    X = load_source(source, dtype=dtype, n_features=params[1].shape[1], what=what)
     loaded = [SpeakerModel.load(mod) if isinstance(mod, str) else mod for mod in models]
     return llr_scores(X, params, loaded, top_c=top_c, backend=backend)
 
@@ -238,8 +240,9 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
             elif not isinstance(mod, SpeakerModel):
                 mod = SpeakerModel(str(mid), *_ubm_params(mod))
             mods.append(mod)
-        items.append((_client_sources(test, what), mods, what))
+        items.append((resolve_source(test, what), mods, what))
     ctrl = as_controller(controller)
+    logger.debug("scoring %d trials in %d test segments on %s", len(trials), len(items), ctrl)
     results = ctrl.map_tasks(_score_task, items, params, top_c, backend,
                              np.dtype(dtype).str, progress=progress, desc="scoring")
     return [float(results[order[key]][segments[key][1][model_id]]) for model_id, key in where]

@@ -1,0 +1,109 @@
+"""Staged, resumable EM: a runner on top of :class:`~ipem.em.driver.EMLoop`.
+
+Training a UBM runs EM at a sequence of model sizes (1 -> 2 -> 4 ... -> K),
+growing the model between stages, and must survive a job killed at its time
+limit.  :func:`run_stages` does that for any model that supplies, besides the
+EM hooks,
+
+``_initialize(data, rng, given) -> params``
+    the first stage's model;
+``_grow(params, size) -> params``
+    the model of the next stage;
+``_write_checkpoint(path, params, position, rng, history, data)`` and
+``_read_checkpoint(path, data) -> (params, position, rng, history)``
+    the checkpoint format (:mod:`ipem.io.models` for the UBM).
+
+A checkpoint is written after every ``every``-th iteration and at the end of
+every stage, before the callbacks run; resuming continues at the same
+iteration with the same random state, so a resumed training gives the same
+model as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from .driver import EMLoop, EMResult
+
+
+@dataclass
+class Position:
+    """Where a staged training is.
+
+    Attributes
+    ----------
+    stage_index : int
+        Index into the stage list.
+    iter_in_stage : int
+        Iterations done in that stage.
+    stage_done : bool
+        The stage ended (converged or out of iterations).
+    converged : bool
+        Whether the last iteration met the convergence test.
+    """
+
+    stage_index: int = 0
+    iter_in_stage: int = 0
+    stage_done: bool = False
+    converged: bool = False
+
+
+def run_stages(model, data, rng, stages, *, callbacks=(), checkpoint=None, resume=True,
+               every=1):
+    """Run EM at each stage size, growing the model in between.
+
+    Parameters
+    ----------
+    model : object
+        See the module docstring.
+    data : DistributedData
+    rng : numpy.random.RandomState
+    stages : list of (int, int)
+        ``(size, max_iter)`` of every stage.
+    callbacks : sequence of callables
+    checkpoint : str or None
+        Checkpoint path; resumed from when it exists and ``resume`` is true.
+    resume : bool
+    every : int
+        Write a checkpoint every ``every`` iterations (and at stage ends).
+
+    Returns
+    -------
+    result : EMResult
+        ``history`` holds every record of every stage (resumed ones included).
+    resumed_from : int
+        Number of records that came from the checkpoint.
+    """
+    if checkpoint and resume and os.path.exists(checkpoint):
+        params, pos, rng, history = model._read_checkpoint(checkpoint, data)
+    else:
+        params, pos, history = model._initialize(data, rng, {}), Position(), []
+    resumed_from = len(history)
+    if pos.stage_done:
+        pos = Position(pos.stage_index + 1, 0, False, pos.converged)
+        if pos.stage_index < len(stages):
+            params = model._grow(params, stages[pos.stage_index][0])
+
+    def on_iteration(new_params, record, converged):
+        pos.iter_in_stage += 1
+        pos.converged = converged
+        pos.stage_done = converged or pos.iter_in_stage >= stages[pos.stage_index][1]
+        if checkpoint and (pos.stage_done or pos.iter_in_stage % every == 0):
+            model._write_checkpoint(checkpoint, new_params, pos, rng, history, data)
+
+    loop = EMLoop(model, data, callbacks=callbacks, on_iteration=on_iteration, history=history,
+                  start_time=time.perf_counter())
+    while pos.stage_index < len(stages):
+        budget = stages[pos.stage_index][1] - pos.iter_in_stage
+        if budget > 0:
+            previous = history[-1].objective if (pos.iter_in_stage and history) else None
+            result = loop.run(params, budget, previous=previous,
+                              stage=int(params["weights"].size))
+            params = result.params
+        pos = Position(pos.stage_index + 1, 0, False, pos.converged)
+        if pos.stage_index < len(stages):
+            params = model._grow(params, stages[pos.stage_index][0])
+    objective = history[-1].objective if history else float("-inf")
+    return EMResult(params=params, converged=pos.converged, n_iter=len(history),
+                    objective=objective, history=history), resumed_from

@@ -1,0 +1,116 @@
+"""Atomic file writing: the one writer every ipem output goes through.
+
+Features, models, checkpoints, score files and audio are all written with
+:func:`atomic_path`: the data goes to a temporary file in the destination
+directory, named ``.<name>.<hex>.tmp`` (a leading dot, the destination's
+base name, 12 random hex digits, ``.tmp``), which is flushed to disk and
+renamed over the destination only once it is complete.  A failed write
+therefore leaves neither a partial destination nor a temporary file, and a
+reader never sees a half-written file.  The rename is atomic because the
+temporary file is in the same directory (hence on the same file system).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from typing import Iterator, Union
+
+import numpy as np
+
+__all__ = ["atomic_path", "save_npz_atomic", "write_text_atomic"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[str]:
+    """Yield a fresh empty temporary file next to ``path``; move it over ``path`` on success.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file; replaced if it exists.  Its directory must exist.
+
+    Yields
+    ------
+    str
+        Absolute path of the temporary file ``<dir>/.<name>.<hex>.tmp``,
+        created empty (exclusively, so it is never shared).  Write to it by
+        name; when the ``with`` block ends normally it is synced to disk and
+        renamed to ``path``.
+
+    Notes
+    -----
+    On any exception (including ``KeyboardInterrupt``) the temporary file is
+    removed, the exception propagates and ``path`` is untouched.
+    """
+    path = os.fspath(path)
+    directory, base = os.path.split(os.path.abspath(path))
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        break
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_npz_atomic(path: PathLike, **arrays) -> str:
+    """Write an uncompressed ``.npz`` file atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination, used as given (no ``.npz`` is appended).
+    **arrays : array_like
+        Arrays to store, by name, as for :func:`numpy.savez`.  Object arrays
+        should be avoided: ipem reads these files with ``allow_pickle=False``.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    path = os.fspath(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:  # a file object stops np.savez appending ".npz"
+            np.savez(fh, **arrays)
+    return path
+
+
+def write_text_atomic(path: PathLike, text: str, encoding: str = "utf-8") -> str:
+    """Write a text file atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file; replaced if it exists.
+    text : str
+        The whole content, written as is (no newline is added).
+    encoding : str, optional
+        Text encoding (default UTF-8).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    path = os.fspath(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding=encoding) as fh:
+            fh.write(text)
+    return path

@@ -1,0 +1,56 @@
+"""HDF5 feature files (format ``"h5"``; extensions ``.h5 .hdf5``), via :mod:`h5py`.
+
+The file holds one 2-D numeric dataset of shape ``(n_frames, n_features)``
+at the top level, named ``"features"`` unless stated otherwise (the
+:attr:`~ipem.io.FeatureRef.key` of its ref is the dataset name).  Other
+objects in the file are ignored.
+
+:func:`read_shape`, :func:`read_into` and :func:`write_file` are the
+format's entries in the registry of :mod:`ipem.io.formats`.
+"""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+from .checks import check_counts, check_matches_ref, check_numeric_dtype
+from .refs import FeatureFileError, FeatureRef
+
+__all__ = ["read_into", "read_shape", "write_file"]
+
+
+def _dataset(f: h5py.File, path: str, key: str) -> h5py.Dataset:
+    """The validated dataset ``key`` of the open file ``f``."""
+    obj = f.get(key)
+    if obj is None:
+        names = ", ".join(sorted(f.keys())) or "nothing"
+        raise FeatureFileError(path, f"no dataset {key!r} in HDF5 file (top level has: {names})",
+                               key, "h5")
+    if not isinstance(obj, h5py.Dataset):
+        raise FeatureFileError(path, f"{key!r} is a {type(obj).__name__}, not a dataset", key, "h5")
+    check_numeric_dtype(obj.dtype, path, key, "h5")
+    if obj.ndim != 2:
+        raise FeatureFileError(path, f"expected a 2-D dataset (frames x features), got shape "
+                               f"{obj.shape}", key, "h5")
+    check_counts(obj.shape[0], obj.shape[1], path, key, "h5")
+    return obj
+
+
+def read_shape(path: str, key: str | None, files: dict) -> tuple[int, int]:
+    """``(n_frames, n_features)`` of dataset ``key`` of an HDF5 file."""
+    with h5py.File(path, "r") as f:
+        return _dataset(f, path, key).shape
+
+
+def read_into(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
+    """Read the dataset of ``ref`` into ``out`` (shape ``ref.shape``); HDF5 converts the dtype."""
+    with h5py.File(ref.path, "r") as f:
+        ds = _dataset(f, ref.path, ref.key)
+        check_matches_ref(ref, *ds.shape)
+        ds.read_direct(out)  # no temporary copy
+
+
+def write_file(tmp: str, X: np.ndarray, key: str | None, options: dict) -> None:
+    """Write ``X`` (shape (n_frames, n_features)) as dataset ``key`` of a new HDF5 file ``tmp``."""
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset(key, data=X)

@@ -1,0 +1,254 @@
+"""List files: which paths are lists, how they are read, what they expand to.
+
+This module is the one place that decides whether a path names a *list
+file* rather than a feature file (:func:`list_kind`, :func:`is_list_file`,
+:func:`is_scp_file`), by its extension (case-insensitive):
+
+``.scp``
+    A Kaldi script file: lines ``utt-id rxspecifier`` (e.g.
+    ``utt1 feats.ark:1234``), one feature matrix per line
+    (:func:`read_scp`).
+``.lst``, ``.txt``
+    A plain list: one entry per line.  For :func:`ipem.io.list_features`
+    each line is one feature file (or ``.scp``) path; the speaker tools read
+    whitespace-separated fields with :func:`read_list`.
+
+In every list, blank lines and lines starting with ``#`` are skipped, the
+text must be UTF-8, and line numbers in messages are 1-based.  Relative
+paths, whether given directly or listed in ``.lst``/``.txt``/``.scp``
+files, are resolved against the current working directory (the HTK and
+Kaldi convention), not the list's directory; :func:`ipem.io.describe` makes
+them absolute so that engines running elsewhere find the same files.
+
+A list may name ``.scp`` files but not other ``.lst``/``.txt`` lists
+(:func:`expand_sources`).  Problems raise
+:class:`~ipem.io.FeatureFileError` (a ValueError) naming the list file and,
+where it applies, the line.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable, Iterator, NamedTuple
+
+from .checks import reading
+from .refs import FeatureFileError, PathLike
+
+__all__ = ["LIST_EXTENSIONS", "SCP_EXTENSIONS", "ListedPath", "expand_sources",
+           "is_list_file", "is_scp_file", "list_kind", "read_lines", "read_list", "read_scp"]
+
+logger = logging.getLogger(__name__)
+
+#: Extensions (lower case) of Kaldi script files.
+SCP_EXTENSIONS = (".scp",)
+#: Extensions (lower case) of plain list files.
+LIST_EXTENSIONS = (".lst", ".txt")
+
+
+def list_kind(path) -> str | None:
+    """Decide whether ``path`` names a list file, and which kind.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or anything else
+        Only the extension is looked at; nothing is read.  Objects that are
+        not paths (arrays, FeatureRefs, ...) are not list files.
+
+    Returns
+    -------
+    {"scp", "list"} or None
+        ``"scp"`` for Kaldi script files, ``"list"`` for ``.lst``/``.txt``
+        lists, ``None`` for anything else (a feature file).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext in SCP_EXTENSIONS:
+        return "scp"
+    if ext in LIST_EXTENSIONS:
+        return "list"
+    return None
+
+
+def is_list_file(path) -> bool:
+    """Whether ``path`` names a list of feature files (``.scp``, ``.lst`` or ``.txt``).
+
+    These are the files :func:`ipem.io.list_features` expands; see
+    :func:`list_kind`.
+    """
+    return list_kind(path) is not None
+
+
+def is_scp_file(path) -> bool:
+    """Whether ``path`` names a Kaldi script file (``.scp``); see :func:`list_kind`."""
+    return list_kind(path) == "scp"
+
+
+def read_lines(path: PathLike, *, allow_empty: bool = False) -> list[tuple[int, str]]:
+    """Read the entries of a list file, one per line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        UTF-8 text file.
+    allow_empty : bool, optional
+        Return ``[]`` for a list without entries instead of raising.
+
+    Returns
+    -------
+    list of (int, str)
+        ``(line_number, line)`` for each line that is not blank and does
+        not start with ``#``, stripped of surrounding whitespace; line
+        numbers are 1-based.
+
+    Raises
+    ------
+    FeatureFileError
+        If the file is missing, unreadable, a directory, not UTF-8 text or
+        contains NUL bytes (a binary file); the message names the file.
+    ValueError
+        ``"<path>: the list is empty"`` if there are no entries and
+        ``allow_empty`` is false.
+    """
+    path = os.fspath(path)
+    rows = []
+    with reading(path, None, "list"), open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if "\0" in line:
+                raise FeatureFileError(path, f"line {n}: contains a NUL byte (a binary file, "
+                                       "not a text list?)")
+            s = line.strip()
+            if s and not s.startswith("#"):
+                rows.append((n, s))
+    if not rows and not allow_empty:
+        raise ValueError(f"{path}: the list is empty")
+    return rows
+
+
+def read_list(path: PathLike, *, allow_empty: bool = False) -> list[tuple[int, list[str]]]:
+    """Read a list file as whitespace-separated fields.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        UTF-8 text file, e.g. ``model_id utt1 utt2 ...`` lines.
+    allow_empty : bool, optional
+        Return ``[]`` for a list without entries instead of raising.
+
+    Returns
+    -------
+    list of (int, list of str)
+        ``(line_number, fields)`` for each non-blank line not starting with
+        ``#``; ``fields`` is the line split on whitespace (never empty).
+
+    Raises
+    ------
+    FeatureFileError
+        As for :func:`read_lines` (missing, unreadable or binary file).
+    ValueError
+        ``"<path>: the list is empty"`` if there are no entries and
+        ``allow_empty`` is false.
+    """
+    return [(n, line.split()) for n, line in read_lines(path, allow_empty=allow_empty)]
+
+
+def read_scp(path: PathLike) -> list[tuple[int, str, str]]:
+    """Read a Kaldi script file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.scp`` file with ``utt-id rxspecifier`` lines; the rxspecifier is
+        the rest of the line (it may contain spaces, e.g. a pipe).
+
+    Returns
+    -------
+    list of (int, str, str)
+        ``(line_number, utt_id, rxspecifier)`` in file order; ``[]`` for a
+        file without entries.
+
+    Raises
+    ------
+    FeatureFileError
+        If the file cannot be read (see :func:`read_lines`), a line has no
+        rxspecifier, or an utterance id appears twice (the message gives
+        both line numbers).
+    """
+    path = os.fspath(path)
+    out = []
+    seen: dict[str, int] = {}
+    for lineno, line in read_lines(path, allow_empty=True):
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            raise FeatureFileError(path, f"line {lineno}: expected 'utt-id rxspecifier', "
+                                   f"got {line!r}")
+        utt, spec = parts
+        if utt in seen:
+            raise FeatureFileError(path, f"line {lineno}: duplicate utterance id {utt!r} "
+                                   f"(first on line {seen[utt]})")
+        seen[utt] = lineno
+        out.append((lineno, utt, spec))
+    return out
+
+
+class ListedPath(NamedTuple):
+    """One feature matrix named by a source, before its header is read.
+
+    Attributes
+    ----------
+    spec : str
+        Feature file path, or for Kaldi the rxspecifier, as written (relative
+        paths not yet resolved).
+    utt : str or None
+        Utterance id when the entry comes from an ``.scp`` line (the matrix
+        is then Kaldi data); ``None`` for a plain feature file.
+    """
+
+    spec: str
+    utt: str | None
+
+
+def expand_sources(sources: PathLike | Iterable[PathLike]) -> Iterator[ListedPath]:
+    """Expand feature sources into the feature matrices they name, in order.
+
+    Parameters
+    ----------
+    sources : str, os.PathLike or iterable of them
+        Feature files, ``.scp`` files and ``.lst``/``.txt`` lists.  A list
+        names feature files or ``.scp`` files, one per line (the whole line
+        is the path); a list inside a list is taken as a feature file.
+
+    Yields
+    ------
+    ListedPath
+        One per feature matrix: each plain feature file, each scp line.
+        Lazily, so that a caller reading headers meets problems in source
+        order.
+
+    Raises
+    ------
+    FeatureFileError
+        If a list or scp file cannot be read or is malformed.
+    TypeError
+        If a source is not a path.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    for source in sources:
+        yield from _expand(os.fspath(source), allow_list=True)
+
+
+def _expand(path: str, allow_list: bool) -> Iterator[ListedPath]:
+    kind = list_kind(path)
+    if kind == "scp":
+        entries = read_scp(path)
+        logger.debug("%s: %d scp entries", path, len(entries))
+        for _, utt, spec in entries:
+            yield ListedPath(spec, utt)
+    elif kind == "list" and allow_list:
+        entries = read_lines(path, allow_empty=True)
+        logger.debug("%s: %d list entries", path, len(entries))
+        for _, entry in entries:
+            yield from _expand(entry, allow_list=False)
+    else:
+        yield ListedPath(path, None)

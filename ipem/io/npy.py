@@ -1,0 +1,66 @@
+"""NumPy ``.npy`` feature files (format ``"npy"``; extension ``.npy``).
+
+The file holds one 2-D numeric array of shape ``(n_frames, n_features)``
+(``.npy`` format version 1.0 or 2.0, never pickled objects).  Describing a
+file reads only the array header and checks the file size; loading
+memory-maps the data and copies it into the output.
+
+:func:`read_shape`, :func:`read_into` and :func:`write_file` are the
+format's entries in the registry of :mod:`ipem.io.formats`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .checks import check_counts, check_matches_ref, check_numeric_dtype, file_size
+from .refs import FeatureFileError, FeatureRef
+
+__all__ = ["read_into", "read_shape", "write_file"]
+
+
+def _read_header(f, path: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the header of the open ``.npy`` file ``f``, validated."""
+    size = file_size(f)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise FeatureFileError(path, f"unsupported .npy format version {version}", None, "npy")
+    check_numeric_dtype(dtype, path, None, "npy")
+    if len(shape) != 2:
+        raise FeatureFileError(path, f"expected a 2-D array (frames x features), got shape {shape}",
+                               None, "npy")
+    expected = f.tell() + shape[0] * shape[1] * dtype.itemsize
+    if size < expected:
+        raise FeatureFileError(path, f"truncated: header says {shape[0]}x{shape[1]} {dtype} "
+                               f"({expected} bytes with header), file has {size} bytes",
+                               None, "npy")
+    check_counts(shape[0], shape[1], path, None, "npy")
+    return shape, dtype
+
+
+def read_shape(path: str, key: str | None, files: dict) -> tuple[int, int]:
+    """``(n_frames, n_features)`` of a ``.npy`` file, from its validated header."""
+    with open(path, "rb") as f:
+        shape, _ = _read_header(f, path)
+    return shape
+
+
+def read_into(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
+    """Read the array of ``ref`` into ``out`` (shape ``ref.shape``), converting the dtype."""
+    with open(ref.path, "rb") as f:
+        shape, _ = _read_header(f, ref.path)
+    check_matches_ref(ref, *shape)
+    data = np.load(ref.path, mmap_mode="r", allow_pickle=False)
+    try:
+        out[...] = data
+    finally:
+        del data  # drops the memory map
+
+
+def write_file(tmp: str, X: np.ndarray, key: str | None, options: dict) -> None:
+    """Write ``X`` (shape (n_frames, n_features)) to the file ``tmp`` as ``.npy``."""
+    with open(tmp, "wb") as f:  # a file object stops np.save appending ".npy"
+        np.save(f, X, allow_pickle=False)

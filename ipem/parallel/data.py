@@ -1,0 +1,110 @@
+"""Shards and the client-side handle of a distributed dataset."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Shard:
+    """One block of frames, held where it is used (an engine, or the local store).
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples_shard, n_features)
+        The frames, float32 or float64.
+    index : int
+        Position of the shard (on engines: the MPI rank holding it).
+    offset : int
+        Global row index of ``X[0]`` in the distributed dataset.
+    weights : ndarray of shape (n_samples_shard,), float64, or None
+        Per-frame weights (``sample_weight``); None means every frame counts once.
+    sources : list of str
+        Files the frames were read from (empty for arrays sent by the client).
+    state : dict
+        Scratch space for algorithms (labels, distances), per dataset.
+    """
+
+    X: np.ndarray
+    index: int
+    offset: int
+    weights: np.ndarray | None = None
+    sources: list = field(default_factory=list)
+    state: dict = field(default_factory=dict)
+
+    @property
+    def n_samples(self):
+        return self.X.shape[0]
+
+    def __repr__(self):
+        w = "" if self.weights is None else ", weighted"
+        return (f"Shard(index={self.index}, offset={self.offset}, "
+                f"X={self.X.shape} {self.X.dtype}{w}, sources={len(self.sources)}, "
+                f"state={sorted(self.state)})")
+
+
+class DistributedData:
+    """Handle to a dataset distributed by a controller.
+
+    Attributes
+    ----------
+    controller : Controller
+    key : str
+        Key of the shards in the engine namespace dictionary ``ipem_shards``
+        (DirectView) or in the local store.
+    shard_sizes : ndarray of shape (n_shards,)
+    n_samples, n_features : int
+    dtype : numpy.dtype
+    weighted : bool
+        Whether the shards hold per-frame weights.
+    total_weight : float
+        Sum of the frame weights (``n_samples`` when unweighted).
+    mean : ndarray of shape (n_features,), float64
+        Per-feature mean (weighted by the frame weights), computed once;
+        kernels work around this shift.
+    var : ndarray of shape (n_features,), float64
+        Per-feature population variance (weighted), computed once.
+    files : list of list of FeatureRef, or None
+        For data read by the engines: which files each shard read.
+    """
+
+    def __init__(self, controller, key, shard_sizes, n_features, dtype, files=None,
+                 weighted=False):
+        self.controller = controller
+        self.key = key
+        self.shard_sizes = np.asarray(shard_sizes, dtype=np.int64)
+        self.n_samples = int(self.shard_sizes.sum())
+        self.n_features = int(n_features)
+        self.dtype = np.dtype(dtype)
+        self.files = files
+        self.weighted = bool(weighted)
+        self.total_weight = float(self.n_samples)
+        self.mean = None
+        self.var = None
+
+    @property
+    def shape(self):
+        return (self.n_samples, self.n_features)
+
+    @property
+    def n_shards(self):
+        return len(self.shard_sizes)
+
+    @property
+    def offsets(self):
+        return np.concatenate([[0], np.cumsum(self.shard_sizes)])
+
+    def free(self):
+        """Delete the shards where they live."""
+        self.controller.free(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.free()
+
+    def __repr__(self):
+        return (f"DistributedData(key={self.key!r}, shape={self.shape}, dtype={self.dtype}, "
+                f"shards={self.shard_sizes.tolist()}, controller={self.controller!r})")

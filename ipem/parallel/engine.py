@@ -1,0 +1,198 @@
+"""What runs where the shards live: the same functions for both controllers.
+
+:class:`~ipem.parallel.local.LocalController` calls :func:`call_shard` on the
+shards it keeps in-process; on MPI engines
+:class:`~ipem.parallel.directview.DirectViewController` applies the
+``engine_*`` entry points below, which look the shard up in the engine
+namespace dictionary :data:`ENGINE_NAMESPACE` and then call the same
+:func:`call_shard`.  Every call is timed here and every exception is caught
+here and turned into a :class:`~ipem.parallel.errors.Failure` (classified with
+``isinstance``), so results, per-shard times and errors are the same whichever
+controller runs them.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import Shard
+from .errors import Failure, PeerFailed
+from .stats import pack_stats
+
+#: Name of the dictionary in each engine's namespace that holds the shards,
+#: keyed by :attr:`DistributedData.key` (``%px print(ipem_shards)`` shows it).
+ENGINE_NAMESPACE = "ipem_shards"
+
+_PROCESS_NAMESPACE = {}
+
+
+@dataclass
+class Outcome:
+    """Result of one guarded call on one shard or task.
+
+    Attributes
+    ----------
+    value : object
+        What the function returned (None when it failed).
+    elapsed : float
+        Seconds the function ran.
+    failure : Failure or None
+    exc : BaseException or None
+        The exception itself; only kept in-process (never sent back by engines).
+    """
+
+    value: object = None
+    elapsed: float = 0.0
+    failure: Failure | None = None
+    exc: BaseException | None = None
+
+    def remote(self):
+        """The outcome as an engine sends it back: without the exception object."""
+        self.exc = None
+        return self
+
+
+def run_guarded(index, func, *args):
+    """Call ``func(*args)``, timing it and turning an exception into a Failure."""
+    t0 = time.perf_counter()
+    try:
+        value = func(*args)
+    except Exception as exc:  # reported to the client, which raises EngineError
+        return Outcome(None, time.perf_counter() - t0, Failure.from_exception(index, exc), exc)
+    return Outcome(value, time.perf_counter() - t0)
+
+
+def call_shard(shard, func, args):
+    """Run the shard function ``func(shard, *args)``; see :func:`run_guarded`."""
+    return run_guarded(shard.index, func, shard, *args)
+
+
+def make_shard(X, weights, index, offset):
+    """A shard of frames sent by the client."""
+    w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+    return Shard(X=np.ascontiguousarray(X), index=index, offset=offset, weights=w)
+
+
+def load_shard(index, loader, args):
+    """A shard whose frames ``loader(*args) -> (X, offset, sources)`` reads where it lives."""
+    X, offset, sources = loader(*args)
+    return Shard(X=X, index=index, offset=offset, sources=sources)
+
+
+# ---------------------------------------------------------------------------
+# engine entry points (module level, so engines import them by reference)
+# ---------------------------------------------------------------------------
+
+def engine_store():
+    """The shard dictionary of this process (the engine namespace on engines)."""
+    try:
+        from IPython import get_ipython
+        ip = get_ipython()
+    except ImportError:  # pragma: no cover - IPython always present with ipyparallel
+        ip = None
+    ns = ip.user_ns if ip is not None else _PROCESS_NAMESPACE
+    return ns.setdefault(ENGINE_NAMESPACE, {})
+
+
+def _store_as(key, index, make, *args):
+    shard = make(*args)
+    engine_store()[key] = shard
+    return shard.n_samples
+
+
+def engine_put(key, X, weights, index, offset):
+    """Store frames sent by the client as this engine's shard of dataset ``key``."""
+    return run_guarded(index, _store_as, key, index, make_shard, X, weights, index,
+                       offset).remote()
+
+
+def engine_load(key, index, loader, args):
+    """Read this engine's shard of dataset ``key`` with ``loader``."""
+    return run_guarded(index, _store_as, key, index, load_shard, index, loader,
+                       args).remote()
+
+
+def _lookup(key):
+    store = engine_store()
+    try:
+        return store[key]
+    except KeyError:
+        raise KeyError(f"dataset {key!r} is not on this engine (it has {sorted(store)})") from None
+
+
+def engine_call(func, key, args):
+    """Run a shard function on this engine's shard of dataset ``key``."""
+    try:
+        shard = _lookup(key)
+    except KeyError as exc:
+        return Outcome(None, 0.0, Failure.from_exception(-1, exc))
+    return call_shard(shard, func, args).remote()
+
+
+def engine_allreduce(func, key, args):
+    """Compute this shard's statistics and sum them over all ranks with MPI.
+
+    A first ``Allreduce`` agrees on success (and buffer size) so that a failure
+    on one engine never leaves the others blocked in the data ``Allreduce``;
+    even an interrupt is only re-raised after the agreement.  Rank 0's outcome
+    carries ``(flat, spec)`` of the sum; the others carry None, so the client
+    fetches one copy.
+    """
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    interrupt = None
+    flat, spec = np.zeros(0), None
+    try:
+        outcome = engine_call(func, key, args)
+        if outcome.failure is None:
+            flat, spec = pack_stats(outcome.value)
+    except BaseException as exc:  # an interrupt: re-raised after the agreement below
+        interrupt = exc
+        outcome = Outcome(None, 0.0, Failure.from_exception(rank, exc))
+    status = np.array([0 if outcome.failure else 1, flat.size, -flat.size], dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, status, op=MPI.MIN)
+    if interrupt is not None:
+        raise interrupt
+    if outcome.failure is not None:
+        return outcome
+    if status[0] == 0:
+        return Outcome(None, outcome.elapsed, Failure.from_exception(
+            rank, PeerFailed("another engine failed in the same call")))
+    if status[1] != -status[2]:
+        return Outcome(None, outcome.elapsed, Failure.from_exception(
+            rank, RuntimeError("engines returned statistics of different sizes")))
+    comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+    outcome.value = (flat, spec) if rank == 0 else None
+    return outcome
+
+
+def engine_task(index, func, item, args):
+    """Run one independent task ``func(item, *args)``."""
+    return run_guarded(index, func, item, *args).remote()
+
+
+def engine_free(key):
+    """Drop dataset ``key`` from this engine."""
+    engine_store().pop(key, None)
+
+
+def engine_info():
+    """(MPI rank, MPI size, pid, host name, usable CPUs) of this engine."""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return comm.Get_rank(), comm.Get_size(), os.getpid(), MPI.Get_processor_name(), cpus
+
+
+def engine_blas_threads(n):
+    """Limit this engine's BLAS thread pools to ``n`` threads."""
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=int(n))
+    return n

@@ -1,0 +1,75 @@
+"""The in-process controller: shards in a dictionary, the engine functions called directly."""
+from __future__ import annotations
+
+import contextlib
+
+from .controller import Controller
+from .engine import call_shard, load_shard, make_shard, run_guarded
+
+
+class LocalController(Controller):
+    """Runs everything in this process, with the same shard layout as engines.
+
+    Parameters
+    ----------
+    n_shards : int, default=1
+        Number of contiguous blocks a dataset is split into, to behave like
+        that many engines (same shard layout as a DirectView controller with
+        ``n_shards`` engines).
+    blas_threads : int or None, default=None
+        Limit BLAS threads while shard functions run (``None``: leave as is).
+        float32 matrix products can round differently with another thread
+        count, so give the engines' count to reproduce an engine run bit for
+        bit with float32 features (float64 results do not depend on it).
+    """
+
+    def __init__(self, n_shards=1, blas_threads=None):
+        if isinstance(n_shards, bool) or int(n_shards) != n_shards or n_shards < 1:
+            raise ValueError(f"n_shards must be an integer >= 1, got {n_shards!r}")
+        self.n_shards = int(n_shards)
+        self.blas_threads = blas_threads
+        self._store = {}
+
+    def __repr__(self):
+        return f"LocalController(n_shards={self.n_shards})"
+
+    def _limits(self):
+        if self.blas_threads is None:
+            return contextlib.nullcontext()
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(limits=int(self.blas_threads))
+
+    def _keep(self, key, outcomes):
+        if all(o.failure is None for o in outcomes):
+            self._store[key] = [o.value for o in outcomes]
+        return outcomes
+
+    def _put(self, key, parts):
+        return self._keep(key, [run_guarded(i, make_shard, x, w, i, off)
+                                for i, (x, w, off) in enumerate(parts)])
+
+    def _load(self, key, loader, assignments):
+        return self._keep(key, [run_guarded(i, load_shard, i, loader, args)
+                                for i, args in enumerate(assignments)])
+
+    def _shards(self, key):
+        try:
+            return self._store[key]
+        except KeyError:
+            raise ValueError(f"dataset {key!r} is not (or no longer) distributed") from None
+
+    def _call(self, func, key, args):
+        shards = self._shards(key)
+        with self._limits():
+            return [call_shard(s, func, args) for s in shards]
+
+    def _free(self, key):
+        self._store.pop(key, None)
+
+    def _tasks(self, func, items, args, progress, desc):
+        it = items
+        if progress:
+            from tqdm.auto import tqdm
+            it = tqdm(items, desc=desc)
+        with self._limits():
+            return [run_guarded(i, func, item, *args) for i, item in enumerate(it)]

@@ -1,0 +1,556 @@
+"""GMM-UBM speaker verification in steps, chained through files.
+
+The steps the ``ipem`` command, ``python -m ipem.demo`` and the notebooks all
+call::
+
+    extract     audio files          -> feature files       (MFCC+deltas, VAD, CMVN)
+    train_ubm   feature files        -> UBM                 (EM with splitting)
+    adapt       UBM + enrollment     -> speaker models      (MAP, one task per speaker)
+    score       UBM + models + trials -> scores             (LLR, one task per test segment)
+    evaluate    scores               -> EER, minDCF, actDCF
+
+Lists name utterances by their audio path relative to the corpus root
+(``wav/spk/utt.wav``); :func:`feature_path` maps such an entry to its
+feature file under the feature directory (``FEATS/wav/spk/utt.htk``).  An
+entry that already names a feature file is used as it is.
+
+Every step takes ``controller`` (where its tasks run: ``None`` for
+in-process, an :class:`ipem.LocalController`, an :class:`ipem.MPICluster`'s
+controller, ...; see :func:`ipem.as_controller`).  The functions only log
+(through :mod:`logging`, logger ``ipem.speaker.pipeline``); printing is left
+to their callers.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..io import is_scp_file, read_list
+from . import metrics as _metrics
+from .frontend import extract_many
+from .map import adapt_speakers
+from .scoring import read_trials, score_trials, write_scores
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AUDIO_SUFFIXES", "feature_path", "audio_files", "feature_files",
+           "read_enrollment", "extract", "train_ubm", "format_record", "adapt", "score",
+           "read_scores", "evaluate", "format_metrics"]
+
+#: File suffixes taken for audio (anything else in a list names a feature file).
+AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
+
+
+# ---------------------------------------------------------------------------
+# lists and paths
+# ---------------------------------------------------------------------------
+
+def _is_audio(entry):
+    return Path(entry).suffix.lower() in AUDIO_SUFFIXES
+
+
+def feature_path(entry, features_dir, root=None, fmt="htk"):
+    """The feature file of a list entry.
+
+    Parameters
+    ----------
+    entry : str or os.PathLike
+        An audio path (relative to ``root``, or absolute under it), or the
+        path of a feature file.
+    features_dir : str or os.PathLike
+        Directory :func:`extract` wrote the features to.
+    root : str or os.PathLike, optional
+        Corpus directory the list entries are relative to.
+    fmt : {"htk", "npy", "h5"}, default="htk"
+        Feature format, which is also the feature files' extension.
+
+    Returns
+    -------
+    str
+        ``features_dir/<entry with the suffix .fmt>`` for audio; for a
+        feature file, ``entry`` itself (joined to ``root`` when relative).
+
+    Raises
+    ------
+    ValueError
+        For an absolute audio path outside ``root``.
+
+    Examples
+    --------
+    >>> feature_path("wav/us1/us1_test_00.wav", "feats", "corpus")
+    'feats/wav/us1/us1_test_00.htk'
+    >>> feature_path("other/x.npy", "feats", "corpus")
+    'corpus/other/x.npy'
+    """
+    p = Path(entry)
+    if not _is_audio(p):
+        q = p if p.is_absolute() or root is None else Path(root) / p
+        return str(q)
+    if root is not None and p.is_absolute():
+        try:
+            p = p.relative_to(Path(root).resolve())
+        except ValueError:
+            raise ValueError(f"audio file {entry} is not under the corpus root {root}") from None
+    elif p.is_absolute():
+        p = p.relative_to(p.anchor)
+    return str(Path(features_dir) / p.with_suffix("." + fmt))
+
+
+def feature_files(lists, features_dir, root=None, fmt="htk"):
+    """Feature files of the utterances named in lists (e.g. ``ubm.lst``).
+
+    Parameters
+    ----------
+    lists : str, os.PathLike or sequence of them
+        Utterance lists (every field of every line is an utterance, see
+        :func:`feature_path`) or Kaldi ``feats.scp`` files (kept as they
+        are: the UBM trainer expands them).
+    features_dir, root, fmt
+        See :func:`feature_path`.
+
+    Returns
+    -------
+    list of str
+        Feature file paths (and ``.scp`` paths), in list order.
+
+    Raises
+    ------
+    ValueError
+        For an empty list, or an audio path outside ``root``.
+    ipem.io.FeatureFileError
+        For a list that cannot be read (a ValueError).
+    """
+    if isinstance(lists, (str, os.PathLike)):
+        lists = [lists]
+    files = []
+    for lst in lists:
+        if is_scp_file(lst):
+            files.append(os.fspath(lst))
+            continue
+        for _, fields in read_list(lst):
+            files.extend(feature_path(f, features_dir, root, fmt) for f in fields)
+    return files
+
+
+def read_enrollment(path, features_dir, root=None, fmt="htk"):
+    """Read an enrollment list: ``model_id utterance [utterance ...]`` per line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The list; a model id on several lines collects all their utterances.
+    features_dir, root, fmt
+        See :func:`feature_path`.
+
+    Returns
+    -------
+    dict
+        ``model_id -> list of feature file paths``, in file order.
+
+    Raises
+    ------
+    ValueError
+        For an empty list or a line without an utterance (the message gives
+        the file and line number).
+    """
+    out = {}
+    for n, fields in read_list(path):
+        if len(fields) < 2:
+            raise ValueError(f"{os.fspath(path)}, line {n}: expected 'model_id utterance...', "
+                             f"got only {fields[0]!r}")
+        out.setdefault(fields[0], []).extend(feature_path(u, features_dir, root, fmt)
+                                             for u in fields[1:])
+    return out
+
+
+def audio_files(root, lists=None):
+    """Audio files of a corpus, relative to its root.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Corpus directory.
+    lists : sequence of path-like, optional
+        Take only the audio named in these lists (any field with an audio
+        suffix, see :data:`AUDIO_SUFFIXES`); default: every audio file under
+        ``root``.
+
+    Returns
+    -------
+    list of str
+        Sorted, without duplicates.
+
+    Raises
+    ------
+    ValueError
+        If no audio file is found, or a list is empty.
+    """
+    root = Path(root)
+    if lists:
+        if isinstance(lists, (str, os.PathLike)):
+            lists = [lists]
+        found = {f for lst in lists for _, fields in read_list(lst) for f in fields
+                 if _is_audio(f)}
+    else:
+        found = {str(p.relative_to(root)) for p in root.rglob("*") if _is_audio(p)}
+    if not found:
+        raise ValueError(f"no audio files found under {root}"
+                         + (f" in {', '.join(map(os.fspath, lists))}" if lists else ""))
+    return sorted(found)
+
+
+# ---------------------------------------------------------------------------
+# steps
+# ---------------------------------------------------------------------------
+
+def extract(root, out_dir, *, lists=None, fmt="htk", sample_rate=8000, controller=None,
+            progress=False):
+    """Extract features of a corpus, one load-balanced task per audio file.
+
+    Features are 20 MFCCs (c0 = log energy) + deltas + double deltas of the
+    frames an energy VAD keeps, normalised per utterance (CMVN); see
+    :func:`ipem.speaker.frontend.extract_file`.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Corpus directory holding the audio.
+    out_dir : str or os.PathLike
+        Feature directory; the layout under ``root`` is mirrored
+        (:func:`feature_path`).
+    lists : sequence of path-like, optional
+        Only the audio named in these lists (see :func:`audio_files`).
+    fmt : {"htk", "npy", "h5"}, default="htk"
+    sample_rate : int, default=8000
+        Analysis sample rate in Hz (files are resampled to it).
+    controller : Controller, int, DirectView or None
+        Where the tasks run (engines must see the same file system);
+        ``None``: two threads in this process.
+    progress : bool, default=False
+        Show a progress bar.
+
+    Returns
+    -------
+    list of ipem.io.FeatureRef
+        The feature files written (absolute paths), in the order of
+        :func:`audio_files`; ``ref.n_frames`` counts the speech frames.
+
+    Raises
+    ------
+    ValueError
+        No audio found, an unreadable audio file, a file without speech.
+    ipem.EngineValueError
+        The same, raised on engines (the message names the file).
+    """
+    from .. import io as _io
+
+    root = Path(root).absolute()
+    audio = audio_files(root, lists)
+    logger.info("extracting features of %d audio files under %s -> %s", len(audio), root,
+                out_dir)
+    written = extract_many([root / a for a in audio], out_dir, fmt, root=root,
+                           controller=controller, progress=progress,
+                           sample_rate=sample_rate)
+    refs = _io.list_features([os.fspath(p) for p in written], fmt)
+    logger.info("extracted %d files, %d speech frames", len(refs),
+                sum(r.n_frames for r in refs))
+    return refs
+
+
+def format_record(record):
+    """One line describing an EM iteration of :func:`train_ubm`.
+
+    Parameters
+    ----------
+    record : ipem.IterationRecord
+
+    Returns
+    -------
+    str
+        Iteration, number of Gaussians, log-likelihood per frame, change,
+        floored variances, dead components, and per engine the frames and
+        E-step milliseconds.
+    """
+    info = record.info
+    frames = "/".join(str(n) for n in info.get("shard_frames", []))
+    times = "/".join(f"{t * 1e3:.0f}" for t in info.get("shard_time", []))
+    return (f"  iter {record.iteration:3d}  K={record.stage:<4d} loglik/frame "
+            f"{record.objective:9.4f}  change {record.change:9.2e}  floored "
+            f"{info.get('n_floored', 0):3d}  dead {len(info.get('dead', []))}  engines frames "
+            f"{frames} E-step ms {times}")
+
+
+def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_iter=20,
+              tol=1e-3, variance_floor=0.1, seed=0, checkpoint=None, plot=None, out=None,
+              controller=None, callbacks=None):
+    """Train a diagonal UBM by EM with binary splitting; engines read their own files.
+
+    Parameters
+    ----------
+    feature_files : sequence of str or FeatureRef, or str
+        Feature files (e.g. from :func:`feature_files`), Kaldi ``.scp`` or
+        list files; the client reads only their headers.
+    n_components : int
+        Final number of Gaussians.
+    init : {"split", "kmeans"}, default="split"
+    stage_iter : int, default=8
+        EM iterations at most per intermediate size.
+    final_iter : int, default=20
+        EM iterations at most at the final size.
+    tol : float, default=1e-3
+        A stage ends when the per-frame log-likelihood gains less.
+    variance_floor : float, default=0.1
+        Fraction of the global variance.
+    seed : int, default=0
+    checkpoint : str, optional
+        ``.npz`` written every iteration; training resumes from it.
+    plot : str or ipem.LivePlot, optional
+        PNG to write the convergence plot to (every 10 iterations and at the
+        end), or a LivePlot to draw into (e.g. in a notebook).
+    out : str, optional
+        Save the trained model here (``UBMTrainer.save``).
+    controller : Controller, int, DirectView or None
+    callbacks : callable or list of callables, optional
+        Called with every :class:`ipem.IterationRecord` (see
+        :func:`format_record`).
+
+    Returns
+    -------
+    ipem.UBMTrainer
+        Fitted: ``weights_`` of shape (n_components,), ``means_`` and
+        ``covariances_`` of shape (n_components, n_features), ``history_``.
+
+    Raises
+    ------
+    ValueError, ipem.io.FeatureFileError
+        Bad parameters; a missing, truncated or malformed feature file (named
+        in the message).
+    ipem.EngineValueError
+        A feature file rejected on an engine (named in the message).
+    """
+    from ..mixture.ubm import UBMTrainer
+    from ..plotting import LivePlot
+
+    callbacks = [] if callbacks is None else (list(callbacks) if isinstance(callbacks, (list, tuple))
+                                              else [callbacks])
+    own_plot = None
+    if isinstance(plot, (str, os.PathLike)):
+        own_plot = plot = LivePlot(title=f"UBM training ({n_components} Gaussians)",
+                                   path=os.fspath(plot), save_every=10)
+    if plot is not None:
+        callbacks.append(plot)
+    if isinstance(feature_files, (str, os.PathLike)):
+        feature_files = [feature_files]
+    logger.info("training a %d-Gaussian UBM from %d feature sources", n_components,
+                len(feature_files))
+    ubm = UBMTrainer(n_components, init=init, stage_iter=stage_iter, final_iter=final_iter,
+                     tol=tol, variance_floor=variance_floor, checkpoint=checkpoint,
+                     controller=controller, random_state=seed, callbacks=callbacks)
+    try:
+        ubm.fit(list(feature_files))
+    finally:
+        if own_plot is not None:
+            own_plot.close()
+    if out is not None:
+        ubm.save(out)
+        logger.info("UBM -> %s", out)
+    return ubm
+
+
+def adapt(ubm, enrollment, out_dir, *, features_dir=None, root=None, fmt="htk",
+          relevance_factor=16.0, adapt="m", controller=None, progress=False):
+    """MAP-adapt one speaker model per enrolled speaker and write them to ``out_dir``.
+
+    Parameters
+    ----------
+    ubm : ipem.UBMTrainer, str or any form :func:`ipem.speaker.map.ubm_params` accepts
+        The UBM (a model file path is read).
+    enrollment : dict or str
+        ``model_id -> feature files`` (see :func:`read_enrollment`), or the
+        path of an enrollment list (then ``features_dir`` is needed).
+    out_dir : str or os.PathLike
+        Each task writes ``<out_dir>/<model_id>.npz`` (created if needed).
+    features_dir, root, fmt
+        For an enrollment list path, see :func:`feature_path`.
+    relevance_factor : float, default=16.0
+    adapt : str, default="m"
+        Parameters to adapt: any of ``m`` (means), ``w`` (weights), ``v``
+        (variances).
+    controller : Controller, int, DirectView or None
+    progress : bool, default=False
+
+    Returns
+    -------
+    dict
+        ``model_id -> model file path``, in enrollment order.
+
+    Raises
+    ------
+    ValueError
+        A malformed list or option, a speaker id that is no file name, a
+        bad feature file.
+    ipem.EngineValueError
+        A bad feature file, found on an engine.
+    """
+    if isinstance(enrollment, (str, os.PathLike)):
+        if features_dir is None:
+            raise ValueError("adapt: an enrollment list path needs features_dir")
+        enrollment = read_enrollment(enrollment, features_dir, root, fmt)
+    os.makedirs(out_dir, exist_ok=True)
+    logger.info("MAP-adapting %d speaker models (r=%g, adapt=%s) -> %s", len(enrollment),
+                relevance_factor, adapt, out_dir)
+    return adapt_speakers(ubm, enrollment, controller=controller,
+                          relevance_factor=relevance_factor, adapt=adapt, out_dir=out_dir,
+                          progress=progress)
+
+
+def score(ubm, trials, models_dir, features_dir, *, root=None, fmt="htk", top_c=5, out=None,
+          controller=None, progress=False):
+    """Score a trial list against model files, one task per test segment.
+
+    Parameters
+    ----------
+    ubm : ipem.UBMTrainer, str or any form :func:`ipem.speaker.map.ubm_params` accepts
+    trials : str or sequence of Trial
+        A NIST-style trial list (``model_id test [target|nontarget]`` lines)
+        or its rows (:func:`ipem.speaker.scoring.read_trials`).
+    models_dir : str or os.PathLike
+        Directory of ``<model_id>.npz`` files (from :func:`adapt`).
+    features_dir, root, fmt
+        Where the test segments' features are, see :func:`feature_path`.
+    top_c : int or None, default=5
+        Top-C Gaussian selection; ``None`` scores exactly.
+    out : str, optional
+        Write the score file here (``model test score [label]`` lines).
+    controller : Controller, int, DirectView or None
+    progress : bool, default=False
+
+    Returns
+    -------
+    trials : list of Trial
+    scores : ndarray of shape (n_trials,), float64
+        Average per-frame log-likelihood ratios, in trial order.
+
+    Raises
+    ------
+    ValueError
+        A malformed trial list, a model id without a model file (named,
+        with the trial list), a bad feature file.
+    ipem.EngineValueError
+        A bad feature or model file, found on an engine.
+    """
+    where = os.fspath(trials) if isinstance(trials, (str, os.PathLike)) else "trials"
+    trials = read_trials(trials) if isinstance(trials, (str, os.PathLike)) else list(trials)
+    models = {}
+    for t in trials:
+        mid = t[0]
+        if mid not in models:
+            path = Path(models_dir) / f"{mid}.npz"
+            if not path.exists():
+                raise ValueError(f"{where}: no model file {path} for model id {mid!r}")
+            models[mid] = str(path)
+    pairs = [(t[0], feature_path(t[1], features_dir, root, fmt)) for t in trials]
+    logger.info("scoring %d trials of %d models (top-C %s)", len(trials), len(models),
+                top_c or "exact")
+    scores = np.asarray(score_trials(ubm, pairs, models, controller=controller, top_c=top_c,
+                                     progress=progress), dtype=np.float64)
+    if out is not None:
+        write_scores(out, trials, scores)
+        logger.info("scores -> %s", out)
+    return trials, scores
+
+
+def read_scores(path):
+    """Read a score file: ``model test score target|nontarget`` per line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    tar : ndarray of shape (n_target,), float64
+        Scores of the target trials.
+    non : ndarray of shape (n_nontarget,), float64
+        Scores of the non-target trials.
+
+    Raises
+    ------
+    ValueError
+        For an empty file or a malformed line (file and line number named).
+    """
+    tar, non = [], []
+    for n, fields in read_list(path):
+        if len(fields) < 4:
+            raise ValueError(f"{os.fspath(path)}, line {n}: expected "
+                             "'model test score target|nontarget'")
+        try:
+            s = float(fields[2])
+        except ValueError:
+            raise ValueError(f"{os.fspath(path)}, line {n}: score {fields[2]!r} is not a "
+                             "number") from None
+        label = fields[3].lower()
+        if label not in ("target", "nontarget"):
+            raise ValueError(f"{os.fspath(path)}, line {n}: label {fields[3]!r} is not "
+                             "target/nontarget")
+        (tar if label == "target" else non).append(s)
+    return np.array(tar, dtype=np.float64), np.array(non, dtype=np.float64)
+
+
+def evaluate(tar, non, *, source=None):
+    """EER, ROCCH-EER, minDCF and actDCF at the SRE 2008 and 2010 operating points.
+
+    Parameters
+    ----------
+    tar : array_like of shape (n_target,)
+        Scores of target trials.
+    non : array_like of shape (n_nontarget,)
+        Scores of non-target trials.
+    source : str, optional
+        Named in the error message (e.g. the score file).
+
+    Returns
+    -------
+    dict
+        ``n_target``, ``n_nontarget``, ``eer``, ``rocch_eer``,
+        ``min_dcf_sre08``, ``act_dcf_sre08``, ``min_dcf_sre10``,
+        ``act_dcf_sre10`` (rates as fractions; DCFs normalised).
+
+    Raises
+    ------
+    ValueError
+        If either class has no trial.
+    """
+    tar, non = np.asarray(tar, dtype=np.float64), np.asarray(non, dtype=np.float64)
+    if not tar.size or not non.size:
+        raise ValueError(f"{source or 'scores'}: needs both target and non-target trials "
+                         f"(got {tar.size} target, {non.size} non-target)")
+    out = {"n_target": int(tar.size), "n_nontarget": int(non.size),
+           "eer": _metrics.compute_eer(tar, non), "rocch_eer": _metrics.rocch_eer(tar, non)}
+    for name, op in (("sre08", _metrics.SRE2008), ("sre10", _metrics.SRE2010)):
+        out[f"min_dcf_{name}"] = _metrics.min_dcf(tar, non, *op)[0]
+        out[f"act_dcf_{name}"] = _metrics.act_dcf(tar, non, *op)
+    return out
+
+
+def format_metrics(results):
+    """The report ``ipem evaluate`` prints, four lines.
+
+    Parameters
+    ----------
+    results : dict
+        As returned by :func:`evaluate`.
+
+    Returns
+    -------
+    str
+    """
+    r = results
+    return (f"trials: {r['n_target']} target, {r['n_nontarget']} non-target\n"
+            f"EER        {100 * r['eer']:6.2f} %   (ROCCH-EER {100 * r['rocch_eer']:.2f} %)\n"
+            f"minDCF     {r['min_dcf_sre08']:.4f} (SRE08: P_tar=0.01, C_miss=10, C_fa=1)   "
+            f"{r['min_dcf_sre10']:.4f} (SRE10: P_tar=0.001, C_miss=1, C_fa=1)\n"
+            f"actDCF     {r['act_dcf_sre08']:.4f} (SRE08)   {r['act_dcf_sre10']:.4f} (SRE10)")
