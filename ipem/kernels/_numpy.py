@@ -18,7 +18,7 @@ the per-frame outputs (``labels``, ``mindist``, ``logprob_out``,
 ``resp_out``) are never weighted.  A frame of weight 0 adds exactly nothing,
 even where its per-frame values are not finite.
 
-The compiled backend (:mod:`ipem.kernels._cffi`) implements exactly the same
+The compiled backend (:mod:`ipem.kernels._c`) implements exactly the same
 signatures; :mod:`ipem.kernels` chooses between them.
 """
 import numpy as np
