@@ -126,3 +126,48 @@ def test_map_tasks_local_and_engines(dv_client):
     assert dv_client.map_tasks(pow, items, 2) == [i * i for i in items]
     with pytest.raises(ipem.EngineError, match="task 0"):
         dv_client.map_tasks(pow, ["x"], 2)
+
+
+class _Odd(Exception):
+    """Not a ValueError: must come back as EngineError, not EngineValueError."""
+
+
+def _raise_kind(shard, kind):
+    if shard.index == 1:
+        raise {"value": ValueError, "key": KeyError, "odd": _Odd}[kind](f"shard says {kind}")
+    return np.zeros(1)
+
+
+@pytest.mark.parametrize("kind, cls, value_like", [("value", ipem.EngineValueError, True),
+                                                    ("key", ipem.EngineValueError, True),
+                                                    ("odd", ipem.EngineError, False)])
+def test_same_error_locally_and_on_engines(kind, cls, value_like, dv):
+    """Both controllers run the same engine-side wrapper: same class, same message body."""
+    X = blobs(40)
+    messages = []
+    for ctrl in (ipem.LocalController(2), dv):
+        data = ctrl.distribute(X)
+        try:
+            with pytest.raises(cls) as info:
+                ctrl.reduce(_raise_kind, data, kind)
+            assert isinstance(info.value, ValueError) == value_like
+            (failure,) = info.value.failures
+            assert failure.index == 1 and failure.is_value == value_like
+            messages.append(str(info.value).split(": ", 1)[1])
+            assert str(info.value).startswith("shard 1")
+        finally:
+            data.free()
+    assert messages[0] == messages[1]
+
+
+def test_controller_times_every_shard_call(dv_client):
+    X = blobs(300, d=4)
+    for ctrl in (ipem.LocalController(2), dv_client):
+        gm = ipem.GaussianMixture(2, covariance_type="diag", random_state=0, max_iter=3,
+                                  tol=0, controller=ctrl)
+        with pytest.warns(Warning):
+            gm.fit(X)
+        for r in gm.history_:
+            assert r.info["shard_frames"] == [150, 150]
+            assert len(r.info["shard_time"]) == 2 and min(r.info["shard_time"]) > 0
+        assert ctrl.last_shard_times.shape == (2,)

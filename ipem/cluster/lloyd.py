@@ -12,10 +12,6 @@ import numpy as np
 from ..kernels import get_kernels
 
 
-def weight_kw(shard):
-    """Kernel keyword for the shard's frame weights (none when unweighted)."""
-    return {} if shard.weights is None else {"sample_weight": shard.weights}
-
 
 def reset(shard):
     """Start a k-means run: no labels yet."""
@@ -45,7 +41,7 @@ def step(shard, shift, centers, backend, chunk_size):
     labels = np.empty(n, dtype=np.int64)
     mindist = np.empty(n)
     counts, sums, inertia = kern.kmeans_step(shard.X, shift, centers, labels, mindist,
-                                             chunk_size, **weight_kw(shard))
+                                             chunk_size, sample_weight=shard.weights)
     n_changed = n if old is None or old.shape[0] != n else int(np.count_nonzero(labels != old))
     shard.state["km_labels"] = labels
     shard.state["km_mindist"] = mindist

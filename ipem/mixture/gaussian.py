@@ -28,10 +28,6 @@ _COV_ERROR = ("Fitting the mixture model failed: component {k} has an ill-define
               "reg_covar (now {reg}), or scale the features.")
 
 
-def _weight_kw(shard):
-    """Kernel keyword for the shard's frame weights (none when unweighted)."""
-    return {} if shard.weights is None else {"sample_weight": shard.weights}
-
 
 def _n_of(shard):
     return float(shard.X.shape[0]) if shard.weights is None else float(shard.weights.sum())
@@ -193,7 +189,7 @@ def gmm_stats(shard, shift, cov_type, means, prec, log_weights, backend, chunk_s
     kern = get_kernels(backend)
     step = kern.gmm_full_step if cov_type in ("full", "tied") else kern.gmm_diag_step
     nk, sx, sxx, ll = step(shard.X, shift, means, prec, log_weights, chunk_size,
-                           **_weight_kw(shard))
+                           sample_weight=shard.weights)
     if cov_type == "tied":
         sxx = sxx.sum(axis=0)
     elif cov_type == "spherical":
