@@ -532,7 +532,7 @@ def extract_many(
                 rel = p.relative_to(root)
             except ValueError:
                 raise ValueError(f"audio file {p} is not under the root {root}") from None
-            dsts.append(out_dir / rel.parent / (rel.stem + "_x." + fmt))
+            dsts.append(out_dir / rel.with_suffix("." + fmt))
     else:
         dsts = [out_dir / (p.stem + "." + fmt) for p in paths]
     if len(set(dsts)) != len(dsts):
