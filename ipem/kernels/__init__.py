@@ -24,7 +24,7 @@ import os
 import warnings
 
 from . import _numpy
-from ._numpy import check_sample_weight, logsumexp_rows
+from ._numpy import check_sample_weight, logsumexp_rows  # noqa: F401  (public API)
 
 KERNEL_FUNCTIONS = ("kmeans_step", "gmm_diag_step", "gmm_full_step", "gmm_diag_topc")
 

@@ -22,7 +22,7 @@ from ..em.staged import Position, run_stages
 from ..io.atomic import save_npz_atomic
 from ..io.models import load_model, records_to_json, rng_from_arrays, rng_to_arrays
 from ..kernels import get_kernels
-from ..parallel import DistributedData, as_controller
+from ..parallel import as_controller
 from ..validation import check_float, check_int, check_option
 from .gaussian import gmm_stats, kernel_args, kmeans_init_stats, m_step
 from .gaussian_mixture import GaussianMixture

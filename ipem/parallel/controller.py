@@ -32,6 +32,7 @@ import numpy as np
 from .data import DistributedData
 from .errors import raise_failures
 from .scheduling import assign_balanced
+from .stats import sum_stats
 
 
 class Controller:
@@ -63,7 +64,6 @@ class Controller:
 
     def _call_reduce(self, func, key, args):
         """Like :meth:`_call`, but the values are summed: (sum, list of Outcome)."""
-        from .stats import sum_stats
         outcomes = self._call(func, key, args)
         values = self._values(outcomes)
         return sum_stats(values), outcomes
