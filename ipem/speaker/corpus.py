@@ -33,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..io.atomic import write_text_atomic
 from .texts import random_text
 
 logger = logging.getLogger(__name__)
@@ -211,15 +212,6 @@ def _write_wav_atomic(path: Path, x: np.ndarray, sr: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(str(path)) as tmp:
         sf.write(tmp, x, sr, format="WAV", subtype="PCM_16")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    from ..io import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(str(path)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
 
 
 # ---------------------------------------------------------------------------
@@ -519,10 +511,10 @@ def generate_corpus(
         meta_lines.append("\t".join([utt, spk, voice, role, rel]
                                     + [str(params[key]) for key in meta_keys] + [text]))
 
-    _write_text_atomic(out / "enroll.lst", "\n".join(enroll_lines) + "\n")
-    _write_text_atomic(out / "trials.lst", "\n".join(trial_lines) + "\n")
-    _write_text_atomic(out / "ubm.lst", "\n".join(ubm_lines) + ("\n" if ubm_lines else ""))
-    _write_text_atomic(out / "meta.tsv", "\n".join(meta_lines) + "\n")
+    write_text_atomic(out / "enroll.lst", "\n".join(enroll_lines) + "\n")
+    write_text_atomic(out / "trials.lst", "\n".join(trial_lines) + "\n")
+    write_text_atomic(out / "ubm.lst", "\n".join(ubm_lines) + ("\n" if ubm_lines else ""))
+    write_text_atomic(out / "meta.tsv", "\n".join(meta_lines) + "\n")
 
     n_target = len(test_utts)
     return CorpusInfo(
