@@ -18,7 +18,8 @@ from .kernels import BACKEND, available_backends
 from .mixture.gaussian_mixture import GaussianMixture
 from .mixture.ubm import UBMTrainer
 from .parallel import (ENGINE_NAMESPACE, Controller, DirectViewController, DistributedData,
-                       EngineError, EngineValueError, LocalController, MPICluster, Shard,
+                       EngineError, EngineLost, EngineRecoveryWarning, EngineValueError,
+                       LocalController, MPICluster, Shard, Terminated,
                        as_controller, connect_profile, controller_from_spec)
 from .plotting import LivePlot
 
@@ -27,7 +28,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKEND", "available_backends", "Controller", "LocalController", "DirectViewController",
     "DistributedData", "Shard", "MPICluster", "connect_profile", "as_controller",
-    "controller_from_spec", "ENGINE_NAMESPACE", "EngineError", "EngineValueError", "EMLoop",
+    "controller_from_spec", "ENGINE_NAMESPACE", "EngineError", "EngineValueError", "EngineLost",
+    "EngineRecoveryWarning", "Terminated", "EMLoop",
     "EMResult", "IterationRecord", "KMeans", "kmeans_plusplus_distributed", "GaussianMixture",
     "LivePlot", "UBMTrainer",
 ]

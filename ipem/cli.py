@@ -4,7 +4,9 @@
     ipem train-ubm --features FEATS --list CORPUS/ubm.lst --root CORPUS -K 64 --out ubm.npz
     ipem adapt     --ubm ubm.npz --enroll CORPUS/enroll.lst --features FEATS --root CORPUS --out-dir MODELS
     ipem score     --ubm ubm.npz --models MODELS --trials CORPUS/trials.lst --features FEATS --root CORPUS --out scores.txt
-    ipem evaluate  --scores scores.txt [--det det.png]
+    ipem norm      --ubm ubm.npz --models MODELS --scores scores.txt --cohort cohort.lst --cohort-models CMODELS --features FEATS --root CORPUS --method s --out snorm.txt
+    ipem calibrate --dev-scores scores.txt [more.txt ...] [--key dev.key] --out cal.json
+    ipem evaluate  --scores scores.txt [--key eval.key] [--calibration cal.json] [--det det.png]
     ipem demo      [--out DIR]
 
 Every step takes ``--cluster`` to choose where it runs: ``local`` (in-process,
@@ -14,17 +16,24 @@ the step) or ``profile:DIR`` (connect to a running ``ipcluster start
 
 This module only parses arguments, calls :mod:`ipem.speaker.pipeline` and
 prints; an error is one line ``ipem <command>: error: ...`` on stderr and
-exit status 2.
+exit status 2.  SIGTERM and SIGINT stop a step cleanly (engines stopped, the
+last checkpoint kept): one line on stderr and exit status 128 + the signal.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .parallel import EngineError, controller_from_spec
+from .parallel.clusters import raise_terminated
 from .speaker import pipeline
+from .speaker.calibration import DEFAULT_PRIOR, LogisticCalibration
+from .speaker.normalization import NORMALIZATIONS
 
 
 # ---------------------------------------------------------------------------
@@ -73,10 +82,52 @@ def cmd_score(args, ctrl):
     return 0
 
 
+def cmd_norm(args, ctrl):
+    trials, _ = pipeline.normalize(args.ubm, args.scores, args.cohort, args.models, args.features,
+                                   method=args.method, cohort_models=args.cohort_models,
+                                   top_n=args.top_n, key=args.key, root=args.root,
+                                   fmt=args.format,
+                                   top_c=None if args.top_c == 0 else args.top_c,
+                                   out=args.out, out_format=args.out_format, controller=ctrl,
+                                   progress=not args.quiet)
+    print(f"{args.method}-normalised {len(trials)} trials -> {args.out}")
+    return 0
+
+
+def _describe_calibration(cal):
+    terms = " + ".join(f"{w:.4g} * s{i + 1}" if cal.n_systems_ > 1 else f"{w:.4g} * s"
+                       for i, w in enumerate(cal.coef_))
+    return f"llr = {terms} {'-' if cal.intercept_ < 0 else '+'} {abs(cal.intercept_):.4g}"
+
+
+def cmd_calibrate(args, ctrl=None):
+    cal = pipeline.calibrate(args.dev_scores, key=args.key, prior=args.prior, out=args.out)
+    what = "fusion of " + str(cal.n_systems_) + " systems" if cal.n_systems_ > 1 \
+        else "calibration"
+    print(f"{what} on {cal.n_target_} target, {cal.n_nontarget_} non-target trials: "
+          f"{_describe_calibration(cal)} (prior {cal.prior:.4g}, cross-entropy "
+          f"{cal.objective_:.4f} bits) -> {args.out}")
+    return 0
+
+
 def cmd_evaluate(args, ctrl=None):
     from .speaker.metrics import plot_det
-    tar, non = pipeline.read_scores(args.scores)
+    if args.calibration:
+        trials, scores = pipeline.apply_calibration(
+            args.calibration, [args.scores, *(args.fuse or [])], key=args.key,
+            require_labels=True, out=args.out, out_format=args.out_format)
+        cal = LogisticCalibration.load(args.calibration)
+        print(f"calibrated with {args.calibration}: {_describe_calibration(cal)}")
+    else:
+        if args.fuse:
+            raise ValueError("--fuse needs --calibration (the fusion's weights)")
+        trials, scores = pipeline.read_score_file(args.scores, args.key, require_labels=True)
+        if args.out:
+            pipeline.write_score_file(args.out, trials, scores, args.out_format)
+    tar, non = pipeline.split_scores(trials, scores)
     print(pipeline.format_metrics(pipeline.evaluate(tar, non, source=args.scores)))
+    if args.out:
+        print(f"scores -> {args.out}")
     if args.det:
         plot_det({Path(args.scores).stem: (tar, non)}, path=args.det)
         print(f"DET curve -> {args.det}")
@@ -160,8 +211,52 @@ def build_parser():
     sp = sub.add_parser("evaluate", help="EER, minDCF, actDCF and a DET plot of a score file")
     sp.add_argument("--scores", required=True)
     sp.add_argument("--det", default=None, help="write the DET curve here (PNG)")
+    sp.add_argument("--key", default=None,
+                    help="key file 'model test target|nontarget': the trials to evaluate and "
+                         "their labels (needed for Kaldi's 'model test score' files)")
+    sp.add_argument("--calibration", default=None,
+                    help="apply this calibration (from 'calibrate') to the scores first")
+    sp.add_argument("--fuse", action="append", default=None, metavar="SCORES",
+                    help="further score files fused with --scores by --calibration, in the "
+                         "order of 'calibrate --dev-scores'")
+    sp.add_argument("--out", default=None, help="write the (calibrated) scores here")
+    sp.add_argument("--out-format", default="ipem", choices=list(pipeline.SCORE_FORMATS))
     common(sp, cluster=False)
     sp.set_defaults(func=cmd_evaluate, cluster=None)
+
+    sp = sub.add_parser("calibrate", help="train a score calibration (or fusion) on "
+                                          "development trials")
+    sp.add_argument("--dev-scores", required=True, nargs="+", metavar="SCORES",
+                    help="development score file(s); several are fused")
+    sp.add_argument("--key", default=None,
+                    help="development key 'model test target|nontarget' (else the labels "
+                         "of the score file)")
+    sp.add_argument("--prior", type=float, default=DEFAULT_PRIOR,
+                    help="training prior (default: %(default).4f, the effective prior of "
+                         "SRE08's operating point)")
+    sp.add_argument("--out", required=True, help="the calibration (JSON)")
+    common(sp, cluster=False)
+    sp.set_defaults(func=cmd_calibrate, cluster=None)
+
+    sp = sub.add_parser("norm", help="Z/T/ZT/S/AS-norm of a score file with an impostor cohort")
+    feats(sp)
+    sp.add_argument("--ubm", required=True)
+    sp.add_argument("--models", required=True, help="directory of <model_id>.npz")
+    sp.add_argument("--scores", required=True, help="raw score file (from 'score')")
+    sp.add_argument("--key", default=None, help="only the trials of this key file")
+    sp.add_argument("--cohort", required=True,
+                    help="cohort list 'cohort_id utterance...': one cohort member per line")
+    sp.add_argument("--cohort-models", default=None,
+                    help="directory of <cohort_id>.npz ('ipem adapt --enroll COHORT'); "
+                         "needed by all methods but z")
+    sp.add_argument("--method", default="s", choices=list(NORMALIZATIONS))
+    sp.add_argument("--top-n", type=int, default=200,
+                    help="cohort members per side for adaptive S-norm (as)")
+    sp.add_argument("--top-c", type=int, default=5, help="top-C Gaussians (0: exact)")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--out-format", default="ipem", choices=list(pipeline.SCORE_FORMATS))
+    common(sp)
+    sp.set_defaults(func=cmd_norm)
 
     sp = sub.add_parser("demo", help="the whole pipeline on a generated corpus")
     sp.add_argument("--out", default="demo_output")
@@ -189,6 +284,11 @@ def main(argv=None):
     """Run ``ipem`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args = build_parser().parse_args(argv)
     handler = _log_handler(args)
+    # SIGTERM (a batch system's time limit) unwinds like Ctrl-C: clusters are stopped,
+    # temporary files removed, the last checkpoint kept
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         if args.cluster is None:
             return args.func(args)
@@ -199,7 +299,17 @@ def main(argv=None):
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"ipem {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        kept = getattr(args, "checkpoint", None)
+        kept = f"; the checkpoint {kept} holds the last completed iteration" if kept and \
+            os.path.exists(kept) else ""
+        print(f"ipem {args.command}: stopped by {signal.Signals(signum).name}{kept}",
+              file=sys.stderr)
+        return 128 + int(signum)
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         logger = logging.getLogger("ipem")
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)

@@ -139,6 +139,12 @@ class KMeans(ClusterMixin, TransformerMixin, EMEstimator):
         data.controller.map(lloyd.reset, data)
         return {"centers": centers}
 
+    def _restore_shards(self, data, params):
+        """After engines were replaced: the labels of the previous E-step, as before."""
+        data.controller.map(lloyd.reset, data)
+        if params is not None:
+            self._e_step(data, params)
+
     def _e_step(self, data, params):
         return data.controller.reduce(lloyd.step, data, data.mean, params["centers"],
                                       self.backend, self.chunk_size)

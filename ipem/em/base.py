@@ -93,10 +93,10 @@ class EMEstimator(BaseEstimator):
             rng = check_random_state(self.random_state)
             result = self._fit_runs(data, rng, given)
             self._set_fitted(result, data)
-            out = keep(data) if keep is not None else None
+            out = data.controller.retry_lost(lambda: keep(data)) if keep is not None else None
         finally:
             if owned:
-                data.free()
+                data.free()  # never raises: the error that brought us here stays the error
         if self._warn_unconverged and not result.converged:
             warnings.warn(f"{type(self).__name__} did not converge in {result.n_iter} "
                           "iterations; try a larger max_iter or tol, or check the "
@@ -122,11 +122,12 @@ class EMEstimator(BaseEstimator):
         best = None
         t_start = time.perf_counter()
         callbacks = self._callbacks()
+        ctrl = data.controller
         for _ in range(self._n_init()):
-            params = self._initialize(data, rng, given)
+            params = initialize_recovering(self, data, rng, given)
             result = EMLoop(self, data, callbacks=callbacks, start_time=t_start).run(
                 params, self.max_iter)
-            self._finish_run(data, result)
+            ctrl.retry_lost(lambda: self._finish_run(data, result))
             if best is None or (result.objective > best.objective if self._maximize
                                 else result.objective < best.objective):
                 best = result
@@ -163,6 +164,18 @@ class EMEstimator(BaseEstimator):
             state["controller"] = None  # a Controller or a DirectView: engines are not pickled
         state["callbacks"] = None
         return state
+
+
+def initialize_recovering(model, data, rng, given):
+    """``model._initialize(data, rng, given)``, repeated from the same random state
+    when an engine is lost (so a recovered fit starts where an undisturbed one does)."""
+    state = rng.get_state()
+
+    def init():
+        rng.set_state(state)
+        return model._initialize(data, rng, given)
+
+    return data.controller.retry_lost(init)
 
 
 class LogProgress:

@@ -11,13 +11,28 @@ timing, per-shard telemetry, convergence test, history, callbacks)::
 the E-step* (mean log-likelihood for mixtures, inertia for k-means), exactly
 as scikit-learn's ``lower_bound_``.  The driver never knows whether the data
 is local or on engines.
+
+When an engine is lost during an iteration
+(:class:`~ipem.parallel.errors.EngineLost`), the driver lets the controller
+recover (:meth:`~ipem.parallel.controller.Controller.retry_lost`), calls the
+model's optional ``_restore_shards(data, params)`` hook with the parameters of
+the previous E-step (per-shard state such as k-means labels), and repeats the
+iteration from the parameters of the last completed one; the record's
+``info["recovered"]`` lists what happened and an
+:class:`~ipem.parallel.errors.EngineRecoveryWarning` is issued.
 """
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from ..parallel.errors import EngineError, EngineLost, EngineRecoveryWarning
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,16 +116,54 @@ class EMLoop:
         numbers continue from its length and new records are appended to it.
     start_time : float, optional
         ``time.perf_counter()`` of the start of the whole fit.
+    resume_hint : str, optional
+        Appended to the error raised when a lost engine cannot be recovered
+        (staged training names its checkpoint).
     """
 
     def __init__(self, model, data, *, callbacks=(), on_iteration=None, history=None,
-                 start_time=None):
+                 start_time=None, resume_hint=None):
         self.model = model
         self.data = data
         self.callbacks = list(callbacks)
         self.on_iteration = on_iteration
         self.history = [] if history is None else history
         self.start_time = time.perf_counter() if start_time is None else start_time
+        self.resume_hint = resume_hint
+
+    def _iterate(self, params, previous_params, iteration):
+        """One E- and M-step, repeated after a recovery when an engine is lost.
+
+        Returns ``(e_step_time, shard_time, params, objective, info, recovered)``.
+        """
+        model, data = self.model, self.data
+        recovered = []
+
+        def step():
+            t0 = time.perf_counter()
+            stats = model._e_step(data, params)
+            t1 = time.perf_counter()
+            shard_time = data.controller.last_shard_times.tolist()
+            return t1 - t0, shard_time, *model._m_step(stats, params, data)
+
+        restore = getattr(model, "_restore_shards", None)
+        try:
+            out = data.controller.retry_lost(
+                step, on_recover=recovered.append,
+                restore=None if restore is None else (lambda: restore(data, previous_params)))
+        except EngineError as exc:
+            if not isinstance(exc.__cause__, EngineLost):
+                raise
+            hint = f"; {self.resume_hint}" if self.resume_hint else ""
+            raise EngineError(f"{exc} (EM iteration {iteration}){hint}",
+                              exc.failures) from exc.__cause__
+        for event in recovered:
+            msg = (f"EM iteration {iteration}: engine(s) {event['engines']} lost "
+                   f"({event['reason']}); engines {event['action']} in {event['seconds']:.1f} s, "
+                   "data stored again, iteration repeated from the last completed one")
+            logger.warning(msg)
+            warnings.warn(msg, EngineRecoveryWarning, stacklevel=4)
+        return (*out, recovered)
 
     def run(self, params, max_iter, previous=None, stage=None):
         """Iterate until convergence or ``max_iter`` iterations.
@@ -133,19 +186,21 @@ class EMLoop:
         model, data = self.model, self.data
         records = []
         objective, converged, n_iter = -np.inf, False, 0
+        previous_params = None
         for n_iter in range(1, max_iter + 1):
             t0 = time.perf_counter()
-            stats = model._e_step(data, params)
-            t1 = time.perf_counter()
-            shard_time = data.controller.last_shard_times.tolist()
-            params, objective, info = model._m_step(stats, params, data)
+            e_time, shard_time, new_params, objective, info, recovered = self._iterate(
+                params, previous_params, len(self.history) + 1)
+            previous_params, params = params, new_params
             t2 = time.perf_counter()
             info = {**info, "shard_frames": data.shard_sizes.tolist(), "shard_time": shard_time}
+            if recovered:
+                info["recovered"] = recovered
             change = np.inf if previous is None else objective - previous
             record = IterationRecord(iteration=len(self.history) + 1,
                                      objective=float(objective), change=float(change),
                                      time=t2 - t0, elapsed=t2 - self.start_time,
-                                     e_step_time=t1 - t0, stage=stage, info=info)
+                                     e_step_time=e_time, stage=stage, info=info)
             self.history.append(record)
             records.append(record)
             converged = bool(model._converged(record))

@@ -24,6 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from .base import initialize_recovering
 from .driver import EMLoop, EMResult
 
 
@@ -78,7 +79,7 @@ def run_stages(model, data, rng, stages, *, callbacks=(), checkpoint=None, resum
     if checkpoint and resume and os.path.exists(checkpoint):
         params, pos, rng, history = model._read_checkpoint(checkpoint, data)
     else:
-        params, pos, history = model._initialize(data, rng, {}), Position(), []
+        params, pos, history = initialize_recovering(model, data, rng, {}), Position(), []
     resumed_from = len(history)
     if pos.stage_done:
         pos = Position(pos.stage_index + 1, 0, False, pos.converged)
@@ -92,8 +93,11 @@ def run_stages(model, data, rng, stages, *, callbacks=(), checkpoint=None, resum
         if checkpoint and (pos.stage_done or pos.iter_in_stage % every == 0):
             model._write_checkpoint(checkpoint, new_params, pos, rng, history, data)
 
+    hint = (f"the checkpoint {checkpoint} holds the last completed iteration: run the same "
+            "training again (resume is on by default) to continue from it" if checkpoint
+            else "set a checkpoint to be able to resume a long training")
     loop = EMLoop(model, data, callbacks=callbacks, on_iteration=on_iteration, history=history,
-                  start_time=time.perf_counter())
+                  start_time=time.perf_counter(), resume_hint=hint)
     while pos.stage_index < len(stages):
         budget = stages[pos.stage_index][1] - pos.iter_in_stage
         if budget > 0:

@@ -18,7 +18,7 @@ from typing import Iterator, Union
 
 import numpy as np
 
-__all__ = ["atomic_path", "save_npz_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "save_npz_atomic", "write_text_atomic", "remove_stale_temporaries"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -114,3 +114,46 @@ def write_text_atomic(path: PathLike, text: str, encoding: str = "utf-8") -> str
         with open(tmp, "w", encoding=encoding) as fh:
             fh.write(text)
     return path
+
+
+def remove_stale_temporaries(paths) -> int:
+    """Remove temporary files that :func:`atomic_path` left next to ``paths``.
+
+    A process killed while writing (an engine lost mid-task, a job stopped
+    with SIGKILL) cannot remove its ``.<name>.<hex>.tmp`` file; whoever
+    writes the destinations again calls this afterwards.
+
+    Parameters
+    ----------
+    paths : str, os.PathLike or iterable of them
+        Destination files whose orphaned temporaries are removed (each
+        directory is listed once).
+
+    Returns
+    -------
+    int
+        Number of files removed.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    by_dir = {}
+    for path in paths:
+        directory, base = os.path.split(os.path.abspath(os.fspath(path)))
+        by_dir.setdefault(directory, set()).add(base)
+    removed = 0
+    for directory, bases in by_dir.items():
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            # .<base>.<12 hex>.tmp
+            if not (name.startswith(".") and name.endswith(".tmp") and len(name) > 18):
+                continue
+            base, token = name[1:-17], name[-16:-4]
+            if (base in bases and name[-17] == "."
+                    and all(c in "0123456789abcdef" for c in token)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(directory, name))
+                    removed += 1
+    return removed

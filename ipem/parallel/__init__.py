@@ -12,19 +12,22 @@ module                    what it holds
 ``data``                  :class:`Shard`, :class:`DistributedData`
 ``stats``                 adding and packing sufficient statistics
 ``scheduling``            balancing feature files over shards
-``errors``                :class:`EngineError`, :class:`EngineValueError`
+``errors``                :class:`EngineError`, :class:`EngineValueError`,
+                          :class:`EngineLost`, :class:`Terminated`
 ========================  ==========================================================
 """
 from .clusters import MPICluster, as_controller, connect_profile, controller_from_spec, ensure_mpiexec
 from .controller import Controller
-from .data import DistributedData, Shard
+from .data import Broadcast, DistributedData, Shard
 from .directview import DirectViewController
 from .engine import ENGINE_NAMESPACE, engine_store
-from .errors import EngineError, EngineValueError
+from .errors import (EngineError, EngineLost, EngineRecoveryWarning, EngineValueError,
+                     Terminated)
 from .local import LocalController
 from .stats import add_stats, pack_stats, sum_stats, unpack_stats
 
 __all__ = ["Controller", "LocalController", "DirectViewController", "MPICluster",
            "connect_profile", "as_controller", "controller_from_spec", "ensure_mpiexec",
-           "DistributedData", "Shard", "ENGINE_NAMESPACE", "engine_store", "EngineError",
+           "DistributedData", "Shard", "Broadcast", "EngineLost",
+           "EngineRecoveryWarning", "Terminated", "ENGINE_NAMESPACE", "engine_store", "EngineError",
            "EngineValueError", "add_stats", "pack_stats", "sum_stats", "unpack_stats"]

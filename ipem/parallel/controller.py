@@ -12,10 +12,18 @@ through nothing else.  A controller can
   order (:meth:`Controller.map`);
 * run independent **tasks** (:meth:`Controller.map_tasks`).
 
-Subclasses implement five primitives (``_put``, ``_load``, ``_call``,
-``_free``, ``_tasks``) that return :class:`~ipem.parallel.engine.Outcome`
+Subclasses implement the primitives (``_put``, ``_load``, ``_put_value``,
+``_call``, ``_free``, ``_tasks``) that return :class:`~ipem.parallel.engine.Outcome`
 objects; everything else (splitting, moments, error reporting, per-shard
-timing) is here, once.  Implementations: :class:`~ipem.parallel.local.LocalController`
+timing, the record of what was sent where, freeing) is here, once.
+
+**Lost engines.**  A controller remembers how every live dataset and
+broadcast value was made (the client's arrays, or the files each shard
+read).  When a call raises :class:`~ipem.parallel.errors.EngineLost`,
+:meth:`Controller.recover` restarts or re-shards the engines (where the
+controller can) and makes everything again; :meth:`Controller.retry_lost`
+wraps a computation in that loop, and the EM driver repeats the lost
+iteration with it.  Implementations: :class:`~ipem.parallel.local.LocalController`
 (in-process) and :class:`~ipem.parallel.directview.DirectViewController`
 (ipyparallel engines in MPI mode).
 
@@ -25,12 +33,13 @@ same object instead of copying engines or stored shards.
 """
 from __future__ import annotations
 
+import logging
 import uuid
 
 import numpy as np
 
-from .data import DistributedData
-from .errors import raise_failures
+from .data import Broadcast, DistributedData
+from .errors import EngineError, EngineLost, raise_failures
 from .scheduling import assign_balanced
 from .stats import sum_stats
 
@@ -48,6 +57,15 @@ class Controller:
     """
 
     n_shards = 1
+    #: how many times in a row :meth:`retry_lost` recovers before giving up
+    max_recoveries = 3
+
+    def __init__(self):
+        #: key -> how to make it again: ("put", parts) | ("load", loader, assignments)
+        #: | ("value", value)
+        self._recipes = {}
+        #: what was lost and recovered, oldest first (dicts; see :meth:`recover`)
+        self.recoveries = []
 
     # --- primitives that subclasses implement -----------------------------
     def _put(self, key, parts):
@@ -68,7 +86,24 @@ class Controller:
         values = self._values(outcomes)
         return sum_stats(values), outcomes
 
+    def _put_value(self, key, value):
+        """Store ``value`` under ``key`` everywhere tasks run; list of Outcome."""
+        raise NotImplementedError
+
     def _free(self, key):
+        """Delete ``key`` where it lives; must not raise for what is already gone."""
+        raise NotImplementedError
+
+    def _release(self, key):
+        """A handle was garbage-collected: forget its recipe and free it (never raises)."""
+        self._recipes.pop(key, None)
+        try:
+            self._free(key)
+        except Exception as exc:  # a finalizer must not raise
+            logging.getLogger(__name__).debug("could not free %r: %s", key, exc)
+
+    def _stored_keys(self):
+        """``{place: {key: description}}`` of what the shards' places hold."""
         raise NotImplementedError
 
     def _tasks(self, func, items, args, progress, desc):
@@ -139,7 +174,7 @@ class Controller:
                  for a, b in zip(bounds[:-1], bounds[1:])]
         data = DistributedData(self, key, sizes, X.shape[1], X.dtype,
                                weighted=sample_weight is not None)
-        self._stored(data, lambda: self._put(key, parts))
+        self._stored(data, ("put", parts))
         return data
 
     def distribute_files(self, refs, *, dtype=np.float32, key=None):
@@ -172,20 +207,43 @@ class Controller:
         data = DistributedData(self, key, sizes, n_features, dtype, files=files)
         assignments = [(fs, int(offsets[i]), np.dtype(dtype).str, n_features)
                        for i, fs in enumerate(files)]
-        self._stored(data, lambda: self._load(key, read_feature_shard, assignments))
+        self._stored(data, ("load", read_feature_shard, assignments))
         return data
 
-    def _stored(self, data, store):
-        """Run ``store()`` and compute the moments; on any failure leave no shard behind."""
+    def _stored(self, data, recipe):
+        """Make ``data`` from ``recipe`` and compute the moments; on failure leave nothing."""
         try:
-            self._values(store())
-            self._compute_moments(data)
+            self.retry_lost(lambda: self._make(data.key, recipe))
+            self._recipes[data.key] = recipe
+            self.retry_lost(lambda: self._compute_moments(data))
         except BaseException:
-            try:
-                self._free(data.key)
-            except Exception:  # the original error matters more than the clean-up's
-                pass
+            data._finalizer.detach()
+            self._free_key(data.key)
             raise
+
+    def _make(self, key, recipe):
+        """Store ``key`` from its recipe (see ``_recipes``)."""
+        kind = recipe[0]
+        if kind == "put":
+            outcomes = self._put(key, recipe[1])
+        elif kind == "load":
+            outcomes = self._load(key, recipe[1], recipe[2])
+        else:
+            outcomes = self._put_value(key, recipe[1])
+        self._values(outcomes)
+
+    def _remake_all(self):
+        """Store every live dataset and broadcast value again (after engines were replaced)."""
+        for key, recipe in list(self._recipes.items()):
+            self._make(key, recipe)
+
+    def _free_key(self, key):
+        """Free ``key`` now; a failure is logged, never raised (it must not hide another)."""
+        self._recipes.pop(key, None)
+        try:
+            self._free(key)
+        except Exception as exc:
+            logging.getLogger(__name__).warning("could not free %r: %s", key, exc)
 
     def _compute_moments(self, data):
         """Mean and variance per feature, weighted by the frame weights when there are any."""
@@ -231,8 +289,96 @@ class Controller:
         return self._values(outcomes, where=lambda i: f"task {i} ({items[i]!r})")
 
     def free(self, data):
-        """Delete the shards of ``data`` where they live."""
-        self._free(data.key)
+        """Delete the shards of ``data`` (or a :class:`Broadcast`) where they live."""
+        data.free()
+
+    def broadcast(self, value, *, key=None):
+        """Send ``value`` once to every place where tasks run.
+
+        Pass the returned handle among the ``args`` of :meth:`map_tasks`:
+        each task receives ``value`` looked up where it runs, so a model used
+        by thousands of tasks travels once per engine, not once per task.
+
+        Parameters
+        ----------
+        value : object
+            Anything picklable (a dict of UBM parameters, ...).
+        key : str, optional
+
+        Returns
+        -------
+        Broadcast
+            Freed by ``.free()``, at the end of a ``with`` block, or when dropped.
+        """
+        key = key or f"b{uuid.uuid4().hex[:8]}"
+        handle = Broadcast(self, key)
+        try:
+            self.retry_lost(lambda: self._make(key, ("value", value)))
+        except BaseException:
+            handle._finalizer.detach()
+            self._free_key(key)
+            raise
+        self._recipes[key] = ("value", value)
+        return handle
+
+    def stored(self):
+        """What the shards' places hold: ``{place: {key: description}}``.
+
+        On engines this is the content of their ``ipem_shards`` dictionaries.
+        """
+        return self._stored_keys()
+
+    # --- lost engines ---------------------------------------------------------
+    def recover(self, error, attempt=1):
+        """Replace lost engines and store every live dataset and broadcast value again.
+
+        Parameters
+        ----------
+        error : EngineLost
+        attempt : int
+            How many recoveries in a row this is (1 for the first).
+
+        Returns
+        -------
+        dict
+            What happened: ``engines`` lost, ``reason``, ``action``
+            (``"restarted"`` or ``"resharded"``), ``seconds``, ``attempt``;
+            also appended to :attr:`recoveries`.
+
+        Raises
+        ------
+        EngineError
+            When this controller cannot replace engines (the base class, an
+            engine set it did not start whose engines are MPI-coupled), or
+            after :attr:`max_recoveries` attempts.
+        """
+        raise EngineError(f"{error}; {type(self).__name__} cannot replace lost engines",
+                          getattr(error, "failures", ())) from error
+
+    def retry_lost(self, fn, *, restore=None, on_recover=None):
+        """Call ``fn()``; when an engine is lost, :meth:`recover` and call it again.
+
+        Parameters
+        ----------
+        fn : callable
+            A computation over this controller that can simply be repeated.
+        restore : callable, optional
+            Called after a recovery, before ``fn`` is repeated (to rebuild
+            per-shard state the repetition relies on).
+        on_recover : callable, optional
+            ``on_recover(event)`` with the dict returned by :meth:`recover`.
+        """
+        attempt = 0
+        while True:
+            try:
+                if attempt and restore is not None:
+                    restore()
+                return fn()
+            except EngineLost as exc:
+                attempt += 1
+                event = self.recover(exc, attempt)
+                if on_recover is not None:
+                    on_recover(event)
 
     def take(self, data, rows):
         """Fetch the given global rows of a distributed dataset, as float64.

@@ -1,6 +1,7 @@
 """Shards and the client-side handle of a distributed dataset."""
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,6 +68,11 @@ class DistributedData:
         Per-feature population variance (weighted), computed once.
     files : list of list of FeatureRef, or None
         For data read by the engines: which files each shard read.
+
+    Notes
+    -----
+    The shards are freed by :meth:`free`, at the end of a ``with`` block, or
+    when the last reference to the handle is dropped (``del data``).
     """
 
     def __init__(self, controller, key, shard_sizes, n_features, dtype, files=None,
@@ -82,6 +88,7 @@ class DistributedData:
         self.total_weight = float(self.n_samples)
         self.mean = None
         self.var = None
+        self._finalizer = weakref.finalize(self, controller._release, key)
 
     @property
     def shape(self):
@@ -96,8 +103,9 @@ class DistributedData:
         return np.concatenate([[0], np.cumsum(self.shard_sizes)])
 
     def free(self):
-        """Delete the shards where they live."""
-        self.controller.free(self)
+        """Delete the shards where they live (a second call does nothing)."""
+        if self._finalizer.detach() is not None:
+            self.controller._free_key(self.key)
 
     def __enter__(self):
         return self
@@ -108,3 +116,48 @@ class DistributedData:
     def __repr__(self):
         return (f"DistributedData(key={self.key!r}, shape={self.shape}, dtype={self.dtype}, "
                 f"shards={self.shard_sizes.tolist()}, controller={self.controller!r})")
+
+
+class Broadcast:
+    """Handle to a constant sent once to every place where tasks run.
+
+    Made by :meth:`Controller.broadcast`; pass it among the ``args`` of
+    :meth:`Controller.map_tasks` and each task receives the value itself,
+    looked up where it runs, instead of a copy sent with every task.
+
+    Attributes
+    ----------
+    controller : Controller
+    key : str
+        Key of the value in ``ipem_shards`` on the engines (or the local store).
+    """
+
+    def __init__(self, controller, key):
+        self.controller = controller
+        self.key = key
+        self._finalizer = weakref.finalize(self, controller._release, key)
+
+    def free(self):
+        """Delete the value where it was sent (a second call does nothing)."""
+        if self._finalizer.detach() is not None:
+            self.controller._free_key(self.key)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.free()
+
+    def __reduce__(self):
+        # what travels to an engine with a task: only the key
+        return (BroadcastKey, (self.key,))
+
+    def __repr__(self):
+        return f"Broadcast(key={self.key!r}, controller={self.controller!r})"
+
+
+@dataclass(frozen=True)
+class BroadcastKey:
+    """What a :class:`Broadcast` becomes when pickled to an engine: its key."""
+
+    key: str

@@ -1,6 +1,17 @@
-"""The ipyparallel controller: shards on engines started in MPI mode."""
+"""The ipyparallel controller: shards on engines started in MPI mode.
+
+Every call to the engines has a deadline (derived from the measured times of
+earlier calls of the same function) and notices engines that die (the hub
+reports them at once).  Both raise :class:`~ipem.parallel.errors.EngineLost`;
+:meth:`DirectViewController.recover` then restarts the engine set (when a
+``restart`` function was given, as :class:`~ipem.parallel.clusters.MPICluster`
+does) or, for engines that are not MPI-coupled, moves the lost shards onto the
+engines that are left, and stores every live dataset again.
+"""
 from __future__ import annotations
 
+import logging
+import socket
 import time
 
 import numpy as np
@@ -8,8 +19,15 @@ import numpy as np
 from . import engine
 from .controller import Controller
 from .engine import Outcome
-from .errors import Failure
+from .errors import EngineError, EngineLost, Failure
 from .stats import sum_stats, unpack_stats
+
+logger = logging.getLogger(__name__)
+
+
+def _died(exc):
+    """Whether an ipyparallel error says that the engine died (hub report)."""
+    return getattr(exc, "ename", None) == "EngineError" and "died" in str(exc)
 
 
 class DirectViewController(Controller):
@@ -30,6 +48,26 @@ class DirectViewController(Controller):
     blas_threads : int or None, default=None
         BLAS threads per engine.  ``None`` gives each engine
         ``max(1, cpu_count // engines_on_that_host)``.
+    restart : callable, optional
+        ``restart() -> DirectView``: stop the engine set and start it again
+        (same number of engines).  Given by the clusters ipem starts; without
+        it, lost engines can only be replaced by re-sharding onto the others,
+        and only when they are not MPI-coupled.
+    deadline : float, optional
+        Fixed seconds every call may take.  ``None``: ``deadline_factor``
+        times the slowest earlier call of the same function, at least
+        ``min_deadline``; ``first_deadline`` for a function not seen before.
+    deadline_factor, min_deadline, first_deadline : float
+        See ``deadline``.
+    max_recoveries : int, default=3
+        Recoveries in a row before a lost engine is an error.
+
+    Attributes
+    ----------
+    engine_ids, ranks, hosts, pids : list
+        Per shard (in shard order): engine id, MPI rank, host name, process id.
+    recoveries : list of dict
+        Every recovery: engines lost, reason, action, seconds.
 
     Examples
     --------
@@ -40,107 +78,345 @@ class DirectViewController(Controller):
         gmm = ipem.GaussianMixture(64, controller=rc[:]).fit(X)
     """
 
-    def __init__(self, view, reduction="client", blas_threads=None):
+    def __init__(self, view, reduction="client", blas_threads=None, *, restart=None,
+                 deadline=None, deadline_factor=10.0, min_deadline=60.0, first_deadline=3600.0,
+                 max_recoveries=3):
         import ipyparallel as ipp
 
+        super().__init__()
         if reduction not in ("client", "allreduce"):
             raise ValueError(f"reduction={reduction!r}: expected 'client' or 'allreduce'")
         self.reduction = reduction
+        self._ipp = ipp
+        self._restart = restart
+        self._blas_threads_arg = blas_threads
+        self.deadline = None if deadline is None else float(deadline)
+        self.deadline_factor = float(deadline_factor)
+        self.min_deadline = float(min_deadline)
+        self.first_deadline = float(first_deadline)
+        self.max_recoveries = int(max_recoveries)
+        self._slowest = {}
+        self.n_shards = None
+        self._attach(view)
+
+    def _attach(self, view):
+        """Learn the engines of ``view`` (rank order) and place shard ``r`` on rank ``r``."""
         self.client = view.client
         targets = view.targets
         if targets is None or isinstance(targets, str):
             targets = self.client.ids
         elif isinstance(targets, int):
             targets = [targets]
+        if not targets:
+            raise EngineError("no engines are registered with this cluster")
         info = self.client[list(targets)].apply_sync(engine.engine_info)
         ranks = [i[0] for i in info]
-        if reduction == "allreduce" and sorted(ranks) != list(range(info[0][1])):
+        if self.reduction == "allreduce" and sorted(ranks) != list(range(info[0][1])):
             raise ValueError(
                 f"reduction='allreduce' needs a view of all MPI ranks 0..{info[0][1] - 1}; "
                 f"this view has ranks {sorted(ranks)}")
         order = np.argsort(ranks, kind="stable")
+        if self.n_shards is not None and len(order) != self.n_shards:
+            raise EngineError(f"the restarted engine set has {len(order)} engines, "
+                              f"{self.n_shards} are needed")
         #: engine ids in shard order (shard i lives on engine_ids[i])
         self.engine_ids = [int(targets[i]) for i in order]
         self.ranks = [int(ranks[i]) for i in order]
         self.hosts = [info[i][3] for i in order]
         self.pids = [int(info[i][2]) for i in order]
+        self.mpi_sizes = [int(info[i][1]) for i in order]
         self.n_shards = len(self.engine_ids)
+        #: where each shard lives now, and the suffix of its key there
+        self._placement = list(self.engine_ids)
+        self._suffix = [""] * self.n_shards
         self.view = self.client[self.engine_ids]
         self.view.block = False
-        self._ipp = ipp
         per_host = {h: self.hosts.count(h) for h in self.hosts}
-        if blas_threads is None:
+        if self._blas_threads_arg is None:
             cpus = [info[i][4] for i in order]
             threads = [max(1, c // per_host[h]) for c, h in zip(cpus, self.hosts)]
         else:
-            threads = [int(blas_threads)] * self.n_shards
-        self._gather([self.client[e].apply_async(engine.engine_blas_threads, t)
-                      for e, t in zip(self.engine_ids, threads)], wrap=True)
+            threads = [int(self._blas_threads_arg)] * self.n_shards
+        self._values(self._gather([self.client[e].apply_async(engine.engine_blas_threads, t)
+                                   for e, t in zip(self.engine_ids, threads)], wrap=True))
         self.blas_threads = threads
 
     def __repr__(self):
         return f"DirectViewController(engines={self.engine_ids}, reduction={self.reduction!r})"
 
-    def _where(self, index):
-        return f"shard {index} (engine {self.engine_ids[index]}, rank {self.ranks[index]})"
+    @property
+    def coupled(self):
+        """Whether the engines share one MPI job (one dies, MPI takes all down)."""
+        return any(s > 1 for s in self.mpi_sizes)
 
-    def _gather(self, asyncs, wrap=False):
-        """Outcomes of per-shard async results; transport-level errors become failures.
+    @property
+    def alive(self):
+        """Engine ids that hold shards now."""
+        return sorted(set(self._placement))
+
+    def _where(self, index):
+        e = self._placement[index] if index < len(self._placement) else "?"
+        return f"shard {index} (engine {e}, rank {self.ranks[index]})"
+
+    def _key(self, key, index):
+        return key + self._suffix[index]
+
+    # --- waiting, with deadlines ----------------------------------------------
+    def _deadline(self, name):
+        if self.deadline is not None:
+            return self.deadline
+        slowest = self._slowest.get(name)
+        if slowest is None:
+            return self.first_deadline
+        return max(self.min_deadline, self.deadline_factor * slowest)
+
+    def _gone(self):
+        """Engines holding shards that are no longer registered, or whose process (on
+        this host) has ended."""
+        registered = set(self.client.ids)
+        gone = [e for e in self.alive if e not in registered]
+        for e, pid, host in zip(self.engine_ids, self.pids, self.hosts):
+            if e in self.alive and e not in gone and host == _HOST and not _running(pid):
+                gone.append(e)
+        return gone
+
+    def _submit(self, target, func, *args):
+        try:
+            return self.client[target].apply_async(func, *args)
+        except (self._ipp.error.NoEnginesRegistered, IndexError) as exc:
+            raise EngineLost(f"engine {target} is gone: {exc}", [target]) from exc
+
+    def _gather(self, asyncs, wrap=False, name=None, engines=None):
+        """Outcomes of per-shard async results, in order.
 
         ``wrap``: the remote function returns a plain value, not an Outcome.
+        Remote errors become failures; an engine that died or missed the
+        deadline raises :class:`EngineLost`.
         """
-        outcomes = []
+        engines = list(self._placement if engines is None else engines)
+        limit = self._deadline(name)
+        t0 = time.monotonic()
+        while not self.client.wait(asyncs, timeout=min(0.2, limit)):
+            gone = self._gone()
+            if gone:
+                raise EngineLost(f"engine(s) {gone} died during {name or 'a call'}", gone)
+            if time.monotonic() - t0 > limit:
+                late = [engines[i] for i, ar in enumerate(asyncs) if not ar.ready()]
+                raise EngineLost(f"engine(s) {late} did not answer {name or 'a call'} within "
+                                 f"the deadline of {limit:.0f} s", late, reason="deadline")
+        if name is not None:
+            self._slowest[name] = max(self._slowest.get(name, 0.0), time.monotonic() - t0)
+        outcomes, dead = [], []
         for i, ar in enumerate(asyncs):
             try:
-                value = ar.get()
+                value = ar.get(0)
                 outcomes.append(Outcome(value) if wrap else value)
             except self._ipp.error.RemoteError as exc:
+                if _died(exc):
+                    dead.append(engines[i])
                 outcomes.append(Outcome(failure=Failure(i, exc.ename, str(exc.evalue))))
             except self._ipp.error.CompositeError as exc:
-                name, value = exc.elist[0][0], exc.elist[0][1]
-                outcomes.append(Outcome(failure=Failure(i, name, str(value))))
+                ename, evalue = exc.elist[0][0], exc.elist[0][1]
+                outcomes.append(Outcome(failure=Failure(i, ename, str(evalue))))
+        self._purge(asyncs)
+        if dead:
+            raise EngineLost(f"engine(s) {sorted(set(dead))} died during "
+                             f"{name or 'a call'}", dead, reason="died")
         return outcomes
 
-    def _each(self, func, per_engine_args):
-        return self._gather([self.client[e].apply_async(func, *a)
-                             for e, a in zip(self.engine_ids, per_engine_args)])
+    def _purge(self, asyncs):
+        """Forget finished results on the client and the hub (memory stays flat)."""
+        try:
+            self.client.purge_results(jobs=[ar for ar in asyncs if ar.ready()])
+        except Exception as exc:  # only memory is at stake
+            logger.debug("could not purge results: %s", exc)
+
+    def _each(self, func, per_shard_args, name):
+        asyncs = [self._submit(self._placement[i], func, *a)
+                  for i, a in enumerate(per_shard_args)]
+        return self._gather(asyncs, name=name)
 
     # --- primitives ----------------------------------------------------------
     def _put(self, key, parts):
         return self._each(engine.engine_put,
-                          [(key, x, w, i, off) for i, (x, w, off) in enumerate(parts)])
+                          [(self._key(key, i), x, w, i, off) for i, (x, w, off) in enumerate(parts)],
+                          "put")
 
     def _load(self, key, loader, assignments):
         return self._each(engine.engine_load,
-                          [(key, i, loader, args) for i, args in enumerate(assignments)])
+                          [(self._key(key, i), i, loader, args) for i, args in enumerate(assignments)],
+                          "load")
+
+    def _put_value(self, key, value):
+        asyncs = [self._submit(e, engine.engine_put_value, key, value) for e in self.alive]
+        return self._gather(asyncs, name="put", engines=self.alive)
 
     def _call(self, func, key, args):
-        return self._each(engine.engine_call, [(func, key, args)] * self.n_shards)
+        return self._each(engine.engine_call, [(func, self._key(key, i), args)
+                                               for i in range(self.n_shards)], _name(func))
 
     def _call_reduce(self, func, key, args):
         if self.reduction == "client":
             outcomes = self._call(func, key, args)
             return sum_stats(self._values(outcomes)), outcomes
-        outcomes = self._each(engine.engine_allreduce, [(func, key, args)] * self.n_shards)
+        outcomes = self._each(engine.engine_allreduce, [(func, self._key(key, i), args)
+                                                        for i in range(self.n_shards)],
+                              _name(func))
         flat, spec = self._values(outcomes)[0]
         return unpack_stats(flat, spec), outcomes
 
     def _free(self, key):
-        self.view.apply_sync(engine.engine_free, key)
+        keys = [key] + [key + s for s in set(self._suffix) if s]
+        for e in self.alive:
+            try:
+                self.client[e].apply_async(engine.engine_free, *keys)
+            except (self._ipp.error.NoEnginesRegistered, IndexError):
+                pass  # a lost engine holds nothing any more
+
+    def _stored_keys(self):
+        engines = self.alive
+        outcomes = self._gather([self._submit(e, engine.engine_stored) for e in engines],
+                                wrap=True, name="stored", engines=engines)
+        return {e: v for e, v in zip(engines, self._values(outcomes))}
 
     def _tasks(self, func, items, args, progress, desc):
-        lview = self.client.load_balanced_view(self.engine_ids)
-        asyncs = [lview.apply_async(engine.engine_task, i, func, item, args)
-                  for i, item in enumerate(items)]
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=len(asyncs), desc=desc)
-            pending = set(range(len(asyncs)))
-            while pending:
-                done = {i for i in pending if asyncs[i].ready()}
-                bar.update(len(done))
-                pending -= done
-                if pending:
-                    time.sleep(0.05)
+        """Load-balanced tasks; a lost engine's tasks are resubmitted after recovery."""
+        from ..progress import progress_bar
+
+        outcomes = [None] * len(items)
+        todo = list(range(len(items)))
+        attempt = 0
+        bar = progress_bar(len(items), desc=desc, enabled=progress)
+        try:
+            while todo:
+                try:
+                    self._run_tasks(func, items, args, todo, outcomes, bar)
+                    todo = []
+                except EngineLost as exc:
+                    attempt += 1
+                    self.recover(exc, attempt)
+                    todo = [i for i in todo if outcomes[i] is None]
+        finally:
             bar.close()
-        return self._gather(asyncs)
+        return outcomes
+
+    def _run_tasks(self, func, items, args, todo, outcomes, bar):
+        """Submit ``todo``; fill ``outcomes`` as tasks finish; EngineLost when one is lost.
+
+        The deadline applies to progress: some task must finish within it.
+        """
+        lview = self.client.load_balanced_view(self.alive)
+        name = _name(func)
+        pending = {lview.apply_async(engine.engine_task, i, func, items[i], args): i
+                   for i in todo}
+        t_last = time.monotonic()
+        try:
+            while pending:
+                self.client.wait(list(pending), timeout=0.2)
+                done = [ar for ar in pending if ar.ready()]
+                dead = []
+                for ar in done:
+                    i = pending.pop(ar)
+                    try:
+                        outcomes[i] = ar.get(0)
+                    except self._ipp.error.RemoteError as exc:
+                        if _died(exc):
+                            dead.append(ar)
+                            continue
+                        outcomes[i] = Outcome(failure=Failure(i, exc.ename, str(exc.evalue)))
+                    t = outcomes[i].elapsed
+                    self._slowest[name] = max(self._slowest.get(name, 0.0), t)
+                    bar.update(1)
+                self._purge([ar for ar in done if ar not in dead])
+                if dead:
+                    engines = [ar.engine_id for ar in dead if ar.engine_id is not None]
+                    raise EngineLost(f"engine(s) {sorted(set(engines))} died during "
+                                     f"{name}", engines, reason="died")
+                gone = self._gone()
+                if gone:
+                    raise EngineLost(f"engine(s) {gone} died during {name}", gone)
+                if done:
+                    t_last = time.monotonic()
+                elif pending and time.monotonic() - t_last > self._deadline(name):
+                    late = sorted({ar.engine_id for ar in pending if ar.engine_id is not None})
+                    raise EngineLost(f"no task of {name} finished within the deadline of "
+                                     f"{self._deadline(name):.0f} s (engines {late} were busy)",
+                                     late, reason="deadline")
+        finally:
+            if pending:  # lost: stop what is left, so nothing runs twice
+                try:
+                    self.client.abort(list(pending))
+                except Exception as exc:
+                    logger.debug("could not abort tasks: %s", exc)
+
+    # --- lost engines -----------------------------------------------------------
+    def recover(self, error, attempt=1):
+        """Replace lost engines, then store every live dataset and broadcast value again.
+
+        With ``restart`` (clusters ipem started), the engine set is stopped
+        and started again and the shard layout is kept, so results are bit
+        for bit those of an undisturbed run.  Without it, shards of lost
+        engines move to the engines that are left when these are not
+        MPI-coupled; MPI-coupled engines that ipem did not start cannot be
+        replaced, and an :class:`EngineError` says what to do.  See
+        :meth:`Controller.recover`.
+        """
+        t0 = time.perf_counter()
+        lost = list(getattr(error, "engines", []))
+        if attempt > self.max_recoveries:
+            raise EngineError(f"{error}; gave up after {self.max_recoveries} recoveries in a row",
+                              ) from error
+        if self._restart is not None:
+            logger.warning("%s; restarting the engines (attempt %d of %d)", error, attempt,
+                           self.max_recoveries)
+            self._attach(self._restart())
+            action = "restarted"
+        elif not self.coupled:
+            self._reshard(lost, error)
+            action = "resharded"
+        else:
+            raise EngineError(
+                f"{error}. These engines share one MPI job that ipem did not start, so they "
+                "cannot be restarted from here: restart the cluster (ipcluster stop; ipcluster "
+                "start) and run again, or let ipem start the engines (ipem.MPICluster, "
+                "--cluster mpi:N), which recovers by itself") from error
+        self._remake_all()
+        event = {"engines": lost, "reason": getattr(error, "reason", "died"), "action": action,
+                 "attempt": attempt, "seconds": time.perf_counter() - t0,
+                 "message": str(error)}
+        self.recoveries.append(event)
+        logger.warning("recovered from %s: engines %s, %.1f s", event["reason"], action,
+                       event["seconds"])
+        return event
+
+    def _reshard(self, lost, error):
+        """Move the shards of lost engines onto the engines that are left."""
+        time.sleep(0.5)  # let the hub unregister engines that died
+        registered = set(self.client.ids)
+        alive = [e for e in self.alive if e in registered and e not in lost]
+        if not alive:
+            raise EngineError(f"{error}; no engine is left to take over its shards") from error
+        k = 0
+        for i, e in enumerate(self._placement):
+            if e not in alive:
+                self._placement[i] = alive[k % len(alive)]
+                self._suffix[i] = f"#{i}"
+                k += 1
+        logger.warning("%s; moved %d shard(s) onto engines %s", error, k, alive)
+
+
+#: this host's name; engines whose MPI processor name equals it are checked by PID
+_HOST = socket.gethostname()
+
+
+def _running(pid):
+    """Whether process ``pid`` (on this host) exists and is not a zombie."""
+    import psutil
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _name(func):
+    return f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Shard
+from .data import Broadcast, BroadcastKey, Shard
 from .errors import Failure, PeerFailed
 from .stats import pack_stats
 
@@ -170,14 +170,60 @@ def engine_allreduce(func, key, args):
     return outcome
 
 
+def resolve_args(args, store):
+    """Replace broadcast handles among ``args`` by the values stored under their keys."""
+    out = []
+    for a in args:
+        if isinstance(a, (Broadcast, BroadcastKey)):
+            try:
+                a = store[a.key]
+            except KeyError:
+                raise KeyError(f"broadcast value {a.key!r} is not here (it was freed, "
+                               "or sent by another controller)") from None
+        out.append(a)
+    return tuple(out)
+
+
+def run_task(index, func, item, args, store):
+    """Run one independent task ``func(item, *args)`` with broadcast values resolved."""
+    def task():
+        return func(item, *resolve_args(args, store))
+    return run_guarded(index, task)
+
+
 def engine_task(index, func, item, args):
     """Run one independent task ``func(item, *args)``."""
-    return run_guarded(index, func, item, *args).remote()
+    return run_task(index, func, item, args, engine_store()).remote()
 
 
-def engine_free(key):
-    """Drop dataset ``key`` from this engine."""
-    engine_store().pop(key, None)
+def engine_put_value(key, value):
+    """Store a broadcast constant under ``key`` on this engine."""
+    engine_store()[key] = value
+    return Outcome(key)
+
+
+def engine_free(*keys):
+    """Drop datasets or broadcast values ``keys`` from this engine."""
+    store = engine_store()
+    for key in keys:
+        store.pop(key, None)
+
+
+def describe_store(store):
+    """``{key: description}`` of what a shard store holds (for ``Controller.stored``)."""
+    out = {}
+    for key, value in store.items():
+        if isinstance(value, Shard):
+            out[key] = (f"shard {value.index}: {value.X.shape[0]} x {value.X.shape[1]} "
+                        f"{value.X.dtype}")
+        else:
+            out[key] = f"broadcast {type(value).__name__}"
+    return out
+
+
+def engine_stored():
+    """What this engine's ``ipem_shards`` holds: ``{key: description}``."""
+    return describe_store(engine_store())
 
 
 def engine_info():

@@ -30,6 +30,45 @@ class EngineValueError(EngineError, ValueError):
     """Shards rejected their input (a malformed feature file, bad values...)."""
 
 
+class EngineLost(EngineError):
+    """An engine died, or did not answer within its deadline.
+
+    Raised by a controller's calls; an EM fit catches it, asks the controller
+    to :meth:`~ipem.parallel.controller.Controller.recover`, and repeats the
+    iteration that was lost.
+
+    Attributes
+    ----------
+    engines : list of int
+        Engine ids that were lost (empty when it is not known which).
+    reason : {"died", "deadline"}
+    """
+
+    def __init__(self, message, engines=(), reason="died"):
+        super().__init__(message)
+        self.engines = sorted(set(int(e) for e in engines))
+        self.reason = reason
+
+
+class EngineRecoveryWarning(UserWarning):
+    """An engine was lost and the computation was recovered (restarted or re-sharded)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM from a batch system at its time limit).
+
+    Raised by the handler that :class:`~ipem.parallel.clusters.MPICluster` and
+    the CLI install, so that ``with`` blocks and ``finally`` clauses run and the
+    engines are stopped.  A ``KeyboardInterrupt``, so ``except Exception`` does
+    not swallow it.
+    """
+
+    def __init__(self, signum):
+        import signal
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = int(signum)
+
+
 class PeerFailed(RuntimeError):
     """Raised on an engine whose MPI peers failed during the same collective call."""
 

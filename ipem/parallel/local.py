@@ -4,7 +4,8 @@ from __future__ import annotations
 import contextlib
 
 from .controller import Controller
-from .engine import call_shard, load_shard, make_shard, run_guarded
+from .engine import (Outcome, call_shard, describe_store, load_shard, make_shard,
+                     run_guarded, run_task)
 
 
 class LocalController(Controller):
@@ -26,6 +27,7 @@ class LocalController(Controller):
     def __init__(self, n_shards=1, blas_threads=None):
         if isinstance(n_shards, bool) or int(n_shards) != n_shards or n_shards < 1:
             raise ValueError(f"n_shards must be an integer >= 1, got {n_shards!r}")
+        super().__init__()
         self.n_shards = int(n_shards)
         self.blas_threads = blas_threads
         self._store = {}
@@ -52,6 +54,20 @@ class LocalController(Controller):
         return self._keep(key, [run_guarded(i, load_shard, i, loader, args)
                                 for i, args in enumerate(assignments)])
 
+    def _put_value(self, key, value):
+        self._store[key] = value
+        return [Outcome(key)]
+
+    def _stored_keys(self):
+        flat = {}
+        for key, value in self._store.items():
+            if isinstance(value, list):  # the shards of a dataset
+                for shard in value:
+                    flat[f"{key}/{shard.index}" if len(value) > 1 else key] = shard
+            else:
+                flat[key] = value
+        return {"local": describe_store(flat)}
+
     def _shards(self, key):
         try:
             return self._store[key]
@@ -72,4 +88,4 @@ class LocalController(Controller):
             from tqdm.auto import tqdm
             it = tqdm(items, desc=desc)
         with self._limits():
-            return [run_guarded(i, func, item, *args) for i, item in enumerate(it)]
+            return [run_task(i, func, item, args, self._store) for i, item in enumerate(it)]

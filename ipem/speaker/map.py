@@ -26,7 +26,7 @@ import numpy as np
 from ..kernels import get_kernels
 from ..validation import check_frames
 from ..parallel import as_controller
-from ..io.atomic import save_npz_atomic
+from ..io.atomic import remove_stale_temporaries, save_npz_atomic
 from ..io.models import load_model
 from .sources import load_source, resolve_source
 
@@ -433,6 +433,12 @@ def adapt_speakers(ubm, enrollment, *, controller=None, relevance_factor=16.0, a
         items.append((name, resolve_source(source, f"speaker {spk}")))
     ctrl = as_controller(controller)
     logger.debug("adapting %d speakers on %s", len(items), ctrl)
-    results = ctrl.map_tasks(_adapt_task, items, params, relevance, adapt, out_dir, backend,
-                             np.dtype(dtype).str, progress=progress, desc="MAP adaptation")
+    try:
+        with ctrl.broadcast(params) as shared:  # the UBM goes to each engine once
+            results = ctrl.map_tasks(_adapt_task, items, shared, relevance, adapt, out_dir,
+                                     backend, np.dtype(dtype).str, progress=progress,
+                                     desc="MAP adaptation")
+    finally:
+        if out_dir is not None:  # what an engine lost mid-write left behind
+            remove_stale_temporaries(os.path.join(out_dir, f"{name}.npz") for name, _ in items)
     return {spk: res for spk, res in zip(enrollment, results)}

@@ -243,8 +243,9 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
         items.append((resolve_source(test, what), mods, what))
     ctrl = as_controller(controller)
     logger.debug("scoring %d trials in %d test segments on %s", len(trials), len(items), ctrl)
-    results = ctrl.map_tasks(_score_task, items, params, top_c, backend,
-                             np.dtype(dtype).str, progress=progress, desc="scoring")
+    with ctrl.broadcast(params) as shared:  # the UBM goes to each engine once
+        results = ctrl.map_tasks(_score_task, items, shared, top_c, backend,
+                                 np.dtype(dtype).str, progress=progress, desc="scoring")
     return [float(results[order[key]][segments[key][1][model_id]]) for model_id, key in where]
 
 

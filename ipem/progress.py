@@ -1,0 +1,104 @@
+"""Progress bars that suit where the code runs, and the notebook test they rely on.
+
+In a Jupyter kernel with ipywidgets the bar is a widget; everywhere else it is
+tqdm's plain-text bar (on stdout in a kernel, where stderr is shown as an
+error stream; on stderr in a terminal).  The choice is made here instead of by
+``tqdm.auto``, which warns "IProgress not found" in a kernel without ipywidgets.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+__all__ = ["in_notebook", "progress_bar", "progress_iter"]
+
+
+def in_notebook():
+    """Whether this code runs in a Jupyter kernel (ipykernel).
+
+    Returns
+    -------
+    bool
+        True in a notebook or any other front-end of an IPython kernel;
+        False in a terminal IPython, a script, or on an engine without a
+        kernel.
+    """
+    ipython = sys.modules.get("IPython")
+    if ipython is None:         # never imported: certainly not a kernel
+        return False
+    shell = ipython.get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _bar_class():
+    """The tqdm class for this process: the widget bar or the text bar."""
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
+
+
+def _make(iterable, total, desc, enabled, unit):
+    cls = _bar_class()
+    kwargs = {}
+    if in_notebook() and cls.__module__ == "tqdm.std":
+        kwargs["file"] = sys.stdout
+    return cls(iterable, total=total, desc=desc, unit=unit, disable=not enabled, **kwargs)
+
+
+def progress_bar(total, desc=None, enabled=True, *, unit="it"):
+    """A progress bar to advance by hand.
+
+    Parameters
+    ----------
+    total : int or None
+        Number of steps (``None``: unknown, the bar counts without a percentage).
+    desc : str, optional
+        Label shown before the bar.
+    enabled : bool, default=True
+        ``False`` gives a bar that shows nothing (``update`` and ``close``
+        still work), so callers need no ``if``.
+    unit : str, default="it"
+        Name of one step, as in ``"file"``.
+
+    Returns
+    -------
+    tqdm.std.tqdm or tqdm.notebook.tqdm
+        The widget bar in a Jupyter kernel that has ipywidgets, the text bar
+        otherwise.  Advance it with ``bar.update(n)``; end it with
+        ``bar.close()`` or use it as a context manager.
+
+    Examples
+    --------
+    >>> with progress_bar(3, desc="tasks", enabled=False) as bar:
+    ...     for _ in range(3):
+    ...         bar.update(1)
+    >>> bar.n
+    3
+    """
+    return _make(None, total, desc, enabled, unit)
+
+
+def progress_iter(iterable, total=None, desc=None, enabled=True, *, unit="it"):
+    """Iterate over ``iterable`` while a progress bar counts the items.
+
+    Parameters
+    ----------
+    iterable : iterable
+    total : int, optional
+        Number of items; default ``len(iterable)`` where it has one.
+    desc, enabled, unit
+        As in :func:`progress_bar`.
+
+    Returns
+    -------
+    tqdm.std.tqdm or tqdm.notebook.tqdm
+        Yields the items of ``iterable``; the bar closes when they run out.
+
+    Examples
+    --------
+    >>> [x * x for x in progress_iter(range(4), desc="squares", enabled=False)]
+    [0, 1, 4, 9]
+    """
+    return _make(iterable, total, desc, enabled, unit)
