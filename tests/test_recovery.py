@@ -22,7 +22,8 @@ from ipem.speaker.scoring import score_trials
 
 from conftest import blobs
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+              pytest.mark.lifecycle]
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +238,48 @@ def test_clusters_ipem_did_not_start(tmp_path):
     finally:
         rc.close()
         loose.stop_cluster_sync()
+
+
+def test_sigterm_to_the_cli_stops_the_cluster_and_keeps_the_checkpoint(tmp_path):
+    """What Slurm/PBS do at the time limit: SIGTERM to ``ipem train-ubm --cluster mpi:2``."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(4):
+        ipem.io.write(str(tmp_path / f"u{i}.npy"),
+                      rng.normal(size=(3000, 8)).astype(np.float32), "npy")
+        names.append(f"u{i}.npy")
+    (tmp_path / "ubm.lst").write_text("\n".join(names) + "\n")
+    ck, out = tmp_path / "ck.npz", tmp_path / "ubm.npz"
+    cmd = [sys.executable, "-m", "ipem", "train-ubm", "--features", str(tmp_path),
+           "--root", str(tmp_path), "--list", str(tmp_path / "ubm.lst"), "--format", "npy",
+           "-K", "64", "--stage-iter", "400", "--final-iter", "400", "--tol", "0",
+           "--checkpoint", str(ck), "--out", str(out), "--cluster", "mpi:2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while not ck.exists() and proc.poll() is None and time.monotonic() - t0 < 120:
+            time.sleep(0.1)
+        assert ck.exists(), proc.communicate(timeout=5)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        names = {p.name() for p in family}
+        assert len(family) >= 4, names  # controller, mpiexec (+ hydra proxy), 2 engines
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert stderr.strip().splitlines() == [
+        f"ipem train-ubm: stopped by SIGTERM; the checkpoint {ck} holds the last completed "
+        "iteration"], stderr
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+    assert not out.exists()
+    with np.load(ck) as z:  # the checkpoint is whole
+        assert z["means"].shape[1] == 8
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]

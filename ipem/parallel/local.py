@@ -83,9 +83,7 @@ class LocalController(Controller):
         self._store.pop(key, None)
 
     def _tasks(self, func, items, args, progress, desc):
-        it = items
-        if progress:
-            from tqdm.auto import tqdm
-            it = tqdm(items, desc=desc)
+        from ..progress import progress_iter
+        it = progress_iter(items, total=len(items), desc=desc, enabled=progress)
         with self._limits():
             return [run_task(i, func, item, args, self._store) for i, item in enumerate(it)]
