@@ -295,7 +295,7 @@ def main(argv=None):
         with controller_from_spec(args.cluster,
                                   blas_threads=1 if args.cluster != "local" else None) as ctrl:
             return args.func(args, ctrl)
-    except (ValueError, OSError, EngineError) as exc:
+    except (ValueError, OSError, ArithmeticError, EngineError) as exc:
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"ipem {args.command}: error: {message}", file=sys.stderr)
         return 2

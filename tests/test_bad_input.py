@@ -95,3 +95,36 @@ def test_collapsed_component_error():
     with pytest.raises(ValueError, match="ill-defined covariance.*reg_covar"):
         ipem.GaussianMixture(3, reg_covar=0.0, covariance_type="full",
                              means_init=[[0, 0], [5, 5], [-5, -5]]).fit(X)
+
+
+def test_em_stops_at_the_first_non_finite_objective():
+    """A model whose M-step goes non-finite stops at once with the iteration named."""
+    from ipem.em.driver import EMLoop
+
+    class Exploding:
+        def _e_step(self, data, params):
+            return data.controller.reduce(lambda shard: float(shard.X.sum()), data)
+
+        def _m_step(self, stats, params, data):
+            scale = params["scale"] * 1e300
+            return {"scale": scale}, float(np.sum(stats)) * float(scale[0]), {}
+
+        def _converged(self, record):
+            return False
+
+    ctrl = ipem.LocalController(2)
+    data = ctrl.distribute(np.ones((10, 2)))
+    loop = EMLoop(Exploding(), data)
+    with pytest.raises(FloatingPointError, match=r"EM iteration 2: the objective is inf"):
+        loop.run({"scale": np.ones(1)}, max_iter=10)
+    assert len(loop.history) == 1
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1e19), (np.float64, 1e200)])
+def test_huge_finite_values_are_refused_before_em(dtype, scale):
+    X = np.random.default_rng(0).normal(size=(300, 3)).astype(dtype)
+    X[:, 2] *= scale
+    with pytest.raises(ValueError, match="feature column 2 reaches magnitudes"):
+        ipem.GaussianMixture(2, covariance_type="diag").fit(X)
+    with pytest.raises(ValueError, match="feature column 2 reaches magnitudes"):
+        ipem.KMeans(2, n_init=1).fit(X)

@@ -97,6 +97,19 @@ class EMResult:
     history: list
 
 
+def _check_finite(params, objective, iteration):
+    """Stop EM the first time its objective or parameters are not finite."""
+    bad = [k for k, v in params.items()
+           if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if np.isfinite(objective) and not bad:
+        return
+    what = f"the objective is {objective}" if not np.isfinite(objective) else \
+        f"the parameters {bad} are not finite"
+    raise FloatingPointError(
+        f"EM iteration {iteration}: {what}; EM stopped (the data may hold values too large "
+        "for its dtype, or the initial model was not finite)")
+
+
 class EMLoop:
     """Runs E- and M-steps of one model on one dataset, and keeps the history.
 
@@ -157,6 +170,7 @@ class EMLoop:
             hint = f"; {self.resume_hint}" if self.resume_hint else ""
             raise EngineError(f"{exc} (EM iteration {iteration}){hint}",
                               exc.failures) from exc.__cause__
+        _check_finite(out[2], out[3], iteration)
         for event in recovered:
             msg = (f"EM iteration {iteration}: engine(s) {event['engines']} lost "
                    f"({event['reason']}); engines {event['action']} in {event['seconds']:.1f} s, "

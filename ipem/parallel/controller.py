@@ -251,6 +251,7 @@ class Controller:
         data.total_weight = float(weight)
         data.mean = total / max(weight, 1)
         data.var = self.reduce(_shard_centered_sq, data, data.mean) / max(weight, 1)
+        check_magnitude(data.mean, data.var, data.dtype)
 
     def _check(self, data):
         if not isinstance(data, DistributedData) or data.controller is not self:
@@ -403,6 +404,31 @@ class Controller:
         for s in range(data.n_shards):
             out[shard_of == s] = parts[s]
         return out
+
+
+#: largest per-feature spread or mean that squared sums stay finite with, per dtype
+#: (squares up to 1e30 summed over thousands of frames and features fit in float32's 3e38)
+MAGNITUDE_LIMITS = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e150}
+
+
+def check_magnitude(mean, var, dtype):
+    """Refuse data whose squares would overflow the kernels' arithmetic.
+
+    Raises
+    ------
+    ValueError
+        Naming the feature column, its magnitude and what to do.
+    """
+    limit = MAGNITUDE_LIMITS.get(np.dtype(dtype), 1e150)
+    with np.errstate(over="ignore", invalid="ignore"):
+        size = np.maximum(np.abs(mean), np.sqrt(var))
+    bad = np.flatnonzero(~(size <= limit))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(
+            f"feature column {j} reaches magnitudes of {size[j]:.1e}, beyond what "
+            f"{np.dtype(dtype).name} arithmetic can square and sum without overflow (limit "
+            f"{limit:.0e}): scale the features (standardise them){' or use float64' if np.dtype(dtype) == np.float32 else ''}")
 
 
 # ---------------------------------------------------------------------------
