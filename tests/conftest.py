@@ -14,7 +14,8 @@ def mpi_client():
     """An ipyparallel Client on 2 engines started with ``engines="mpi"``."""
     ipem.parallel.ensure_mpiexec()
     import ipyparallel as ipp
-    cluster = ipp.Cluster(engines="mpi", n=N_ENGINES, log_level=40)
+    cluster = ipp.Cluster(engines="mpi", n=N_ENGINES, log_level=40,
+                          config=ipem.parallel.single_host_mpi_config())
     client = cluster.start_and_connect_sync()
     try:
         client.wait_for_engines(N_ENGINES, timeout=120)

@@ -16,7 +16,8 @@ module                    what it holds
                           :class:`EngineLost`, :class:`Terminated`
 ========================  ==========================================================
 """
-from .clusters import MPICluster, as_controller, connect_profile, controller_from_spec, ensure_mpiexec
+from .clusters import (MPICluster, as_controller, connect_profile, controller_from_spec,
+                       ensure_mpiexec, single_host_mpi_config)
 from .controller import Controller
 from .data import Broadcast, DistributedData, Shard
 from .directview import DirectViewController
@@ -27,7 +28,7 @@ from .local import LocalController
 from .stats import add_stats, pack_stats, sum_stats, unpack_stats
 
 __all__ = ["Controller", "LocalController", "DirectViewController", "MPICluster",
-           "connect_profile", "as_controller", "controller_from_spec", "ensure_mpiexec",
+           "connect_profile", "as_controller", "controller_from_spec", "ensure_mpiexec", "single_host_mpi_config",
            "DistributedData", "Shard", "Broadcast", "EngineLost",
            "EngineRecoveryWarning", "Terminated", "ENGINE_NAMESPACE", "engine_store", "EngineError",
            "EngineValueError", "add_stats", "pack_stats", "sum_stats", "unpack_stats"]

@@ -159,9 +159,12 @@ class MPICluster:
         import ipyparallel as ipp
         kw = dict(self.cluster_kwargs)
         kw.setdefault("log_level", 30)
-        ensure_mpiexec()
+        # one machine: MPICH's gforker and transports on loopback (nothing listens
+        # on the network); the caller's own config wins
+        config = single_host_mpi_config(ensure_mpiexec())
+        config.merge(kw.pop("config", None) or {})
         self._catch_sigterm()
-        self.cluster = ipp.Cluster(engines="mpi", n=self.n, **kw)
+        self.cluster = ipp.Cluster(engines="mpi", n=self.n, config=config, **kw)
         try:
             self.client = self.cluster.start_and_connect_sync()
             self.client.wait_for_engines(self.n, timeout=120)
