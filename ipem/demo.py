@@ -3,14 +3,21 @@
     python -m ipem.demo [--out demo_output] [--engines 2] [--components 64]
 
 1. generate a multi-speaker corpus from MBROLA voices (real recorded diphones)
-   with varied text, rate, pitch and telephone-channel effects;
+   with varied text, rate, pitch and telephone-channel effects (6 UBM, 3
+   enrolment and 8 test utterances per speaker);
 2. start a local ipyparallel cluster with MPI engines;
 3. extract features on the engines (MFCC + deltas, VAD, CMVN -> HTK files);
 4. train the UBM from the feature files, read by the engines themselves,
    printing the convergence record of every iteration and writing its plot;
 5. MAP-adapt the speaker models (task-parallel over engines);
-6. score the trials (top-5 Gaussian selection), print EER and minDCF and
-   write the DET curve.
+6. score the trials (top-5 Gaussian selection);
+7. S-norm the scores with an impostor cohort of speakers kept out of the
+   trials (cohort scoring task-parallel over engines);
+8. calibrate raw and S-normed scores by logistic regression trained on the
+   development half of the trials (the first half of every speaker's test
+   segments) and apply it to the evaluation half;
+9. print EER, minDCF, actDCF, Cllr and minCllr of all four and write the DET
+   curves.
 
 Every step is a function of :mod:`ipem.speaker.pipeline` (the ones the
 ``ipem`` command runs), chained through files in ``--out``.
@@ -23,10 +30,76 @@ import sys
 import time
 from pathlib import Path
 
+from .io.atomic import write_text_atomic
+
 
 def _step(title):
     print(f"\n=== {title} ===", flush=True)
     return time.perf_counter()
+
+
+def split_lists(info, out):
+    """The demo's lists: trial speakers, an impostor cohort, development and evaluation keys.
+
+    Every fourth speaker of the corpus (at least 2) is held out of the trials
+    as the impostor cohort; each of its utterances (UBM, enrolment and test)
+    is one cohort member.  The trials are the other speakers' models against
+    their test segments; the first half of each speaker's test segments makes
+    the development key, the rest the evaluation key.
+
+    Parameters
+    ----------
+    info : ipem.speaker.corpus.CorpusInfo
+    out : pathlib.Path
+        Directory the lists are written to.
+
+    Returns
+    -------
+    dict
+        Paths ``enroll``, ``trials``, ``cohort``, ``dev_key``, ``eval_key``
+        and the counts ``n_speakers``, ``n_cohort_speakers``, ``n_cohort``
+        (members), ``n_dev``, ``n_eval`` (trials).
+    """
+    from .io import read_list
+    from .speaker.scoring import read_trials
+
+    cohort_spk = set(info.speakers[3::4])
+    trials = read_trials(info.trials_list)
+    speaker_of = {t.test: t.model for t in trials if t.label == "target"}
+    tests = {}                  # speaker -> its test segments, in list order
+    for t in trials:
+        segs = tests.setdefault(speaker_of[t.test], [])
+        if t.test not in segs:
+            segs.append(t.test)
+    dev_tests = {t for segs in tests.values() for t in segs[: len(segs) // 2]}
+    kept = [t for t in trials
+            if t.model not in cohort_spk and speaker_of[t.test] not in cohort_spk]
+    enroll = [f for _, f in read_list(info.enroll_list)]
+    members = [u for _, f in read_list(info.ubm_list, allow_empty=True) for u in f
+               if Path(u).parent.name in cohort_spk]
+    members += [u for f in enroll if f[0] in cohort_spk for u in f[1:]]
+    members += [u for spk in info.speakers if spk in cohort_spk for u in tests[spk]]
+    paths = {name: out / name for name in ("enroll.lst", "trials.lst", "cohort.lst", "dev.key",
+                                           "eval.key")}
+    write_text_atomic(paths["enroll.lst"], "".join(" ".join(f) + "\n" for f in enroll
+                                                   if f[0] not in cohort_spk))
+    write_text_atomic(paths["trials.lst"], "".join(" ".join(t) + "\n" for t in kept))
+    write_text_atomic(paths["cohort.lst"], "".join(f"{Path(u).stem} {u}\n" for u in members))
+    write_text_atomic(paths["dev.key"], "".join(" ".join(t) + "\n" for t in kept
+                                                if t.test in dev_tests))
+    write_text_atomic(paths["eval.key"], "".join(" ".join(t) + "\n" for t in kept
+                                                 if t.test not in dev_tests))
+    n_dev = sum(t.test in dev_tests for t in kept)
+    return {"enroll": paths["enroll.lst"], "trials": paths["trials.lst"],
+            "cohort": paths["cohort.lst"], "dev_key": paths["dev.key"],
+            "eval_key": paths["eval.key"], "n_speakers": len(info.speakers) - len(cohort_spk),
+            "n_cohort_speakers": len(cohort_spk), "n_cohort": len(members), "n_dev": n_dev,
+            "n_eval": len(kept) - n_dev}
+
+
+def _row(name, r):
+    return (f"{name:<22s} {100 * r['eer']:6.2f} %  {r['min_dcf_sre08']:7.4f}  "
+            f"{r['act_dcf_sre08']:7.4f}  {r['cllr']:7.4f}  {r['min_cllr']:7.4f}")
 
 
 def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
@@ -57,6 +130,7 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
     """
     import ipem
     from .speaker import pipeline
+    from .speaker.calibration import DEFAULT_PRIOR
     from .speaker.corpus import generate_corpus
     from .speaker.metrics import plot_det
 
@@ -65,15 +139,22 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
     # a fresh run: no checkpoint or models of an earlier run with other settings
     (out / "ubm.ckpt.npz").unlink(missing_ok=True)
     shutil.rmtree(out / "models", ignore_errors=True)
+    shutil.rmtree(out / "cohort_models", ignore_errors=True)
     corpus, feats = out / "corpus", out / "features"
-    ubm_path, models, scores_path = out / "ubm.npz", out / "models", out / "scores.txt"
+    ubm_path, models, cohort_models = out / "ubm.npz", out / "models", out / "cohort_models"
+    scores_path, snorm_path = out / "scores.txt", out / "scores_snorm.txt"
     timings = {}
 
     t0 = _step("1. corpus: MBROLA voices, varied text/rate/pitch, telephone channel, noise")
-    info = generate_corpus(corpus, n_speakers=speakers, n_enroll=3, n_test=4, n_ubm=6,
+    info = generate_corpus(corpus, n_speakers=speakers, n_enroll=3, n_test=8, n_ubm=6,
                            seed=seed)
-    print(f"{len(info.speakers)} speakers, {info.n_utterances} utterances, {info.n_trials} trials "
-          f"({info.n_target} target); lists in {corpus}")
+    print(f"{len(info.speakers)} speakers, {info.n_utterances} utterances; lists in {corpus}")
+    lists = split_lists(info, out)
+    print(f"trials: {lists['n_speakers']} speakers, {lists['n_dev'] + lists['n_eval']} trials "
+          f"-> {lists['trials']}; development / evaluation halves {lists['n_dev']} / "
+          f"{lists['n_eval']} trials -> {lists['dev_key']}, {lists['eval_key']}")
+    print(f"impostor cohort: {lists['n_cohort_speakers']} other speakers, {lists['n_cohort']} "
+          f"utterances -> {lists['cohort']}")
     timings["corpus"] = time.perf_counter() - t0
 
     t0 = _step(f"2. start {engines} MPI engines")
@@ -99,27 +180,68 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
         print(f"convergence plot -> {out / 'convergence.png'}")
         timings["UBM"] = time.perf_counter() - t0
 
-        t0 = _step("5. MAP adaptation of the speaker models (means, r=16), task-parallel")
-        adapted = pipeline.adapt(ubm, pipeline.read_enrollment(info.enroll_list, feats, corpus),
+        t0 = _step("5. MAP adaptation of the speaker and cohort models (means, r=16), "
+                   "task-parallel")
+        adapted = pipeline.adapt(ubm, pipeline.read_enrollment(lists["enroll"], feats, corpus),
                                  models, controller=ctrl, progress=True)
         print(f"adapted {len(adapted)} speaker models -> {models}")
+        adapted = pipeline.adapt(ubm, pipeline.read_enrollment(lists["cohort"], feats, corpus),
+                                 cohort_models, controller=ctrl, progress=True)
+        print(f"adapted {len(adapted)} cohort models -> {cohort_models}")
         timings["adapt"] = time.perf_counter() - t0
 
         t0 = _step("6. scoring the trials (top-5 Gaussians), in parallel")
-        trials, _ = pipeline.score(ubm, info.trials_list, models, feats, root=corpus, top_c=5,
+        trials, _ = pipeline.score(ubm, lists["trials"], models, feats, root=corpus, top_c=5,
                                    out=str(scores_path), controller=ctrl, progress=True)
         print(f"scored {len(trials)} trials -> {scores_path}")
         timings["score"] = time.perf_counter() - t0
 
-    _step("7. results")
+        t0 = _step("7. S-norm: models against the cohort segments, test segments against the "
+                   "cohort models, in parallel")
+        pipeline.normalize(ubm, scores_path, lists["cohort"], models, feats, method="s",
+                           cohort_models=cohort_models, root=corpus, top_c=5,
+                           out=str(snorm_path), controller=ctrl, progress=True)
+        print(f"S-normalised {len(trials)} trials -> {snorm_path}")
+        timings["S-norm"] = time.perf_counter() - t0
+
+    t0 = _step("8. calibration: logistic regression on the development half (prior "
+               f"{DEFAULT_PRIOR:.4f}, SRE08's effective prior)")
+    results, curves = {}, {}
+    for name, path in (("raw", scores_path), ("S-norm", snorm_path)):
+        cal_path = out / f"calibration_{'raw' if name == 'raw' else 'snorm'}.json"
+        cal = pipeline.calibrate(path, key=lists["dev_key"], out=str(cal_path))
+        print(f"{name:<7s} llr = {cal.coef_[0]:.4g} * s {'-' if cal.intercept_ < 0 else '+'} "
+              f"{abs(cal.intercept_):.4g} -> {cal_path}")
+        ev_trials, ev_scores = pipeline.read_score_file(path, lists["eval_key"])
+        _, llr = pipeline.apply_calibration(cal, path, key=lists["eval_key"])
+        results[name] = pipeline.evaluate(*pipeline.split_scores(ev_trials, ev_scores))
+        results[f"{name} + calibration"] = pipeline.evaluate(
+            *pipeline.split_scores(ev_trials, llr))
+        curves[name] = pipeline.split_scores(ev_trials, ev_scores)
+    timings["calibration"] = time.perf_counter() - t0
+
+    _step("9. results")
+    print(f"all {len(trials)} trials, raw scores:")
     tar, non = pipeline.read_scores(scores_path)
     print(pipeline.format_metrics(pipeline.evaluate(tar, non, source=str(scores_path))))
-    plot_det({"ipem GMM-UBM": (tar, non)}, path=str(out / "det.png"),
-             title=f"DET: {len(info.speakers)} speakers, {components}-Gaussian UBM")
-    print(f"DET curve -> {out / 'det.png'}")
+    r = results["raw"]
+    print(f"\nevaluation half ({r['n_target']} target, {r['n_nontarget']} non-target trials); "
+          "DCFs at SRE08 (P_tar=0.01, C_miss=10, C_fa=1):")
+    print(f"{'':<22s} {'EER':>8s}  {'minDCF':>7s}  {'actDCF':>7s}  {'Cllr':>7s}  "
+          f"{'minCllr':>7s}")
+    for name, r in results.items():
+        print(_row(name, r))
+    for name in ("raw", "S-norm"):
+        r = results[f"{name} + calibration"]
+        gap = r["act_dcf_sre08"] / r["min_dcf_sre08"] - 1.0
+        print(f"{name} + calibration: actDCF is {100 * gap:.1f} % above minDCF "
+              f"({'within' if gap <= 0.15 else 'outside'} the 15 % target)")
+    plot_det(curves, path=str(out / "det.png"),
+             title=f"DET (evaluation half): {lists['n_speakers']} speakers, "
+                   f"{components}-Gaussian UBM")
+    print(f"DET curves -> {out / 'det.png'}")
     print("time per step: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return 0
-
 
 def main(argv=None):
     """``python -m ipem.demo``: parse ``argv`` and :func:`run`; returns the exit status."""

@@ -1,5 +1,5 @@
 """Speaker-verification tools: synthetic corpus, acoustic front-end, metrics,
-GMM-UBM MAP adaptation and scoring.
+GMM-UBM MAP adaptation and scoring, score normalisation and calibration.
 
 :mod:`ipem.speaker.pipeline` chains them into the steps the ``ipem`` command,
 the demo and the notebooks run (extract, train_ubm, adapt, score, evaluate).
@@ -8,18 +8,25 @@ the demo and the notebooks run (extract, train_ubm, adapt, score, evaluate).
 from .corpus import CorpusInfo, available_voices, generate_corpus, synthesize_utterance
 from .frontend import (cmvn, energy_vad, extract_features, extract_file, extract_many,
                        mfcc_features, read_audio)
+from .calibration import LogisticCalibration, load_calibration
 from .map import SpeakerModel, adapt_speakers, map_adapt, ubm_params, utterance_stats
 from .metrics import (
     SRE2008,
     SRE2010,
     act_dcf,
+    cllr,
     compute_eer,
     det_curve,
+    effective_prior,
+    min_cllr,
     min_dcf,
+    optimal_llr,
     plot_det,
     rocch,
     rocch_eer,
 )
+from .normalization import (asnorm, cohort_statistics, normalize_scores, score_matrix, snorm,
+                            tnorm, znorm, ztnorm)
 from .scoring import Trial, llr_scores, read_trials, score_trials, write_scores
 
 __all__ = [
@@ -39,6 +46,10 @@ __all__ = [
     "rocch_eer",
     "min_dcf",
     "act_dcf",
+    "cllr",
+    "min_cllr",
+    "optimal_llr",
+    "effective_prior",
     "det_curve",
     "plot_det",
     "SRE2008",
@@ -53,4 +64,14 @@ __all__ = [
     "read_trials",
     "write_scores",
     "Trial",
+    "cohort_statistics",
+    "znorm",
+    "tnorm",
+    "ztnorm",
+    "snorm",
+    "asnorm",
+    "normalize_scores",
+    "score_matrix",
+    "LogisticCalibration",
+    "load_calibration",
 ]

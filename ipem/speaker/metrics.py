@@ -1,4 +1,4 @@
-"""Detection metrics for speaker verification: EER, ROCCH-EER, DCF, DET plots.
+"""Detection metrics for speaker verification: EER, ROCCH-EER, DCF, Cllr, DET plots.
 
 Conventions (as in the NIST SRE evaluations and the BOSARIS toolkit):
 
@@ -8,7 +8,9 @@ Conventions (as in the NIST SRE evaluations and the BOSARIS toolkit):
 * the detection cost is
   ``DCF = c_miss * p_target * P_miss + c_fa * (1 - p_target) * P_fa``,
   normalised by the cost of the best trivial system,
-  ``min(c_miss * p_target, c_fa * (1 - p_target))``.
+  ``min(c_miss * p_target, c_fa * (1 - p_target))``;
+* actDCF and Cllr read scores as natural-log likelihood ratios: they measure
+  calibration as well as discrimination, minDCF and minCllr only the latter.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ __all__ = [
     "min_dcf",
     "act_dcf",
     "bayes_threshold",
+    "effective_prior",
+    "cllr",
+    "min_cllr",
+    "optimal_llr",
     "plot_det",
 ]
 
@@ -337,6 +343,141 @@ def act_dcf(tar, non, p_target: float = SRE2008.p_target, c_miss: float = SRE200
     return float(_dcf(p_miss, p_fa, p_target, c_miss, c_fa, normalize))
 
 
+def effective_prior(p_target: float, c_miss: float, c_fa: float) -> float:
+    """The target prior that folds the costs into the prior.
+
+    An operating point ``(p_target, c_miss, c_fa)`` has the same Bayes
+    decisions as ``(p_eff, 1, 1)``, ``p_eff = c_miss p_target / (c_miss
+    p_target + c_fa (1 - p_target))``; its Bayes threshold is
+    ``-logit(p_eff)``.
+
+    Returns
+    -------
+    float
+        ``p_eff`` in (0, 1); 0.0917 for :data:`SRE2008`, 0.001 for :data:`SRE2010`.
+    """
+    _check_op(p_target, c_miss, c_fa)
+    return c_miss * p_target / (c_miss * p_target + c_fa * (1.0 - p_target))
+
+
+# ---------------------------------------------------------------------------
+# Log-likelihood-ratio cost
+# ---------------------------------------------------------------------------
+def _cllr(tar_llr: np.ndarray, non_llr: np.ndarray) -> float:
+    """Cllr of LLRs that may be infinite (+inf targets and -inf non-targets cost 0)."""
+    with np.errstate(over="ignore"):
+        c_tar = np.mean(np.logaddexp(0.0, -tar_llr))
+        c_non = np.mean(np.logaddexp(0.0, non_llr))
+    return float(0.5 * (c_tar + c_non) / math.log(2.0))
+
+
+def cllr(tar, non) -> float:
+    """Log-likelihood-ratio cost of scores read as natural-log LLRs (Brummer 2006).
+
+    ``Cllr = 1/(2 log 2) [mean_tar log(1 + e^-s) + mean_non log(1 + e^s)]``
+    bits: the logistic loss averaged over both classes with equal weight, i.e.
+    the DCF averaged over all operating points.  0 is perfect, 1 bit is the
+    cost of the uninformative LLR 0; badly calibrated scores cost more.
+
+    Parameters
+    ----------
+    tar : array_like, shape (n_tar,)
+        Target-trial scores (LLRs).
+    non : array_like, shape (n_non,)
+        Non-target-trial scores (LLRs).
+
+    Returns
+    -------
+    float
+        Cllr in bits, >= 0.
+    """
+    tar, non = _check_scores(tar, non)
+    return _cllr(tar, non)
+
+
+def _pav_weighted(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted pool-adjacent-violators: non-decreasing weighted least-squares fit.
+
+    Returns the block values (strictly increasing) and, per block, how many
+    entries of ``y`` it pools.
+    """
+    vals: list[float] = []
+    weights: list[float] = []
+    counts: list[int] = []
+    for v, wi in zip(y.tolist(), w.tolist()):
+        vals.append(v)
+        weights.append(wi)
+        counts.append(1)
+        while len(vals) >= 2 and vals[-2] >= vals[-1]:
+            wt = weights[-2] + weights[-1]
+            vals[-2] = (vals[-2] * weights[-2] + vals[-1] * weights[-1]) / wt
+            weights[-2] = wt
+            counts[-2] += counts[-1]
+            vals.pop()
+            weights.pop()
+            counts.pop()
+    return np.asarray(vals), np.asarray(counts, dtype=np.int64)
+
+
+def optimal_llr(tar, non) -> tuple[np.ndarray, np.ndarray]:
+    """The best monotone calibration of the scores, fitted to themselves (PAV).
+
+    Pool-adjacent-violators over the trials sorted by score gives the
+    non-decreasing target posterior with the least logistic loss (tied
+    scores share one value); dividing out the data's own prior
+    ``n_tar / n_non`` turns it into LLRs.  This is the oracle of
+    :func:`min_cllr` and of the ROC convex hull: not a calibration to apply
+    to new data.
+
+    Parameters
+    ----------
+    tar : array_like, shape (n_tar,)
+        Target-trial scores.
+    non : array_like, shape (n_non,)
+        Non-target-trial scores.
+
+    Returns
+    -------
+    tar_llr : numpy.ndarray, shape (n_tar,)
+    non_llr : numpy.ndarray, shape (n_non,)
+        Natural-log LLRs; ``-inf`` / ``+inf`` where a score range holds only
+        non-targets / only targets.
+    """
+    tar, non = _check_scores(tar, non)
+    scores = np.concatenate([tar, non])
+    labels = np.concatenate([np.ones(tar.size), np.zeros(non.size)])
+    u, inv = np.unique(scores, return_inverse=True)
+    n = np.bincount(inv, minlength=u.size).astype(np.float64)
+    n_tar = np.bincount(inv, weights=labels, minlength=u.size)
+    vals, counts = _pav_weighted(n_tar / n, n)
+    post = np.repeat(vals, counts)[inv]
+    with np.errstate(divide="ignore"):
+        llr = np.log(post) - np.log1p(-post) - math.log(tar.size / non.size)
+    return llr[: tar.size], llr[tar.size:]
+
+
+def min_cllr(tar, non) -> float:
+    """Cllr after the best monotone calibration (:func:`optimal_llr`).
+
+    What the scores would cost if they were perfectly calibrated: the
+    discrimination part of :func:`cllr`; ``cllr - min_cllr`` is the
+    calibration loss.  Invariant to any increasing transform of the scores.
+
+    Parameters
+    ----------
+    tar : array_like, shape (n_tar,)
+        Target-trial scores.
+    non : array_like, shape (n_non,)
+        Non-target-trial scores.
+
+    Returns
+    -------
+    float
+        minCllr in bits, in [0, 1] and never above ``cllr(tar, non)``.
+    """
+    return _cllr(*optimal_llr(tar, non))
+
+
 # ---------------------------------------------------------------------------
 # DET plot
 # ---------------------------------------------------------------------------
@@ -357,7 +498,9 @@ def plot_det(curves: Mapping[str, tuple], path: str | os.PathLike | None = None,
         If given, the figure is saved there as a PNG (Agg renderer; no
         display is needed and pyplot's backend is untouched).
     ax : matplotlib.axes.Axes, optional
-        Axes to draw into; a new figure is made if omitted.
+        Axes to draw into; if omitted, a new figure outside pyplot is made
+        (:func:`ipem.plotting.new_figure`), which a notebook shows as an image
+        when it is the value of a cell (``plot_det(...).figure``).
     title : str, optional
         Axes title.
     show_eer : bool, optional
@@ -373,12 +516,9 @@ def plot_det(curves: Mapping[str, tuple], path: str | os.PathLike | None = None,
     if not curves:
         raise ValueError("curves is empty: give at least one label -> (tar, non)")
     if ax is None:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from ..plotting import new_figure
 
-        fig = Figure(figsize=(6, 6), dpi=100)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
+        ax = new_figure(figsize=(6, 6), dpi=100).add_subplot(1, 1, 1)
     eps = 1e-9
     for label, pair in curves.items():
         try:

@@ -7,7 +7,14 @@ call::
     train_ubm   feature files        -> UBM                 (EM with splitting)
     adapt       UBM + enrollment     -> speaker models      (MAP, one task per speaker)
     score       UBM + models + trials -> scores             (LLR, one task per test segment)
-    evaluate    scores               -> EER, minDCF, actDCF
+    normalize   scores + cohort      -> normalised scores   (Z/T/ZT/S/AS-norm, cohort scoring
+                                                             one task per segment)
+    calibrate   dev scores + key     -> calibration (JSON)  (logistic regression; fusion)
+    evaluate    scores [+ key]       -> EER, minDCF, actDCF, Cllr, minCllr
+
+Score files hold ``model test score [target|nontarget]`` lines: ipem's own
+(labelled) format and Kaldi's three columns; the labels of the latter come
+from a NIST key file (``model test target|nontarget``, :func:`read_key`).
 
 Lists name utterances by their audio path relative to the corpus root
 (``wav/spk/utt.wav``); :func:`feature_path` maps such an entry to its
@@ -23,6 +30,7 @@ to their callers.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -31,14 +39,18 @@ import numpy as np
 from ..io import is_scp_file, read_list
 from . import metrics as _metrics
 from .frontend import extract_many
+from .calibration import DEFAULT_PRIOR, LogisticCalibration
 from .map import adapt_speakers
-from .scoring import read_trials, score_trials, write_scores
+from .normalization import NORMALIZATIONS, normalize_scores, score_matrix
+from .scoring import Trial, read_trials, score_trials, write_scores
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AUDIO_SUFFIXES", "feature_path", "audio_files", "feature_files",
            "read_enrollment", "extract", "train_ubm", "format_record", "adapt", "score",
-           "read_scores", "evaluate", "format_metrics"]
+           "read_key", "read_score_file", "read_score_matrix", "read_scores", "split_scores",
+           "write_score_file", "normalize", "calibrate", "apply_calibration", "evaluate",
+           "format_metrics", "SCORE_FORMATS"]
 
 #: File suffixes taken for audio (anything else in a list names a feature file).
 AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
@@ -463,12 +475,145 @@ def score(ubm, trials, models_dir, features_dir, *, root=None, fmt="htk", top_c=
     return trials, scores
 
 
-def read_scores(path):
-    """Read a score file: ``model test score target|nontarget`` per line.
+# ---------------------------------------------------------------------------
+# score files and keys
+# ---------------------------------------------------------------------------
+
+_LABELS = ("target", "nontarget")
+
+#: Score file formats :func:`write_score_file` writes: ``"ipem"`` (with the
+#: label column where trials have one) and ``"kaldi"`` (``model test score``).
+SCORE_FORMATS = ("ipem", "kaldi")
+
+
+def read_key(path):
+    """Read a NIST-style key file: ``model test target|nontarget`` per line.
 
     Parameters
     ----------
     path : str or os.PathLike
+
+    Returns
+    -------
+    dict
+        ``(model, test) -> "target" | "nontarget"``, in file order.
+
+    Raises
+    ------
+    ValueError
+        An empty file, a line without exactly three columns, a label other
+        than target/nontarget, or a trial given twice (file and line named).
+    """
+    path = os.fspath(path)
+    key, line_of = {}, {}
+    for n, fields in read_list(path):
+        if len(fields) != 3:
+            raise ValueError(f"{path}, line {n}: expected 'model test target|nontarget', got "
+                             f"{len(fields)} columns")
+        label = fields[2].lower()
+        if label not in _LABELS:
+            raise ValueError(f"{path}, line {n}: label {fields[2]!r} is not target/nontarget")
+        trial = (fields[0], fields[1])
+        if trial in line_of:
+            raise ValueError(f"{path}, line {n}: trial '{trial[0]} {trial[1]}' repeats line "
+                             f"{line_of[trial]}")
+        line_of[trial] = n
+        key[trial] = label
+    return key
+
+
+def read_score_file(path, key=None, *, require_labels=False):
+    """Read a score file: ``model test score [target|nontarget]`` per line.
+
+    Both ipem's format (with the label) and Kaldi's three columns are read;
+    a file may mix them.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    key : str, os.PathLike or dict, optional
+        A key file (:func:`read_key`) or its dict.  Then only the key's
+        trials are returned, labelled by the key; score lines of other trials
+        are skipped (so one score file serves a development and an
+        evaluation key), and every key trial must have a score.
+    require_labels : bool, default=False
+        Refuse a line whose trial gets no label (neither from the line nor
+        from a key).
+
+    Returns
+    -------
+    trials : list of Trial
+        ``Trial(model, test, label)`` in file order; ``label`` is ``None``
+        for unlabelled lines (only when ``require_labels`` is false).
+    scores : ndarray of shape (n_trials,), float64
+
+    Raises
+    ------
+    ValueError
+        An empty file, a line with other than 3 or 4 columns, a score that
+        is not a finite number, a bad label, a trial given twice, a label the
+        key contradicts, key trials without a score (file and line named).
+    """
+    path = os.fspath(path)
+    key_name = "key"
+    if key is not None and not isinstance(key, dict):
+        key_name = os.fspath(key)
+        key = read_key(key)
+    trials, scores, line_of, skipped = [], [], {}, 0
+    for n, fields in read_list(path):
+        if len(fields) not in (3, 4):
+            raise ValueError(f"{path}, line {n}: expected 'model test score "
+                             f"[target|nontarget]', got {len(fields)} columns")
+        try:
+            s = float(fields[2])
+        except ValueError:
+            raise ValueError(f"{path}, line {n}: score {fields[2]!r} is not a number") from None
+        if not math.isfinite(s):
+            raise ValueError(f"{path}, line {n}: score {fields[2]!r} is not a finite number")
+        label = None
+        if len(fields) == 4:
+            label = fields[3].lower()
+            if label not in _LABELS:
+                raise ValueError(f"{path}, line {n}: label {fields[3]!r} is not "
+                                 "target/nontarget")
+        trial = (fields[0], fields[1])
+        if trial in line_of:
+            raise ValueError(f"{path}, line {n}: trial '{trial[0]} {trial[1]}' repeats line "
+                             f"{line_of[trial]}")
+        line_of[trial] = n
+        if key is not None:
+            if trial not in key:
+                skipped += 1
+                continue
+            if label is not None and label != key[trial]:
+                raise ValueError(f"{path}, line {n}: label {label!r}, but {key_name} says "
+                                 f"{key[trial]!r}")
+            label = key[trial]
+        elif label is None and require_labels:
+            raise ValueError(f"{path}, line {n}: no target/nontarget label (Kaldi's 'model "
+                             "test score' lines need a key file)")
+        trials.append(Trial(trial[0], trial[1], label))
+        scores.append(s)
+    if key is not None:
+        missing = [t for t in key if t not in line_of]
+        if missing:
+            raise ValueError(f"{path}: no score for {len(missing)} trials of {key_name} "
+                             f"(first: '{missing[0][0]} {missing[0][1]}')")
+        if skipped:
+            logger.info("%s: %d score lines are not in %s (skipped)", path, skipped, key_name)
+    return trials, np.asarray(scores, dtype=np.float64)
+
+
+def read_scores(path, key=None):
+    """Read a labelled score file (or a Kaldi score file with its key).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``model test score [target|nontarget]`` lines (see
+        :func:`read_score_file`).
+    key : str, os.PathLike or dict, optional
+        Key file giving the labels (needed for Kaldi's three columns).
 
     Returns
     -------
@@ -480,28 +625,327 @@ def read_scores(path):
     Raises
     ------
     ValueError
-        For an empty file or a malformed line (file and line number named).
+        As :func:`read_score_file`, and for a line without a label.
     """
-    tar, non = [], []
-    for n, fields in read_list(path):
-        if len(fields) < 4:
-            raise ValueError(f"{os.fspath(path)}, line {n}: expected "
-                             "'model test score target|nontarget'")
-        try:
-            s = float(fields[2])
-        except ValueError:
-            raise ValueError(f"{os.fspath(path)}, line {n}: score {fields[2]!r} is not a "
-                             "number") from None
-        label = fields[3].lower()
-        if label not in ("target", "nontarget"):
-            raise ValueError(f"{os.fspath(path)}, line {n}: label {fields[3]!r} is not "
-                             "target/nontarget")
-        (tar if label == "target" else non).append(s)
-    return np.array(tar, dtype=np.float64), np.array(non, dtype=np.float64)
+    return split_scores(*read_score_file(path, key, require_labels=True))
 
+
+def split_scores(trials, scores):
+    """Target and non-target scores of labelled trials.
+
+    Parameters
+    ----------
+    trials : sequence of Trial
+    scores : array-like of shape (n_trials,)
+
+    Returns
+    -------
+    tar : ndarray of shape (n_target,)
+    non : ndarray of shape (n_nontarget,)
+
+    Raises
+    ------
+    ValueError
+        For a trial without a target/nontarget label.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = [t[2] if len(t) > 2 else None for t in trials]
+    for t, label in zip(trials, labels):
+        if label not in _LABELS:
+            raise ValueError(f"trial '{t[0]} {t[1]}' has no target/nontarget label")
+    is_tar = np.array([label == "target" for label in labels], dtype=bool)
+    return scores[is_tar], scores[~is_tar]
+
+
+def read_score_matrix(paths, key=None, *, require_labels=True):
+    """Read the scores of several systems for the same trials, one column each.
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        Score files (:func:`read_score_file`).  Without a key, the first
+        file's trials and labels are the trial list; every other file must
+        score each of them (extra trials are skipped) and agree on labels.
+    key : str, os.PathLike or dict, optional
+        The trial list and labels for every file.
+    require_labels : bool, default=True
+
+    Returns
+    -------
+    trials : list of Trial
+    scores : ndarray of shape (n_trials, n_systems)
+
+    Raises
+    ------
+    ValueError
+        As :func:`read_score_file`; a trial one file has no score for.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError("no score files given")
+    if key is not None and not isinstance(key, dict):
+        key = read_key(key)
+    trials, first = read_score_file(paths[0], key, require_labels=require_labels)
+    columns = [first]
+    for path in paths[1:]:
+        other_trials, other = read_score_file(path, key)
+        found = {(t.model, t.test): (t.label, s) for t, s in zip(other_trials, other)}
+        col = np.empty(len(trials))
+        for i, t in enumerate(trials):
+            got = found.get((t.model, t.test))
+            if got is None:
+                raise ValueError(f"{path}: no score for trial '{t.model} {t.test}' of "
+                                 f"{paths[0]}")
+            if got[0] is not None and t.label is not None and got[0] != t.label:
+                raise ValueError(f"{path}: trial '{t.model} {t.test}' is {got[0]!r} here but "
+                                 f"{t.label!r} in {paths[0]}")
+            col[i] = got[1]
+        columns.append(col)
+    return trials, np.column_stack(columns)
+
+
+def write_score_file(path, trials, scores, fmt="ipem"):
+    """Write scores atomically in ipem's or Kaldi's format.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    trials : sequence of Trial or tuples
+        ``(model, test[, label])``.
+    scores : array-like of shape (n_trials,)
+    fmt : {"ipem", "kaldi"}, default="ipem"
+        ``"ipem"``: ``model test score [label]`` (see
+        :func:`ipem.speaker.scoring.write_scores`); ``"kaldi"``: ``model
+        test score``, labels left out (keep them in a key file).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    if fmt not in SCORE_FORMATS:
+        raise ValueError(f"score format {fmt!r}: expected one of {', '.join(SCORE_FORMATS)}")
+    if fmt == "kaldi":
+        trials = [(t[0], t[1]) for t in trials]
+    return write_scores(os.fspath(path), trials, scores)
+
+
+# ---------------------------------------------------------------------------
+# score normalisation and calibration
+# ---------------------------------------------------------------------------
+
+def _model_files(ids, models_dir, what, where):
+    out = {}
+    for mid in ids:
+        path = Path(models_dir) / f"{mid}.npz"
+        if not path.exists():
+            raise ValueError(f"{where}: no model file {path} for {what} {mid!r}")
+        out[mid] = str(path)
+    return out
+
+
+def _first_seen(values):
+    """Unique values in order of first appearance, and each value's position."""
+    pos = {}
+    index = np.array([pos.setdefault(v, len(pos)) for v in values], dtype=np.int64)
+    return list(pos), index
+
+
+def normalize(ubm, scores, cohort, models_dir, features_dir, *, method="s", cohort_models=None,
+              top_n=200, key=None, root=None, fmt="htk", top_c=5, out=None, out_format="ipem",
+              controller=None, progress=False):
+    """Normalise trial scores with an impostor cohort (Z/T/ZT/S/AS-norm).
+
+    The cohort scores are computed here, task-parallel over segments
+    (:func:`ipem.speaker.normalization.score_matrix`): every enrolled model
+    against the cohort segments (Z side), every test segment against the
+    cohort models (T side), and for ZT-norm every cohort model against the
+    other cohort segments.
+
+    Parameters
+    ----------
+    ubm : ipem.UBMTrainer, str or any form :func:`ipem.speaker.map.ubm_params` accepts
+    scores : str, os.PathLike or (trials, scores)
+        A score file (:func:`read_score_file`) or its contents.
+    cohort : str, os.PathLike or dict
+        The impostor cohort: a list in the enrollment format, ``cohort_id
+        utterance [utterance ...]`` per line (:func:`read_enrollment`), or
+        its dict.  Each entry is one cohort member: its utterances form a
+        cohort segment, and ``cohort_models/<cohort_id>.npz`` (adapted from
+        the same list by :func:`adapt`) is its model.  Cohort speakers should
+        not be in the trials.
+    models_dir : str or os.PathLike
+        The enrolled models, ``<model_id>.npz``.
+    features_dir, root, fmt
+        Where the test segments' and the cohort's features are, see
+        :func:`feature_path`.
+    method : {"z", "t", "zt", "s", "as"}, default="s"
+    cohort_models : str or os.PathLike, optional
+        Directory of the cohort models; needed by every method but ``"z"``.
+    top_n : int, default=200
+        Cohort members per side for adaptive S-norm (``"as"``).
+    key : str, os.PathLike or dict, optional
+        For a score file: only its trials, labelled by it.
+    top_c : int or None, default=5
+        Top-C Gaussian selection of the cohort scoring (as for :func:`score`).
+    out : str, optional
+        Write the normalised scores here.
+    out_format : {"ipem", "kaldi"}, default="ipem"
+    controller : Controller, int, DirectView or None
+    progress : bool, default=False
+
+    Returns
+    -------
+    trials : list of Trial
+    scores : ndarray of shape (n_trials,), float64
+        The normalised scores, in trial order.
+
+    Raises
+    ------
+    ValueError
+        An unknown method, a malformed score file or list, a missing model
+        file (named), a cohort without spread.
+    ipem.EngineValueError
+        A bad feature or model file, found on an engine.
+    """
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"unknown score normalisation {method!r}; expected one of "
+                         f"{', '.join(NORMALIZATIONS)}")
+    where = os.fspath(scores) if isinstance(scores, (str, os.PathLike)) else "scores"
+    if isinstance(scores, (str, os.PathLike)):
+        trials, raw = read_score_file(scores, key)
+    else:
+        trials, raw = scores
+        trials, raw = list(trials), np.asarray(raw, dtype=np.float64)
+    cohort_name = os.fspath(cohort) if isinstance(cohort, (str, os.PathLike)) else "cohort"
+    if isinstance(cohort, (str, os.PathLike)):
+        cohort = read_enrollment(cohort, features_dir, root, fmt)
+    if len(cohort) < 2:
+        raise ValueError(f"{cohort_name}: a cohort needs at least 2 members, got {len(cohort)}")
+    needs = NORMALIZATIONS[method]
+    if "test" in needs and cohort_models is None:
+        raise ValueError(f"{method}-norm needs the cohort models (cohort_models: a directory "
+                         f"of <cohort_id>.npz, e.g. from adapt with {cohort_name})")
+    model_ids, enroll_index = _first_seen(t[0] for t in trials)
+    test_ids, test_index = _first_seen(t[1] for t in trials)
+    segments = dict(cohort)                     # cohort id -> feature files (one segment)
+    opts = dict(controller=controller, top_c=top_c, progress=progress)
+    mats = {}
+    logger.info("%s-norm of %d trials with a cohort of %d (%s)", method, len(trials),
+                len(cohort), cohort_name)
+    if "enroll" in needs:
+        models = _model_files(model_ids, models_dir, "model id", where)
+        mats["enroll_cohort"] = score_matrix(ubm, models, segments, **opts)
+    if "test" in needs:
+        cmodels = _model_files(list(cohort), cohort_models, "cohort member", cohort_name)
+        tests = {t: feature_path(t, features_dir, root, fmt) for t in test_ids}
+        mats["test_cohort"] = score_matrix(ubm, cmodels, tests, **opts).T
+        if "cohort" in needs:
+            mats["cohort_cohort"] = score_matrix(ubm, cmodels, segments,
+                                                 exclude=[(c, c) for c in cohort], **opts)
+    normed = normalize_scores(method, raw, enroll_index=enroll_index, test_index=test_index,
+                              top_n=top_n, **mats)
+    if out is not None:
+        write_score_file(out, trials, normed, out_format)
+        logger.info("%s-normalised scores -> %s", method, out)
+    return trials, normed
+
+
+def calibrate(scores, *, key=None, prior=DEFAULT_PRIOR, out=None):
+    """Train a calibration (one score file) or a linear fusion (several) on development trials.
+
+    Parameters
+    ----------
+    scores : str, os.PathLike or sequence of them
+        Development score files; several are fused (one weight each).
+    key : str, os.PathLike or dict, optional
+        Development key: the trials to train on and their labels (needed
+        for Kaldi's unlabelled score files).
+    prior : float, default=DEFAULT_PRIOR
+        Training prior (see :class:`ipem.speaker.calibration.LogisticCalibration`).
+    out : str, optional
+        Save the calibration here as JSON.
+
+    Returns
+    -------
+    LogisticCalibration
+        Fitted; ``systems_`` names the score files.
+
+    Raises
+    ------
+    ValueError
+        A malformed score or key file, a trial without a label or score,
+        only one class of trials.
+    """
+    paths = [scores] if isinstance(scores, (str, os.PathLike)) else list(scores)
+    trials, x = read_score_matrix(paths, key)
+    is_tar = np.array([t.label == "target" for t in trials], dtype=bool)
+    if is_tar.all() or not is_tar.any():
+        raise ValueError(f"{os.fspath(paths[0])}: calibration needs both target and "
+                         f"non-target trials (got {int(is_tar.sum())} target, "
+                         f"{int((~is_tar).sum())} non-target)")
+    cal = LogisticCalibration(prior=prior).fit(x[is_tar], x[~is_tar],
+                                               systems=[os.fspath(p) for p in paths])
+    if out is not None:
+        cal.save(out)
+        logger.info("calibration -> %s", out)
+    return cal
+
+
+def apply_calibration(calibration, scores, *, key=None, require_labels=False, out=None,
+                      out_format="ipem"):
+    """Calibrated (fused) LLRs of score files.
+
+    Parameters
+    ----------
+    calibration : LogisticCalibration, str or os.PathLike
+        A fitted calibration or its JSON file (:func:`calibrate`).
+    scores : str, os.PathLike or sequence of them
+        One score file per calibrated system, in the order of training.
+    key : str, os.PathLike or dict, optional
+        Only the key's trials, labelled by it.
+    require_labels : bool, default=False
+        Refuse trials without a label (to evaluate the result).
+    out : str, optional
+        Write the calibrated scores here.
+    out_format : {"ipem", "kaldi"}, default="ipem"
+
+    Returns
+    -------
+    trials : list of Trial
+        Labels where the files or the key give them, else ``None``.
+    llr : ndarray of shape (n_trials,)
+
+    Raises
+    ------
+    ValueError
+        A malformed calibration or score file; a number of score files other
+        than the calibration's number of systems.
+    """
+    source = "calibration"
+    if isinstance(calibration, (str, os.PathLike)):
+        source = os.fspath(calibration)
+        calibration = LogisticCalibration.load(calibration)
+    paths = [scores] if isinstance(scores, (str, os.PathLike)) else list(scores)
+    if len(paths) != calibration.n_systems_:
+        raise ValueError(f"{source} fuses {calibration.n_systems_} score files, got "
+                         f"{len(paths)}")
+    trials, x = read_score_matrix(paths, key, require_labels=require_labels)
+    llr = calibration.transform(x)
+    if out is not None:
+        write_score_file(out, trials, llr, out_format)
+        logger.info("calibrated scores -> %s", out)
+    return trials, llr
+
+
+# ---------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------
 
 def evaluate(tar, non, *, source=None):
-    """EER, ROCCH-EER, minDCF and actDCF at the SRE 2008 and 2010 operating points.
+    """EER, ROCCH-EER, minDCF and actDCF (SRE 2008 and 2010), Cllr and minCllr.
 
     Parameters
     ----------
@@ -517,7 +961,9 @@ def evaluate(tar, non, *, source=None):
     dict
         ``n_target``, ``n_nontarget``, ``eer``, ``rocch_eer``,
         ``min_dcf_sre08``, ``act_dcf_sre08``, ``min_dcf_sre10``,
-        ``act_dcf_sre10`` (rates as fractions; DCFs normalised).
+        ``act_dcf_sre10`` (rates as fractions; DCFs normalised; actDCF at the
+        Bayes threshold, i.e. the scores read as LLRs), ``cllr`` and
+        ``min_cllr`` (bits).
 
     Raises
     ------
@@ -533,11 +979,13 @@ def evaluate(tar, non, *, source=None):
     for name, op in (("sre08", _metrics.SRE2008), ("sre10", _metrics.SRE2010)):
         out[f"min_dcf_{name}"] = _metrics.min_dcf(tar, non, *op)[0]
         out[f"act_dcf_{name}"] = _metrics.act_dcf(tar, non, *op)
+    out["cllr"] = _metrics.cllr(tar, non)
+    out["min_cllr"] = _metrics.min_cllr(tar, non)
     return out
 
 
 def format_metrics(results):
-    """The report ``ipem evaluate`` prints, four lines.
+    """The report ``ipem evaluate`` prints, five lines.
 
     Parameters
     ----------
@@ -553,4 +1001,5 @@ def format_metrics(results):
             f"EER        {100 * r['eer']:6.2f} %   (ROCCH-EER {100 * r['rocch_eer']:.2f} %)\n"
             f"minDCF     {r['min_dcf_sre08']:.4f} (SRE08: P_tar=0.01, C_miss=10, C_fa=1)   "
             f"{r['min_dcf_sre10']:.4f} (SRE10: P_tar=0.001, C_miss=1, C_fa=1)\n"
-            f"actDCF     {r['act_dcf_sre08']:.4f} (SRE08)   {r['act_dcf_sre10']:.4f} (SRE10)")
+            f"actDCF     {r['act_dcf_sre08']:.4f} (SRE08)   {r['act_dcf_sre10']:.4f} (SRE10)\n"
+            f"Cllr       {r['cllr']:.4f} bits   (minCllr {r['min_cllr']:.4f} bits)")
