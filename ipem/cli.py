@@ -1,4 +1,4 @@
-"""``ipem``: GMM-UBM speaker verification in Kaldi-like steps with files in between.
+"""ipem: GMM-UBM speaker verification in Kaldi-like steps with files in between.
 
     ipem extract   --root CORPUS --out-dir FEATS [--list LIST ...]
     ipem train-ubm --features FEATS --list CORPUS/ubm.lst --root CORPUS -K 64 --out ubm.npz
@@ -9,15 +9,15 @@
     ipem evaluate  --scores scores.txt [--key eval.key] [--calibration cal.json] [--det det.png]
     ipem demo      [--out DIR]
 
-Every step takes ``--cluster`` to choose where it runs: ``local`` (in-process,
-the default), ``mpi:N`` (start a local ipyparallel cluster of N MPI engines for
-the step) or ``profile:DIR`` (connect to a running ``ipcluster start
---profile-dir=DIR --engines=MPI``).
+Every step takes --cluster to choose where it runs: local (in-process, the
+default), local:N (N shards in-process, BLAS pinned like engines), mpi:N (start
+a local ipyparallel cluster of N MPI engines for the step) or profile:DIR
+(connect to a running 'ipcluster start --profile-dir=DIR --engines=MPI').
 
-This module only parses arguments, calls :mod:`ipem.speaker.pipeline` and
-prints; an error is one line ``ipem <command>: error: ...`` on stderr and
-exit status 2.  SIGTERM and SIGINT stop a step cleanly (engines stopped, the
-last checkpoint kept): one line on stderr and exit status 128 + the signal.
+An error is one line 'ipem <command>: error: ...' on stderr; the exit status
+is 2 for a wrong command line, 1 for anything that goes wrong while running.
+SIGTERM and SIGINT stop a step cleanly (engines stopped, the last checkpoint
+kept): one line on stderr and exit status 128 + the signal number.
 """
 from __future__ import annotations
 
@@ -29,11 +29,16 @@ import sys
 import threading
 from pathlib import Path
 
+from . import __version__
 from .parallel import EngineError, controller_from_spec
-from .parallel.clusters import raise_terminated
+from .parallel.clusters import parse_cluster_spec, raise_terminated
 from .speaker import pipeline
 from .speaker.calibration import DEFAULT_PRIOR, LogisticCalibration
 from .speaker.normalization import NORMALIZATIONS
+
+
+class UsageError(ValueError):
+    """A wrong command line found after parsing (exit status 2, like argparse's)."""
 
 
 # ---------------------------------------------------------------------------
@@ -83,6 +88,9 @@ def cmd_score(args, ctrl):
 
 
 def cmd_norm(args, ctrl):
+    if args.method != "z" and not args.cohort_models:
+        raise UsageError(f"--method {args.method} needs --cohort-models (a directory of "
+                         "<cohort_id>.npz: ipem adapt --enroll COHORT_LIST --out-dir DIR)")
     trials, _ = pipeline.normalize(args.ubm, args.scores, args.cohort, args.models, args.features,
                                    method=args.method, cohort_models=args.cohort_models,
                                    top_n=args.top_n, key=args.key, root=args.root,
@@ -120,7 +128,7 @@ def cmd_evaluate(args, ctrl=None):
         print(f"calibrated with {args.calibration}: {_describe_calibration(cal)}")
     else:
         if args.fuse:
-            raise ValueError("--fuse needs --calibration (the fusion's weights)")
+            raise UsageError("--fuse needs --calibration (the fusion's weights)")
         trials, scores = pipeline.read_score_file(args.scores, args.key, require_labels=True)
         if args.out:
             pipeline.write_score_file(args.out, trials, scores, args.out_format)
@@ -136,22 +144,50 @@ def cmd_evaluate(args, ctrl=None):
 
 def cmd_demo(args, ctrl=None):
     from .demo import run
-    return run(args.out, engines=args.engines, components=args.components)
+    return run(args.out, engines=args.engines, components=args.components,
+               speakers=args.speakers, seed=args.seed)
 
 
 # ---------------------------------------------------------------------------
 # argument parsing
 # ---------------------------------------------------------------------------
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown on every option; descriptions kept as written."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
+def _typed(kind, low, strict=False):
+    """An argparse type: ``kind`` at least ``low`` (above it with ``strict``)."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if value < low or (strict and value == low) or value != value:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must be {'above' if strict else 'at least'} {low}")
+        return value
+    convert.__name__ = kind.__name__
+    return convert
+
+
 def build_parser():
     """The ``ipem`` argument parser (one subparser per step)."""
-    p = argparse.ArgumentParser(prog="ipem", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="ipem", description=__doc__)
+    p.add_argument("--version", action="version", version=f"ipem {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                           metavar="COMMAND")
 
     def common(sp, cluster=True):
         if cluster:
             sp.add_argument("--cluster", default="local",
-                            help="local[:N] | mpi:N | profile:DIR (default: local)")
+                            help="where the step runs: local, local:N, mpi:N or profile:DIR")
         sp.add_argument("--quiet", action="store_true",
                         help="no progress bars; log errors only")
         sp.add_argument("-v", "--verbose", action="count", default=0,
@@ -160,56 +196,77 @@ def build_parser():
     def feats(sp):
         sp.add_argument("--features", required=True, help="feature directory (from 'extract')")
         sp.add_argument("--root", default=None, help="corpus directory the lists are relative to")
-        sp.add_argument("--format", default="htk", choices=["htk", "npy", "h5"])
+        sp.add_argument("--format", default="htk", choices=["htk", "npy", "h5"],
+                        help="feature file format")
 
-    sp = sub.add_parser("extract", help="MFCC+deltas, VAD, CMVN features from audio")
+    sp = sub.add_parser("extract", help="MFCC+deltas, VAD, CMVN features from audio",
+                        description="Extract features from the audio under --root.")
     sp.add_argument("--root", required=True, help="corpus directory holding the audio")
-    sp.add_argument("--out-dir", required=True)
+    sp.add_argument("--out-dir", required=True,
+                    help="feature directory; files mirror the audio paths under --root")
     sp.add_argument("--list", action="append", help="only the audio named in these lists")
-    sp.add_argument("--format", default="htk", choices=["htk", "npy", "h5"])
-    sp.add_argument("--sample-rate", type=int, default=8000)
+    sp.add_argument("--format", default="htk", choices=["htk", "npy", "h5"],
+                    help="feature file format")
+    sp.add_argument("--sample-rate", type=_typed(int, 1), default=8000,
+                    help="audio is resampled to this rate (Hz)")
     common(sp)
     sp.set_defaults(func=cmd_extract)
 
-    sp = sub.add_parser("train-ubm", help="train a diagonal UBM by EM with splitting")
+    sp = sub.add_parser("train-ubm", help="train a diagonal UBM by EM with splitting",
+                        description="Train a diagonal UBM by EM, growing it by splitting "
+                                    "1 -> 2 -> 4 ... -> K Gaussians.\nThe defaults suit "
+                                    "small corpora and differ from ipem.UBMTrainer's (K=512, "
+                                    "tol=1e-4).")
     feats(sp)
     sp.add_argument("--list", action="append", required=True,
                     help="utterance list(s) or a Kaldi feats.scp")
-    sp.add_argument("-K", "--components", type=int, default=64)
-    sp.add_argument("--init", default="split", choices=["split", "kmeans"])
-    sp.add_argument("--stage-iter", type=int, default=8)
-    sp.add_argument("--final-iter", type=int, default=20)
-    sp.add_argument("--tol", type=float, default=1e-3)
-    sp.add_argument("--variance-floor", type=float, default=0.1)
-    sp.add_argument("--checkpoint", default=None)
+    sp.add_argument("-K", "--components", type=_typed(int, 1), default=64,
+                    help="Gaussians of the final model (the API's default is 512)")
+    sp.add_argument("--init", default="split", choices=["split", "kmeans"],
+                    help="grow from one Gaussian by splitting, or start from k-means")
+    sp.add_argument("--stage-iter", type=_typed(int, 0), default=8,
+                    help="EM iterations at each intermediate size")
+    sp.add_argument("--final-iter", type=_typed(int, 1), default=20,
+                    help="EM iterations at the final size")
+    sp.add_argument("--tol", type=_typed(float, 0.0), default=1e-3,
+                    help="a stage ends when the log-likelihood gain per frame falls below "
+                         "this (the API's default is 1e-4)")
+    sp.add_argument("--variance-floor", type=_typed(float, 0.0), default=0.1,
+                    help="variance floor, as a fraction of the global variance of each feature")
+    sp.add_argument("--checkpoint", default=None,
+                    help="checkpoint file, written as training goes and resumed from when "
+                         "it exists (delete it to start afresh)")
     sp.add_argument("--plot", default=None, help="write the convergence plot here (PNG)")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--seed", type=int, default=0, help="random seed")
+    sp.add_argument("--out", required=True, help="the UBM (.npz)")
     common(sp)
     sp.set_defaults(func=cmd_train_ubm)
 
     sp = sub.add_parser("adapt", help="MAP-adapt speaker models from an enrollment list")
     feats(sp)
-    sp.add_argument("--ubm", required=True)
+    sp.add_argument("--ubm", required=True, help="the UBM (.npz from train-ubm)")
     sp.add_argument("--enroll", required=True, help="lines 'model_id utterance...'")
-    sp.add_argument("--relevance", type=float, default=16.0)
-    sp.add_argument("--adapt", default="m", help="any of m, w, v (default: m)")
-    sp.add_argument("--out-dir", required=True)
+    sp.add_argument("--relevance", type=_typed(float, 0.0, strict=True), default=16.0,
+                    help="MAP relevance factor")
+    sp.add_argument("--adapt", default="m",
+                    help="what to adapt: any of m (means), w (weights), v (variances)")
+    sp.add_argument("--out-dir", required=True, help="directory of <model_id>.npz")
     common(sp)
     sp.set_defaults(func=cmd_adapt)
 
     sp = sub.add_parser("score", help="score a NIST-style trial list")
     feats(sp)
-    sp.add_argument("--ubm", required=True)
+    sp.add_argument("--ubm", required=True, help="the UBM (.npz from train-ubm)")
     sp.add_argument("--models", required=True, help="directory of <model_id>.npz")
     sp.add_argument("--trials", required=True, help="lines 'model_id test [target|nontarget]'")
-    sp.add_argument("--top-c", type=int, default=5, help="top-C Gaussians (0: exact)")
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--top-c", type=_typed(int, 0), default=5,
+                    help="top-C Gaussians (0: exact)")
+    sp.add_argument("--out", required=True, help="score file")
     common(sp)
     sp.set_defaults(func=cmd_score)
 
     sp = sub.add_parser("evaluate", help="EER, minDCF, actDCF and a DET plot of a score file")
-    sp.add_argument("--scores", required=True)
+    sp.add_argument("--scores", required=True, help="score file (ipem or Kaldi format)")
     sp.add_argument("--det", default=None, help="write the DET curve here (PNG)")
     sp.add_argument("--key", default=None,
                     help="key file 'model test target|nontarget': the trials to evaluate and "
@@ -220,7 +277,8 @@ def build_parser():
                     help="further score files fused with --scores by --calibration, in the "
                          "order of 'calibrate --dev-scores'")
     sp.add_argument("--out", default=None, help="write the (calibrated) scores here")
-    sp.add_argument("--out-format", default="ipem", choices=list(pipeline.SCORE_FORMATS))
+    sp.add_argument("--out-format", default="ipem", choices=list(pipeline.SCORE_FORMATS),
+                    help="format of --out")
     common(sp, cluster=False)
     sp.set_defaults(func=cmd_evaluate, cluster=None)
 
@@ -249,19 +307,25 @@ def build_parser():
     sp.add_argument("--cohort-models", default=None,
                     help="directory of <cohort_id>.npz ('ipem adapt --enroll COHORT'); "
                          "needed by all methods but z")
-    sp.add_argument("--method", default="s", choices=list(NORMALIZATIONS))
-    sp.add_argument("--top-n", type=int, default=200,
+    sp.add_argument("--method", default="s", choices=list(NORMALIZATIONS),
+                    help="normalisation")
+    sp.add_argument("--top-n", type=_typed(int, 1), default=200,
                     help="cohort members per side for adaptive S-norm (as)")
-    sp.add_argument("--top-c", type=int, default=5, help="top-C Gaussians (0: exact)")
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--out-format", default="ipem", choices=list(pipeline.SCORE_FORMATS))
+    sp.add_argument("--top-c", type=_typed(int, 0), default=5,
+                    help="top-C Gaussians (0: exact)")
+    sp.add_argument("--out", required=True, help="normalised score file")
+    sp.add_argument("--out-format", default="ipem", choices=list(pipeline.SCORE_FORMATS),
+                    help="format of --out")
     common(sp)
     sp.set_defaults(func=cmd_norm)
 
     sp = sub.add_parser("demo", help="the whole pipeline on a generated corpus")
-    sp.add_argument("--out", default="demo_output")
-    sp.add_argument("--engines", type=int, default=2)
-    sp.add_argument("--components", type=int, default=64)
+    sp.add_argument("--out", default="demo_output", help="directory of everything it writes")
+    sp.add_argument("--engines", type=_typed(int, 1), default=2, help="MPI engines to start")
+    sp.add_argument("--components", type=_typed(int, 1), default=64, help="UBM Gaussians")
+    sp.add_argument("--speakers", type=_typed(int, 2), default=None,
+                    help="speakers in the generated corpus (default: every available voice)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed of corpus and training")
     common(sp, cluster=False)
     sp.set_defaults(func=cmd_demo, cluster=None)
     return p
@@ -282,7 +346,14 @@ def _log_handler(args):
 
 def main(argv=None):
     """Run ``ipem`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cluster is not None:
+        try:
+            parse_cluster_spec(args.cluster)
+        except ValueError as exc:
+            print(f"ipem {args.command}: error: {exc}", file=sys.stderr)
+            return 2
     handler = _log_handler(args)
     # SIGTERM (a batch system's time limit) unwinds like Ctrl-C: clusters are stopped,
     # temporary files removed, the last checkpoint kept
@@ -295,10 +366,12 @@ def main(argv=None):
         with controller_from_spec(args.cluster,
                                   blas_threads=1 if args.cluster != "local" else None) as ctrl:
             return args.func(args, ctrl)
-    except (ValueError, OSError, ArithmeticError, EngineError) as exc:
+    except (ValueError, OSError, ArithmeticError, MemoryError, RuntimeError) as exc:
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        if isinstance(exc, MemoryError):
+            message = f"out of memory ({message or type(exc).__name__})"
         print(f"ipem {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         kept = getattr(args, "checkpoint", None)

@@ -1,32 +1,107 @@
-"""Live convergence plot built on the EM driver's per-iteration callback."""
+"""Figures that need no pyplot, and the live convergence plot built on them.
+
+ipem never imports :mod:`matplotlib.pyplot` and never changes the matplotlib
+backend: its figures are :class:`matplotlib.figure.Figure` objects with their
+own Agg canvas.  Such a figure is not shown by Jupyter's inline backend, so
+the figures made here show themselves as PNG images (``_repr_png_``), and
+:class:`LivePlot` publishes a PNG that it replaces after every iteration.
+"""
 from __future__ import annotations
 
+import base64
+import io
 import math
 
+from .progress import in_notebook
 
-def _in_notebook():
-    try:
-        from IPython import get_ipython
-        ip = get_ipython()
-    except ImportError:
-        return False
-    return ip is not None and ip.__class__.__name__ == "ZMQInteractiveShell" and \
-        hasattr(ip, "kernel")
+__all__ = ["new_figure", "png_bytes", "LivePlot"]
+
+_NotebookFigure = None
+
+
+def _figure_class():
+    """``NotebookFigure``, made on first use so that ``import ipem`` needs no matplotlib."""
+    global _NotebookFigure
+    if _NotebookFigure is None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        class NotebookFigure(Figure):
+            """A pyplot-free matplotlib Figure that Jupyter shows as a PNG image."""
+
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                FigureCanvasAgg(self)
+
+            def _repr_png_(self):
+                return png_bytes(self)
+
+        # found again by pickle as ipem.plotting.NotebookFigure (see __getattr__)
+        NotebookFigure.__module__, NotebookFigure.__qualname__ = __name__, "NotebookFigure"
+        _NotebookFigure = NotebookFigure
+    return _NotebookFigure
+
+
+def __getattr__(name):
+    if name == "NotebookFigure":
+        return _figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def new_figure(**kwargs):
+    """A matplotlib figure outside pyplot that Jupyter displays as an image.
+
+    Parameters
+    ----------
+    **kwargs
+        Passed to :class:`matplotlib.figure.Figure` (``figsize``, ``dpi``,
+        ``layout``, ...).
+
+    Returns
+    -------
+    ipem.plotting.NotebookFigure
+        A :class:`matplotlib.figure.Figure` with an Agg canvas: ``savefig``
+        works without a display, the global backend is left alone, and as the
+        value of a notebook cell (or passed to ``IPython.display.display``) it
+        shows as a PNG.
+    """
+    return _figure_class()(**kwargs)
+
+
+def png_bytes(fig, dpi=None):
+    """Render ``fig`` to PNG.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    dpi : float, optional
+        Default: the figure's own dpi.
+
+    Returns
+    -------
+    bytes
+        The PNG file's content.
+    """
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
 
 
 class LivePlot:
     """Plot the EM objective while training runs.
 
     Pass an instance as a callback (``GaussianMixture(callbacks=LivePlot())``).
-    In a Jupyter notebook the figure is redrawn in place after every
-    iteration; elsewhere it is written to ``path`` (a PNG) every
-    ``save_every`` iterations and at :meth:`close`.
+    In a Jupyter kernel the plot is a PNG image that is replaced in place
+    after every iteration (no ``%matplotlib`` magic needed); elsewhere it is
+    written to ``path`` every ``save_every`` iterations and at :meth:`close`.
+    The global matplotlib backend is never changed.
 
     Parameters
     ----------
     title : str
     path : str or None
-        PNG file to write; default ``"convergence.png"`` outside notebooks.
+        PNG file to write; default ``"convergence.png"`` outside notebooks,
+        none in a notebook.
     save_every : int, default=1
     ylabel : str
     records : list, optional
@@ -35,37 +110,59 @@ class LivePlot:
     Attributes
     ----------
     records : list of IterationRecord
+    notebook : bool
+        Whether the plot is displayed in a Jupyter kernel.
+    figure : ipem.plotting.NotebookFigure
+        The figure drawn into (made on first use).
     """
 
     def __init__(self, title="EM convergence", path=None, save_every=1,
                  ylabel="objective (mean log-likelihood per frame)", records=None):
         self.title = title
-        self.notebook = _in_notebook()
+        self.notebook = in_notebook()
         self.path = path if path is not None or self.notebook else "convergence.png"
         self.save_every = max(int(save_every), 1)
         self.ylabel = ylabel
         self.records = list(records or [])
         self._fig = None
         self._handle = None
+        self._n_drawn = None      # len(records) when the axes were last drawn
 
-    def _figure(self):
+    @property
+    def figure(self):
+        """The figure drawn into (made on first use)."""
         if self._fig is None:
-            import matplotlib
-            if not self.notebook:
-                matplotlib.use("Agg", force=False)
-            from matplotlib.figure import Figure
-            self._fig = Figure(figsize=(9, 3.6), layout="constrained")
+            self._fig = new_figure(figsize=(9, 3.6), dpi=80, layout="constrained")
             self._ax, self._ax2 = self._fig.subplots(1, 2)
         return self._fig
 
     def __call__(self, record):
         self.records.append(record)
-        self.draw()
+        if self.notebook:
+            self.draw()
         if self.path and (len(self.records) % self.save_every == 0):
             self.save()
 
+    def __repr__(self):
+        return f"LivePlot(title={self.title!r}, iterations={len(self.records)})"
+
+    def _repr_png_(self):
+        return png_bytes(self._drawn())
+
     def draw(self):
-        fig = self._figure()
+        """Redraw the figure; in a notebook, replace the displayed image."""
+        self._plot()
+        if self.notebook:
+            self._publish()
+
+    def _drawn(self):
+        """The figure, showing every record so far."""
+        if self._n_drawn != len(self.records):
+            self._plot()
+        return self.figure
+
+    def _plot(self):
+        fig = self.figure
         ax, ax2 = self._ax, self._ax2
         ax.clear()
         ax2.clear()
@@ -93,20 +190,27 @@ class LivePlot:
         ax2.set_ylabel("|change|", fontsize=8)
         ax2.set_title("last: %.2f ms/iteration" % (1e3 * self.records[-1].time) if self.records
                       else "", fontsize=9)
-        if self.notebook:
-            from IPython.display import display
-            if self._handle is None:
-                self._handle = display(fig, display_id=True)
-            else:
-                self._handle.update(fig)
+        self._n_drawn = len(self.records)
+        return fig
+
+    def _publish(self):
+        from IPython.display import display
+
+        bundle = {"image/png": base64.b64encode(png_bytes(self._drawn())).decode("ascii"),
+                  "text/plain": repr(self)}
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
 
     def save(self, path=None):
-        """Write the figure to ``path`` (default: the instance's path)."""
+        """Write the figure to ``path`` (default: the instance's path) as a PNG."""
         path = path or self.path
         if path:
-            self._figure().savefig(path, dpi=90)
+            self._drawn().savefig(path, dpi=90)
         return path
 
     def close(self):
+        """Write the final PNG (when there is a path)."""
         if self.path:
             self.save()

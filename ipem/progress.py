@@ -14,20 +14,20 @@ __all__ = ["in_notebook", "progress_bar", "progress_iter"]
 
 
 def in_notebook():
-    """Whether this code runs in a Jupyter kernel (ipykernel).
+    """Whether this code runs in a Jupyter kernel (ipykernel) that a person looks at.
 
     Returns
     -------
     bool
         True in a notebook or any other front-end of an IPython kernel;
-        False in a terminal IPython, a script, or on an engine without a
-        kernel.
+        False in a terminal IPython, a script, and on ipyparallel engines
+        (which are kernels too, but nobody watches their displays).
     """
     ipython = sys.modules.get("IPython")
     if ipython is None:         # never imported: certainly not a kernel
         return False
-    shell = ipython.get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+    kernel = getattr(ipython.get_ipython(), "kernel", None)
+    return kernel is not None and not type(kernel).__module__.startswith("ipyparallel.")
 
 
 def _bar_class():

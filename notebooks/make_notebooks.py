@@ -31,9 +31,17 @@ import numpy as np
 import ipem
 print("ipem", ipem.__version__, "kernel backend:", ipem.BACKEND)""",
     """md:## Start 2 MPI engines
-`ipem.MPICluster` wraps `ipyparallel.Cluster(engines="mpi")`. To use a cluster started with
-`ipcluster start --profile-dir=profiles/profile_ipem_mpi -n 2` instead, call
-`ipem.connect_profile(profile_dir="../profiles/profile_ipem_mpi", n_engines=2)`.""",
+`ipem.MPICluster` wraps `ipyparallel.Cluster(engines="mpi")` and stops the engines with
+`cluster.stop()`. With engines of your own, started in a terminal with
+`ipcluster start --engines=MPI -n 4`, connect instead with
+
+```python
+import ipyparallel as ipp
+rc = ipp.Client()
+ctrl = ipem.DirectViewController(rc[:])
+```
+
+(and stop them with `ipcluster stop`).""",
     """cluster = ipem.MPICluster(n=2, blas_threads=1)
 ctrl = cluster.start()
 rc = cluster.client
@@ -76,15 +84,29 @@ print("Allreduce model identical:", np.array_equal(gm_ar.means_, gm_remote.means
 rec = gm_remote.history_[-1]
 print("per-engine frames", rec.info["shard_frames"], "E-step seconds",
       np.round(rec.info["shard_time"], 4))""",
-    """md:## What lives on the engines
-The shards are kept in the engine namespace in the dictionary `ipem_shards`.""",
+    """md:## What lives on the engines: `%px`
+Each engine keeps its shards in its namespace, in the dictionary `ipem_shards`, under the
+key of the `DistributedData` (`data.key`, here `"frames"`). `view.activate()` makes `%px`
+(one line) and `%%px` (a cell) run code on the engines of `view`. A `DirectView` does not
+block by default, and then `%px` only returns an `AsyncResult`: give the cell magic
+`--block` (`%%px --block`), or make the view blocking once with `view.block = True` (or
+`%pxconfig --block`); the line magic `%px` takes no options. `rc.activate()` gives a
+blocking view on all engines in one call.""",
     """view = rc[:]
-view.block = True
-view.activate()   # %px now runs on both engines""",
-    """%px print(sorted(ipem_shards), ipem_shards["frames"])""",
-    """%px from mpi4py import MPI; print("rank", MPI.COMM_WORLD.Get_rank(), "of", MPI.COMM_WORLD.Get_size())""",
+view.activate()
+print("data.key:", data.key, "| view.block:", view.block)""",
+    """%%px --block
+print(sorted(ipem_shards))
+shard = ipem_shards["frames"]
+print(shard)
+print("shard", shard.index, "holds frames", shard.offset, "to", shard.offset + len(shard.X),
+      "| mean of the first feature", round(float(shard.X[:, 0].mean()), 4))""",
+    """view.block = True      # from here on %px waits for the engines and shows what they print
+%px from mpi4py import MPI; print("rank", MPI.COMM_WORLD.Get_rank(), "of", MPI.COMM_WORLD.Get_size())""",
+    """md:`free()` deletes the shards on the engines:""",
     """data.free(); data_ar.free()
-cluster.stop()""",
+%px print(sorted(ipem_shards))""",
+    """cluster.stop()""",
 ]
 
 SECOND = [
@@ -98,7 +120,6 @@ every iteration record carries per-engine frame counts and E-step times.""",
 import numpy as np
 import ipem
 from ipem import io as features
-from ipem.mixture.ubm import UBMTrainer
 print("kernels:", ipem.BACKEND)""",
     """md:## Feature files
 Stand-in features: 60-dimensional float32 frames with a large offset in the first
@@ -124,9 +145,9 @@ for rank, files in enumerate(data.files):
     print(f"rank {rank}: {len(files)} files, {sum(f.n_frames for f in files)} frames")""",
     """md:## Train with the live plot""",
     """plot = ipem.LivePlot(title="UBM: objective across splitting stages")
-ubm = UBMTrainer(64, stage_iter=6, final_iter=15, tol=1e-4, variance_floor=0.1,
-                 checkpoint=os.path.join(workdir, "ubm.ckpt.npz"), random_state=0,
-                 callbacks=plot).fit(data)
+ubm = ipem.UBMTrainer(64, stage_iter=6, final_iter=15, tol=1e-4, variance_floor=0.1,
+                      checkpoint=os.path.join(workdir, "ubm.ckpt.npz"), random_state=0,
+                      callbacks=plot).fit(data)
 print(f"{ubm.n_iter_} iterations, final log-likelihood/frame {ubm.lower_bound_:.4f}")""",
     """md:## Telemetry per iteration""",
     """print(" it    K   objective    change  floored  dead  frames/engine   E-step ms/engine")
@@ -138,8 +159,8 @@ print("all variances positive:", bool((ubm.covariances_ > 0).all()))""",
     """md:## Restart from the checkpoint
 The checkpoint (an `.npz`, written atomically every iteration) holds the model, the records and
 the random state; a run that resumes from it ends with the same model.""",
-    """again = UBMTrainer(64, stage_iter=6, final_iter=15, tol=1e-4, variance_floor=0.1,
-                   checkpoint=os.path.join(workdir, "ubm.ckpt.npz"), random_state=0).fit(data)
+    """again = ipem.UBMTrainer(64, stage_iter=6, final_iter=15, tol=1e-4, variance_floor=0.1,
+                        checkpoint=os.path.join(workdir, "ubm.ckpt.npz"), random_state=0).fit(data)
 print("resumed after", again.resumed_from_, "iterations; same model:",
       np.array_equal(again.means_, ubm.means_))""",
     """data.free()
@@ -192,8 +213,7 @@ print("same scores on engines and locally:", np.array_equal(scores, local_scores
     """labels = np.array([t.label == "target" for t in trials])
 tar, non = scores[labels], scores[~labels]
 print(pipeline.format_metrics(pipeline.evaluate(tar, non)))
-ax = plot_det({"ipem GMM-UBM, top-5": (tar, non)}, title="DET")
-ax.figure""",
+plot_det({"ipem GMM-UBM, top-5": (tar, non)}, title="DET").figure""",
     """cluster.stop()""",
 ]
 

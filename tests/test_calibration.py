@@ -403,10 +403,10 @@ def _metrics(out):
             float(lines["Cllr"][4]))
 
 
-def _error(capsys, argv):
+def _error(capsys, argv, code=1):
     rc = main(argv)
     out, err = capsys.readouterr()
-    assert rc == 2, (out, err)
+    assert rc == code, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
@@ -472,7 +472,7 @@ def test_cli_kaldi_scores_with_key_and_fusion(tmp_path, capsys, seed):
     line = _error(capsys, ["evaluate", "--scores", str(a), "--key", str(key),
                            "--calibration", str(cal)])
     assert line == f"ipem evaluate: error: {cal} fuses 2 score files, got 1"
-    line = _error(capsys, ["evaluate", "--scores", str(a), "--fuse", str(b)])
+    line = _error(capsys, ["evaluate", "--scores", str(a), "--fuse", str(b)], code=2)
     assert line == "ipem evaluate: error: --fuse needs --calibration (the fusion's weights)"
 
 

@@ -56,11 +56,12 @@ def world(tmp_path_factory):
     return root, corpus, feats
 
 
-def _error(capsys, argv):
-    """Run main(argv), expecting exit status 2; returns the one error line."""
+def _error(capsys, argv, code=1):
+    """Run main(argv), expecting exit status ``code`` (1: runtime, 2: usage); returns
+    the one error line."""
     rc = main(argv)
     out, err = capsys.readouterr()
-    assert rc == 2, (out, err)
+    assert rc == code, (out, err)
     assert "Traceback" not in out + err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -128,7 +129,7 @@ def test_verbose_logs_the_steps_quiet_does_not(world, capsys, tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# errors: exit status 2 and one line naming the problem
+# errors: one line naming the problem; exit status 1 (runtime) or 2 (usage)
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec, problem", [
@@ -141,7 +142,7 @@ def test_bad_cluster_values(world, capsys, tmp_path, spec, problem):
     root, corpus, feats = world
     line = _error(capsys, ["train-ubm", "--features", str(feats), "--root", str(corpus),
                            "--list", str(corpus / "ubm.lst"), "--out", str(tmp_path / "u.npz"),
-                           "--cluster", spec])
+                           "--cluster", spec], code=2)
     assert line == f"ipem train-ubm: error: --cluster {problem}"
     assert not (tmp_path / "u.npz").exists()
 

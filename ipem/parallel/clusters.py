@@ -19,7 +19,7 @@ import numpy as np
 
 from .controller import Controller
 from .directview import DirectViewController
-from .errors import Terminated
+from .errors import EngineError, Terminated
 from .local import LocalController
 
 logger = logging.getLogger(__name__)
@@ -162,6 +162,8 @@ class MPICluster:
         # one machine: MPICH's gforker and transports on loopback (nothing listens
         # on the network); the caller's own config wins
         config = single_host_mpi_config(ensure_mpiexec())
+        # engines log at WARN: what ipyparallel shows of their output is then worth reading
+        config.MPIEngineSetLauncher.engine_args = ["--log-level=WARN"]
         config.merge(kw.pop("config", None) or {})
         self._catch_sigterm()
         self.cluster = ipp.Cluster(engines="mpi", n=self.n, config=config, **kw)
@@ -187,7 +189,8 @@ class MPICluster:
         """
         if self.controller is not None:
             self._kill_own(self.controller.pids)
-        self.cluster.stop_engines_sync()
+        with _expected_exit(self.cluster.log):
+            self.cluster.stop_engines_sync()
         deadline = time.monotonic() + 60
         while self.client.ids and time.monotonic() < deadline:
             time.sleep(0.1)  # the hub unregisters the old engines
@@ -223,7 +226,8 @@ class MPICluster:
             if self.client is not None:
                 self.client.close()
             if self.cluster is not None:
-                self.cluster.stop_cluster_sync()
+                with _expected_exit(self.cluster.log):
+                    self.cluster.stop_cluster_sync()
         except Exception as exc:  # clean-up must not hide the error that led here
             logger.warning("stopping the cluster: %s", exc)
         finally:
@@ -237,6 +241,23 @@ class MPICluster:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+@contextlib.contextmanager
+def _expected_exit(log):
+    """Hide ipyparallel's warnings about engines that exit because they are being stopped.
+
+    ``mpiexec`` exits with a non-zero status when its ranks are terminated, which
+    ipyparallel reports as a warning followed by the engines' last 100 lines of output.
+    """
+    def errors_only(record):
+        return record.levelno >= logging.ERROR
+
+    log.addFilter(errors_only)
+    try:
+        yield
+    finally:
+        log.removeFilter(errors_only)
 
 
 def raise_terminated(signum, frame):
@@ -278,12 +299,21 @@ def connect_profile(profile=None, *, profile_dir=None, reduction="client",
         kw["profile_dir"] = os.path.abspath(profile_dir)
     elif profile is not None:
         kw["profile"] = profile
-    client = ipp.Client(**kw)
-    if n_engines:
-        client.wait_for_engines(int(n_engines), timeout=timeout)
-    if not client.ids:
+    try:
+        client = ipp.Client(timeout=timeout, **kw)
+    except (OSError, TimeoutError) as exc:
+        where = profile_dir or profile or "the default profile"
+        raise EngineError(f"cannot connect to the cluster of {where}: {exc} (is "
+                          "'ipcluster start' running?)") from exc
+    try:
+        if n_engines:
+            client.wait_for_engines(int(n_engines), timeout=timeout)
+        if not client.ids:
+            raise EngineError(f"no engines are registered with the cluster of "
+                              f"{profile_dir or profile or 'the default profile'}")
+    except BaseException:
         client.close()
-        raise RuntimeError("no engines are registered with this cluster")
+        raise
     return DirectViewController(client[:], reduction=reduction, blas_threads=blas_threads,
                                 **controller_kwargs)
 
@@ -311,31 +341,55 @@ def as_controller(controller):
                      "a Controller or an ipyparallel DirectView")
 
 
+def parse_cluster_spec(spec):
+    """Check a ``--cluster`` value: ``(kind, argument)``.
+
+    Returns
+    -------
+    kind : {"local", "mpi", "profile"}
+    argument : int or str
+        Number of shards/engines, or the profile directory.
+
+    Raises
+    ------
+    ValueError
+        Naming the value and what is expected.
+    """
+    spec = spec or "local"
+    kind, _, arg = str(spec).partition(":")
+    if kind in ("local", "mpi"):
+        if arg and not (arg.isdigit() and int(arg) > 0):
+            raise ValueError(f"--cluster {spec!r}: the number of shards/engines must be a "
+                             "positive integer")
+        return kind, int(arg) if arg else (1 if kind == "local" else 2)
+    if kind == "profile":
+        if not arg:
+            raise ValueError("--cluster profile:DIR needs the profile directory")
+        return kind, arg
+    raise ValueError(f"--cluster {spec!r}: expected local, local:N, mpi:N or profile:DIR")
+
+
 @contextlib.contextmanager
 def controller_from_spec(spec, blas_threads=None):
     """Yield a controller for ``"local"``, ``"local:N"``, ``"mpi:N"`` or ``"profile:DIR"``.
 
     ``mpi:N`` starts N MPI engines for the duration of the ``with`` block;
     ``profile:DIR`` connects to engines started with ``ipcluster start
-    --profile-dir=DIR --engines=MPI`` (and leaves them running).
+    --profile-dir=DIR --engines=MPI`` (and leaves them running).  ``blas_threads``
+    applies to engines and to ``local:N`` alike, so that both give the same
+    float32 results.
     """
-    spec = spec or "local"
-    kind, _, arg = str(spec).partition(":")
-    if kind in ("local", "mpi") and arg and not (arg.isdigit() and int(arg) > 0):
-        raise ValueError(f"--cluster {spec!r}: the number of shards/engines must be a "
-                         "positive integer")
+    kind, arg = parse_cluster_spec(spec)
     if kind == "local":
-        yield LocalController(int(arg) if arg else 1)
+        yield LocalController(arg, blas_threads=blas_threads)
     elif kind == "mpi":
-        with MPICluster(n=int(arg) if arg else 2, blas_threads=blas_threads) as ctrl:
+        with MPICluster(n=arg, blas_threads=blas_threads) as ctrl:
             yield ctrl
-    elif kind == "profile":
-        if not arg:
-            raise ValueError("--cluster profile:DIR needs the profile directory")
-        ctrl = connect_profile(profile_dir=arg, blas_threads=blas_threads)
+    else:
+        if not os.path.isdir(arg):
+            raise ValueError(f"--cluster profile:{arg}: no such profile directory")
+        ctrl = connect_profile(profile_dir=arg, blas_threads=blas_threads, timeout=30)
         try:
             yield ctrl
         finally:
             ctrl.client.close()
-    else:
-        raise ValueError(f"--cluster {spec!r}: expected local, local:N, mpi:N or profile:DIR")

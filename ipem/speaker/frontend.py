@@ -2,21 +2,28 @@
 
 Pipeline used by :func:`extract_features`::
 
-    read_audio  ->  mfcc_features  ->  energy_vad  ->  cmvn
+    read_audio -> MFCC (+ deltas) [-> RASTA] -> VAD -> normalisation
 
 * :func:`read_audio` loads any file libsndfile understands as a float64 mono
   signal at the requested sample rate (polyphase resampling when needed).
 * :func:`mfcc_features` computes ``n_ceps`` static MFCCs (c0 replaced by the
-  log frame energy) plus deltas and delta-deltas with
-  :mod:`python_speech_features`: ``3 * n_ceps`` (default 60) dimensions.
-* :func:`energy_vad` keeps frames whose energy is within ``dynamic_range_db``
-  of the loudest frame, above an estimated noise floor and above an absolute
-  floor (so digital silence never counts as speech).
-* :func:`cmvn` normalises each utterance to zero mean and unit variance.
+  log energy of the analysis band) plus deltas and delta-deltas:
+  ``3 * n_ceps`` (default 60) dimensions.  At 8 kHz the mel filterbank spans
+  the telephone band, 300-3400 Hz, by default (below 300 Hz a telephone
+  channel carries only noise); above 8 kHz it spans 0 Hz to Nyquist.
+* :func:`energy_vad` (:mod:`ipem.speaker.vad`) keeps the speech frames; its
+  default rule fits a 3-component Gaussian mixture to the frame
+  log-energies, so it adapts to the noise level.  The energies it sees are
+  those of the analysis band without pre-emphasis (:func:`frame_log_energy`),
+  where speech stands out most from noise.
+* :mod:`ipem.speaker.featnorm` normalises the speech frames: per-utterance
+  CMVN (default), sliding CMN/CMVN or feature warping over a 3 s window; RASTA
+  filtering of the static cepstra is an option.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -26,6 +33,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .featnorm import NORMALISATIONS, cmvn, normalise, rasta_filter
+from .vad import VAD_METHODS, energy_vad
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -33,18 +43,21 @@ __all__ = [
     "extract_file",
     "mfcc_features",
     "frame_log_energy",
+    "band_edges",
     "energy_vad",
     "cmvn",
     "extract_features",
     "extract_many",
     "NoSpeechError",
+    "VAD_METHODS",
+    "NORMALISATIONS",
 ]
 
 #: Feature formats :func:`extract_many` writes (Kaldi archives are written otherwise).
 WRITE_FORMATS = ("htk", "npy", "h5")
 
-#: Natural-log energy -> dB.
-_LN_TO_DB = 10.0 / math.log(10.0)
+#: Telephone band (Hz) the filterbank spans by default at sample rates <= 8 kHz.
+TELEPHONE_BAND = (300.0, 3400.0)
 
 
 class NoSpeechError(ValueError):
@@ -105,18 +118,46 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 8000) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# MFCC
+# Spectral analysis
 # ---------------------------------------------------------------------------
 def _nfft_for(sample_rate: int, winlen: float) -> int:
     frame_len = int(round(winlen * sample_rate))
     return 1 << max(0, int(math.ceil(math.log2(max(frame_len, 1)))))
 
 
-def _static_mfcc(signal, sample_rate, n_ceps, n_filters, winlen, winstep,
-                 low_freq, high_freq, dither, seed):
-    """Static MFCCs (c0 = ln frame energy), float64 (n_frames, n_ceps)."""
-    from python_speech_features import mfcc
+def band_edges(sample_rate: int, low_freq: float | None = None,
+               high_freq: float | None = None) -> tuple[float, float]:
+    """The analysis band: the given edges, or the defaults for the sample rate.
 
+    Parameters
+    ----------
+    sample_rate : int
+        Sample rate in Hz.
+    low_freq, high_freq : float or None, optional
+        Band edges in Hz.  ``None``: the telephone band 300-3400 Hz at
+        sample rates <= 8000 Hz, 0 Hz and Nyquist above.
+
+    Returns
+    -------
+    (float, float)
+        ``(low, high)`` with ``0 <= low < high <= sample_rate / 2``.
+
+    Raises
+    ------
+    ValueError
+        For edges outside that range.
+    """
+    narrow = sample_rate <= 8000
+    low = (TELEPHONE_BAND[0] if narrow else 0.0) if low_freq is None else float(low_freq)
+    high = (TELEPHONE_BAND[1] if narrow else sample_rate / 2) if high_freq is None \
+        else float(high_freq)
+    if not (0.0 <= low < high <= sample_rate / 2):
+        raise ValueError(f"the band {low:g}-{high:g} Hz must satisfy 0 <= low < high <= "
+                         f"{sample_rate / 2:g} Hz (Nyquist)")
+    return low, high
+
+
+def _prepare(signal, dither, seed):
     x = np.asarray(signal, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"signal must be 1-D (mono), got shape {x.shape}")
@@ -124,33 +165,57 @@ def _static_mfcc(signal, sample_rate, n_ceps, n_filters, winlen, winstep,
         raise ValueError("signal is empty")
     if not np.all(np.isfinite(x)):
         raise ValueError("signal contains NaN or infinite samples")
+    if dither and dither > 0:
+        rng = np.random.default_rng(seed)
+        x = x + dither * rng.standard_normal(x.size)
+    return x
+
+
+def _power_spectrum(x, sample_rate, winlen, winstep, preemph):
+    """Power spectra of Hamming-windowed frames, (n_frames, nfft // 2 + 1), and nfft."""
+    from python_speech_features.sigproc import framesig, preemphasis
+
+    if preemph:
+        x = preemphasis(x, preemph)
+    frames = framesig(x, winlen * sample_rate, winstep * sample_rate, np.hamming)
+    nfft = _nfft_for(sample_rate, winlen)
+    return np.square(np.abs(np.fft.rfft(frames, nfft))) / nfft, nfft
+
+
+def _log_band_energy(pspec, nfft, sample_rate, low, high):
+    """ln of the power in [low, high] Hz per frame (all bins for the full band)."""
+    f = np.arange(pspec.shape[1]) * (sample_rate / nfft)
+    energy = pspec[:, (f >= low) & (f <= high)].sum(axis=1)
+    return np.log(np.maximum(energy, np.finfo(np.float64).eps))
+
+
+@functools.lru_cache(maxsize=16)
+def _filterbank(n_filters, nfft, sample_rate, low, high):
+    from python_speech_features import get_filterbanks
+
+    fb = get_filterbanks(n_filters, nfft, sample_rate, low, high)
+    if not np.all(fb.sum(axis=1) > 0):
+        raise ValueError(f"{n_filters} mel filters over {low:g}-{high:g} Hz leave some filter "
+                         f"without an FFT bin (nfft={nfft}); use fewer filters or a wider band")
+    fb.flags.writeable = False
+    return fb
+
+
+def _static_mfcc(x, sample_rate, n_ceps, n_filters, winlen, winstep, low, high):
+    """Static MFCCs (c0 = ln band energy), float64 (n_frames, n_ceps), of a prepared signal."""
+    from python_speech_features import lifter
+    from scipy.fft import dct
+
     if n_filters is None:
         n_filters = 24 if sample_rate <= 8000 else 26
     if n_ceps > n_filters:
         raise ValueError(f"n_ceps ({n_ceps}) must not exceed n_filters ({n_filters})")
-    if dither and dither > 0:
-        rng = np.random.default_rng(seed)
-        x = x + dither * rng.standard_normal(x.size)
-    feats = mfcc(
-        x,
-        samplerate=sample_rate,
-        winlen=winlen,
-        winstep=winstep,
-        numcep=n_ceps,
-        nfilt=n_filters,
-        nfft=_nfft_for(sample_rate, winlen),
-        lowfreq=low_freq,
-        highfreq=high_freq,
-        preemph=0.97,
-        ceplifter=22,
-        appendEnergy=True,
-        winfunc=np.hamming,
-    )
-    # python_speech_features floors energies at machine eps, so log() is
-    # finite; the floor below is a second line of defence (ln eps ~ -36).
-    floor = math.log(np.finfo(np.float64).eps)
-    feats = np.nan_to_num(feats, nan=floor, posinf=-floor, neginf=floor)
-    feats[:, 0] = np.maximum(feats[:, 0], floor)
+    pspec, nfft = _power_spectrum(x, sample_rate, winlen, winstep, 0.97)
+    fb = _filterbank(int(n_filters), nfft, int(sample_rate), float(low), float(high))
+    eps = np.finfo(np.float64).eps
+    feats = dct(np.log(np.maximum(pspec @ fb.T, eps)), type=2, axis=1, norm="ortho")[:, :n_ceps]
+    feats = lifter(feats, 22)
+    feats[:, 0] = _log_band_energy(pspec, nfft, sample_rate, low, high)
     return feats
 
 
@@ -162,13 +227,18 @@ def mfcc_features(
     n_filters: int | None = None,
     winlen: float = 0.025,
     winstep: float = 0.01,
-    low_freq: float = 0.0,
+    low_freq: float | None = None,
     high_freq: float | None = None,
     deltas: bool = True,
     dither: float = 1e-5,
     seed: int = 0,
 ) -> np.ndarray:
     """MFCC (+ delta + delta-delta) features of a signal.
+
+    The analysis is that of :func:`python_speech_features.mfcc` (pre-emphasis
+    0.97, Hamming window, lifter 22), except that c0 is the natural log of
+    the frame energy within the filterbank's band (all bins for the full band,
+    as python_speech_features does).
 
     Parameters
     ----------
@@ -177,14 +247,14 @@ def mfcc_features(
     sample_rate : int
         Sample rate of ``signal`` in Hz.
     n_ceps : int, optional
-        Number of static cepstra (default 20); c0 is replaced by the natural
-        log of the frame energy.
+        Number of static cepstra (default 20), c0 included.
     n_filters : int or None, optional
         Mel filters; ``None`` means 24 at <= 8 kHz and 26 above.
     winlen, winstep : float, optional
         Window length and shift in seconds (25 ms / 10 ms).
-    low_freq, high_freq : float, optional
-        Band edges of the mel filterbank in Hz (default 0 to Nyquist).
+    low_freq, high_freq : float or None, optional
+        Band edges of the mel filterbank in Hz; ``None``: 300-3400 Hz at
+        sample rates <= 8 kHz, 0 Hz to Nyquist above (:func:`band_edges`).
     deltas : bool, optional
         Append first and second derivatives (window N=2 each).
     dither : float, optional
@@ -196,17 +266,22 @@ def mfcc_features(
     Returns
     -------
     numpy.ndarray, shape (n_frames, 3 * n_ceps) or (n_frames, n_ceps), float32
-        Finite features, one row per frame.
+        Finite features, one row per frame: ``n_frames = 1 + ceil((n_samples -
+        winlen * sample_rate) / (winstep * sample_rate))``.
     """
-    from python_speech_features import delta
-
-    static = _static_mfcc(signal, sample_rate, n_ceps, n_filters, winlen, winstep,
-                          low_freq, high_freq, dither, seed)
+    low, high = band_edges(sample_rate, low_freq, high_freq)
+    static = _static_mfcc(_prepare(signal, dither, seed), sample_rate, n_ceps, n_filters,
+                          winlen, winstep, low, high)
     if not deltas:
         return static.astype(np.float32)
+    return _with_deltas(static).astype(np.float32)
+
+
+def _with_deltas(static):
+    from python_speech_features import delta
+
     d1 = delta(static, 2)
-    d2 = delta(d1, 2)
-    return np.hstack([static, d1, d2]).astype(np.float32)
+    return np.hstack([static, d1, delta(d1, 2)])
 
 
 def frame_log_energy(
@@ -215,8 +290,16 @@ def frame_log_energy(
     *,
     winlen: float = 0.025,
     winstep: float = 0.01,
+    low_freq: float = 0.0,
+    high_freq: float | None = None,
+    preemph: float = 0.97,
 ) -> np.ndarray:
-    """Natural log of the per-frame energy, as used for c0 by :func:`mfcc_features`.
+    """Natural log of the per-frame energy, optionally of one band only.
+
+    With the defaults it is c0 of :func:`python_speech_features.mfcc` (whole
+    band, after pre-emphasis).  :func:`extract_features` gives the VAD the
+    energy of the filterbank's band without pre-emphasis (``preemph=0``),
+    which keeps low-frequency voiced speech above the noise.
 
     Parameters
     ----------
@@ -226,136 +309,24 @@ def frame_log_energy(
         Sample rate in Hz.
     winlen, winstep : float, optional
         Window length and shift in seconds.
+    low_freq, high_freq : float or None, optional
+        Band in Hz (default: 0 Hz to Nyquist).
+    preemph : float, optional
+        Pre-emphasis coefficient; 0 disables it.
 
     Returns
     -------
     numpy.ndarray, shape (n_frames,), float64
-        ``ln`` of the frame energy (power spectrum summed over bins after
-        pre-emphasis and a Hamming window), floored at ``ln(eps)``.
+        ``ln`` of the frame energy (power spectrum of the Hamming-windowed
+        frame summed over the band's bins), floored at ``ln(eps)``.
     """
-    from python_speech_features import fbank
-
     x = np.asarray(signal, dtype=np.float64)
     if x.ndim != 1 or x.size == 0:
         raise ValueError("signal must be a non-empty 1-D array")
-    _, energy = fbank(x, samplerate=sample_rate, winlen=winlen, winstep=winstep,
-                      nfilt=1, nfft=_nfft_for(sample_rate, winlen), winfunc=np.hamming)
-    return np.log(np.maximum(energy, np.finfo(np.float64).eps))
-
-
-# ---------------------------------------------------------------------------
-# VAD
-# ---------------------------------------------------------------------------
-def energy_vad(
-    x: np.ndarray,
-    sample_rate: int | None = None,
-    *,
-    winlen: float = 0.025,
-    winstep: float = 0.01,
-    dynamic_range_db: float = 30.0,
-    noise_percentile: float = 10.0,
-    noise_margin_db: float = 3.0,
-    abs_floor_db: float = -60.0,
-    min_frames: int = 10,
-    smooth: int = 5,
-) -> np.ndarray:
-    """Energy-based voice activity detection.
-
-    A frame is speech when its energy (in dB) is
-
-    * within ``dynamic_range_db`` of the loudest frame,
-    * at least ``noise_margin_db`` above a noise-floor estimate (the
-      ``noise_percentile``-th percentile of the frame energies), and
-    * above ``abs_floor_db`` (digital silence and dither are never speech).
-
-    The mask is then smoothed with a majority vote over ``smooth`` frames.  If
-    fewer than ``min_frames`` frames survive but some frames are above the
-    absolute floor, the loudest ``min_frames`` of those are kept instead.
-
-    Parameters
-    ----------
-    x : numpy.ndarray
-        Either a signal, shape (n_samples,), when ``sample_rate`` is given, or
-        per-frame natural-log energies, shape (n_frames,), as returned by
-        :func:`frame_log_energy` (or column 0 of :func:`mfcc_features`).
-    sample_rate : int or None, optional
-        Sample rate of ``x`` if it is a signal; ``None`` if it is log-energies.
-    winlen, winstep : float, optional
-        Framing used when ``x`` is a signal.
-    dynamic_range_db, noise_percentile, noise_margin_db, abs_floor_db : float
-        Thresholds described above.  Energies are ``10 log10`` of the sum of
-        the frame's power spectrum for a signal scaled to [-1, 1].
-    min_frames : int, optional
-        Keep at least this many frames when any frame is above the absolute floor.
-    smooth : int, optional
-        Odd window length of the majority filter; <= 1 disables smoothing.
-
-    Returns
-    -------
-    numpy.ndarray, shape (n_frames,), bool
-        True for speech frames.  All False only if no frame is above
-        ``abs_floor_db``.
-    """
-    if sample_rate is not None:
-        log_e = frame_log_energy(x, sample_rate, winlen=winlen, winstep=winstep)
-    else:
-        log_e = np.asarray(x, dtype=np.float64)
-        if log_e.ndim != 1:
-            raise ValueError(f"log-energies must be 1-D, got shape {log_e.shape}")
-    n = log_e.size
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    if not np.all(np.isfinite(log_e)):
-        raise ValueError("log-energies contain NaN or infinite values")
-    e_db = log_e * _LN_TO_DB
-    above_floor = e_db > abs_floor_db
-    if not above_floor.any():
-        return np.zeros(n, dtype=bool)
-    noise_db = np.percentile(e_db, noise_percentile)
-    thresh = max(e_db.max() - dynamic_range_db, noise_db + noise_margin_db)
-    mask = (e_db > thresh) & above_floor
-    if smooth and smooth > 1 and n >= smooth:
-        k = int(smooth) | 1  # force odd
-        votes = np.convolve(mask.astype(np.int32), np.ones(k, dtype=np.int32), mode="same")
-        mask = (votes > k // 2) & above_floor
-    if mask.sum() < min(min_frames, int(above_floor.sum())):
-        k = min(min_frames, int(above_floor.sum()))
-        order = np.argsort(-e_db, kind="stable")[:k]
-        mask = np.zeros(n, dtype=bool)
-        mask[order] = True
-    return mask
-
-
-# ---------------------------------------------------------------------------
-# CMVN
-# ---------------------------------------------------------------------------
-def cmvn(features: np.ndarray, variance: bool = True) -> np.ndarray:
-    """Per-utterance cepstral mean (and variance) normalisation.
-
-    Parameters
-    ----------
-    features : numpy.ndarray, shape (n_frames, n_dims)
-        Feature matrix of one utterance.
-    variance : bool, optional
-        Also scale every dimension to unit variance (dimensions whose
-        standard deviation is ~0 are only centred).
-
-    Returns
-    -------
-    numpy.ndarray, shape (n_frames, n_dims), float32
-        Normalised features.
-    """
-    X = np.asarray(features, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"features must be 2-D (n_frames, n_dims), got shape {X.shape}")
-    if X.shape[0] == 0:
-        raise ValueError("features have no frames")
-    Y = X - X.mean(axis=0)
-    if variance:
-        std = Y.std(axis=0)
-        std = np.where(std > 1e-8, std, 1.0)
-        Y = Y / std
-    return Y.astype(np.float32)
+    low, high = band_edges(sample_rate, low_freq,
+                           sample_rate / 2 if high_freq is None else high_freq)
+    pspec, nfft = _power_spectrum(x, sample_rate, winlen, winstep, preemph)
+    return _log_band_energy(pspec, nfft, sample_rate, low, high)
 
 
 # ---------------------------------------------------------------------------
@@ -369,15 +340,18 @@ def extract_features(
     n_filters: int | None = None,
     winlen: float = 0.025,
     winstep: float = 0.01,
-    low_freq: float = 0.0,
+    low_freq: float | None = None,
     high_freq: float | None = None,
     dither: float = 1e-5,
     seed: int = 0,
-    vad: bool = True,
+    vad: bool | str = True,
+    norm: str = "cmvn",
+    norm_window: int = 300,
+    rasta: bool = False,
     variance_norm: bool = True,
     vad_kwargs: dict | None = None,
 ) -> np.ndarray:
-    """read -> MFCC (+deltas) -> energy VAD -> CMVN for one file.
+    """read -> MFCC (+deltas) [-> RASTA] -> VAD -> normalisation, for one file.
 
     Parameters
     ----------
@@ -386,13 +360,27 @@ def extract_features(
     sample_rate : int, optional
         Analysis sample rate in Hz (the file is resampled to it).
     n_ceps, n_filters, winlen, winstep, low_freq, high_freq, dither, seed
-        See :func:`mfcc_features`.
-    vad : bool, optional
-        Drop non-speech frames (default True).
+        See :func:`mfcc_features` (by default the filterbank spans 300-3400 Hz
+        at 8 kHz).
+    vad : bool or {"gmm", "kaldi", "percentile"}, optional
+        Drop non-speech frames with :func:`energy_vad` and this rule (True:
+        ``"gmm"``, the default); False keeps every frame.  The VAD sees the
+        log-energy of the filterbank's band without pre-emphasis.
+    norm : {"cmvn", "cmn", "sliding_cmvn", "sliding_cmn", "warp", "none"}, optional
+        Normalisation of the speech frames (:mod:`ipem.speaker.featnorm`):
+        per-utterance mean and variance (default), mean only, the same over
+        a sliding window of ``norm_window`` frames, feature warping over
+        ``norm_window`` frames, or none.
+    norm_window : int, optional
+        Window in frames of the sliding normalisations (default 300 = 3 s).
+    rasta : bool, optional
+        RASTA-filter the static cepstra (all frames, before deltas and VAD).
     variance_norm : bool, optional
-        Variance normalisation in :func:`cmvn`.
+        False turns ``"cmvn"`` into ``"cmn"`` and ``"sliding_cmvn"`` into
+        ``"sliding_cmn"`` (the earlier way to ask for mean-only CMN).
     vad_kwargs : dict, optional
-        Extra keyword arguments for :func:`energy_vad`.
+        Extra keyword arguments for :func:`energy_vad` (``method`` overrides
+        ``vad``).
 
     Returns
     -------
@@ -403,23 +391,31 @@ def extract_features(
     ------
     NoSpeechError
         (a ValueError) if the VAD finds no speech frame in the file.
+    ValueError
+        For an unknown ``vad``, ``norm`` or band.
     """
-    from python_speech_features import delta
-
-    signal = read_audio(path, sample_rate)
-    static = _static_mfcc(signal, sample_rate, n_ceps, n_filters, winlen, winstep,
-                          low_freq, high_freq, dither, seed)
-    d1 = delta(static, 2)
-    d2 = delta(d1, 2)
-    feats = np.hstack([static, d1, d2])
+    if vad is True:
+        vad = "gmm"
+    if vad and vad not in VAD_METHODS:
+        raise ValueError(f"unknown VAD {vad!r}; expected True, False or one of "
+                         f"{sorted(VAD_METHODS)}")
+    if norm not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {norm!r}; expected one of "
+                         f"{sorted(NORMALISATIONS)}")
+    if not variance_norm:
+        norm = {"cmvn": "cmn", "sliding_cmvn": "sliding_cmn"}.get(norm, norm)
+    low, high = band_edges(sample_rate, low_freq, high_freq)
+    x = _prepare(read_audio(path, sample_rate), dither, seed)
+    static = _static_mfcc(x, sample_rate, n_ceps, n_filters, winlen, winstep, low, high)
+    feats = _with_deltas(rasta_filter(static) if rasta else static)
     if vad:
-        mask = energy_vad(static[:, 0], **(vad_kwargs or {}))
+        pspec, nfft = _power_spectrum(x, sample_rate, winlen, winstep, 0.0)
+        log_e = _log_band_energy(pspec, nfft, sample_rate, low, high)
+        mask = energy_vad(log_e, **{"method": vad, **(vad_kwargs or {})})
         if not mask.any():
             raise NoSpeechError(f"no speech frames found in {path} (silent or too quiet)")
         feats = feats[mask]
-    return cmvn(feats, variance=variance_norm)
-
-
+    return normalise(feats, norm, norm_window)
 def extract_file(
     path: str | os.PathLike,
     out: str | os.PathLike,
@@ -558,8 +554,6 @@ def extract_many(
 
 
 def _progress(it, progress, total=None):
-    if not progress:
-        return it
-    from tqdm.auto import tqdm
+    from ..progress import progress_iter
 
-    return tqdm(it, total=total, desc="extract")
+    return progress_iter(it, total=total, desc="extract", enabled=progress)
