@@ -48,7 +48,10 @@ class UsageError(ValueError):
 def cmd_extract(args, ctrl):
     refs = pipeline.extract(args.root, args.out_dir, lists=args.list, fmt=args.format,
                             sample_rate=args.sample_rate, controller=ctrl,
-                            progress=not args.quiet)
+                            progress=not args.quiet, allow_pipes=args.allow_pipes,
+                            vad=False if args.vad == "none" else args.vad, norm=args.norm,
+                            norm_window=args.norm_window, rasta=args.rasta,
+                            low_freq=args.low_freq, high_freq=args.high_freq)
     print(f"extracted {len(refs)} files, {sum(r.n_frames for r in refs)} speech frames "
           f"-> {args.out_dir}")
     return 0
@@ -59,7 +62,8 @@ def _print_record(record):
 
 
 def cmd_train_ubm(args, ctrl):
-    files = pipeline.feature_files(args.list, args.features, args.root, args.format)
+    files = pipeline.feature_files(args.list, args.features, args.root, args.format,
+                                   allow_pipes=args.allow_pipes)
     ubm = pipeline.train_ubm(files, n_components=args.components, init=args.init,
                              stage_iter=args.stage_iter, final_iter=args.final_iter,
                              tol=args.tol, variance_floor=args.variance_floor, seed=args.seed,
@@ -73,7 +77,8 @@ def cmd_train_ubm(args, ctrl):
 def cmd_adapt(args, ctrl):
     models = pipeline.adapt(args.ubm, args.enroll, args.out_dir, features_dir=args.features,
                             root=args.root, fmt=args.format, relevance_factor=args.relevance,
-                            adapt=args.adapt, controller=ctrl, progress=not args.quiet)
+                            adapt=args.adapt, controller=ctrl, progress=not args.quiet,
+                            allow_pipes=args.allow_pipes)
     print(f"adapted {len(models)} speaker models -> {args.out_dir}")
     return 0
 
@@ -82,7 +87,8 @@ def cmd_score(args, ctrl):
     trials, _ = pipeline.score(args.ubm, args.trials, args.models, args.features,
                                root=args.root, fmt=args.format,
                                top_c=None if args.top_c == 0 else args.top_c, out=args.out,
-                               controller=ctrl, progress=not args.quiet)
+                               controller=ctrl, progress=not args.quiet,
+                               allow_pipes=args.allow_pipes)
     print(f"scored {len(trials)} trials -> {args.out}")
     return 0
 
@@ -97,7 +103,7 @@ def cmd_norm(args, ctrl):
                                    fmt=args.format,
                                    top_c=None if args.top_c == 0 else args.top_c,
                                    out=args.out, out_format=args.out_format, controller=ctrl,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, allow_pipes=args.allow_pipes)
     print(f"{args.method}-normalised {len(trials)} trials -> {args.out}")
     return 0
 
@@ -188,6 +194,11 @@ def build_parser():
         if cluster:
             sp.add_argument("--cluster", default="local",
                             help="where the step runs: local, local:N, mpi:N or profile:DIR")
+            sp.add_argument("--allow-pipes", action="store_true",
+                            help="run shell commands named in lists and scp files (Kaldi pipes "
+                                 "such as 'gunzip -c feats.ark.gz |'); they run through "
+                                 "/bin/sh with your permissions, so use this only with lists "
+                                 "you wrote or trust; by default such entries are refused")
         sp.add_argument("--quiet", action="store_true",
                         help="no progress bars; log errors only")
         sp.add_argument("-v", "--verbose", action="count", default=0,
@@ -209,6 +220,25 @@ def build_parser():
                     help="feature file format")
     sp.add_argument("--sample-rate", type=_typed(int, 1), default=8000,
                     help="audio is resampled to this rate (Hz)")
+    sp.add_argument("--vad", default="gmm", choices=["gmm", "kaldi", "percentile", "none"],
+                    help="voice activity detection: a 3-Gaussian mixture on frame log-energy "
+                         "(adapts to the noise level), Kaldi's compute-vad rule, the earlier "
+                         "percentile rule, or none (default: gmm)")
+    sp.add_argument("--norm", default="cmvn",
+                    choices=["cmvn", "cmn", "sliding_cmvn", "sliding_cmn", "warp", "none"],
+                    help="feature normalisation of the speech frames: per utterance, over a "
+                         "sliding window, or feature warping (default: cmvn)")
+    sp.add_argument("--norm-window", type=_typed(int, 2), default=300,
+                    help="window of the sliding normalisations and of warping, in frames "
+                         "(default: 300 = 3 s)")
+    sp.add_argument("--rasta", action="store_true",
+                    help="RASTA-filter the static cepstra")
+    sp.add_argument("--low-freq", type=_typed(float, 0.0), default=None,
+                    help="low edge of the mel filterbank in Hz (default: 300 at 8 kHz, "
+                         "0 above)")
+    sp.add_argument("--high-freq", type=_typed(float, 0.0, strict=True), default=None,
+                    help="high edge of the mel filterbank in Hz (default: 3400 at 8 kHz, "
+                         "Nyquist above)")
     common(sp)
     sp.set_defaults(func=cmd_extract)
 

@@ -472,7 +472,10 @@ def test_read_list_missing_and_directory(tmp_path):
 def test_read_scp(tmp_path):
     scp = tmp_path / "x.scp"
     scp.write_text("u1 a.ark:5\n# c\nu2 cat b.ark |\n")
-    assert features.read_scp(scp) == [(1, "u1", "a.ark:5"), (3, "u2", "cat b.ark |")]
+    assert features.read_scp(scp, allow_pipes=True) == [(1, "u1", "a.ark:5"),
+                                                        (3, "u2", "cat b.ark |")]
+    with pytest.raises(FeatureFileError, match=r"x.scp: line 3: 'u2 cat b.ark \|' is a shell "):
+        features.read_scp(scp)
     scp.write_text("u1 a.ark:5\nu1 a.ark:9\n")
     with pytest.raises(FeatureFileError, match=r"x.scp: line 2: duplicate .* \(first on line 1\)"):
         features.read_scp(scp)
@@ -523,5 +526,5 @@ def test_model_file_helpers_round_trip(tmp_path):
     with pytest.raises(ValueError, match="m.npz: not an ipem model file"):
         features.load_model(path)
     path.write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="m.npz: not a readable ipem model file"):
+    with pytest.raises(ValueError, match="not a valid ipem model file: .*m.npz"):
         features.load_model(path)

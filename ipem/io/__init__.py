@@ -15,12 +15,15 @@ module              contents
 ``kaldi``           Kaldi ark/scp via kaldiio: :func:`write_kaldi`
 ``npy``, ``hdf5``   NumPy ``.npy`` and HDF5 feature files
 ``lists``           list files: :func:`is_list_file`, :func:`read_list`,
-                    scp parsing and list expansion
+                    scp parsing and list expansion; shell commands (Kaldi
+                    pipes) in lists refused unless ``allow_pipes=True``
 ``checks``          validation shared by the format modules
 ``atomic``          :func:`atomic_path`, :func:`save_npz_atomic`,
                     :func:`write_text_atomic`
 ``models``          the model/checkpoint ``.npz`` format: :func:`load_model`,
-                    history and RNG state <-> arrays
+                    history and RNG state <-> arrays; bounded, pickle-free
+                    reading (``read_npz``), model checks (``check_gmm``),
+                    ``<model_id>.npz`` names (``model_file``)
 ==================  ===========================================================
 
 Balancing files over engines is scheduling, not I/O:

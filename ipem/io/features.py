@@ -104,7 +104,7 @@ def _check_same_dims(refs: Sequence[FeatureRef]) -> int:
 
 
 def list_features(sources: PathLike | Iterable[PathLike], fmt: str | None = None, *,
-                  h5_key: str = DEFAULT_H5_KEY) -> list[FeatureRef]:
+                  h5_key: str = DEFAULT_H5_KEY, allow_pipes: bool = False) -> list[FeatureRef]:
     """Describe a collection of feature files, reading headers only.
 
     Parameters
@@ -126,6 +126,13 @@ def list_features(sources: PathLike | Iterable[PathLike], fmt: str | None = None
         unusual extensions).  ``.scp`` and list files are still expanded.
     h5_key : str, optional
         Dataset name used for HDF5 files.
+    allow_pipes : bool, optional
+        Accept shell commands (Kaldi pipes, ``cmd |``) named in list and
+        scp files; they run (through a shell) when their headers are read
+        here and again when the matrices are loaded.  By default a list
+        naming one is refused, with its file and line
+        (:func:`ipem.io.lists.read_lines`).  Sources given directly are the
+        caller's and are not checked.
 
     Returns
     -------
@@ -137,7 +144,8 @@ def list_features(sources: PathLike | Iterable[PathLike], fmt: str | None = None
     FeatureFileError
         If any file is bad (see :func:`describe`), or if the files do not all
         have the same number of features; the message names the first file
-        that differs and both dimensionalities.
+        that differs and both dimensionalities.  If a list names a shell
+        command and ``allow_pipes`` is false.
     ValueError
         If no feature files are found.
     """
@@ -145,7 +153,7 @@ def list_features(sources: PathLike | Iterable[PathLike], fmt: str | None = None
         handler(fmt)
     refs: list[FeatureRef] = []
     with open_files() as files:
-        for entry in expand_sources(sources):
+        for entry in expand_sources(sources, allow_pipes=allow_pipes):
             if entry.utt is not None:  # an scp line
                 refs.append(_describe(entry.spec, "kaldi", entry.utt, files))
                 continue

@@ -13,6 +13,12 @@ the archive size; other rxspecifiers (pipes ``... |``, slices ``[a:b]``,
 text-mode arks) are loaded by :mod:`kaldiio` to get their shape.  Vectors
 are refused.  :func:`write_kaldi` writes an ark and its scp atomically.
 
+Pipes are shell commands (kaldiio runs them with ``Popen(shell=True)``).
+This module runs what it is given; the list readers of :mod:`ipem.io.lists`
+refuse pipes found in list and scp files unless asked (``allow_pipes=True``),
+so that a list from elsewhere cannot run commands.  :func:`is_pipe` is the
+one test of what is a pipe.
+
 :func:`read_shape` and :func:`read_into` are the format's entries in the
 registry of :mod:`ipem.io.formats`.
 """
@@ -40,10 +46,32 @@ _MATRIX_TYPES = {"FM": 4, "DM": 8}
 _COMPRESSED_TYPES = ("CM", "CM2", "CM3")
 
 
+_SPECIFIER_PREFIX = re.compile(r"(ark|scp)(,[a-z]+)*:", re.IGNORECASE)
+_OFFSET_SLICE = re.compile(r"(:\d+)?(\[[^\]]*\])?$")
+
+
 def is_pipe(spec: str) -> bool:
-    """Whether the rxspecifier ``spec`` is a pipe (``| cmd`` or ``cmd |``)."""
+    """Whether the rxspecifier ``spec`` is a shell command that kaldiio would run.
+
+    :mod:`kaldiio` hands a name to ``Popen(shell=True)`` when it begins or
+    ends with ``|``, also after it has removed an ``:offset`` and a
+    ``[slice]`` (so ``cmd |:12`` and ``cmd |[0:3]`` run ``cmd``).  A Kaldi
+    ``ark:``/``scp:`` prefix (with options, e.g. ``ark,s,cs:``) in front of
+    a command counts as well.
+
+    Examples
+    --------
+    >>> [is_pipe(s) for s in ("gunzip -c a.ark.gz |", "| cat", "cmd|:12", "ark:cmd |",
+    ...                       "a.ark:12", "a|b.ark:3")]
+    [True, True, True, True, False, False]
+    """
     s = spec.strip()
-    return s.startswith("|") or s.endswith("|")
+    m = _SPECIFIER_PREFIX.match(s)
+    if m:
+        s = s[m.end():].strip()
+    if s.startswith("|") or s.endswith("|"):
+        return True
+    return _OFFSET_SLICE.sub("", s).rstrip().endswith("|")
 
 
 def is_archive_spec(spec: str) -> bool:

@@ -24,6 +24,14 @@ A list may name ``.scp`` files but not other ``.lst``/``.txt`` lists
 (:func:`expand_sources`).  Problems raise
 :class:`~ipem.io.FeatureFileError` (a ValueError) naming the list file and,
 where it applies, the line.
+
+**Shell commands.**  Kaldi lets an entry be a command (``gunzip -c a.gz |``,
+``| cmd``, ``ark:cmd |``), which :mod:`kaldiio` runs through a shell.  A
+list may come from elsewhere, so every reader here refuses such an entry
+(:func:`ipem.io.kaldi.is_pipe`, on the whole line and on each of its
+fields), naming the file and line, unless the caller passes
+``allow_pipes=True`` (``ipem --allow-pipes``).  Sources given directly to
+:func:`expand_sources` are the caller's own and are not checked.
 """
 from __future__ import annotations
 
@@ -32,9 +40,10 @@ import os
 from typing import Iterable, Iterator, NamedTuple
 
 from .checks import reading
+from .kaldi import is_pipe
 from .refs import FeatureFileError, PathLike
 
-__all__ = ["LIST_EXTENSIONS", "SCP_EXTENSIONS", "ListedPath", "expand_sources",
+__all__ = ["LIST_EXTENSIONS", "SCP_EXTENSIONS", "ListedPath", "check_no_pipe", "expand_sources",
            "is_list_file", "is_scp_file", "list_kind", "read_lines", "read_list", "read_scp"]
 
 logger = logging.getLogger(__name__)
@@ -84,7 +93,43 @@ def is_scp_file(path) -> bool:
     return list_kind(path) == "scp"
 
 
-def read_lines(path: PathLike, *, allow_empty: bool = False) -> list[tuple[int, str]]:
+#: How :func:`check_no_pipe` tells the user to opt in.
+PIPES_HINT = ("ipem does not run commands named in lists unless asked to (--allow-pipes; "
+              "allow_pipes=True in Python)")
+
+
+def check_no_pipe(entry: str, path: PathLike, lineno: int) -> None:
+    """Refuse a list line that names a shell command (a Kaldi pipe).
+
+    Parameters
+    ----------
+    entry : str
+        The line (stripped); it is refused if it, or any of its
+        whitespace-separated fields, is a pipe (:func:`ipem.io.kaldi.is_pipe`).
+    path : str or os.PathLike
+        The list file, for the message.
+    lineno : int
+        1-based line number, for the message.
+
+    Raises
+    ------
+    FeatureFileError
+        ``"<path>: line <n>: '<cmd>' is a shell command (a Kaldi pipe); ipem
+        does not run commands named in lists unless asked to (...)"``.
+    """
+    if is_pipe(entry):
+        cmd = entry
+    else:
+        cmd = next((field for field in entry.split() if is_pipe(field)), None)
+        if cmd is None:
+            return
+    shown = cmd if len(cmd) <= 80 else cmd[:77] + "..."
+    raise FeatureFileError(os.fspath(path), f"line {lineno}: {shown!r} is a shell command (a "
+                           f"Kaldi pipe); {PIPES_HINT}")
+
+
+def read_lines(path: PathLike, *, allow_empty: bool = False,
+               allow_pipes: bool = False) -> list[tuple[int, str]]:
     """Read the entries of a list file, one per line.
 
     Parameters
@@ -93,6 +138,11 @@ def read_lines(path: PathLike, *, allow_empty: bool = False) -> list[tuple[int, 
         UTF-8 text file.
     allow_empty : bool, optional
         Return ``[]`` for a list without entries instead of raising.
+    allow_pipes : bool, optional
+        Accept lines naming shell commands (Kaldi pipes such as
+        ``gunzip -c a.ark.gz |``), which a Kaldi reader runs through a shell.
+        By default such a line is refused (:func:`check_no_pipe`): a list
+        from elsewhere must not run commands.
 
     Returns
     -------
@@ -105,7 +155,8 @@ def read_lines(path: PathLike, *, allow_empty: bool = False) -> list[tuple[int, 
     ------
     FeatureFileError
         If the file is missing, unreadable, a directory, not UTF-8 text or
-        contains NUL bytes (a binary file); the message names the file.
+        contains NUL bytes (a binary file), or a line names a shell command
+        and ``allow_pipes`` is false; the message names the file (and line).
     ValueError
         ``"<path>: the list is empty"`` if there are no entries and
         ``allow_empty`` is false.
@@ -119,13 +170,16 @@ def read_lines(path: PathLike, *, allow_empty: bool = False) -> list[tuple[int, 
                                        "not a text list?)")
             s = line.strip()
             if s and not s.startswith("#"):
+                if not allow_pipes:
+                    check_no_pipe(s, path, n)
                 rows.append((n, s))
     if not rows and not allow_empty:
         raise ValueError(f"{path}: the list is empty")
     return rows
 
 
-def read_list(path: PathLike, *, allow_empty: bool = False) -> list[tuple[int, list[str]]]:
+def read_list(path: PathLike, *, allow_empty: bool = False,
+              allow_pipes: bool = False) -> list[tuple[int, list[str]]]:
     """Read a list file as whitespace-separated fields.
 
     Parameters
@@ -134,6 +188,8 @@ def read_list(path: PathLike, *, allow_empty: bool = False) -> list[tuple[int, l
         UTF-8 text file, e.g. ``model_id utt1 utt2 ...`` lines.
     allow_empty : bool, optional
         Return ``[]`` for a list without entries instead of raising.
+    allow_pipes : bool, optional
+        Accept fields naming shell commands; see :func:`read_lines`.
 
     Returns
     -------
@@ -144,15 +200,17 @@ def read_list(path: PathLike, *, allow_empty: bool = False) -> list[tuple[int, l
     Raises
     ------
     FeatureFileError
-        As for :func:`read_lines` (missing, unreadable or binary file).
+        As for :func:`read_lines` (missing, unreadable or binary file, a
+        shell command).
     ValueError
         ``"<path>: the list is empty"`` if there are no entries and
         ``allow_empty`` is false.
     """
-    return [(n, line.split()) for n, line in read_lines(path, allow_empty=allow_empty)]
+    return [(n, line.split())
+            for n, line in read_lines(path, allow_empty=allow_empty, allow_pipes=allow_pipes)]
 
 
-def read_scp(path: PathLike) -> list[tuple[int, str, str]]:
+def read_scp(path: PathLike, *, allow_pipes: bool = False) -> list[tuple[int, str, str]]:
     """Read a Kaldi script file.
 
     Parameters
@@ -160,6 +218,10 @@ def read_scp(path: PathLike) -> list[tuple[int, str, str]]:
     path : str or os.PathLike
         ``.scp`` file with ``utt-id rxspecifier`` lines; the rxspecifier is
         the rest of the line (it may contain spaces, e.g. a pipe).
+    allow_pipes : bool, optional
+        Accept rxspecifiers that are shell commands (``cmd |``), which
+        :mod:`kaldiio` runs through a shell when the matrix is read.  By
+        default they are refused (see :func:`read_lines`).
 
     Returns
     -------
@@ -171,13 +233,13 @@ def read_scp(path: PathLike) -> list[tuple[int, str, str]]:
     ------
     FeatureFileError
         If the file cannot be read (see :func:`read_lines`), a line has no
-        rxspecifier, or an utterance id appears twice (the message gives
-        both line numbers).
+        rxspecifier or names a shell command (unless ``allow_pipes``), or an
+        utterance id appears twice (the message gives both line numbers).
     """
     path = os.fspath(path)
     out = []
     seen: dict[str, int] = {}
-    for lineno, line in read_lines(path, allow_empty=True):
+    for lineno, line in read_lines(path, allow_empty=True, allow_pipes=allow_pipes):
         parts = line.split(None, 1)
         if len(parts) != 2:
             raise FeatureFileError(path, f"line {lineno}: expected 'utt-id rxspecifier', "
@@ -208,7 +270,8 @@ class ListedPath(NamedTuple):
     utt: str | None
 
 
-def expand_sources(sources: PathLike | Iterable[PathLike]) -> Iterator[ListedPath]:
+def expand_sources(sources: PathLike | Iterable[PathLike], *,
+                   allow_pipes: bool = False) -> Iterator[ListedPath]:
     """Expand feature sources into the feature matrices they name, in order.
 
     Parameters
@@ -217,6 +280,10 @@ def expand_sources(sources: PathLike | Iterable[PathLike]) -> Iterator[ListedPat
         Feature files, ``.scp`` files and ``.lst``/``.txt`` lists.  A list
         names feature files or ``.scp`` files, one per line (the whole line
         is the path); a list inside a list is taken as a feature file.
+    allow_pipes : bool, optional
+        Accept shell commands (Kaldi pipes) named in the lists and scp
+        files; by default they are refused (see :func:`read_lines`).
+        Sources given here directly are not checked: they are the caller's.
 
     Yields
     ------
@@ -228,27 +295,28 @@ def expand_sources(sources: PathLike | Iterable[PathLike]) -> Iterator[ListedPat
     Raises
     ------
     FeatureFileError
-        If a list or scp file cannot be read or is malformed.
+        If a list or scp file cannot be read or is malformed, or names a
+        shell command and ``allow_pipes`` is false.
     TypeError
         If a source is not a path.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     for source in sources:
-        yield from _expand(os.fspath(source), allow_list=True)
+        yield from _expand(os.fspath(source), True, allow_pipes)
 
 
-def _expand(path: str, allow_list: bool) -> Iterator[ListedPath]:
+def _expand(path: str, allow_list: bool, allow_pipes: bool) -> Iterator[ListedPath]:
     kind = list_kind(path)
     if kind == "scp":
-        entries = read_scp(path)
+        entries = read_scp(path, allow_pipes=allow_pipes)
         logger.debug("%s: %d scp entries", path, len(entries))
         for _, utt, spec in entries:
             yield ListedPath(spec, utt)
     elif kind == "list" and allow_list:
-        entries = read_lines(path, allow_empty=True)
+        entries = read_lines(path, allow_empty=True, allow_pipes=allow_pipes)
         logger.debug("%s: %d list entries", path, len(entries))
         for _, entry in entries:
-            yield from _expand(entry, allow_list=False)
+            yield from _expand(entry, False, allow_pipes)
     else:
         yield ListedPath(path, None)

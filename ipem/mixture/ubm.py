@@ -11,6 +11,7 @@ be read by the engines from feature files, so the client never holds them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -20,7 +21,8 @@ from .. import io as _io
 from ..em.base import EMEstimator
 from ..em.staged import Position, run_stages
 from ..io.atomic import save_npz_atomic
-from ..io.models import load_model, records_to_json, rng_from_arrays, rng_to_arrays
+from ..io.models import (array_limits, check_gmm, history_from, invalid_model_file, load_model,
+                         read_npz, records_to_json, rng_from_arrays, rng_to_arrays, text_scalar)
 from ..kernels import get_kernels
 from ..parallel import as_controller
 from ..validation import check_float, check_int, check_option
@@ -78,6 +80,50 @@ def apply_variance_floor(variances, floor):
     """
     low = variances < floor
     return np.where(low, floor, variances), int(np.count_nonzero(low))
+
+
+# ---------------------------------------------------------------------------
+# checkpoint checks
+# ---------------------------------------------------------------------------
+
+def _files_identity(refs):
+    """Number of files and frames, and a SHA-256 of the ordered (path, key, shape) list."""
+    h = hashlib.sha256()
+    for r in refs:
+        h.update(f"{r.path}\t{r.key}\t{r.n_frames}\t{r.n_features}\n".encode("utf-8",
+                                                                           "surrogatepass"))
+    return {"files": len(refs), "frames": int(sum(r.n_frames for r in refs)),
+            "sha256": h.hexdigest()}
+
+
+def _describe(identity):
+    if "files" in identity:
+        return f"{identity['files']} files, {identity['frames']} frames"
+    return f"{identity.get('frames')} frames of {identity.get('features')} features"
+
+
+def _close(saved, now):
+    return (saved is not None and saved.dtype.kind == "f" and saved.shape == now.shape
+            and bool(np.allclose(saved, now, rtol=1e-6, atol=1e-9)))
+
+
+def _json_dict(z, key, path):
+    try:
+        value = json.loads(text_scalar(z, key, path))
+    except (ValueError, RecursionError) as exc:
+        raise invalid_model_file(path, f"{key} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise invalid_model_file(path, f"{key} is not a JSON object")
+    return value
+
+
+def _scalar(z, key, kinds, path):
+    """The 0-d integer (``kinds="iu"``) or boolean (``"b"``) array ``z[key]``."""
+    a = z.get(key)
+    if a is None or a.ndim != 0 or a.dtype.kind not in kinds:
+        raise invalid_model_file(path, f"{key!r} is missing or not a "
+                                 f"{'boolean' if kinds == 'b' else 'integer'} scalar")
+    return bool(a) if kinds == "b" else int(a)
 
 
 # ---------------------------------------------------------------------------
@@ -218,6 +264,7 @@ class UBMTrainer(EMEstimator):
     # --- data --------------------------------------------------------------------
     def _fit_data(self, X, sample_weight):
         """Arrays are distributed; feature files (lists, scp) are read by the shards themselves."""
+        self._files_identity = None  # the files, in order, for the checkpoint's fingerprint
         if isinstance(X, (str, os.PathLike)) or (
                 isinstance(X, (list, tuple)) and X
                 and isinstance(X[0], (str, os.PathLike, _io.FeatureRef))):
@@ -225,6 +272,7 @@ class UBMTrainer(EMEstimator):
                 raise ValueError("sample_weight cannot be given with feature files")
             self._check_params()
             refs = (list(X) if isinstance(X[0], _io.FeatureRef) else _io.list_features(X))
+            self._files_identity = _files_identity(refs)
             total = sum(r.n_frames for r in refs)
             if total < self.n_components:
                 raise ValueError(f"the feature files hold {total} frames, fewer than the "
@@ -331,25 +379,52 @@ class UBMTrainer(EMEstimator):
     def _settings(self):
         return {k: getattr(self, k) for k in self._RESUME_SETTINGS}
 
+    def _identity(self, data):
+        """What a checkpoint must have been written for: the seed and the data.
+
+        Feature files count with their paths, keys and frame counts, in the
+        order given to ``fit``; arrays with their size (their mean and
+        variance are compared separately).
+        """
+        seed = self.random_state
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            seed = int(seed)
+        elif seed is not None:
+            seed = type(seed).__name__  # a generator object: nothing to compare
+        ident = {"random_state": seed}
+        files = getattr(self, "_files_identity", None)
+        if files is None and data.files is not None:  # a DistributedData given to fit
+            files = _files_identity([r for shard in data.files for r in shard])
+        ident.update(files if files is not None else
+                     {"frames": int(data.n_samples), "features": int(data.n_features)})
+        return ident
+
     def _write_checkpoint(self, path, params, pos, rng, history, data):
         save_npz_atomic(
             path, format_version=np.array(FORMAT_VERSION), weights=params["weights"],
             settings_json=np.array(json.dumps(self._settings())),
+            identity_json=np.array(json.dumps(self._identity(data))),
             converged=np.array(bool(pos.converged)),
             means=params["means"], covariances=params["covariances"],
             stage_index=np.array(pos.stage_index), iter_in_stage=np.array(pos.iter_in_stage),
             stage_done=np.array(bool(pos.stage_done)), n_components=np.array(self.n_components),
-            data_shape=np.array(data.shape), data_mean=data.mean,
+            data_shape=np.array(data.shape), data_mean=data.mean, data_var=data.var,
             history_json=np.array(records_to_json(history)), **rng_to_arrays(rng))
 
     def _read_checkpoint(self, path, data):
-        z = load_model(path)
+        """Read a checkpoint, trusting nothing in it (see :mod:`ipem.io.models`)."""
+        stages = self._stages()
+        fresh = "delete the checkpoint (or pass resume=False) to train from the start"
+        try:
+            z = read_npz(path, array_limits(self.n_components, data.n_features))
+        except ValueError as exc:
+            raise ValueError(f"{exc}; {fresh}") from None
         missing = [k for k in ("settings_json", "stage_index", "data_shape", "rng_keys")
                    if k not in z]
         if missing:
             raise ValueError(f"{path} is not a UBM training checkpoint (no {missing[0]!r}; "
                              "a model file?): give another checkpoint path")
-        saved = json.loads(str(z["settings_json"]))
+        saved = _json_dict(z, "settings_json", path)
         changed = {k: (saved.get(k), v) for k, v in self._settings().items()
                    if saved.get(k) != v}
         if changed:
@@ -357,14 +432,58 @@ class UBMTrainer(EMEstimator):
                              for k, (old, new) in changed.items())
             raise ValueError(f"checkpoint {path} was written with other settings: {what}; "
                              "use the same settings, another checkpoint path or resume=False")
-        if tuple(z["data_shape"]) != data.shape or not np.allclose(z["data_mean"], data.mean,
-                                                                   rtol=1e-6, atol=1e-9):
-            raise ValueError(f"checkpoint {path} was written for other data "
-                             f"(shape {tuple(z['data_shape'])}, this data {data.shape})")
-        params = {k: z[k] for k in ("weights", "means", "covariances")}
-        pos = Position(int(z["stage_index"]), int(z["iter_in_stage"]), bool(z["stage_done"]),
-                       bool(z["converged"]))
-        return params, pos, rng_from_arrays(z), z["history"]
+        if "identity_json" not in z:
+            raise ValueError(f"checkpoint {path} has no record of its seed and data (written by "
+                             f"an older ipem): {fresh}")
+        old, new = _json_dict(z, "identity_json", path), self._identity(data)
+        if old.get("random_state") != new["random_state"]:
+            raise ValueError(f"checkpoint {path} was written with random_state="
+                             f"{old.get('random_state')!r}, this training has random_state="
+                             f"{new['random_state']!r}: {fresh}, or use the same data and seed")
+        shape = z["data_shape"]
+        if shape.shape != (2,) or shape.dtype.kind not in "iu" or \
+                tuple(int(n) for n in shape) != data.shape or old != new or \
+                not _close(z.get("data_mean"), data.mean) or \
+                not _close(z.get("data_var", data.var), data.var):
+            same = _describe(old) == _describe(new)
+            raise ValueError(f"checkpoint {path} was written for other data ({_describe(old)}; "
+                             f"this training: {_describe(new)}"
+                             f"{': other files or another order' if same else ''}): {fresh}, "
+                             "or use the same data and seed")
+        try:
+            params, pos, rng = self._checkpoint_state(z, path, stages, data.n_features)
+            history = history_from(z, path)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; {fresh}") from None
+        return params, pos, rng, history
+
+    def _checkpoint_state(self, z, path, stages, n_features):
+        """The model, position and random state of a checkpoint, each checked."""
+        stage_index = _scalar(z, "stage_index", "iu", path)
+        if not 0 <= stage_index < len(stages):
+            raise invalid_model_file(path, f"stage_index={stage_index}, but this training has "
+                                     f"{len(stages)} stages ({[s for s, _ in stages]} Gaussians)")
+        size, max_iter = stages[stage_index]
+        iter_in_stage = _scalar(z, "iter_in_stage", "iu", path)
+        if not 0 <= iter_in_stage <= max_iter:
+            raise invalid_model_file(path, f"iter_in_stage={iter_in_stage}, but stage "
+                                     f"{stage_index} runs at most {max_iter} iterations")
+        pos = Position(stage_index, iter_in_stage, _scalar(z, "stage_done", "b", path),
+                       _scalar(z, "converged", "b", path))
+        w, m, v = check_gmm(z["weights"], z["means"], z["covariances"], path,
+                            n_features=n_features)
+        # dead components may have been removed, never added
+        if w.size > size or (w.size != size and self.dead_policy != "remove"):
+            raise invalid_model_file(path, f"{w.size} Gaussians at stage {stage_index}, which "
+                                     f"has {size}")
+        keys, meta, cached = (z.get(k) for k in ("rng_keys", "rng_meta", "rng_cached"))
+        if keys.shape != (624,) or keys.dtype != np.uint32 or meta is None or \
+                meta.shape != (2,) or meta.dtype.kind not in "iu" or \
+                not 0 <= int(meta[0]) <= 624 or cached is None or cached.shape != (1,) or \
+                cached.dtype.kind != "f":
+            raise invalid_model_file(path, "the random state (rng_keys, rng_meta, rng_cached) "
+                                     "is not that of a legacy RandomState")
+        return {"weights": w, "means": m, "covariances": v}, pos, rng_from_arrays(z)
 
     # --- use -------------------------------------------------------------------------
     def to_gaussian_mixture(self):

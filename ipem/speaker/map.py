@@ -27,7 +27,8 @@ from ..kernels import get_kernels
 from ..validation import check_frames
 from ..parallel import as_controller
 from ..io.atomic import remove_stale_temporaries, save_npz_atomic
-from ..io.models import load_model
+from ..io.models import array_limits, check_gmm, invalid_model_file, load_model, read_npz
+from ..io.models import text_scalar
 from .sources import load_source, resolve_source
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ __all__ = ["utterance_stats", "map_adapt", "SpeakerModel", "adapt_speakers"]
 
 #: Default floor of adapted variances, as a fraction of the UBM's variances.
 VARIANCE_FLOOR = 1e-3
+_MODEL_KIND = "ipem-speaker-model"
 
 
 
@@ -320,7 +322,7 @@ class SpeakerModel:
 
     def save(self, path):
         """Write the model atomically to an ``.npz`` file (no pickle); returns the path."""
-        return save_npz_atomic(path, kind=np.array("ipem-speaker-model"),
+        return save_npz_atomic(path, kind=np.array(_MODEL_KIND),
                                speaker_id=np.array(str(self.speaker_id)),
                                weights=np.asarray(self.weights, dtype=np.float64),
                                means=np.asarray(self.means, dtype=np.float64),
@@ -328,20 +330,54 @@ class SpeakerModel:
                                n_frames=np.array(int(self.n_frames), dtype=np.int64))
 
     @classmethod
-    def load(cls, path):
-        """Read a model written by :meth:`save`."""
+    def load(cls, path, *, speaker_id=None, n_components=None, n_features=None):
+        """Read and check a model written by :meth:`save`.
+
+        Nothing in the file is trusted: see :func:`ipem.io.models.read_npz`
+        (sizes checked before anything is decompressed, no pickle) and
+        :func:`ipem.io.models.check_gmm` (shapes, finite values, weights
+        summing to 1, positive variances).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        speaker_id : str, optional
+            The speaker the file must hold, e.g. the model id that named it.
+        n_components, n_features : int, optional
+            The size the model must have (its UBM's); also bounds what is read.
+
+        Returns
+        -------
+        SpeakerModel
+
+        Raises
+        ------
+        ValueError
+            ``"not a valid ipem model file: <path> (...)"`` for a corrupt,
+            oversized or inconsistent file or a model of another size;
+            ``"<path>: not an ipem speaker model file (no 'speaker_id')"``;
+            a file holding another speaker than ``speaker_id``.
+        """
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a readable speaker model file ({exc})") from None
+        data = read_npz(path, array_limits(n_components, n_features))
         missing = [k for k in ("speaker_id", "weights", "means", "variances") if k not in data]
         if missing:
             raise ValueError(f"{path}: not an ipem speaker model file (no {missing[0]!r})")
-        w, m, v = _as_params(data["weights"], data["means"], data["variances"],
-                             f"speaker model {path}")
-        return cls(str(data["speaker_id"]), w, m, v, int(data.get("n_frames", 0)))
+        kind = text_scalar(data, "kind", path, default=_MODEL_KIND)
+        if kind != _MODEL_KIND:
+            raise invalid_model_file(path, f"kind {kind!r}, expected {_MODEL_KIND!r}")
+        stored = text_scalar(data, "speaker_id", path)
+        if speaker_id is not None and stored != str(speaker_id):
+            raise ValueError(f"{path} holds the model of speaker {stored!r}, not of "
+                             f"{str(speaker_id)!r}: a model file is named after its speaker "
+                             "(<models>/<speaker_id>.npz)")
+        w, m, v = check_gmm(data["weights"], data["means"], data["variances"], path,
+                            n_components=n_components, n_features=n_features,
+                            names=("weights", "means", "variances"))
+        n_frames = data.get("n_frames", np.array(0))
+        if n_frames.ndim != 0 or n_frames.dtype.kind not in "iu" or n_frames < 0:
+            raise invalid_model_file(path, "n_frames is not a count")
+        return cls(stored, w, m, v, int(n_frames))
 
 
 def _check_speaker_id(spk):

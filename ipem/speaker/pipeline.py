@@ -36,7 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import is_scp_file, read_list
+from ..io import is_list_file, is_scp_file, list_features, read_list, read_scp
+from ..io.kaldi import is_pipe
+from ..io.lists import PIPES_HINT, expand_sources
+from ..io.models import check_model_id, model_file
 from . import metrics as _metrics
 from .frontend import extract_many
 from .calibration import DEFAULT_PRIOR, LogisticCalibration
@@ -64,7 +67,25 @@ def _is_audio(entry):
     return Path(entry).suffix.lower() in AUDIO_SUFFIXES
 
 
-def feature_path(entry, features_dir, root=None, fmt="htk"):
+def _listed(entry, lst, lineno, features_dir, root, fmt, allow_pipes):
+    """:func:`feature_path` of a list entry; a refusal names the list and line."""
+    try:
+        return feature_path(entry, features_dir, root, fmt, allow_pipes=allow_pipes)
+    except ValueError as exc:
+        raise ValueError(f"{os.fspath(lst)}, line {lineno}: {exc}") from None
+
+
+def _relative_to_root(p, root):
+    """``p`` (absolute) relative to ``root``, or None when it is outside."""
+    for base in (Path(root).absolute(), Path(root).resolve()):
+        try:
+            return p.relative_to(base)
+        except ValueError:
+            pass
+    return None
+
+
+def feature_path(entry, features_dir, root=None, fmt="htk", *, allow_pipes=False):
     """The feature file of a list entry.
 
     Parameters
@@ -78,6 +99,10 @@ def feature_path(entry, features_dir, root=None, fmt="htk"):
         Corpus directory the list entries are relative to.
     fmt : {"htk", "npy", "h5"}, default="htk"
         Feature format, which is also the feature files' extension.
+    allow_pipes : bool, default=False
+        Return an entry that is a shell command (a Kaldi pipe such as
+        ``cmd |``, run through a shell when read) as it is; by default it is
+        refused.
 
     Returns
     -------
@@ -88,7 +113,9 @@ def feature_path(entry, features_dir, root=None, fmt="htk"):
     Raises
     ------
     ValueError
-        For an absolute audio path outside ``root``.
+        For an absolute audio path outside ``root``, an audio path with
+        ``..`` (its features cannot be under ``features_dir``), or a shell
+        command when ``allow_pipes`` is false.
 
     Examples
     --------
@@ -97,21 +124,28 @@ def feature_path(entry, features_dir, root=None, fmt="htk"):
     >>> feature_path("other/x.npy", "feats", "corpus")
     'corpus/other/x.npy'
     """
+    entry = os.fspath(entry)
+    if is_pipe(entry):
+        if not allow_pipes:
+            raise ValueError(f"{entry!r} is a shell command (a Kaldi pipe); {PIPES_HINT}")
+        return entry
     p = Path(entry)
     if not _is_audio(p):
         q = p if p.is_absolute() or root is None else Path(root) / p
         return str(q)
     if root is not None and p.is_absolute():
-        try:
-            p = p.relative_to(Path(root).resolve())
-        except ValueError:
-            raise ValueError(f"audio file {entry} is not under the corpus root {root}") from None
+        p = _relative_to_root(p, root)
+        if p is None:
+            raise ValueError(f"audio file {entry} is not under the corpus root {root}")
     elif p.is_absolute():
         p = p.relative_to(p.anchor)
+    if ".." in p.parts:
+        raise ValueError(f"audio path {entry} goes up ('..'): its features cannot be under "
+                         f"{features_dir}")
     return str(Path(features_dir) / p.with_suffix("." + fmt))
 
 
-def feature_files(lists, features_dir, root=None, fmt="htk"):
+def feature_files(lists, features_dir, root=None, fmt="htk", *, allow_pipes=False):
     """Feature files of the utterances named in lists (e.g. ``ubm.lst``).
 
     Parameters
@@ -122,16 +156,24 @@ def feature_files(lists, features_dir, root=None, fmt="htk"):
         are: the UBM trainer expands them).
     features_dir, root, fmt
         See :func:`feature_path`.
+    allow_pipes : bool, default=False
+        Accept shell commands (Kaldi pipes, ``cmd |``) in the lists and scp
+        files; they run through a shell when the features are read.  Then
+        the result is :class:`ipem.io.FeatureRef` objects (headers read here,
+        :func:`ipem.io.list_features` with ``allow_pipes=True``), so that
+        nothing downstream refuses the commands allowed here.
 
     Returns
     -------
-    list of str
+    list of str (list of FeatureRef with ``allow_pipes``)
         Feature file paths (and ``.scp`` paths), in list order.
 
     Raises
     ------
     ValueError
-        For an empty list, or an audio path outside ``root``.
+        For an empty list, an audio path outside ``root`` or with ``..``, or
+        a shell command when ``allow_pipes`` is false (the list file and
+        line are named).
     ipem.io.FeatureFileError
         For a list that cannot be read (a ValueError).
     """
@@ -140,45 +182,73 @@ def feature_files(lists, features_dir, root=None, fmt="htk"):
     files = []
     for lst in lists:
         if is_scp_file(lst):
+            read_scp(lst, allow_pipes=allow_pipes)  # a command is refused now, with its line
             files.append(os.fspath(lst))
             continue
-        for _, fields in read_list(lst):
-            files.extend(feature_path(f, features_dir, root, fmt) for f in fields)
+        for n, fields in read_list(lst, allow_pipes=allow_pipes):
+            files.extend(_listed(f, lst, n, features_dir, root, fmt, allow_pipes)
+                         for f in fields)
+    if allow_pipes:
+        return list_features(files, allow_pipes=True)
     return files
 
 
-def read_enrollment(path, features_dir, root=None, fmt="htk"):
+def read_enrollment(path, features_dir, root=None, fmt="htk", *, allow_pipes=False):
     """Read an enrollment list: ``model_id utterance [utterance ...]`` per line.
 
     Parameters
     ----------
     path : str or os.PathLike
         The list; a model id on several lines collects all their utterances.
+        An utterance may be a list of feature files (``.scp``, ``.lst``);
+        it is read now, so that a command in it is refused before any work.
     features_dir, root, fmt
         See :func:`feature_path`.
+    allow_pipes : bool, default=False
+        Accept shell commands (Kaldi pipes, ``cmd |``) in the list and in
+        the lists it names; they run through a shell when the features are
+        read.  The lists an entry names are then expanded here into
+        :class:`ipem.io.FeatureRef` objects (headers read).
 
     Returns
     -------
     dict
-        ``model_id -> list of feature file paths``, in file order.
+        ``model_id -> list of feature file paths`` (or FeatureRefs, see
+        ``allow_pipes``), in file order.
 
     Raises
     ------
     ValueError
-        For an empty list or a line without an utterance (the message gives
-        the file and line number).
+        For an empty list, a line without an utterance, a model id that
+        cannot name a model file (``/``, ``\\``, ``..``), an audio path
+        outside ``root`` or with ``..``, a shell command when ``allow_pipes``
+        is false (the message gives the file and line number).
     """
+    path = os.fspath(path)
     out = {}
-    for n, fields in read_list(path):
+    for n, fields in read_list(path, allow_pipes=allow_pipes):
         if len(fields) < 2:
-            raise ValueError(f"{os.fspath(path)}, line {n}: expected 'model_id utterance...', "
+            raise ValueError(f"{path}, line {n}: expected 'model_id utterance...', "
                              f"got only {fields[0]!r}")
-        out.setdefault(fields[0], []).extend(feature_path(u, features_dir, root, fmt)
-                                             for u in fields[1:])
+        try:
+            check_model_id(fields[0])
+        except ValueError as exc:
+            raise ValueError(f"{path}, line {n}: {exc}") from None
+        utts = out.setdefault(fields[0], [])
+        for u in fields[1:]:
+            f = _listed(u, path, n, features_dir, root, fmt, allow_pipes)
+            if not is_list_file(f):
+                utts.append(f)
+            elif allow_pipes:
+                utts.extend(list_features(f, allow_pipes=True))
+            else:
+                for _ in expand_sources(f):  # reads the list: a command is refused here
+                    pass
+                utts.append(f)
     return out
 
 
-def audio_files(root, lists=None):
+def audio_files(root, lists=None, *, allow_pipes=False):
     """Audio files of a corpus, relative to its root.
 
     Parameters
@@ -188,24 +258,34 @@ def audio_files(root, lists=None):
     lists : sequence of path-like, optional
         Take only the audio named in these lists (any field with an audio
         suffix, see :data:`AUDIO_SUFFIXES`); default: every audio file under
-        ``root``.
+        ``root``.  An entry must be under ``root`` (relative without
+        ``..``, or absolute inside it), so that its features are written
+        under the feature directory.
+    allow_pipes : bool, default=False
+        Accept lists with shell commands (Kaldi pipes) in them; these are
+        not audio and are skipped.
 
     Returns
     -------
     list of str
-        Sorted, without duplicates.
+        Sorted, without duplicates, relative to ``root``.
 
     Raises
     ------
     ValueError
-        If no audio file is found, or a list is empty.
+        If no audio file is found, a list is empty, an entry is outside
+        ``root`` or goes up (``..``), or a list names a shell command and
+        ``allow_pipes`` is false (the list file and line are named).
     """
     root = Path(root)
     if lists:
         if isinstance(lists, (str, os.PathLike)):
             lists = [lists]
-        found = {f for lst in lists for _, fields in read_list(lst) for f in fields
-                 if _is_audio(f)}
+        found = set()
+        for lst in lists:
+            for n, fields in read_list(lst, allow_pipes=allow_pipes):
+                found.update(_audio_entry(f, root, lst, n) for f in fields
+                             if _is_audio(f) and not is_pipe(f))
     else:
         found = {str(p.relative_to(root)) for p in root.rglob("*") if _is_audio(p)}
     if not found:
@@ -214,17 +294,34 @@ def audio_files(root, lists=None):
     return sorted(found)
 
 
+def _audio_entry(entry, root, lst, lineno):
+    """An audio list entry relative to ``root``; refused when its features would land outside."""
+    p = Path(entry)
+    if p.is_absolute():
+        p = _relative_to_root(p, root)
+        if p is None:
+            raise ValueError(f"{os.fspath(lst)}, line {lineno}: audio file {entry} is outside "
+                             f"the corpus root {root}: its features would be written outside "
+                             "the feature directory")
+    if ".." in p.parts:
+        raise ValueError(f"{os.fspath(lst)}, line {lineno}: audio path {entry} goes up ('..') "
+                         "out of the corpus root: its features would be written outside the "
+                         "feature directory")
+    return str(p)
+
+
 # ---------------------------------------------------------------------------
 # steps
 # ---------------------------------------------------------------------------
 
 def extract(root, out_dir, *, lists=None, fmt="htk", sample_rate=8000, controller=None,
-            progress=False):
+            progress=False, allow_pipes=False, **frontend):
     """Extract features of a corpus, one load-balanced task per audio file.
 
-    Features are 20 MFCCs (c0 = log energy) + deltas + double deltas of the
-    frames an energy VAD keeps, normalised per utterance (CMVN); see
-    :func:`ipem.speaker.frontend.extract_file`.
+    Features are 20 MFCCs (c0 = log energy; 300-3400 Hz filterbank at 8 kHz)
+    + deltas + double deltas of the frames an energy VAD keeps (a Gaussian
+    mixture on the frame log-energies by default), normalised per utterance
+    (CMVN); see :func:`ipem.speaker.frontend.extract_features`.
 
     Parameters
     ----------
@@ -243,6 +340,12 @@ def extract(root, out_dir, *, lists=None, fmt="htk", sample_rate=8000, controlle
         ``None``: two threads in this process.
     progress : bool, default=False
         Show a progress bar.
+    **frontend
+        Front-end options for :func:`ipem.speaker.frontend.extract_features`:
+        ``vad`` (True, False, ``"gmm"``, ``"kaldi"``, ``"percentile"``),
+        ``norm`` (``"cmvn"``, ``"cmn"``, ``"sliding_cmvn"``, ``"sliding_cmn"``,
+        ``"warp"``, ``"none"``), ``norm_window``, ``rasta``, ``low_freq``,
+        ``high_freq``, ``n_ceps``, ...
 
     Returns
     -------
@@ -260,12 +363,12 @@ def extract(root, out_dir, *, lists=None, fmt="htk", sample_rate=8000, controlle
     from .. import io as _io
 
     root = Path(root).absolute()
-    audio = audio_files(root, lists)
+    audio = audio_files(root, lists, allow_pipes=allow_pipes)
     logger.info("extracting features of %d audio files under %s -> %s", len(audio), root,
                 out_dir)
     written = extract_many([root / a for a in audio], out_dir, fmt, root=root,
                            controller=controller, progress=progress,
-                           sample_rate=sample_rate)
+                           sample_rate=sample_rate, **frontend)
     refs = _io.list_features([os.fspath(p) for p in written], fmt)
     logger.info("extracted %d files, %d speech frames", len(refs),
                 sum(r.n_frames for r in refs))
@@ -373,7 +476,7 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
 
 
 def adapt(ubm, enrollment, out_dir, *, features_dir=None, root=None, fmt="htk",
-          relevance_factor=16.0, adapt="m", controller=None, progress=False):
+          relevance_factor=16.0, adapt="m", controller=None, progress=False, allow_pipes=False):
     """MAP-adapt one speaker model per enrolled speaker and write them to ``out_dir``.
 
     Parameters
@@ -410,7 +513,8 @@ def adapt(ubm, enrollment, out_dir, *, features_dir=None, root=None, fmt="htk",
     if isinstance(enrollment, (str, os.PathLike)):
         if features_dir is None:
             raise ValueError("adapt: an enrollment list path needs features_dir")
-        enrollment = read_enrollment(enrollment, features_dir, root, fmt)
+        enrollment = read_enrollment(enrollment, features_dir, root, fmt,
+                                     allow_pipes=allow_pipes)
     os.makedirs(out_dir, exist_ok=True)
     logger.info("MAP-adapting %d speaker models (r=%g, adapt=%s) -> %s", len(enrollment),
                 relevance_factor, adapt, out_dir)
@@ -420,7 +524,7 @@ def adapt(ubm, enrollment, out_dir, *, features_dir=None, root=None, fmt="htk",
 
 
 def score(ubm, trials, models_dir, features_dir, *, root=None, fmt="htk", top_c=5, out=None,
-          controller=None, progress=False):
+          controller=None, progress=False, allow_pipes=False):
     """Score a trial list against model files, one task per test segment.
 
     Parameters
@@ -455,16 +559,11 @@ def score(ubm, trials, models_dir, features_dir, *, root=None, fmt="htk", top_c=
         A bad feature or model file, found on an engine.
     """
     where = os.fspath(trials) if isinstance(trials, (str, os.PathLike)) else "trials"
-    trials = read_trials(trials) if isinstance(trials, (str, os.PathLike)) else list(trials)
-    models = {}
-    for t in trials:
-        mid = t[0]
-        if mid not in models:
-            path = Path(models_dir) / f"{mid}.npz"
-            if not path.exists():
-                raise ValueError(f"{where}: no model file {path} for model id {mid!r}")
-            models[mid] = str(path)
-    pairs = [(t[0], feature_path(t[1], features_dir, root, fmt)) for t in trials]
+    trials = (read_trials(trials, allow_pipes=allow_pipes)
+              if isinstance(trials, (str, os.PathLike)) else list(trials))
+    models = _model_files(dict.fromkeys(t[0] for t in trials), models_dir, "model id", where)
+    pairs = [(t[0], feature_path(t[1], features_dir, root, fmt, allow_pipes=allow_pipes))
+             for t in trials]
     logger.info("scoring %d trials of %d models (top-C %s)", len(trials), len(models),
                 top_c or "exact")
     scores = np.asarray(score_trials(ubm, pairs, models, controller=controller, top_c=top_c,
@@ -739,7 +838,10 @@ def write_score_file(path, trials, scores, fmt="ipem"):
 def _model_files(ids, models_dir, what, where):
     out = {}
     for mid in ids:
-        path = Path(models_dir) / f"{mid}.npz"
+        try:
+            path = Path(model_file(models_dir, mid))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         if not path.exists():
             raise ValueError(f"{where}: no model file {path} for {what} {mid!r}")
         out[mid] = str(path)
@@ -755,7 +857,7 @@ def _first_seen(values):
 
 def normalize(ubm, scores, cohort, models_dir, features_dir, *, method="s", cohort_models=None,
               top_n=200, key=None, root=None, fmt="htk", top_c=5, out=None, out_format="ipem",
-              controller=None, progress=False):
+              controller=None, progress=False, allow_pipes=False):
     """Normalise trial scores with an impostor cohort (Z/T/ZT/S/AS-norm).
 
     The cohort scores are computed here, task-parallel over segments
@@ -821,7 +923,7 @@ def normalize(ubm, scores, cohort, models_dir, features_dir, *, method="s", coho
         trials, raw = list(trials), np.asarray(raw, dtype=np.float64)
     cohort_name = os.fspath(cohort) if isinstance(cohort, (str, os.PathLike)) else "cohort"
     if isinstance(cohort, (str, os.PathLike)):
-        cohort = read_enrollment(cohort, features_dir, root, fmt)
+        cohort = read_enrollment(cohort, features_dir, root, fmt, allow_pipes=allow_pipes)
     if len(cohort) < 2:
         raise ValueError(f"{cohort_name}: a cohort needs at least 2 members, got {len(cohort)}")
     needs = NORMALIZATIONS[method]
@@ -840,7 +942,8 @@ def normalize(ubm, scores, cohort, models_dir, features_dir, *, method="s", coho
         mats["enroll_cohort"] = score_matrix(ubm, models, segments, **opts)
     if "test" in needs:
         cmodels = _model_files(list(cohort), cohort_models, "cohort member", cohort_name)
-        tests = {t: feature_path(t, features_dir, root, fmt) for t in test_ids}
+        tests = {t: feature_path(t, features_dir, root, fmt, allow_pipes=allow_pipes)
+                 for t in test_ids}
         mats["test_cohort"] = score_matrix(ubm, cmodels, tests, **opts).T
         if "cohort" in needs:
             mats["cohort_cohort"] = score_matrix(ubm, cmodels, segments,

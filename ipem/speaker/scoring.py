@@ -24,7 +24,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from .. import io as _features
-from ..io import atomic_path
+from ..io import atomic_path, read_list
+from ..io.models import check_model_id
 from ..kernels import get_kernels, logsumexp_rows
 from ..validation import check_frames
 from ..parallel import as_controller
@@ -166,10 +167,16 @@ def _segment_key(test):
 
 
 def _score_task(item, params, top_c, backend, dtype):
-    """One test segment: read it once, score it against all of its models."""
+    """One test segment: read it once, score it against all of its models.
+
+    A model file is checked against its UBM's size and must hold the speaker
+    of the model id that named it.
+    """
     source, models, what = item
-    X = load_source(source, dtype=dtype, n_features=params[1].shape[1], what=what)
-    loaded = [SpeakerModel.load(mod) if isinstance(mod, str) else mod for mod in models]
+    k, d = params[1].shape
+    X = load_source(source, dtype=dtype, n_features=d, what=what)
+    loaded = [SpeakerModel.load(mod, speaker_id=mid, n_components=k, n_features=d)
+              if isinstance(mod, str) else mod for mid, mod in models]
     return llr_scores(X, params, loaded, top_c=top_c, backend=backend)
 
 
@@ -188,7 +195,8 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
         the same array object) form one segment that is read once.
     models : dict
         ``model_id -> SpeakerModel`` or the path of a model file written by
-        :meth:`SpeakerModel.save` (read where the task runs).
+        :meth:`SpeakerModel.save` (read and checked where the task runs: it
+        must hold the speaker ``model_id`` and match the UBM's size).
     controller : Controller, int, DirectView or None
     top_c : int or None, default=5
         See :func:`llr_scores`.
@@ -239,7 +247,7 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
                 mod = os.path.abspath(os.fspath(mod))
             elif not isinstance(mod, SpeakerModel):
                 mod = SpeakerModel(str(mid), *_ubm_params(mod))
-            mods.append(mod)
+            mods.append((str(mid), mod))
         items.append((resolve_source(test, what), mods, what))
     ctrl = as_controller(controller)
     logger.debug("scoring %d trials in %d test segments on %s", len(trials), len(items), ctrl)
@@ -260,11 +268,20 @@ class Trial(NamedTuple):
 _LABELS = ("target", "nontarget")
 
 
-def read_trials(path):
+def read_trials(path, *, allow_pipes=False):
     """Read a NIST-style trial list.
 
     Each non-empty line reads ``model_id test_segment [target|nontarget]``;
     lines starting with ``#`` are comments.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    allow_pipes : bool, default=False
+        Accept test segments that are shell commands (Kaldi pipes such as
+        ``cmd |``), which the feature reader runs through a shell.  By
+        default a line naming one is refused: a trial list from elsewhere
+        must not run commands.
 
     Returns
     -------
@@ -275,27 +292,29 @@ def read_trials(path):
     Raises
     ------
     ValueError
-        For a malformed line (the message gives the file and line number)
-        or a list without trials.
+        For a malformed line, a model id that cannot name a file in a models
+        directory (``/``, ``\\``, ``..``, absolute paths;
+        :func:`ipem.io.models.check_model_id`) or a shell command (the
+        message gives the file and line number), or a list without trials.
     """
     path = os.fspath(path)
     trials = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            cols = text.split()
-            if len(cols) not in (2, 3):
-                raise ValueError(f"{path}, line {lineno}: expected 'model_id test_segment "
-                                 f"[target|nontarget]', got {len(cols)} columns: {text!r}")
-            label = None
-            if len(cols) == 3:
-                label = cols[2].lower()
-                if label not in _LABELS:
-                    raise ValueError(f"{path}, line {lineno}: label must be 'target' or "
-                                     f"'nontarget', got {cols[2]!r}")
-            trials.append(Trial(cols[0], cols[1], label))
+    for lineno, cols in read_list(path, allow_empty=True, allow_pipes=allow_pipes):
+        if len(cols) not in (2, 3):
+            raise ValueError(f"{path}, line {lineno}: expected 'model_id test_segment "
+                             f"[target|nontarget]', got {len(cols)} columns: "
+                             f"{' '.join(cols)!r}")
+        try:
+            check_model_id(cols[0])
+        except ValueError as exc:
+            raise ValueError(f"{path}, line {lineno}: {exc}") from None
+        label = None
+        if len(cols) == 3:
+            label = cols[2].lower()
+            if label not in _LABELS:
+                raise ValueError(f"{path}, line {lineno}: label must be 'target' or "
+                                 f"'nontarget', got {cols[2]!r}")
+        trials.append(Trial(cols[0], cols[1], label))
     if not trials:
         raise ValueError(f"{path}: no trials in this file")
     return trials
