@@ -11,7 +11,8 @@ components is adapted to all of them with ``ipem.speaker.adapt_speakers``
 * ``mpi:2``: an MPICluster of 2 engines (one BLAS thread each).
 
 Reported per run: wall seconds, speakers per second, and the growth of the
-resident memory (RSS) of the client (this process) and of the ipyparallel
+resident memory (RSS) of the client (this process, after ``malloc_trim`` so that
+heap memory freed but cached by glibc is not counted) and of the ipyparallel
 controller process during the adaptation.  The UBM is broadcast to the
 engines once and referred to by key, and results are purged as they arrive,
 so neither should grow with S (the target: flat beyond the models themselves,
@@ -62,13 +63,24 @@ def make_speakers(directory, n, seed=0):
     return enroll
 
 
+def trim():
+    """Give freed heap memory back to the system (glibc), so RSS shows what is still held."""
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
 def run(ctrl, ubm, enroll, out_dir, ctl_proc):
     me = psutil.Process()
+    trim()
     c0 = rss(me)
     k0 = rss(ctl_proc) if ctl_proc else float("nan")
     t0 = time.perf_counter()
     adapt_speakers(ubm, enroll, out_dir=out_dir, controller=ctrl, progress=False)
     wall = time.perf_counter() - t0
+    trim()
     c1 = rss(me)
     k1 = rss(ctl_proc) if ctl_proc else float("nan")
     return wall, c1 - c0, k1 - k0

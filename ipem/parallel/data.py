@@ -89,6 +89,7 @@ class DistributedData:
         self.mean = None
         self.var = None
         self._finalizer = weakref.finalize(self, controller._release, key)
+        self._finalizer.atexit = False  # at exit the engines go anyway
 
     @property
     def shape(self):
@@ -136,6 +137,7 @@ class Broadcast:
         self.controller = controller
         self.key = key
         self._finalizer = weakref.finalize(self, controller._release, key)
+        self._finalizer.atexit = False
 
     def free(self):
         """Delete the value where it was sent (a second call does nothing)."""
