@@ -11,6 +11,7 @@ unchanged in-process or on ipyparallel engines in MPI mode.  Where things are:
 ``ipem.io``         feature files, lists, model and checkpoint files
 ``ipem.speaker``    speaker verification: front-end, MAP, scoring, metrics, pipeline
 """
+from ._optional import MissingDependencyError
 from .cluster.kmeans import KMeans
 from .cluster.kmeans_plusplus import kmeans_plusplus_distributed
 from .em.driver import EMLoop, EMResult, IterationRecord
@@ -31,5 +32,5 @@ __all__ = [
     "controller_from_spec", "ENGINE_NAMESPACE", "EngineError", "EngineValueError", "EngineLost",
     "EngineRecoveryWarning", "Terminated", "EMLoop",
     "EMResult", "IterationRecord", "KMeans", "kmeans_plusplus_distributed", "GaussianMixture",
-    "LivePlot", "UBMTrainer",
+    "LivePlot", "MissingDependencyError", "UBMTrainer",
 ]

@@ -14,6 +14,12 @@ default), local:N (N shards in-process, BLAS pinned like engines), mpi:N (start
 a local ipyparallel cluster of N MPI engines for the step) or profile:DIR
 (connect to a running 'ipcluster start --profile-dir=DIR --engines=MPI').
 
+Before any work (and before a cluster starts) a step checks the paths it is
+given: inputs exist and can be read, outputs can be written (their directory
+exists and is writable, and they are not directories); then its lists and
+the headers of every feature file it will read.  A step that writes a
+directory (extract, adapt) writes it all or nothing.
+
 An error is one line 'ipem <command>: error: ...' on stderr; the exit status
 is 2 for a wrong command line, 1 for anything that goes wrong while running.
 SIGTERM and SIGINT stop a step cleanly (engines stopped, the last checkpoint
@@ -24,13 +30,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from . import __version__
-from .parallel import EngineError, controller_from_spec
+from .io.preflight import check_input_dir, check_input_file, check_output_dir, check_output_file
 from .parallel.clusters import parse_cluster_spec, raise_terminated
 from .speaker import pipeline
 from .speaker.calibration import DEFAULT_PRIOR, LogisticCalibration
@@ -45,9 +52,9 @@ class UsageError(ValueError):
 # steps: arguments -> pipeline -> printed summary
 # ---------------------------------------------------------------------------
 
-def cmd_extract(args, ctrl):
+def cmd_extract(args):
     refs = pipeline.extract(args.root, args.out_dir, lists=args.list, fmt=args.format,
-                            sample_rate=args.sample_rate, controller=ctrl,
+                            sample_rate=args.sample_rate, controller=args.cluster,
                             progress=not args.quiet, allow_pipes=args.allow_pipes,
                             vad=False if args.vad == "none" else args.vad, norm=args.norm,
                             norm_window=args.norm_window, rasta=args.rasta,
@@ -61,39 +68,39 @@ def _print_record(record):
     print(pipeline.format_record(record), flush=True)
 
 
-def cmd_train_ubm(args, ctrl):
+def cmd_train_ubm(args):
     files = pipeline.feature_files(args.list, args.features, args.root, args.format,
                                    allow_pipes=args.allow_pipes)
     ubm = pipeline.train_ubm(files, n_components=args.components, init=args.init,
                              stage_iter=args.stage_iter, final_iter=args.final_iter,
                              tol=args.tol, variance_floor=args.variance_floor, seed=args.seed,
                              checkpoint=args.checkpoint, plot=args.plot, out=args.out,
-                             controller=ctrl, callbacks=[_print_record])
+                             controller=args.cluster, callbacks=[_print_record])
     print(f"UBM: {ubm.weights_.size} Gaussians, {ubm.n_iter_} iterations, "
           f"log-likelihood/frame {ubm.lower_bound_:.4f} -> {args.out}")
     return 0
 
 
-def cmd_adapt(args, ctrl):
+def cmd_adapt(args):
     models = pipeline.adapt(args.ubm, args.enroll, args.out_dir, features_dir=args.features,
                             root=args.root, fmt=args.format, relevance_factor=args.relevance,
-                            adapt=args.adapt, controller=ctrl, progress=not args.quiet,
+                            adapt=args.adapt, controller=args.cluster, progress=not args.quiet,
                             allow_pipes=args.allow_pipes)
     print(f"adapted {len(models)} speaker models -> {args.out_dir}")
     return 0
 
 
-def cmd_score(args, ctrl):
+def cmd_score(args):
     trials, _ = pipeline.score(args.ubm, args.trials, args.models, args.features,
                                root=args.root, fmt=args.format,
                                top_c=None if args.top_c == 0 else args.top_c, out=args.out,
-                               controller=ctrl, progress=not args.quiet,
+                               controller=args.cluster, progress=not args.quiet,
                                allow_pipes=args.allow_pipes)
     print(f"scored {len(trials)} trials -> {args.out}")
     return 0
 
 
-def cmd_norm(args, ctrl):
+def cmd_norm(args):
     if args.method != "z" and not args.cohort_models:
         raise UsageError(f"--method {args.method} needs --cohort-models (a directory of "
                          "<cohort_id>.npz: ipem adapt --enroll COHORT_LIST --out-dir DIR)")
@@ -102,7 +109,8 @@ def cmd_norm(args, ctrl):
                                    top_n=args.top_n, key=args.key, root=args.root,
                                    fmt=args.format,
                                    top_c=None if args.top_c == 0 else args.top_c,
-                                   out=args.out, out_format=args.out_format, controller=ctrl,
+                                   out=args.out, out_format=args.out_format,
+                                   controller=args.cluster,
                                    progress=not args.quiet, allow_pipes=args.allow_pipes)
     print(f"{args.method}-normalised {len(trials)} trials -> {args.out}")
     return 0
@@ -114,7 +122,7 @@ def _describe_calibration(cal):
     return f"llr = {terms} {'-' if cal.intercept_ < 0 else '+'} {abs(cal.intercept_):.4g}"
 
 
-def cmd_calibrate(args, ctrl=None):
+def cmd_calibrate(args):
     cal = pipeline.calibrate(args.dev_scores, key=args.key, prior=args.prior, out=args.out)
     what = "fusion of " + str(cal.n_systems_) + " systems" if cal.n_systems_ > 1 \
         else "calibration"
@@ -124,7 +132,7 @@ def cmd_calibrate(args, ctrl=None):
     return 0
 
 
-def cmd_evaluate(args, ctrl=None):
+def cmd_evaluate(args):
     from .speaker.metrics import plot_det
     if args.calibration:
         trials, scores = pipeline.apply_calibration(
@@ -148,7 +156,7 @@ def cmd_evaluate(args, ctrl=None):
     return 0
 
 
-def cmd_demo(args, ctrl=None):
+def cmd_demo(args):
     from .demo import run
     return run(args.out, engines=args.engines, components=args.components,
                speakers=args.speakers, seed=args.seed)
@@ -361,6 +369,90 @@ def build_parser():
     return p
 
 
+# ---------------------------------------------------------------------------
+# checks before any work, and messages in the command's terms
+# ---------------------------------------------------------------------------
+
+#: Options (argparse dests) naming files and directories a step reads or writes.
+_INPUT_FILES = ("ubm", "enroll", "trials", "scores", "cohort", "key", "calibration", "list",
+                "dev_scores", "fuse")
+_INPUT_DIRS = ("root", "features", "models", "cohort_models")
+_OUTPUT_FILES = ("out", "checkpoint", "plot", "det")
+_OUTPUT_DIRS = ("out_dir",)
+
+
+def _option(dest):
+    return "--" + dest.replace("_", "-")
+
+
+def _preflight(args):
+    """Check the paths on the command line before any work: one line naming the option."""
+    if args.command == "demo":          # its --out is a directory it makes
+        return
+    for dest in _INPUT_FILES + _INPUT_DIRS + _OUTPUT_FILES + _OUTPUT_DIRS:
+        value = getattr(args, dest, None)
+        for path in (value if isinstance(value, list) else [value]):
+            if path is None:
+                continue
+            if dest in _INPUT_FILES:
+                check_input_file(path, _option(dest))
+            elif dest in _INPUT_DIRS:
+                check_input_dir(path, _option(dest))
+            elif dest in _OUTPUT_DIRS:
+                check_output_dir(path, _option(dest))
+            else:
+                check_output_file(path, _option(dest))
+                if dest == "checkpoint" and os.path.exists(path):
+                    check_input_file(path, _option(dest))   # resumed from
+                if dest in ("plot", "det"):
+                    from .plotting import image_format
+                    try:
+                        image_format(path)
+                    except ValueError as exc:
+                        raise ValueError(f"{_option(dest)} {exc}") from None
+
+
+#: Advice in library messages that names Python parameters, and what the command offers
+#: instead: (command or None for all, the library's words, the command's words).
+_CLI_ADVICE = [
+    ("train-ubm", "delete the checkpoint (or pass resume=False) to train from the start",
+     "delete the checkpoint (or give another --checkpoint) to train from the start"),
+    ("train-ubm", "use the same settings, another checkpoint path or resume=False",
+     "use the same options, or another --checkpoint"),
+    ("train-ubm", "drop them, or set an absolute variance_floor (floor_mode='absolute') or "
+     "reg_covar > 0", "drop them from the features (--variance-floor is a fraction of each "
+     "feature's variance, which is zero here; an absolute floor needs the Python API, "
+     "UBMTrainer(floor_mode='absolute'))"),
+    ("train-ubm", " or use float64", ""),
+    (None, "; Kaldi archives via .scp); pass fmt=",
+     "; Kaldi archives via .scp): give the file one of these extensions"),
+]
+#: Python parameters that messages name (``name=value`` or ``name must ...``), and the
+#: options of each command that set them.
+_PARAMETER_OPTIONS = {
+    "train-ubm": {"random_state": "--seed", "n_components": "-K", "stage_iter": "--stage-iter",
+                  "final_iter": "--final-iter", "tol": "--tol", "init": "--init",
+                  "variance_floor": "--variance-floor"},
+    "adapt": {"relevance_factor": "--relevance", "adapt": "--adapt"},
+    "score": {"top_c": "--top-c"},
+    "norm": {"top_c": "--top-c", "top_n": "--top-n"},
+    "calibrate": {"prior": "--prior"},
+}
+
+
+def _cli_wording(command, message):
+    """``message`` with advice about Python parameters turned into the command's options."""
+    for cmd, python, cli in _CLI_ADVICE:
+        if cmd in (None, command):
+            message = message.replace(python, cli)
+    options = _PARAMETER_OPTIONS.get(command)
+    if options:
+        message = re.sub(r"\b(" + "|".join(options) + r")(=| must\b)",
+                         lambda m: options[m.group(1)] + (" " if m.group(2) == "=" else
+                                                          m.group(2)), message)
+    return message
+
+
 def _log_handler(args):
     """A stderr handler on the ``ipem`` logger at the level ``--quiet``/``-v`` ask for."""
     level = logging.ERROR if args.quiet else \
@@ -391,15 +483,14 @@ def main(argv=None):
     if threading.current_thread() is threading.main_thread():
         old_term = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        if args.cluster is None:
-            return args.func(args)
-        with controller_from_spec(args.cluster,
-                                  blas_threads=1 if args.cluster != "local" else None) as ctrl:
-            return args.func(args, ctrl)
-    except (ValueError, OSError, ArithmeticError, MemoryError, RuntimeError) as exc:
+        _preflight(args)
+        return args.func(args)      # a step starts its cluster once its checks have passed
+    except (ValueError, OSError, ArithmeticError, MemoryError, RuntimeError,
+            ImportError) as exc:
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         if isinstance(exc, MemoryError):
             message = f"out of memory ({message or type(exc).__name__})"
+        message = _cli_wording(args.command, message)
         print(f"ipem {args.command}: error: {message}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt as exc:

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
+import os
 
+from .io.atomic import atomic_path
 from .progress import in_notebook
 
-__all__ = ["new_figure", "png_bytes", "LivePlot"]
+__all__ = ["new_figure", "png_bytes", "image_format", "LivePlot"]
+
+logger = logging.getLogger(__name__)
 
 _NotebookFigure = None
 
@@ -87,14 +92,45 @@ def png_bytes(fig, dpi=None):
     return buf.getvalue()
 
 
+def image_format(path):
+    """The image format matplotlib writes ``path`` in, from its extension.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.png``, ``.pdf``, ``.svg``, ... ; no extension means PNG.
+
+    Returns
+    -------
+    str
+        The format name, e.g. ``"png"``.
+
+    Raises
+    ------
+    ValueError
+        For an extension matplotlib cannot write (the message lists those it
+        can).
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    ext = os.path.splitext(os.fspath(path))[1][1:].lower()
+    known = FigureCanvasBase.get_supported_filetypes()
+    if ext and ext not in known:
+        raise ValueError(f"{os.fspath(path)}: matplotlib cannot write .{ext} images (it writes "
+                         f"{', '.join('.' + k for k in sorted(known))})")
+    return ext or "png"
+
+
 class LivePlot:
     """Plot the EM objective while training runs.
 
     Pass an instance as a callback (``GaussianMixture(callbacks=LivePlot())``).
     In a Jupyter kernel the plot is a PNG image that is replaced in place
     after every iteration (no ``%matplotlib`` magic needed); elsewhere it is
-    written to ``path`` every ``save_every`` iterations and at :meth:`close`.
-    The global matplotlib backend is never changed.
+    written to ``path`` every ``save_every`` iterations and at :meth:`close`,
+    atomically (a reader never sees half an image).  A write that fails during
+    training is logged as a warning and training goes on; :meth:`save` and
+    :meth:`close` raise.  The global matplotlib backend is never changed.
 
     Parameters
     ----------
@@ -127,6 +163,7 @@ class LivePlot:
         self._fig = None
         self._handle = None
         self._n_drawn = None      # len(records) when the axes were last drawn
+        self._save_failed = False
 
     @property
     def figure(self):
@@ -141,7 +178,13 @@ class LivePlot:
         if self.notebook:
             self.draw()
         if self.path and (len(self.records) % self.save_every == 0):
-            self.save()
+            try:
+                self.save()
+            except (OSError, ValueError) as exc:  # a plot is not worth the training
+                if not self._save_failed:
+                    logger.warning("cannot write the convergence plot %s (%s); training goes "
+                                   "on", self.path, exc)
+                self._save_failed = True
 
     def __repr__(self):
         return f"LivePlot(title={self.title!r}, iterations={len(self.records)})"
@@ -204,10 +247,17 @@ class LivePlot:
             self._handle.update(bundle, raw=True)
 
     def save(self, path=None):
-        """Write the figure to ``path`` (default: the instance's path) as a PNG."""
+        """Write the figure to ``path`` (default: the instance's path), atomically.
+
+        The format follows the extension (:func:`image_format`; PNG without
+        one).
+        """
         path = path or self.path
         if path:
-            self._drawn().savefig(path, dpi=90)
+            fmt = image_format(path)
+            fig = self._drawn()
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=90, format=fmt)
         return path
 
     def close(self):

@@ -54,7 +54,7 @@ setup_python() {
      || [ -n "$(find ipem/kernels -newer "$stamp" \( -name '*.c' -o -name '*.h' -o -name '_build.py' \) 2>/dev/null)" ]; then
     rm -f ipem/kernels/_ckernels*.so          # never keep a stale build
     "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
-    "$VENV/bin/python" -m pip install -q -e ".[test]"
+    "$VENV/bin/python" -m pip install -q -e ".[mpi,speaker,test]"
     if "$VENV/bin/python" -c "import ipem.kernels._c" 2>/dev/null; then
       echo c > "$stamp"
     else

@@ -624,7 +624,9 @@ def test_cli_refuses_broken_checkpoints(world, capsys, tmp_path, damage):
         _rewrite(ck, weights=np.full(4, np.nan))
     line = _one_line_error(capsys, argv)
     assert line.startswith(f"ipem train-ubm: error: not a valid ipem model file: {ck} (")
-    assert line.endswith("delete the checkpoint (or pass resume=False) to train from the start")
+    # the command's advice, not the Python parameter (resume=False) it has no option for
+    assert line.endswith("delete the checkpoint (or give another --checkpoint) to train from "
+                         "the start")
     assert not out.exists()
 
 

@@ -5,6 +5,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +18,10 @@ def _name(req):
 
 def test_environment_yml_matches_pyproject():
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r): r for r in py["dependencies"] + py["optional-dependencies"]["test"]}
+    extras = py["optional-dependencies"]
+    assert sorted(extras) == ["mpi", "speaker", "test"]
+    wanted = {_name(r): r for r in py["dependencies"] + [r for reqs in extras.values()
+                                                          for r in reqs]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = {_name(d): d for d in env["dependencies"] if isinstance(d, str)}
     conda = {k: v for k, v in conda.items() if k not in CONDA_ONLY}
@@ -50,3 +54,65 @@ def test_kernel_backend_is_compiled_by_default():
     import os
     if os.environ.get("IPEM_KERNEL_BACKEND", "c") == "c" and not os.environ.get("IPEM_ALLOW_NO_C"):
         assert "c" in ipem.available_backends()
+
+
+# what 'pip install ipem' needs for k-means and GMMs; the rest comes with extras
+CORE = ["cffi", "ipyparallel", "matplotlib", "numpy", "scikit-learn", "scipy", "threadpoolctl",
+        "tqdm"]
+OPTIONAL = {"mpi": ["mpi4py", "mpich"],
+            "speaker": ["h5py", "kaldiio", "python-speech-features", "soundfile"]}
+
+
+def test_optional_packages_are_extras():
+    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert sorted(_name(r) for r in py["dependencies"]) == CORE
+    for extra, names in OPTIONAL.items():
+        assert sorted(_name(r) for r in py["optional-dependencies"][extra]) == names, extra
+    run = (ROOT / "scripts" / "run.sh").read_text()
+    assert re.findall(r"pip install -q -e \"(.*?)\"", run) == [".[mpi,speaker,test]"]
+
+
+NO_EXTRAS = """
+import sys
+for name in ("kaldiio", "h5py", "soundfile", "python_speech_features", "mpi4py"):
+    sys.modules[name] = None            # as if 'pip install ipem' without extras
+import numpy as np
+import ipem
+import ipem.cli, ipem.io, ipem.speaker   # importable too
+from ipem.parallel.engine import engine_info
+
+X = np.random.default_rng(0).normal(size=(300, 2))
+assert ipem.GaussianMixture(3, random_state=0).fit(X).converged_
+assert ipem.KMeans(3, random_state=0).fit(X).cluster_centers_.shape == (3, 2)
+assert engine_info()[:2] == (0, 1)
+ark = ipem.io.FeatureRef(sys.argv[1].replace(".scp", ".ark") + ":3", "kaldi", "u1", 4, 2)
+for what, call in [("scp", lambda: ipem.io.list_features(sys.argv[1])),   # headers: before work
+                   ("ark", lambda: ipem.io.load(ark)),
+                   ("h5", lambda: ipem.io.describe(sys.argv[2])),
+                   ("wav", lambda: __import__("ipem.speaker.frontend").speaker.frontend
+                    .read_audio(sys.argv[3]))]:
+    try:
+        call()
+    except ipem.MissingDependencyError as exc:
+        print(what, exc)
+    else:
+        raise AssertionError(f"{what} read without its package")
+"""
+
+
+def test_core_works_without_the_extras(tmp_path):
+    from ipem import io
+
+    io.write_kaldi(tmp_path / "feats.ark", tmp_path / "feats.scp",
+                   {"u1": np.zeros((4, 2), np.float32)})
+    io.write(tmp_path / "f.h5", np.zeros((4, 2), np.float32))
+    (tmp_path / "a.wav").write_bytes(b"RIFF\0\0\0\0WAVE")
+    r = subprocess.run([sys.executable, "-c", NO_EXTRAS, str(tmp_path / "feats.scp"),
+                        str(tmp_path / "f.h5"), str(tmp_path / "a.wav")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "scp kaldiio is needed to read Kaldi ark/scp files: pip install 'ipem[speaker]'",
+        "ark kaldiio is needed to read Kaldi ark/scp files: pip install 'ipem[speaker]'",
+        "h5 h5py is needed to read and write HDF5 feature files: pip install 'ipem[speaker]'",
+        "wav soundfile is needed to read audio files: pip install 'ipem[speaker]'"]

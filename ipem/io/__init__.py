@@ -19,7 +19,9 @@ module              contents
                     pipes) in lists refused unless ``allow_pipes=True``
 ``checks``          validation shared by the format modules
 ``atomic``          :func:`atomic_path`, :func:`save_npz_atomic`,
-                    :func:`write_text_atomic`
+                    :func:`write_text_atomic`, :func:`atomic_directory`
+``preflight``       checks before a step runs: outputs writable, inputs
+                    readable (``check_output_file`` ...)
 ``models``          the model/checkpoint ``.npz`` format: :func:`load_model`,
                     history and RNG state <-> arrays; bounded, pickle-free
                     reading (``read_npz``), model checks (``check_gmm``),
@@ -29,7 +31,7 @@ module              contents
 Balancing files over engines is scheduling, not I/O:
 :func:`ipem.parallel.scheduling.assign_balanced`.
 """
-from .atomic import atomic_path, save_npz_atomic, write_text_atomic
+from .atomic import atomic_directory, atomic_path, save_npz_atomic, write_text_atomic
 from .features import describe, list_features, load, load_many, validate_all, write
 from .formats import infer_format
 from .htk import HTKHeader, read_htk_header
@@ -44,6 +46,7 @@ __all__ = [
     "FeatureFileError",
     "FeatureRef",
     "HTKHeader",
+    "atomic_directory",
     "atomic_path",
     "describe",
     "infer_format",

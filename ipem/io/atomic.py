@@ -8,17 +8,25 @@ renamed over the destination only once it is complete.  A failed write
 therefore leaves neither a partial destination nor a temporary file, and a
 reader never sees a half-written file.  The rename is atomic because the
 temporary file is in the same directory (hence on the same file system).
+
+A step that writes a directory of files (speaker models, features) writes
+them into a temporary directory ``.<name>.<hex>.tmp`` (next to the
+destination, or hidden inside it when it exists; :func:`atomic_directory`),
+moved into place only when all of them are written: a failure, an interrupt
+or SIGTERM leaves the destination as it was.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
+import shutil
 from typing import Iterator, Union
 
 import numpy as np
 
-__all__ = ["atomic_path", "save_npz_atomic", "write_text_atomic", "remove_stale_temporaries"]
+__all__ = ["atomic_directory", "atomic_path", "save_npz_atomic", "write_text_atomic",
+           "remove_stale_temporaries"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -66,6 +74,76 @@ def atomic_path(path: PathLike) -> Iterator[str]:
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        raise
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a temporary directory; files an engine still adds are retried, then left."""
+    for _ in range(3):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+
+
+def _move_into(tmp: str, path: str) -> None:
+    """Move everything under ``tmp`` into the directory ``path`` (renames only); remove ``tmp``."""
+    for dirpath, _, filenames in os.walk(tmp):
+        dest = os.path.normpath(os.path.join(path, os.path.relpath(dirpath, tmp)))
+        os.makedirs(dest, exist_ok=True)
+        for name in filenames:
+            os.replace(os.path.join(dirpath, name), os.path.join(dest, name))
+    _remove_tree(tmp)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike) -> Iterator[str]:
+    """Yield a fresh temporary directory; move its files into ``path`` when the block succeeds.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination directory; made (with its parents) if it does not exist.
+
+    Yields
+    ------
+    str
+        Absolute path of an empty temporary directory on the file system of
+        ``path``: ``<parent>/.<name>.<hex>.tmp`` next to a ``path`` that does
+        not exist yet, ``<path>/.<name>.<hex>.tmp`` inside one that does
+        (hidden, so that readers of ``path`` do not see it).  Write the files
+        there (subdirectories are kept).
+
+    Notes
+    -----
+    When the ``with`` block ends normally, a new ``path`` is the temporary
+    directory, renamed in one step.  Into an existing directory the files
+    are moved one by one with ``os.replace`` (files of the same name
+    replaced, others kept; a symbolic link to the directory stays one):
+    renames only, which read no data and need no space, done after all the
+    work has succeeded.  On any exception (including ``KeyboardInterrupt``
+    and the exception the ``ipem`` command turns SIGTERM into) the temporary
+    directory is removed with everything in it, and ``path`` is as it was.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, base = os.path.split(path)
+    exists = os.path.isdir(path)
+    if not exists:
+        os.makedirs(parent, exist_ok=True)
+    while True:
+        tmp = os.path.join(path if exists else parent, f".{base}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.mkdir(tmp)
+        except FileExistsError:
+            continue
+        break
+    try:
+        yield tmp
+        if exists:
+            _move_into(tmp, path)
+        else:
+            os.rename(tmp, path)     # fails (and cleans up) if path appeared meanwhile
+    except BaseException:
+        _remove_tree(tmp)
         raise
 
 
@@ -153,7 +231,8 @@ def remove_stale_temporaries(paths) -> int:
             base, token = name[1:-17], name[-16:-4]
             if (base in bases and name[-17] == "."
                     and all(c in "0123456789abcdef" for c in token)):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(directory, name))
+                stale = os.path.join(directory, name)
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    os.remove(stale)
                     removed += 1
     return removed

@@ -6,21 +6,27 @@ at the top level, named ``"features"`` unless stated otherwise (the
 objects in the file are ignored.
 
 :func:`read_shape`, :func:`read_into` and :func:`write_file` are the
-format's entries in the registry of :mod:`ipem.io.formats`.
+format's entries in the registry of :mod:`ipem.io.formats`.  :mod:`h5py`
+is imported when a file is read or written (``pip install 'ipem[speaker]'``).
 """
 from __future__ import annotations
 
-import h5py
 import numpy as np
 
+from .._optional import require
 from .checks import check_counts, check_matches_ref, check_numeric_dtype
 from .refs import FeatureFileError, FeatureRef
 
 __all__ = ["read_into", "read_shape", "write_file"]
 
 
-def _dataset(f: h5py.File, path: str, key: str) -> h5py.Dataset:
-    """The validated dataset ``key`` of the open file ``f``."""
+def _h5py():
+    return require("h5py", "to read and write HDF5 feature files")
+
+
+def _dataset(f, path: str, key: str):
+    """The validated dataset ``key`` of the open file ``f`` (an ``h5py.File``)."""
+    h5py = _h5py()
     obj = f.get(key)
     if obj is None:
         names = ", ".join(sorted(f.keys())) or "nothing"
@@ -38,12 +44,14 @@ def _dataset(f: h5py.File, path: str, key: str) -> h5py.Dataset:
 
 def read_shape(path: str, key: str | None, files: dict) -> tuple[int, int]:
     """``(n_frames, n_features)`` of dataset ``key`` of an HDF5 file."""
+    h5py = _h5py()
     with h5py.File(path, "r") as f:
         return _dataset(f, path, key).shape
 
 
 def read_into(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
     """Read the dataset of ``ref`` into ``out`` (shape ``ref.shape``); HDF5 converts the dtype."""
+    h5py = _h5py()
     with h5py.File(ref.path, "r") as f:
         ds = _dataset(f, ref.path, ref.key)
         check_matches_ref(ref, *ds.shape)
@@ -52,5 +60,6 @@ def read_into(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
 
 def write_file(tmp: str, X: np.ndarray, key: str | None, options: dict) -> None:
     """Write ``X`` (shape (n_frames, n_features)) as dataset ``key`` of a new HDF5 file ``tmp``."""
+    h5py = _h5py()
     with h5py.File(tmp, "w") as f:
         f.create_dataset(key, data=X)

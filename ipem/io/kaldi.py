@@ -19,6 +19,9 @@ refuse pipes found in list and scp files unless asked (``allow_pipes=True``),
 so that a list from elsewhere cannot run commands.  :func:`is_pipe` is the
 one test of what is a pipe.
 
+:mod:`kaldiio` is imported when an archive is described, read or written
+(``pip install 'ipem[speaker]'``).
+
 :func:`read_shape` and :func:`read_into` are the format's entries in the
 registry of :mod:`ipem.io.formats`.
 """
@@ -30,9 +33,9 @@ import re
 import struct
 from typing import Mapping
 
-import kaldiio
 import numpy as np
 
+from .._optional import require
 from .atomic import atomic_path
 from .checks import as_matrix, check_counts, check_matches_ref, check_numeric_dtype, file_size
 from .refs import FeatureFileError, FeatureRef, PathLike
@@ -93,6 +96,10 @@ def absolute_spec(spec: str) -> str:
     return os.path.abspath(spec) + slices
 
 
+def _kaldiio():
+    return require("kaldiio", "to read Kaldi ark/scp files")
+
+
 def _ark(files: dict, name: str):
     f = files.get(name)
     if f is None:
@@ -144,7 +151,7 @@ def _parse_header(spec: str, key: str | None, files: dict) -> tuple[int, int] | 
 
 def _load_raw(spec: str, key: str | None, files: dict) -> np.ndarray:
     fd_dict = None if is_pipe(spec) else files
-    arr = kaldiio.load_mat(spec, fd_dict=fd_dict)
+    arr = _kaldiio().load_mat(spec, fd_dict=fd_dict)
     if not isinstance(arr, np.ndarray):
         raise FeatureFileError(spec, f"is not a feature matrix (got {type(arr).__name__})",
                                key, "kaldi")
@@ -159,7 +166,10 @@ def read_shape(spec: str, key: str | None, files: dict) -> tuple[int, int]:
     """``(n_frames, n_features)`` of the matrix at rxspecifier ``spec``.
 
     ``files`` caches open arks by name (see :func:`ipem.io.checks.open_files`).
+    Needs :mod:`kaldiio` even where the header is read here, so that a
+    missing package shows when files are listed, not when they are loaded.
     """
+    _kaldiio()
     shape = _parse_header(spec, key, files)
     if shape is None:  # correctness over speed: load it
         shape = _load_raw(spec, key, files).shape
@@ -212,6 +222,7 @@ def write_kaldi(ark_path: PathLike, scp_path: PathLike,
         arrays[utt] = as_matrix(mat, f"matrix for utterance {utt!r}")
     if not arrays:
         raise ValueError("no matrices to write")
+    kaldiio = require("kaldiio", "to write Kaldi ark/scp files")
     with atomic_path(scp_path) as tmp_scp, atomic_path(ark_path) as tmp_ark:
         index = io.StringIO()
         kaldiio.save_ark(tmp_ark, arrays, scp=index)

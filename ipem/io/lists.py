@@ -14,7 +14,11 @@ file* rather than a feature file (:func:`list_kind`, :func:`is_list_file`,
     whitespace-separated fields with :func:`read_list`.
 
 In every list, blank lines and lines starting with ``#`` are skipped, the
-text must be UTF-8, and line numbers in messages are 1-based.  Relative
+text must be UTF-8 (a byte-order mark is skipped), and line numbers in
+messages are 1-based.  Lists of fields (``model_id utterance ...``) separate
+fields by whitespace; a field with spaces in it is quoted, ``"wav/my
+file.wav"`` or ``'wav/my file.wav'`` (:func:`split_fields`; writers quote
+with :func:`quote_field`).  Relative
 paths, whether given directly or listed in ``.lst``/``.txt``/``.scp``
 files, are resolved against the current working directory (the HTK and
 Kaldi convention), not the list's directory; :func:`ipem.io.describe` makes
@@ -43,8 +47,9 @@ from .checks import reading
 from .kaldi import is_pipe
 from .refs import FeatureFileError, PathLike
 
-__all__ = ["LIST_EXTENSIONS", "SCP_EXTENSIONS", "ListedPath", "check_no_pipe", "expand_sources",
-           "is_list_file", "is_scp_file", "list_kind", "read_lines", "read_list", "read_scp"]
+__all__ = ["LIST_EXTENSIONS", "MAX_LINE_BYTES", "SCP_EXTENSIONS", "ListedPath", "check_no_pipe",
+           "expand_sources", "is_list_file", "is_scp_file", "list_kind", "quote_field",
+           "read_lines", "read_list", "read_scp", "split_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ logger = logging.getLogger(__name__)
 SCP_EXTENSIONS = (".scp",)
 #: Extensions (lower case) of plain list files.
 LIST_EXTENSIONS = (".lst", ".txt")
+#: Longest line a list may have (a longer one is taken for binary data).
+MAX_LINE_BYTES = 1 << 20
 
 
 def list_kind(path) -> str | None:
@@ -154,20 +161,20 @@ def read_lines(path: PathLike, *, allow_empty: bool = False,
     Raises
     ------
     FeatureFileError
-        If the file is missing, unreadable, a directory, not UTF-8 text or
-        contains NUL bytes (a binary file), or a line names a shell command
-        and ``allow_pipes`` is false; the message names the file (and line).
+        If the file is missing, unreadable, a directory, not UTF-8 text,
+        contains NUL bytes or a line longer than :data:`MAX_LINE_BYTES` (a
+        binary file), or a line names a shell command and ``allow_pipes`` is
+        false; the message names the file and, but for the first cases, the
+        line.
     ValueError
         ``"<path>: the list is empty"`` if there are no entries and
         ``allow_empty`` is false.
     """
     path = os.fspath(path)
     rows = []
-    with reading(path, None, "list"), open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if "\0" in line:
-                raise FeatureFileError(path, f"line {n}: contains a NUL byte (a binary file, "
-                                       "not a text list?)")
+    with reading(path, None, "list"), open(path, "rb") as f:
+        for n, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+            line = _decoded(raw, path, n)
             s = line.strip()
             if s and not s.startswith("#"):
                 if not allow_pipes:
@@ -178,14 +185,102 @@ def read_lines(path: PathLike, *, allow_empty: bool = False,
     return rows
 
 
+def _decoded(raw: bytes, path: str, n: int) -> str:
+    """Line ``n`` of a list as text; a binary file is refused with its file and line."""
+    binary = "(a binary file, not a text list?)"
+    if len(raw) > MAX_LINE_BYTES:
+        raise FeatureFileError(path, f"line {n}: longer than {MAX_LINE_BYTES} bytes {binary}")
+    if b"\0" in raw:
+        raise FeatureFileError(path, f"line {n}: contains a NUL byte {binary}")
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FeatureFileError(path, f"line {n}: byte {exc.start + 1} (0x{raw[exc.start]:02x}) "
+                               f"is not UTF-8 text {binary}") from None
+    return line[1:] if n == 1 and line.startswith("\ufeff") else line
+
+
+def split_fields(line: str) -> list[str]:
+    """Split a list line into fields: whitespace separates them, quotes keep spaces in one.
+
+    A field that starts with ``"`` or ``'`` runs to the same quote, which
+    must end the field; quotes elsewhere in a field are ordinary characters
+    (``it's.wav``).  There are no escapes.
+
+    Parameters
+    ----------
+    line : str
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        For a quote that is not closed, a closing quote followed by more of
+        the field, or an empty quoted field.
+
+    Examples
+    --------
+    >>> split_fields("spk1 'wav/my file.wav' wav/O'Neil.wav")
+    ['spk1', 'wav/my file.wav', "wav/O'Neil.wav"]
+    """
+    fields, i, n = [], 0, len(line)
+    while i < n:
+        if line[i].isspace():
+            i += 1
+        elif line[i] in "\"'":
+            end = line.find(line[i], i + 1)
+            if end < 0:
+                raise ValueError(f"the quote {line[i]} at column {i + 1} is not closed")
+            if end + 1 < n and not line[end + 1].isspace():
+                raise ValueError(f"the closing quote {line[i]} at column {end + 1} must end "
+                                 "the field (no escapes: quote with the other kind)")
+            if end == i + 1:
+                raise ValueError(f"empty quoted field at column {i + 1}")
+            fields.append(line[i + 1:end])
+            i = end + 1
+        else:
+            start = i
+            while i < n and not line[i].isspace():
+                i += 1
+            fields.append(line[start:i])
+    return fields
+
+
+def quote_field(text: str) -> str:
+    """``text`` as a list field that :func:`split_fields` reads back unchanged.
+
+    Quoted only when needed (whitespace, a leading quote).
+
+    Raises
+    ------
+    ValueError
+        For empty text, or text with a line break or with whitespace and
+        both kinds of quote, which no field can hold.
+    """
+    text = str(text)
+    if not text or "\n" in text or "\r" in text:
+        raise ValueError(f"{text!r} is empty or has a line break: it cannot be a list field")
+    if not any(c.isspace() for c in text) and text[0] not in "\"'":
+        return text
+    for q in "\"'":
+        if q not in text:
+            return f"{q}{text}{q}"
+    raise ValueError(f"{text!r} has whitespace and both kinds of quote: it cannot be a list "
+                     "field")
+
+
 def read_list(path: PathLike, *, allow_empty: bool = False,
               allow_pipes: bool = False) -> list[tuple[int, list[str]]]:
-    """Read a list file as whitespace-separated fields.
+    """Read a list file as whitespace-separated fields (quoted where they hold spaces).
 
     Parameters
     ----------
     path : str or os.PathLike
-        UTF-8 text file, e.g. ``model_id utt1 utt2 ...`` lines.
+        UTF-8 text file, e.g. ``model_id utt1 utt2 ...`` lines; a field with
+        spaces is quoted (:func:`split_fields`).
     allow_empty : bool, optional
         Return ``[]`` for a list without entries instead of raising.
     allow_pipes : bool, optional
@@ -195,19 +290,30 @@ def read_list(path: PathLike, *, allow_empty: bool = False,
     -------
     list of (int, list of str)
         ``(line_number, fields)`` for each non-blank line not starting with
-        ``#``; ``fields`` is the line split on whitespace (never empty).
+        ``#``; ``fields`` is the line split by :func:`split_fields` (never
+        empty).
 
     Raises
     ------
     FeatureFileError
         As for :func:`read_lines` (missing, unreadable or binary file, a
-        shell command).
+        shell command), and for a badly quoted line (file and line named).
     ValueError
         ``"<path>: the list is empty"`` if there are no entries and
         ``allow_empty`` is false.
     """
-    return [(n, line.split())
-            for n, line in read_lines(path, allow_empty=allow_empty, allow_pipes=allow_pipes)]
+    path = os.fspath(path)
+    rows = []
+    for n, line in read_lines(path, allow_empty=allow_empty, allow_pipes=allow_pipes):
+        try:
+            fields = split_fields(line)
+        except ValueError as exc:
+            raise FeatureFileError(path, f"line {n}: {exc}") from None
+        if not allow_pipes:
+            for field in fields:        # a quoted command is one field
+                check_no_pipe(field, path, n)
+        rows.append((n, fields))
+    return rows
 
 
 def read_scp(path: PathLike, *, allow_pipes: bool = False) -> list[tuple[int, str, str]]:

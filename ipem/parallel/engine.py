@@ -227,13 +227,21 @@ def engine_stored():
 
 
 def engine_info():
-    """(MPI rank, MPI size, pid, host name, usable CPUs) of this engine."""
-    from mpi4py import MPI
-    comm = MPI.COMM_WORLD
+    """(MPI rank, MPI size, pid, host name, usable CPUs) of this engine.
+
+    Without :mod:`mpi4py` (``ipem[mpi]`` not installed) an engine is rank 0 of
+    1, named by its host name.
+    """
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        import socket
+        return 0, 1, os.getpid(), socket.gethostname(), cpus
+    comm = MPI.COMM_WORLD
     return comm.Get_rank(), comm.Get_size(), os.getpid(), MPI.Get_processor_name(), cpus
 
 

@@ -21,7 +21,18 @@ Lists name utterances by their audio path relative to the corpus root
 feature file under the feature directory (``FEATS/wav/spk/utt.htk``).  An
 entry that already names a feature file is used as it is.
 
-Every step takes ``controller`` (where its tasks run: ``None`` for
+Every step checks what it can before any work: its outputs can be written
+(:mod:`ipem.io.preflight`), its lists are well formed (a model id, trial or
+utterance given twice is refused with both line numbers), and the headers
+of every feature file it will read are read, so that a missing or broken
+file is found before the first task.  Steps that write a directory of files
+(:func:`extract`, :func:`adapt`) write it all or nothing
+(:func:`ipem.io.atomic.atomic_directory`): a failure, an interrupt or
+SIGTERM leaves no half-filled directory.
+
+Every step takes ``controller`` (where its tasks run: a spec string as
+``ipem --cluster`` takes, ``"local:4"``, ``"mpi:4"`` or ``"profile:DIR"``,
+which the step starts after its checks and stops when it ends; ``None`` for
 in-process, an :class:`ipem.LocalController`, an :class:`ipem.MPICluster`'s
 controller, ...; see :func:`ipem.as_controller`).  The functions only log
 (through :mod:`logging`, logger ``ipem.speaker.pipeline``); printing is left
@@ -29,6 +40,7 @@ to their callers.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -36,14 +48,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import is_list_file, is_scp_file, list_features, read_list, read_scp
+from .._optional import require
+from ..io import FeatureRef, is_list_file, is_scp_file, list_features, read_list, read_scp
+from ..io.atomic import atomic_directory
 from ..io.kaldi import is_pipe
 from ..io.lists import PIPES_HINT, expand_sources
 from ..io.models import check_model_id, model_file
+from ..io.preflight import check_input_file, check_output_dir, check_output_file
 from . import metrics as _metrics
 from .frontend import extract_many
 from .calibration import DEFAULT_PRIOR, LogisticCalibration
-from .map import adapt_speakers
+from ..parallel import controller_from_spec
+from .map import adapt_speakers, ubm_params
 from .normalization import NORMALIZATIONS, normalize_scores, score_matrix
 from .scoring import Trial, read_trials, score_trials, write_scores
 
@@ -73,6 +89,43 @@ def _listed(entry, lst, lineno, features_dir, root, fmt, allow_pipes):
         return feature_path(entry, features_dir, root, fmt, allow_pipes=allow_pipes)
     except ValueError as exc:
         raise ValueError(f"{os.fspath(lst)}, line {lineno}: {exc}") from None
+
+
+def _where(lst, lineno):
+    return os.fspath(lst) if lineno is None else f"{os.fspath(lst)}, line {lineno}"
+
+
+def _once(path, seen, lst, lineno, shown):
+    """Refuse a file met before (``seen``: file -> (list, line)), naming both places.
+
+    ``path`` is the file an entry names (compared as an absolute path),
+    ``shown`` the entry as the list writes it.
+    """
+    key = path if is_pipe(path) else os.path.normpath(os.path.abspath(path))
+    if key in seen:
+        first = seen[key]
+        same = os.fspath(first[0]) == os.fspath(lst)
+        where = f"line {first[1]}" if same and first[1] is not None else _where(*first)
+        raise ValueError(f"{_where(lst, lineno)}: utterance {shown} is listed twice (first "
+                         f"at {where}): it would count twice")
+    seen[key] = (lst, lineno)
+
+
+@contextlib.contextmanager
+def _running(controller):
+    """The controller of a step's tasks, entered once the step's checks have passed.
+
+    A cluster spec string (``"local:4"``, ``"mpi:4"``, ``"profile:DIR"``, as
+    ``ipem --cluster`` takes) is started here and stopped when the step ends;
+    engines and local shards then run with one BLAS thread each, so that all
+    give the same float32 results.  Anything else is yielded as it is.
+    """
+    if not isinstance(controller, str):
+        yield controller
+        return
+    with controller_from_spec(controller,
+                              blas_threads=None if controller == "local" else 1) as ctrl:
+        yield ctrl
 
 
 def _relative_to_root(p, root):
@@ -171,23 +224,26 @@ def feature_files(lists, features_dir, root=None, fmt="htk", *, allow_pipes=Fals
     Raises
     ------
     ValueError
-        For an empty list, an audio path outside ``root`` or with ``..``, or
-        a shell command when ``allow_pipes`` is false (the list file and
-        line are named).
+        For an empty list, an audio path outside ``root`` or with ``..``, a
+        shell command when ``allow_pipes`` is false, or an utterance listed
+        twice (the list file and line are named, both lines for a repeat).
     ipem.io.FeatureFileError
         For a list that cannot be read (a ValueError).
     """
     if isinstance(lists, (str, os.PathLike)):
         lists = [lists]
-    files = []
+    files, seen = [], {}
     for lst in lists:
         if is_scp_file(lst):
             read_scp(lst, allow_pipes=allow_pipes)  # a command is refused now, with its line
+            _once(os.fspath(lst), seen, lst, None, os.fspath(lst))
             files.append(os.fspath(lst))
             continue
         for n, fields in read_list(lst, allow_pipes=allow_pipes):
-            files.extend(_listed(f, lst, n, features_dir, root, fmt, allow_pipes)
-                         for f in fields)
+            for entry in fields:
+                f = _listed(entry, lst, n, features_dir, root, fmt, allow_pipes)
+                _once(f, seen, lst, n, entry)
+                files.append(f)
     if allow_pipes:
         return list_features(files, allow_pipes=True)
     return files
@@ -199,9 +255,10 @@ def read_enrollment(path, features_dir, root=None, fmt="htk", *, allow_pipes=Fal
     Parameters
     ----------
     path : str or os.PathLike
-        The list; a model id on several lines collects all their utterances.
-        An utterance may be a list of feature files (``.scp``, ``.lst``);
-        it is read now, so that a command in it is refused before any work.
+        The list, one line per model id; a path with spaces is quoted
+        (``spk1 "wav/my file.wav"``).  An utterance may be a list of feature
+        files (``.scp``, ``.lst``); it is read now, so that a command in it
+        is refused before any work.
     features_dir, root, fmt
         See :func:`feature_path`.
     allow_pipes : bool, default=False
@@ -220,12 +277,14 @@ def read_enrollment(path, features_dir, root=None, fmt="htk", *, allow_pipes=Fal
     ------
     ValueError
         For an empty list, a line without an utterance, a model id that
-        cannot name a model file (``/``, ``\\``, ``..``), an audio path
-        outside ``root`` or with ``..``, a shell command when ``allow_pipes``
-        is false (the message gives the file and line number).
+        cannot name a model file (``/``, ``\\``, ``..``), a model id on two
+        lines or an utterance twice on one line (both line numbers given),
+        an audio path outside ``root`` or with ``..``, a shell command when
+        ``allow_pipes`` is false (the message gives the file and line
+        number).
     """
     path = os.fspath(path)
-    out = {}
+    out, line_of = {}, {}
     for n, fields in read_list(path, allow_pipes=allow_pipes):
         if len(fields) < 2:
             raise ValueError(f"{path}, line {n}: expected 'model_id utterance...', "
@@ -234,9 +293,15 @@ def read_enrollment(path, features_dir, root=None, fmt="htk", *, allow_pipes=Fal
             check_model_id(fields[0])
         except ValueError as exc:
             raise ValueError(f"{path}, line {n}: {exc}") from None
-        utts = out.setdefault(fields[0], [])
+        if fields[0] in line_of:
+            raise ValueError(f"{path}, line {n}: model id {fields[0]!r} repeats line "
+                             f"{line_of[fields[0]]} (one line per model: put all its "
+                             "utterances there)")
+        line_of[fields[0]] = n
+        utts, seen = out.setdefault(fields[0], []), {}
         for u in fields[1:]:
             f = _listed(u, path, n, features_dir, root, fmt, allow_pipes)
+            _once(f, seen, path, n, u)
             if not is_list_file(f):
                 utts.append(f)
             elif allow_pipes:
@@ -274,8 +339,9 @@ def audio_files(root, lists=None, *, allow_pipes=False):
     ------
     ValueError
         If no audio file is found, a list is empty, an entry is outside
-        ``root`` or goes up (``..``), or a list names a shell command and
-        ``allow_pipes`` is false (the list file and line are named).
+        ``root`` or goes up (``..``), names a file that does not exist or
+        cannot be read, or a list names a shell command and ``allow_pipes``
+        is false (the list file and line are named).
     """
     root = Path(root)
     if lists:
@@ -284,8 +350,14 @@ def audio_files(root, lists=None, *, allow_pipes=False):
         found = set()
         for lst in lists:
             for n, fields in read_list(lst, allow_pipes=allow_pipes):
-                found.update(_audio_entry(f, root, lst, n) for f in fields
-                             if _is_audio(f) and not is_pipe(f))
+                for f in fields:
+                    if _is_audio(f) and not is_pipe(f):
+                        rel = _audio_entry(f, root, lst, n)
+                        try:
+                            check_input_file(root / rel, "audio file")
+                        except ValueError as exc:
+                            raise ValueError(f"{os.fspath(lst)}, line {n}: {exc}") from None
+                        found.add(rel)
     else:
         found = {str(p.relative_to(root)) for p in root.rglob("*") if _is_audio(p)}
     if not found:
@@ -335,9 +407,10 @@ def extract(root, out_dir, *, lists=None, fmt="htk", sample_rate=8000, controlle
     fmt : {"htk", "npy", "h5"}, default="htk"
     sample_rate : int, default=8000
         Analysis sample rate in Hz (files are resampled to it).
-    controller : Controller, int, DirectView or None
+    controller : Controller, int, DirectView, str or None
         Where the tasks run (engines must see the same file system);
-        ``None``: two threads in this process.
+        ``None``: two threads in this process; a cluster spec (``"mpi:4"``)
+        is started after the checks.
     progress : bool, default=False
         Show a progress bar.
     **frontend
@@ -356,19 +429,36 @@ def extract(root, out_dir, *, lists=None, fmt="htk", sample_rate=8000, controlle
     Raises
     ------
     ValueError
-        No audio found, an unreadable audio file, a file without speech.
+        No audio found, a missing, unreadable or truncated audio file, a
+        file without speech, an ``out_dir`` that cannot be made or written.
     ipem.EngineValueError
         The same, raised on engines (the message names the file).
+    ipem.MissingDependencyError
+        Without the packages of ``ipem[speaker]``.
+
+    Notes
+    -----
+    All or nothing: the features are written into a temporary directory
+    next to ``out_dir`` and moved into it only when every file is done
+    (:func:`ipem.io.atomic.atomic_directory`); files of ``out_dir`` with
+    other names are kept, files of the same name replaced.  A failure
+    leaves ``out_dir`` as it was.
     """
     from .. import io as _io
 
     root = Path(root).absolute()
+    check_output_dir(out_dir, "out_dir")
+    for module in ("soundfile", "python_speech_features"):
+        require(module, "to extract features from audio")
     audio = audio_files(root, lists, allow_pipes=allow_pipes)
     logger.info("extracting features of %d audio files under %s -> %s", len(audio), root,
                 out_dir)
-    written = extract_many([root / a for a in audio], out_dir, fmt, root=root,
-                           controller=controller, progress=progress,
-                           sample_rate=sample_rate, **frontend)
+    final = Path(out_dir).absolute()
+    with _running(controller) as ctrl, atomic_directory(final) as tmp:
+        written = extract_many([root / a for a in audio], tmp, fmt, root=root,
+                               controller=ctrl, progress=progress,
+                               sample_rate=sample_rate, **frontend)
+    written = [final / Path(p).relative_to(tmp) for p in written]
     refs = _io.list_features([os.fspath(p) for p in written], fmt)
     logger.info("extracted %d files, %d speech frames", len(refs),
                 sum(r.n_frames for r in refs))
@@ -427,7 +517,8 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
         end), or a LivePlot to draw into (e.g. in a notebook).
     out : str, optional
         Save the trained model here (``UBMTrainer.save``).
-    controller : Controller, int, DirectView or None
+    controller : Controller, int, DirectView, str or None
+        A cluster spec (``"mpi:4"``) is started after the step's checks.
     callbacks : callable or list of callables, optional
         Called with every :class:`ipem.IterationRecord` (see
         :func:`format_record`).
@@ -442,13 +533,22 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
     ------
     ValueError, ipem.io.FeatureFileError
         Bad parameters; a missing, truncated or malformed feature file (named
-        in the message).
+        in the message); an ``out``, ``checkpoint`` or ``plot`` path that
+        cannot be written (found before training).
     ipem.EngineValueError
         A feature file rejected on an engine (named in the message).
     """
     from ..mixture.ubm import UBMTrainer
-    from ..plotting import LivePlot
+    from ..plotting import LivePlot, image_format
 
+    for path, what in ((out, "out"), (checkpoint, "checkpoint"),
+                       (plot if isinstance(plot, (str, os.PathLike)) else None, "plot")):
+        if path is not None:
+            check_output_file(path, what)
+    if checkpoint is not None and os.path.exists(checkpoint):
+        check_input_file(checkpoint, "checkpoint")
+    if isinstance(plot, (str, os.PathLike)):
+        image_format(plot)
     callbacks = [] if callbacks is None else (list(callbacks) if isinstance(callbacks, (list, tuple))
                                               else [callbacks])
     own_plot = None
@@ -459,19 +559,30 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
         callbacks.append(plot)
     if isinstance(feature_files, (str, os.PathLike)):
         feature_files = [feature_files]
-    logger.info("training a %d-Gaussian UBM from %d feature sources", n_components,
+    feature_files = list(feature_files)
+    if feature_files and not all(isinstance(f, FeatureRef) for f in feature_files):
+        feature_files = list_features(feature_files)   # headers read before any engine starts
+    logger.info("training a %d-Gaussian UBM from %d feature files", n_components,
                 len(feature_files))
-    ubm = UBMTrainer(n_components, init=init, stage_iter=stage_iter, final_iter=final_iter,
-                     tol=tol, variance_floor=variance_floor, checkpoint=checkpoint,
-                     controller=controller, random_state=seed, callbacks=callbacks)
     try:
-        ubm.fit(list(feature_files))
-    finally:
+        with _running(controller) as ctrl:
+            ubm = UBMTrainer(n_components, init=init, stage_iter=stage_iter,
+                             final_iter=final_iter, tol=tol, variance_floor=variance_floor,
+                             checkpoint=checkpoint, controller=ctrl, random_state=seed,
+                             callbacks=callbacks)
+            ubm.fit(feature_files)
+    except BaseException:
         if own_plot is not None:
-            own_plot.close()
-    if out is not None:
+            try:
+                own_plot.close()    # the plot of the iterations done, if it can be written
+            except (OSError, ValueError) as exc:
+                logger.warning("cannot write the convergence plot %s: %s", own_plot.path, exc)
+        raise
+    if out is not None:             # the model first: it is what the hours were spent on
         ubm.save(out)
         logger.info("UBM -> %s", out)
+    if own_plot is not None:
+        own_plot.close()
     return ubm
 
 
@@ -494,33 +605,80 @@ def adapt(ubm, enrollment, out_dir, *, features_dir=None, root=None, fmt="htk",
     adapt : str, default="m"
         Parameters to adapt: any of ``m`` (means), ``w`` (weights), ``v``
         (variances).
-    controller : Controller, int, DirectView or None
+    controller : Controller, int, DirectView, str or None
+        A cluster spec (``"mpi:4"``) is started after the step's checks.
     progress : bool, default=False
 
     Returns
     -------
     dict
-        ``model_id -> model file path``, in enrollment order.
+        ``model_id -> model file path`` (absolute), in enrollment order.
 
     Raises
     ------
     ValueError
         A malformed list or option, a speaker id that is no file name, a
-        bad feature file.
+        missing or malformed feature file, features of another dimension
+        than the UBM's (all found before any model is adapted), an
+        ``out_dir`` that cannot be made or written.
     ipem.EngineValueError
-        A bad feature file, found on an engine.
+        A bad feature file (NaN, ...), found on an engine.
+
+    Notes
+    -----
+    All or nothing: the models are written into a temporary directory next
+    to ``out_dir`` and moved into it when every speaker is done
+    (:func:`ipem.io.atomic.atomic_directory`); models of other speakers
+    already in ``out_dir`` are kept, those of the same speakers replaced.  A
+    failure (or an interrupt) leaves ``out_dir`` as it was.
     """
+    check_output_dir(out_dir, "out_dir")
+    where = (f"{os.fspath(enrollment)}: speaker" if isinstance(enrollment, (str, os.PathLike))
+             else "speaker")
     if isinstance(enrollment, (str, os.PathLike)):
         if features_dir is None:
             raise ValueError("adapt: an enrollment list path needs features_dir")
         enrollment = read_enrollment(enrollment, features_dir, root, fmt,
                                      allow_pipes=allow_pipes)
-    os.makedirs(out_dir, exist_ok=True)
+    params = ubm_params(ubm)
+    _check_headers(enrollment, params[1].shape[1], where)
+    final = os.path.abspath(os.fspath(out_dir))
     logger.info("MAP-adapting %d speaker models (r=%g, adapt=%s) -> %s", len(enrollment),
                 relevance_factor, adapt, out_dir)
-    return adapt_speakers(ubm, enrollment, controller=controller,
-                          relevance_factor=relevance_factor, adapt=adapt, out_dir=out_dir,
-                          progress=progress)
+    with _running(controller) as ctrl, atomic_directory(final) as tmp:
+        written = adapt_speakers(params, enrollment, controller=ctrl,
+                                 relevance_factor=relevance_factor, adapt=adapt, out_dir=tmp,
+                                 progress=progress)
+    return {spk: os.path.join(final, os.path.relpath(path, tmp))
+            for spk, path in written.items()}
+
+
+def _check_headers(sources, n_features, what):
+    """Read now the headers of every feature file ``sources`` name (``name -> source``).
+
+    A missing, unreadable or malformed file, or one of another dimension than
+    the UBM's, is found before any task starts (the frames themselves, NaN
+    included, are checked where they are read).  Messages start with
+    ``"<what> <name>: "`` (e.g. ``"enroll.lst: speaker spk1: "``).
+    """
+    for name, source in sources.items():
+        items = [source] if isinstance(source, (str, os.PathLike, FeatureRef)) else source
+        if isinstance(items, np.ndarray):
+            continue
+        for item in items:
+            if isinstance(item, FeatureRef):
+                refs = [item]
+            elif isinstance(item, (str, os.PathLike)):
+                try:
+                    refs = list_features(item)
+                except ValueError as exc:
+                    raise ValueError(f"{what} {name}: {exc}") from None
+            else:
+                continue                 # arrays and the like: checked by the step
+            for ref in refs:
+                if ref.n_features != n_features:
+                    raise ValueError(f"{what} {name}: {ref.where()} has {ref.n_features} "
+                                     f"features per frame, but the UBM has {n_features}")
 
 
 def score(ubm, trials, models_dir, features_dir, *, root=None, fmt="htk", top_c=5, out=None,
@@ -541,7 +699,8 @@ def score(ubm, trials, models_dir, features_dir, *, root=None, fmt="htk", top_c=
         Top-C Gaussian selection; ``None`` scores exactly.
     out : str, optional
         Write the score file here (``model test score [label]`` lines).
-    controller : Controller, int, DirectView or None
+    controller : Controller, int, DirectView, str or None
+        A cluster spec (``"mpi:4"``) is started after the step's checks.
     progress : bool, default=False
 
     Returns
@@ -553,21 +712,29 @@ def score(ubm, trials, models_dir, features_dir, *, root=None, fmt="htk", top_c=
     Raises
     ------
     ValueError
-        A malformed trial list, a model id without a model file (named,
-        with the trial list), a bad feature file.
+        A malformed trial list (a trial twice included), a model id without
+        a model file (named, with the trial list), a missing or malformed
+        feature file, an ``out`` that cannot be written (all found before
+        scoring).
     ipem.EngineValueError
         A bad feature or model file, found on an engine.
     """
+    if out is not None:
+        check_output_file(out, "out")
     where = os.fspath(trials) if isinstance(trials, (str, os.PathLike)) else "trials"
     trials = (read_trials(trials, allow_pipes=allow_pipes)
               if isinstance(trials, (str, os.PathLike)) else list(trials))
     models = _model_files(dict.fromkeys(t[0] for t in trials), models_dir, "model id", where)
     pairs = [(t[0], feature_path(t[1], features_dir, root, fmt, allow_pipes=allow_pipes))
              for t in trials]
+    ubm = ubm_params(ubm)
+    _check_headers({t[1]: test for t, (_, test) in zip(trials, pairs)}, ubm[1].shape[1],
+                   f"{where}: test segment")
     logger.info("scoring %d trials of %d models (top-C %s)", len(trials), len(models),
                 top_c or "exact")
-    scores = np.asarray(score_trials(ubm, pairs, models, controller=controller, top_c=top_c,
-                                     progress=progress), dtype=np.float64)
+    with _running(controller) as ctrl:
+        scores = np.asarray(score_trials(ubm, pairs, models, controller=ctrl, top_c=top_c,
+                                         progress=progress), dtype=np.float64)
     if out is not None:
         write_scores(out, trials, scores)
         logger.info("scores -> %s", out)
@@ -895,7 +1062,8 @@ def normalize(ubm, scores, cohort, models_dir, features_dir, *, method="s", coho
     out : str, optional
         Write the normalised scores here.
     out_format : {"ipem", "kaldi"}, default="ipem"
-    controller : Controller, int, DirectView or None
+    controller : Controller, int, DirectView, str or None
+        A cluster spec (``"mpi:4"``) is started after the step's checks.
     progress : bool, default=False
 
     Returns
@@ -915,6 +1083,8 @@ def normalize(ubm, scores, cohort, models_dir, features_dir, *, method="s", coho
     if method not in NORMALIZATIONS:
         raise ValueError(f"unknown score normalisation {method!r}; expected one of "
                          f"{', '.join(NORMALIZATIONS)}")
+    if out is not None:
+        check_output_file(out, "out")
     where = os.fspath(scores) if isinstance(scores, (str, os.PathLike)) else "scores"
     if isinstance(scores, (str, os.PathLike)):
         trials, raw = read_score_file(scores, key)
@@ -933,21 +1103,27 @@ def normalize(ubm, scores, cohort, models_dir, features_dir, *, method="s", coho
     model_ids, enroll_index = _first_seen(t[0] for t in trials)
     test_ids, test_index = _first_seen(t[1] for t in trials)
     segments = dict(cohort)                     # cohort id -> feature files (one segment)
-    opts = dict(controller=controller, top_c=top_c, progress=progress)
-    mats = {}
-    logger.info("%s-norm of %d trials with a cohort of %d (%s)", method, len(trials),
-                len(cohort), cohort_name)
+    ubm = ubm_params(ubm)
+    _check_headers(segments, ubm[1].shape[1], f"{cohort_name}: cohort member")
     if "enroll" in needs:
         models = _model_files(model_ids, models_dir, "model id", where)
-        mats["enroll_cohort"] = score_matrix(ubm, models, segments, **opts)
     if "test" in needs:
         cmodels = _model_files(list(cohort), cohort_models, "cohort member", cohort_name)
         tests = {t: feature_path(t, features_dir, root, fmt, allow_pipes=allow_pipes)
                  for t in test_ids}
-        mats["test_cohort"] = score_matrix(ubm, cmodels, tests, **opts).T
-        if "cohort" in needs:
-            mats["cohort_cohort"] = score_matrix(ubm, cmodels, segments,
-                                                 exclude=[(c, c) for c in cohort], **opts)
+        _check_headers(tests, ubm[1].shape[1], f"{where}: test segment")
+    mats = {}
+    logger.info("%s-norm of %d trials with a cohort of %d (%s)", method, len(trials),
+                len(cohort), cohort_name)
+    with _running(controller) as ctrl:
+        opts = dict(controller=ctrl, top_c=top_c, progress=progress)
+        if "enroll" in needs:
+            mats["enroll_cohort"] = score_matrix(ubm, models, segments, **opts)
+        if "test" in needs:
+            mats["test_cohort"] = score_matrix(ubm, cmodels, tests, **opts).T
+            if "cohort" in needs:
+                mats["cohort_cohort"] = score_matrix(ubm, cmodels, segments,
+                                                     exclude=[(c, c) for c in cohort], **opts)
     normed = normalize_scores(method, raw, enroll_index=enroll_index, test_index=test_index,
                               top_n=top_n, **mats)
     if out is not None:
@@ -982,6 +1158,8 @@ def calibrate(scores, *, key=None, prior=DEFAULT_PRIOR, out=None):
         A malformed score or key file, a trial without a label or score,
         only one class of trials.
     """
+    if out is not None:
+        check_output_file(out, "out")
     paths = [scores] if isinstance(scores, (str, os.PathLike)) else list(scores)
     trials, x = read_score_matrix(paths, key)
     is_tar = np.array([t.label == "target" for t in trials], dtype=bool)
@@ -1027,6 +1205,8 @@ def apply_calibration(calibration, scores, *, key=None, require_labels=False, ou
         A malformed calibration or score file; a number of score files other
         than the calibration's number of systems.
     """
+    if out is not None:
+        check_output_file(out, "out")
     source = "calibration"
     if isinstance(calibration, (str, os.PathLike)):
         source = os.fspath(calibration)

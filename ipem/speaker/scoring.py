@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import io as _features
 from ..io import atomic_path, read_list
+from ..io.lists import quote_field
 from ..io.models import check_model_id
 from ..kernels import get_kernels, logsumexp_rows
 from ..validation import check_frames
@@ -272,7 +273,8 @@ def read_trials(path, *, allow_pipes=False):
     """Read a NIST-style trial list.
 
     Each non-empty line reads ``model_id test_segment [target|nontarget]``;
-    lines starting with ``#`` are comments.
+    lines starting with ``#`` are comments; a test segment with spaces in its
+    path is quoted (``spk1 "wav/my file.wav" target``).
 
     Parameters
     ----------
@@ -294,11 +296,12 @@ def read_trials(path, *, allow_pipes=False):
     ValueError
         For a malformed line, a model id that cannot name a file in a models
         directory (``/``, ``\\``, ``..``, absolute paths;
-        :func:`ipem.io.models.check_model_id`) or a shell command (the
-        message gives the file and line number), or a list without trials.
+        :func:`ipem.io.models.check_model_id`), a shell command, a trial
+        given twice (the message gives the file and line number, and the
+        first line of a repeat), or a list without trials.
     """
     path = os.fspath(path)
-    trials = []
+    trials, line_of = [], {}
     for lineno, cols in read_list(path, allow_empty=True, allow_pipes=allow_pipes):
         if len(cols) not in (2, 3):
             raise ValueError(f"{path}, line {lineno}: expected 'model_id test_segment "
@@ -314,6 +317,11 @@ def read_trials(path, *, allow_pipes=False):
             if label not in _LABELS:
                 raise ValueError(f"{path}, line {lineno}: label must be 'target' or "
                                  f"'nontarget', got {cols[2]!r}")
+        trial = (cols[0], cols[1])
+        if trial in line_of:
+            raise ValueError(f"{path}, line {lineno}: trial '{cols[0]} {cols[1]}' repeats line "
+                             f"{line_of[trial]}")
+        line_of[trial] = lineno
         trials.append(Trial(cols[0], cols[1], label))
     if not trials:
         raise ValueError(f"{path}: no trials in this file")
@@ -328,14 +336,17 @@ def _field(value, what, i):
     if isinstance(value, np.ndarray) or not isinstance(value, (str, int, np.integer)):
         raise ValueError(f"trial {i}: the {what} must be a name or path to be written, got "
                          f"{type(value).__name__}")
-    text = str(value)
-    if not text or any(ch.isspace() for ch in text):
-        raise ValueError(f"trial {i}: the {what} {text!r} is empty or contains whitespace")
-    return text
+    try:
+        return quote_field(str(value))
+    except ValueError as exc:
+        raise ValueError(f"trial {i}: the {what} {exc}") from None
 
 
 def write_scores(path, trials, scores):
     """Write ``model_id test_segment score [label]`` lines atomically.
+
+    A field with spaces is quoted (:func:`ipem.io.lists.quote_field`), as
+    :func:`read_trials` and the score readers expect.
 
     Parameters
     ----------
