@@ -283,3 +283,18 @@ def test_sigterm_to_the_cli_stops_the_cluster_and_keeps_the_checkpoint(tmp_path)
     with np.load(ck) as z:  # the checkpoint is whole
         assert z["means"].shape[1] == 8
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_engine_gone_before_tasks_are_submitted(owned):
+    """The hub has already unregistered the engine: submitting tasks to it must recover,
+    not raise ipyparallel's KeyError."""
+    ctrl = owned.controller
+    dead = ctrl.engine_ids[ctrl.ranks.index(1)]
+    os.kill(ctrl.pids[ctrl.ranks.index(1)], signal.SIGKILL)
+    t0 = time.monotonic()
+    while dead in ctrl.client.ids and time.monotonic() - t0 < 30:
+        time.sleep(0.05)
+    assert dead not in ctrl.client.ids
+    n_before = len(ctrl.recoveries)
+    assert ctrl.map_tasks(abs, [-1, -2, 3, -4]) == [1, 2, 3, 4]
+    assert len(ctrl.recoveries) == n_before + 1

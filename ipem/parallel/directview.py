@@ -183,8 +183,8 @@ class DirectViewController(Controller):
     def _submit(self, target, func, *args):
         try:
             return self.client[target].apply_async(func, *args)
-        except (self._ipp.error.NoEnginesRegistered, IndexError) as exc:
-            raise EngineLost(f"engine {target} is gone: {exc}", [target]) from exc
+        except (self._ipp.error.NoEnginesRegistered, IndexError, KeyError) as exc:
+            raise EngineLost(f"engine {target} is gone", [target]) from exc
 
     def _gather(self, asyncs, wrap=False, name=None, engines=None):
         """Outcomes of per-shard async results, in order.
@@ -270,7 +270,7 @@ class DirectViewController(Controller):
         for e in self.alive:
             try:
                 self.client[e].apply_async(engine.engine_free, *keys)
-            except (self._ipp.error.NoEnginesRegistered, IndexError):
+            except (self._ipp.error.NoEnginesRegistered, IndexError, KeyError):
                 pass  # a lost engine holds nothing any more
 
     def _stored_keys(self):
@@ -305,10 +305,18 @@ class DirectViewController(Controller):
 
         The deadline applies to progress: some task must finish within it.
         """
-        lview = self.client.load_balanced_view(self.alive)
         name = _name(func)
-        pending = {lview.apply_async(engine.engine_task, i, func, items[i], args): i
-                   for i in todo}
+        pending = {}
+        try:
+            lview = self.client.load_balanced_view(self.alive)
+            for i in todo:
+                pending[lview.apply_async(engine.engine_task, i, func, items[i], args)] = i
+        except (self._ipp.error.NoEnginesRegistered, IndexError, KeyError) as exc:
+            gone = self._gone()
+            if pending:
+                self.client.abort(list(pending))
+            raise EngineLost(f"engine(s) {gone or self.alive} gone while {name} was "
+                             "submitted", gone) from exc
         t_last = time.monotonic()
         try:
             while pending:
