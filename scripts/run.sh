@@ -96,12 +96,12 @@ case "$cmd" in
     setup_python
     setup_speech || echo "warning: speech tools missing: corpus tests will be skipped" >&2
     shift
-    # the whole suite once per kernel backend (the engines inherit the variable); the
-    # cluster life-cycle tests (engines killed and restarted) do not depend on the kernels
-    # and run in the first pass only
+    # the whole suite once per kernel backend (the engines inherit the variable); tests
+    # marked "once" (cluster life cycle, notebooks, generated-corpus end-to-end runs) run in
+    # the first pass only
     if [ "$(cat "$VENV/.ipem-installed")" = c ]; then
       IPEM_KERNEL_BACKEND=c "$VENV/bin/python" -m pytest "$@"
-      IPEM_KERNEL_BACKEND=numpy "$VENV/bin/python" -m pytest -m "not lifecycle" "$@"
+      IPEM_KERNEL_BACKEND=numpy "$VENV/bin/python" -m pytest -m "not once" "$@"
     else
       echo "warning: no compiled kernels: running the suite with the NumPy backend only" >&2
       export IPEM_ALLOW_NO_C=1

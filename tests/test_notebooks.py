@@ -103,6 +103,7 @@ def pngs(cell):
 
 
 @pytest.mark.mpi
+@pytest.mark.once
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path):
     ipem.parallel.ensure_mpiexec()

@@ -117,6 +117,7 @@ def _cli(*args):
     return r.stdout
 
 
+@pytest.mark.once
 def test_cli_steps_chained_with_files(tmp_path):
     ipem.parallel.ensure_mpiexec()
     info = generate_corpus(tmp_path / "c", n_speakers=8, n_enroll=2, n_test=2, n_ubm=3, seed=3)

@@ -23,7 +23,7 @@ from ipem.speaker.scoring import score_trials
 from conftest import blobs
 
 pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
-              pytest.mark.lifecycle]
+              pytest.mark.once]
 
 
 @pytest.fixture(scope="module")
