@@ -182,3 +182,136 @@ def test_missing_espeak_is_clear(tmp_path, monkeypatch):
     assert available_voices() == []
     with pytest.raises(ValueError, match="espeak-ng is not on PATH.*install_speech_deps"):
         generate_corpus(tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# Conditions and ground-truth speech frames (issue 11)
+# ---------------------------------------------------------------------------
+from ipem.speaker.channel import CHANNELS, compand  # noqa: E402
+from ipem.speaker.corpus import label_path, speech_labels  # noqa: E402
+from ipem.speaker.frontend import mfcc_features  # noqa: E402
+
+
+def _meta(info):
+    rows = [line.split("\t") for line in info.meta_file.read_text().splitlines()]
+    return [dict(zip(rows[0], r)) for r in rows[1:]]
+
+
+@pytest.fixture(scope="module")
+def conditions(tmp_path_factory):
+    """The same seed at two SNRs and noises, clean, and with channel mismatch."""
+    if len(VOICES) < MIN_SPEAKERS:
+        pytest.skip(f"needs >= {MIN_SPEAKERS} MBROLA voices: run scripts/install_speech_deps.sh")
+    root = tmp_path_factory.mktemp("conditions")
+    kw = dict(TINY, seed=5)
+    return {
+        "0dB": generate_corpus(root / "a", snr_db=0.0, noise=("babble", "hum"), **kw),
+        "15dB": generate_corpus(root / "b", snr_db=15.0, noise="white", **kw),
+        "clean": generate_corpus(root / "c", snr_db=np.inf, **kw),
+        "mismatch": generate_corpus(root / "d", channel_mismatch=True, **kw),
+    }
+
+
+@needs_voices
+def test_labels_next_to_every_wav_one_per_frame(conditions):
+    info = conditions["0dB"]
+    wavs = sorted(info.wav_dir.rglob("*.wav"))
+    assert len(wavs) == info.n_utterances
+    for wav in wavs:
+        labels = np.load(label_path(wav))
+        assert label_path(wav).name == wav.stem + ".vad.npy"
+        x, sr = sf.read(str(wav))
+        assert labels.dtype == bool
+        assert labels.shape == (mfcc_features(x, sr, deltas=False).shape[0],)
+        assert 0.2 < labels.mean() < 0.95      # speech, and silence around it
+        assert not labels[:5].any()            # the leading pad is >= 0.1 s of silence
+
+
+@needs_voices
+def test_conditions_keep_the_speech_and_change_the_noise(conditions):
+    metas = {k: _meta(v) for k, v in conditions.items()}
+    for a, b in (("0dB", "15dB"), ("0dB", "clean"), ("0dB", "mismatch")):
+        for ra, rb in zip(metas[a], metas[b]):
+            assert (ra["text"], ra["rate"], ra["pitch"]) == (rb["text"], rb["rate"], rb["pitch"])
+    for wav in sorted(conditions["0dB"].wav_dir.rglob("*.wav")):
+        rel = wav.relative_to(conditions["0dB"].out_dir)
+        np.testing.assert_array_equal(np.load(label_path(wav)),
+                                      np.load(label_path(conditions["15dB"].out_dir / rel)))
+    assert {r["snr_db"] for r in metas["0dB"]} == {"0.0"}
+    assert {r["noise"] for r in metas["0dB"]} == {"babble", "hum"}
+    assert {r["noise"] for r in metas["15dB"]} == {"white"}
+    assert {r["noise"] for r in metas["clean"]} == {"none"}
+    assert all(10 <= float(r["snr_db"]) <= 25 for r in metas["mismatch"])
+    # same speech and level: the 0 dB signal carries more power outside the speech
+    wav = sorted(conditions["0dB"].wav_dir.rglob("*_test_00.wav"))[0]
+    rel = wav.relative_to(conditions["0dB"].out_dir)
+    labels = np.load(label_path(wav))
+    pause = np.repeat(~labels, 80)
+    x0, _ = sf.read(str(wav))
+    xc, _ = sf.read(str(conditions["clean"].out_dir / rel))
+    n = min(pause.size, x0.size)
+    assert np.mean(x0[:n][pause[:n]] ** 2) > 100 * np.mean(xc[:n][pause[:n]] ** 2)
+
+
+@needs_voices
+def test_channel_mismatch_enrol_and_test_differ(conditions):
+    meta = _meta(conditions["mismatch"])
+    by_role = {role: {(r["channel"], r["companding"]) for r in meta if r["role"] == role}
+               for role in ("enroll", "test", "ubm")}
+    assert by_role["enroll"] == {("landline", "mulaw")}
+    assert by_role["test"] == {("narrowband", "alaw")}
+    assert by_role["ubm"] <= by_role["enroll"] | by_role["test"]
+    default = {(r["channel"], r["companding"]) for r in _meta(conditions["15dB"])}
+    assert {c for c, _ in default} == {"default"}
+
+
+@needs_voices
+def test_narrowband_channel_has_its_band(tmp_path):
+    text = "The green bottle is near the old station."
+    x, params, labels = synthesize_utterance(VOICES[0], text, seed=3, snr_db=np.inf,
+                                             channel="narrowband", return_labels=True)
+    assert params["channel"] == "narrowband" and params["noise"] == "none"
+    assert labels.shape == (mfcc_features(x, 8000, deltas=False).shape[0],)
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(x.size, 1 / 8000)
+    in_band = spec[(f > 600) & (f < 2800)].sum()
+    assert spec[f < 300].sum() < 0.02 * in_band
+    assert spec[f > 3400].sum() < 0.02 * in_band
+
+
+def test_speech_labels_by_hand():
+    sr = 8000
+    x = np.zeros(sr)
+    x[3000:5000] = np.sin(np.arange(2000) * 0.3)
+    labels = speech_labels(x, sr)
+    assert labels.shape == (1 + int(np.ceil((sr - 200) / 80)),)
+    frames = np.flatnonzero(labels)
+    # frames whose 25 ms window overlaps the tone (minus the window's faint edges)
+    assert 3000 // 80 - 2 <= frames[0] <= 3000 // 80 and frames[-1] <= 5000 // 80
+    assert np.all(np.diff(frames) == 1)
+    assert not speech_labels(np.zeros(sr), sr).any()
+
+
+@pytest.mark.parametrize("law", ["mulaw", "alaw"])
+def test_companding_is_close_to_identity(law):
+    x = np.linspace(-0.9, 0.9, 2001)
+    y = compand(x, law)
+    big = np.abs(x) > 0.01
+    assert np.max(np.abs(y[big] - x[big]) / np.abs(x[big])) < 0.07   # 8-bit log steps
+    assert np.array_equal(compand(x, "none"), x)
+    assert not np.array_equal(compand(x, "mulaw"), compand(x, "alaw"))
+    with pytest.raises(ValueError, match="companding"):
+        compand(x, "g722")
+    assert set(CHANNELS) == {"landline", "narrowband"}
+
+
+def test_condition_arguments_are_checked(tmp_path):
+    voices = list(ENGLISH_MBROLA_VOICES)[:8]
+    with pytest.raises(ValueError, match="snr_db"):
+        generate_corpus(tmp_path, snr_db=(5.0, np.inf), voices=voices)
+    with pytest.raises(ValueError, match="snr_db"):
+        generate_corpus(tmp_path, snr_db=np.nan, voices=voices)
+    with pytest.raises(ValueError, match="noise must be"):
+        generate_corpus(tmp_path, noise=("white", "traffic"), voices=voices)
+    with pytest.raises(ValueError, match="unknown channel"):
+        synthesize_utterance("mb-us1", "Hello.", channel="satellite")

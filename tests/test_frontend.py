@@ -252,3 +252,164 @@ def test_extract_many_on_a_controller_writes_the_same_files(tmp_path):
         extract_many(srcs, tmp_path / "x", root=tmp_path / "elsewhere")
     with pytest.raises(ValueError, match="unknown feature format 'wav'"):
         extract_many(srcs, tmp_path / "x", fmt="wav")
+
+
+# ---------------------------------------------------------------------------
+# Telephone band, VAD rules, normalisations (issue 11)
+# ---------------------------------------------------------------------------
+from python_speech_features import fbank as psf_fbank, mfcc as psf_mfcc  # noqa: E402
+
+from ipem.speaker.featnorm import (cmvn as fn_cmvn, feature_warping, normalise,  # noqa: E402
+                                   rasta_filter, sliding_cmvn)
+from ipem.speaker.frontend import band_edges, vad_mask  # noqa: E402
+from ipem.speaker.vad import gmm_vad, kaldi_vad, percentile_vad  # noqa: E402
+
+
+def _psf(x, sr, low, high):
+    return psf_mfcc(x, sr, winlen=0.025, winstep=0.01, numcep=20, nfilt=24, nfft=256,
+                    lowfreq=low, highfreq=high, preemph=0.97, ceplifter=22, appendEnergy=True,
+                    winfunc=np.hamming)
+
+
+def test_mfcc_matches_python_speech_features(speech):
+    _, x, sr = speech
+    x8 = read_audio(speech[0], 8000)
+    # the full band: the same numbers as python_speech_features, c0 included
+    full = mfcc_features(x8, 8000, low_freq=0, high_freq=4000, deltas=False, dither=0)
+    np.testing.assert_allclose(full, _psf(x8, 8000, 0, 4000), rtol=1e-4, atol=1e-4)
+    # the default at 8 kHz is the telephone band; c0 is then the energy of that band
+    tel = mfcc_features(x8, 8000, deltas=False, dither=0)
+    ref = _psf(x8, 8000, 300, 3400)
+    np.testing.assert_allclose(tel[:, 1:], ref[:, 1:], rtol=1e-4, atol=1e-4)
+    assert np.all(tel[:, 0] <= full[:, 0] + 1e-5)
+    assert not np.allclose(tel[:, 0], full[:, 0])
+    # wideband keeps 0 Hz to Nyquist
+    assert band_edges(16000) == (0.0, 8000.0) and band_edges(8000) == (300.0, 3400.0)
+    assert band_edges(8000, 0, None) == (0.0, 3400.0)
+    with pytest.raises(ValueError, match="Nyquist"):
+        band_edges(8000, 300, 5000)
+    with pytest.raises(ValueError, match="low < high"):
+        mfcc_features(x8, 8000, low_freq=2000, high_freq=1000)
+
+
+def test_frame_log_energy_default_is_python_speech_features_energy(speech):
+    _, x, sr = speech
+    _, energy = psf_fbank(x, sr, nfilt=1, nfft=512, winfunc=np.hamming)
+    np.testing.assert_allclose(frame_log_energy(x, sr), np.log(energy), rtol=1e-10)
+    band = frame_log_energy(x, sr, low_freq=300, high_freq=3400, preemph=0.0)
+    assert band.shape == energy.shape and np.all(np.isfinite(band))
+
+
+def _two_level_energies(noise_db, speech_db=-20.0, n=600, seed=0):
+    """ln-energies: a noise floor (+-1 dB) and 'speech' bursts (+-5 dB), truth mask."""
+    rng = np.random.default_rng(seed)
+    truth = (np.arange(n) // 50) % 2 == 1
+    e_db = np.where(truth, rng.normal(speech_db, 5.0, n), rng.normal(noise_db, 1.0, n))
+    e_db = np.where(truth, np.maximum(e_db, noise_db + 3), e_db)
+    return e_db * np.log(10) / 10, truth
+
+
+@pytest.mark.parametrize("noise_db", [-70.0, -45.0, -32.0], ids=["quiet", "mid", "loud"])
+def test_gmm_vad_follows_the_noise_floor(noise_db):
+    log_e, truth = _two_level_energies(noise_db)
+    mask = energy_vad(log_e)                        # method="gmm" by default
+    miss, fa = np.mean(~mask[truth]), np.mean(mask[~truth])
+    assert miss < 0.1 and fa < 0.05, (miss, fa)
+    # only energies relative to each other matter (while no frame crosses the absolute floor)
+    shift = 2.0 if noise_db > -50 else 0.5
+    np.testing.assert_array_equal(energy_vad(log_e + shift), mask)
+
+
+def test_vad_methods_and_options():
+    log_e, truth = _two_level_energies(-45.0)
+    e_db = log_e * 10 / np.log(10)
+    np.testing.assert_array_equal(energy_vad(log_e, method="percentile", smooth=1,
+                                             dynamic_range_db=200),
+                                  percentile_vad(e_db))
+    np.testing.assert_array_equal(energy_vad(log_e, method="gmm", smooth=1, dynamic_range_db=200),
+                                  gmm_vad(e_db))
+    np.testing.assert_array_equal(energy_vad(log_e, method="kaldi", dynamic_range_db=200),
+                                  kaldi_vad(e_db))
+    # Kaldi's rule, by hand: threshold 5.5 + 0.5 * mean on its 16-bit scale, 3 of 5 frames
+    e_k = log_e + np.log(32768.0**2 / 0.2)
+    above = e_k > 5.5 + 0.5 * e_k.mean()
+    expect = [above[max(0, t - 2):t + 3].mean() >= 0.6 for t in range(above.size)]
+    np.testing.assert_array_equal(kaldi_vad(e_db), expect)
+    # energies spread evenly: the threshold itself decides
+    ramp = np.linspace(-60.0, 0.0, 400)
+    e_k = ramp * np.log(10) / 10 + np.log(32768.0**2 / 0.2)
+    first = np.argmax(e_k > 5.5 + 0.5 * e_k.mean())
+    assert 0 < first < 399
+    assert abs(np.argmax(kaldi_vad(ramp)) - first) <= 1
+    assert energy_vad(log_e, method="gmm", n_components=2).shape == truth.shape
+    with pytest.raises(ValueError, match="unknown VAD method 'energy'"):
+        energy_vad(log_e, method="energy")
+    with pytest.raises(ValueError, match="VAD method 'gmm'.*noise_percentile"):
+        energy_vad(log_e, method="gmm", noise_percentile=5)
+
+
+def test_extract_features_options(speech, tmp_path):
+    path, x, sr = speech
+    noisy = tmp_path / "noisy.wav"
+    rng = np.random.default_rng(0)
+    sig = np.concatenate([np.zeros(sr // 2), x, np.zeros(sr // 2)])
+    sf.write(str(noisy), sig + 0.01 * rng.standard_normal(sig.size), sr, subtype="PCM_16")
+    n_all = extract_features(noisy, vad=False).shape[0]
+    for vad in (True, "gmm", "kaldi", "percentile"):
+        F = extract_features(noisy, vad=vad)
+        assert F.shape[1] == 60 and 50 < F.shape[0] <= n_all, vad
+    np.testing.assert_array_equal(extract_features(noisy), extract_features(noisy, vad="gmm"))
+    mask = vad_mask(read_audio(noisy), 8000)
+    assert extract_features(noisy).shape[0] == mask.sum()
+    for norm in ("cmvn", "cmn", "sliding_cmvn", "sliding_cmn", "warp", "none"):
+        F = extract_features(noisy, norm=norm, norm_window=100)
+        assert F.dtype == np.float32 and np.isfinite(F).all() and F.shape[1] == 60, norm
+    np.testing.assert_array_equal(extract_features(noisy, variance_norm=False),
+                                  extract_features(noisy, norm="cmn"))
+    R = extract_features(noisy, rasta=True)
+    assert R.shape == extract_features(noisy).shape and not np.allclose(R, extract_features(noisy))
+    with pytest.raises(ValueError, match="unknown VAD 'energy'"):
+        extract_features(noisy, vad="energy")
+    with pytest.raises(ValueError, match="unknown normalisation 'mvn'"):
+        extract_features(noisy, norm="mvn")
+
+
+def test_feature_warping_by_hand():
+    X = np.array([[1.0, 5.0], [3.0, 5.0], [2.0, 7.0]])
+    from scipy.special import ndtri
+
+    # one window (3 frames <= 300): ranks 0.5, 2.5, 1.5 of 3; ties share their rank
+    expect = ndtri(np.array([[0.5, 1.0], [2.5, 1.0], [1.5, 2.5]]) / 3)
+    np.testing.assert_allclose(feature_warping(X), expect, rtol=1e-6)
+    np.testing.assert_array_equal(feature_warping(X[:1]), [[0.0, 0.0]])
+    # invariant to any increasing map of each dimension; N(0, 1)-like output
+    rng = np.random.default_rng(0)
+    Y = rng.gamma(2.0, size=(1000, 3))
+    W = feature_warping(Y, 300, chunk=37)
+    np.testing.assert_allclose(W, feature_warping(np.exp(Y)), atol=1e-6)
+    assert abs(W.mean()) < 0.05 and abs(W.std() - 1) < 0.05
+    # a frame is ranked in the window around it: brute force at a few frames
+    for t, (a, b) in ((0, (0, 300)), (500, (350, 650)), (999, (700, 1000))):
+        win = Y[a:b, 0]
+        r = np.sum(win < Y[t, 0]) + 0.5 * np.sum(win == Y[t, 0])
+        assert W[t, 0] == pytest.approx(ndtri(r / 300), rel=1e-5)
+    with pytest.raises(ValueError, match="window"):
+        feature_warping(Y, 1)
+
+
+def test_sliding_cmvn_and_rasta():
+    rng = np.random.default_rng(1)
+    X = rng.normal(3.0, 2.0, size=(400, 4)) + np.linspace(0, 10, 400)[:, None]
+    # a window as long as the utterance is per-utterance CMVN
+    np.testing.assert_allclose(sliding_cmvn(X, 400), fn_cmvn(X), atol=1e-5)
+    np.testing.assert_allclose(sliding_cmvn(X, 1000, variance=False), fn_cmvn(X, False), atol=1e-4)
+    S = sliding_cmvn(X, 100)
+    t, a, b = 200, 150, 250
+    ref = (X[t] - X[a:b].mean(0)) / X[a:b].std(0)
+    np.testing.assert_allclose(S[t], ref, rtol=1e-4)
+    # RASTA removes a constant channel offset exactly and starts without a transient
+    np.testing.assert_allclose(rasta_filter(X + 7.0), rasta_filter(X), atol=1e-9)
+    np.testing.assert_allclose(rasta_filter(np.full((50, 2), 4.0)), 0.0, atol=1e-12)
+    assert normalise(X, "none").dtype == np.float32
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        normalise(X, "zscore")

@@ -6,8 +6,10 @@ the demo and the notebooks run (extract, train_ubm, adapt, score, evaluate).
 """
 
 from .corpus import CorpusInfo, available_voices, generate_corpus, synthesize_utterance
-from .frontend import (cmvn, energy_vad, extract_features, extract_file, extract_many,
-                       mfcc_features, read_audio)
+from .featnorm import feature_warping, rasta_filter, sliding_cmvn
+from .frontend import (band_edges, cmvn, energy_vad, extract_features, extract_file,
+                       extract_many, mfcc_features, read_audio, vad_mask)
+from .vad import gmm_vad, kaldi_vad, percentile_vad
 from .calibration import LogisticCalibration, load_calibration
 from .map import SpeakerModel, adapt_speakers, map_adapt, ubm_params, utterance_stats
 from .metrics import (
@@ -37,7 +39,15 @@ __all__ = [
     "read_audio",
     "mfcc_features",
     "energy_vad",
+    "vad_mask",
+    "gmm_vad",
+    "kaldi_vad",
+    "percentile_vad",
+    "band_edges",
     "cmvn",
+    "sliding_cmvn",
+    "feature_warping",
+    "rasta_filter",
     "extract_features",
     "extract_file",
     "extract_many",

@@ -10,8 +10,17 @@ used as one speaker.  Clean synthetic speech would make verification trivial
 * leading/trailing silence,
 * "handset" response (random spectral tilt and one random peaking band),
 * telephone channel: resampling to ``sample_rate`` and a 300-3400 Hz band-pass,
-* additive noise (white, pink or brown) at a random SNR,
-* random level, and, for half of the utterances, G.711 mu-law companding.
+  and, for half of the utterances, G.711 mu-law companding -- or, with
+  ``channel_mismatch``, one channel for enrolment and another (narrower band,
+  A-law) for test (:data:`ipem.speaker.channel.CHANNELS`),
+* additive noise (white, pink, brown, babble of other voices or mains hum) at
+  an SNR fixed per corpus or drawn per utterance,
+* random level.
+
+The speech is synthesised clean before the channel and noise are added, so
+the generator knows which frames are speech: next to every ``utt.wav`` it
+writes ``utt.vad.npy``, one boolean per 25 ms / 10 ms front-end frame
+(:func:`speech_labels`), to measure voice activity detection against.
 
 :func:`generate_corpus` writes the WAV files and NIST-style lists; run
 ``scripts/install_speech_deps.sh`` as root first to install espeak-ng, sox,
@@ -20,6 +29,7 @@ mbrola and the voices.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -34,6 +44,8 @@ from typing import Sequence
 import numpy as np
 
 from ..io.atomic import write_text_atomic
+from .channel import (ACOUSTIC_NOISES, CHANNELS, NOISE_KINDS, Channel, active_power,
+                      babble_noise, bandpass, colored_noise, compand, handset, hum_noise)
 from .texts import random_text
 
 logger = logging.getLogger(__name__)
@@ -43,6 +55,9 @@ __all__ = [
     "CorpusInfo",
     "available_voices",
     "random_text",
+    "LABEL_SUFFIX",
+    "label_path",
+    "speech_labels",
     "synthesize_utterance",
     "generate_corpus",
 ]
@@ -73,6 +88,8 @@ ENGLISH_MBROLA_VOICES: dict[str, str] = {
 }
 
 MIN_SPEAKERS = 8
+#: Suffix of the ground-truth speech-frame files written next to each WAV file.
+LABEL_SUFFIX = ".vad.npy"
 DEFAULT_MBROLA_DIR = "/usr/share/mbrola"
 INSTALL_HINT = (
     "install them as root with `bash scripts/install_speech_deps.sh` (from the "
@@ -118,7 +135,10 @@ def available_voices(mbrola_dir: str | os.PathLike = DEFAULT_MBROLA_DIR) -> list
 # ---------------------------------------------------------------------------
 # Signal processing helpers
 # ---------------------------------------------------------------------------
-def _run_espeak(voice: str, text: str, rate: int, pitch: int) -> tuple[np.ndarray, int]:
+@functools.lru_cache(maxsize=256)
+def _espeak_pcm(voice: str, text: str, rate: int, pitch: int) -> tuple[np.ndarray, int]:
+    """espeak-ng's 16-bit output, cached: corpora made with one seed under several
+    conditions synthesise the same texts (the array is read-only)."""
     import soundfile as sf
 
     exe = shutil.which("espeak-ng")
@@ -138,11 +158,17 @@ def _run_espeak(voice: str, text: str, rate: int, pitch: int) -> tuple[np.ndarra
                 f"espeak-ng failed for voice {voice!r} (exit {proc.returncode}): "
                 f"{proc.stderr.decode('utf-8', 'replace').strip()[-500:]}"
             )
-        x, sr = sf.read(wav, dtype="float64", always_2d=True)
-    x = x.mean(axis=1)
+        x, sr = sf.read(wav, dtype="int16", always_2d=True)
+    x = x[:, 0].copy() if x.shape[1] == 1 else x.mean(axis=1).astype(np.int16)
     if x.size == 0 or not np.any(x):
         raise RuntimeError(f"espeak-ng produced silence for voice {voice!r} and text {text!r}")
+    x.flags.writeable = False
     return x, int(sr)
+
+
+def _run_espeak(voice: str, text: str, rate: int, pitch: int) -> tuple[np.ndarray, int]:
+    pcm, sr = _espeak_pcm(voice, text, int(rate), int(pitch))
+    return pcm.astype(np.float64) / 32768.0, sr
 
 
 def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -152,56 +178,6 @@ def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
     g = math.gcd(sr_in, sr_out)
     return resample_poly(x, sr_out // g, sr_in // g)
-
-
-def _telephone_bandpass(x: np.ndarray, sr: int) -> np.ndarray:
-    from scipy.signal import butter, sosfilt
-
-    sos = butter(4, [300.0, 3400.0], btype="bandpass", fs=sr, output="sos")
-    return sosfilt(sos, x)
-
-
-def _handset(x: np.ndarray, sr: int, tilt: float, f0: float, gain_db: float, q: float) -> np.ndarray:
-    """First-order tilt ``1 + tilt z^-1`` and one peaking-EQ biquad (RBJ cookbook)."""
-    from scipy.signal import lfilter
-
-    y = lfilter([1.0, tilt], [1.0], x)
-    a = 10.0 ** (gain_db / 40.0)
-    w0 = 2.0 * math.pi * f0 / sr
-    alpha = math.sin(w0) / (2.0 * q)
-    b = [1.0 + alpha * a, -2.0 * math.cos(w0), 1.0 - alpha * a]
-    den = [1.0 + alpha / a, -2.0 * math.cos(w0), 1.0 - alpha / a]
-    return lfilter(b, den, y)
-
-
-def _colored_noise(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
-    white = rng.standard_normal(n)
-    if kind == "white":
-        return white
-    spec = np.fft.rfft(white)
-    f = np.arange(spec.size, dtype=np.float64)
-    f[0] = 1.0
-    spec = spec / (np.sqrt(f) if kind == "pink" else f)  # brown: 1/f amplitude
-    return np.fft.irfft(spec, n)
-
-
-def _active_power(x: np.ndarray, sr: int) -> float:
-    """Mean power of the frames within 30 dB of the loudest 20 ms frame."""
-    flen = max(1, int(0.02 * sr))
-    n = x.size // flen
-    if n == 0:
-        return float(np.mean(x**2))
-    p = np.mean(x[: n * flen].reshape(n, flen) ** 2, axis=1)
-    act = p > p.max() * 1e-3
-    return float(p[act].mean())
-
-
-def _mulaw(x: np.ndarray, mu: float = 255.0) -> np.ndarray:
-    """G.711-style mu-law companding with 8-bit quantisation (encode + decode)."""
-    x = np.clip(x, -1.0, 1.0)
-    y = np.sign(x) * np.log1p(mu * np.abs(x)) / math.log1p(mu)
-    q = np.round((y + 1.0) * 127.5) / 127.5 - 1.0
-    return np.sign(q) * ((1.0 + mu) ** np.abs(q) - 1.0) / mu
 
 
 def _write_wav_atomic(path: Path, x: np.ndarray, sr: int) -> None:
@@ -214,6 +190,94 @@ def _write_wav_atomic(path: Path, x: np.ndarray, sr: int) -> None:
         sf.write(tmp, x, sr, format="WAV", subtype="PCM_16")
 
 
+def _snr_range(snr_db) -> tuple[float, float]:
+    """``snr_db`` as a (low, high) range; a single number is a fixed SNR, ``inf`` no noise."""
+    lo, hi = (snr_db, snr_db) if np.ndim(snr_db) == 0 else snr_db
+    lo, hi = float(lo), float(hi)
+    if math.isnan(lo) or math.isnan(hi) or lo > hi or lo == -math.inf or \
+            (math.isinf(hi) and lo != hi):
+        raise ValueError(f"snr_db must be a number, math.inf (no noise) or a finite (low, high) "
+                         f"range with low <= high, got {snr_db!r}")
+    return lo, hi
+
+
+def _noise_kinds(noise) -> tuple[str, ...]:
+    kinds = (noise,) if isinstance(noise, str) else tuple(noise)
+    bad = [k for k in kinds if k not in NOISE_KINDS]
+    if not kinds or bad:
+        raise ValueError(f"noise must be one or more of {NOISE_KINDS}, got {noise!r}")
+    return kinds
+
+
+def label_path(wav_path: str | os.PathLike) -> Path:
+    """The ground-truth speech-frame label file of a corpus WAV file.
+
+    Parameters
+    ----------
+    wav_path : path-like
+        ``.../utt.wav``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``.../utt.vad.npy`` (see :func:`speech_labels`).
+    """
+    p = Path(wav_path)
+    return p.with_name(p.stem + LABEL_SUFFIX)
+
+
+def speech_labels(
+    clean: np.ndarray,
+    sample_rate: int,
+    *,
+    winlen: float = 0.025,
+    winstep: float = 0.01,
+    range_db: float = 30.0,
+) -> np.ndarray:
+    """Ground-truth speech frames of a clean signal, framed as the front-end frames.
+
+    A frame is speech when the energy of the clean (noise-free) signal in its
+    Hamming window is within ``range_db`` of the loudest frame's.
+
+    Parameters
+    ----------
+    clean : numpy.ndarray, shape (n_samples,)
+        The speech before noise is added (after the handset and band-pass).
+    sample_rate : int
+        Sample rate in Hz.
+    winlen, winstep : float, optional
+        Window length and shift in seconds, as in
+        :func:`ipem.speaker.frontend.mfcc_features` (so there is one label per
+        feature frame: ``1 + ceil((n_samples - winlen * sr) / (winstep * sr))``).
+    range_db : float, optional
+        Dynamic range of speech below the loudest frame.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames,), bool
+        True for speech frames.
+    """
+    from python_speech_features.sigproc import framesig
+
+    frames = framesig(np.asarray(clean, dtype=np.float64), winlen * sample_rate,
+                      winstep * sample_rate, np.hamming)
+    e = np.sum(frames**2, axis=1)
+    if not np.any(e > 0):
+        return np.zeros(e.size, dtype=bool)
+    return e > e.max() * 10.0 ** (-range_db / 10.0)
+
+
+def _babble_sources(voices: Sequence[str], seed, sample_rate: int, n_words: int = 30):
+    """Clean speech of ``voices`` (one long random text each) to make babble from."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for voice in voices:
+        text = random_text(rng, n_words)
+        x, sr = _run_espeak(voice, text, int(rng.integers(140, 181)), int(rng.integers(30, 71)))
+        out.append((voice, _resample(x, sr, sample_rate)))
+    return out
+
+
 # ---------------------------------------------------------------------------
 # One utterance
 # ---------------------------------------------------------------------------
@@ -224,11 +288,20 @@ def synthesize_utterance(
     *,
     sample_rate: int = 8000,
     seed: int | np.random.SeedSequence | None = 0,
-    snr_db: tuple[float, float] = (10.0, 25.0),
+    snr_db: float | tuple[float, float] = (10.0, 25.0),
+    noise: str | Sequence[str] = ("white", "pink", "brown"),
+    channel: str | None = None,
+    babble_sources: Sequence[tuple[str, np.ndarray]] | None = None,
     rate_range: tuple[int, int] = (135, 185),
     pitch_range: tuple[int, int] = (30, 70),
-) -> tuple[np.ndarray, dict]:
+    return_labels: bool = False,
+):
     """Synthesise one telephone-quality utterance with random session effects.
+
+    The clean speech (voice, rate, pitch, silence padding), the handset and
+    level, and the noise are drawn from three independent streams of
+    ``seed``, so one seed gives the same speech under every ``snr_db``,
+    ``noise`` and ``channel``.
 
     Parameters
     ----------
@@ -237,55 +310,99 @@ def synthesize_utterance(
     text : str
         Text to speak.
     out_path : path-like, optional
-        If given, the result is written there atomically as 16-bit PCM WAV.
+        If given, the result is written there atomically as 16-bit PCM WAV,
+        and the ground-truth speech frames (:func:`speech_labels`) next to it
+        (:func:`label_path`: ``utt.vad.npy``).
     sample_rate : int, optional
         Output sample rate in Hz (>= 8000).
     seed : int or numpy.random.SeedSequence, optional
         Seed of every random choice (rate, pitch, handset, noise, level...).
-    snr_db : (float, float), optional
-        Range of the signal-to-noise ratio in dB (speech power over active
-        frames versus in-band noise power).
+    snr_db : float or (float, float), optional
+        Signal-to-noise ratio in dB (speech power over its active frames
+        versus the noise power as added), or the range it is drawn from;
+        ``math.inf`` adds no noise.
+    noise : str or sequence of str, optional
+        Noise kind, or kinds to draw from: ``"white"`` and ``"hum"`` are line
+        noises added after the channel's band-pass, ``"pink"``, ``"brown"``
+        and ``"babble"`` pass through it with the speech (see
+        :mod:`ipem.speaker.channel`).
+    channel : str or None, optional
+        A name in :data:`ipem.speaker.channel.CHANNELS`; ``None``: a
+        300-3400 Hz band-pass and mu-law companding for half of the utterances.
+    babble_sources : sequence of (str, numpy.ndarray), optional
+        ``(voice, clean speech at sample_rate)`` pairs babble is mixed from
+        (sources of ``voice`` itself are skipped); default: synthesised here
+        from up to 6 other voices.
     rate_range, pitch_range : (int, int), optional
         Ranges of the espeak-ng speaking rate (words/min) and pitch (0-99).
+    return_labels : bool, optional
+        Also return the ground-truth speech frames.
 
     Returns
     -------
     signal : numpy.ndarray, shape (n_samples,), float64
         The utterance exactly as written (16-bit values scaled to [-1, 1)).
     params : dict
-        The random parameters used (rate, pitch, snr_db, noise, gain_db, ...).
+        The random parameters used (rate, pitch, snr_db, noise, channel,
+        companding, gain_db, ...).
+    labels : numpy.ndarray, shape (n_frames,), bool
+        Only with ``return_labels``: :func:`speech_labels` of the clean
+        speech, one per 25 ms / 10 ms frame.
     """
-    rng = np.random.default_rng(seed)
+    lo_snr, hi_snr = _snr_range(snr_db)
+    kinds = _noise_kinds(noise)
+    if channel is not None and channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}; expected one of {sorted(CHANNELS)}")
+    base = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    # three streams, derived without spawning (which would change ``seed``'s state)
+    speech_ss, chan_ss, noise_ss = (
+        np.random.SeedSequence(base.entropy, spawn_key=base.spawn_key + (i,),
+                               pool_size=base.pool_size) for i in range(3))
+    rng = np.random.default_rng(speech_ss)
     rate = int(rng.integers(rate_range[0], rate_range[1] + 1))
     pitch = int(rng.integers(pitch_range[0], pitch_range[1] + 1))
-    clean, sr_voice = _run_espeak(voice, text, rate, pitch)
-
-    x = _resample(clean, sr_voice, sample_rate)
     pad = rng.uniform(0.1, 0.6, size=2)
+    clean, sr_voice = _run_espeak(voice, text, rate, pitch)
+    x = _resample(clean, sr_voice, sample_rate)
     x = np.concatenate([np.zeros(int(pad[0] * sample_rate)), x, np.zeros(int(pad[1] * sample_rate))])
 
-    tilt = float(rng.uniform(-0.4, 0.4))
-    eq_f0 = float(rng.uniform(500.0, 3000.0))
-    eq_gain = float(rng.uniform(-8.0, 8.0))
-    eq_q = float(rng.uniform(0.7, 2.0))
-    x = _handset(x, sample_rate, tilt, eq_f0, eq_gain, eq_q)
-    x = _telephone_bandpass(x, sample_rate)
+    crng = np.random.default_rng(chan_ss)
+    tilt = float(crng.uniform(-0.4, 0.4))
+    eq_f0 = float(crng.uniform(500.0, 3000.0))
+    eq_gain = float(crng.uniform(-8.0, 8.0))
+    eq_q = float(crng.uniform(0.7, 2.0))
+    level_db = float(crng.uniform(-32.0, -14.0))  # active RMS level, dBFS
+    coin = crng.random()
+    ch = CHANNELS[channel] if channel is not None else \
+        Channel("default", 300.0, 3400.0, 4, "mulaw" if coin < 0.5 else "none")
+    x = handset(x, sample_rate, tilt, eq_f0, eq_gain, eq_q)
+    x = bandpass(x, sample_rate, ch.low_hz, ch.high_hz, ch.order)
+    labels = speech_labels(x, sample_rate)
 
-    snr = float(rng.uniform(snr_db[0], snr_db[1]))
-    noise_kind = ("white", "pink", "brown")[int(rng.integers(3))]
-    noise = _telephone_bandpass(_colored_noise(rng, x.size, noise_kind), sample_rate)
-    p_speech = _active_power(x, sample_rate)
-    p_noise = float(np.mean(noise**2))
-    x = x + noise * math.sqrt(p_speech / (p_noise * 10.0 ** (snr / 10.0)))
+    nrng = np.random.default_rng(noise_ss)
+    snr = float(nrng.uniform(lo_snr, hi_snr)) if lo_snr < hi_snr else lo_snr
+    noise_kind = kinds[int(nrng.integers(len(kinds)))]
+    if math.isfinite(snr):
+        if noise_kind == "babble":
+            if babble_sources is None:
+                others = [v for v in available_voices() if v != voice][:6]
+                babble_sources = _babble_sources(others, nrng.integers(2**32), sample_rate)
+            srcs = [s for v, s in babble_sources if v != voice]
+            n = babble_noise(nrng, x.size, srcs, sr=sample_rate)
+        elif noise_kind == "hum":
+            n = hum_noise(nrng, x.size, sample_rate)
+        else:
+            n = colored_noise(nrng, x.size, noise_kind)
+        if noise_kind in ACOUSTIC_NOISES:
+            n = bandpass(n, sample_rate, ch.low_hz, ch.high_hz, ch.order)
+        p_speech = active_power(x, sample_rate)
+        x = x + n * math.sqrt(p_speech / (float(np.mean(n**2)) * 10.0 ** (snr / 10.0)))
 
-    level_db = float(rng.uniform(-32.0, -14.0))  # active RMS level, dBFS
-    x = x * (10.0 ** (level_db / 20.0) / math.sqrt(_active_power(x, sample_rate)))
+    x = x * (10.0 ** (level_db / 20.0) / math.sqrt(active_power(x, sample_rate)))
     peak = float(np.max(np.abs(x)))
     if peak > 0.95:
         x = x * (0.95 / peak)
-    use_mulaw = bool(rng.random() < 0.5)
-    if use_mulaw:
-        x = _mulaw(x)
+    x = compand(x, ch.companding)
     # quantise exactly as the 16-bit file will hold it
     x = np.clip(np.round(x * 32768.0), -32768, 32767) / 32768.0
 
@@ -293,19 +410,25 @@ def synthesize_utterance(
         "voice": voice,
         "rate": rate,
         "pitch": pitch,
-        "snr_db": round(snr, 2),
-        "noise": noise_kind,
+        "snr_db": round(snr, 2) if math.isfinite(snr) else snr,
+        "noise": noise_kind if math.isfinite(snr) else "none",
         "level_dbfs": round(level_db, 2),
         "tilt": round(tilt, 3),
         "eq_hz": round(eq_f0, 1),
         "eq_db": round(eq_gain, 2),
-        "mulaw": use_mulaw,
+        "channel": ch.name,
+        "companding": ch.companding,
+        "mulaw": ch.companding == "mulaw",
+        "speech_frames": int(labels.sum()),
         "native_rate": sr_voice,
     }
     if out_path is not None:
-        _write_wav_atomic(Path(out_path), x, sample_rate)
-    return x, params
+        from ..io import atomic_path
 
+        _write_wav_atomic(Path(out_path), x, sample_rate)
+        with atomic_path(label_path(out_path)) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, labels)
+    return (x, params, labels) if return_labels else (x, params)
 
 # ---------------------------------------------------------------------------
 # Corpus
@@ -334,6 +457,9 @@ class CorpusInfo:
     n_target: int
     n_nontarget: int
     seed: int
+    snr_db: tuple[float, float] = (10.0, 25.0)
+    noise: tuple[str, ...] = ("white", "pink", "brown")
+    channel_mismatch: bool = False
 
 
 def generate_corpus(
@@ -344,7 +470,9 @@ def generate_corpus(
     n_test: int = 4,
     n_ubm: int = 4,
     sample_rate: int = 8000,
-    snr_db: tuple[float, float] = (10.0, 25.0),
+    snr_db: float | tuple[float, float] = (10.0, 25.0),
+    noise: str | Sequence[str] = ("white", "pink", "brown"),
+    channel_mismatch: bool = False,
     words_per_utt: tuple[int, int] = (8, 11),
     seed: int = 0,
     n_jobs: int = 2,
@@ -358,6 +486,8 @@ def generate_corpus(
     docstring).  Files written under ``out_dir``:
 
     * ``wav/<spk>/<spk>_{ubm,enroll,test}_NN.wav`` -- 16-bit mono WAV files;
+    * ``wav/<spk>/<spk>_{ubm,enroll,test}_NN.vad.npy`` -- the ground-truth
+      speech frames of each (:func:`speech_labels`);
     * ``enroll.lst`` -- ``model_id utt_path...``, one line per speaker;
     * ``trials.lst`` -- ``model_id test_utt_path target|nontarget``, every
       model against every test utterance;
@@ -379,8 +509,19 @@ def generate_corpus(
         training (>= 0).
     sample_rate : int, optional
         Output sample rate in Hz (>= 8000).
-    snr_db : (float, float), optional
-        Range from which each utterance's SNR is drawn.
+    snr_db : float or (float, float), optional
+        The SNR of every utterance in dB, or the range each utterance's SNR
+        is drawn from; ``math.inf``: no noise.
+    noise : str or sequence of str, optional
+        Noise kind, or the kinds each utterance's noise is drawn from, out of
+        ``"white"``, ``"pink"``, ``"brown"``, ``"babble"`` (other voices than
+        the corpus's speakers where there are enough, otherwise the other
+        speakers) and ``"hum"``.
+    channel_mismatch : bool, optional
+        Enrolment utterances go through the ``landline`` channel (300-3400
+        Hz, mu-law), test utterances through ``narrowband`` (500-3000 Hz,
+        A-law), UBM utterances alternate between the two.  Default: every
+        utterance 300-3400 Hz, half of them mu-law.
     words_per_utt : (int, int), optional
         Range of the text length in words (8-11 words is ~3-4 s of speech).
     seed : int, optional
@@ -411,9 +552,8 @@ def generate_corpus(
     if int(sample_rate) != sample_rate or sample_rate < 8000:
         raise ValueError(f"sample_rate must be an integer >= 8000 Hz (telephone band "
                          f"is 300-3400 Hz), got {sample_rate!r}")
-    lo_snr, hi_snr = (float(v) for v in snr_db)
-    if not (math.isfinite(lo_snr) and math.isfinite(hi_snr)) or lo_snr > hi_snr:
-        raise ValueError(f"snr_db must be a (low, high) range with low <= high, got {snr_db!r}")
+    lo_snr, hi_snr = _snr_range(snr_db)
+    kinds = _noise_kinds(noise)
     w_lo, w_hi = (int(v) for v in words_per_utt)
     if w_lo < 1 or w_lo > w_hi:
         raise ValueError(f"words_per_utt must be a (low, high) range with 1 <= low <= high, "
@@ -466,16 +606,24 @@ def generate_corpus(
                 used_texts.add(text)
                 utt = f"{spk}_{role}_{i:02d}"
                 rel = f"wav/{spk}/{utt}.wav"
-                plan.append((spk, voice, role, utt, rel, text, child_seeds[k]))
+                plan.append((spk, voice, role, utt, rel, text, child_seeds[k],
+                             _channel_of(role, i) if channel_mismatch else None))
                 k += 1
+    babble = None
+    if "babble" in kinds and math.isfinite(hi_snr):
+        # other talkers: voices that are no speaker of this corpus, if there are enough
+        pool = [v for v in available_voices(mbrola_dir) if v not in voices]
+        pool = pool if len(pool) >= 4 else list(voices)
+        babble = _babble_sources(pool[:8], np.random.SeedSequence([seed, 1]), int(sample_rate))
 
     # -- synthesise (parallel) --------------------------------------------
     logger.info("synthesising %d utterances of %d speakers -> %s", len(plan), n_speakers, out)
     def work(item):
-        spk, voice, role, utt, rel, text, ss = item
+        spk, voice, role, utt, rel, text, ss, channel = item
         try:
             _, params = synthesize_utterance(voice, text, out / rel, sample_rate=int(sample_rate),
-                                             seed=ss, snr_db=(lo_snr, hi_snr))
+                                             seed=ss, snr_db=(lo_snr, hi_snr), noise=kinds,
+                                             channel=channel, babble_sources=babble)
         except Exception as exc:
             raise RuntimeError(f"synthesis of {utt} ({voice}) failed: {exc}") from exc
         return params
@@ -494,7 +642,7 @@ def generate_corpus(
 
     # -- lists ------------------------------------------------------------
     by_role: dict[str, dict[str, list[str]]] = {r: {s: [] for s in speakers} for r, _ in roles}
-    for spk, _v, role, _u, rel, _t, _s in plan:
+    for spk, _v, role, _u, rel, *_ in plan:
         by_role[role][spk].append(rel)
     enroll_lines = [" ".join([spk] + by_role["enroll"][spk]) for spk in speakers]
     test_utts = [(spk, rel) for spk in speakers for rel in by_role["test"][spk]]
@@ -505,9 +653,9 @@ def generate_corpus(
     ]
     ubm_lines = [rel for spk in speakers for rel in by_role["ubm"][spk]]
     meta_keys = ["rate", "pitch", "snr_db", "noise", "level_dbfs", "tilt", "eq_hz", "eq_db",
-                 "mulaw", "native_rate"]
+                 "channel", "companding", "mulaw", "speech_frames", "native_rate"]
     meta_lines = ["\t".join(["utt", "speaker", "voice", "role", "path"] + meta_keys + ["text"])]
-    for (spk, voice, role, utt, rel, text, _s), params in zip(plan, results):
+    for (spk, voice, role, utt, rel, text, *_), params in zip(plan, results):
         meta_lines.append("\t".join([utt, spk, voice, role, rel]
                                     + [str(params[key]) for key in meta_keys] + [text]))
 
@@ -535,4 +683,16 @@ def generate_corpus(
         n_target=n_target,
         n_nontarget=len(trial_lines) - n_target,
         seed=int(seed),
+        snr_db=(lo_snr, hi_snr),
+        noise=kinds,
+        channel_mismatch=bool(channel_mismatch),
     )
+
+
+def _channel_of(role: str, index: int) -> str:
+    """The channel of an utterance in a ``channel_mismatch`` corpus."""
+    if role == "enroll":
+        return "landline"
+    if role == "test":
+        return "narrowband"
+    return ("landline", "narrowband")[index % 2]

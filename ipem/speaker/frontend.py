@@ -44,6 +44,7 @@ __all__ = [
     "mfcc_features",
     "frame_log_energy",
     "band_edges",
+    "vad_mask",
     "energy_vad",
     "cmvn",
     "extract_features",
@@ -90,16 +91,47 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 8000) -> np.ndarray:
         If ``path`` does not exist.
     ValueError
         If the file cannot be decoded, holds no samples or non-finite samples,
-        or ``sample_rate`` is not a positive integer.
+        is a WAV file shorter than its header says (truncated, e.g. by an
+        interrupted copy), or ``sample_rate`` is not a positive integer.
+    ipem.MissingDependencyError
+        Without :mod:`soundfile` (``pip install 'ipem[speaker]'``).
     """
-    import soundfile as sf
+    import struct
 
+    from .._optional import require
+
+    sf = require("soundfile", "to read audio files")
     path = Path(path)
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     sample_rate = int(sample_rate)
     if not path.exists():
         raise FileNotFoundError(f"audio file not found: {path}")
+    # libsndfile reads what there is of a truncated WAV file without a word: compare the
+    # size its data chunk announces with the bytes present (0 and 0xFFFFFFFF mark a
+    # stream whose size was never filled in, which is not a truncation)
+    try:
+        with open(path, "rb") as fh:
+            head, size = fh.read(12), os.fstat(fh.fileno()).st_size
+            order = {b"RIFF": "<", b"RIFX": ">"}.get(head[:4])
+            pos, byte_rate = 12, 0
+            while order and head[8:12] == b"WAVE" and pos + 8 <= size:
+                fh.seek(pos)
+                chunk, n = struct.unpack(order + "4sI", fh.read(8))
+                raw = fh.read(12) if chunk == b"fmt " else b""
+                if len(raw) == 12:
+                    byte_rate = struct.unpack(order + "I", raw[8:12])[0]
+                elif chunk == b"data":
+                    have = size - pos - 8
+                    if n not in (0, 0xFFFFFFFF) and n > have:
+                        secs = (f" ({n / byte_rate:.2f} s; {have / byte_rate:.2f} s present)"
+                                if byte_rate else "")
+                        raise ValueError(f"audio file {path} is truncated: its header announces "
+                                         f"{n} bytes of samples, the file holds {have}{secs}")
+                    break
+                pos += 8 + n + (n & 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read audio file {path}: {exc.strerror or exc}") from exc
     try:
         data, file_rate = sf.read(str(path), dtype="float64", always_2d=True)
     except Exception as exc:  # libsndfile errors are RuntimeError subclasses
@@ -330,6 +362,56 @@ def frame_log_energy(
 
 
 # ---------------------------------------------------------------------------
+# Speech frames
+# ---------------------------------------------------------------------------
+def _vad_mask(x, sample_rate, method, winlen, winstep, low, high, vad_kwargs):
+    pspec, nfft = _power_spectrum(x, sample_rate, winlen, winstep, 0.0)
+    log_e = _log_band_energy(pspec, nfft, sample_rate, low, high)
+    return energy_vad(log_e, **{"method": method, **(vad_kwargs or {})})
+
+
+def vad_mask(
+    signal: np.ndarray,
+    sample_rate: int,
+    vad: str = "gmm",
+    *,
+    winlen: float = 0.025,
+    winstep: float = 0.01,
+    low_freq: float | None = None,
+    high_freq: float | None = None,
+    dither: float = 1e-5,
+    seed: int = 0,
+    **vad_kwargs,
+) -> np.ndarray:
+    """The speech frames :func:`extract_features` keeps, for a signal.
+
+    The frames' log-energy in the filterbank's band, without pre-emphasis,
+    goes through :func:`energy_vad`.
+
+    Parameters
+    ----------
+    signal : numpy.ndarray, shape (n_samples,)
+        Mono signal.
+    sample_rate : int
+        Sample rate in Hz.
+    vad : {"gmm", "kaldi", "percentile"}, optional
+        The rule (:data:`VAD_METHODS`).
+    winlen, winstep, low_freq, high_freq, dither, seed
+        As for :func:`mfcc_features`.
+    **vad_kwargs
+        More options of :func:`energy_vad`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames,), bool
+        One flag per frame of :func:`mfcc_features`.
+    """
+    low, high = band_edges(sample_rate, low_freq, high_freq)
+    return _vad_mask(_prepare(signal, dither, seed), sample_rate, vad, winlen, winstep, low, high,
+                     vad_kwargs)
+
+
+# ---------------------------------------------------------------------------
 # Whole pipeline
 # ---------------------------------------------------------------------------
 def extract_features(
@@ -409,9 +491,7 @@ def extract_features(
     static = _static_mfcc(x, sample_rate, n_ceps, n_filters, winlen, winstep, low, high)
     feats = _with_deltas(rasta_filter(static) if rasta else static)
     if vad:
-        pspec, nfft = _power_spectrum(x, sample_rate, winlen, winstep, 0.0)
-        log_e = _log_band_energy(pspec, nfft, sample_rate, low, high)
-        mask = energy_vad(log_e, **{"method": vad, **(vad_kwargs or {})})
+        mask = _vad_mask(x, sample_rate, vad, winlen, winstep, low, high, vad_kwargs)
         if not mask.any():
             raise NoSpeechError(f"no speech frames found in {path} (silent or too quiet)")
         feats = feats[mask]
@@ -538,10 +618,14 @@ def extract_many(
     jobs = [(str(p), str(d)) for p, d in zip(paths, dsts)]
     logger.debug("extracting %d files to %s (%s)", len(jobs), out_dir, fmt)
     if controller is not None:
+        from ..io.atomic import remove_stale_temporaries
         from ..parallel import as_controller
 
-        as_controller(controller).map_tasks(_extract_task, jobs, fmt, kwargs,
-                                            progress=progress, desc="extract")
+        try:
+            as_controller(controller).map_tasks(_extract_task, jobs, fmt, kwargs,
+                                                progress=progress, desc="extract")
+        finally:  # what an engine lost mid-write left next to its output
+            remove_stale_temporaries(dsts)
     elif n_jobs <= 1 or len(jobs) <= 1:
         for j in _progress(jobs, progress):
             _extract_task(j, fmt, kwargs)
