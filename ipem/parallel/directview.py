@@ -301,16 +301,22 @@ class DirectViewController(Controller):
         return outcomes
 
     def _run_tasks(self, func, items, args, todo, outcomes, bar):
-        """Submit ``todo``; fill ``outcomes`` as tasks finish; EngineLost when one is lost.
+        """Submit ``todo`` in batches; fill ``outcomes`` as they finish; EngineLost when an
+        engine is lost.
 
-        The deadline applies to progress: some task must finish within it.
+        Tasks go in batches of up to 64 (about 8 per engine at least), so that the
+        scheduler's per-message cost is paid per batch, not per task.  The deadline
+        applies to progress: some batch must finish within it.
         """
         name = _name(func)
+        size = max(1, min(64, len(todo) // (8 * max(1, len(self.alive)))))
+        batches = [todo[a:a + size] for a in range(0, len(todo), size)]
         pending = {}
         try:
             lview = self.client.load_balanced_view(self.alive)
-            for i in todo:
-                pending[lview.apply_async(engine.engine_task, i, func, items[i], args)] = i
+            for idx in batches:
+                pending[lview.apply_async(engine.engine_tasks, idx, func,
+                                          [items[i] for i in idx], args)] = idx
         except (self._ipp.error.NoEnginesRegistered, IndexError, KeyError) as exc:
             gone = self._gone()
             if pending:
@@ -324,17 +330,20 @@ class DirectViewController(Controller):
                 done = [ar for ar in pending if ar.ready()]
                 dead = []
                 for ar in done:
-                    i = pending.pop(ar)
+                    idx = pending.pop(ar)
                     try:
-                        outcomes[i] = ar.get(0)
+                        got = ar.get(0)
                     except self._ipp.error.RemoteError as exc:
                         if _died(exc):
                             dead.append(ar)
                             continue
-                        outcomes[i] = Outcome(failure=Failure(i, exc.ename, str(exc.evalue)))
-                    t = outcomes[i].elapsed
+                        got = [Outcome(failure=Failure(i, exc.ename, str(exc.evalue)))
+                               for i in idx]
+                    for i, o in zip(idx, got):
+                        outcomes[i] = o
+                    t = sum(o.elapsed for o in got)
                     self._slowest[name] = max(self._slowest.get(name, 0.0), t)
-                    bar.update(1)
+                    bar.update(len(idx))
                 self._purge([ar for ar in done if ar not in dead])
                 if dead:
                     engines = [ar.engine_id for ar in dead if ar.engine_id is not None]

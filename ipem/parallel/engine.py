@@ -196,6 +196,12 @@ def engine_task(index, func, item, args):
     return run_task(index, func, item, args, engine_store()).remote()
 
 
+def engine_tasks(indices, func, items, args):
+    """Run a batch of independent tasks ``func(item, *args)``; one Outcome per item."""
+    store = engine_store()
+    return [run_task(i, func, item, args, store).remote() for i, item in zip(indices, items)]
+
+
 def engine_put_value(key, value):
     """Store a broadcast constant under ``key`` on this engine."""
     engine_store()[key] = value
