@@ -16,16 +16,22 @@ def _potential(shard, closest):
     return closest if shard.weights is None else closest * shard.weights
 
 
-def _commit(shard, shift, center, backend, chunk_size):
-    """Fold a new centre into the shard's closest squared distances; return the potential."""
-    kern = get_kernels(backend)
-    n = shard.X.shape[0]
-    lab = np.empty(n, dtype=np.int64)
-    dist = np.empty(n)
-    kern.kmeans_step(shard.X, shift, center[None, :], lab, dist, chunk_size)
+def _commit(shard, shift, center, backend, chunk_size, trial=None):
+    """Fold a new centre into the shard's closest squared distances; return the potential.
+
+    ``trial``: the index of the centre among the candidates of the last
+    :func:`_trial`, whose distances the shard kept (no pass over the frames).
+    """
+    kept = shard.state.pop("kpp_trial", None)
+    if trial is not None and kept is not None:
+        dist = kept[:, trial]
+    else:
+        kern = get_kernels(backend)
+        _, dist = kern.kmeans_pp_trial(shard.X, shift, center[None, :], None, None, chunk_size)
+        dist = dist[:, 0]
     closest = shard.state.get("kpp_closest")
     if closest is None:
-        closest = dist
+        closest = np.ascontiguousarray(dist)
     else:
         np.minimum(closest, dist, out=closest)
     shard.state["kpp_closest"] = closest
@@ -34,6 +40,7 @@ def _commit(shard, shift, center, backend, chunk_size):
 
 def _start(shard, shift, center, backend, chunk_size):
     shard.state.pop("kpp_closest", None)
+    shard.state.pop("kpp_trial", None)
     return _commit(shard, shift, center, backend, chunk_size)
 
 
@@ -56,21 +63,21 @@ def _sample(shard, owner, bounds, targets, shift):
 
 
 def _trial(shard, shift, candidates, backend, chunk_size):
-    """Potential of each candidate centre if it were added: shape (n_candidates,)."""
+    """Potential of each candidate centre if it were added: shape (n_candidates,).
+
+    One pass over the frames for all candidates; their distances stay on the
+    shard for :func:`_commit`.
+    """
     kern = get_kernels(backend)
-    n = shard.X.shape[0]
-    lab = np.empty(n, dtype=np.int64)
-    dist = np.empty(n)
-    closest = shard.state["kpp_closest"]
-    pots = np.empty(candidates.shape[0])
-    for j in range(candidates.shape[0]):
-        kern.kmeans_step(shard.X, shift, candidates[j:j + 1], lab, dist, chunk_size)
-        pots[j] = _potential(shard, np.minimum(closest, dist)).sum()
+    pots, dist = kern.kmeans_pp_trial(shard.X, shift, candidates, shard.state["kpp_closest"],
+                                      shard.weights, chunk_size)
+    shard.state["kpp_trial"] = dist
     return pots
 
 
 def _clear(shard):
     shard.state.pop("kpp_closest", None)
+    shard.state.pop("kpp_trial", None)
     return 0.0
 
 
@@ -138,7 +145,8 @@ def kmeans_plusplus_distributed(data, n_clusters, random_state, *, n_local_trial
             best = int(np.argmin(trial.sum(axis=0)))
             centers[c] = cand[best]
             indices[c] = cand_idx[best]
-            pots = np.array(ctrl.map(_commit, data, shift, cand[best], backend, chunk_size))
+            pots = np.array(ctrl.map(_commit, data, shift, cand[best], backend, chunk_size,
+                                     best))
     finally:
         clear_state(ctrl, _clear, data)
     return centers, indices

@@ -14,9 +14,10 @@ from ..kernels import get_kernels
 
 
 def reset(shard):
-    """Start a k-means run: no labels yet."""
+    """Start a k-means run: no labels (and no distance bounds) yet."""
     shard.state["km_labels"] = np.full(shard.X.shape[0], -1, dtype=np.int64)
     shard.state["km_mindist"] = np.zeros(shard.X.shape[0])
+    shard.state.pop("km_bounds", None)
     return 0.0
 
 
@@ -24,28 +25,46 @@ def clear(shard):
     """Drop the per-run state."""
     shard.state.pop("km_labels", None)
     shard.state.pop("km_mindist", None)
+    shard.state.pop("km_bounds", None)
     return 0.0
 
 
 def step(shard, shift, centers, backend, chunk_size):
     """One Lloyd E-step: (weighted) counts, sums and inertia; labels kept on the shard.
 
+    The shard keeps its labels, distances and the kernel's distance bounds
+    between the steps of a run, so that frames whose label cannot change are
+    not compared with every centre (exactly the same results).
+
     Returns
     -------
-    dict with ``counts`` (K,), ``sums`` (K, D) of shifted frames, ``inertia``
-    and ``n_changed`` (frames whose label changed).
+    dict with ``counts`` (K,), ``sums`` (K, D) of shifted frames, ``inertia``,
+    ``n_changed`` (frames whose label changed) and ``n_full`` (frames compared
+    with every centre).
     """
     kern = get_kernels(backend)
     n = shard.X.shape[0]
-    old = shard.state.get("km_labels")
-    labels = np.empty(n, dtype=np.int64)
-    mindist = np.empty(n)
-    counts, sums, inertia = kern.kmeans_step(shard.X, shift, centers, labels, mindist,
-                                             chunk_size, sample_weight=shard.weights)
-    n_changed = n if old is None or old.shape[0] != n else int(np.count_nonzero(labels != old))
-    shard.state["km_labels"] = labels
-    shard.state["km_mindist"] = mindist
-    return {"counts": counts, "sums": sums, "inertia": inertia, "n_changed": float(n_changed)}
+    st = shard.state
+    labels = st.get("km_labels")
+    if labels is None or labels.shape[0] != n:
+        labels = np.full(n, -1, dtype=np.int64)
+    mindist = st.get("km_mindist")
+    if mindist is None or mindist.shape[0] != n:
+        mindist = np.zeros(n)
+    bounds = st.get("km_bounds")
+    if bounds is None or bounds["upper"].shape[0] != n:
+        bounds = kern.new_kmeans_bounds(n)
+    # the bounds are only meaningful for the frames' labels: drop them while the
+    # step runs, so that an error cannot leave stale bounds with new labels
+    st.pop("km_bounds", None)
+    counts, sums, inertia, n_changed, n_full = kern.kmeans_step_bounded(
+        shard.X, shift, centers, labels, mindist, bounds, chunk_size,
+        sample_weight=shard.weights)
+    st["km_labels"] = labels
+    st["km_mindist"] = mindist
+    st["km_bounds"] = bounds
+    return {"counts": counts, "sums": sums, "inertia": inertia,
+            "n_changed": float(n_changed), "n_full": float(n_full)}
 
 
 def farthest(shard, m, shift):

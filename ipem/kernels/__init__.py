@@ -17,16 +17,19 @@ one per estimator; :data:`BACKEND` names the default.
 ``kmeans_step``, ``gmm_diag_step`` and ``gmm_full_step`` take an optional
 ``sample_weight`` (per-frame weights, shape (n_samples,)) in both backends.
 
-Helpers for other packages: :func:`logsumexp_rows` (row-wise log-sum-exp)
-and :func:`check_sample_weight` (the kernels' validation of frame weights).
+Helpers for other packages: :func:`logsumexp_rows` (row-wise log-sum-exp),
+:func:`check_sample_weight` (the kernels' validation of frame weights) and
+:func:`check_approximation` (of ``top_c`` and ``min_post``, the approximate
+statistics of ``gmm_diag_step``).
 """
 import os
 import warnings
 
 from . import _numpy
-from ._numpy import check_sample_weight, logsumexp_rows  # noqa: F401  (public API)
+from ._numpy import check_approximation, check_sample_weight, logsumexp_rows  # noqa: F401
 
-KERNEL_FUNCTIONS = ("kmeans_step", "gmm_diag_step", "gmm_full_step", "gmm_diag_topc")
+KERNEL_FUNCTIONS = ("kmeans_step", "kmeans_step_bounded", "new_kmeans_bounds", "kmeans_pp_trial",
+                    "gmm_diag_step", "gmm_full_step", "gmm_diag_topc")
 
 _BACKENDS = {"numpy": _numpy}
 _C_IMPORT_ERROR = None

@@ -41,7 +41,7 @@ def read_cdef(header=HEADER):
 def compile_args():
     if sys.platform == "win32":
         return ["/O2"]
-    return ["-O3", "-fno-math-errno", "-Wno-psabi"]
+    return ["-O3", "-fno-math-errno", "-Wno-psabi", "-pthread"]
 
 
 def make_ffibuilder():
@@ -52,8 +52,10 @@ def make_ffibuilder():
         '#include "ipem_kernels.h"\n',
         sources=[_rel(SOURCE)],
         include_dirs=[_rel(HERE)],
-        depends=[_rel(HEADER), _rel(os.path.join(HERE, "ipem_kernels_impl.h"))],
+        depends=[_rel(HEADER)] + [_rel(os.path.join(HERE, h)) for h in (
+            "ipem_kernels_impl.h", "ipem_parallel.h", "ipem_fused_avx512.h")],
         extra_compile_args=compile_args(),
+        extra_link_args=[] if sys.platform == "win32" else ["-pthread"],
         libraries=[] if sys.platform == "win32" else ["m"],
     )
     return builder

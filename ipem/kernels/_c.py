@@ -6,6 +6,11 @@ its docstrings); the C code lives in ``ipem_kernels.c`` and is built by
 ImportError when the extension was not built, which makes
 :mod:`ipem.kernels` fall back to NumPy.
 
+float32 frames on a CPU with AVX-512 take fused kernels (ipem_fused_avx512.h)
+with their own matrix-product micro-kernels; the others call scipy's BLAS.
+Kernels run on :func:`kernel_threads` worker threads (the BLAS thread count,
+so ``threadpoolctl`` limits them); results never depend on the number.
+
 Differences from the NumPy reference that callers may notice:
 
 * ``X`` must be float32 or float64 with unit stride along features (a row
@@ -22,11 +27,13 @@ Differences from the NumPy reference that callers may notice:
   (rounded to float32), so weighted statistics agree with NumPy to float32
   rounding.
 """
+import contextlib
 import ctypes
 import os
 
 import numpy as np
 
+from . import _numpy as _numpy_kernels
 from ._numpy import LOG_2PI, check_sample_weight, default_chunk_size  # noqa: F401
 
 try:
@@ -34,7 +41,8 @@ try:
 except ImportError as exc:  # not compiled
     raise ImportError(f"ipem's compiled kernels are not built: {exc}") from exc
 
-__all__ = ["kmeans_step", "gmm_diag_step", "gmm_full_step", "gmm_diag_topc",
+__all__ = ["kmeans_step", "kmeans_step_bounded", "new_kmeans_bounds", "kmeans_pp_trial",
+           "gmm_diag_step", "gmm_full_step", "gmm_diag_topc",
            "default_chunk_size",
            "ISA_NAMES", "get_isa", "set_isa", "available_isas"]
 
@@ -62,6 +70,11 @@ def _capsule_pointer(capsule):
     return ptr
 
 
+def _scipy_blas():
+    from scipy.linalg import blas
+    return blas
+
+
 def _init_blas():
     """Hand scipy's Fortran ?gemm (LP64, all arguments by pointer) to the C code."""
     try:
@@ -75,6 +88,7 @@ def _init_blas():
 
 
 _init_blas()
+_blas = _scipy_blas()
 
 
 # ---------------------------------------------------------------------------
@@ -101,6 +115,63 @@ def set_isa(name):
 _env_isa = os.environ.get("IPEM_KERNEL_ISA", "").strip().lower()
 set_isa(_env_isa if _env_isa in ISA_NAMES else "avx512")
 del _env_isa
+
+
+# ---------------------------------------------------------------------------
+# threads: as many as the BLAS is allowed (threadpoolctl limits apply)
+# ---------------------------------------------------------------------------
+_BLAS = []
+
+
+def _blas_controller():
+    """threadpoolctl's controller of scipy's BLAS (the one the kernels call), or None."""
+    if not _BLAS:
+        ctl = None
+        try:
+            from threadpoolctl import ThreadpoolController
+            libs = [lib for lib in ThreadpoolController().lib_controllers
+                    if lib.user_api == "blas"]
+            libs.sort(key=lambda lib: "scipy" not in os.path.basename(
+                os.path.dirname(lib.filepath or "")))
+            ctl = libs[0] if libs else None
+        except Exception:  # threadpoolctl missing or failing: use the CPUs
+            ctl = None
+        _BLAS.append(ctl)
+    return _BLAS[0]
+
+
+def kernel_threads():
+    """Threads a kernel call uses: the thread count of scipy's BLAS right now.
+
+    The kernels run their own worker threads (each calling a one-thread BLAS,
+    or no BLAS at all) and follow the BLAS setting, so that the usual controls
+    (``threadpoolctl.threadpool_limits``, ``OPENBLAS_NUM_THREADS``, the
+    engines' ``blas_threads``) limit them too.  Results do not depend on it.
+    """
+    ctl = _blas_controller()
+    if ctl is not None:
+        try:
+            return max(1, int(ctl.get_num_threads()))
+        except Exception:
+            pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _one_blas_thread(n_threads):
+    """While the kernel's own workers call the BLAS, make each call one-threaded."""
+    ctl = _blas_controller() if n_threads > 1 else None
+    prev = ctl.get_num_threads() if ctl is not None else 1
+    if prev > 1:
+        ctl.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if prev > 1:
+            ctl.set_num_threads(prev)
 
 
 # ---------------------------------------------------------------------------
@@ -245,8 +316,139 @@ def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None, sample_weig
     fn = getattr(lib, "ipem_kmeans_" + _sfx(X))
     _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(c), _ptr(c_sq), chunk, _ptr(sw),
               _ptr(labels, "int64_t *"), _ptr(mindist), _ptr(counts), _ptr(sums),
-              _ptr(inertia)))
+              _ptr(inertia), kernel_threads()))
     return counts, sums, float(inertia[0])
+
+
+def new_kmeans_bounds(n_samples):
+    """Empty distance bounds for :func:`kmeans_step_bounded` (no valid bounds yet)."""
+    return {"upper": np.zeros(n_samples), "lower": np.zeros(n_samples), "centers": None}
+
+
+def _centre_geometry(c32, prev):
+    """Drift of every centre since ``prev`` (None: unknown), half the distance of
+    each centre to its nearest other one, and the largest centre norm, in float64
+    from the float32 centres the kernel uses (rounded to be conservative)."""
+    c = c32.astype(np.float64)
+    k = c.shape[0]
+    drift = None
+    if prev is not None and prev.shape == c32.shape:
+        drift = np.sqrt(((c - prev.astype(np.float64)) ** 2).sum(axis=1)) * (1 + 1e-12) + 1e-300
+    sq = np.einsum("kd,kd->k", c, c)
+    if k > 1:
+        # a one-thread product: waking a BLAS thread pool here would leave its
+        # threads spinning on the cores the kernel is about to use
+        with _one_blas_thread(2):
+            gram = _blas.dgemm(1.0, c, c, trans_b=True)
+        d2 = sq[:, None] + sq[None, :] - 2.0 * gram
+        np.fill_diagonal(d2, np.inf)
+        # the Gram identity's float64 error is far below 1e-12 max|c|^2
+        half_sep = 0.5 * np.sqrt(np.maximum(d2.min(axis=1) - 1e-12 * sq.max(), 0.0))
+    else:
+        half_sep = np.full(k, np.inf)
+    return drift, np.ascontiguousarray(half_sep), float(np.sqrt(sq.max())) * (1 + 1e-9)
+
+
+def kmeans_step_bounded(X, shift, centers, labels, mindist, bounds, chunk_size=None,
+                        sample_weight=None):
+    """A Lloyd step that skips the frames whose label cannot change.
+
+    Same results as :func:`kmeans_step` (bit for bit), with Hamerly's distance
+    bounds kept in ``bounds`` (from :func:`new_kmeans_bounds`, updated in
+    place) between the calls of one k-means run on the same frames.
+
+    Parameters
+    ----------
+    X, shift, centers, mindist, chunk_size, sample_weight
+        As for :func:`kmeans_step`.
+    labels : ndarray of shape (n_samples,), int64
+        In/out: the labels of the previous call (negative: none yet), replaced
+        by the new ones.
+    bounds : dict
+        ``upper`` and ``lower`` (n_samples,) float64 and ``centers`` (the
+        centres of the previous call), updated in place.
+
+    Returns
+    -------
+    counts, sums, inertia
+        As for :func:`kmeans_step`.
+    n_changed : int
+        Frames whose label changed.
+    n_full : int
+        Frames compared with every centre (the others kept their label by the
+        bounds).
+    """
+    X, ldx = _check_X(X)
+    n, d = X.shape
+    centers = np.asarray(centers, dtype=np.float64)
+    k = centers.shape[0] if centers.ndim == 2 else 0
+    labels = _out(labels, "labels", (n,), (np.int64,))
+    if X.dtype != np.float32 or get_isa() != "avx512":
+        old = labels.copy()
+        counts, sums, inertia = kmeans_step(X, shift, centers, labels, mindist, chunk_size,
+                                            sample_weight)
+        bounds["centers"] = None  # no bounds kept on this path
+        return counts, sums, inertia, int(np.count_nonzero(labels != old)), n
+    sw = check_sample_weight(sample_weight, n)
+    if centers.ndim != 2 or centers.shape[1] != d or k < 1:
+        raise ValueError(f"centers must have shape (n_clusters, {d}), got {centers.shape}")
+    s = _vec(shift, "shift", (d,)).astype(np.float32)
+    c = np.ascontiguousarray(centers, dtype=np.float32)
+    c_sq = np.einsum("kd,kd->k", c, c)
+    mindist = _out(mindist, "mindist", (n,), (np.float64,))
+    upper = _out(bounds["upper"], "bounds['upper']", (n,), (np.float64,))
+    lower = _out(bounds["lower"], "bounds['lower']", (n,), (np.float64,))
+    drift, half_sep, cnorm = _centre_geometry(c, bounds.get("centers"))
+    counts = np.zeros(k)
+    sums = np.zeros((k, d))
+    inertia = np.zeros(1)
+    n_changed = np.zeros(1, dtype=np.int64)
+    n_full = np.zeros(1, dtype=np.int64)
+    chunk = _chunk(chunk_size, "kmeans", k, d, 4)
+    bounds["centers"] = None  # invalid while the kernel runs (an error leaves them so)
+    _check(lib.ipem_kmeans_bounded_f32(
+        n, d, k, _ptr(X), ldx, _ptr(s), _ptr(c), _ptr(c_sq), chunk, _ptr(sw),
+        _ptr(labels, "int64_t *"), _ptr(mindist), _ptr(upper), _ptr(lower),
+        _ptr(drift) if drift is not None else ffi.NULL, _ptr(half_sep), cnorm,
+        _ptr(counts), _ptr(sums), _ptr(inertia), _ptr(n_changed, "int64_t *"),
+        _ptr(n_full, "int64_t *"), kernel_threads()))
+    bounds["centers"] = c
+    return counts, sums, float(inertia[0]), int(n_changed[0]), int(n_full[0])
+
+
+def kmeans_pp_trial(X, shift, candidates, closest=None, sample_weight=None, chunk_size=None):
+    """k-means++ candidate distances and potentials; see
+    :func:`ipem.kernels._numpy.kmeans_pp_trial` (float32 frames with AVX-512:
+    compiled, one pass over the frames for up to 16 candidates)."""
+    X, ldx = _check_X(X)
+    n, d = X.shape
+    candidates = np.asarray(candidates, dtype=np.float64)
+    if X.dtype != np.float32 or get_isa() != "avx512":
+        return _numpy_kernels.kmeans_pp_trial(X, shift, candidates, closest, sample_weight,
+                                              chunk_size)
+    if candidates.ndim != 2 or candidates.shape[1] != d or candidates.shape[0] < 1:
+        raise ValueError(f"candidates must have shape (n_candidates, {d}), "
+                         f"got {candidates.shape}")
+    sw = check_sample_weight(sample_weight, n)
+    if closest is not None:
+        closest = _vec(closest, "closest", (n,))
+    s = _vec(shift, "shift", (d,)).astype(np.float32)
+    k = candidates.shape[0]
+    dist = np.empty((n, k))
+    pots = np.zeros(k)
+    for j0 in range(0, k, 16):
+        c = np.ascontiguousarray(candidates[j0:j0 + 16], dtype=np.float32)
+        c_sq = np.einsum("kd,kd->k", c, c)
+        kk = c.shape[0]
+        part = dist if k <= 16 else np.empty((n, kk))
+        pp = np.zeros(kk)
+        _check(lib.ipem_kmeans_pp_f32(n, d, kk, _ptr(X), ldx, _ptr(s), _ptr(c), _ptr(c_sq),
+                                      _ptr(closest), _ptr(sw), _ptr(part), _ptr(pp),
+                                      kernel_threads()))
+        if k > 16:
+            dist[:, j0:j0 + kk] = part
+        pots[j0:j0 + kk] = pp
+    return pots, dist
 
 
 def _gmm_outputs(n, k, logprob_out, resp_out):
@@ -279,7 +481,8 @@ def _diag_W(d, k, means, precisions, log_weights, dt):
 
 
 def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
-                  logprob_out=None, resp_out=None, compute_stats=True, sample_weight=None):
+                  logprob_out=None, resp_out=None, compute_stats=True, sample_weight=None,
+                  top_c=None, min_post=0.0):
     """Diagonal GMM E-step; see :func:`ipem.kernels._numpy.gmm_diag_step`.
 
     Parameters
@@ -292,6 +495,8 @@ def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
         Non-negative finite frame weights ``s_n``; None means all ones (the
         unweighted kernel).  ``nk``, ``sx``, ``sxx`` and ``loglik`` are
         weighted; ``logprob_out`` and ``resp_out`` are not.
+    top_c, min_post
+        Approximate statistics, as for the NumPy kernel.
 
     Returns
     -------
@@ -302,6 +507,7 @@ def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
     """
     X, ldx = _check_X(X)
     n, d, k, means, s, log_weights = _gmm_params(X, shift, means, log_weights)
+    top_c, min_post = _numpy_kernels.check_approximation(top_c, min_post, k)
     sw = check_sample_weight(sample_weight, n)
     precisions = _vec(precisions, "precisions", (k, d))
     logprob_out, resp_out, resp_f64 = _gmm_outputs(n, k, logprob_out, resp_out)
@@ -314,7 +520,7 @@ def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
     fn = getattr(lib, "ipem_gmm_diag_" + _sfx(X))
     _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(W), chunk, _ptr(sw),
               _ptr(logprob_out), _ptr(resp_out, "void *"), resp_f64, int(compute_stats),
-              _ptr(acc), _ptr(loglik)))
+              _ptr(acc), _ptr(loglik), top_c, min_post, kernel_threads()))
     if compute_stats:
         sxx = acc[:, :d].copy()
         sx = acc[:, d:2 * d].copy()
@@ -395,9 +601,11 @@ def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,
     chunk = _chunk(chunk_size, "full", k, d, dt.itemsize)
     kblock = _full_kblock(k, dp, min(chunk, max(n, 1)), dt.itemsize)
     fn = getattr(lib, "ipem_gmm_full_" + _sfx(X))
-    _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(U), dp, _ptr(cst), chunk, kblock,
-              _ptr(sw), _ptr(logprob_out), _ptr(resp_out, "void *"), resp_f64,
-              int(compute_stats), _ptr(acc), _ptr(loglik)))
+    n_threads = kernel_threads()
+    with _one_blas_thread(n_threads):
+        _check(fn(n, d, k, _ptr(X), ldx, _ptr(s), _ptr(U), dp, _ptr(cst), chunk, kblock,
+                  _ptr(sw), _ptr(logprob_out), _ptr(resp_out, "void *"), resp_f64,
+                  int(compute_stats), _ptr(acc), _ptr(loglik), n_threads))
     if compute_stats:
         nk = acc[:, 0].copy()
         sx = acc[:, 1:1 + d].copy()

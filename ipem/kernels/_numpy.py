@@ -173,6 +173,90 @@ def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None, sample_weig
     return counts, sums, inertia
 
 
+def new_kmeans_bounds(n_samples):
+    """Empty distance bounds for :func:`kmeans_step_bounded`."""
+    return {"upper": np.zeros(n_samples), "lower": np.zeros(n_samples), "centers": None}
+
+
+def kmeans_step_bounded(X, shift, centers, labels, mindist, bounds, chunk_size=None,
+                        sample_weight=None):
+    """A Lloyd step that may skip frames whose label cannot change.
+
+    The reference implementation skips nothing: it is :func:`kmeans_step`
+    with ``labels`` as an in/out argument.  The compiled backend keeps
+    Hamerly's distance bounds in ``bounds`` and gives the same results.
+
+    Parameters
+    ----------
+    X, shift, centers, mindist, chunk_size, sample_weight
+        As for :func:`kmeans_step`.
+    labels : ndarray of shape (n_samples,), int64
+        In/out: the labels of the previous call (negative: none yet), replaced
+        by the new ones.
+    bounds : dict
+        From :func:`new_kmeans_bounds`; this implementation leaves it unused.
+
+    Returns
+    -------
+    counts, sums, inertia
+        As for :func:`kmeans_step`.
+    n_changed : int
+        Frames whose label changed.
+    n_full : int
+        Frames compared with every centre (here all of them).
+    """
+    old = labels.copy()
+    counts, sums, inertia = kmeans_step(X, shift, centers, labels, mindist, chunk_size,
+                                        sample_weight)
+    bounds["centers"] = None
+    return counts, sums, inertia, int(np.count_nonzero(labels != old)), X.shape[0]
+
+
+def kmeans_pp_trial(X, shift, candidates, closest=None, sample_weight=None, chunk_size=None):
+    """Squared distances to k-means++ candidate centres and their potentials.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), float32 or float64
+    shift : ndarray of shape (n_features,), float64
+    candidates : ndarray of shape (n_candidates, n_features), float64
+        Candidate centres in shifted coordinates.
+    closest : ndarray of shape (n_samples,), float64, optional
+        Squared distance of every frame to its closest chosen centre.
+    sample_weight : ndarray of shape (n_samples,), float64, optional
+    chunk_size : int, optional
+
+    Returns
+    -------
+    potentials : ndarray of shape (n_candidates,), float64
+        ``sum_n s_n min(closest_n, dist_nj)`` (``dist_nj`` without ``closest``).
+    dist : ndarray of shape (n_samples, n_candidates), float64
+        Squared distances, as :func:`kmeans_step` computes ``mindist``.
+    """
+    n, d = X.shape
+    k = candidates.shape[0]
+    sw = check_sample_weight(sample_weight, n)
+    chunk_size = chunk_size or default_chunk_size(k)
+    dt = X.dtype
+    c = candidates.astype(dt)
+    c_sq = np.einsum("kd,kd->k", c, c)
+    s = shift.astype(dt)
+    dist = np.empty((n, k))
+    pots = np.zeros(k)
+    for a, b in _chunks(n, chunk_size):
+        xc = X[a:b] - s
+        x_sq = np.einsum("nd,nd->n", xc, xc)
+        dc = (c_sq - 2.0 * (xc @ c.T)) + x_sq[:, None]
+        dist[a:b] = np.maximum(dc, 0.0)
+        m = dist[a:b] if closest is None else np.minimum(closest[a:b, None], dist[a:b])
+        if sw is None:
+            pots += m.sum(axis=0)
+        else:
+            keep = sw[a:b] != 0
+            pots += (m[keep] * sw[a:b][keep, None]).sum(axis=0)
+    return pots, dist
+
+
 def _diag_log_prob(xc, means, precisions, log_weights):
     # -0.5 * sum_d (x-mu)^2 * prec  =  x^2 @ A.T + x @ B.T + c
     a = -0.5 * precisions
@@ -200,8 +284,50 @@ def _full_log_prob(xc, means, prec_chol, log_weights):
     return lp
 
 
+def check_approximation(top_c, min_post, n_components):
+    """Validate the approximate-statistics arguments of :func:`gmm_diag_step`.
+
+    Returns
+    -------
+    top_c : int
+        0 when all components are kept (``top_c`` None or >= n_components).
+    min_post : float
+    """
+    if top_c is None:
+        top_c = 0
+    else:
+        if isinstance(top_c, bool) or int(top_c) != top_c or top_c < 1:
+            raise ValueError(f"top_c must be None or an integer >= 1, got {top_c!r}")
+        top_c = int(top_c)
+        if top_c >= n_components:
+            top_c = 0
+    try:
+        min_post = float(min_post)
+    except (TypeError, ValueError):
+        raise ValueError(f"min_post must be a number in [0, 1), got {min_post!r}") from None
+    if not 0.0 <= min_post < 1.0:
+        raise ValueError(f"min_post must be in [0, 1), got {min_post!r}")
+    return top_c, min_post
+
+
+def prune_responsibilities(resp, top_c, min_post):
+    """Approximate responsibilities: each row's ``top_c`` largest (0: all),
+    renormalised, then those >= ``min_post``, renormalised again (in place)."""
+    m, k = resp.shape
+    if top_c and top_c < k and m:
+        # stable descending order: ties at the threshold keep the lower index
+        order = np.argsort(-resp, axis=1, kind="stable")[:, top_c:]
+        np.put_along_axis(resp, order, 0.0, axis=1)
+        resp /= resp.sum(axis=1, keepdims=True)
+    if min_post > 0 and m:
+        resp[resp < min_post] = 0.0
+        resp /= resp.sum(axis=1, keepdims=True)
+    return resp
+
+
 def _gmm_step(log_prob_fn, full, X, shift, means, prec, log_weights,
-              chunk_size, logprob_out, resp_out, compute_stats, sample_weight):
+              chunk_size, logprob_out, resp_out, compute_stats, sample_weight,
+              top_c=0, min_post=0.0):
     n, d = X.shape
     k = means.shape[0]
     sw = check_sample_weight(sample_weight, n)
@@ -232,6 +358,9 @@ def _gmm_step(log_prob_fn, full, X, shift, means, prec, log_weights,
         if resp_out is not None:
             resp_out[a:b] = resp
         if compute_stats:
+            if top_c or min_post:
+                with np.errstate(invalid="ignore"):
+                    prune_responsibilities(resp, top_c, min_post)
             if sw is not None:
                 # weight the responsibilities (resp_out above stays unweighted)
                 resp *= wc[:, None]
@@ -250,7 +379,8 @@ def _gmm_step(log_prob_fn, full, X, shift, means, prec, log_weights,
 
 
 def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
-                  logprob_out=None, resp_out=None, compute_stats=True, sample_weight=None):
+                  logprob_out=None, resp_out=None, compute_stats=True, sample_weight=None,
+                  top_c=None, min_post=0.0):
     """E-step of a diagonal-covariance GMM on one shard.
 
     Parameters
@@ -271,6 +401,14 @@ def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
     compute_stats : bool, default=True
     sample_weight : ndarray of shape (n_samples,), float64, optional
         Non-negative finite frame weights ``s_n``; None means all ones.
+    top_c : int, optional
+        Approximate statistics: accumulate each frame's statistics from its
+        ``top_c`` most responsible components only, renormalised (ties at
+        the threshold keep the lower index).  None: all.
+    min_post : float, default=0.0
+        Approximate statistics: then drop the responsibilities below
+        ``min_post`` (as Kaldi's ``--min-post``) and renormalise the rest.
+        ``loglik``, ``logprob_out`` and ``resp_out`` stay exact.
 
     Returns
     -------
@@ -289,8 +427,10 @@ def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
         If ``sample_weight`` has the wrong shape, or is not finite and
         non-negative.
     """
+    top_c, min_post = check_approximation(top_c, min_post, means.shape[0])
     return _gmm_step(_diag_log_prob, False, X, shift, means, precisions, log_weights,
-                     chunk_size, logprob_out, resp_out, compute_stats, sample_weight)
+                     chunk_size, logprob_out, resp_out, compute_stats, sample_weight,
+                     top_c, min_post)
 
 
 def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,

@@ -6,8 +6,22 @@
  * products run in the dtype of X, statistics are accumulated in float64,
  * and memory beyond the data is O(chunk * K).
  *
- * Algorithms
- * ----------
+ * Two implementations
+ * -------------------
+ * float32 with AVX-512 (ipem_fused_avx512.h): the diag-GMM E-step, the
+ *   k-means step (optionally with Hamerly distance bounds) and k-means++
+ *   trials run their own register-tiled matrix products fused with the
+ *   element-wise work (no BLAS call, no (chunk x K) block leaving the core's
+ *   L2), skip exact zeros of the posteriors in the statistics, and run on
+ *   their own worker threads (ipem_parallel.h).  Everything else (float64,
+ *   the baseline and AVX2 levels, the full-covariance kernel) is the BLAS
+ *   code below; the full kernel also runs on the worker threads, each
+ *   calling a one-thread BLAS.  Work is split in groups of frames whose
+ *   float64 partial statistics are added in group order, so results never
+ *   depend on the number of threads.
+ *
+ * Algorithms (BLAS code)
+ * ----------------------
  * diag GMM, per chunk of m frames:
  *   Z = [x^2, x, 1] (m x (2d+1));  L = Z W with W = [-prec/2; mu*prec; c]
  *   (one GEMM gives the log-likelihoods with the constant folded in);
@@ -45,8 +59,20 @@
  * from scipy.linalg.cython_blas, handed over by _c.py).  No -ffast-math: the
  * reductions are explicit vector code, and inf/NaN handling must stay IEEE.
  *
- * Measurements (2-core AMD EPYC Zen 5 VM shared with other jobs, AVX-512
- * path; scipy's OpenBLAS (Haswell kernels); N=200000, D=60, K=256 (full:
+ * Measurements of the fused float32 AVX-512 kernels (same machine, quiet,
+ * 2 threads; scipy's OpenBLAS at ~100 GFLOP/s per core that day):
+ * N=200000, D=60, K=256 diag E-step 0.068 s on clustered frames (posteriors
+ * with one non-zero entry: the statistics products are skipped; 140% of the
+ * 2-thread GEMM roofline), 0.127 s with dense posteriors (~92%); one thread
+ * 0.132 s / 0.248 s against 0.311 / 0.322 s for the BLAS code below.
+ * Micro-kernels: 12 frames x 32 components x (2d+1) for the
+ * log-likelihoods, 11 features x 32 components for the statistics, 32
+ * frames x 8 centres for k-means, each at ~105-110% of OpenBLAS's 1-thread
+ * square-GEMM rate on these shapes.
+ *
+ * Older measurements of the BLAS code (2-core AMD EPYC Zen 5 VM shared with
+ * other jobs, AVX-512 path; scipy's OpenBLAS (Haswell kernels); N=200000,
+ * D=60, K=256 (full:
  * K=32), float32, median of 3, C and NumPy in the same run, "floor" = the
  * matrix-product flops at the GEMM rate measured in that run; command:
  * python benchmarks/kernel_timing.py --sklearn [--blas-threads 1]):
@@ -78,6 +104,10 @@
 #include <string.h>
 
 #include "ipem_kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #if !defined(__GNUC__) && !defined(__clang__)
 #error "ipem's kernels need the GCC/clang vector extensions"
@@ -133,6 +163,8 @@ static void ipem_free(void *p)
         free(((void **)p)[-1]);
 }
 
+#include "ipem_parallel.h"
+
 /* ---- one copy of the kernels per instruction set and dtype ---- */
 #define IPEM_ISA base
 #define IPEM_VBYTES 16
@@ -183,6 +215,7 @@ static void ipem_free(void *p)
 #define IPEM_VBYTES 64
 #define IPEM_F64 0
 #include "ipem_kernels_impl.h"
+#include "ipem_fused_avx512.h"
 #undef IPEM_F64
 #define IPEM_F64 1
 #include "ipem_kernels_impl.h"
@@ -295,9 +328,16 @@ void ipem_vexp_f64(int64_t n, const double *x, double *out)
 int ipem_kmeans_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
                     const float *shift, const float *C, const float *csq, int64_t chunk,
                     const double *sample_weight, int64_t *labels, double *mindist,
-                    double *counts, double *sums, double *inertia)
+                    double *counts, double *sums, double *inertia, int n_threads)
 {
     IPEM_CHECK(g_sgemm)
+#ifdef IPEM_X86_MULTI
+    if (ipem_get_isa() == IPEM_ISA_AVX512)
+        return kmeans_fused_f32_avx512(n, d, k, X, ldx, shift, C, csq, chunk, sample_weight,
+                                       labels, mindist, NULL, NULL, NULL, NULL, 0.0, counts,
+                                       sums, inertia, NULL, NULL, n_threads);
+#endif
+    (void)n_threads;
     IPEM_DISPATCH(kmeans, f32, (n, d, k, X, ldx, shift, C, csq, chunk, sample_weight,
                                 labels, mindist, counts, sums, inertia))
 }
@@ -305,35 +345,87 @@ int ipem_kmeans_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx
 int ipem_kmeans_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                     const double *shift, const double *C, const double *csq, int64_t chunk,
                     const double *sample_weight, int64_t *labels, double *mindist,
-                    double *counts, double *sums, double *inertia)
+                    double *counts, double *sums, double *inertia, int n_threads)
 {
+    (void)n_threads;
     IPEM_CHECK(g_dgemm)
     IPEM_DISPATCH(kmeans, f64, (n, d, k, X, ldx, shift, C, csq, chunk, sample_weight,
                                 labels, mindist, counts, sums, inertia))
+}
+
+int ipem_kmeans_bounded_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
+                            const float *shift, const float *C, const float *csq,
+                            int64_t chunk, const double *sample_weight, int64_t *labels,
+                            double *mindist, double *upper, double *lower,
+                            const double *drift, const double *half_sep, double cnorm,
+                            double *counts, double *sums, double *inertia,
+                            int64_t *n_changed, int64_t *n_full, int n_threads)
+{
+    IPEM_CHECK(g_sgemm)
+    if (!upper || !lower || !half_sep)
+        return IPEM_ERR_ARGS;
+#ifdef IPEM_X86_MULTI
+    if (ipem_get_isa() == IPEM_ISA_AVX512)
+        return kmeans_fused_f32_avx512(n, d, k, X, ldx, shift, C, csq, chunk, sample_weight,
+                                       labels, mindist, upper, lower, drift, half_sep, cnorm,
+                                       counts, sums, inertia, n_changed, n_full, n_threads);
+#endif
+    (void)drift, (void)cnorm, (void)n_changed, (void)n_full, (void)n_threads;
+    return IPEM_ERR_ARGS; /* no bounded kernel for this instruction set */
+}
+
+int ipem_kmeans_pp_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
+                       const float *shift, const float *C, const float *csq,
+                       const double *closest, const double *sample_weight, double *dist_out,
+                       double *pots, int n_threads)
+{
+    const int64_t chunk = 1;
+    IPEM_CHECK(g_sgemm)
+    if (k > 16)
+        return IPEM_ERR_ARGS;
+#ifdef IPEM_X86_MULTI
+    if (ipem_get_isa() == IPEM_ISA_AVX512)
+        return kmeans_pp_f32_avx512(n, d, k, X, ldx, shift, C, csq, closest, sample_weight,
+                                    dist_out, pots, n_threads);
+#endif
+    (void)closest, (void)dist_out, (void)pots, (void)n_threads;
+    return IPEM_ERR_ARGS; /* no compiled version for this instruction set */
 }
 
 int ipem_gmm_diag_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
                       const float *shift, const float *W, int64_t chunk,
                       const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik)
+                      int compute_stats, double *acc, double *loglik, int64_t top_c,
+                      double min_post, int n_threads)
 {
     IPEM_CHECK(g_sgemm)
+#ifdef IPEM_X86_MULTI
+    if (ipem_get_isa() == IPEM_ISA_AVX512)
+        return gmm_diag_fused_f32_avx512(n, d, k, X, ldx, shift, W, chunk, sample_weight,
+                                         logprob_out, resp_out, resp_f64, compute_stats, acc,
+                                         loglik, top_c, min_post, n_threads);
+#endif
+    (void)n_threads;
     IPEM_DISPATCH(gmm_diag, f32, (n, d, k, X, ldx, shift, W, chunk, sample_weight,
                                   logprob_out, resp_out, resp_f64, compute_stats, acc,
-                                  loglik))
+                                  loglik, top_c,
+                                  min_post))
 }
 
 int ipem_gmm_diag_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                       const double *shift, const double *W, int64_t chunk,
                       const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik)
+                      int compute_stats, double *acc, double *loglik, int64_t top_c,
+                      double min_post, int n_threads)
 {
     IPEM_CHECK(g_dgemm)
+    (void)n_threads;
     IPEM_DISPATCH(gmm_diag, f64, (n, d, k, X, ldx, shift, W, chunk, sample_weight,
                                   logprob_out, resp_out, resp_f64, compute_stats, acc,
-                                  loglik))
+                                  loglik, top_c,
+                                  min_post))
 }
 
 int ipem_gmm_diag_topc_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
@@ -362,26 +454,26 @@ int ipem_gmm_full_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t l
                       const float *shift, const float *U, int64_t dp, const double *cst,
                       int64_t chunk, int64_t kblock, const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik)
+                      int compute_stats, double *acc, double *loglik, int n_threads)
 {
     IPEM_CHECK(g_sgemm)
     if (dp < d || dp % 8 || kblock < 1)
         return IPEM_ERR_ARGS;
     IPEM_DISPATCH(gmm_full, f32, (n, d, k, X, ldx, shift, U, dp, cst, chunk, kblock,
                                   sample_weight, logprob_out, resp_out, resp_f64,
-                                  compute_stats, acc, loglik))
+                                  compute_stats, acc, loglik, n_threads))
 }
 
 int ipem_gmm_full_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                       const double *shift, const double *U, int64_t dp, const double *cst,
                       int64_t chunk, int64_t kblock, const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik)
+                      int compute_stats, double *acc, double *loglik, int n_threads)
 {
     IPEM_CHECK(g_dgemm)
     if (dp < d || dp % 8 || kblock < 1)
         return IPEM_ERR_ARGS;
     IPEM_DISPATCH(gmm_full, f64, (n, d, k, X, ldx, shift, U, dp, cst, chunk, kblock,
                                   sample_weight, logprob_out, resp_out, resp_f64,
-                                  compute_stats, acc, loglik))
+                                  compute_stats, acc, loglik, n_threads))
 }

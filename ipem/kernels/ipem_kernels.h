@@ -61,11 +61,38 @@ void ipem_vexp_f64(int64_t n, const double *x, double *out);
 int ipem_kmeans_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
                     const float *shift, const float *C, const float *csq, int64_t chunk,
                     const double *sample_weight, int64_t *labels, double *mindist,
-                    double *counts, double *sums, double *inertia);
+                    double *counts, double *sums, double *inertia, int n_threads);
 int ipem_kmeans_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                     const double *shift, const double *C, const double *csq, int64_t chunk,
                     const double *sample_weight, int64_t *labels, double *mindist,
-                    double *counts, double *sums, double *inertia);
+                    double *counts, double *sums, double *inertia, int n_threads);
+
+/* k-means step with Hamerly bounds (float32, AVX-512 only: IPEM_ERR_ARGS
+ * elsewhere; the caller then runs ipem_kmeans_f32 instead).
+ *   labels (n): in/out -- the labels of the previous call (or < 0: unknown).
+ *   upper, lower (n): in/out bounds on the distance to the frame's centre and
+ *   to every other centre; valid on input only when drift != NULL.
+ *   drift (k): distance each centre moved since the previous call, or NULL.
+ *   half_sep (k): half the distance of each centre to its nearest other one.
+ *   cnorm: the largest |c_j|.  n_changed: labels that changed; n_full:
+ *   frames compared with every centre.  Other arguments as ipem_kmeans_f32;
+ *   the results are bit-identical to it. */
+int ipem_kmeans_bounded_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
+                            const float *shift, const float *C, const float *csq,
+                            int64_t chunk, const double *sample_weight, int64_t *labels,
+                            double *mindist, double *upper, double *lower,
+                            const double *drift, const double *half_sep, double cnorm,
+                            double *counts, double *sums, double *inertia,
+                            int64_t *n_changed, int64_t *n_full, int n_threads);
+
+/* k-means++ trials (float32, AVX-512 only: IPEM_ERR_ARGS elsewhere), k <= 16:
+ *   dist_out (n x k float64, or NULL): squared distance of every frame to
+ *   every candidate, as the mindist of ipem_kmeans_f32 would give it;
+ *   pots (k): sum_n s_n min(closest_n, dist_nj) (closest NULL: dist_nj). */
+int ipem_kmeans_pp_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
+                       const float *shift, const float *C, const float *csq,
+                       const double *closest, const double *sample_weight, double *dist_out,
+                       double *pots, int n_threads);
 
 /* Diagonal-covariance GMM E-step.
  *   W: (2d+1) x k row-major: rows 0..d-1 = -0.5*prec^T, rows d..2d-1 =
@@ -76,17 +103,25 @@ int ipem_kmeans_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ld
  *   acc: k x (2d+1) float64, written when compute_stats != 0:
  *      acc[j, 0:d] = sum_n s_n r_nj x_n^2, acc[j, d:2d] = sum_n s_n r_nj x_n,
  *      acc[j, 2d] = sum_n s_n r_nj.
- *   loglik: 1 float64 = sum_n s_n log p(x_n), always written. */
+ *   loglik: 1 float64 = sum_n s_n log p(x_n), always written.
+ *   top_c, min_post: approximate statistics (top_c <= 0 and min_post <= 0:
+ *   exact): each frame's statistics come from its top_c most responsible
+ *   components (ties: lower index), renormalised, then only those with a
+ *   responsibility >= min_post among them, renormalised again.  loglik,
+ *   logprob_out and resp_out stay exact.
+ *   n_threads: worker threads (the result does not depend on it). */
 int ipem_gmm_diag_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
                       const float *shift, const float *W, int64_t chunk,
                       const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik);
+                      int compute_stats, double *acc, double *loglik, int64_t top_c,
+                      double min_post, int n_threads);
 int ipem_gmm_diag_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                       const double *shift, const double *W, int64_t chunk,
                       const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik);
+                      int compute_stats, double *acc, double *loglik, int64_t top_c,
+                      double min_post, int n_threads);
 
 /* Top-C Gaussian selection for a diagonal GMM (UBM scoring).
  *   W as for ipem_gmm_diag_*; 1 <= top_c <= k.
@@ -114,12 +149,12 @@ int ipem_gmm_full_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t l
                       const float *shift, const float *U, int64_t dp, const double *cst,
                       int64_t chunk, int64_t kblock, const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik);
+                      int compute_stats, double *acc, double *loglik, int n_threads);
 int ipem_gmm_full_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
                       const double *shift, const double *U, int64_t dp, const double *cst,
                       int64_t chunk, int64_t kblock, const double *sample_weight,
                       double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik);
+                      int compute_stats, double *acc, double *loglik, int n_threads);
 /* CDEF END */
 
 #endif /* IPEM_KERNELS_H */

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
+from ..kernels import check_approximation as kernel_check_approximation
 from ..kernels import get_kernels
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -170,7 +171,24 @@ def m_step(stats, cov_type, reg_covar, normalise_weights=True):
 # shard functions
 # ---------------------------------------------------------------------------
 
-def gmm_stats(shard, shift, cov_type, means, prec, log_weights, backend, chunk_size):
+def check_approximation(cov_type, top_c, min_post, n_components):
+    """Validate the approximate-statistics options of an estimator.
+
+    Returns
+    -------
+    top_c : int
+        0: every component (``top_c`` None or >= n_components).
+    min_post : float
+    """
+    top_c, min_post = kernel_check_approximation(top_c, min_post, n_components)
+    if (top_c or min_post) and cov_type not in ("diag", "spherical"):
+        raise ValueError("top_c and min_post (approximate statistics) apply to "
+                         f"covariance_type 'diag' and 'spherical', not {cov_type!r}")
+    return top_c, min_post
+
+
+def gmm_stats(shard, shift, cov_type, means, prec, log_weights, backend, chunk_size,
+              top_c=0, min_post=0.0):
     """E-step statistics of one shard (shifted coordinates).
 
     Parameters
@@ -180,6 +198,10 @@ def gmm_stats(shard, shift, cov_type, means, prec, log_weights, backend, chunk_s
     cov_type : str
     means, prec, log_weights
         Kernel arguments from :func:`kernel_args`.
+    top_c, min_post
+        Approximate statistics (diag and spherical; see
+        :func:`check_approximation`): each frame's top-C responsibilities,
+        then those >= min_post, renormalised.  The log-likelihood stays exact.
 
     Returns
     -------
@@ -187,9 +209,13 @@ def gmm_stats(shard, shift, cov_type, means, prec, log_weights, backend, chunk_s
     (K, D) diag, (K,) spherical), ``loglik`` (total) and ``n`` (frames or weight).
     """
     kern = get_kernels(backend)
-    step = kern.gmm_full_step if cov_type in ("full", "tied") else kern.gmm_diag_step
-    nk, sx, sxx, ll = step(shard.X, shift, means, prec, log_weights, chunk_size,
-                           sample_weight=shard.weights)
+    if cov_type in ("full", "tied"):
+        nk, sx, sxx, ll = kern.gmm_full_step(shard.X, shift, means, prec, log_weights,
+                                             chunk_size, sample_weight=shard.weights)
+    else:
+        approx = {"top_c": top_c or None, "min_post": min_post} if (top_c or min_post) else {}
+        nk, sx, sxx, ll = kern.gmm_diag_step(shard.X, shift, means, prec, log_weights,
+                                             chunk_size, sample_weight=shard.weights, **approx)
     if cov_type == "tied":
         sxx = sxx.sum(axis=0)
     elif cov_type == "spherical":

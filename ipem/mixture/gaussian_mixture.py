@@ -16,9 +16,9 @@ from ..em.base import EMEstimator, sample_distinct
 from ..kernels import get_kernels
 from ..parallel import DistributedData
 from ..validation import check_float, check_int, check_option, check_param_array
-from .gaussian import (COVARIANCE_TYPES, gmm_frames, gmm_stats, kernel_args, kmeans_init_stats,
-                       m_step, precision_cholesky, precisions_from_cholesky, random_stats,
-                       soft_stats, upper_factor)
+from .gaussian import (COVARIANCE_TYPES, check_approximation, gmm_frames, gmm_stats, kernel_args,
+                       kmeans_init_stats, m_step, precision_cholesky, precisions_from_cholesky,
+                       random_stats, soft_stats, upper_factor)
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -60,6 +60,14 @@ class GaussianMixture(DensityMixin, EMEstimator):
     callbacks : callable or list of callables
         ``cb(record)`` with an :class:`ipem.IterationRecord` per iteration
         (:class:`ipem.LivePlot` is one).
+    top_c : int or None, default=None
+        Approximate statistics (``"diag"`` and ``"spherical"`` only): each
+        frame's statistics come from its ``top_c`` most responsible
+        components, renormalised.  None: exact EM.  The reported
+        log-likelihood stays exact; EM is no longer guaranteed to increase it.
+    min_post : float, default=0.0
+        Approximate statistics: then responsibilities below ``min_post`` are
+        dropped and the rest renormalised (as Kaldi's ``--min-post``).
 
     Attributes
     ----------
@@ -94,7 +102,7 @@ class GaussianMixture(DensityMixin, EMEstimator):
                  max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
                  means_init=None, precisions_init=None, random_state=None, warm_start=False,
                  verbose=0, verbose_interval=10, controller=None, backend=None,
-                 chunk_size=None, callbacks=None):
+                 chunk_size=None, callbacks=None, top_c=None, min_post=0.0):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -113,6 +121,8 @@ class GaussianMixture(DensityMixin, EMEstimator):
         self.backend = backend
         self.chunk_size = chunk_size
         self.callbacks = callbacks
+        self.top_c = top_c
+        self.min_post = min_post
 
     # --- hooks of the fit template -------------------------------------------
     def _min_samples(self):
@@ -203,8 +213,11 @@ class GaussianMixture(DensityMixin, EMEstimator):
     def _e_step(self, data, params):
         means_s, prec, log_w = kernel_args(self.covariance_type, params["weights"],
                                            params["means"], params["prec_chol"], data.mean)
+        top_c, min_post = check_approximation(self.covariance_type, self.top_c, self.min_post,
+                                              means_s.shape[0])
         return data.controller.reduce(gmm_stats, data, data.mean, self.covariance_type,
-                                      means_s, prec, log_w, self.backend, self.chunk_size)
+                                      means_s, prec, log_w, self.backend, self.chunk_size,
+                                      top_c, min_post)
 
     def _m_step(self, stats, params, data):
         weights, means_s, cov = m_step(stats, self.covariance_type, self.reg_covar)

@@ -26,7 +26,7 @@ from ..io.models import (array_limits, check_gmm, history_from, invalid_model_fi
 from ..kernels import get_kernels
 from ..parallel import as_controller
 from ..validation import check_float, check_int, check_option
-from .gaussian import gmm_stats, kernel_args, kmeans_init_stats, m_step
+from .gaussian import check_approximation, gmm_stats, kernel_args, kmeans_init_stats, m_step
 from .gaussian_mixture import GaussianMixture
 
 FORMAT_VERSION = 1
@@ -178,6 +178,10 @@ class UBMTrainer(EMEstimator):
     random_state : int, RandomState or None
     controller, backend, chunk_size, callbacks, verbose
         As in :class:`ipem.GaussianMixture`.
+    top_c, min_post
+        Approximate statistics, as in :class:`ipem.GaussianMixture` (off by
+        default): each frame's top-C responsibilities, then those >=
+        ``min_post``, renormalised.  The log-likelihood stays exact.
 
     Attributes
     ----------
@@ -197,7 +201,8 @@ class UBMTrainer(EMEstimator):
                  floor_mode="relative", min_occupancy=10.0, min_weight=1e-5,
                  dead_policy="resplit", reg_covar=0.0, checkpoint=None, checkpoint_every=1,
                  resume=True, dtype=np.float32, random_state=None, controller=None,
-                 backend=None, chunk_size=None, callbacks=None, verbose=0):
+                 backend=None, chunk_size=None, callbacks=None, verbose=0, top_c=None,
+                 min_post=0.0):
         self.n_components = n_components
         self.init = init
         self.init_components = init_components
@@ -221,6 +226,8 @@ class UBMTrainer(EMEstimator):
         self.chunk_size = chunk_size
         self.callbacks = callbacks
         self.verbose = verbose
+        self.top_c = top_c
+        self.min_post = min_post
 
     # staged training stops on per-stage budgets by design: no ConvergenceWarning
     _warn_unconverged = False
@@ -288,8 +295,10 @@ class UBMTrainer(EMEstimator):
     def _e_step(self, data, params):
         means_s, prec, log_w = kernel_args("diag", params["weights"], params["means"],
                                            1.0 / np.sqrt(params["covariances"]), data.mean)
+        top_c, min_post = check_approximation("diag", self.top_c, self.min_post,
+                                              means_s.shape[0])
         return data.controller.reduce(gmm_stats, data, data.mean, "diag", means_s, prec, log_w,
-                                      self.backend, self.chunk_size)
+                                      self.backend, self.chunk_size, top_c, min_post)
 
     def _m_step(self, stats, params, data):
         nk = stats["nk"]
