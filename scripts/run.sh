@@ -108,8 +108,21 @@ case "$cmd" in
       IPEM_KERNEL_BACKEND=numpy "$VENV/bin/python" -m pytest "$@"
     fi
     ;;
+  bench)
+    # the benchmarks of benchmarks/RESULTS.md, with their peers (faiss-cpu,
+    # scikit-learn-intelex where it installs); run on a quiet machine
+    setup_python
+    setup_speech
+    "$VENV/bin/python" -m pip install -q -e ".[mpi,speaker,test,bench]" \
+      || "$VENV/bin/python" -m pip install -q faiss-cpu psutil
+    shift
+    out=benchmarks/RESULTS.md
+    "$VENV/bin/python" benchmarks/run.py --out "$out" "$@"
+    "$VENV/bin/python" benchmarks/steps.py --out "$out"
+    "$VENV/bin/python" benchmarks/scale.py --out "$out"
+    ;;
   *)
-    echo "usage: bash scripts/run.sh {demo|test|setup} [args]" >&2
+    echo "usage: bash scripts/run.sh {demo|test|bench|setup} [args]" >&2
     exit 2
     ;;
 esac

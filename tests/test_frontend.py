@@ -413,3 +413,53 @@ def test_sliding_cmvn_and_rasta():
     assert normalise(X, "none").dtype == np.float32
     with pytest.raises(ValueError, match="unknown normalisation"):
         normalise(X, "zscore")
+
+
+# ---------------------------------------------------------------------------
+# the vectorised framing and deltas give python_speech_features' numbers
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_samples", [1, 150, 200, 201, 279, 280, 281, 8000, 80123])
+def test_framing_equals_python_speech_features(n_samples):
+    from python_speech_features.sigproc import framesig
+
+    from ipem.speaker.frontend import _frames
+    x = np.random.default_rng(n_samples).normal(size=n_samples)
+    for length, step in ((200, 80), (200.0, 80.0), (400.00000000000006, 160.0), (512, 512)):
+        ref = framesig(x, length, step, np.hamming)
+        got = _frames(x, length, step, np.hamming)
+        assert got.shape == ref.shape
+        np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("n_frames", [1, 2, 3, 5, 300])
+def test_deltas_equal_python_speech_features(n_frames):
+    from python_speech_features import delta
+
+    from ipem.speaker.frontend import _delta
+    feat = np.random.default_rng(n_frames).normal(size=(n_frames, 7))
+    for n in (1, 2, 3):
+        np.testing.assert_allclose(_delta(feat, n), delta(feat, n), rtol=1e-12, atol=1e-12)
+
+
+def test_mfcc_equals_python_speech_features_composition():
+    """mfcc_features against the same analysis assembled from python_speech_features
+    (pre-emphasis, framing, power spectrum, filterbank, DCT, lifter, deltas)."""
+    import python_speech_features as psf
+    from python_speech_features import sigproc
+    from scipy.fft import dct
+
+    from ipem.speaker.frontend import mfcc_features
+    sr = 8000
+    x = np.random.default_rng(1).normal(size=3 * sr) * 0.1
+    got = mfcc_features(x, sr, dither=0.0)
+    frames = sigproc.framesig(sigproc.preemphasis(x, 0.97), 0.025 * sr, 0.01 * sr, np.hamming)
+    pspec = sigproc.powspec(frames, 256)
+    fb = psf.get_filterbanks(24, 256, sr, 300, 3400)
+    ceps = psf.lifter(dct(np.log(np.maximum(pspec @ fb.T, np.finfo(float).eps)), type=2,
+                          axis=1, norm="ortho")[:, :20], 22)
+    f = np.arange(pspec.shape[1]) * (sr / 256)
+    ceps[:, 0] = np.log(pspec[:, (f >= 300) & (f <= 3400)].sum(axis=1))
+    d1 = psf.delta(ceps, 2)
+    ref = np.hstack([ceps, d1, psf.delta(d1, 2)])
+    np.testing.assert_allclose(got, ref.astype(np.float32), rtol=1e-5, atol=1e-5)

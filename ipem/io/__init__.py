@@ -13,6 +13,9 @@ module              contents
 ``formats``         the format registry (``HANDLERS``), :func:`infer_format`
 ``htk``             HTK files: :func:`read_htk_header`, :class:`HTKHeader`
 ``kaldi``           Kaldi ark/scp via kaldiio: :func:`write_kaldi`
+``datadir``         Kaldi data directories (``wav.scp``, ``feats.scp``,
+                    ``utt2spk``, ``spk2utt``): :func:`read_data_dir`,
+                    :func:`write_data_dir`
 ``npy``, ``hdf5``   NumPy ``.npy`` and HDF5 feature files
 ``lists``           list files: :func:`is_list_file`, :func:`read_list`,
                     scp parsing and list expansion; shell commands (Kaldi
@@ -36,12 +39,14 @@ from .features import describe, list_features, load, load_many, validate_all, wr
 from .formats import infer_format
 from .htk import HTKHeader, read_htk_header
 from .kaldi import write_kaldi
+from .datadir import DataDir, read_data_dir, write_data_dir
 from .lists import is_list_file, is_scp_file, list_kind, read_list, read_lines, read_scp
 from .models import load_model, records_from_json, records_to_json, rng_from_arrays, rng_to_arrays
 from .refs import DEFAULT_H5_KEY, FORMATS, FeatureFileError, FeatureRef
 
 __all__ = [
     "DEFAULT_H5_KEY",
+    "DataDir",
     "FORMATS",
     "FeatureFileError",
     "FeatureRef",
@@ -59,6 +64,7 @@ __all__ = [
     "load_model",
     "read_htk_header",
     "read_lines",
+    "read_data_dir",
     "read_list",
     "read_scp",
     "records_from_json",
@@ -68,6 +74,7 @@ __all__ = [
     "save_npz_atomic",
     "validate_all",
     "write",
+    "write_data_dir",
     "write_kaldi",
     "write_text_atomic",
 ]

@@ -203,15 +203,30 @@ def _prepare(signal, dither, seed):
     return x
 
 
+def _frames(x, frame_len, frame_step, window):
+    """Overlapping windowed frames of ``x``: (n_frames, frame_len), a view-based
+    equivalent of :func:`python_speech_features.sigproc.framesig` (same frame count,
+    zero padding of the last frame and rounding of the lengths)."""
+    from python_speech_features.sigproc import round_half_up
+
+    frame_len = int(round_half_up(frame_len))
+    frame_step = int(round_half_up(frame_step))
+    n = x.size
+    n_frames = 1 if n <= frame_len else 1 + int(math.ceil((n - frame_len) / frame_step))
+    padded = np.zeros((n_frames - 1) * frame_step + frame_len)
+    padded[:n] = x[:padded.size]
+    view = np.lib.stride_tricks.sliding_window_view(padded, frame_len)[::frame_step]
+    return view * window(frame_len)
+
+
 def _power_spectrum(x, sample_rate, winlen, winstep, preemph):
     """Power spectra of Hamming-windowed frames, (n_frames, nfft // 2 + 1), and nfft."""
-    from python_speech_features.sigproc import framesig, preemphasis
-
     if preemph:
-        x = preemphasis(x, preemph)
-    frames = framesig(x, winlen * sample_rate, winstep * sample_rate, np.hamming)
+        x = np.append(x[0], x[1:] - preemph * x[:-1])
+    frames = _frames(x, winlen * sample_rate, winstep * sample_rate, np.hamming)
     nfft = _nfft_for(sample_rate, winlen)
-    return np.square(np.abs(np.fft.rfft(frames, nfft))) / nfft, nfft
+    spec = np.fft.rfft(frames, nfft)
+    return (spec.real ** 2 + spec.imag ** 2) / nfft, nfft
 
 
 def _log_band_energy(pspec, nfft, sample_rate, low, high):
@@ -309,11 +324,20 @@ def mfcc_features(
     return _with_deltas(static).astype(np.float32)
 
 
-def _with_deltas(static):
-    from python_speech_features import delta
+def _delta(feat, n=2):
+    """Regression deltas over +-n frames, edges repeated: the deltas of
+    :func:`python_speech_features.delta`, vectorised over frames."""
+    t = feat.shape[0]
+    padded = np.pad(feat, ((n, n), (0, 0)), mode="edge")
+    out = np.zeros_like(feat)
+    for i in range(1, n + 1):
+        out += i * (padded[n + i:n + i + t] - padded[n - i:n - i + t])
+    return out / (2 * sum(i * i for i in range(1, n + 1)))
 
-    d1 = delta(static, 2)
-    return np.hstack([static, d1, delta(d1, 2)])
+
+def _with_deltas(static):
+    d1 = _delta(static, 2)
+    return np.hstack([static, d1, _delta(d1, 2)])
 
 
 def frame_log_energy(

@@ -45,12 +45,14 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from .._optional import require
 from ..io import FeatureRef, is_list_file, is_scp_file, list_features, read_list, read_scp
 from ..io.atomic import atomic_directory
+from ..io.datadir import DataDir, read_data_dir
 from ..io.kaldi import is_pipe
 from ..io.lists import PIPES_HINT, expand_sources
 from ..io.models import check_model_id, model_file
@@ -61,11 +63,12 @@ from .calibration import DEFAULT_PRIOR, LogisticCalibration
 from ..parallel import controller_from_spec
 from .map import adapt_speakers, ubm_params
 from .normalization import NORMALIZATIONS, normalize_scores, score_matrix
-from .scoring import Trial, read_trials, score_trials, write_scores
+from .scoring import SCORING_METHODS, Trial, read_trials, score_trials, write_scores
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AUDIO_SUFFIXES", "feature_path", "audio_files", "feature_files",
+__all__ = ["AUDIO_SUFFIXES", "feature_path", "feature_source", "utterance_id", "audio_files",
+           "feature_files",
            "read_enrollment", "extract", "train_ubm", "format_record", "adapt", "score",
            "read_key", "read_score_file", "read_score_matrix", "read_scores", "split_scores",
            "write_score_file", "normalize", "calibrate", "apply_calibration", "evaluate",
@@ -101,7 +104,10 @@ def _once(path, seen, lst, lineno, shown):
     ``path`` is the file an entry names (compared as an absolute path),
     ``shown`` the entry as the list writes it.
     """
-    key = path if is_pipe(path) else os.path.normpath(os.path.abspath(path))
+    if isinstance(path, FeatureRef):
+        key = (path.path, path.key)
+    else:
+        key = path if is_pipe(path) else os.path.normpath(os.path.abspath(path))
     if key in seen:
         first = seen[key]
         same = os.fspath(first[0]) == os.fspath(lst)
@@ -145,9 +151,13 @@ def feature_path(entry, features_dir, root=None, fmt="htk", *, allow_pipes=False
     ----------
     entry : str or os.PathLike
         An audio path (relative to ``root``, or absolute under it), or the
-        path of a feature file.
-    features_dir : str or os.PathLike
-        Directory :func:`extract` wrote the features to.
+        path of a feature file; with a :class:`ipem.io.DataDir`, an utterance
+        id of its ``feats.scp`` (or an audio path, whose id is
+        :func:`utterance_id`).
+    features_dir : str, os.PathLike or ipem.io.DataDir
+        Directory :func:`extract` wrote the features to, or a Kaldi data
+        directory read by :func:`ipem.io.read_data_dir` (see
+        :func:`feature_source`).
     root : str or os.PathLike, optional
         Corpus directory the list entries are relative to.
     fmt : {"htk", "npy", "h5"}, default="htk"
@@ -159,16 +169,18 @@ def feature_path(entry, features_dir, root=None, fmt="htk", *, allow_pipes=False
 
     Returns
     -------
-    str
+    str or FeatureRef
         ``features_dir/<entry with the suffix .fmt>`` for audio; for a
-        feature file, ``entry`` itself (joined to ``root`` when relative).
+        feature file, ``entry`` itself (joined to ``root`` when relative);
+        for a data directory, the utterance's :class:`ipem.io.FeatureRef`.
 
     Raises
     ------
     ValueError
         For an absolute audio path outside ``root``, an audio path with
-        ``..`` (its features cannot be under ``features_dir``), or a shell
-        command when ``allow_pipes`` is false.
+        ``..`` (its features cannot be under ``features_dir``), a shell
+        command when ``allow_pipes`` is false, an utterance id not in the
+        data directory's ``feats.scp``.
 
     Examples
     --------
@@ -178,6 +190,11 @@ def feature_path(entry, features_dir, root=None, fmt="htk", *, allow_pipes=False
     'corpus/other/x.npy'
     """
     entry = os.fspath(entry)
+    if isinstance(features_dir, DataDir):
+        refs = features_dir.feature_refs()
+        if entry not in refs and _is_audio(entry):
+            entry = utterance_id(entry, root)
+        return features_dir.feature_ref(entry)
     if is_pipe(entry):
         if not allow_pipes:
             raise ValueError(f"{entry!r} is a shell command (a Kaldi pipe); {PIPES_HINT}")
@@ -198,17 +215,102 @@ def feature_path(entry, features_dir, root=None, fmt="htk", *, allow_pipes=False
     return str(Path(features_dir) / p.with_suffix("." + fmt))
 
 
-def feature_files(lists, features_dir, root=None, fmt="htk", *, allow_pipes=False):
+def utterance_id(entry, root=None):
+    """The Kaldi utterance id ipem gives an audio file: its path under ``root``, no suffix.
+
+    :func:`extract` with ``fmt="kaldi"`` and a corpus root names the matrices
+    so, and :func:`feature_path` finds an audio list entry in a ``feats.scp``
+    so.
+
+    Parameters
+    ----------
+    entry : str or os.PathLike
+        Audio path relative to ``root`` (or absolute, under it).
+    root : str or os.PathLike, optional
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        For a path outside ``root``, with ``..``, or with whitespace (which a
+        Kaldi id cannot hold).
+
+    Examples
+    --------
+    >>> utterance_id("wav/us1/us1_test_00.wav")
+    'wav/us1/us1_test_00'
+    """
+    shown = os.fspath(entry)
+    p = Path(shown)
+    if p.is_absolute():
+        p = _relative_to_root(p, root) if root is not None else None
+        if p is None:
+            raise ValueError(f"audio file {shown} is not under the corpus root {root}")
+    if ".." in p.parts:
+        raise ValueError(f"audio path {shown} goes up ('..'): it has no utterance id")
+    utt = p.with_suffix("").as_posix()
+    if not utt or any(c.isspace() for c in utt):
+        raise ValueError(f"audio path {shown!r} has whitespace: it cannot be a Kaldi "
+                         "utterance id")
+    return utt
+
+
+def feature_source(features_dir=None, fmt="htk", *, data_dir=None, allow_pipes=False):
+    """Where a step finds the features of list entries.
+
+    Parameters
+    ----------
+    features_dir : str or os.PathLike, optional
+        Feature directory from :func:`extract`.  With ``fmt="kaldi"`` it is
+        read as a Kaldi data directory (its ``feats.scp``).
+    fmt : {"htk", "npy", "h5", "kaldi"}, default="htk"
+    data_dir : str, os.PathLike or ipem.io.DataDir, optional
+        A Kaldi data directory whose ``feats.scp`` names the features; list
+        entries are then its utterance ids.  Takes precedence.
+    allow_pipes : bool, default=False
+        Accept shell commands in ``feats.scp``.
+
+    Returns
+    -------
+    str, os.PathLike or ipem.io.DataDir
+        What :func:`feature_path` takes as ``features_dir``.
+
+    Raises
+    ------
+    ValueError
+        A data directory that cannot be read, or whose tables disagree (file
+        and line named, :func:`ipem.io.read_data_dir`).
+    """
+    if isinstance(data_dir, DataDir):
+        return data_dir
+    if data_dir is not None:
+        return read_data_dir(data_dir, need=("feats.scp",), allow_pipes=allow_pipes)
+    if features_dir is None or isinstance(features_dir, DataDir):
+        return features_dir
+    if fmt == "kaldi":
+        return read_data_dir(features_dir, need=("feats.scp",), allow_pipes=allow_pipes)
+    return features_dir
+
+
+def feature_files(lists=None, features_dir=None, root=None, fmt="htk", *, allow_pipes=False,
+                  data_dir=None):
     """Feature files of the utterances named in lists (e.g. ``ubm.lst``).
 
     Parameters
     ----------
-    lists : str, os.PathLike or sequence of them
+    lists : str, os.PathLike or sequence of them, optional
         Utterance lists (every field of every line is an utterance, see
         :func:`feature_path`) or Kaldi ``feats.scp`` files (kept as they
-        are: the UBM trainer expands them).
+        are: the UBM trainer expands them).  With a data directory, lists of
+        its utterance ids; without lists, every utterance of its
+        ``feats.scp``.
     features_dir, root, fmt
-        See :func:`feature_path`.
+        See :func:`feature_path` and :func:`feature_source`.
+    data_dir : str, os.PathLike or ipem.io.DataDir, optional
+        A Kaldi data directory (:func:`feature_source`).
     allow_pipes : bool, default=False
         Accept shell commands (Kaldi pipes, ``cmd |``) in the lists and scp
         files; they run through a shell when the features are read.  Then
@@ -218,7 +320,7 @@ def feature_files(lists, features_dir, root=None, fmt="htk", *, allow_pipes=Fals
 
     Returns
     -------
-    list of str (list of FeatureRef with ``allow_pipes``)
+    list of str (list of FeatureRef with ``allow_pipes`` or a data directory)
         Feature file paths (and ``.scp`` paths), in list order.
 
     Raises
@@ -230,11 +332,16 @@ def feature_files(lists, features_dir, root=None, fmt="htk", *, allow_pipes=Fals
     ipem.io.FeatureFileError
         For a list that cannot be read (a ValueError).
     """
+    features_dir = feature_source(features_dir, fmt, data_dir=data_dir, allow_pipes=allow_pipes)
     if isinstance(lists, (str, os.PathLike)):
         lists = [lists]
+    if not lists:
+        if not isinstance(features_dir, DataDir):
+            raise ValueError("no utterance lists given (or a Kaldi data directory)")
+        return list(features_dir.feature_refs().values())
     files, seen = [], {}
     for lst in lists:
-        if is_scp_file(lst):
+        if is_scp_file(lst) and not isinstance(features_dir, DataDir):
             read_scp(lst, allow_pipes=allow_pipes)  # a command is refused now, with its line
             _once(os.fspath(lst), seen, lst, None, os.fspath(lst))
             files.append(os.fspath(lst))
@@ -244,7 +351,7 @@ def feature_files(lists, features_dir, root=None, fmt="htk", *, allow_pipes=Fals
                 f = _listed(entry, lst, n, features_dir, root, fmt, allow_pipes)
                 _once(f, seen, lst, n, entry)
                 files.append(f)
-    if allow_pipes:
+    if allow_pipes and not isinstance(features_dir, DataDir):
         return list_features(files, allow_pipes=True)
     return files
 
@@ -260,7 +367,8 @@ def read_enrollment(path, features_dir, root=None, fmt="htk", *, allow_pipes=Fal
         files (``.scp``, ``.lst``); it is read now, so that a command in it
         is refused before any work.
     features_dir, root, fmt
-        See :func:`feature_path`.
+        See :func:`feature_path`; with a :class:`ipem.io.DataDir` the
+        utterances are its utterance ids (:func:`feature_source`).
     allow_pipes : bool, default=False
         Accept shell commands (Kaldi pipes, ``cmd |``) in the list and in
         the lists it names; they run through a shell when the features are
@@ -386,8 +494,8 @@ def _audio_entry(entry, root, lst, lineno):
 # steps
 # ---------------------------------------------------------------------------
 
-def extract(root, out_dir, *, lists=None, fmt="htk", sample_rate=8000, controller=None,
-            progress=False, allow_pipes=False, **frontend):
+def extract(root=None, out_dir=None, *, lists=None, fmt=None, sample_rate=8000,
+            controller=None, progress=False, allow_pipes=False, data_dir=None, **frontend):
     """Extract features of a corpus, one load-balanced task per audio file.
 
     Features are 20 MFCCs (c0 = log energy; 300-3400 Hz filterbank at 8 kHz)
@@ -397,14 +505,26 @@ def extract(root, out_dir, *, lists=None, fmt="htk", sample_rate=8000, controlle
 
     Parameters
     ----------
-    root : str or os.PathLike
-        Corpus directory holding the audio.
+    root : str or os.PathLike, optional
+        Corpus directory holding the audio (or give ``data_dir``).
     out_dir : str or os.PathLike
         Feature directory; the layout under ``root`` is mirrored
-        (:func:`feature_path`).
+        (:func:`feature_path`).  With ``fmt="kaldi"`` it holds archives
+        ``feats.<n>.ark`` (one per batch of utterances, written where the
+        batch ran) and ``feats.scp`` naming them by absolute path; with a
+        ``data_dir`` it becomes a data directory: ``utt2spk``, ``spk2utt``
+        and ``wav.scp`` are copied into it.
     lists : sequence of path-like, optional
         Only the audio named in these lists (see :func:`audio_files`).
-    fmt : {"htk", "npy", "h5"}, default="htk"
+    fmt : {"htk", "npy", "h5", "kaldi"}, optional
+        Default ``"kaldi"`` with a ``data_dir`` (the only format there),
+        ``"htk"`` otherwise.  Kaldi utterance ids of corpus audio are
+        :func:`utterance_id` (``wav/spk/utt``).
+    data_dir : str or os.PathLike, optional
+        A Kaldi data directory whose ``wav.scp`` names the audio (paths, or
+        with ``allow_pipes`` commands ending in ``|`` whose output is the
+        audio file); ``utt2spk``/``spk2utt`` are checked against it
+        (:func:`ipem.io.read_data_dir`).
     sample_rate : int, default=8000
         Analysis sample rate in Hz (files are resampled to it).
     controller : Controller, int, DirectView, str or None
@@ -446,8 +566,17 @@ def extract(root, out_dir, *, lists=None, fmt="htk", sample_rate=8000, controlle
     """
     from .. import io as _io
 
-    root = Path(root).absolute()
+    if out_dir is None:
+        raise ValueError("extract: out_dir is needed")
     check_output_dir(out_dir, "out_dir")
+    if fmt is None:
+        fmt = "kaldi" if data_dir is not None else "htk"
+    if data_dir is not None or fmt == "kaldi":
+        return _extract_kaldi(root, out_dir, lists, data_dir, controller, progress, allow_pipes,
+                              dict(frontend, sample_rate=sample_rate))
+    if root is None:
+        raise ValueError("extract: give the corpus root or a Kaldi data directory (data_dir)")
+    root = Path(root).absolute()
     for module in ("soundfile", "python_speech_features"):
         require(module, "to extract features from audio")
     audio = audio_files(root, lists, allow_pipes=allow_pipes)
@@ -463,6 +592,133 @@ def extract(root, out_dir, *, lists=None, fmt="htk", sample_rate=8000, controlle
     logger.info("extracted %d files, %d speech frames", len(refs),
                 sum(r.n_frames for r in refs))
     return refs
+
+
+#: Tables a data directory's extraction copies into its output data directory.
+_COPIED_TABLES = ("utt2spk", "spk2utt", "wav.scp")
+
+
+def _extract_kaldi(root, out_dir, lists, data_dir, controller, progress, allow_pipes, kwargs):
+    """:func:`extract` into Kaldi archives: batches of utterances, one archive each."""
+    import shutil
+
+    from .. import io as _io
+
+    for module in ("soundfile", "python_speech_features", "kaldiio"):
+        require(module, "to extract features into Kaldi archives")
+    if data_dir is not None:
+        if root is not None or lists:
+            raise ValueError("extract: give either a data directory or a corpus root (with "
+                             "lists), not both")
+        data = read_data_dir(data_dir, need=("wav.scp",), allow_pipes=allow_pipes)
+        utts = []
+        for utt, audio in data.wav.items():
+            where = f"{data.where('wav.scp', utt)}: utterance {utt}"
+            if not is_pipe(audio):
+                try:
+                    check_input_file(audio, "audio file")
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {exc}") from None
+                audio = os.path.abspath(audio)
+            utts.append((utt, audio, where))
+        what = data_dir
+    else:
+        if root is None:
+            raise ValueError("extract: give the corpus root or a Kaldi data directory")
+        root = Path(root).absolute()
+        utts = [(utterance_id(a), str(root / a), a)
+                for a in audio_files(root, lists, allow_pipes=allow_pipes)]
+        what = root
+    final = os.path.abspath(os.fspath(out_dir))
+    logger.info("extracting features of %d utterances of %s -> %s (Kaldi ark/scp)", len(utts),
+                what, out_dir)
+    with _running(controller) as ctrl, atomic_directory(final) as tmp:
+        places = 2 if ctrl is None else max(1, int(getattr(ctrl, "n_shards", 1) or 1))
+        n_batches = min(len(utts), 4 * places)
+        batches = [_Batch(i + 1, utts[i::n_batches], tmp) for i in range(n_batches)]
+        task_args = (kwargs,)
+        if ctrl is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=places) as pool:
+                done = list(pool.map(lambda b: _extract_ark_task(b, *task_args), batches))
+        else:
+            done = ctrl.map_tasks(_extract_ark_task, batches, *task_args, progress=progress,
+                                  desc="extract")
+        index = {}
+        for batch, offsets in zip(batches, done):
+            ark = os.path.join(final, f"feats.{batch.part}.ark")
+            for utt, offset in offsets:
+                index[utt] = f"{ark}:{offset}"
+            os.unlink(os.path.join(tmp, f"feats.{batch.part}.scp"))
+        _io.write_data_dir(tmp, feats={utt: index[utt] for utt, _, _ in utts})
+        if data_dir is not None:
+            for table in _COPIED_TABLES:
+                if os.path.exists(data.file(table)):
+                    shutil.copyfile(data.file(table), os.path.join(tmp, table))
+    refs = _io.list_features(os.path.join(final, "feats.scp"))
+    logger.info("extracted %d utterances, %d speech frames", len(refs),
+                sum(r.n_frames for r in refs))
+    return refs
+
+
+class _Batch(NamedTuple):
+    """Utterances ``(utt, audio, where)`` extracted into ``<directory>/feats.<part>.ark``."""
+
+    part: int
+    utts: list
+    directory: str
+
+    def __repr__(self):         # how a failed task is named
+        return f"feats.{self.part}.ark: {len(self.utts)} utterances"
+
+
+def _audio_of_command(command, directory, where):
+    """Run a ``wav.scp`` command (``... |``); its output is written to a temporary file."""
+    import subprocess
+    import tempfile
+
+    cmd = command.strip()
+    if not cmd.endswith("|"):
+        raise ValueError(f"{where}: {command!r} is not a command whose output is the audio "
+                         "(it must end with '|')")
+    fd, path = tempfile.mkstemp(suffix=".wav", prefix=".pipe.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            proc = subprocess.run(cmd[:-1], shell=True, stdout=fh, stderr=subprocess.PIPE)
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise ValueError(f"{where}: the command {cmd!r} failed with status "
+                             f"{proc.returncode}" + (f": {err[-1]}" if err else ""))
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def _extract_ark_task(batch, kwargs):
+    """One batch of :func:`extract` into ``feats.<n>.ark`` (runs where the task runs).
+
+    Returns ``[(utt, offset), ...]``; the scp of the batch is written beside
+    its archive for the client to merge.
+    """
+    from ..io.kaldi import write_kaldi
+    from .frontend import extract_features
+
+    part, utts, directory = batch.part, batch.utts, batch.directory
+    mats = {}
+    for utt, audio, where in utts:
+        source = _audio_of_command(audio, directory, where) if is_pipe(audio) else audio
+        try:
+            mats[utt] = extract_features(source, **kwargs)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        finally:
+            if source is not audio:
+                os.unlink(source)
+    ark = os.path.join(directory, f"feats.{part}.ark")
+    refs = write_kaldi(ark, os.path.join(directory, f"feats.{part}.scp"), mats)
+    return [(ref.key, int(ref.path.rsplit(":", 1)[1])) for ref in refs]
 
 
 def format_record(record):
@@ -587,20 +843,26 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
 
 
 def adapt(ubm, enrollment, out_dir, *, features_dir=None, root=None, fmt="htk",
-          relevance_factor=16.0, adapt="m", controller=None, progress=False, allow_pipes=False):
+          relevance_factor=16.0, adapt="m", controller=None, progress=False, allow_pipes=False,
+          data_dir=None):
     """MAP-adapt one speaker model per enrolled speaker and write them to ``out_dir``.
 
     Parameters
     ----------
     ubm : ipem.UBMTrainer, str or any form :func:`ipem.speaker.map.ubm_params` accepts
         The UBM (a model file path is read).
-    enrollment : dict or str
+    enrollment : dict, str or None
         ``model_id -> feature files`` (see :func:`read_enrollment`), or the
-        path of an enrollment list (then ``features_dir`` is needed).
+        path of an enrollment list (then ``features_dir`` or ``data_dir`` is
+        needed); ``None`` with ``data_dir``: one model per speaker of its
+        ``spk2utt`` (or ``utt2spk``), from the features of ``feats.scp``.
     out_dir : str or os.PathLike
         Each task writes ``<out_dir>/<model_id>.npz`` (created if needed).
     features_dir, root, fmt
         For an enrollment list path, see :func:`feature_path`.
+    data_dir : str, os.PathLike or ipem.io.DataDir, optional
+        A Kaldi data directory (:func:`feature_source`): the speakers, or
+        the utterance ids of an enrollment list.
     relevance_factor : float, default=16.0
     adapt : str, default="m"
         Parameters to adapt: any of ``m`` (means), ``w`` (weights), ``v``
@@ -636,10 +898,18 @@ def adapt(ubm, enrollment, out_dir, *, features_dir=None, root=None, fmt="htk",
     where = (f"{os.fspath(enrollment)}: speaker" if isinstance(enrollment, (str, os.PathLike))
              else "speaker")
     if isinstance(enrollment, (str, os.PathLike)):
-        if features_dir is None:
-            raise ValueError("adapt: an enrollment list path needs features_dir")
-        enrollment = read_enrollment(enrollment, features_dir, root, fmt,
-                                     allow_pipes=allow_pipes)
+        if features_dir is None and data_dir is None:
+            raise ValueError("adapt: an enrollment list path needs features_dir or data_dir")
+        enrollment = read_enrollment(enrollment, feature_source(
+            features_dir, fmt, data_dir=data_dir, allow_pipes=allow_pipes), root, fmt,
+            allow_pipes=allow_pipes)
+    elif enrollment is None:
+        if data_dir is None:
+            raise ValueError("adapt: give the enrollment (a list or a dict) or a Kaldi data "
+                             "directory (data_dir)")
+        enrollment, table = _data_dir_speakers(feature_source(data_dir=data_dir,
+                                                              allow_pipes=allow_pipes))
+        where = f"{table}: speaker"
     params = ubm_params(ubm)
     _check_headers(enrollment, params[1].shape[1], where)
     final = os.path.abspath(os.fspath(out_dir))
@@ -651,6 +921,22 @@ def adapt(ubm, enrollment, out_dir, *, features_dir=None, root=None, fmt="htk",
                                  progress=progress)
     return {spk: os.path.join(final, os.path.relpath(path, tmp))
             for spk, path in written.items()}
+
+
+def _data_dir_speakers(data):
+    """``speaker -> FeatureRefs`` of a data directory (speaker ids checked as model ids),
+    and the table the speakers come from."""
+    if data.utt2spk is None and data.spk2utt is None:
+        read_data_dir(data.path, need=("speakers",))      # raises, naming what is missing
+    table = "spk2utt" if data.spk2utt is not None else "utt2spk"
+    speakers = data.speaker_features()
+    for spk, utts in data.speakers().items():
+        try:
+            check_model_id(spk)
+        except ValueError as exc:
+            raise ValueError(f"{data.where(table, spk if table == 'spk2utt' else utts[0])}: "
+                             f"{exc}") from None
+    return speakers, data.file(table)
 
 
 def _check_headers(sources, n_features, what):
@@ -681,8 +967,9 @@ def _check_headers(sources, n_features, what):
                                      f"features per frame, but the UBM has {n_features}")
 
 
-def score(ubm, trials, models_dir, features_dir, *, root=None, fmt="htk", top_c=5, out=None,
-          controller=None, progress=False, allow_pipes=False):
+def score(ubm, trials, models_dir, features_dir=None, *, root=None, fmt="htk", top_c=5,
+          out=None, controller=None, progress=False, allow_pipes=False, data_dir=None,
+          scoring=None):
     """Score a trial list against model files, one task per test segment.
 
     Parameters
@@ -699,6 +986,16 @@ def score(ubm, trials, models_dir, features_dir, *, root=None, fmt="htk", top_c=
         Top-C Gaussian selection; ``None`` scores exactly.
     out : str, optional
         Write the score file here (``model test score [label]`` lines).
+    scoring : {"topc", "exact", "linear"} or None
+        Average LLR with top-C selection, exact average LLR, or linear
+        scoring (Glembek et al. 2009: one matrix product of the models' mean
+        offsets with the test segments' UBM statistics; see
+        :mod:`ipem.speaker.scoring`).  ``None``: ``"exact"`` if ``top_c`` is
+        None, else ``"topc"``.
+    data_dir : str, os.PathLike or ipem.io.DataDir, optional
+        A Kaldi data directory whose ``feats.scp`` holds the test
+        utterances; the trials' test column names its utterance ids
+        (:func:`feature_source`).
     controller : Controller, int, DirectView, str or None
         A cluster spec (``"mpi:4"``) is started after the step's checks.
     progress : bool, default=False
@@ -725,20 +1022,33 @@ def score(ubm, trials, models_dir, features_dir, *, root=None, fmt="htk", top_c=
     trials = (read_trials(trials, allow_pipes=allow_pipes)
               if isinstance(trials, (str, os.PathLike)) else list(trials))
     models = _model_files(dict.fromkeys(t[0] for t in trials), models_dir, "model id", where)
-    pairs = [(t[0], feature_path(t[1], features_dir, root, fmt, allow_pipes=allow_pipes))
-             for t in trials]
+    source = feature_source(features_dir, fmt, data_dir=data_dir, allow_pipes=allow_pipes)
+    pairs = [(t[0], _test_segment(t[1], source, root, fmt, allow_pipes, where)) for t in trials]
     ubm = ubm_params(ubm)
     _check_headers({t[1]: test for t, (_, test) in zip(trials, pairs)}, ubm[1].shape[1],
                    f"{where}: test segment")
-    logger.info("scoring %d trials of %d models (top-C %s)", len(trials), len(models),
-                top_c or "exact")
+    if scoring is None:
+        scoring = "exact" if top_c is None else "topc"
+    if scoring not in SCORING_METHODS:
+        raise ValueError(f"unknown scoring method {scoring!r}; expected one of "
+                         f"{', '.join(SCORING_METHODS)}")
+    logger.info("scoring %d trials of %d models (%s)", len(trials), len(models),
+                f"top-{top_c}" if scoring == "topc" else scoring)
     with _running(controller) as ctrl:
         scores = np.asarray(score_trials(ubm, pairs, models, controller=ctrl, top_c=top_c,
-                                         progress=progress), dtype=np.float64)
+                                         progress=progress, method=scoring), dtype=np.float64)
     if out is not None:
         write_scores(out, trials, scores)
         logger.info("scores -> %s", out)
     return trials, scores
+
+
+def _test_segment(test, source, root, fmt, allow_pipes, where):
+    """:func:`feature_path` of a trial's test segment; a refusal names the trial list."""
+    try:
+        return feature_path(test, source, root, fmt, allow_pipes=allow_pipes)
+    except ValueError as exc:
+        raise ValueError(f"{where}: test segment {test!r}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -1022,9 +1332,10 @@ def _first_seen(values):
     return list(pos), index
 
 
-def normalize(ubm, scores, cohort, models_dir, features_dir, *, method="s", cohort_models=None,
-              top_n=200, key=None, root=None, fmt="htk", top_c=5, out=None, out_format="ipem",
-              controller=None, progress=False, allow_pipes=False):
+def normalize(ubm, scores, cohort, models_dir, features_dir=None, *, method="s",
+              cohort_models=None, top_n=200, key=None, root=None, fmt="htk", top_c=5, out=None,
+              out_format="ipem", controller=None, progress=False, allow_pipes=False,
+              data_dir=None):
     """Normalise trial scores with an impostor cohort (Z/T/ZT/S/AS-norm).
 
     The cohort scores are computed here, task-parallel over segments
@@ -1050,6 +1361,10 @@ def normalize(ubm, scores, cohort, models_dir, features_dir, *, method="s", coho
     features_dir, root, fmt
         Where the test segments' and the cohort's features are, see
         :func:`feature_path`.
+    data_dir : str, os.PathLike or ipem.io.DataDir, optional
+        A Kaldi data directory holding the test segments and the cohort's
+        utterances: the trials and the cohort list name its utterance ids
+        (:func:`feature_source`).
     method : {"z", "t", "zt", "s", "as"}, default="s"
     cohort_models : str or os.PathLike, optional
         Directory of the cohort models; needed by every method but ``"z"``.
@@ -1092,6 +1407,7 @@ def normalize(ubm, scores, cohort, models_dir, features_dir, *, method="s", coho
         trials, raw = scores
         trials, raw = list(trials), np.asarray(raw, dtype=np.float64)
     cohort_name = os.fspath(cohort) if isinstance(cohort, (str, os.PathLike)) else "cohort"
+    features_dir = feature_source(features_dir, fmt, data_dir=data_dir, allow_pipes=allow_pipes)
     if isinstance(cohort, (str, os.PathLike)):
         cohort = read_enrollment(cohort, features_dir, root, fmt, allow_pipes=allow_pipes)
     if len(cohort) < 2:
@@ -1109,7 +1425,7 @@ def normalize(ubm, scores, cohort, models_dir, features_dir, *, method="s", coho
         models = _model_files(model_ids, models_dir, "model id", where)
     if "test" in needs:
         cmodels = _model_files(list(cohort), cohort_models, "cohort member", cohort_name)
-        tests = {t: feature_path(t, features_dir, root, fmt, allow_pipes=allow_pipes)
+        tests = {t: _test_segment(t, features_dir, root, fmt, allow_pipes, where)
                  for t in test_ids}
         _check_headers(tests, ubm[1].shape[1], f"{where}: test segment")
     mats = {}

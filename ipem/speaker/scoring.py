@@ -11,14 +11,29 @@ log-likelihoods over those components only; as speaker models are adapted
 from the UBM their components correspond, and the speaker model costs
 ``C`` instead of ``K`` Gaussians per frame.
 
+Linear scoring (Glembek et al. 2009, "Comparison of scoring methods used in
+speaker recognition with joint factor analysis") replaces the LLR by its
+first-order expansion around the UBM means::
+
+    score = (1/T) sum_k (m_sk - m_k)^T Sigma_k^-1 (F_k - N_k m_k)
+
+with the zeroth- and first-order statistics ``N_k = sum_t g_tk`` and ``F_k =
+sum_t g_tk x_t`` of the test segment under the UBM (posteriors ``g_tk``).
+The statistics do not depend on the model: they are computed once per test
+segment (:func:`segment_statistics`, the UBM E-step kernel), and the scores
+of all models against all segments are one matrix product (models x K*D)
+@ (K*D x segments) (:func:`linear_scores`).
+
 :func:`score_trials` scores a trial list task-parallel over test segments:
 each segment is read once (where its task runs) and scored against all of
-its models.
+its models (``method="linear"``: its statistics come back instead, and the
+product runs on the client).
 """
 from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -27,7 +42,7 @@ from .. import io as _features
 from ..io import atomic_path, read_list
 from ..io.lists import quote_field
 from ..io.models import check_model_id
-from ..kernels import get_kernels, logsumexp_rows
+from ..kernels import get_kernels
 from ..validation import check_frames
 from ..parallel import as_controller
 from .map import SpeakerModel
@@ -36,7 +51,13 @@ from .sources import load_source, resolve_source
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["llr_scores", "score_trials", "read_trials", "write_scores", "Trial", "topc_kernel"]
+__all__ = ["SCORING_METHODS", "llr_scores", "linear_scores", "model_offsets",
+           "score_trials", "segment_statistics", "read_trials", "write_scores", "Trial",
+           "topc_kernel"]
+
+#: Scoring methods of :func:`score_trials`: average LLR with top-C Gaussian selection,
+#: exact average LLR, linear scoring.
+SCORING_METHODS = ("topc", "exact", "linear")
 
 LOG_2PI = np.log(2.0 * np.pi)
 
@@ -48,7 +69,8 @@ def topc_kernel(backend=None):
 
 def _model_params(model, k, d, index):
     if isinstance(model, SpeakerModel):
-        w, m, v = _ubm_params(model)
+        # checked when it was made or read (SpeakerModel.load)
+        w, m, v = (np.asarray(a, dtype=np.float64) for a in model.params())
         name = f"model {model.speaker_id!r}"
     else:
         w, m, v = _ubm_params(model)
@@ -57,24 +79,6 @@ def _model_params(model, k, d, index):
         raise ValueError(f"{name} has {m.shape[0]} components x {m.shape[1]} features, but "
                          f"the UBM has {k} x {d}")
     return w, m, v
-
-
-def _selected_logprob(X, shift, means_s, precisions, const, idx, chunk_size=None):
-    """``log sum_{c in idx[t]} w_c N(x_t | c)`` for every frame (float64)."""
-    n, d = X.shape
-    c = idx.shape[1]
-    out = np.empty(n)
-    chunk_size = chunk_size or max(64, (1 << 20) // max(c * d, 1))
-    for a in range(0, n, chunk_size):
-        b = min(a + chunk_size, n)
-        xc = X[a:b].astype(np.float64) - shift
-        sel = idx[a:b]
-        diff = xc[:, None, :] - means_s[sel]
-        diff *= diff
-        diff *= precisions[sel]
-        lp = const[sel] - 0.5 * diff.sum(axis=2)
-        out[a:b] = logsumexp_rows(lp)
-    return out
 
 
 def llr_scores(X, ubm_params, speaker_models, *, top_c=5, backend=None):
@@ -108,46 +112,255 @@ def llr_scores(X, ubm_params, speaker_models, *, top_c=5, backend=None):
     if isinstance(speaker_models, SpeakerModel):
         speaker_models = [speaker_models]
     models = [_model_params(mod, k, d, i) for i, mod in enumerate(speaker_models)]
-    n = X.shape[0]
-    shift = X.mean(axis=0, dtype=np.float64)
-    scores = np.empty(len(models))
-    if top_c is None:
-        kern = get_kernels(backend)
-
-        def logprob(wm, mm, vm):
-            out = np.empty(n)
-            with np.errstate(divide="ignore"):
-                log_w = np.log(wm)
-            kern.gmm_diag_step(X, shift, mm - shift, 1.0 / vm, log_w, logprob_out=out,
-                               compute_stats=False)
-            return out
-
-        ubm_lp = logprob(w, m, v)
-        for i, (wm, mm, vm) in enumerate(models):
-            scores[i] = np.mean(logprob(wm, mm, vm) - ubm_lp)
-        return scores
-    if isinstance(top_c, bool) or not isinstance(top_c, (int, np.integer)) or top_c < 1:
+    if top_c is not None and (isinstance(top_c, bool) or not isinstance(top_c, (int, np.integer))
+                              or top_c < 1):
         raise ValueError(f"top_c must be None or an integer >= 1, got {top_c!r}")
-    c = min(int(top_c), k)
-    with np.errstate(divide="ignore"):
-        log_w = np.log(w)
-    idx = np.empty((n, c), dtype=np.int64)
-    topc_kernel(backend)(X, shift, m - shift, 1.0 / v, log_w, c, index_out=idx,
-                         logprob_out=np.empty(n))
-
-    def selected(wm, mm, vm):
-        prec = 1.0 / vm
-        with np.errstate(divide="ignore"):
-            const = np.log(wm) - 0.5 * d * LOG_2PI + 0.5 * np.log(prec).sum(axis=1)
-        return _selected_logprob(X, shift, mm - shift, prec, const, idx)
-
-    # the kernel only selects; both log-likelihoods are then evaluated with the same
+    shift = X.mean(axis=0, dtype=np.float64)
+    xc = X.astype(np.float64) - shift
+    # the UBM is row 0 of every batch: UBM and models are evaluated with the same
     # float64 arithmetic, so that rounding cancels in the ratio (a model equal to the
     # UBM scores exactly 0)
-    ubm_lp = selected(w, m, v)
-    for i, (wm, mm, vm) in enumerate(models):
-        scores[i] = np.mean(selected(wm, mm, vm) - ubm_lp)
+    if top_c is None:
+        per_model = _exact_logprob
+        extra = ()
+    else:
+        c = min(int(top_c), k)
+        with np.errstate(divide="ignore"):
+            log_w = np.log(w)
+        idx = np.empty((X.shape[0], c), dtype=np.int64)
+        topc_kernel(backend)(X, shift, m - shift, 1.0 / v, log_w, c, index_out=idx,
+                             logprob_out=np.empty(X.shape[0]))
+        if all(mw is w or np.array_equal(mw, w) for mw, _, _ in models) and \
+                all(mv is v or np.array_equal(mv, v) for _, _, mv in models):
+            return _mean_offset_topc_scores(xc, shift, (w, m, v), models, idx)
+        per_model = _selected_batch_logprob
+        extra = (idx,)
+    scores = np.empty(len(models))
+    batch = max(1, _SCORE_BATCH_VALUES // max(1, k * d))
+    for a in range(0, len(models), batch):
+        group = [(w, m, v)] + models[a:a + batch]
+        lp = per_model(xc, shift, group, *extra)           # (1 + B, n_frames)
+        scores[a:a + len(group) - 1] = np.mean(lp[1:] - lp[0], axis=1)
     return scores
+
+
+#: Model parameters (components x features) evaluated together by :func:`llr_scores`.
+_SCORE_BATCH_VALUES = 1 << 20
+#: Float64 values of the temporaries of one block of frames.
+_SCORE_BLOCK_VALUES = 1 << 21
+
+
+def _log_const(w, prec, d):
+    with np.errstate(divide="ignore"):
+        return np.log(w) - 0.5 * d * LOG_2PI + 0.5 * np.log(prec).sum(axis=-1)
+
+
+def _exact_logprob(xc, shift, group):
+    """``log p(x_t | model)`` of every model of ``group`` and frame: one matrix product.
+
+    Each model's Gaussian exponents are a linear function of ``[x^2, x, 1]``;
+    the coefficients of all models are stacked so that the log-likelihoods of
+    a block of frames come from one float64 GEMM of shape
+    (frames, 2D+1) x (2D+1, B*K).
+
+    Returns
+    -------
+    ndarray of shape (len(group), n_frames)
+    """
+    n, d = xc.shape
+    b = len(group)
+    k = group[0][1].shape[0]
+    coef = np.empty((b, k, 2 * d + 1))
+    for i, (wm, mm, vm) in enumerate(group):
+        prec = 1.0 / vm
+        ms = mm - shift
+        coef[i, :, :d] = -0.5 * prec
+        coef[i, :, d:2 * d] = ms * prec
+        coef[i, :, 2 * d] = _log_const(wm, prec, d) - 0.5 * np.einsum("kd,kd->k", ms * ms, prec)
+    coef = coef.reshape(b * k, 2 * d + 1)
+    out = np.empty((b, n))
+    step = max(1, _SCORE_BLOCK_VALUES // (b * k))
+    z = np.empty((min(step, n), 2 * d + 1))
+    for a in range(0, n, step):
+        e = min(a + step, n)
+        zb = z[:e - a]
+        np.multiply(xc[a:e], xc[a:e], out=zb[:, :d])
+        zb[:, d:2 * d] = xc[a:e]
+        zb[:, 2 * d] = 1.0
+        lp = (zb @ coef.T).reshape(e - a, b, k)
+        mx = lp.max(axis=2, keepdims=True)
+        mx[~np.isfinite(mx)] = 0.0
+        np.subtract(lp, mx, out=lp)
+        np.exp(lp, out=lp)
+        out[:, a:e] = (np.log(lp.sum(axis=2)) + mx[:, :, 0]).T
+    return out
+
+
+def _mean_offset_topc_scores(xc, shift, ubm, models, idx):
+    """Top-C average LLRs of models that differ from the UBM in their means only.
+
+    With the UBM's weights and variances (MAP adaptation of the means, the
+    default), a model's log-density of component ``j`` is the UBM's plus
+    ``d_j' P_j (x - m_j) - d_j' P_j d_j / 2`` with ``d_j = m_sj - m_j`` and
+    ``P_j`` the UBM precision.  The scaled residuals ``P_j (x_t - m_j)`` do
+    not depend on the model, so the frames that selected component ``j`` are
+    scored against every model by one matrix product with the ``d_j`` of all
+    models: the work is a GEMM over (frame, selection) pairs.
+
+    Returns
+    -------
+    ndarray of shape (n_models,)
+    """
+    w, m, v = ubm
+    n, d = xc.shape
+    c = idx.shape[1]
+    prec = 1.0 / v
+    ms = m - shift
+    const = _log_const(w, prec, d)
+    flat = idx.ravel()                                         # pair p = (t, slot)
+    resid = (xc[:, None, :] - ms[idx]) * prec[idx]             # (n, C, D)
+    ubm_lp = const[idx] - 0.5 * np.einsum("tcd,tcd->tc", resid, xc[:, None, :] - ms[idx])
+    # the (frame, slot) pairs sorted by component: each component's pairs are contiguous
+    order = np.argsort(flat, kind="stable")
+    used, starts = np.unique(flat[order], return_index=True)
+    bounds = np.append(starts, order.size)
+    resid = resid.reshape(n * c, d)[order]
+    unsort = np.empty_like(order)
+    unsort[order] = np.arange(order.size)
+    scores = np.empty(len(models))
+    batch = max(1, 4 * _SCORE_BATCH_VALUES // max(1, len(used) * d))
+    for a in range(0, len(models), batch):
+        group = models[a:a + batch]
+        delta = np.stack([g[1][used] for g in group], axis=1) - m[used][:, None, :]  # (U, B, D)
+        quad = 0.5 * np.einsum("ubd,ubd->ub", delta * prec[used][:, None, :], delta)  # (U, B)
+        cross = np.empty((n * c, len(group)))
+        for u in range(len(used)):
+            lo, hi = bounds[u], bounds[u + 1]
+            np.matmul(resid[lo:hi], delta[u].T, out=cross[lo:hi])
+            cross[lo:hi] -= quad[u]
+        lp = ubm_lp.reshape(n * c, 1) + cross[unsort]          # (n*C, B)
+        lp = lp.reshape(n, c, len(group))
+        mx = lp.max(axis=1, keepdims=True)
+        mx[~np.isfinite(mx)] = 0.0
+        model_lp = np.log(np.exp(lp - mx).sum(axis=1)) + mx[:, 0, :]      # (n, B)
+        umx = ubm_lp.max(axis=1, keepdims=True)
+        umx[~np.isfinite(umx)] = 0.0
+        ubm_total = np.log(np.exp(ubm_lp - umx).sum(axis=1)) + umx[:, 0]  # (n,)
+        scores[a:a + len(group)] = np.mean(model_lp - ubm_total[:, None], axis=0)
+    return scores
+
+
+def _selected_batch_logprob(xc, shift, group, idx):
+    """``log sum_{c in idx[t]} w_c N(x_t | c)`` of every model of ``group`` and frame.
+
+    Only the components some frame selected are prepared, for all models at
+    once; the Gaussians of a block of frames are then evaluated for all models
+    in a few array operations.
+
+    Returns
+    -------
+    ndarray of shape (len(group), n_frames)
+    """
+    n, d = xc.shape
+    used, pos = np.unique(idx, return_inverse=True)
+    pos = pos.reshape(idx.shape)
+    wm = np.stack([g[0][used] for g in group])                  # (B, U)
+    ms = np.stack([g[1][used] for g in group]) - shift          # (B, U, D)
+    prec = 1.0 / np.stack([g[2][used] for g in group])          # (B, U, D)
+    const = _log_const(wm, prec, d)                             # (B, U)
+    b, c = len(group), idx.shape[1]
+    out = np.empty((b, n))
+    step = max(1, _SCORE_BLOCK_VALUES // (b * c * d))
+    for a in range(0, n, step):
+        e = min(a + step, n)
+        sel = pos[a:e]                                          # (n_b, C)
+        diff = xc[None, a:e, None, :] - ms[:, sel]              # (B, n_b, C, D)
+        diff *= diff
+        diff *= prec[:, sel]
+        lp = const[:, sel] - 0.5 * diff.sum(axis=3)             # (B, n_b, C)
+        mx = lp.max(axis=2, keepdims=True)
+        mx[~np.isfinite(mx)] = 0.0
+        out[:, a:e] = np.log(np.exp(lp - mx).sum(axis=2)) + mx[:, :, 0]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# linear scoring
+# ---------------------------------------------------------------------------
+
+def segment_statistics(X, ubm_params, *, backend=None):
+    """UBM-centred first-order statistics of one test segment, for linear scoring.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_frames, n_features), float32 or float64
+    ubm_params : UBM in any form :func:`ipem.speaker.map.ubm_params` accepts
+    backend : {"c", "numpy"} or None
+        Kernel backend of the UBM E-step (``gmm_diag_step``).
+
+    Returns
+    -------
+    n_frames : int
+    nk : ndarray of shape (n_components,), float64
+        Zeroth-order statistics ``N_k = sum_t g_tk``.
+    f_centred : ndarray of shape (n_components, n_features), float64
+        ``F_k - N_k m_k`` with ``F_k = sum_t g_tk x_t``.
+    """
+    w, m, v = _ubm_params(ubm_params)
+    X = check_frames(X, n_features=m.shape[1])
+    shift = X.mean(axis=0, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        log_w = np.log(w)
+    nk, sx, _, _ = get_kernels(backend).gmm_diag_step(X, shift, m - shift, 1.0 / v, log_w)
+    # sx = sum_t g_tk (x_t - shift), so F_k - N_k m_k = sx_k - N_k (m_k - shift)
+    return X.shape[0], nk, sx - nk[:, None] * (m - shift)
+
+
+def model_offsets(ubm_params, speaker_models):
+    """Rows ``vec(Sigma^-1 (m_s - m))`` of the models, the left factor of :func:`linear_scores`.
+
+    Parameters
+    ----------
+    ubm_params : UBM in any form :func:`ipem.speaker.map.ubm_params` accepts
+    speaker_models : sequence of SpeakerModel or ``(weights, means, variances)``
+        Models adapted from the UBM (only their means are used).
+
+    Returns
+    -------
+    ndarray of shape (n_models, n_components * n_features), float64
+    """
+    _, m, v = _ubm_params(ubm_params)
+    k, d = m.shape
+    if isinstance(speaker_models, SpeakerModel):
+        speaker_models = [speaker_models]
+    out = np.empty((len(speaker_models), k * d))
+    for i, mod in enumerate(speaker_models):
+        out[i] = ((_model_params(mod, k, d, i)[1] - m) / v).ravel()
+    return out
+
+
+def linear_scores(offsets, statistics):
+    """Linear scores of every model against every segment: one matrix product.
+
+    Parameters
+    ----------
+    offsets : ndarray of shape (n_models, n_components * n_features)
+        From :func:`model_offsets`.
+    statistics : sequence of (n_frames, nk, f_centred)
+        :func:`segment_statistics` of each segment.
+
+    Returns
+    -------
+    ndarray of shape (n_models, n_segments), float64
+        ``(1/T) sum_k (m_sk - m_k)^T Sigma_k^-1 (F_k - N_k m_k)``.
+    """
+    offsets = np.asarray(offsets, dtype=np.float64)
+    stats = np.stack([np.asarray(f, dtype=np.float64).ravel() for _, _, f in statistics], axis=1)
+    n_frames = np.array([t for t, _, _ in statistics], dtype=np.float64)
+    if stats.shape[0] != offsets.shape[1]:
+        raise ValueError(f"model offsets have {offsets.shape[1]} values per model but the "
+                         f"statistics {stats.shape[0]}: not the same UBM")
+    return (offsets @ stats) / n_frames
 
 
 # ---------------------------------------------------------------------------
@@ -167,22 +380,54 @@ def _segment_key(test):
                      "list of them or a (n_frames, n_features) array")
 
 
-def _score_task(item, params, top_c, backend, dtype):
+def _score_task(item, params, top_c, backend, dtype, method="topc"):
     """One test segment: read it once, score it against all of its models.
 
     A model file is checked against its UBM's size and must hold the speaker
-    of the model id that named it.
+    of the model id that named it.  ``method="linear"``: the segment's
+    statistics (:func:`segment_statistics`) instead of scores.
     """
     source, models, what = item
     k, d = params[1].shape
     X = load_source(source, dtype=dtype, n_features=d, what=what)
-    loaded = [SpeakerModel.load(mod, speaker_id=mid, n_components=k, n_features=d)
-              if isinstance(mod, str) else mod for mid, mod in models]
+    if method == "linear":
+        return segment_statistics(X, params, backend=backend)
+    loaded = [_cached_model(mod, mid, k, d) if isinstance(mod, str) else mod
+              for mid, mod in models]
     return llr_scores(X, params, loaded, top_c=top_c, backend=backend)
 
 
+#: Speaker models read by the scoring tasks of this process, most recently used last:
+#: ``(path, mtime_ns, size, speaker_id, k, d) -> (SpeakerModel, nbytes)``.  A model
+#: tried against many test segments is read once per engine, not once per segment.
+_MODEL_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
+_MODEL_CACHE_HELD = [0]
+#: Bytes of model parameters the cache may hold (``IPEM_MODEL_CACHE_MB``, default 512).
+MODEL_CACHE_BYTES = int(float(os.environ.get("IPEM_MODEL_CACHE_MB", "512")) * 2**20)
+
+
+def _cached_model(path, speaker_id, k, d):
+    """:meth:`SpeakerModel.load` through a per-process LRU cache keyed by the file's
+    identity (path, modification time, size): a rewritten file is read again."""
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size, str(speaker_id), k, d)
+    hit = _MODEL_CACHE.get(key)
+    if hit is not None:
+        _MODEL_CACHE.move_to_end(key)
+        return hit[0]
+    model = SpeakerModel.load(path, speaker_id=speaker_id, n_components=k, n_features=d)
+    size = sum(a.nbytes for a in model.params())
+    if size <= MODEL_CACHE_BYTES:
+        _MODEL_CACHE[key] = (model, size)
+        _MODEL_CACHE_HELD[0] += size
+        while _MODEL_CACHE_HELD[0] > MODEL_CACHE_BYTES:
+            _, (_, old) = _MODEL_CACHE.popitem(last=False)
+            _MODEL_CACHE_HELD[0] -= old
+    return model
+
+
 def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True, backend=None,
-                 dtype=np.float32):
+                 dtype=np.float32, method=None):
     """Score a list of trials, one load-balanced task per test segment.
 
     Parameters
@@ -200,17 +445,31 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
         must hold the speaker ``model_id`` and match the UBM's size).
     controller : Controller, int, DirectView or None
     top_c : int or None, default=5
-        See :func:`llr_scores`.
+        See :func:`llr_scores` (for ``method="topc"``).
     progress : bool, default=True
     backend : {"c", "numpy"} or None
     dtype : {numpy.float32, numpy.float64}, default=numpy.float32
         Dtype test frames are read from files in.
+    method : {"topc", "exact", "linear"} or None
+        ``"topc"``: average LLR with the ``top_c`` best UBM components;
+        ``"exact"``: average LLR over all components; ``"linear"``: linear
+        scoring (the module docstring): each task returns its segment's
+        statistics, and every score is read off one matrix product of the
+        models' offsets with them on the client.  ``None``: ``"exact"`` if
+        ``top_c`` is None, else ``"topc"``.
 
     Returns
     -------
     list of float
         One score per trial, in trial order.
     """
+    if method is None:
+        method = "exact" if top_c is None else "topc"
+    if method not in SCORING_METHODS:
+        raise ValueError(f"unknown scoring method {method!r}; expected one of "
+                         f"{', '.join(SCORING_METHODS)}")
+    if method != "topc":
+        top_c = None
     params = _ubm_params(ubm)
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype={dtype!r}: expected float32 or float64")
@@ -251,10 +510,24 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
             mods.append((str(mid), mod))
         items.append((resolve_source(test, what), mods, what))
     ctrl = as_controller(controller)
-    logger.debug("scoring %d trials in %d test segments on %s", len(trials), len(items), ctrl)
+    logger.debug("scoring %d trials in %d test segments on %s (%s)", len(trials), len(items),
+                 ctrl, method)
+    if method == "linear":      # the segments' statistics travel, not the models
+        items = [(source, [], what) for source, _, what in items]
     with ctrl.broadcast(params) as shared:  # the UBM goes to each engine once
         results = ctrl.map_tasks(_score_task, items, shared, top_c, backend,
-                                 np.dtype(dtype).str, progress=progress, desc="scoring")
+                                 np.dtype(dtype).str, method, progress=progress,
+                                 desc="scoring")
+    if method == "linear":
+        model_ids = list(dict.fromkeys(model_id for model_id, _ in where))
+        k, d = params[1].shape
+        loaded = [SpeakerModel.load(models[mid], speaker_id=str(mid), n_components=k,
+                                    n_features=d)
+                  if isinstance(models[mid], (str, os.PathLike)) else models[mid]
+                  for mid in model_ids]
+        matrix = linear_scores(model_offsets(params, loaded), results)
+        row = {mid: i for i, mid in enumerate(model_ids)}
+        return [float(matrix[row[model_id], order[key]]) for model_id, key in where]
     return [float(results[order[key]][segments[key][1][model_id]]) for model_id, key in where]
 
 
