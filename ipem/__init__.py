@@ -10,6 +10,7 @@ unchanged in-process or on ipyparallel engines in MPI mode.  Where things are:
 ``ipem.cluster``    KMeans (Lloyd, distributed k-means++)
 ``ipem.io``         feature files, lists, model and checkpoint files
 ``ipem.speaker``    speaker verification: front-end, MAP, scoring, metrics, pipeline
+``ipem.ivector``    i-vectors: total-variability EM, extraction, LDA/WCCN/PLDA back-end
 """
 from ._optional import MissingDependencyError
 from .cluster.kmeans import KMeans
@@ -18,6 +19,7 @@ from .em.driver import EMLoop, EMResult, IterationRecord
 from .kernels import BACKEND, available_backends
 from .mixture.gaussian_mixture import GaussianMixture
 from .mixture.ubm import UBMTrainer
+from .ivector.total_variability import TotalVariability
 from .parallel import (ENGINE_NAMESPACE, Controller, DirectViewController, DistributedData,
                        EngineError, EngineLost, EngineRecoveryWarning, EngineValueError,
                        LocalController, MPICluster, Shard, Terminated,
@@ -32,5 +34,5 @@ __all__ = [
     "controller_from_spec", "ENGINE_NAMESPACE", "EngineError", "EngineValueError", "EngineLost",
     "EngineRecoveryWarning", "Terminated", "EMLoop",
     "EMResult", "IterationRecord", "KMeans", "kmeans_plusplus_distributed", "GaussianMixture",
-    "LivePlot", "MissingDependencyError", "UBMTrainer",
+    "LivePlot", "MissingDependencyError", "UBMTrainer", "TotalVariability",
 ]

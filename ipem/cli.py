@@ -1,13 +1,23 @@
 """ipem: GMM-UBM speaker verification in Kaldi-like steps with files in between.
 
-    ipem extract   --root CORPUS --out-dir FEATS [--list LIST ...]
+    ipem extract   --root CORPUS --out-dir FEATS [--list LIST ...] [--format htk|npy|h5|kaldi]
+    ipem extract   --data-dir DATA --out-dir DATA_FEATS      (Kaldi data dir: wav.scp -> ark/scp)
     ipem train-ubm --features FEATS --list CORPUS/ubm.lst --root CORPUS -K 64 --out ubm.npz
     ipem adapt     --ubm ubm.npz --enroll CORPUS/enroll.lst --features FEATS --root CORPUS --out-dir MODELS
     ipem score     --ubm ubm.npz --models MODELS --trials CORPUS/trials.lst --features FEATS --root CORPUS --out scores.txt
     ipem norm      --ubm ubm.npz --models MODELS --scores scores.txt --cohort cohort.lst --cohort-models CMODELS --features FEATS --root CORPUS --method s --out snorm.txt
     ipem calibrate --dev-scores scores.txt [more.txt ...] [--key dev.key] --out cal.json
     ipem evaluate  --scores scores.txt [--key eval.key] [--calibration cal.json] [--det det.png]
+    ipem train-ivector    --ubm ubm.npz --list CORPUS/ubm.lst --features FEATS --root CORPUS -R 100 --out tv.npz
+    ipem extract-ivectors --extractor tv.npz --enroll enroll.lst --list test.lst --features FEATS --root CORPUS --out ivecs.npz
+    ipem train-plda       --ivectors train_ivecs.npz [--spk2utt LIST] --out backend.npz
+    ipem score --backend cosine|plda --ivectors ivecs.npz --plda backend.npz --trials CORPUS/trials.lst --out scores.txt
     ipem demo      [--out DIR]
+
+train-ubm, adapt, score and norm take --data-dir DATA_FEATS (a Kaldi data directory
+with feats.scp, utt2spk, spk2utt) instead of --features/--root: lists then name
+utterance ids, and adapt's speakers default to spk2utt.  score --scoring linear
+scores by one matrix product (Glembek et al. 2009).
 
 Every step takes --cluster to choose where it runs: local (in-process, the
 default), local:N (N shards in-process, BLAS pinned like engines), mpi:N (start
@@ -52,10 +62,20 @@ class UsageError(ValueError):
 # steps: arguments -> pipeline -> printed summary
 # ---------------------------------------------------------------------------
 
+def _need_features(args):
+    if args.features is None and args.data_dir is None:
+        raise UsageError("give --features (a feature directory) or --data-dir (a Kaldi data "
+                         "directory)")
+
+
 def cmd_extract(args):
+    if (args.root is None) == (args.data_dir is None):
+        raise UsageError("give --root (a corpus directory) or --data-dir (a Kaldi data "
+                         "directory), one of them")
     refs = pipeline.extract(args.root, args.out_dir, lists=args.list, fmt=args.format,
                             sample_rate=args.sample_rate, controller=args.cluster,
                             progress=not args.quiet, allow_pipes=args.allow_pipes,
+                            data_dir=args.data_dir,
                             vad=False if args.vad == "none" else args.vad, norm=args.norm,
                             norm_window=args.norm_window, rasta=args.rasta,
                             low_freq=args.low_freq, high_freq=args.high_freq)
@@ -69,8 +89,11 @@ def _print_record(record):
 
 
 def cmd_train_ubm(args):
+    _need_features(args)
+    if not args.list and args.data_dir is None:
+        raise UsageError("give --list (utterance lists) or --data-dir (all its utterances)")
     files = pipeline.feature_files(args.list, args.features, args.root, args.format,
-                                   allow_pipes=args.allow_pipes)
+                                   allow_pipes=args.allow_pipes, data_dir=args.data_dir)
     ubm = pipeline.train_ubm(files, n_components=args.components, init=args.init,
                              stage_iter=args.stage_iter, final_iter=args.final_iter,
                              tol=args.tol, variance_floor=args.variance_floor, seed=args.seed,
@@ -82,20 +105,30 @@ def cmd_train_ubm(args):
 
 
 def cmd_adapt(args):
+    _need_features(args)
+    if args.enroll is None and args.data_dir is None:
+        raise UsageError("give --enroll (an enrollment list) or --data-dir (its speakers)")
     models = pipeline.adapt(args.ubm, args.enroll, args.out_dir, features_dir=args.features,
                             root=args.root, fmt=args.format, relevance_factor=args.relevance,
                             adapt=args.adapt, controller=args.cluster, progress=not args.quiet,
-                            allow_pipes=args.allow_pipes)
+                            allow_pipes=args.allow_pipes, data_dir=args.data_dir)
     print(f"adapted {len(models)} speaker models -> {args.out_dir}")
     return 0
 
 
 def cmd_score(args):
+    if args.backend != "gmm":
+        return _score_ivectors(args)
+    if args.ubm is None or args.models is None:
+        raise UsageError("--backend gmm needs --ubm and --models")
+    _need_features(args)
     trials, _ = pipeline.score(args.ubm, args.trials, args.models, args.features,
                                root=args.root, fmt=args.format,
                                top_c=None if args.top_c == 0 else args.top_c, out=args.out,
                                controller=args.cluster, progress=not args.quiet,
-                               allow_pipes=args.allow_pipes)
+                               allow_pipes=args.allow_pipes, data_dir=args.data_dir,
+                               scoring="exact" if args.scoring == "topc" and args.top_c == 0
+                               else args.scoring)
     print(f"scored {len(trials)} trials -> {args.out}")
     return 0
 
@@ -104,6 +137,7 @@ def cmd_norm(args):
     if args.method != "z" and not args.cohort_models:
         raise UsageError(f"--method {args.method} needs --cohort-models (a directory of "
                          "<cohort_id>.npz: ipem adapt --enroll COHORT_LIST --out-dir DIR)")
+    _need_features(args)
     trials, _ = pipeline.normalize(args.ubm, args.scores, args.cohort, args.models, args.features,
                                    method=args.method, cohort_models=args.cohort_models,
                                    top_n=args.top_n, key=args.key, root=args.root,
@@ -111,7 +145,8 @@ def cmd_norm(args):
                                    top_c=None if args.top_c == 0 else args.top_c,
                                    out=args.out, out_format=args.out_format,
                                    controller=args.cluster,
-                                   progress=not args.quiet, allow_pipes=args.allow_pipes)
+                                   progress=not args.quiet, allow_pipes=args.allow_pipes,
+                                   data_dir=args.data_dir)
     print(f"{args.method}-normalised {len(trials)} trials -> {args.out}")
     return 0
 
@@ -153,6 +188,74 @@ def cmd_evaluate(args):
     if args.det:
         plot_det({Path(args.scores).stem: (tar, non)}, path=args.det)
         print(f"DET curve -> {args.det}")
+    return 0
+
+
+def _ivector_pipeline():
+    from .ivector import pipeline as ivector_pipeline
+    return ivector_pipeline
+
+
+def cmd_train_ivector(args):
+    _need_features(args)
+    if not args.list and args.data_dir is None:
+        raise UsageError("give --list (utterance lists) or --data-dir")
+    ivp = _ivector_pipeline()
+    utts = ivp.read_utterances(args.list, args.features, args.root, args.format,
+                               data_dir=args.data_dir, allow_pipes=args.allow_pipes)
+    tv = ivp.train_ivector(args.ubm, utts, rank=args.rank, n_iter=args.iter,
+                           top_c=None if args.top_c == 0 else args.top_c, seed=args.seed,
+                           checkpoint=args.checkpoint, plot=args.plot, out=args.out,
+                           controller=args.cluster,
+                           callbacks=[lambda r: print(ivp.format_record(r), flush=True)])
+    print(f"total variability: rank {tv.n_components}, {len(utts)} utterances, "
+          f"{tv.n_iter_} iterations, objective/frame {tv.lower_bound_:.5f} -> {args.out}")
+    return 0
+
+
+def cmd_extract_ivectors(args):
+    _need_features(args)
+    if not args.list and args.enroll is None:
+        raise UsageError("give --list (utterances: ids are the list entries) and/or --enroll "
+                         "(speakers: ids are the model ids, their utterances pooled)")
+    ivp = _ivector_pipeline()
+    utts = {}
+    if args.enroll is not None:
+        utts.update(ivp.enrollment(args.enroll, args.features, args.root, args.format,
+                                   data_dir=args.data_dir, allow_pipes=args.allow_pipes))
+    if args.list:
+        for utt, path in ivp.read_utterances(args.list, args.features, args.root, args.format,
+                                             data_dir=args.data_dir,
+                                             allow_pipes=args.allow_pipes).items():
+            if utt in utts:
+                raise UsageError(f"id {utt} is both a model id of --enroll and an utterance "
+                                 "of --list")
+            utts[utt] = path
+    vecs = ivp.extract(args.extractor, utts, out=args.out, controller=args.cluster,
+                       progress=not args.quiet)
+    print(f"extracted {len(vecs)} i-vectors -> {args.out}")
+    return 0
+
+
+def cmd_train_plda(args):
+    be = _ivector_pipeline().train_backend(
+        args.ivectors, args.spk2utt, lda_dim=None if args.lda_dim < 0 else args.lda_dim,
+        wccn=not args.no_wccn, plda_iter=args.iter, out=args.out)
+    lda = "no LDA" if be.lda_ is None else f"LDA to {be.lda_.scalings_.shape[1]} dimensions"
+    print(f"back-end: centring, {lda}, {'WCCN, ' if be.wccn_ is not None else ''}length "
+          f"normalisation, PLDA (log-likelihood/vector {be.plda_.loglik_history_[0]:.3f} -> "
+          f"{be.plda_.loglik_history_[-1]:.3f}) -> {args.out}")
+    return 0
+
+
+def _score_ivectors(args):
+    if not args.ivectors:
+        raise UsageError(f"--backend {args.backend} needs --ivectors (from extract-ivectors)")
+    if args.backend == "plda" and args.plda is None:
+        raise UsageError("--backend plda needs --plda (the back-end from train-plda)")
+    trials, _ = _ivector_pipeline().score(args.ivectors, args.trials, backend=args.backend,
+                                          model=args.plda, out=args.out)
+    print(f"scored {len(trials)} trials ({args.backend}) -> {args.out}")
     return 0
 
 
@@ -213,19 +316,29 @@ def build_parser():
                         help="log what the steps do (-vv: debugging detail)")
 
     def feats(sp):
-        sp.add_argument("--features", required=True, help="feature directory (from 'extract')")
+        sp.add_argument("--features", default=None,
+                        help="feature directory (from 'extract'); this or --data-dir")
+        sp.add_argument("--data-dir", default=None,
+                        help="Kaldi data directory (feats.scp, utt2spk, spk2utt): lists and "
+                             "trials name its utterance ids")
         sp.add_argument("--root", default=None, help="corpus directory the lists are relative to")
-        sp.add_argument("--format", default="htk", choices=["htk", "npy", "h5"],
-                        help="feature file format")
+        sp.add_argument("--format", default="htk", choices=["htk", "npy", "h5", "kaldi"],
+                        help="feature file format (kaldi: --features holds feats.scp)")
 
     sp = sub.add_parser("extract", help="MFCC+deltas, VAD, CMVN features from audio",
                         description="Extract features from the audio under --root.")
-    sp.add_argument("--root", required=True, help="corpus directory holding the audio")
+    sp.add_argument("--root", default=None,
+                    help="corpus directory holding the audio; this or --data-dir")
+    sp.add_argument("--data-dir", default=None,
+                    help="Kaldi data directory whose wav.scp names the audio; --out-dir "
+                         "becomes a data directory (feats.scp, Kaldi archives, utt2spk and "
+                         "spk2utt copied)")
     sp.add_argument("--out-dir", required=True,
                     help="feature directory; files mirror the audio paths under --root")
     sp.add_argument("--list", action="append", help="only the audio named in these lists")
-    sp.add_argument("--format", default="htk", choices=["htk", "npy", "h5"],
-                    help="feature file format")
+    sp.add_argument("--format", default=None, choices=["htk", "npy", "h5", "kaldi"],
+                    help="feature file format (default: kaldi with --data-dir, htk otherwise); "
+                         "kaldi writes feats.<n>.ark and feats.scp")
     sp.add_argument("--sample-rate", type=_typed(int, 1), default=8000,
                     help="audio is resampled to this rate (Hz)")
     sp.add_argument("--vad", default="gmm", choices=["gmm", "kaldi", "percentile", "none"],
@@ -256,8 +369,9 @@ def build_parser():
                                     "small corpora and differ from ipem.UBMTrainer's (K=512, "
                                     "tol=1e-4).")
     feats(sp)
-    sp.add_argument("--list", action="append", required=True,
-                    help="utterance list(s) or a Kaldi feats.scp")
+    sp.add_argument("--list", action="append", default=None,
+                    help="utterance list(s) or a Kaldi feats.scp (with --data-dir: lists of "
+                         "its utterance ids; default: all of its utterances)")
     sp.add_argument("-K", "--components", type=_typed(int, 1), default=64,
                     help="Gaussians of the final model (the API's default is 512)")
     sp.add_argument("--init", default="split", choices=["split", "kmeans"],
@@ -283,7 +397,8 @@ def build_parser():
     sp = sub.add_parser("adapt", help="MAP-adapt speaker models from an enrollment list")
     feats(sp)
     sp.add_argument("--ubm", required=True, help="the UBM (.npz from train-ubm)")
-    sp.add_argument("--enroll", required=True, help="lines 'model_id utterance...'")
+    sp.add_argument("--enroll", default=None,
+                    help="lines 'model_id utterance...' (with --data-dir: default its spk2utt)")
     sp.add_argument("--relevance", type=_typed(float, 0.0, strict=True), default=16.0,
                     help="MAP relevance factor")
     sp.add_argument("--adapt", default="m",
@@ -294,14 +409,82 @@ def build_parser():
 
     sp = sub.add_parser("score", help="score a NIST-style trial list")
     feats(sp)
-    sp.add_argument("--ubm", required=True, help="the UBM (.npz from train-ubm)")
-    sp.add_argument("--models", required=True, help="directory of <model_id>.npz")
+    sp.add_argument("--backend", default="gmm", choices=["gmm", "cosine", "plda"],
+                    help="gmm: GMM-UBM LLR (--ubm, --models, features); cosine or plda: "
+                         "i-vectors (--ivectors, --plda)")
+    sp.add_argument("--ubm", default=None, help="the UBM (.npz from train-ubm; --backend gmm)")
+    sp.add_argument("--models", default=None,
+                    help="directory of <model_id>.npz (--backend gmm)")
+    sp.add_argument("--ivectors", action="append", default=None,
+                    help="i-vectors of the models and test segments (from extract-ivectors); "
+                         "may be repeated")
+    sp.add_argument("--plda", default=None,
+                    help="the back-end from train-plda (needed by plda; cosine scores the "
+                         "raw i-vectors without it)")
     sp.add_argument("--trials", required=True, help="lines 'model_id test [target|nontarget]'")
     sp.add_argument("--top-c", type=_typed(int, 0), default=5,
                     help="top-C Gaussians (0: exact)")
+    sp.add_argument("--scoring", default="topc", choices=["topc", "exact", "linear"],
+                    help="average LLR over the top-C Gaussians (--top-c) or all of them, or "
+                         "linear scoring (Glembek et al. 2009: mean offsets times the test "
+                         "segments' UBM statistics, one matrix product)")
     sp.add_argument("--out", required=True, help="score file")
     common(sp)
     sp.set_defaults(func=cmd_score)
+
+    sp = sub.add_parser("train-ivector", help="train an i-vector extractor (total "
+                                              "variability) by EM",
+                        description="Train the total-variability matrix T by EM on the "
+                                    "Baum-Welch statistics of the listed utterances, which the "
+                                    "engines compute from their own feature files and keep.")
+    feats(sp)
+    sp.add_argument("--ubm", required=True, help="the UBM (.npz from train-ubm)")
+    sp.add_argument("--list", action="append", default=None,
+                    help="utterance list(s): every entry is one utterance")
+    sp.add_argument("-R", "--rank", type=_typed(int, 1), default=100,
+                    help="i-vector dimension (rank of T)")
+    sp.add_argument("--iter", type=_typed(int, 1), default=10, help="EM iterations")
+    sp.add_argument("--top-c", type=_typed(int, 0), default=0,
+                    help="top-C posteriors for the statistics (0: all Gaussians)")
+    sp.add_argument("--checkpoint", default=None,
+                    help="checkpoint file, written every iteration and resumed from when it "
+                         "exists (delete it to start afresh)")
+    sp.add_argument("--plot", default=None, help="write the convergence plot here (PNG)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed of T's initialisation")
+    sp.add_argument("--out", required=True, help="the extractor (.npz)")
+    common(sp)
+    sp.set_defaults(func=cmd_train_ivector)
+
+    sp = sub.add_parser("extract-ivectors", help="i-vectors of utterances and enrolled speakers",
+                        description="Extract i-vectors, one task per id: the utterances of "
+                                    "--list (ids: the list entries, as trial lists name test "
+                                    "segments) and the speakers of --enroll (ids: the model "
+                                    "ids; a speaker's utterances are pooled).")
+    feats(sp)
+    sp.add_argument("--extractor", required=True, help="the extractor (from train-ivector)")
+    sp.add_argument("--list", action="append", default=None, help="utterance list(s)")
+    sp.add_argument("--enroll", default=None, help="lines 'model_id utterance...'")
+    sp.add_argument("--out", required=True, help="the i-vector file (.npz)")
+    common(sp)
+    sp.set_defaults(func=cmd_extract_ivectors)
+
+    sp = sub.add_parser("train-plda", help="train the i-vector back-end: centring, LDA, WCCN, "
+                                           "length normalisation, PLDA",
+                        description="Train the i-vector back-end on labelled i-vectors: "
+                                    "centring, LDA, WCCN, length normalisation and a "
+                                    "two-covariance PLDA trained by EM.")
+    sp.add_argument("--ivectors", action="append", required=True,
+                    help="i-vector file(s) (from extract-ivectors)")
+    sp.add_argument("--spk2utt", default=None,
+                    help="lines 'speaker utterance...' (default: an utterance's speaker is "
+                         "the name of its parent directory, wav/<speaker>/utt.wav)")
+    sp.add_argument("--lda-dim", type=_typed(int, -1), default=-1,
+                    help="LDA dimension (-1: speakers - 1; 0: no LDA)")
+    sp.add_argument("--no-wccn", action="store_true", help="leave out WCCN")
+    sp.add_argument("--iter", type=_typed(int, 1), default=10, help="PLDA EM iterations")
+    sp.add_argument("--out", required=True, help="the back-end (.npz)")
+    common(sp, cluster=False)
+    sp.set_defaults(func=cmd_train_plda, cluster=None)
 
     sp = sub.add_parser("evaluate", help="EER, minDCF, actDCF and a DET plot of a score file")
     sp.add_argument("--scores", required=True, help="score file (ipem or Kaldi format)")
@@ -375,8 +558,8 @@ def build_parser():
 
 #: Options (argparse dests) naming files and directories a step reads or writes.
 _INPUT_FILES = ("ubm", "enroll", "trials", "scores", "cohort", "key", "calibration", "list",
-                "dev_scores", "fuse")
-_INPUT_DIRS = ("root", "features", "models", "cohort_models")
+                "dev_scores", "fuse", "extractor", "ivectors", "plda", "spk2utt")
+_INPUT_DIRS = ("root", "features", "models", "cohort_models", "data_dir")
 _OUTPUT_FILES = ("out", "checkpoint", "plot", "det")
 _OUTPUT_DIRS = ("out_dir",)
 
@@ -415,6 +598,8 @@ def _preflight(args):
 #: Advice in library messages that names Python parameters, and what the command offers
 #: instead: (command or None for all, the library's words, the command's words).
 _CLI_ADVICE = [
+    ("train-ivector", "delete the checkpoint (or pass resume=False) to train from the start",
+     "delete the checkpoint (or give another --checkpoint) to train from the start"),
     ("train-ubm", "delete the checkpoint (or pass resume=False) to train from the start",
      "delete the checkpoint (or give another --checkpoint) to train from the start"),
     ("train-ubm", "use the same settings, another checkpoint path or resume=False",
@@ -437,6 +622,9 @@ _PARAMETER_OPTIONS = {
     "score": {"top_c": "--top-c"},
     "norm": {"top_c": "--top-c", "top_n": "--top-n"},
     "calibrate": {"prior": "--prior"},
+    "train-ivector": {"random_state": "--seed", "n_components": "--rank", "max_iter": "--iter",
+                      "top_c": "--top-c"},
+    "train-plda": {"lda_dim": "--lda-dim"},
 }
 
 

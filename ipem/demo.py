@@ -13,14 +13,20 @@
 6. score the trials (top-5 Gaussian selection);
 7. S-norm the scores with an impostor cohort of speakers kept out of the
    trials (cohort scoring task-parallel over engines);
-8. calibrate raw and S-normed scores by logistic regression trained on the
+8. i-vectors: a total-variability matrix (rank 20) trained by EM on the
+   engines, which compute and keep the UBM-list utterances' Baum-Welch
+   statistics; i-vectors of the models and test segments extracted
+   task-parallel; a centring/LDA/WCCN/length-norm/PLDA back-end trained on the
+   UBM-list i-vectors; cosine and PLDA scores of the same trials;
+9. calibrate every system's scores by logistic regression trained on the
    development half of the trials (the first half of every speaker's test
    segments) and apply it to the evaluation half;
-9. print EER, minDCF, actDCF, Cllr and minCllr of all four and write the DET
-   curves.
+10. print EER, minDCF, actDCF, Cllr and minCllr of GMM-UBM (raw, S-norm) and
+    i-vectors (cosine, PLDA) side by side and write the DET curves.
 
-Every step is a function of :mod:`ipem.speaker.pipeline` (the ones the
-``ipem`` command runs), chained through files in ``--out``.
+Every step is a function of :mod:`ipem.speaker.pipeline` or
+:mod:`ipem.ivector.pipeline` (the ones the ``ipem`` command runs), chained
+through files in ``--out``.
 """
 from __future__ import annotations
 
@@ -56,7 +62,8 @@ def split_lists(info, out):
     Returns
     -------
     dict
-        Paths ``enroll``, ``trials``, ``cohort``, ``dev_key``, ``eval_key``
+        Paths ``enroll``, ``trials``, ``cohort``, ``dev_key``, ``eval_key``, ``tests``
+        (the trials' test segments, one per line)
         and the counts ``n_speakers``, ``n_cohort_speakers``, ``n_cohort``
         (members), ``n_dev``, ``n_eval`` (trials).
     """
@@ -80,10 +87,12 @@ def split_lists(info, out):
     members += [u for f in enroll if f[0] in cohort_spk for u in f[1:]]
     members += [u for spk in info.speakers if spk in cohort_spk for u in tests[spk]]
     paths = {name: out / name for name in ("enroll.lst", "trials.lst", "cohort.lst", "dev.key",
-                                           "eval.key")}
+                                           "eval.key", "tests.lst")}
     write_text_atomic(paths["enroll.lst"], "".join(" ".join(f) + "\n" for f in enroll
                                                    if f[0] not in cohort_spk))
     write_text_atomic(paths["trials.lst"], "".join(" ".join(t) + "\n" for t in kept))
+    write_text_atomic(paths["tests.lst"], "".join(f"{t}\n" for t in dict.fromkeys(
+        t.test for t in kept)))
     write_text_atomic(paths["cohort.lst"], "".join(f"{Path(u).stem} {u}\n" for u in members))
     write_text_atomic(paths["dev.key"], "".join(" ".join(t) + "\n" for t in kept
                                                 if t.test in dev_tests))
@@ -92,13 +101,14 @@ def split_lists(info, out):
     n_dev = sum(t.test in dev_tests for t in kept)
     return {"enroll": paths["enroll.lst"], "trials": paths["trials.lst"],
             "cohort": paths["cohort.lst"], "dev_key": paths["dev.key"],
-            "eval_key": paths["eval.key"], "n_speakers": len(info.speakers) - len(cohort_spk),
+            "eval_key": paths["eval.key"], "tests": paths["tests.lst"],
+            "n_speakers": len(info.speakers) - len(cohort_spk),
             "n_cohort_speakers": len(cohort_spk), "n_cohort": len(members), "n_dev": n_dev,
             "n_eval": len(kept) - n_dev}
 
 
 def _row(name, r):
-    return (f"{name:<22s} {100 * r['eer']:6.2f} %  {r['min_dcf_sre08']:7.4f}  "
+    return (f"{name:<30s} {100 * r['eer']:6.2f} %  {r['min_dcf_sre08']:7.4f}  "
             f"{r['act_dcf_sre08']:7.4f}  {r['cllr']:7.4f}  {r['min_cllr']:7.4f}")
 
 
@@ -129,6 +139,7 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
         that installs them).
     """
     import ipem
+    from .ivector import pipeline as ivector_pipeline
     from .speaker import pipeline
     from .speaker.calibration import DEFAULT_PRIOR
     from .speaker.corpus import generate_corpus
@@ -138,11 +149,13 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
     out.mkdir(parents=True, exist_ok=True)
     # a fresh run: no checkpoint or models of an earlier run with other settings
     (out / "ubm.ckpt.npz").unlink(missing_ok=True)
+    (out / "tv.ckpt.npz").unlink(missing_ok=True)
     shutil.rmtree(out / "models", ignore_errors=True)
     shutil.rmtree(out / "cohort_models", ignore_errors=True)
     corpus, feats = out / "corpus", out / "features"
     ubm_path, models, cohort_models = out / "ubm.npz", out / "models", out / "cohort_models"
     scores_path, snorm_path = out / "scores.txt", out / "scores_snorm.txt"
+    ivector_paths = {m: out / f"scores_ivector_{m}.txt" for m in ivector_pipeline.BACKENDS}
     timings = {}
 
     t0 = _step("1. corpus: MBROLA voices, varied text/rate/pitch, telephone channel, noise")
@@ -204,13 +217,39 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
         print(f"S-normalised {len(trials)} trials -> {snorm_path}")
         timings["S-norm"] = time.perf_counter() - t0
 
-    t0 = _step("8. calibration: logistic regression on the development half (prior "
+        t0 = _step("8. i-vectors: total variability (R=20) by EM on the engines, extraction "
+                   "task-parallel, LDA/WCCN/length-norm/PLDA back-end")
+        train = ivector_pipeline.read_utterances(info.ubm_list, feats, corpus)
+        tv = ivector_pipeline.train_ivector(
+            ubm, train, rank=20, n_iter=10, seed=seed, checkpoint=str(out / "tv.ckpt.npz"),
+            out=str(out / "tv.npz"), controller=ctrl,
+            callbacks=[lambda r: print(ivector_pipeline.format_record(r), flush=True)])
+        utts = ivector_pipeline.enrollment(lists["enroll"], feats, corpus)
+        utts.update(ivector_pipeline.read_utterances(lists["tests"], feats, corpus))
+        utts.update(train)
+        vecs = ivector_pipeline.extract(tv, utts, out=str(out / "ivectors.npz"),
+                                        controller=ctrl, progress=True)
+        print(f"{len(vecs)} i-vectors -> {out / 'ivectors.npz'}")
+    backend = ivector_pipeline.train_backend({u: vecs[u] for u in train},
+                                             out=str(out / "ivector_backend.npz"))
+    print(f"back-end on {len(train)} i-vectors: LDA to {backend.lda_.scalings_.shape[1]} "
+          f"dimensions, WCCN, length norm, PLDA -> {out / 'ivector_backend.npz'}")
+    for method, path in ivector_paths.items():
+        ivector_pipeline.score(vecs, lists["trials"], backend=method, model=backend,
+                               out=str(path))
+        print(f"{method} scores -> {path}")
+    timings["i-vectors"] = time.perf_counter() - t0
+
+    t0 = _step("9. calibration: logistic regression on the development half (prior "
                f"{DEFAULT_PRIOR:.4f}, SRE08's effective prior)")
     results, curves = {}, {}
-    for name, path in (("raw", scores_path), ("S-norm", snorm_path)):
-        cal_path = out / f"calibration_{'raw' if name == 'raw' else 'snorm'}.json"
+    systems = (("raw", scores_path, "raw"), ("S-norm", snorm_path, "snorm"),
+               ("i-vector cosine", ivector_paths["cosine"], "ivector_cosine"),
+               ("i-vector PLDA", ivector_paths["plda"], "ivector_plda"))
+    for name, path, tag in systems:
+        cal_path = out / f"calibration_{tag}.json"
         cal = pipeline.calibrate(path, key=lists["dev_key"], out=str(cal_path))
-        print(f"{name:<7s} llr = {cal.coef_[0]:.4g} * s {'-' if cal.intercept_ < 0 else '+'} "
+        print(f"{name:<15s} llr = {cal.coef_[0]:.4g} * s {'-' if cal.intercept_ < 0 else '+'} "
               f"{abs(cal.intercept_):.4g} -> {cal_path}")
         ev_trials, ev_scores = pipeline.read_score_file(path, lists["eval_key"])
         _, llr = pipeline.apply_calibration(cal, path, key=lists["eval_key"])
@@ -220,18 +259,18 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
         curves[name] = pipeline.split_scores(ev_trials, ev_scores)
     timings["calibration"] = time.perf_counter() - t0
 
-    _step("9. results")
+    _step("10. results")
     print(f"all {len(trials)} trials, raw scores:")
     tar, non = pipeline.read_scores(scores_path)
     print(pipeline.format_metrics(pipeline.evaluate(tar, non, source=str(scores_path))))
     r = results["raw"]
     print(f"\nevaluation half ({r['n_target']} target, {r['n_nontarget']} non-target trials); "
           "DCFs at SRE08 (P_tar=0.01, C_miss=10, C_fa=1):")
-    print(f"{'':<22s} {'EER':>8s}  {'minDCF':>7s}  {'actDCF':>7s}  {'Cllr':>7s}  "
+    print(f"{'':<30s} {'EER':>8s}  {'minDCF':>7s}  {'actDCF':>7s}  {'Cllr':>7s}  "
           f"{'minCllr':>7s}")
     for name, r in results.items():
         print(_row(name, r))
-    for name in ("raw", "S-norm"):
+    for name, _, _ in systems:
         r = results[f"{name} + calibration"]
         gap = r["act_dcf_sre08"] / r["min_dcf_sre08"] - 1.0
         print(f"{name} + calibration: actDCF is {100 * gap:.1f} % above minDCF "

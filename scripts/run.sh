@@ -119,6 +119,7 @@ case "$cmd" in
     out=benchmarks/RESULTS.md
     "$VENV/bin/python" benchmarks/run.py --out "$out" "$@"
     "$VENV/bin/python" benchmarks/steps.py --out "$out"
+    "$VENV/bin/python" benchmarks/approx_eer.py --out "$out"
     "$VENV/bin/python" benchmarks/scale.py --out "$out"
     ;;
   *)

@@ -171,3 +171,21 @@ def test_controller_times_every_shard_call(dv_client):
             assert r.info["shard_frames"] == [150, 150]
             assert len(r.info["shard_time"]) == 2 and min(r.info["shard_time"]) > 0
         assert ctrl.last_shard_times.shape == (2,)
+
+
+def _big_stats(shard, n_values):
+    return {"big": np.full(n_values, float(shard.index) + 1.0)}
+
+
+def test_large_results_are_gathered(dv_client):
+    """Replies of tens of MB: the client has them before their AsyncResults are
+    unpacked and ready; the gather must wait for that, not fail with 'Result not ready'."""
+    data = dv_client.distribute(np.zeros((8, 2)))
+    try:
+        n = 5_000_000   # 40 MB per shard
+        for _ in range(3):
+            total = dv_client.reduce(_big_stats, data, n)
+            assert total["big"].shape == (n,)
+            assert total["big"][0] == sum(range(1, dv_client.n_shards + 1))
+    finally:
+        data.free()

@@ -19,6 +19,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 import ipem
 import ipem.io
+import ipem.ivector
+import ipem.ivector.pipeline
 import ipem.speaker
 import ipem.speaker.pipeline
 from ipem import plotting
@@ -31,7 +33,8 @@ EXPECTED = {
            "Shard(index=1, offset=20000, X=(20000, 12) float32", "rank 1 of 2",
            "shard 1 holds frames 20000 to 40000", "[stdout:1] []"],
     "02": ["rank 1: 12 files", "all variances positive: True", "same model: True"],
-    "03": ["EER", "minDCF", "same scores on engines and locally: True"],
+    "03": ["EER", "minDCF", "same scores on engines and locally: True",
+           "same T on engines and locally: True", "i-vector + PLDA", "actDCF"],
 }
 #: cells whose output must include a PNG: the live plots and the DET curve
 IMAGE_CELLS = ("LivePlot(", "plot_det(")
@@ -41,7 +44,8 @@ FORBIDDEN = ("DEBUG", "IProgress", "[IPEngine", "Output for ipengine", "engine s
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: modules whose public names notebooks may use
-PUBLIC_MODULES = {m.__name__: m for m in (ipem, ipem.io, ipem.speaker, ipem.speaker.pipeline)}
+PUBLIC_MODULES = {m.__name__: m for m in (ipem, ipem.io, ipem.speaker, ipem.speaker.pipeline,
+                                           ipem.ivector, ipem.ivector.pipeline)}
 
 
 def execute(nb, path):

@@ -9,6 +9,8 @@ EM hooks,
     the first stage's model;
 ``_grow(params, size) -> params``
     the model of the next stage;
+``_stage_size(params) -> int`` (optional)
+    the size recorded in the records (default: ``params["weights"].size``);
 ``_write_checkpoint(path, params, position, rng, history, data)`` and
 ``_read_checkpoint(path, data) -> (params, position, rng, history)``
     the checkpoint format (:mod:`ipem.io.models` for the UBM).
@@ -102,8 +104,9 @@ def run_stages(model, data, rng, stages, *, callbacks=(), checkpoint=None, resum
         budget = stages[pos.stage_index][1] - pos.iter_in_stage
         if budget > 0:
             previous = history[-1].objective if (pos.iter_in_stage and history) else None
+            size = getattr(model, "_stage_size", None)
             result = loop.run(params, budget, previous=previous,
-                              stage=int(params["weights"].size))
+                              stage=int(params["weights"].size) if size is None else size(params))
             params = result.params
         pos = Position(pos.stage_index + 1, 0, False, pos.converged)
         if pos.stage_index < len(stages):

@@ -210,6 +210,41 @@ class Controller:
         self._stored(data, ("load", read_feature_shard, assignments))
         return data
 
+    def distribute_loaded(self, loader, assignments, shard_sizes, n_features, *,
+                          dtype=np.float64, files=None, key=None):
+        """Let each shard make its own rows where it lives, with a loader of its own.
+
+        The general form of :meth:`distribute_files`: shard ``i`` stores
+        ``loader(*assignments[i]) -> (X, offset, sources)``.  Like every
+        dataset, it is made again from the same recipe when engines are
+        replaced (e.g. per-utterance statistics computed from feature files,
+        :mod:`ipem.ivector.stats`).
+
+        Parameters
+        ----------
+        loader : callable
+            Module-level function (engines import it by reference).
+        assignments : list of tuple, length n_shards
+        shard_sizes : array-like of int, shape (n_shards,)
+            Rows each shard's loader returns.
+        n_features : int
+        dtype : numpy dtype
+            Dtype of the rows the loader returns.
+        files : list of list, optional
+            What each shard read (kept on the client, as ``data.files``).
+
+        Returns
+        -------
+        DistributedData
+        """
+        if len(assignments) != self.n_shards or len(shard_sizes) != self.n_shards:
+            raise ValueError(f"distribute_loaded: {len(assignments)} assignments and "
+                             f"{len(shard_sizes)} sizes for {self.n_shards} shards")
+        key = key or f"l{uuid.uuid4().hex[:8]}"
+        data = DistributedData(self, key, shard_sizes, n_features, dtype, files=files)
+        self._stored(data, ("load", loader, list(assignments)))
+        return data
+
     def _stored(self, data, recipe):
         """Make ``data`` from ``recipe`` and compute the moments; on failure leave nothing."""
         try:
@@ -287,7 +322,7 @@ class Controller:
         """
         items = list(items)
         outcomes = self._tasks(func, items, args, progress, desc)
-        return self._values(outcomes, where=lambda i: f"task {i} ({items[i]!r})")
+        return self._values(outcomes, where=lambda i: f"task {i} ({_short(items[i])})")
 
     def free(self, data):
         """Delete the shards of ``data`` (or a :class:`Broadcast`) where they live."""
@@ -477,3 +512,9 @@ def read_feature_shard(files, offset, dtype, n_features):
     X = (io.load_many(files, dtype=np.dtype(dtype)) if files
          else np.zeros((0, n_features), dtype))
     return X, offset, [f.path if f.key is None else f"{f.path}:{f.key}" for f in files]
+
+
+def _short(item, limit=160):
+    """``repr(item)`` cut to ``limit`` characters, for one-line error messages."""
+    text = repr(item)
+    return text if len(text) <= limit else text[:limit - 5] + " ...)"

@@ -196,7 +196,15 @@ class DirectViewController(Controller):
         engines = list(self._placement if engines is None else engines)
         limit = self._deadline(name)
         t0 = time.monotonic()
-        while not self.client.wait(asyncs, timeout=min(0.2, limit)):
+        while True:
+            if self.client.wait(asyncs, timeout=min(0.2, limit)):
+                # the client has every reply; an AsyncResult becomes ready once its
+                # (possibly large) result is unpacked, a moment later
+                for ar in asyncs:
+                    if not ar.ready():
+                        ar.wait(min(0.2, limit))
+                if all(ar.ready() for ar in asyncs):
+                    break
             gone = self._gone()
             if gone:
                 raise EngineLost(f"engine(s) {gone} died during {name or 'a call'}", gone)

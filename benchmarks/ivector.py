@@ -1,0 +1,262 @@
+"""GMM-UBM against i-vectors (cosine, PLDA) on generated corpora; TV EM seconds per iteration.
+
+    .venv/bin/python benchmarks/ivector.py [--work /tmp/ivb] [--corpora demo,large]
+                                           [--timing-rank 100] [--components 64]
+    .venv/bin/python benchmarks/ivector.py --timing-only --corpora large   # TV timing only
+    .venv/bin/python benchmarks/ivector.py --synthetic     # K=256, R=200, 1000 utterances
+
+For each corpus (generated once into ``--work``, features extracted once):
+
+* ``demo``: the demo's corpus (every installed voice; 6 UBM, 3 enrolment, 8 test
+  utterances per speaker; seed 0);
+* ``large``: every installed voice with more sessions (20 UBM, 3 enrolment,
+  16 test utterances per speaker; seed 1).
+
+The lists are the demo's (:func:`ipem.demo.split_lists`: every fourth speaker is
+held out of the trials; development/evaluation halves of the test segments).
+One UBM (``--components`` Gaussians, splitting) is trained on the UBM list; then
+
+* GMM-UBM: MAP (r=16), top-5 scoring;
+* i-vectors: a rank-R T (R = 20 for demo, 50 for large) trained on the UBM-list utterances (10 EM
+  iterations, engines keep the statistics), i-vectors of the enrolment models
+  (pooled statistics of their 3 utterances) and of the test segments; the
+  back-end (centring, LDA to speakers - 1, WCCN, length norm, PLDA) trained on
+  the UBM-list i-vectors labelled by speaker; cosine and PLDA scores.
+
+Every system is calibrated on the development half (logistic regression) and
+reported on the evaluation half: EER and minDCF of the raw scores, actDCF of the
+calibrated ones (SRE08 operating point).  Finally the TV EM of the last corpus
+is timed with rank ``--timing-rank`` in-process (``LocalController(1)``, BLAS
+pinned to 1 thread and unpinned) and on 2 MPI engines (``MPICluster(2)``), 6
+iterations each; the median seconds per iteration are printed, and whether the
+engines' T is bit-identical to ``LocalController(2, blas_threads=1)``'s.  With
+``--out`` the tables replace the section between
+``<!-- ivector:begin -->`` and ``<!-- ivector:end -->`` of that file.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import ipem  # noqa: E402
+from ipem.demo import split_lists  # noqa: E402
+from ipem.io import read_list  # noqa: E402
+from ipem.ivector import pipeline as ivp  # noqa: E402
+from ipem.speaker import pipeline  # noqa: E402
+from ipem.speaker.corpus import generate_corpus  # noqa: E402
+from ipem.speaker.scoring import read_trials  # noqa: E402
+
+CORPORA = {"demo": dict(n_ubm=6, n_enroll=3, n_test=8, seed=0),
+           "large": dict(n_ubm=20, n_enroll=3, n_test=16, seed=1)}
+#: i-vector dimension per corpus (T is trained on 120 and 400 utterances)
+RANKS = {"demo": 20, "large": 50}
+BEGIN, END = "<!-- ivector:begin -->", "<!-- ivector:end -->"
+
+
+def prepare(work, name):
+    """Corpus and features of one configuration, made once."""
+    out = work / name
+    corpus, feats = out / "corpus", out / "features"
+    if not (corpus / "trials.lst").exists():
+        generate_corpus(corpus, n_jobs=2, **CORPORA[name])
+    if not feats.exists():
+        pipeline.extract(corpus, feats, controller=None)
+    speakers = tuple(f[0] for _, f in read_list(corpus / "enroll.lst"))
+    info = SimpleNamespace(speakers=speakers, trials_list=corpus / "trials.lst",
+                           enroll_list=corpus / "enroll.lst", ubm_list=corpus / "ubm.lst")
+    return out, corpus, feats, info
+
+
+def metrics(score_path, lists, out, name):
+    """EER/minDCF (raw) and actDCF (calibrated on the development half), evaluation half."""
+    cal = pipeline.calibrate(score_path, key=lists["dev_key"], out=str(out / f"cal_{name}.json"))
+    ev_trials, ev = pipeline.read_score_file(score_path, lists["eval_key"])
+    _, llr = pipeline.apply_calibration(cal, score_path, key=lists["eval_key"])
+    raw = pipeline.evaluate(*pipeline.split_scores(ev_trials, ev))
+    calibrated = pipeline.evaluate(*pipeline.split_scores(ev_trials, llr))
+    return {"eer": raw["eer"], "min_dcf": raw["min_dcf_sre08"],
+            "act_dcf": calibrated["act_dcf_sre08"], "n_target": raw["n_target"],
+            "n_nontarget": raw["n_nontarget"]}
+
+
+def run_corpus(work, name, rank, components):
+    out, corpus, feats, info = prepare(work, name)
+    lists = split_lists(info, out)
+    res, times = {}, {}
+    t0 = time.perf_counter()
+    ubm = pipeline.train_ubm(pipeline.feature_files(info.ubm_list, feats, corpus),
+                             n_components=components, seed=0, controller=None)
+    times["UBM"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    import shutil
+    shutil.rmtree(out / "models", ignore_errors=True)
+    pipeline.adapt(ubm, pipeline.read_enrollment(lists["enroll"], feats, corpus), out / "models")
+    pipeline.score(ubm, lists["trials"], out / "models", feats, root=corpus, top_c=5,
+                   out=str(out / "scores_gmm.txt"))
+    times["GMM-UBM adapt+score"] = time.perf_counter() - t0
+    res["GMM-UBM"] = metrics(out / "scores_gmm.txt", lists, out, "gmm")
+
+    t0 = time.perf_counter()
+    train = ivp.read_utterances(info.ubm_list, feats, corpus)
+    tv = ivp.train_ivector(ubm, train, rank=rank, n_iter=10, seed=0, controller=None)
+    times["TV training"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tests = list(dict.fromkeys(t.test for t in read_trials(lists["trials"])))
+    utts = dict(ivp.enrollment(lists["enroll"], feats, corpus))
+    source = pipeline.feature_source(feats)
+    utts.update({t: pipeline.feature_path(t, source, corpus) for t in tests})
+    utts.update({u: p for u, p in train.items()})
+    vecs = ivp.extract(tv, utts, out=str(out / "ivectors.npz"))
+    times["i-vector extraction"] = time.perf_counter() - t0
+    backend = ivp.train_backend({u: vecs[u] for u in train}, out=str(out / "backend.npz"))
+    for method in ("cosine", "plda"):
+        path = out / f"scores_{method}.txt"
+        ivp.score(vecs, lists["trials"], backend=method, model=backend, out=str(path))
+        res[f"i-vector + {method}"] = metrics(path, lists, out, method)
+    counts = {"speakers": lists["n_speakers"], "train utterances": len(train),
+              "TV objective": [round(r.objective, 4) for r in tv.history_]}
+    return res, times, counts, ubm, train
+
+
+def time_tv(ubm, train, rank, n_iter=6):
+    """Seconds per TV EM iteration in-process and on 2 MPI engines.
+
+    The engines' statistics stay on them; the in-process runs hold the same
+    statistics in one shard (BLAS with 1 thread, and with its default threads).
+    ``same T``: the 2 engines' T against ``LocalController(2, blas_threads=1)``.
+    """
+    out = {}
+    kw = dict(ubm=ubm, max_iter=n_iter, random_state=0)
+    for name, ctrl in (("local, 1 BLAS thread", ipem.LocalController(1, blas_threads=1)),
+                       ("local, default BLAS threads", ipem.LocalController(1))):
+        tv = ipem.TotalVariability(rank, controller=ctrl, **kw).fit(train)
+        out[name] = [r.time for r in tv.history_]
+    same = ipem.TotalVariability(rank, controller=ipem.LocalController(2, blas_threads=1),
+                                 **kw).fit(train)
+    with ipem.MPICluster(n=2, blas_threads=1) as ctrl:
+        tv2 = ipem.TotalVariability(rank, controller=ctrl, **kw).fit(train)
+        out["2 MPI engines"] = [r.time for r in tv2.history_]
+    out["same T"] = bool(np.array_equal(same.T_, tv2.T_))
+    out["max |dT|"] = float(np.abs(same.T_ - tv2.T_).max())
+    return out
+
+
+def time_tv_synthetic(k=256, d=60, rank=200, n_utts=1000, n_iter=3):
+    """Seconds per TV EM iteration on synthetic statistics rows of a larger model.
+
+    Rows (N from a gamma law, F~ Gaussian) are made on the client and
+    distributed; in-process (1 BLAS thread) against 2 MPI engines with client
+    and Allreduce reduction.
+    """
+    rng = np.random.default_rng(0)
+    ubm = (np.full(k, 1.0 / k), rng.normal(size=(k, d)), np.ones((k, d)))
+    n = rng.gamma(0.5, 8.0, size=(n_utts, k))
+    f = rng.normal(size=(n_utts, k, d)) * np.sqrt(n)[:, :, None]
+    rows = ipem.ivector.stats_rows(n, f)
+    kw = dict(ubm=ubm, max_iter=n_iter, random_state=0)
+    out = {}
+    tv = ipem.TotalVariability(rank, controller=ipem.LocalController(1, blas_threads=1),
+                               **kw).fit(rows)
+    out["local, 1 BLAS thread"] = [r.time for r in tv.history_]
+    with ipem.MPICluster(n=2, blas_threads=1) as ctrl:
+        for reduction in ("client", "allreduce"):
+            c = ipem.DirectViewController(ctrl.view, reduction=reduction, blas_threads=1) \
+                if reduction == "allreduce" else ctrl
+            tv2 = ipem.TotalVariability(rank, controller=c, **kw).fit(rows)
+            out[f"2 MPI engines, {reduction}"] = [r.time for r in tv2.history_]
+    return out
+
+
+def table(results):
+    lines = ["| corpus | system | EER % | minDCF | actDCF |", "|---|---|---|---|---|"]
+    for corpus, res in results.items():
+        for system, r in res.items():
+            lines.append(f"| {corpus} | {system} | {100 * r['eer']:.2f} | {r['min_dcf']:.4f} | "
+                         f"{r['act_dcf']:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--work", default="/tmp/ivb")
+    p.add_argument("--corpora", default="demo,large")
+    p.add_argument("--timing-rank", type=int, default=100)
+    p.add_argument("--components", type=int, default=64)
+    p.add_argument("--out", default=None, help="RESULTS.md to update")
+    p.add_argument("--synthetic", action="store_true",
+                   help="only the TV timing on synthetic statistics (K=256, R=200, 1000 "
+                        "utterances)")
+    p.add_argument("--timing-only", action="store_true",
+                   help="only the TV timing, on the last of --corpora (already prepared)")
+    args = p.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results, report = {}, []
+    last = None
+    if args.synthetic:
+        timing = time_tv_synthetic()
+        print({k: np.round(v, 3).tolist() for k, v in timing.items()})
+        return 0
+    if args.timing_only:
+        name = args.corpora.split(",")[-1]
+        out_dir, corpus, feats, info = prepare(work, name)
+        ubm = pipeline.train_ubm(pipeline.feature_files(info.ubm_list, feats, corpus),
+                                 n_components=args.components, seed=0, controller=None)
+        train = ivp.read_utterances(info.ubm_list, feats, corpus)
+        timing = time_tv(ubm, train, args.timing_rank)
+        print({k: (np.round(v, 3).tolist() if isinstance(v, list) else v)
+               for k, v in timing.items()})
+        return 0
+    for name in args.corpora.split(","):
+        res, times, counts, ubm, train = run_corpus(work, name, RANKS[name], args.components)
+        results[name] = res
+        first = next(iter(res.values()))
+        report.append(f"- {name} (R = {RANKS[name]}): {counts['speakers']} trial speakers, "
+                      f"{first['n_target']} target"
+                      f" / {first['n_nontarget']} non-target evaluation trials; T trained on "
+                      f"{counts['train utterances']} utterances; TV objective per frame "
+                      f"{counts['TV objective'][0]} -> {counts['TV objective'][-1]}; seconds: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+        print(report[-1], flush=True)
+        last = (ubm, train)
+    print(table(results), flush=True)
+    timing = time_tv(*last, args.timing_rank)
+    med = {k: float(np.median(v)) for k, v in timing.items() if isinstance(v, list)}
+    timing_line = (f"TV EM, rank {args.timing_rank}, {args.components} Gaussians x 60 features, "
+                   f"{len(last[1])} utterances of the last corpus: median seconds per iteration "
+                   + ", ".join(f"{k} {v:.3f} s" for k, v in med.items())
+                   + " (all: " + "; ".join(f"{k} " + " ".join(f"{t:.3f}" for t in v)
+                                             for k, v in timing.items() if isinstance(v, list))
+                   + "); T bit-identical to LocalController(2, blas_threads=1): "
+                   + f"{timing['same T']} (max |dT| {timing['max |dT|']:.1e})")
+    print(timing_line, flush=True)
+    section = "\n".join([BEGIN, "## i-vectors against GMM-UBM (benchmarks/ivector.py)", "",
+                         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+                         "shared with other jobs; evaluation half of the demo's split, "
+                         "SRE08 DCF point, actDCF after calibration on the development half.",
+                         "", table(results), "", *report, "", timing_line, END])
+    if args.out:
+        path = Path(args.out)
+        text = path.read_text() if path.exists() else ""
+        if BEGIN in text and END in text:
+            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: section, text,
+                          flags=re.S)
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        path.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

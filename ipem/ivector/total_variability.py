@@ -1,0 +1,371 @@
+"""TotalVariability: the i-vector extractor, trained by EM over a controller.
+
+The class only fills the hooks of :class:`ipem.em.base.EMEstimator` and of the
+staged runner (:func:`ipem.em.staged.run_stages`, one stage: checkpoints and
+exact resume as for the UBM); the E-step is the shard function
+:func:`ipem.ivector.posterior.tv_stats` reduced over the utterance rows
+(:mod:`ipem.ivector.stats`), the M-step and the minimum-divergence step run on
+the client.  The driver (:mod:`ipem.em.driver`) owns the loop, the records, the
+callbacks and the recovery of lost engines.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+from sklearn.base import TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .. import io as _io
+from ..em.base import EMEstimator
+from ..em.staged import Position, run_stages
+from ..io.atomic import save_npz_atomic
+from ..io.models import (history_from, invalid_model_file, read_npz, records_to_json,
+                         rng_from_arrays, rng_to_arrays, text_scalar)
+from ..kernels import check_approximation
+from ..parallel import DistributedData, Shard
+from ..speaker.map import ubm_params
+from ..validation import check_float, check_int, validate_frames
+from . import posterior
+from .stats import distribute_stats
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_KIND = "ipem-ivector-extractor"
+_CHECKPOINT_KIND = "ipem-ivector-checkpoint"
+
+
+def _is_files(X):
+    """Whether ``X`` names utterances (files, a dict, frame matrices) rather than rows."""
+    return isinstance(X, (str, os.PathLike, dict)) or (
+        isinstance(X, (list, tuple)) and len(X) > 0
+        and (isinstance(X[0], (str, os.PathLike, _io.FeatureRef, list, tuple))
+             or (isinstance(X[0], np.ndarray) and X[0].ndim == 2)))
+
+
+class TotalVariability(TransformerMixin, EMEstimator):
+    """Total-variability matrix (i-vector extractor) trained by EM.
+
+    Parameters
+    ----------
+    n_components : int, default=100
+        Rank R of T: the i-vector dimension.
+    ubm : fitted UBMTrainer, diagonal GaussianMixture, dict, tuple or path
+        The UBM whose Baum-Welch statistics the model explains
+        (:func:`ipem.speaker.map.ubm_params`); required.
+    max_iter : int, default=10
+        EM iterations (Kaldi and SIDEKIT run a fixed number, 5-10).
+    tol : float, default=0.0
+        Stop early when the objective (log-likelihood per frame) gains less
+        than ``tol``; 0 runs ``max_iter`` iterations.
+    min_divergence : bool, default=True
+        Rescale T after every M-step so that the i-vectors' prior stays
+        ``N(0, I)`` (:func:`ipem.ivector.posterior.min_divergence`).
+    init_scale : float, default=0.1
+        Initial ``T_c = init_scale * sqrt(S_c) * standard normal``.
+    top_c, min_post : optional
+        Approximate Baum-Welch statistics from feature files
+        (:func:`ipem.ivector.stats.baum_welch`).
+    dtype : {numpy.float32, numpy.float64}, default=numpy.float32
+        Frame dtype for feature files (statistics are float64).
+    checkpoint : str or None
+        ``.npz`` written atomically every ``checkpoint_every`` iterations;
+        ``fit`` resumes from it when it exists and ``resume`` is true.
+    checkpoint_every : int, default=1
+    resume : bool, default=True
+    random_state : int, RandomState or None
+    controller, backend, callbacks, verbose
+        As in :class:`ipem.UBMTrainer`.
+
+    Attributes
+    ----------
+    T_ : ndarray of shape (n_gaussians, n_features, n_components)
+        The total-variability matrix, one (D, R) block per UBM component.
+    ubm_weights_ : ndarray of shape (n_gaussians,)
+    ubm_means_, ubm_covariances_ : ndarray of shape (n_gaussians, n_features)
+    history_ : list of IterationRecord
+        ``objective``: ``sum_u (-log|L_u| + b_u' E[w_u]) / 2`` over the frames
+        (the T-dependent log-likelihood of the statistics per frame).
+    n_iter_ : int
+    lower_bound_ : float
+    converged_ : bool
+    n_features_in_ : int
+        ``K + K*D``: the length of an utterance row.
+
+    Examples
+    --------
+    >>> import numpy as np, ipem
+    >>> rng = np.random.default_rng(0)
+    >>> ubm = ipem.GaussianMixture(4, covariance_type="diag", random_state=0).fit(
+    ...     rng.normal(size=(2000, 3)))
+    >>> utts = [rng.normal(size=(200, 3)) + rng.normal(size=3) for _ in range(30)]
+    >>> rows = ipem.ivector.frames_to_rows(utts, ubm)
+    >>> tv = ipem.TotalVariability(2, ubm=ubm, max_iter=3, random_state=0).fit(rows)
+    >>> tv.transform(rows).shape
+    (30, 2)
+    """
+
+    _warn_unconverged = False  # a fixed iteration budget by design
+
+    def __init__(self, n_components=100, *, ubm=None, max_iter=10, tol=0.0,
+                 min_divergence=True, init_scale=0.1, top_c=None, min_post=0.0,
+                 dtype=np.float32, checkpoint=None, checkpoint_every=1, resume=True,
+                 random_state=None, controller=None, backend=None, callbacks=None, verbose=0):
+        self.n_components = n_components
+        self.ubm = ubm
+        self.max_iter = max_iter
+        self.tol = tol
+        self.min_divergence = min_divergence
+        self.init_scale = init_scale
+        self.top_c = top_c
+        self.min_post = min_post
+        self.dtype = dtype
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
+        self.random_state = random_state
+        self.controller = controller
+        self.backend = backend
+        self.callbacks = callbacks
+        self.verbose = verbose
+
+    # --- checks -------------------------------------------------------------------
+    def _ubm(self):
+        if self.ubm is None:
+            raise ValueError("TotalVariability needs the UBM: TotalVariability(ubm=...)")
+        return ubm_params(self.ubm)
+
+    def _check_params(self, n_features=None):
+        check_int(self.n_components, "n_components")
+        check_int(self.max_iter, "max_iter")
+        check_float(self.tol, "tol")
+        check_float(self.init_scale, "init_scale", strict=True)
+        check_int(self.checkpoint_every, "checkpoint_every")
+        w, m, v = self._ubm()
+        k, d = m.shape
+        check_approximation(self.top_c, self.min_post, k)
+        if n_features is not None and n_features != k + k * d:
+            raise ValueError(f"utterance rows have {n_features} columns, but a UBM of {k} "
+                             f"Gaussians in {d} dimensions gives K + K*D = {k + k * d}")
+        self._params_ubm = (w, m, v)
+        return {}
+
+    def _stats_data(self, X):
+        """Utterance rows of feature files, computed where the shards live."""
+        return distribute_stats(self._ubm(), _utterances(X), controller=self.controller,
+                                top_c=self.top_c, min_post=self.min_post,
+                                backend=self.backend, dtype=self.dtype)
+
+    def _fit_data(self, X, sample_weight):
+        """Rows (array or DistributedData) as they are; feature files become rows on the shards."""
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported by TotalVariability")
+        if _is_files(X):
+            self._check_params()
+            data = self._stats_data(X)
+            validate_frames(self, data, reset=True)
+            return data, True
+        return super()._fit_data(X, None)
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Train T by EM.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_utterances, K + K*D), DistributedData, or utterances
+            Utterance rows ``[N_u, F~_u.ravel()]`` (distributed with
+            ``controller`` for the fit), rows a controller already keeps
+            (:func:`ipem.ivector.distribute_stats`), or utterances: feature
+            files (paths, a list file, FeatureRefs), frame matrices, or a dict
+            ``id -> source``, whose statistics the shards compute and keep.
+        y, sample_weight : ignored (sample_weight must be None)
+
+        Returns
+        -------
+        self
+        """
+        return super().fit(X, y, sample_weight)
+
+    # --- EM hooks ------------------------------------------------------------------
+    def _initialize(self, data, rng, given):
+        w, m, v = self._params_ubm
+        k, d = m.shape
+        t = rng.standard_normal((k, d, self.n_components))
+        return {"T": self.init_scale * np.sqrt(v)[:, :, None] * t}
+
+    def _e_step(self, data, params):
+        return data.controller.reduce(posterior.tv_stats, data, params["T"],
+                                      1.0 / self._params_ubm[2])
+
+    def _m_step(self, stats, params, data):
+        T, n_empty = posterior.tv_m_step(stats, params["T"])
+        if self.min_divergence:
+            T = posterior.min_divergence(T, stats)
+        frames = float(stats["nc"].sum())
+        info = {"n_utterances": int(stats["n"]), "n_empty": n_empty,
+                "mean_ivector_norm2": float(np.trace(posterior.unpack_upper(
+                    stats["ww"], T.shape[2])) / max(stats["n"], 1.0))}
+        return {"T": T}, stats["loglik"] / max(frames, 1.0), info
+
+    def _stage_size(self, params):
+        return int(params["T"].shape[2])
+
+    def _fit_runs(self, data, rng, given):
+        result, self.resumed_from_ = run_stages(
+            self, data, rng, [(self.n_components, self.max_iter)], callbacks=self._callbacks(),
+            checkpoint=self.checkpoint, resume=self.resume, every=self.checkpoint_every)
+        return result
+
+    def _grow(self, params, size):  # one stage: never called with another size
+        return params
+
+    def _set_fitted(self, result, data):
+        w, m, v = self._params_ubm
+        self.T_ = result.params["T"]
+        self.ubm_weights_, self.ubm_means_, self.ubm_covariances_ = w, m, v
+        self.history_ = result.history
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.objective
+        self.converged_ = result.converged
+
+    # --- use -------------------------------------------------------------------------
+    def transform(self, X):
+        """I-vectors ``E[w]`` of utterances.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_utterances, K + K*D), DistributedData, or utterances
+            Utterance rows (:func:`ipem.ivector.stats.frames_to_rows`), rows
+            kept by a controller (:func:`ipem.ivector.stats.distribute_stats`),
+            or utterances as feature files or frame matrices (a dict
+            ``id -> source`` or a sequence), whose statistics and i-vectors
+            are computed task-parallel where the files are
+            (:func:`ipem.ivector.extract_ivectors`).
+
+        Returns
+        -------
+        ndarray of shape (n_utterances, n_components)
+        """
+        check_is_fitted(self, "T_")
+        inv_var = 1.0 / self.ubm_covariances_
+        if _is_files(X):
+            from .extraction import extract_ivectors
+            out = extract_ivectors(self, _utterances(X), controller=self.controller,
+                                   progress=False)
+            return np.stack(list(out.values()))
+        X = validate_frames(self, X, reset=False)
+        if isinstance(X, DistributedData):
+            return np.concatenate(X.controller.map(posterior.ivectors, X, self.T_, inv_var))
+        return posterior.ivectors(Shard(X=np.asarray(X, dtype=np.float64), index=0, offset=0),
+                                  self.T_, inv_var)
+
+    def extractor(self):
+        """What extraction tasks need: ``{"T", "weights", "means", "covariances"}``."""
+        check_is_fitted(self, "T_")
+        return {"T": self.T_, "weights": self.ubm_weights_, "means": self.ubm_means_,
+                "covariances": self.ubm_covariances_}
+
+    def save(self, path):
+        """Write the extractor (T, its UBM, the history) atomically to ``.npz``; the path."""
+        check_is_fitted(self, "T_")
+        return save_npz_atomic(path, kind=np.array(_KIND),
+                               format_version=np.array(FORMAT_VERSION), T=self.T_,
+                               weights=self.ubm_weights_, means=self.ubm_means_,
+                               covariances=self.ubm_covariances_,
+                               history_json=np.array(records_to_json(self.history_)))
+
+    @classmethod
+    def load(cls, path, **kwargs):
+        """An extractor read from a file written by :meth:`save` (nothing in it trusted)."""
+        path = os.fspath(path)
+        z = read_npz(path, _limits())
+        for key in ("T", "weights", "means", "covariances"):
+            if key not in z:
+                raise ValueError(f"{path}: not an ipem i-vector extractor (no {key!r})")
+        if text_scalar(z, "kind", path, default="") != _KIND:
+            raise invalid_model_file(path, f"not an i-vector extractor (kind {_KIND!r} missing)")
+        w, m, v = ubm_params((z["weights"], z["means"], z["covariances"]))
+        T = _check_T(z["T"], m.shape, path)
+        obj = cls(n_components=T.shape[2], ubm=(w, m, v), **kwargs)
+        obj.T_, obj.ubm_weights_, obj.ubm_means_, obj.ubm_covariances_ = T, w, m, v
+        obj.history_ = history_from(z, path)
+        obj.n_iter_ = len(obj.history_)
+        obj.n_features_in_ = m.shape[0] * (1 + m.shape[1])
+        return obj
+
+    # --- checkpoints (the staged runner's hooks) ---------------------------------------
+    _RESUME_SETTINGS = ("n_components", "max_iter", "tol", "min_divergence", "init_scale")
+
+    def _settings(self):
+        return {k: getattr(self, k) for k in self._RESUME_SETTINGS}
+
+    def _identity(self, data):
+        seed = self.random_state
+        seed = int(seed) if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) \
+            else (None if seed is None else type(seed).__name__)
+        return {"random_state": seed, "utterances": int(data.n_samples),
+                "columns": int(data.n_features)}
+
+    def _write_checkpoint(self, path, params, pos, rng, history, data):
+        save_npz_atomic(
+            path, kind=np.array(_CHECKPOINT_KIND), format_version=np.array(FORMAT_VERSION),
+            T=params["T"], settings_json=np.array(json.dumps(self._settings())),
+            identity_json=np.array(json.dumps(self._identity(data))),
+            data_mean=data.mean, position=np.array([pos.stage_index, pos.iter_in_stage,
+                                                    pos.stage_done, pos.converged]),
+            history_json=np.array(records_to_json(history)), **rng_to_arrays(rng))
+
+    def _read_checkpoint(self, path, data):
+        fresh = "delete the checkpoint (or pass resume=False) to train from the start"
+        z = read_npz(path, _limits(data.n_features))
+        if text_scalar(z, "kind", path, default="") != _CHECKPOINT_KIND:
+            raise ValueError(f"{path} is not an i-vector training checkpoint: give another "
+                             "checkpoint path")
+        for key, now in (("settings_json", self._settings()),
+                         ("identity_json", self._identity(data))):
+            saved = json.loads(text_scalar(z, key, path))
+            if saved != json.loads(json.dumps(now)):
+                raise ValueError(f"checkpoint {path} was written with other settings or data "
+                                 f"({saved} != {now}): {fresh}")
+        saved_mean = z.get("data_mean")
+        if saved_mean is None or saved_mean.shape != data.mean.shape or \
+                not np.allclose(saved_mean, data.mean, rtol=1e-9, atol=1e-12):
+            raise ValueError(f"checkpoint {path} was written for other statistics: {fresh}")
+        T = _check_T(z["T"], self._params_ubm[1].shape, path)
+        if T.shape[2] != self.n_components:
+            raise invalid_model_file(path, f"rank {T.shape[2]}, expected {self.n_components}")
+        p = z.get("position")
+        if p is None or p.shape != (4,) or p.dtype.kind not in "iu" or \
+                not 0 <= int(p[1]) <= self.max_iter or int(p[0]) != 0:
+            raise invalid_model_file(path, "the training position is not valid")
+        pos = Position(int(p[0]), int(p[1]), bool(p[2]), bool(p[3]))
+        return {"T": T}, pos, rng_from_arrays(z), history_from(z, path)
+
+
+def _limits(n_features=None):
+    big = 1 << 33
+    return {"T": big, "weights": big, "means": big, "covariances": big,
+            "data_mean": big if n_features is None else 8 * int(n_features),
+            "rng_keys": 624 * 8, "history_json": 1 << 26, "settings_json": 1 << 16,
+            "identity_json": 1 << 16}
+
+
+def _check_T(T, ubm_shape, path):
+    k, d = ubm_shape
+    if T.ndim != 3 or T.shape[:2] != (k, d) or T.shape[2] < 1 or T.dtype.kind != "f" or \
+            not np.all(np.isfinite(T)):
+        raise invalid_model_file(path, f"T must be a finite float array of shape ({k}, {d}, R),"
+                                 f" got {T.shape} {T.dtype}")
+    return np.asarray(T, dtype=np.float64)
+
+
+def _utterances(X):
+    """``{utterance_id: source}`` of a dict, a list file or a sequence of sources."""
+    if isinstance(X, dict):
+        return X
+    if isinstance(X, (str, os.PathLike)):
+        return {r.key or r.path: r for r in _io.list_features(X)}
+    return {i: src for i, src in enumerate(X)}

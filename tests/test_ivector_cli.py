@@ -1,0 +1,116 @@
+"""The i-vector steps of the ``ipem`` command in-process: train-ivector, extract-ivectors,
+train-plda and score --backend cosine|plda, and their errors.
+
+Feature files are written from synthetic frames as if ``ipem extract`` had made them
+(``FEATS/wav/<speaker>/<utt>.htk`` for the list entries ``wav/<speaker>/<utt>.wav``).
+"""
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import ipem
+from ipem import io as features
+from ipem.cli import main
+from ipem.ivector import TotalVariability, load_ivectors
+
+D = 4
+SPEAKERS = [f"spk{i}" for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ivcli")
+    corpus, feats = root / "corpus", root / "feats"
+    corpus.mkdir()
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 3, size=(4, D))
+    utts = {}
+    for s in SPEAKERS:
+        offset = rng.normal(0, 1.0, size=D)
+        for role, count, n in (("ubm", 4, 200), ("enroll", 2, 150), ("test", 2, 120)):
+            for i in range(count):
+                rel = f"wav/{s}/{s}_{role}_{i}.wav"
+                path = feats / rel.replace(".wav", ".htk")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lab = rng.integers(0, 4, size=n)
+                X = shared[lab] + offset + rng.normal(0, 0.7, size=(n, D))
+                features.write(path, X.astype(np.float32))
+                utts.setdefault(role, []).append((s, rel))
+    (corpus / "ubm.lst").write_text("".join(f"{r}\n" for _, r in utts["ubm"]))
+    enroll = {}
+    for s, rel in utts["enroll"]:
+        enroll.setdefault(s, []).append(rel)
+    (corpus / "enroll.lst").write_text("".join(f"{s} {' '.join(r)}\n" for s, r in enroll.items()))
+    (corpus / "tests.lst").write_text("".join(f"{r}\n" for _, r in utts["test"]))
+    (corpus / "trials.lst").write_text("".join(
+        f"{m} {rel} {'target' if m == s else 'nontarget'}\n"
+        for m in SPEAKERS for s, rel in utts["test"]))
+    return root, corpus, feats
+
+
+def _ok(capsys, argv):
+    assert main(argv) == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+def test_ivector_steps_end_to_end(world, capsys, tmp_path):
+    root, corpus, feats = world
+    common = ["--features", str(feats), "--root", str(corpus), "--quiet"]
+    ubm, tv, iv = tmp_path / "ubm.npz", tmp_path / "tv.npz", tmp_path / "iv.npz"
+    _ok(capsys, ["train-ubm", "--list", str(corpus / "ubm.lst"), "-K", "4", "--stage-iter", "2",
+                 "--final-iter", "4", "--out", str(ubm), *common])
+    out = _ok(capsys, ["train-ivector", "--ubm", str(ubm), "--list", str(corpus / "ubm.lst"),
+                       "-R", "3", "--iter", "4", "--out", str(tv), "--cluster", "local:2",
+                       "--checkpoint", str(tmp_path / "tv.ckpt.npz"), *common])
+    assert "total variability: rank 3, 24 utterances, 4 iterations" in out
+    assert out.count("  iter ") == 4
+    model = TotalVariability.load(tv)
+    assert model.T_.shape == (4, D, 3)
+    out = _ok(capsys, ["extract-ivectors", "--extractor", str(tv), "--enroll",
+                       str(corpus / "enroll.lst"), "--list", str(corpus / "tests.lst"),
+                       "--list", str(corpus / "ubm.lst"), "--out", str(iv), *common])
+    assert "extracted 42 i-vectors" in out
+    vecs = load_ivectors(iv)
+    assert set(SPEAKERS) <= set(vecs) and "wav/spk0/spk0_test_0.wav" in vecs
+    be = tmp_path / "be.npz"
+    out = _ok(capsys, ["train-plda", "--ivectors", str(iv), "--lda-dim", "3", "--out", str(be),
+                       "--quiet"])
+    assert "LDA to 3 dimensions" in out and "PLDA" in out
+    for method in ("cosine", "plda"):
+        scores = tmp_path / f"{method}.txt"
+        out = _ok(capsys, ["score", "--backend", method, "--ivectors", str(iv), "--plda",
+                           str(be), "--trials", str(corpus / "trials.lst"), "--out",
+                           str(scores), "--quiet"])
+        assert f"scored 72 trials ({method})" in out
+        out = _ok(capsys, ["evaluate", "--scores", str(scores), "--quiet"])
+        assert "EER" in out
+    # the score files hold the pipeline's scores
+    from ipem.ivector import pipeline as ivp
+    _, want = ivp.score(vecs, str(corpus / "trials.lst"), backend="plda", model=str(be))
+    from ipem.speaker.pipeline import read_score_file
+    _, got = read_score_file(tmp_path / "plda.txt")
+    assert_array_equal(np.round(got, 4), np.round(want, 4))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["score", "--backend", "plda", "--trials", "T", "--out", "S"], "needs --ivectors"),
+    (["score", "--backend", "gmm", "--trials", "T", "--out", "S"], "needs --ubm and --models"),
+    (["extract-ivectors", "--extractor", "X", "--features", "F", "--out", "O"], "give --list"),
+], ids=["plda-without-ivectors", "gmm-without-ubm", "extract-without-lists"])
+def test_usage_errors(world, capsys, tmp_path, argv, message):
+    root, corpus, feats = world
+    paths = {"T": str(corpus / "trials.lst"), "S": str(tmp_path / "s.txt"),
+             "X": str(corpus / "ubm.lst"), "F": str(feats), "O": str(tmp_path / "o.npz")}
+    assert main([paths.get(a, a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ipem {argv[0]}: error:") and message in err
+
+
+def test_missing_ivector_is_named(world, capsys, tmp_path):
+    root, corpus, feats = world
+    iv = tmp_path / "iv.npz"
+    ipem.ivector.save_ivectors(iv, {"spk0": np.ones(3)})
+    assert main(["score", "--backend", "cosine", "--ivectors", str(iv), "--trials",
+                 str(corpus / "trials.lst"), "--out", str(tmp_path / "s.txt")]) == 1
+    err = capsys.readouterr().err
+    assert "no i-vector of model 'spk1'" in err and "extract-ivectors" in err
