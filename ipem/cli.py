@@ -667,9 +667,11 @@ def main(argv=None):
     handler = _log_handler(args)
     # SIGTERM (a batch system's time limit) unwinds like Ctrl-C: clusters are stopped,
     # temporary files removed, the last checkpoint kept
-    old_term = None
+    # (SIGINT too: a library or the parent process may have replaced Python's own handler)
+    old_term = old_int = None
     if threading.current_thread() is threading.main_thread():
         old_term = signal.signal(signal.SIGTERM, raise_terminated)
+        old_int = signal.signal(signal.SIGINT, raise_terminated)
     try:
         _preflight(args)
         return args.func(args)      # a step starts its cluster once its checks have passed
@@ -692,6 +694,8 @@ def main(argv=None):
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
         logger = logging.getLogger("ipem")
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)

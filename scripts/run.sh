@@ -121,6 +121,7 @@ case "$cmd" in
     "$VENV/bin/python" benchmarks/steps.py --out "$out"
     "$VENV/bin/python" benchmarks/approx_eer.py --out "$out"
     "$VENV/bin/python" benchmarks/scale.py --out "$out"
+    "$VENV/bin/python" benchmarks/conditions.py --out "$out"
     ;;
   *)
     echo "usage: bash scripts/run.sh {demo|test|bench|setup} [args]" >&2

@@ -334,9 +334,16 @@ def test_adapt_through_a_symlinked_directory(world, tmp_path):
     assert written["s1"] == str(link / "s1.npz") and _leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("before", ["default", "ignored"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_adapt_removes_the_temporary_directory(world, tmp_path, capsys,
-                                                            monkeypatch, sig):
+                                                            monkeypatch, sig, before):
+    if before == "ignored":
+        # as left by a library, or inherited: the CLI installs its own handlers anyway
+        previous = signal.signal(sig, signal.SIG_IGN)
+        request_restore = previous
+    else:
+        request_restore = None
     real = pipeline.adapt_speakers
     seen = {}
 
@@ -349,7 +356,11 @@ def test_signal_during_adapt_removes_the_temporary_directory(world, tmp_path, ca
 
     monkeypatch.setattr(pipeline, "adapt_speakers", adapt_then_signal)
     models = tmp_path / "models"
-    rc = main(_argv(world, "adapt", out_dir=models))
+    try:
+        rc = main(_argv(world, "adapt", out_dir=models))
+    finally:
+        if request_restore is not None:
+            signal.signal(sig, request_restore)
     err = capsys.readouterr().err
     assert rc == 128 + sig and f"stopped by {signal.Signals(sig).name}" in err
     assert not Path(seen["tmp"]).exists() and not models.exists()
