@@ -1,4 +1,4 @@
-"""ipem: GMM-UBM speaker verification in Kaldi-like steps with files in between.
+"""ipem: GMM-UBM and i-vector speaker verification in Kaldi-like steps with files in between.
 
     ipem extract   --root CORPUS --out-dir FEATS [--list LIST ...] [--format htk|npy|h5|kaldi]
     ipem extract   --data-dir DATA --out-dir DATA_FEATS      (Kaldi data dir: wav.scp -> ark/scp)
