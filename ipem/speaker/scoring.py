@@ -42,7 +42,7 @@ from .. import io as _features
 from ..io import atomic_path, read_list
 from ..io.lists import quote_field
 from ..io.models import check_model_id
-from ..kernels import get_kernels
+from ..kernels import get_kernels, logsumexp_rows
 from ..validation import check_frames
 from ..parallel import as_controller
 from .map import SpeakerModel
@@ -187,12 +187,8 @@ def _exact_logprob(xc, shift, group):
         np.multiply(xc[a:e], xc[a:e], out=zb[:, :d])
         zb[:, d:2 * d] = xc[a:e]
         zb[:, 2 * d] = 1.0
-        lp = (zb @ coef.T).reshape(e - a, b, k)
-        mx = lp.max(axis=2, keepdims=True)
-        mx[~np.isfinite(mx)] = 0.0
-        np.subtract(lp, mx, out=lp)
-        np.exp(lp, out=lp)
-        out[:, a:e] = (np.log(lp.sum(axis=2)) + mx[:, :, 0]).T
+        lp = zb @ coef.T                                        # (n_b, B*K)
+        out[:, a:e] = logsumexp_rows(lp.reshape(-1, k)).reshape(e - a, b).T
     return out
 
 
@@ -227,6 +223,7 @@ def _mean_offset_topc_scores(xc, shift, ubm, models, idx):
     resid = resid.reshape(n * c, d)[order]
     unsort = np.empty_like(order)
     unsort[order] = np.arange(order.size)
+    ubm_total = logsumexp_rows(ubm_lp)                         # (n,)
     scores = np.empty(len(models))
     batch = max(1, 4 * _SCORE_BATCH_VALUES // max(1, len(used) * d))
     for a in range(0, len(models), batch):
@@ -239,13 +236,8 @@ def _mean_offset_topc_scores(xc, shift, ubm, models, idx):
             np.matmul(resid[lo:hi], delta[u].T, out=cross[lo:hi])
             cross[lo:hi] -= quad[u]
         lp = ubm_lp.reshape(n * c, 1) + cross[unsort]          # (n*C, B)
-        lp = lp.reshape(n, c, len(group))
-        mx = lp.max(axis=1, keepdims=True)
-        mx[~np.isfinite(mx)] = 0.0
-        model_lp = np.log(np.exp(lp - mx).sum(axis=1)) + mx[:, 0, :]      # (n, B)
-        umx = ubm_lp.max(axis=1, keepdims=True)
-        umx[~np.isfinite(umx)] = 0.0
-        ubm_total = np.log(np.exp(ubm_lp - umx).sum(axis=1)) + umx[:, 0]  # (n,)
+        lp = lp.reshape(n, c, len(group)).transpose(0, 2, 1).reshape(-1, c)
+        model_lp = logsumexp_rows(lp).reshape(n, len(group))               # (n, B)
         scores[a:a + len(group)] = np.mean(model_lp - ubm_total[:, None], axis=0)
     return scores
 
@@ -278,9 +270,7 @@ def _selected_batch_logprob(xc, shift, group, idx):
         diff *= diff
         diff *= prec[:, sel]
         lp = const[:, sel] - 0.5 * diff.sum(axis=3)             # (B, n_b, C)
-        mx = lp.max(axis=2, keepdims=True)
-        mx[~np.isfinite(mx)] = 0.0
-        out[:, a:e] = np.log(np.exp(lp - mx).sum(axis=2)) + mx[:, :, 0]
+        out[:, a:e] = logsumexp_rows(lp.reshape(-1, c)).reshape(b, e - a)
     return out
 
 
