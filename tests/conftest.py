@@ -5,8 +5,42 @@ import numpy as np
 import pytest
 
 import ipem
+from ipem.kernels import _numpy as NPK
 
+try:
+    from ipem.kernels import _c as CK
+    C_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - depends on the build
+    CK = None
+    C_IMPORT_ERROR = exc
+
+ALLOW_NO_C = os.environ.get("IPEM_ALLOW_NO_C", "") == "1"
 N_ENGINES = 2
+
+
+def kernels(name):
+    """The kernel module of backend ``name``; a missing compiled module FAILS the
+    test unless IPEM_ALLOW_NO_C=1 (then it is skipped)."""
+    if name == "numpy":
+        return NPK
+    if CK is None:
+        msg = f"compiled kernels (ipem.kernels._c) not importable: {C_IMPORT_ERROR}"
+        if ALLOW_NO_C:
+            pytest.skip(msg + " (IPEM_ALLOW_NO_C=1)")
+        pytest.fail(msg + "; build them (pip install -e .) or set IPEM_ALLOW_NO_C=1")
+    return CK
+
+
+@pytest.fixture(params=["base", "avx2", "avx512"])
+def c_isa(request):
+    """The C backend with each instruction-set level this CPU supports."""
+    mod = kernels("c")
+    if request.param not in mod.available_isas():
+        pytest.skip(f"CPU lacks {request.param}")
+    previous = mod.get_isa()
+    mod.set_isa(request.param)
+    yield mod
+    mod.set_isa(previous)
 
 
 @pytest.fixture(scope="session")

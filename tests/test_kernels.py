@@ -6,48 +6,17 @@ environment sets IPEM_ALLOW_NO_C=1 (then they are skipped).
 """
 import inspect
 import math
-import os
 
 import numpy as np
 import pytest
 
 from ipem.kernels import _numpy as NPK
 
-try:
-    from ipem.kernels import _c as CK
-    C_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the build
-    CK = None
-    C_IMPORT_ERROR = exc
+from conftest import kernels  # c_isa: a fixture of conftest
 
-ALLOW_NO_C = os.environ.get("IPEM_ALLOW_NO_C", "") == "1"
 BACKENDS = ["c", "numpy"]
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["f32", "f64"]
-ISAS = ["base", "avx2", "avx512"]
-
-
-def kernels(name):
-    if name == "numpy":
-        return NPK
-    if CK is None:
-        msg = f"compiled kernels (ipem.kernels._c) not importable: {C_IMPORT_ERROR}"
-        if ALLOW_NO_C:
-            pytest.skip(msg + " (IPEM_ALLOW_NO_C=1)")
-        pytest.fail(msg + "; build them (pip install -e .) or set IPEM_ALLOW_NO_C=1")
-    return CK
-
-
-@pytest.fixture(params=ISAS)
-def c_isa(request):
-    """The C backend with each instruction-set level this CPU supports."""
-    mod = kernels("c")
-    if request.param not in mod.available_isas():
-        pytest.skip(f"CPU lacks {request.param}")
-    previous = mod.get_isa()
-    mod.set_isa(request.param)
-    yield mod
-    mod.set_isa(previous)
 
 
 def tol(dtype):

@@ -6,7 +6,6 @@ Every fast path must give the results of the plain path: bit for bit where
 the operations are the same (threads, bounds), within the kernels' usual
 tolerances against the NumPy reference otherwise.
 """
-import os
 
 import numpy as np
 import pytest
@@ -17,35 +16,9 @@ import ipem
 from ipem.cluster.kmeans_plusplus import kmeans_plusplus_distributed
 from ipem.kernels import _numpy as NPK
 
-try:
-    from ipem.kernels import _c as CK
-except ImportError:  # pragma: no cover - depends on the build
-    CK = None
+from conftest import kernels
 
-ALLOW_NO_C = os.environ.get("IPEM_ALLOW_NO_C", "") == "1"
 BACKENDS = ["c", "numpy"]
-
-
-def kernels(name):
-    if name == "numpy":
-        return NPK
-    if CK is None:
-        if ALLOW_NO_C:
-            pytest.skip("compiled kernels not built (IPEM_ALLOW_NO_C=1)")
-        pytest.fail("compiled kernels (ipem.kernels._c) not importable")
-    return CK
-
-
-@pytest.fixture(params=["base", "avx2", "avx512"])
-def c_isa(request):
-    """The C backend at each instruction-set level this CPU supports."""
-    mod = kernels("c")
-    if request.param not in mod.available_isas():
-        pytest.skip(f"CPU lacks {request.param}")
-    previous = mod.get_isa()
-    mod.set_isa(request.param)
-    yield mod
-    mod.set_isa(previous)
 
 
 def clustered(n, d, k, seed=0, spread=1.0, dtype=np.float32):
