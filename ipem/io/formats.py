@@ -26,7 +26,8 @@ from . import hdf5, htk, kaldi, npy
 from .lists import is_scp_file
 from .refs import DEFAULT_H5_KEY, FORMATS, FeatureFileError, PathLike
 
-__all__ = ["EXTENSIONS", "FormatHandler", "HANDLERS", "handler", "infer_format"]
+__all__ = ["EXTENSIONS", "FORMATS", "FormatHandler", "HANDLERS", "handler", "infer_format", "names",
+           "suffix", "write_names"]
 
 
 class FormatHandler(NamedTuple):
@@ -74,6 +75,22 @@ EXTENSIONS = {
     ".h5": "h5",
     ".hdf5": "h5",
 }
+
+
+def names() -> tuple[str, ...]:
+    """Every registered format name (the formats that can be read), in registry order."""
+    return tuple(HANDLERS)
+
+
+def write_names() -> tuple[str, ...]:
+    """The formats :func:`ipem.io.write` (and so extraction) can write, in registry order."""
+    return tuple(name for name, ops in HANDLERS.items() if ops.write_file is not None)
+
+
+def suffix(fmt: str) -> str:
+    """The file suffix of a feature file of format ``fmt`` (e.g. ``".htk"``)."""
+    handler(fmt)
+    return "." + fmt
 
 
 def handler(fmt: str) -> FormatHandler:
