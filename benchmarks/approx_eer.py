@@ -39,7 +39,7 @@ def main(argv=None):
     import ipem
     from ipem.mixture.ubm import UBMTrainer
     from ipem.speaker import pipeline
-    from ipem.speaker.corpus import generate_corpus
+    from ipem.synth import generate_corpus
 
     load0 = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="ipem-approx-"))

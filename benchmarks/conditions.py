@@ -50,7 +50,7 @@ from reference_pipeline import ReferenceGMMUBM  # noqa: E402
 
 from ipem.speaker import pipeline  # noqa: E402
 from ipem.speaker.calibration import LogisticCalibration  # noqa: E402
-from ipem.speaker.corpus import generate_corpus  # noqa: E402
+from ipem.synth import generate_corpus  # noqa: E402
 from ipem.speaker.normalization import snorm  # noqa: E402
 
 NOISES = ("white", "pink", "babble", "hum")

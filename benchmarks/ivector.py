@@ -53,7 +53,7 @@ from ipem.demo import split_lists  # noqa: E402
 from ipem.io import read_list  # noqa: E402
 from ipem.ivector import pipeline as ivp  # noqa: E402
 from ipem.speaker import pipeline  # noqa: E402
-from ipem.speaker.corpus import generate_corpus  # noqa: E402
+from ipem.synth import generate_corpus  # noqa: E402
 from ipem.speaker.scoring import read_trials  # noqa: E402
 
 CORPORA = {"demo": dict(n_ubm=6, n_enroll=3, n_test=8, seed=0),

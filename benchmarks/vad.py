@@ -46,7 +46,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from ipem.speaker.corpus import generate_corpus, label_path  # noqa: E402
+from ipem.synth import generate_corpus, label_path  # noqa: E402
 from ipem.speaker.frontend import mfcc_features, read_audio, vad_mask  # noqa: E402
 from ipem.speaker.vad import energy_vad  # noqa: E402
 

@@ -55,7 +55,7 @@ def split_lists(info, out):
 
     Parameters
     ----------
-    info : ipem.speaker.corpus.CorpusInfo
+    info : ipem.synth.CorpusInfo
     out : pathlib.Path
         Directory the lists are written to.
 
@@ -142,7 +142,7 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
     from .ivector import pipeline as ivector_pipeline
     from .speaker import pipeline
     from .speaker.calibration import DEFAULT_PRIOR
-    from .speaker.corpus import generate_corpus
+    from .synth import generate_corpus
     from .speaker.metrics import plot_det
 
     out = Path(out).resolve()

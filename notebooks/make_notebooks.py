@@ -183,7 +183,8 @@ the `ipem` command runs.
 from pathlib import Path
 import numpy as np
 import ipem
-from ipem.speaker import generate_corpus, pipeline, plot_det
+from ipem.speaker import pipeline, plot_det
+from ipem.synth import generate_corpus
 work = Path(tempfile.mkdtemp(prefix="ipem-sv-"))""",
     """info = generate_corpus(work / "corpus", n_speakers=12, n_enroll=3, n_test=3, n_ubm=5, seed=1)
 print(len(info.speakers), "speakers:", ", ".join(info.voices))

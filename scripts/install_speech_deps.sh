@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the speech-synthesis tools used by ipem.speaker.corpus on Debian 12.
+# Install the speech-synthesis tools used by ipem.synth on Debian 12.
 #
 #   * espeak-ng, sox, mbrola (Debian "main"/"contrib")
 #   * MBROLA diphone voices that espeak-ng can drive as English speakers

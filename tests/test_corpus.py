@@ -1,4 +1,4 @@
-"""Tests of ipem.speaker.corpus (needs espeak-ng and >= 8 MBROLA voices)."""
+"""Tests of ipem.synth (needs espeak-ng and >= 8 MBROLA voices)."""
 
 import shutil
 from pathlib import Path
@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ipem.speaker.corpus import (ENGLISH_MBROLA_VOICES, MIN_SPEAKERS, CorpusInfo,
-                                 available_voices, generate_corpus, random_text,
-                                 synthesize_utterance)
+from ipem.synth import (ENGLISH_MBROLA_VOICES, MIN_SPEAKERS, CorpusInfo, available_voices,
+                        generate_corpus, random_text, synthesize_utterance)
 
 VOICES = available_voices()
 needs_voices = pytest.mark.skipif(
@@ -187,8 +186,8 @@ def test_missing_espeak_is_clear(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------
 # Conditions and ground-truth speech frames (issue 11)
 # ---------------------------------------------------------------------------
-from ipem.speaker.channel import CHANNELS, compand  # noqa: E402
-from ipem.speaker.corpus import label_path, speech_labels  # noqa: E402
+from ipem.synth.channel import CHANNELS, compand  # noqa: E402
+from ipem.synth import label_path, speech_labels  # noqa: E402
 from ipem.speaker.frontend import mfcc_features  # noqa: E402
 
 

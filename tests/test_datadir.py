@@ -245,7 +245,7 @@ def _corpus_data_dir(info, out, rels, *, pipe=None):
 
 @pytest.mark.once
 def test_extract_to_kaldi_and_the_chain_on_data_dirs(tmp_path, capsys):
-    from ipem.speaker.corpus import MIN_SPEAKERS, available_voices, generate_corpus
+    from ipem.synth import MIN_SPEAKERS, available_voices, generate_corpus
 
     if len(available_voices()) < MIN_SPEAKERS:
         pytest.skip("needs espeak-ng and the MBROLA voices")

@@ -91,7 +91,7 @@ def test_bad_method(world):
 @pytest.mark.once
 def test_linear_against_exact_on_a_corpus(tmp_path, capsys):
     from ipem.cli import main
-    from ipem.speaker.corpus import MIN_SPEAKERS, available_voices, generate_corpus
+    from ipem.synth import MIN_SPEAKERS, available_voices, generate_corpus
 
     if len(available_voices()) < MIN_SPEAKERS:
         pytest.skip("needs espeak-ng and the MBROLA voices")

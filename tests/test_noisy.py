@@ -20,8 +20,7 @@ import pytest
 from reference_pipeline import reference_eer
 
 from ipem.speaker import pipeline
-from ipem.speaker.corpus import (MIN_SPEAKERS, available_voices, generate_corpus,
-                                 label_path)
+from ipem.synth import MIN_SPEAKERS, available_voices, generate_corpus, label_path
 from ipem.speaker.frontend import mfcc_features, read_audio, vad_mask
 from ipem.speaker.vad import energy_vad
 

@@ -20,7 +20,7 @@ from ipem import io as features
 from ipem.speaker.pipeline import (evaluate, extract, feature_files, feature_path,
                                    read_enrollment, read_scores)
 from ipem.speaker import compute_eer
-from ipem.speaker.corpus import available_voices, generate_corpus
+from ipem.synth import available_voices, generate_corpus
 from ipem.speaker.map import adapt_speakers
 from ipem.speaker.scoring import read_trials, score_trials
 from ipem.mixture.ubm import UBMTrainer

@@ -1,11 +1,10 @@
-"""Speaker-verification tools: synthetic corpus, acoustic front-end, metrics,
+"""Speaker-verification tools: acoustic front-end, metrics,
 GMM-UBM MAP adaptation and scoring, score normalisation and calibration.
 
 :mod:`ipem.speaker.pipeline` chains them into the steps the ``ipem`` command,
 the demo and the notebooks run (extract, train_ubm, adapt, score, evaluate).
 """
 
-from .corpus import CorpusInfo, available_voices, generate_corpus, synthesize_utterance
 from .featnorm import feature_warping, rasta_filter, sliding_cmvn
 from .frontend import (band_edges, cmvn, energy_vad, extract_features, extract_file,
                        extract_many, mfcc_features, read_audio, vad_mask)
@@ -29,13 +28,10 @@ from .metrics import (
 )
 from .normalization import (asnorm, cohort_statistics, normalize_scores, score_matrix, snorm,
                             tnorm, znorm, ztnorm)
-from .scoring import Trial, llr_scores, read_trials, score_trials, write_scores
+from .scorefiles import Trial, read_trials, write_score_file
+from .scoring import llr_scores, score_trials
 
 __all__ = [
-    "CorpusInfo",
-    "available_voices",
-    "generate_corpus",
-    "synthesize_utterance",
     "read_audio",
     "mfcc_features",
     "energy_vad",
@@ -72,7 +68,7 @@ __all__ = [
     "llr_scores",
     "score_trials",
     "read_trials",
-    "write_scores",
+    "write_score_file",
     "Trial",
     "cohort_statistics",
     "znorm",

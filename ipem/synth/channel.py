@@ -1,4 +1,4 @@
-"""Telephone channels and noises for the synthetic corpus (:mod:`ipem.speaker.corpus`).
+"""Telephone channels and noises for the synthetic corpus (:mod:`ipem.synth.corpus`).
 
 Everything here turns a clean signal into a degraded one and knows nothing
 about speakers or lists:
@@ -37,7 +37,7 @@ __all__ = [
     "compand",
 ]
 
-#: Noise kinds :func:`ipem.speaker.corpus.synthesize_utterance` can add.
+#: Noise kinds :func:`ipem.synth.utterance.synthesize_utterance` can add.
 NOISE_KINDS = ("white", "pink", "brown", "babble", "hum")
 #: The noise kinds that pass through the channel's band-pass with the speech.
 ACOUSTIC_NOISES = ("pink", "brown", "babble")
