@@ -1,5 +1,8 @@
 """Input checks shared by the estimators and the speaker tools; all raise ValueError.
 
+Checks of a named parameter raise :class:`ParameterError` (a ValueError that
+knows the parameter, so that the CLI can name its option instead).
+
 scikit-learn's own validation (:func:`sklearn.utils.validation.validate_data`)
 does the conversions and the checks scikit-learn users know (sparse input,
 object and complex dtypes, empty input, ``n_features_in_`` and
@@ -12,7 +15,12 @@ import numbers
 import numpy as np
 from sklearn.utils.validation import check_array, validate_data
 
+from .errors import ParameterError
 from .parallel import DistributedData
+
+__all__ = ["ParameterError", "check_distributed", "check_float", "check_frames", "check_int",
+           "check_numeric_array", "check_option", "check_param_array", "check_sample_weight",
+           "validate_frames"]
 
 _FLOATS = [np.float64, np.float32]
 
@@ -123,23 +131,24 @@ def check_sample_weight(sample_weight, n_samples):
     try:
         w = np.asarray(sample_weight, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError("sample_weight is not numeric") from None
+        raise ParameterError("{name} is not numeric", "sample_weight") from None
     if w.shape != (n_samples,):
-        raise ValueError(f"sample_weight has shape {w.shape}, expected ({n_samples},): "
-                         "one weight per sample")
+        raise ParameterError(f"{{name}} has shape {w.shape}, expected ({n_samples},): "
+                             "one weight per sample", "sample_weight")
     if not np.all(np.isfinite(w)):
-        raise ValueError("sample_weight contains NaN or infinity")
+        raise ParameterError("{name} contains NaN or infinity", "sample_weight")
     if np.any(w < 0):
-        raise ValueError(f"sample_weight must be non-negative (first negative at "
-                         f"{int(np.flatnonzero(w < 0)[0])})")
+        raise ParameterError(f"{{name}} must be non-negative (first negative at "
+                             f"{int(np.flatnonzero(w < 0)[0])})", "sample_weight")
     if w.sum() <= 0:
-        raise ValueError("sample_weight is all zero: at least one weight must be non-zero")
+        raise ParameterError("{name} is all zero: at least one weight must be non-zero",
+                             "sample_weight")
     return np.ascontiguousarray(w)
 
 
 def check_int(value, name, minimum=1):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ParameterError(f"{{name}} must be an integer >= {minimum}, got {value!r}", name)
     return int(value)
 
 
@@ -147,13 +156,14 @@ def check_float(value, name, minimum=0.0, strict=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) \
             or value < minimum or (strict and value == minimum):
         op = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {op} {minimum}, got {value!r}")
+        raise ParameterError(f"{{name}} must be a finite number {op} {minimum}, got {value!r}",
+                             name)
     return float(value)
 
 
 def check_option(value, name, options):
     if value not in options:
-        raise ValueError(f"{name}={value!r}: expected one of {sorted(options)}")
+        raise ParameterError(f"{{name}}={value!r}: expected one of {sorted(options)}", name)
     return value
 
 
@@ -161,9 +171,9 @@ def check_param_array(value, name, shape, *, positive=False):
     """Validate a user-supplied initial parameter array of a known shape."""
     arr = check_numeric_array(value, name)
     if arr.shape != tuple(shape):
-        raise ValueError(f"{name} has shape {arr.shape}, expected {tuple(shape)}")
+        raise ParameterError(f"{{name}} has shape {arr.shape}, expected {tuple(shape)}", name)
     if positive and np.any(arr <= 0):
-        raise ValueError(f"{name} must be positive")
+        raise ParameterError("{name} must be positive", name)
     return arr
 
 
@@ -171,7 +181,7 @@ def check_numeric_array(value, name):
     try:
         arr = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} is not numeric") from None
+        raise ParameterError("{name} is not numeric", name) from None
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or Inf")
+        raise ParameterError("{name} contains NaN or Inf", name)
     return arr

@@ -27,7 +27,7 @@ from ..io.models import (history_from, invalid_model_file, read_npz, records_to_
 from ..kernels import check_approximation
 from ..parallel import DistributedData, Shard
 from ..speaker.map import ubm_params
-from ..validation import check_float, check_int, validate_frames
+from ..validation import ParameterError, check_float, check_int, validate_frames
 from . import posterior
 from .stats import distribute_stats
 
@@ -328,12 +328,13 @@ class TotalVariability(TransformerMixin, EMEstimator):
                          ("identity_json", self._identity(data))):
             saved = json.loads(text_scalar(z, key, path))
             if saved != json.loads(json.dumps(now)):
-                raise ValueError(f"checkpoint {path} was written with other settings or data "
-                                 f"({saved} != {now}): {fresh}")
+                raise ParameterError(f"checkpoint {path} was written with other settings or "
+                                     f"data ({saved} != {now}): ", "checkpoint", hint=fresh)
         saved_mean = z.get("data_mean")
         if saved_mean is None or saved_mean.shape != data.mean.shape or \
                 not np.allclose(saved_mean, data.mean, rtol=1e-9, atol=1e-12):
-            raise ValueError(f"checkpoint {path} was written for other statistics: {fresh}")
+            raise ParameterError(f"checkpoint {path} was written for other statistics: ",
+                                 "checkpoint", hint=fresh)
         T = _check_T(z["T"], self._params_ubm[1].shape, path)
         if T.shape[2] != self.n_components:
             raise invalid_model_file(path, f"rank {T.shape[2]}, expected {self.n_components}")

@@ -34,6 +34,7 @@ import os
 import numpy as np
 
 from . import _numpy as _numpy_kernels
+from ..errors import ParameterError
 from ._numpy import LOG_2PI, check_sample_weight, default_chunk_size  # noqa: F401
 
 try:
@@ -542,7 +543,8 @@ def gmm_diag_topc(X, shift, means, precisions, log_weights, top_c, chunk_size=No
     precisions = _vec(precisions, "precisions", (k, d))
     top_c = int(top_c)
     if not 1 <= top_c <= k:
-        raise ValueError(f"top_c must be between 1 and n_components={k}, got {top_c}")
+        raise ParameterError(f"{{name}} must be between 1 and n_components={k}, got {top_c}",
+                             "top_c")
     if index_out is None:
         index_out = np.empty((n, top_c), dtype=np.int64)
     if logprob_out is None:

@@ -23,6 +23,8 @@ signatures; :mod:`ipem.kernels` chooses between them.
 """
 import numpy as np
 
+from ..errors import ParameterError
+
 LOG_2PI = np.log(2.0 * np.pi)
 
 
@@ -297,7 +299,8 @@ def check_approximation(top_c, min_post, n_components):
         top_c = 0
     else:
         if isinstance(top_c, bool) or int(top_c) != top_c or top_c < 1:
-            raise ValueError(f"top_c must be None or an integer >= 1, got {top_c!r}")
+            raise ParameterError(f"{{name}} must be None or an integer >= 1, got {top_c!r}",
+                                 "top_c")
         top_c = int(top_c)
         if top_c >= n_components:
             top_c = 0
@@ -520,7 +523,8 @@ def gmm_diag_topc(X, shift, means, precisions, log_weights, top_c, chunk_size=No
     k = means.shape[0]
     top_c = int(top_c)
     if not 1 <= top_c <= k:
-        raise ValueError(f"top_c must be between 1 and n_components={k}, got {top_c}")
+        raise ParameterError(f"{{name}} must be between 1 and n_components={k}, got {top_c}",
+                             "top_c")
     if index_out is None:
         index_out = np.empty((n, top_c), dtype=np.int64)
     if logprob_out is None:

@@ -25,7 +25,7 @@ from ..io.models import (array_limits, check_gmm, history_from, invalid_model_fi
                          read_npz, records_to_json, rng_from_arrays, rng_to_arrays, text_scalar)
 from ..kernels import get_kernels
 from ..parallel import as_controller
-from ..validation import check_float, check_int, check_option
+from ..validation import ParameterError, check_float, check_int, check_option
 from .gaussian import check_approximation, gmm_stats, kernel_args, kmeans_init_stats, m_step
 from .gaussian_mixture import GaussianMixture
 
@@ -242,7 +242,8 @@ class UBMTrainer(EMEstimator):
         k0 = 1 if self.init == "split" else check_int(
             self.init_components if self.init_components is not None else k, "init_components")
         if k0 > k:
-            raise ValueError(f"init_components={k0} is larger than n_components={k}")
+            raise ParameterError(f"init_components={k0} is larger than {{name}}={k}",
+                                 "n_components")
         check_int(self.stage_iter, "stage_iter")
         check_int(self.final_iter, "final_iter")
         check_float(self.tol, "tol")
@@ -362,10 +363,11 @@ class UBMTrainer(EMEstimator):
         if self.reg_covar == 0:
             flat = np.flatnonzero((data.var == 0) & (self.variance_floor_ <= 0))
             if flat.size:
-                raise ValueError(
+                raise ParameterError(
                     f"feature column(s) {flat.tolist()} are constant (zero variance), so their "
-                    "variances cannot be estimated: drop them, or set an absolute "
-                    "variance_floor (floor_mode='absolute') or reg_covar > 0")
+                    "variances cannot be estimated: ", "variance_floor",
+                    hint="drop them, or set an absolute variance_floor "
+                    "(floor_mode='absolute') or reg_covar > 0")
         result, self.resumed_from_ = run_stages(
             self, data, rng, self._stages(), callbacks=self._callbacks(),
             checkpoint=self.checkpoint, resume=self.resume, every=self.checkpoint_every)
@@ -427,7 +429,7 @@ class UBMTrainer(EMEstimator):
         try:
             z = read_npz(path, array_limits(self.n_components, data.n_features))
         except ValueError as exc:
-            raise ValueError(f"{exc}; {fresh}") from None
+            raise ParameterError(f"{exc}; ", "checkpoint", hint=fresh) from None
         missing = [k for k in ("settings_json", "stage_index", "data_shape", "rng_keys")
                    if k not in z]
         if missing:
@@ -437,33 +439,36 @@ class UBMTrainer(EMEstimator):
         changed = {k: (saved.get(k), v) for k, v in self._settings().items()
                    if saved.get(k) != v}
         if changed:
-            what = ", ".join(f"{k}={new!r} (checkpoint: {old!r})"
+            what = ", ".join(f"{{name:{k}}}={new!r} (checkpoint: {old!r})"
                              for k, (old, new) in changed.items())
-            raise ValueError(f"checkpoint {path} was written with other settings: {what}; "
-                             "use the same settings, another checkpoint path or resume=False")
+            raise ParameterError(f"checkpoint {path} was written with other settings: {what}; ",
+                                 tuple(changed), hint="use the same settings, another "
+                                 "checkpoint path or resume=False")
         if "identity_json" not in z:
-            raise ValueError(f"checkpoint {path} has no record of its seed and data (written by "
-                             f"an older ipem): {fresh}")
+            raise ParameterError(f"checkpoint {path} has no record of its seed and data "
+                                 "(written by an older ipem): ", "checkpoint", hint=fresh)
         old, new = _json_dict(z, "identity_json", path), self._identity(data)
         if old.get("random_state") != new["random_state"]:
-            raise ValueError(f"checkpoint {path} was written with random_state="
-                             f"{old.get('random_state')!r}, this training has random_state="
-                             f"{new['random_state']!r}: {fresh}, or use the same data and seed")
+            raise ParameterError(f"checkpoint {path} was written with {{name}}="
+                                 f"{old.get('random_state')!r}, this training has {{name}}="
+                                 f"{new['random_state']!r}: {{hint}}, or use the same data and "
+                                 "seed", "random_state", hint=fresh)
         shape = z["data_shape"]
         if shape.shape != (2,) or shape.dtype.kind not in "iu" or \
                 tuple(int(n) for n in shape) != data.shape or old != new or \
                 not _close(z.get("data_mean"), data.mean) or \
                 not _close(z.get("data_var", data.var), data.var):
             same = _describe(old) == _describe(new)
-            raise ValueError(f"checkpoint {path} was written for other data ({_describe(old)}; "
-                             f"this training: {_describe(new)}"
-                             f"{': other files or another order' if same else ''}): {fresh}, "
-                             "or use the same data and seed")
+            raise ParameterError(f"checkpoint {path} was written for other data "
+                                 f"({_describe(old)}; this training: {_describe(new)}"
+                                 f"{': other files or another order' if same else ''}): "
+                                 "{hint}, or use the same data and seed", "checkpoint",
+                                 hint=fresh)
         try:
             params, pos, rng = self._checkpoint_state(z, path, stages, data.n_features)
             history = history_from(z, path)
         except ValueError as exc:
-            raise ValueError(f"{exc}; {fresh}") from None
+            raise ParameterError(f"{exc}; ", "checkpoint", hint=fresh) from None
         return params, pos, rng, history
 
     def _checkpoint_state(self, z, path, stages, n_features):

@@ -22,8 +22,8 @@ from .controller import Controller
 from .data import Broadcast, DistributedData, Shard
 from .directview import DirectViewController
 from .engine import ENGINE_NAMESPACE, engine_store
-from .errors import (EngineError, EngineLost, EngineRecoveryWarning, EngineValueError,
-                     Terminated)
+from .errors import (EngineError, EngineLost, EngineParameterError, EngineRecoveryWarning,
+                     EngineValueError, Terminated)
 from .local import LocalController
 from .stats import add_stats, pack_stats, sum_stats, unpack_stats
 
@@ -31,4 +31,4 @@ __all__ = ["Controller", "LocalController", "DirectViewController", "MPICluster"
            "connect_profile", "as_controller", "controller_from_spec", "ensure_mpiexec", "single_host_mpi_config",
            "DistributedData", "Shard", "Broadcast", "EngineLost",
            "EngineRecoveryWarning", "Terminated", "ENGINE_NAMESPACE", "engine_store", "EngineError",
-           "EngineValueError", "add_stats", "pack_stats", "sum_stats", "unpack_stats"]
+           "EngineValueError", "EngineParameterError", "add_stats", "pack_stats", "sum_stats", "unpack_stats"]

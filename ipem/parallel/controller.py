@@ -38,6 +38,7 @@ import uuid
 
 import numpy as np
 
+from ..errors import ParameterError
 from .data import Broadcast, DistributedData
 from .errors import EngineError, EngineLost, raise_failures
 from .scheduling import assign_balanced
@@ -460,10 +461,11 @@ def check_magnitude(mean, var, dtype):
     bad = np.flatnonzero(~(size <= limit))
     if bad.size:
         j = int(bad[0])
-        raise ValueError(
+        raise ParameterError(
             f"feature column {j} reaches magnitudes of {size[j]:.1e}, beyond what "
             f"{np.dtype(dtype).name} arithmetic can square and sum without overflow (limit "
-            f"{limit:.0e}): scale the features (standardise them){' or use float64' if np.dtype(dtype) == np.float32 else ''}")
+            f"{limit:.0e}): scale the features (standardise them)", "dtype",
+            hint=" or use float64" if np.dtype(dtype) == np.float32 else "")
 
 
 # ---------------------------------------------------------------------------

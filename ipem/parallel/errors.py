@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ParameterError
+
 
 class EngineError(RuntimeError):
     """An exception raised on one or more shards, with their messages.
@@ -28,6 +30,25 @@ class EngineError(RuntimeError):
 
 class EngineValueError(EngineError, ValueError):
     """Shards rejected their input (a malformed feature file, bad values...)."""
+
+
+class EngineParameterError(EngineValueError, ParameterError):
+    """Shards rejected the value of a parameter (each with a :class:`ParameterError`).
+
+    The message joins the shards' messages; :meth:`render` shows it with other
+    names for the parameters, as :meth:`ParameterError.render` does.
+    """
+
+    def __init__(self, template, parameter, *, hint="", failures=()):
+        ParameterError.__init__(self, template, parameter, hint=hint)
+        self.failures = list(failures)
+
+    def __reduce__(self):
+        return (EngineParameterError, (self.template, self.parameters),
+                {"hint": self.hint, "failures": self.failures})
+
+    def __setstate__(self, state):
+        self.__init__(self.template, self.parameters, **state)
 
 
 class EngineLost(EngineError):
@@ -92,6 +113,8 @@ class Failure:
         The exception is bad input (``isinstance`` of :data:`VALUE_ERRORS`).
     is_peer : bool
         The shard only failed because another shard failed first.
+    parameter : tuple or None
+        ``(template, parameters, hint)`` of a :class:`~ipem.errors.ParameterError`.
     """
 
     index: int
@@ -99,11 +122,17 @@ class Failure:
     message: str
     is_value: bool = False
     is_peer: bool = False
+    parameter: tuple = None
 
     @classmethod
     def from_exception(cls, index, exc):
-        return cls(index=index, type_name=type(exc).__name__, message=str(exc),
-                   is_value=isinstance(exc, VALUE_ERRORS), is_peer=isinstance(exc, PeerFailed))
+        param = (exc.template, exc.parameters, exc.hint) \
+            if isinstance(exc, ParameterError) else None
+        # a ParameterError is the ValueError it always was, in messages too
+        name = "ValueError" if type(exc) is ParameterError else type(exc).__name__
+        return cls(index=index, type_name=name, message=str(exc),
+                   is_value=isinstance(exc, VALUE_ERRORS), is_peer=isinstance(exc, PeerFailed),
+                   parameter=param)
 
 
 def raise_failures(failures, where, cause=None):
@@ -118,6 +147,27 @@ def raise_failures(failures, where, cause=None):
         The original exception, when it is at hand (in-process shards).
     """
     real = [f for f in failures if not f.is_peer] or list(failures)
+    if all(f.parameter is not None for f in real) and \
+            len({f.parameter[2] for f in real}) == 1:
+        raise _parameter_error(real, where) from cause
     message = "; ".join(f"{where(f.index)}: {f.type_name}: {f.message}" for f in real)
     cls = EngineValueError if all(f.is_value for f in real) else EngineError
     raise cls(message, real) from cause
+
+
+def _parameter_error(failures, where):
+    """One :class:`EngineParameterError` for failures that all carry a ParameterError
+    with the same hint: their messages joined as :func:`raise_failures` joins them."""
+    parts, parameters = [], []
+    for f in failures:
+        template, params, hint = f.parameter
+        template = template.replace("{name}", f"{{name:{params[0]}}}")
+        if hint and "{hint}" not in template:
+            template += "{hint}"
+        parts.append(f"{where(f.index)}: {f.type_name}: {template}")
+        parameters += [p for p in params if p not in parameters]
+    template = "; ".join(parts)
+    hint = failures[0].parameter[2]
+    if not hint:
+        template = template.replace("{hint}", "")
+    return EngineParameterError(template, tuple(parameters), hint=hint, failures=failures)

@@ -37,6 +37,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from ..io.atomic import write_text_atomic
+from ..validation import ParameterError
 from .metrics import SRE2008, effective_prior
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class LogisticCalibration:
         """
         prior = float(self.prior)
         if not 0.0 < prior < 1.0:
-            raise ValueError(f"prior must be in (0, 1), got {self.prior!r}")
+            raise ParameterError(f"{{name}} must be in (0, 1), got {self.prior!r}", "prior")
         reg = float(self.regularization)
         if not (reg >= 0.0 and math.isfinite(reg)):
             raise ValueError(f"regularization must be >= 0, got {self.regularization!r}")

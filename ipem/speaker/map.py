@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels import get_kernels
-from ..validation import check_frames
+from ..validation import ParameterError, check_frames
 from ..parallel import as_controller
 from ..io.atomic import remove_stale_temporaries, save_npz_atomic
 from ..io.models import array_limits, check_gmm, invalid_model_file, load_model, read_npz
@@ -172,16 +172,17 @@ def _check_relevance(value, name):
     try:
         r = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
+        raise ParameterError(f"{{name}} must be a number >= 0, got {value!r}", name) from None
     if not np.isfinite(r) or r < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise ParameterError(f"{{name}} must be a finite number >= 0, got {value!r}", name)
     return r
 
 
 def _check_adapt(adapt):
     if not isinstance(adapt, str) or not adapt or set(adapt) - set("mwv"):
-        raise ValueError(f"adapt={adapt!r}: expected a non-empty string of the letters "
-                         "'m' (means), 'w' (weights) and 'v' (variances), e.g. 'm' or 'mwv'")
+        raise ParameterError(f"{{name}}={adapt!r}: expected a non-empty string of the letters "
+                             "'m' (means), 'w' (weights) and 'v' (variances), e.g. 'm' or "
+                             "'mwv'", "adapt")
     return adapt
 
 

@@ -30,6 +30,7 @@ import logging
 
 import numpy as np
 
+from ..validation import ParameterError
 from .scoring import score_trials
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def cohort_statistics(cohort_scores, top_n=None):
     a = _as_matrix(cohort_scores, "cohort scores")
     if top_n is not None:
         if isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 2:
-            raise ValueError(f"top_n must be an integer >= 2, got {top_n!r}")
+            raise ParameterError(f"{{name}} must be an integer >= 2, got {top_n!r}", "top_n")
         a = -np.sort(-a, axis=1)[:, :int(top_n)]    # descending; NaN sort last
     count = np.sum(~np.isnan(a), axis=1)
     if a.shape[0] and count.min() < 2:

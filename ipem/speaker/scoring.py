@@ -43,7 +43,7 @@ from ..io import atomic_path, read_list
 from ..io.lists import quote_field
 from ..io.models import check_model_id
 from ..kernels import get_kernels, logsumexp_rows
-from ..validation import check_frames
+from ..validation import ParameterError, check_frames
 from ..parallel import as_controller
 from .map import SpeakerModel
 from .map import ubm_params as _ubm_params
@@ -114,7 +114,8 @@ def llr_scores(X, ubm_params, speaker_models, *, top_c=5, backend=None):
     models = [_model_params(mod, k, d, i) for i, mod in enumerate(speaker_models)]
     if top_c is not None and (isinstance(top_c, bool) or not isinstance(top_c, (int, np.integer))
                               or top_c < 1):
-        raise ValueError(f"top_c must be None or an integer >= 1, got {top_c!r}")
+        raise ParameterError(f"{{name}} must be None or an integer >= 1, got {top_c!r}",
+                             "top_c")
     shift = X.mean(axis=0, dtype=np.float64)
     xc = X.astype(np.float64) - shift
     # the UBM is row 0 of every batch: UBM and models are evaluated with the same
@@ -465,7 +466,8 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
         raise ValueError(f"dtype={dtype!r}: expected float32 or float64")
     if top_c is not None and (isinstance(top_c, bool) or not isinstance(top_c, (int, np.integer))
                               or top_c < 1):
-        raise ValueError(f"top_c must be None or an integer >= 1, got {top_c!r}")
+        raise ParameterError(f"{{name}} must be None or an integer >= 1, got {top_c!r}",
+                             "top_c")
     get_kernels(backend)
     trials = list(trials)
     if not trials:
