@@ -10,6 +10,7 @@ no ``-march=native`` (wheels must run on other machines: the C code picks
 AVX2/AVX-512 paths at run time) and no ``-ffast-math`` (the kernels rely on
 IEEE inf/NaN behaviour; their reductions are vectorised explicitly).
 """
+import glob
 import os
 import re
 import sys
@@ -38,6 +39,11 @@ def read_cdef(header=HEADER):
     return match.group(1)
 
 
+def headers():
+    """Every C header of the kernels (ipem_kernels.c includes them), sorted."""
+    return sorted(glob.glob(os.path.join(HERE, "*.h")))
+
+
 def compile_args():
     if sys.platform == "win32":
         return ["/O2"]
@@ -52,8 +58,7 @@ def make_ffibuilder():
         '#include "ipem_kernels.h"\n',
         sources=[_rel(SOURCE)],
         include_dirs=[_rel(HERE)],
-        depends=[_rel(HEADER)] + [_rel(os.path.join(HERE, h)) for h in (
-            "ipem_kernels_impl.h", "ipem_parallel.h", "ipem_fused_avx512.h")],
+        depends=[_rel(h) for h in headers()],
         extra_compile_args=compile_args(),
         extra_link_args=[] if sys.platform == "win32" else ["-pthread"],
         libraries=[] if sys.platform == "win32" else ["m"],

@@ -1,102 +1,42 @@
 /* ipem_kernels.c -- compiled E-step kernels of ipem (k-means, diagonal and
- * full-covariance GMMs), called from ipem/_kernels/_c.py through cffi.
+ * full-covariance GMMs), called from ipem/kernels/_c.py through cffi.
  *
- * Semantics are those of the NumPy reference (ipem/_kernels/_numpy.py):
+ * Semantics are those of the NumPy reference (ipem/kernels/_numpy.py):
  * frames are shifted by `shift` chunk by chunk in the dtype of X, matrix
  * products run in the dtype of X, statistics are accumulated in float64,
- * and memory beyond the data is O(chunk * K).
+ * and memory beyond the data is O(chunk * K).  The C API and its
+ * conventions are in ipem_kernels.h.
  *
- * Two implementations
- * -------------------
- * float32 with AVX-512 (ipem_fused_avx512.h): the diag-GMM E-step, the
- *   k-means step (optionally with Hamerly distance bounds) and k-means++
- *   trials run their own register-tiled matrix products fused with the
- *   element-wise work (no BLAS call, no (chunk x K) block leaving the core's
- *   L2), skip exact zeros of the posteriors in the statistics, and run on
- *   their own worker threads (ipem_parallel.h).  Everything else (float64,
- *   the baseline and AVX2 levels, the full-covariance kernel) is the BLAS
- *   code below; the full kernel also runs on the worker threads, each
- *   calling a one-thread BLAS.  Work is split in groups of frames whose
- *   float64 partial statistics are added in group order, so results never
- *   depend on the number of threads.
- *
- * Algorithms (BLAS code)
- * ----------------------
- * diag GMM, per chunk of m frames:
- *   Z = [x^2, x, 1] (m x (2d+1));  L = Z W with W = [-prec/2; mu*prec; c]
- *   (one GEMM gives the log-likelihoods with the constant folded in);
- *   row-wise log-sum-exp with a vectorised exp, E = exp(L - rowmax) in place;
- *   Z rows scaled by w_n = 1 / sum_j E_nj, so one GEMM S = E^T (w Z) gives
- *   [sum r x^2, sum r x, sum r] per component; S is added to float64
- *   accumulators once per chunk.
- * full GMM: Y = [x, 1] [U_j; -mu_j U_j]_j for a block of components in one
- *   GEMM (each component's columns padded to dp, a multiple of 8), the
- *   Mahalanobis terms are row sums of squares of Y; log-sum-exp as above,
- *   then the K responsibilities of each frame are normalised in place;
- *   statistics S = R^T Q with Q = [1, x, upper triangle of x x^T]: one GEMM
- *   with d(d+1)/2 instead of d^2 columns per component.
- * top-C selection (UBM scoring): the diag GEMM, then per frame an insertion
- *   into a sorted list of the C best (almost every value is rejected by one
- *   comparison with the current C-th best), log-sum-exp over the C in float64.
- * k-means: G = -2 C X^T (GEMM, k x chunk), d_jn = |c_j|^2 +
- *   G_jn, argmin over j as a vertical vector min with frames in the lanes
- *   (ties -> lowest index, as np.argmin), scatter-add in float64.
+ * This file holds what is not a kernel: vector types, aligned allocation,
+ * the copies of the kernels per instruction set, the instruction-set
+ * selection, the table of which level has which kernel, and the public
+ * entry points (one macro per float32/float64 pair).  The kernels:
+ *   ipem_kernels_impl.h  the generic code, compiled once per (instruction
+ *                        set, dtype): element-wise work in GCC/clang vector
+ *                        extensions, matrix products on scipy's BLAS
+ *                        (ipem_vector_impl.h, ipem_kmeans_impl.h,
+ *                        ipem_diag_impl.h, ipem_full_impl.h);
+ *   ipem_fused_avx512.h  float32 kernels for AVX-512 with their own
+ *                        register-tiled products (diag GMM, k-means with
+ *                        bounds, k-means++ trials);
+ *   ipem_parallel.h      the worker threads.
  * Frame weights s_n (sample_weight, optional): NULL runs the unweighted code
- *   unchanged.  Otherwise s_n scales what a frame adds to the statistics:
- *   the diag kernel folds it into the row scale of Z (s_n w_n instead of
- *   w_n), the full kernel multiplies the frame's row of R by it after
- *   resp_out was written, k-means adds s_n, s_n x_n and s_n d_n instead of
- *   1, x_n and d_n; the total log-likelihood is sum_n s_n log p(x_n).
- *   Per-frame outputs (labels, mindist, logprob_out, resp_out) are not
- *   weighted.  A frame with s_n == 0 adds exactly nothing, even where its
- *   per-frame values are not finite (its rows are zeroed, not multiplied).
+ * unchanged; otherwise s_n scales what a frame adds to the statistics and
+ * the total log-likelihood, and a frame with s_n == 0 adds exactly nothing,
+ * even where its per-frame values are not finite (its rows are zeroed, not
+ * multiplied).  Per-frame outputs are never weighted.
  *
- * Instruction sets: the element-wise code is written with GCC/clang vector
- * extensions and compiled three times (baseline, AVX2+FMA, AVX-512) through
- * target pragmas; the best level the CPU supports is picked at load time
- * (ipem_set_isa / IPEM_KERNEL_ISA can lower it).  No -march=native: the same
- * binary runs on any x86-64.  BLAS ?gemm comes from scipy (function pointers
- * from scipy.linalg.cython_blas, handed over by _c.py).  No -ffast-math: the
- * reductions are explicit vector code, and inf/NaN handling must stay IEEE.
+ * Instruction sets: the element-wise code is compiled three times
+ * (baseline, AVX2+FMA, AVX-512) through target pragmas; the best level the
+ * CPU supports is picked at load time (ipem_set_isa / IPEM_KERNEL_ISA can
+ * lower it).  No -march=native: the same binary runs on any x86-64.  BLAS
+ * ?gemm comes from scipy (function pointers from scipy.linalg.cython_blas,
+ * handed over by _c.py).  No -ffast-math: the reductions are explicit
+ * vector code, and inf/NaN handling must stay IEEE.
  *
- * Measurements of the fused float32 AVX-512 kernels (same machine, quiet,
- * 2 threads; scipy's OpenBLAS at ~100 GFLOP/s per core that day):
- * N=200000, D=60, K=256 diag E-step 0.068 s on clustered frames (posteriors
- * with one non-zero entry: the statistics products are skipped; 140% of the
- * 2-thread GEMM roofline), 0.127 s with dense posteriors (~92%); one thread
- * 0.132 s / 0.248 s against 0.311 / 0.322 s for the BLAS code below.
- * Micro-kernels: 12 frames x 32 components x (2d+1) for the
- * log-likelihoods, 11 features x 32 components for the statistics, 32
- * frames x 8 centres for k-means, each at ~105-110% of OpenBLAS's 1-thread
- * square-GEMM rate on these shapes.
- *
- * Older measurements of the BLAS code (2-core AMD EPYC Zen 5 VM shared with
- * other jobs, AVX-512 path; scipy's OpenBLAS (Haswell kernels); N=200000,
- * D=60, K=256 (full:
- * K=32), float32, median of 3, C and NumPy in the same run, "floor" = the
- * matrix-product flops at the GEMM rate measured in that run; command:
- * python benchmarks/kernel_timing.py --sklearn [--blas-threads 1]):
- *                      2 BLAS threads (249 GFLOP/s)    1 thread (124 GFLOP/s)
- *                      C      NumPy   floor             C      NumPy   floor
- *   diag GMM           0.140  0.380   0.099 (71%)       0.235  0.464   0.198 (84%)
- *   full GMM (K=32)    0.419  0.794   0.278 (66%)       0.729  1.141   0.556 (76%)
- *   k-means            0.036  0.137   0.025 (69%)       0.061  0.168   0.049 (81%)
- *   scikit-learn KMeans(lloyd), per iteration: 0.046 (2 threads), 0.089 (1).
- *   float64, 2 threads: diag 0.277 (NumPy 0.542, floor 0.208), full 1.28
- *   (NumPy 2.22), k-means 0.072 (NumPy 0.204).
- *   top-C (C=5) of a K=1024 UBM, N=100000: 0.241 (NumPy 0.690).
- * Where the rest goes: replacing the GEMMs by a no-op leaves 23 ms (diag),
- * 8 ms (k-means), 50 ms (full) of element-wise work on one core; the GEMMs
- * themselves run at ~85% of the square-GEMM rate at these shapes.
- * Chunk size (_c.py: c_chunk_size): time per frame falls until the
- * (chunk x K) float32 block reaches ~2 MB and is flat beyond (N=100000,
- * diag, K=256: 256 rows 75 ms, 512 72, 1024 71, 2048 70, 4096 70; K=1024:
- * 64 rows 305 ms, 256 266, 512 254, 1024 252), so chunks hold ~2 MB
- * (256..8192 rows); the full kernel is best at 1024 rows with the
- * (chunk x kblock*dp) GEMM block at ~1 MB.
- * k-means puts frames along the vector lanes (G = C X^T, argmin as a
- * vertical min over centres): 51 ms -> 36 ms against a frame-per-row argmin
- * with horizontal reductions.
+ * Measurements (rates against the GEMM roofline, chunk sizes, the fused
+ * kernels against the BLAS code): benchmarks/RESULTS.md, and the command
+ * `python benchmarks/kernel_timing.py --sklearn`.
  */
 #include <math.h>
 #include <stdint.h>
@@ -272,9 +212,37 @@ void ipem_set_blas(ipem_sgemm_fn sgemm, ipem_dgemm_fn dgemm)
     g_dgemm = dgemm;
 }
 
-/* ---- public entry points: dispatch on the instruction set ---- */
+/* ---- which level has which kernel: the one table ----
+ * BLAS: the copy of ipem_kernels_impl.h compiled for that level; FUSED: the
+ * float32 AVX-512 kernels of ipem_fused_avx512.h; NONE: no implementation
+ * (the entry point returns IPEM_ERR_ARGS; _c.py asks ipem_kernel_impl first
+ * and falls back).  The entry points below dispatch through this table. */
+enum { N_ = IPEM_IMPL_NONE, B_ = IPEM_IMPL_BLAS, F_ = IPEM_IMPL_FUSED };
+static const signed char g_impl[IPEM_N_KERNELS][2][3] = {
+    /*                           float32: base avx2 avx512   float64: base avx2 avx512 */
+    [IPEM_KERNEL_KMEANS]         = {{B_, B_, F_}, {B_, B_, B_}},
+    [IPEM_KERNEL_KMEANS_BOUNDED] = {{N_, N_, F_}, {N_, N_, N_}},
+    [IPEM_KERNEL_KMEANS_PP]      = {{N_, N_, F_}, {N_, N_, N_}},
+    [IPEM_KERNEL_GMM_DIAG]       = {{B_, B_, F_}, {B_, B_, B_}},
+    [IPEM_KERNEL_GMM_DIAG_TOPC]  = {{B_, B_, B_}, {B_, B_, B_}},
+    [IPEM_KERNEL_GMM_FULL]       = {{B_, B_, B_}, {B_, B_, B_}},
+};
+
+int ipem_kernel_impl(int kernel, int f64, int isa)
+{
+    if (kernel < 0 || kernel >= IPEM_N_KERNELS)
+        return IPEM_IMPL_NONE;
+    if (isa < 0)
+        isa = ipem_get_isa();
+    if (isa > IPEM_ISA_AVX512)
+        return IPEM_IMPL_NONE;
+    return g_impl[kernel][f64 != 0][isa];
+}
+
+/* ---- public entry points: dispatch through the table ---- */
+/* The generic copy `name_sfx_<isa>` of the level in use. */
 #ifdef IPEM_X86_MULTI
-#define IPEM_DISPATCH(name, sfx, args)                                                    \
+#define IPEM_GENERIC(name, sfx, args)                                                    \
     switch (ipem_get_isa()) {                                                            \
     case IPEM_ISA_AVX512:                                                                \
         return name##_##sfx##_avx512 args;                                               \
@@ -283,41 +251,26 @@ void ipem_set_blas(ipem_sgemm_fn sgemm, ipem_dgemm_fn dgemm)
     default:                                                                             \
         return name##_##sfx##_base args;                                                 \
     }
+#define IPEM_FUSED(call) return call;
 #else
-#define IPEM_DISPATCH(name, sfx, args) return name##_##sfx##_base args;
+#define IPEM_GENERIC(name, sfx, args) return name##_##sfx##_base args;
+#define IPEM_FUSED(call) return IPEM_ERR_ARGS;
 #endif
 
-void ipem_vexp_f32(int64_t n, const float *x, float *out)
-{
-    switch (ipem_get_isa()) {
-#ifdef IPEM_X86_MULTI
-    case IPEM_ISA_AVX512:
-        vexp_array_f32_avx512(n, x, out);
-        break;
-    case IPEM_ISA_AVX2:
-        vexp_array_f32_avx2(n, x, out);
-        break;
-#endif
-    default:
-        vexp_array_f32_base(n, x, out);
+/* Run `kernel` as the table says: the fused call, the generic copy, or none. */
+#define IPEM_RUN(kernel, f64, name, sfx, args, fused_call)                               \
+    switch (ipem_kernel_impl(kernel, f64, -1)) {                                         \
+    case IPEM_IMPL_FUSED:                                                                \
+        IPEM_FUSED(fused_call)                                                           \
+    case IPEM_IMPL_BLAS:                                                                 \
+        IPEM_GENERIC(name, sfx, args)                                                    \
+    default:                                                                             \
+        return IPEM_ERR_ARGS;                                                            \
     }
-}
 
-void ipem_vexp_f64(int64_t n, const double *x, double *out)
-{
-    switch (ipem_get_isa()) {
-#ifdef IPEM_X86_MULTI
-    case IPEM_ISA_AVX512:
-        vexp_array_f64_avx512(n, x, out);
-        break;
-    case IPEM_ISA_AVX2:
-        vexp_array_f64_avx2(n, x, out);
-        break;
-#endif
-    default:
-        vexp_array_f64_base(n, x, out);
-    }
-}
+/* Stands for the fused kernel of a dtype that has none (the table never
+ * selects it): IPEM_NO_FUSED(args...) is IPEM_ERR_ARGS. */
+#define IPEM_NO_FUSED(...) IPEM_ERR_ARGS
 
 #define IPEM_CHECK(gemm)                                                                 \
     if (!(gemm))                                                                         \
@@ -325,34 +278,110 @@ void ipem_vexp_f64(int64_t n, const double *x, double *out)
     if (n < 0 || d < 1 || k < 1 || ldx < d || chunk < 1)                                 \
         return IPEM_ERR_ARGS;
 
-int ipem_kmeans_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
-                    const float *shift, const float *C, const float *csq, int64_t chunk,
-                    const double *sample_weight, int64_t *labels, double *mindist,
-                    double *counts, double *sums, double *inertia, int n_threads)
-{
-    IPEM_CHECK(g_sgemm)
+/* Each macro below defines the float32 (sfx f32, REAL float) or the float64
+ * entry point of one kernel; `gemm` is the BLAS it needs, `fused` the fused
+ * kernel of that dtype or IPEM_NO_FUSED.  Signatures: ipem_kernels.h. */
+#define IPEM_DEFINE_VEXP(sfx, REAL)                                                      \
+    void ipem_vexp_##sfx(int64_t n, const REAL *x, REAL *out)                            \
+    {                                                                                    \
+        IPEM_VEXP_DISPATCH(sfx, (n, x, out))                                             \
+    }
 #ifdef IPEM_X86_MULTI
-    if (ipem_get_isa() == IPEM_ISA_AVX512)
-        return kmeans_fused_f32_avx512(n, d, k, X, ldx, shift, C, csq, chunk, sample_weight,
-                                       labels, mindist, NULL, NULL, NULL, NULL, 0.0, counts,
-                                       sums, inertia, NULL, NULL, n_threads);
+#define IPEM_VEXP_DISPATCH(sfx, args)                                                    \
+    switch (ipem_get_isa()) {                                                            \
+    case IPEM_ISA_AVX512:                                                                \
+        vexp_array_##sfx##_avx512 args;                                                  \
+        break;                                                                           \
+    case IPEM_ISA_AVX2:                                                                  \
+        vexp_array_##sfx##_avx2 args;                                                    \
+        break;                                                                           \
+    default:                                                                             \
+        vexp_array_##sfx##_base args;                                                    \
+    }
+#else
+#define IPEM_VEXP_DISPATCH(sfx, args) vexp_array_##sfx##_base args;
 #endif
-    (void)n_threads;
-    IPEM_DISPATCH(kmeans, f32, (n, d, k, X, ldx, shift, C, csq, chunk, sample_weight,
-                                labels, mindist, counts, sums, inertia))
-}
 
-int ipem_kmeans_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
-                    const double *shift, const double *C, const double *csq, int64_t chunk,
-                    const double *sample_weight, int64_t *labels, double *mindist,
-                    double *counts, double *sums, double *inertia, int n_threads)
-{
-    (void)n_threads;
-    IPEM_CHECK(g_dgemm)
-    IPEM_DISPATCH(kmeans, f64, (n, d, k, X, ldx, shift, C, csq, chunk, sample_weight,
-                                labels, mindist, counts, sums, inertia))
-}
+#define IPEM_DEFINE_KMEANS(sfx, REAL, f64, gemm, fused)                                  \
+    int ipem_kmeans_##sfx(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ldx,   \
+                          const REAL *shift, const REAL *C, const REAL *csq,             \
+                          int64_t chunk, const double *sample_weight, int64_t *labels,   \
+                          double *mindist, double *counts, double *sums,                 \
+                          double *inertia, int n_threads)                                \
+    {                                                                                    \
+        IPEM_CHECK(gemm)                                                                 \
+        (void)n_threads;                                                                 \
+        IPEM_RUN(IPEM_KERNEL_KMEANS, f64, kmeans, sfx,                                   \
+                 (n, d, k, X, ldx, shift, C, csq, chunk, sample_weight, labels, mindist, \
+                  counts, sums, inertia),                                                \
+                 fused(n, d, k, X, ldx, shift, C, csq, chunk, sample_weight, labels,     \
+                       mindist, NULL, NULL, NULL, NULL, 0.0, counts, sums, inertia,      \
+                       NULL, NULL, n_threads))                                           \
+    }
 
+#define IPEM_DEFINE_GMM_DIAG(sfx, REAL, f64, gemm, fused)                                \
+    int ipem_gmm_diag_##sfx(int64_t n, int64_t d, int64_t k, const REAL *X,              \
+                            int64_t ldx, const REAL *shift, const REAL *W, int64_t chunk, \
+                            const double *sample_weight, double *logprob_out,            \
+                            void *resp_out, int resp_f64, int compute_stats,             \
+                            double *acc, double *loglik, int64_t top_c, double min_post, \
+                            int n_threads)                                               \
+    {                                                                                    \
+        IPEM_CHECK(gemm)                                                                 \
+        (void)n_threads;                                                                 \
+        IPEM_RUN(IPEM_KERNEL_GMM_DIAG, f64, gmm_diag, sfx,                               \
+                 (n, d, k, X, ldx, shift, W, chunk, sample_weight, logprob_out,          \
+                  resp_out, resp_f64, compute_stats, acc, loglik, top_c, min_post),      \
+                 fused(n, d, k, X, ldx, shift, W, chunk, sample_weight, logprob_out,     \
+                       resp_out, resp_f64, compute_stats, acc, loglik, top_c, min_post,  \
+                       n_threads))                                                       \
+    }
+
+#define IPEM_DEFINE_GMM_DIAG_TOPC(sfx, REAL, f64, gemm)                                  \
+    int ipem_gmm_diag_topc_##sfx(int64_t n, int64_t d, int64_t k, const REAL *X,         \
+                                 int64_t ldx, const REAL *shift, const REAL *W,          \
+                                 int64_t top_c, int64_t chunk, int64_t *index_out,       \
+                                 double *logprob_out)                                    \
+    {                                                                                    \
+        IPEM_CHECK(gemm)                                                                 \
+        if (top_c < 1 || top_c > k)                                                      \
+            return IPEM_ERR_ARGS;                                                        \
+        IPEM_RUN(IPEM_KERNEL_GMM_DIAG_TOPC, f64, gmm_diag_topc, sfx,                     \
+                 (n, d, k, X, ldx, shift, W, top_c, chunk, index_out, logprob_out),      \
+                 IPEM_NO_FUSED())                                                        \
+    }
+
+#define IPEM_DEFINE_GMM_FULL(sfx, REAL, f64, gemm)                                       \
+    int ipem_gmm_full_##sfx(int64_t n, int64_t d, int64_t k, const REAL *X, int64_t ldx, \
+                            const REAL *shift, const REAL *U, int64_t dp,                \
+                            const double *cst, int64_t chunk, int64_t kblock,            \
+                            const double *sample_weight, double *logprob_out,            \
+                            void *resp_out, int resp_f64, int compute_stats,             \
+                            double *acc, double *loglik, int n_threads)                  \
+    {                                                                                    \
+        IPEM_CHECK(gemm)                                                                 \
+        if (dp < d || dp % 8 || kblock < 1)                                              \
+            return IPEM_ERR_ARGS;                                                        \
+        IPEM_RUN(IPEM_KERNEL_GMM_FULL, f64, gmm_full, sfx,                               \
+                 (n, d, k, X, ldx, shift, U, dp, cst, chunk, kblock, sample_weight,      \
+                  logprob_out, resp_out, resp_f64, compute_stats, acc, loglik,           \
+                  n_threads),                                                            \
+                 IPEM_NO_FUSED())                                                        \
+    }
+
+IPEM_DEFINE_VEXP(f32, float)
+IPEM_DEFINE_VEXP(f64, double)
+/* (without IPEM_X86_MULTI, IPEM_FUSED drops the fused call unexpanded) */
+IPEM_DEFINE_KMEANS(f32, float, 0, g_sgemm, kmeans_fused_f32_avx512)
+IPEM_DEFINE_KMEANS(f64, double, 1, g_dgemm, IPEM_NO_FUSED)
+IPEM_DEFINE_GMM_DIAG(f32, float, 0, g_sgemm, gmm_diag_fused_f32_avx512)
+IPEM_DEFINE_GMM_DIAG(f64, double, 1, g_dgemm, IPEM_NO_FUSED)
+IPEM_DEFINE_GMM_DIAG_TOPC(f32, float, 0, g_sgemm)
+IPEM_DEFINE_GMM_DIAG_TOPC(f64, double, 1, g_dgemm)
+IPEM_DEFINE_GMM_FULL(f32, float, 0, g_sgemm)
+IPEM_DEFINE_GMM_FULL(f64, double, 1, g_dgemm)
+
+/* The float32-only kernels (fused AVX-512; no generic copy). */
 int ipem_kmeans_bounded_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
                             const float *shift, const float *C, const float *csq,
                             int64_t chunk, const double *sample_weight, int64_t *labels,
@@ -364,14 +393,12 @@ int ipem_kmeans_bounded_f32(int64_t n, int64_t d, int64_t k, const float *X, int
     IPEM_CHECK(g_sgemm)
     if (!upper || !lower || !half_sep)
         return IPEM_ERR_ARGS;
-#ifdef IPEM_X86_MULTI
-    if (ipem_get_isa() == IPEM_ISA_AVX512)
-        return kmeans_fused_f32_avx512(n, d, k, X, ldx, shift, C, csq, chunk, sample_weight,
-                                       labels, mindist, upper, lower, drift, half_sep, cnorm,
-                                       counts, sums, inertia, n_changed, n_full, n_threads);
-#endif
+    if (ipem_kernel_impl(IPEM_KERNEL_KMEANS_BOUNDED, 0, -1) != IPEM_IMPL_FUSED)
+        return IPEM_ERR_ARGS; /* no bounded kernel at this level */
     (void)drift, (void)cnorm, (void)n_changed, (void)n_full, (void)n_threads;
-    return IPEM_ERR_ARGS; /* no bounded kernel for this instruction set */
+    IPEM_FUSED(kmeans_fused_f32_avx512(n, d, k, X, ldx, shift, C, csq, chunk, sample_weight,
+                                       labels, mindist, upper, lower, drift, half_sep, cnorm,
+                                       counts, sums, inertia, n_changed, n_full, n_threads))
 }
 
 int ipem_kmeans_pp_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
@@ -383,97 +410,9 @@ int ipem_kmeans_pp_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t 
     IPEM_CHECK(g_sgemm)
     if (k > 16)
         return IPEM_ERR_ARGS;
-#ifdef IPEM_X86_MULTI
-    if (ipem_get_isa() == IPEM_ISA_AVX512)
-        return kmeans_pp_f32_avx512(n, d, k, X, ldx, shift, C, csq, closest, sample_weight,
-                                    dist_out, pots, n_threads);
-#endif
+    if (ipem_kernel_impl(IPEM_KERNEL_KMEANS_PP, 0, -1) != IPEM_IMPL_FUSED)
+        return IPEM_ERR_ARGS; /* no compiled version at this level */
     (void)closest, (void)dist_out, (void)pots, (void)n_threads;
-    return IPEM_ERR_ARGS; /* no compiled version for this instruction set */
-}
-
-int ipem_gmm_diag_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
-                      const float *shift, const float *W, int64_t chunk,
-                      const double *sample_weight,
-                      double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik, int64_t top_c,
-                      double min_post, int n_threads)
-{
-    IPEM_CHECK(g_sgemm)
-#ifdef IPEM_X86_MULTI
-    if (ipem_get_isa() == IPEM_ISA_AVX512)
-        return gmm_diag_fused_f32_avx512(n, d, k, X, ldx, shift, W, chunk, sample_weight,
-                                         logprob_out, resp_out, resp_f64, compute_stats, acc,
-                                         loglik, top_c, min_post, n_threads);
-#endif
-    (void)n_threads;
-    IPEM_DISPATCH(gmm_diag, f32, (n, d, k, X, ldx, shift, W, chunk, sample_weight,
-                                  logprob_out, resp_out, resp_f64, compute_stats, acc,
-                                  loglik, top_c,
-                                  min_post))
-}
-
-int ipem_gmm_diag_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
-                      const double *shift, const double *W, int64_t chunk,
-                      const double *sample_weight,
-                      double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik, int64_t top_c,
-                      double min_post, int n_threads)
-{
-    IPEM_CHECK(g_dgemm)
-    (void)n_threads;
-    IPEM_DISPATCH(gmm_diag, f64, (n, d, k, X, ldx, shift, W, chunk, sample_weight,
-                                  logprob_out, resp_out, resp_f64, compute_stats, acc,
-                                  loglik, top_c,
-                                  min_post))
-}
-
-int ipem_gmm_diag_topc_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
-                           const float *shift, const float *W, int64_t top_c, int64_t chunk,
-                           int64_t *index_out, double *logprob_out)
-{
-    IPEM_CHECK(g_sgemm)
-    if (top_c < 1 || top_c > k)
-        return IPEM_ERR_ARGS;
-    IPEM_DISPATCH(gmm_diag_topc, f32, (n, d, k, X, ldx, shift, W, top_c, chunk, index_out,
-                                       logprob_out))
-}
-
-int ipem_gmm_diag_topc_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
-                           const double *shift, const double *W, int64_t top_c, int64_t chunk,
-                           int64_t *index_out, double *logprob_out)
-{
-    IPEM_CHECK(g_dgemm)
-    if (top_c < 1 || top_c > k)
-        return IPEM_ERR_ARGS;
-    IPEM_DISPATCH(gmm_diag_topc, f64, (n, d, k, X, ldx, shift, W, top_c, chunk, index_out,
-                                       logprob_out))
-}
-
-int ipem_gmm_full_f32(int64_t n, int64_t d, int64_t k, const float *X, int64_t ldx,
-                      const float *shift, const float *U, int64_t dp, const double *cst,
-                      int64_t chunk, int64_t kblock, const double *sample_weight,
-                      double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik, int n_threads)
-{
-    IPEM_CHECK(g_sgemm)
-    if (dp < d || dp % 8 || kblock < 1)
-        return IPEM_ERR_ARGS;
-    IPEM_DISPATCH(gmm_full, f32, (n, d, k, X, ldx, shift, U, dp, cst, chunk, kblock,
-                                  sample_weight, logprob_out, resp_out, resp_f64,
-                                  compute_stats, acc, loglik, n_threads))
-}
-
-int ipem_gmm_full_f64(int64_t n, int64_t d, int64_t k, const double *X, int64_t ldx,
-                      const double *shift, const double *U, int64_t dp, const double *cst,
-                      int64_t chunk, int64_t kblock, const double *sample_weight,
-                      double *logprob_out, void *resp_out, int resp_f64,
-                      int compute_stats, double *acc, double *loglik, int n_threads)
-{
-    IPEM_CHECK(g_dgemm)
-    if (dp < d || dp % 8 || kblock < 1)
-        return IPEM_ERR_ARGS;
-    IPEM_DISPATCH(gmm_full, f64, (n, d, k, X, ldx, shift, U, dp, cst, chunk, kblock,
-                                  sample_weight, logprob_out, resp_out, resp_f64,
-                                  compute_stats, acc, loglik, n_threads))
+    IPEM_FUSED(kmeans_pp_f32_avx512(n, d, k, X, ldx, shift, C, csq, closest, sample_weight,
+                                    dist_out, pots, n_threads))
 }

@@ -4,7 +4,8 @@
  * and CDEF END markers to ffibuilder.cdef(), so that part must stay plain C
  * declarations that cffi can parse (no preprocessor lines, no macros).
  *
- * Conventions shared by all kernels (see ipem_kernels.c for the algorithms):
+ * Conventions shared by all kernels (see the ipem_*_impl.h files and the
+ * ipem_fused_*_avx512.h files for the algorithms):
  *  - X is n x d, row-major, with a row stride of ldx elements (ldx >= d).
  *  - Every derived parameter array (W, C, U, ...) is prepared by the Python
  *    wrapper (_c.py) in the dtype of X; statistics outputs are float64 and
@@ -40,6 +41,16 @@ enum { IPEM_OK = 0, IPEM_ERR_NOMEM = -1, IPEM_ERR_NOBLAS = -2, IPEM_ERR_ARGS = -
  * AVX2 + FMA; IPEM_ISA_AVX512: AVX-512F + AVX2 + FMA. */
 enum { IPEM_ISA_BASE = 0, IPEM_ISA_AVX2 = 1, IPEM_ISA_AVX512 = 2 };
 
+/* Kernels, and the implementations a kernel can have at one level: the
+ * code of ipem_kernels_impl.h compiled for that level (matrix products on
+ * the BLAS), a fused AVX-512 kernel, or none (the entry point then returns
+ * IPEM_ERR_ARGS and _c.py falls back).  Which level has which is one table
+ * in ipem_kernels.c; ipem_kernel_impl() reads it. */
+enum { IPEM_KERNEL_KMEANS = 0, IPEM_KERNEL_KMEANS_BOUNDED = 1, IPEM_KERNEL_KMEANS_PP = 2,
+       IPEM_KERNEL_GMM_DIAG = 3, IPEM_KERNEL_GMM_DIAG_TOPC = 4, IPEM_KERNEL_GMM_FULL = 5,
+       IPEM_N_KERNELS = 6 };
+enum { IPEM_IMPL_NONE = 0, IPEM_IMPL_BLAS = 1, IPEM_IMPL_FUSED = 2 };
+
 void ipem_set_blas(ipem_sgemm_fn sgemm, ipem_dgemm_fn dgemm);
 /* Bit mask of the levels this build and this CPU support (bit i = level i). */
 int ipem_isa_available(void);
@@ -47,6 +58,9 @@ int ipem_isa_available(void);
  * above the requested level). */
 int ipem_set_isa(int level);
 int ipem_get_isa(void);
+/* The implementation (IPEM_IMPL_*) of a kernel (IPEM_KERNEL_*) for float64
+ * (f64 != 0) or float32 data at level isa (< 0: the level in use). */
+int ipem_kernel_impl(int kernel, int f64, int isa);
 
 /* Vectorised exp over an array (for tests): out[i] = exp(x[i]). */
 void ipem_vexp_f32(int64_t n, const float *x, float *out);
