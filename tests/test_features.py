@@ -1,5 +1,6 @@
 """Tests for ipem.io (readers, writers, lists, model files, validation) and file balancing."""
 
+import dataclasses
 import os
 import pickle
 import struct
@@ -118,6 +119,96 @@ def test_feature_ref_pickles_and_validates():
     err = FeatureFileError("/x.ark:5", "broken", "utt9", "kaldi")
     again = pickle.loads(pickle.dumps(err))
     assert str(again) == str(err) == "/x.ark:5 (utterance utt9): broken"
+
+
+# ---------------------------------------------------------------------------
+# The format registry
+# ---------------------------------------------------------------------------
+
+
+def _text_handler():
+    """A tiny text format (one frame per line), declared as a format module would."""
+
+    def read_shape(path, key, files):
+        rows = np.loadtxt(path, ndmin=2)
+        return rows.shape
+
+    def read_into(ref, out, files):
+        out[...] = np.loadtxt(ref.path, ndmin=2)
+
+    def write_file(tmp, X, key, options):
+        np.savetxt(tmp, X, fmt=options.get("number_format", "%.8g"))
+
+    return formats.FormatHandler(read_shape, read_into, write_file, suffix=".txtfeat",
+                                 extensions=(".txtfeat",), write_options=("number_format",))
+
+
+def test_registry_line_is_all_a_format_needs(tmp_path, monkeypatch):
+    # One registry entry, nothing else: every generic function sees the new format.
+    monkeypatch.setitem(formats.REGISTRY, "txt", _text_handler())
+    assert "txt" in formats.names() and "txt" in formats.write_names()
+    assert formats.suffix("txt") == ".txtfeat"
+    path = tmp_path / "a.txtfeat"
+    assert features.infer_format(path) == "txt"
+    X = np.arange(6, dtype=np.float32).reshape(3, 2)
+    ref = features.write(path, X, number_format="%.1f")
+    assert ref == FeatureRef(str(path), "txt", None, 3, 2)
+    assert path.read_text().splitlines()[0] == "0.0 1.0"
+    assert features.describe(path) == ref
+    assert features.list_features([path]) == [ref]
+    np.testing.assert_array_equal(features.load(ref), X)
+    # HTK's options are ignored by other formats, unknown ones refused
+    features.write(tmp_path / "b.txtfeat", X, sample_period=50000)
+    with pytest.raises(TypeError, match="number_formt"):
+        features.write(tmp_path / "c.txtfeat", X, number_formt="%d")
+    # a format that ipem cannot write is not among write_names()
+    monkeypatch.setitem(formats.REGISTRY, "txt",
+                        dataclasses.replace(_text_handler(), write_file=None))
+    assert "txt" in formats.names() and "txt" not in formats.write_names()
+    with pytest.raises(ValueError, match="does not handle 'txt'"):
+        features.write(path, X)
+    # gone from the registry, gone everywhere
+    monkeypatch.delitem(formats.REGISTRY, "txt")
+    assert "txt" not in formats.names()
+    with pytest.raises(ValueError, match="unknown feature format 'txt'"):
+        FeatureRef(str(path), "txt", None, 3, 2)
+    with pytest.raises(FeatureFileError, match="cannot infer"):
+        features.infer_format(path)
+
+
+def test_registry_is_what_formats_and_suffixes_come_from():
+    assert formats.names() == features.FORMATS == ("htk", "kaldi", "npy", "h5")
+    assert formats.write_names() == ("htk", "npy", "h5")
+    assert [formats.suffix(f) for f in formats.names()] == [".htk", ".kaldi", ".npy", ".h5"]
+    assert formats.EXTENSIONS == {".htk": "htk", ".mfc": "htk", ".plp": "htk", ".fea": "htk",
+                                  ".npy": "npy", ".h5": "h5", ".hdf5": "h5"}
+    assert formats.handler("h5") is formats.REGISTRY["h5"]
+    with pytest.raises(ValueError, match="unknown feature format 'wav'"):
+        formats.suffix("wav")
+    assert features.infer_format("/x/feats.ark:12") == "kaldi"
+    assert features.infer_format("gunzip -c a.ark.gz |") == "kaldi"
+    with pytest.raises(FeatureFileError, match="is a Kaldi script file"):
+        features.infer_format("/x/feats.scp")
+
+
+def test_unknown_extension_is_a_parameter_error_about_fmt():
+    from ipem.errors import ParameterError
+
+    with pytest.raises(FeatureFileError) as info:
+        features.infer_format("/x/utt.feat")
+    err = info.value
+    expected = ("/x/utt.feat: cannot infer the feature format from extension '.feat' (known: "
+                ".fea, .h5, .hdf5, .htk, .mfc, .npy, .plp; Kaldi archives via .scp); pass fmt=")
+    assert isinstance(err, ParameterError) and str(err) == expected
+    assert (err.path, err.key, err.fmt, err.parameter) == ("/x/utt.feat", None, None, "fmt")
+    assert err.hint == "; Kaldi archives via .scp); pass fmt="
+    assert err.render("--format", hint="; Kaldi archives via .scp): give the file one of "
+                      "these extensions") == expected.replace(
+        "); pass fmt=", "): give the file one of these extensions")
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is type(err) and str(again) == expected
+    assert (again.parameter, again.hint, again.path, again.problem) == \
+        (err.parameter, err.hint, err.path, err.problem)
 
 
 # ---------------------------------------------------------------------------
@@ -371,13 +462,13 @@ def test_write_failure_inside_writer_leaves_nothing(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["htk", "npy", "h5"])
 def test_partial_write_is_cleaned_up(tmp_path, monkeypatch, fmt):
-    ops = formats.HANDLERS[fmt]
+    ops = formats.REGISTRY[fmt]
 
     def half_then_fail(tmp, X, key, options):
         ops.write_file(tmp, X, key, options)  # a complete-looking temp file ...
         raise OSError("disk full")  # ... that must not become the output
 
-    monkeypatch.setitem(formats.HANDLERS, fmt, ops._replace(write_file=half_then_fail))
+    monkeypatch.setitem(formats.REGISTRY, fmt, dataclasses.replace(ops, write_file=half_then_fail))
     with pytest.raises(OSError, match="disk full"):
         features.write(tmp_path / f"x.{fmt}", _data(), fmt)
     assert os.listdir(tmp_path) == []

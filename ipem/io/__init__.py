@@ -6,17 +6,22 @@ The public API is re-exported here (``from ipem import io``;
 ==================  ===========================================================
 module              contents
 ==================  ===========================================================
-``refs``            :class:`FeatureRef`, :class:`FeatureFileError`, ``FORMATS``
+``refs``            :class:`FeatureRef`, :class:`FeatureFileError`,
+                    :class:`~ipem.io.refs.FormatHandler` (what a format
+                    declares)
 ``features``        :func:`describe`, :func:`list_features`,
                     :func:`validate_all`, :func:`load`, :func:`load_many`,
                     :func:`write` (any format)
-``formats``         the format registry (``HANDLERS``), :func:`infer_format`
+``formats``         the format registry (``REGISTRY``, one line per format):
+                    ``names()``, ``write_names()``, ``suffix(fmt)``,
+                    ``FORMATS``, :func:`infer_format`
 ``htk``             HTK files: :func:`read_htk_header`, :class:`HTKHeader`
 ``kaldi``           Kaldi ark/scp via kaldiio: :func:`write_kaldi`
 ``datadir``         Kaldi data directories (``wav.scp``, ``feats.scp``,
                     ``utt2spk``, ``spk2utt``): :func:`read_data_dir`,
                     :func:`write_data_dir`
-``npy``, ``hdf5``   NumPy ``.npy`` and HDF5 feature files
+``npy``, ``hdf5``   NumPy ``.npy`` and HDF5 feature files (each format module
+                    declares its ``HANDLER``)
 ``lists``           list files: :func:`is_list_file`, :func:`read_list`,
                     scp parsing and list expansion; shell commands (Kaldi
                     pipes) in lists refused unless ``allow_pipes=True``
@@ -36,13 +41,14 @@ Balancing files over engines is scheduling, not I/O:
 """
 from .atomic import atomic_directory, atomic_path, save_npz_atomic, write_text_atomic
 from .features import describe, list_features, load, load_many, validate_all, write
-from .formats import infer_format
+from .formats import FORMATS, infer_format
+from .hdf5 import DEFAULT_H5_KEY
 from .htk import HTKHeader, read_htk_header
 from .kaldi import write_kaldi
 from .datadir import DataDir, read_data_dir, write_data_dir
 from .lists import is_list_file, is_scp_file, list_kind, read_list, read_lines, read_scp
 from .models import load_model, records_from_json, records_to_json, rng_from_arrays, rng_to_arrays
-from .refs import DEFAULT_H5_KEY, FORMATS, FeatureFileError, FeatureRef
+from .refs import FeatureFileError, FeatureRef
 
 __all__ = [
     "DEFAULT_H5_KEY",

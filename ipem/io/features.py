@@ -29,11 +29,9 @@ import numpy as np
 from .atomic import atomic_path
 from .checks import as_matrix, check_counts, check_finite, check_matches_ref, float_dtype
 from .checks import open_files, reading
-from .formats import HANDLERS, handler, infer_format
-from .htk import PARM_KIND_USER
-from .kaldi import absolute_spec
+from .formats import REGISTRY, handler, infer_format
 from .lists import expand_sources
-from .refs import DEFAULT_H5_KEY, FeatureFileError, FeatureRef, PathLike
+from .refs import FeatureFileError, FeatureRef, PathLike
 
 __all__ = ["describe", "list_features", "load", "load_many", "validate_all", "write"]
 
@@ -46,11 +44,11 @@ def _describe(path_or_spec: PathLike, fmt: str | None, key: str | None,
     if fmt is None:
         fmt = infer_format(spec)
     ops = handler(fmt)
-    if fmt in ("htk", "npy") and key is not None:
+    if not ops.takes_key and key is not None:
         raise ValueError(f"key is not used by the {fmt} format (got key={key!r})")
     if key is None:
         key = ops.default_key
-    path = absolute_spec(spec) if fmt == "kaldi" else os.path.abspath(spec)
+    path = ops.absolute(spec)
     with reading(path, key, fmt):
         n_frames, n_features = ops.read_shape(path, key, files)
     return FeatureRef(path, fmt, key, int(n_frames), int(n_features))
@@ -64,11 +62,13 @@ def describe(path_or_spec: PathLike, fmt: str | None = None, *,
     ----------
     path_or_spec : str or os.PathLike
         Feature file, or for Kaldi an rxspecifier such as ``feats.ark:1234``.
-    fmt : {"htk", "kaldi", "npy", "h5"} or None, optional
-        File format; inferred from the extension when ``None``.
+    fmt : str or None, optional
+        File format, one of :func:`ipem.io.formats.names`; inferred from the
+        name when ``None`` (:func:`ipem.io.infer_format`).
     key : str or None, optional
         HDF5 dataset name (default ``"features"``) or Kaldi utterance id
-        (only used in messages).  Must be ``None`` for HTK and npy.
+        (only used in messages).  Must be ``None`` for formats without keys
+        (HTK, npy).
 
     Returns
     -------
@@ -104,7 +104,7 @@ def _check_same_dims(refs: Sequence[FeatureRef]) -> int:
 
 
 def list_features(sources: PathLike | Iterable[PathLike], fmt: str | None = None, *,
-                  h5_key: str = DEFAULT_H5_KEY, allow_pipes: bool = False) -> list[FeatureRef]:
+                  h5_key: str | None = None, allow_pipes: bool = False) -> list[FeatureRef]:
     """Describe a collection of feature files, reading headers only.
 
     Parameters
@@ -121,11 +121,13 @@ def list_features(sources: PathLike | Iterable[PathLike], fmt: str | None = None
           (``.htk .mfc .plp .fea`` -> htk, ``.npy``, ``.h5 .hdf5``).
 
         Which paths are lists is decided by :func:`ipem.io.lists.list_kind`.
-    fmt : {"htk", "kaldi", "npy", "h5"} or None, optional
-        Force the format of plain feature files (e.g. HTK files with
-        unusual extensions).  ``.scp`` and list files are still expanded.
-    h5_key : str, optional
-        Dataset name used for HDF5 files.
+    fmt : str or None, optional
+        Force the format (one of :func:`ipem.io.formats.names`) of plain
+        feature files (e.g. HTK files with unusual extensions).  ``.scp``
+        and list files are still expanded.
+    h5_key : str or None, optional
+        Dataset name used for HDF5 files (for every format with a default
+        key); default: the format's own (``"features"``).
     allow_pipes : bool, optional
         Accept shell commands (Kaldi pipes, ``cmd |``) named in list and
         scp files; they run (through a shell) when their headers are read
@@ -158,7 +160,8 @@ def list_features(sources: PathLike | Iterable[PathLike], fmt: str | None = None
                 refs.append(_describe(entry.spec, "kaldi", entry.utt, files))
                 continue
             f = fmt if fmt is not None else infer_format(entry.spec)
-            refs.append(_describe(entry.spec, f, h5_key if f == "h5" else None, files))
+            key = h5_key if handler(f).default_key is not None else None
+            refs.append(_describe(entry.spec, f, key, files))
     if not refs:
         raise ValueError("no feature files found in the given sources")
     _check_same_dims(refs)
@@ -197,7 +200,7 @@ def validate_all(refs: Sequence[FeatureRef]) -> int:
     _check_same_dims(refs)
     with open_files() as files:
         for ref in refs:
-            ops = HANDLERS[ref.fmt]
+            ops = handler(ref.fmt)
             with reading(ref.path, ref.key, ref.fmt):
                 n_frames, n_features = ops.read_shape(ref.path, ref.key, files)
             check_matches_ref(ref, n_frames, n_features)
@@ -209,7 +212,7 @@ def _fill(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
         raise TypeError(f"expected a FeatureRef, got {type(ref).__name__}")
     check_counts(ref.n_frames, ref.n_features, ref.path, ref.key, ref.fmt)
     with reading(ref.path, ref.key, ref.fmt):
-        HANDLERS[ref.fmt].read_into(ref, out, files)
+        handler(ref.fmt).read_into(ref, out, files)
     check_finite(ref, out)
 
 
@@ -288,7 +291,7 @@ def load_many(refs: Sequence[FeatureRef], dtype=np.float32) -> np.ndarray:
 
 
 def write(path: PathLike, X, fmt: str | None = None, *, key: str | None = None,
-          sample_period: int = 100000, parm_kind: int = PARM_KIND_USER) -> FeatureRef:
+          **options) -> FeatureRef:
     """Atomically write one feature matrix.
 
     Parameters
@@ -299,17 +302,21 @@ def write(path: PathLike, X, fmt: str | None = None, *, key: str | None = None,
         Numeric data, at least one frame.  float32/float64 are stored as is
         for npy and HDF5 (other types as float32); HTK always stores float32.
         Non-finite values are written unchanged.
-    fmt : {"htk", "npy", "h5"} or None, optional
-        Format; inferred from the extension when ``None``.  For Kaldi use
-        :func:`ipem.io.write_kaldi`.
+    fmt : str or None, optional
+        Format, one of :func:`ipem.io.formats.write_names`; inferred from the
+        extension when ``None``.  For Kaldi use :func:`ipem.io.write_kaldi`.
     key : str or None, optional
-        HDF5 dataset name (default ``"features"``); must be ``None`` for HTK
-        and npy.
-    sample_period : int, optional
-        HTK frame period in 100 ns units (default 100000 = 10 ms).
-    parm_kind : int, optional
-        HTK parameter kind (default 9, USER); compressed/CRC and integer
-        kinds are refused.
+        HDF5 dataset name (default ``"features"``); must be ``None`` for
+        formats without keys (HTK, npy).
+    **options
+        Options of the format's writer (its handler's ``write_options``);
+        those of other formats are ignored.  HTK:
+
+        sample_period : int, optional
+            Frame period in 100 ns units (default 100000 = 10 ms).
+        parm_kind : int, optional
+            Parameter kind (default 9, USER); compressed/CRC and integer
+            kinds are refused.
 
     Returns
     -------
@@ -321,21 +328,28 @@ def write(path: PathLike, X, fmt: str | None = None, *, key: str | None = None,
     ValueError
         If ``X`` is not a non-empty numeric 2-D array, or the format or
         options are invalid.  No file (temporary or final) is left behind.
+    TypeError
+        If an option is not one of any format.
     """
     path = os.fspath(path)
     if fmt is None:
         fmt = infer_format(path)
+    known = {name for ops in REGISTRY.values() for name in ops.write_options}
+    for name in options:
+        if name not in known:
+            raise TypeError(f"write() got an unexpected keyword argument {name!r}")
     ops = handler(fmt)
     if ops.write_file is None:
-        raise ValueError(f"write() does not handle {fmt!r}; use write_kaldi()")
-    if fmt != "h5" and key is not None:
+        hint = f"; {ops.write_hint}" if ops.write_hint else ""
+        raise ValueError(f"write() does not handle {fmt!r}{hint}")
+    if not ops.takes_key and key is not None:
         raise ValueError(f"key is not used by the {fmt} format (got key={key!r})")
     if key is None:
         key = ops.default_key
-    if fmt == "h5" and (not isinstance(key, str) or not key):
-        raise ValueError(f"HDF5 dataset name must be a non-empty str, got {key!r}")
+    if ops.check_key is not None:
+        ops.check_key(key)
     X = as_matrix(X)
-    options = {"sample_period": sample_period, "parm_kind": parm_kind}
+    used = {name: value for name, value in options.items() if name in ops.write_options}
     with atomic_path(path) as tmp:
-        ops.write_file(tmp, X, key, options)
+        ops.write_file(tmp, X, key, used)
     return FeatureRef(os.path.abspath(path), fmt, key, X.shape[0], X.shape[1])

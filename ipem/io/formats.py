@@ -1,114 +1,165 @@
-"""The format registry: which module reads and writes which format, and from which name.
+"""The feature-format registry: which formats ipem reads and writes, and what each declares.
 
-Four on-disk formats are supported, each for reading and for writing (see
-the module of each for the details of the format):
+:data:`REGISTRY` maps each format name to the :class:`~ipem.io.refs.FormatHandler`
+that its module declares (``HANDLER``): how to read a header and a matrix,
+how to write one (if it can), the suffix of the files ipem writes, and the
+extensions the format is inferred from.  Everything else asks here:
+:func:`names` (what can be read: the CLI's ``--format`` choices),
+:func:`write_names` (what extraction can write), :func:`suffix`,
+:func:`handler` and :func:`infer_format`; :data:`FORMATS` and
+:data:`EXTENSIONS` are derived from the registry.  The generic functions
+of :mod:`ipem.io.features` dispatch through it, and :mod:`ipem.io.refs`
+(:class:`~ipem.io.FeatureRef`, the messages of
+:class:`~ipem.io.FeatureFileError`) is handed it (:func:`ipem.io.refs.bind_registry`).
+Each format module's docstring documents its format.
 
-=========  ==========================  =================================
-format     module                      inferred from
-=========  ==========================  =================================
-``htk``    :mod:`ipem.io.htk`          ``.htk .mfc .plp .fea``
-``kaldi``  :mod:`ipem.io.kaldi`        ``file.ark:offset``, pipes; ``.scp``
-                                       lists them (:mod:`ipem.io.lists`)
-``npy``    :mod:`ipem.io.npy`          ``.npy``
-``h5``     :mod:`ipem.io.hdf5`         ``.h5 .hdf5``
-=========  ==========================  =================================
-
-:data:`HANDLERS` maps each name of :data:`~ipem.io.refs.FORMATS` to its
-:class:`FormatHandler`; the generic functions of :mod:`ipem.io.features`
-dispatch through it (looking it up at call time).
+Adding a feature format
+-----------------------
+Write ``ipem/io/<fmt>.py`` with ``read_shape``, ``read_into`` and (if ipem
+can write it) ``write_file``, raising :class:`~ipem.io.FeatureFileError`
+for bad files (the helpers of :mod:`ipem.io.checks` do the common checks),
+and declare ``HANDLER = FormatHandler(read_shape, read_into, write_file,
+suffix=..., extensions=(...))`` at its end; then add one line
+``"<fmt>": <fmt>.HANDLER,`` to :data:`REGISTRY` (and the module to the
+import above it).  :func:`ipem.io.describe`, :func:`~ipem.io.list_features`,
+:func:`~ipem.io.load`, :func:`~ipem.io.write`, extraction and the CLI's
+``--format`` choices then know it; nothing else changes.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable, NamedTuple
 
+from ..errors import ParameterError
 from . import hdf5, htk, kaldi, npy
 from .lists import is_scp_file
-from .refs import DEFAULT_H5_KEY, FORMATS, FeatureFileError, PathLike
+from .refs import FeatureFileError, FormatHandler, PathLike, bind_registry
 
-__all__ = ["EXTENSIONS", "FORMATS", "FormatHandler", "HANDLERS", "handler", "infer_format", "names",
-           "suffix", "write_names"]
+__all__ = ["EXTENSIONS", "FORMATS", "FormatHandler", "FormatInferenceError", "REGISTRY",
+           "handler", "infer_format", "names", "suffix", "write_names"]
 
-
-class FormatHandler(NamedTuple):
-    """Per-format operations.
-
-    Attributes
-    ----------
-    read_shape : callable
-        ``read_shape(path, key, files) -> (n_frames, n_features)``: read
-        only the header, validate it and the file size.
-    read_into : callable
-        ``read_into(ref, out, files) -> None``: read the matrix into ``out``
-        (shape ``ref.shape``, C-contiguous), after checking that the file
-        still matches ``ref``.
-    write_file : callable or None
-        ``write_file(tmp_path, X, key, options) -> None``: write ``X`` to
-        the (already created, empty) temporary file; ``None`` when
-        :func:`ipem.io.write` cannot write the format.
-    default_key : str or None
-        Key used when none is given (the HDF5 dataset name).
-    """
-
-    read_shape: Callable
-    read_into: Callable
-    write_file: Callable | None
-    default_key: str | None
-
-
-#: Format name -> operations.
-HANDLERS: dict[str, FormatHandler] = {
-    "htk": FormatHandler(htk.read_shape, htk.read_into, htk.write_file, None),
-    "kaldi": FormatHandler(kaldi.read_shape, kaldi.read_into, None, None),
-    "npy": FormatHandler(npy.read_shape, npy.read_into, npy.write_file, None),
-    "h5": FormatHandler(hdf5.read_shape, hdf5.read_into, hdf5.write_file, DEFAULT_H5_KEY),
+#: Format name -> its handler: the one list of feature formats, one line each.
+REGISTRY: dict[str, FormatHandler] = {
+    "htk": htk.HANDLER,
+    "kaldi": kaldi.HANDLER,
+    "npy": npy.HANDLER,
+    "h5": hdf5.HANDLER,
 }
-assert tuple(HANDLERS) == FORMATS
-
-#: File extensions (lower case) from which a feature format is inferred.
-EXTENSIONS = {
-    ".htk": "htk",
-    ".mfc": "htk",
-    ".plp": "htk",
-    ".fea": "htk",
-    ".npy": "npy",
-    ".h5": "h5",
-    ".hdf5": "h5",
-}
+bind_registry(REGISTRY)
 
 
 def names() -> tuple[str, ...]:
-    """Every registered format name (the formats that can be read), in registry order."""
-    return tuple(HANDLERS)
+    """Every registered format name (the formats that can be read), in registry order.
+
+    Returns
+    -------
+    tuple of str
+        E.g. ``("htk", "kaldi", "npy", "h5")``.
+    """
+    return tuple(REGISTRY)
 
 
 def write_names() -> tuple[str, ...]:
-    """The formats :func:`ipem.io.write` (and so extraction) can write, in registry order."""
-    return tuple(name for name, ops in HANDLERS.items() if ops.write_file is not None)
+    """The formats :func:`ipem.io.write` (and so extraction) can write, in registry order.
 
-
-def suffix(fmt: str) -> str:
-    """The file suffix of a feature file of format ``fmt`` (e.g. ``".htk"``)."""
-    handler(fmt)
-    return "." + fmt
+    Returns
+    -------
+    tuple of str
+        E.g. ``("htk", "npy", "h5")``.
+    """
+    return tuple(name for name, ops in REGISTRY.items() if ops.write_file is not None)
 
 
 def handler(fmt: str) -> FormatHandler:
-    """The operations of format ``fmt``.
+    """The handler of format ``fmt``.
+
+    Parameters
+    ----------
+    fmt : str
+        A format name.
+
+    Returns
+    -------
+    FormatHandler
 
     Raises
     ------
     ValueError
-        If ``fmt`` is not one of :data:`~ipem.io.refs.FORMATS`.
+        If ``fmt`` is not one of :func:`names`.
     """
     try:
-        return HANDLERS[fmt]
-    except KeyError:
-        raise ValueError(f"unknown feature format {fmt!r}; expected one of {FORMATS}") from None
+        return REGISTRY[fmt]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown feature format {fmt!r}; expected one of {names()}") from None
+
+
+def suffix(fmt: str) -> str:
+    """The suffix of the feature files of format ``fmt`` that ipem writes.
+
+    Parameters
+    ----------
+    fmt : str
+        A format name.
+
+    Returns
+    -------
+    str
+        E.g. ``".htk"``; the handler's, or ``"."`` and the name.
+
+    Raises
+    ------
+    ValueError
+        If ``fmt`` is not one of :func:`names`.
+    """
+    ops = handler(fmt)
+    return ops.suffix if ops.suffix is not None else "." + fmt
+
+
+def _extensions() -> dict[str, str]:
+    """Lower-case extension -> format name, from the registry as it is now."""
+    return {ext: name for name, ops in REGISTRY.items() for ext in ops.extensions}
+
+
+#: Supported format names, as registered when ipem was imported (:func:`names` is the
+#: registry as it is now).
+FORMATS: tuple[str, ...] = names()
+
+#: File extensions (lower case) from which a feature format is inferred, as registered
+#: when ipem was imported.
+EXTENSIONS: dict[str, str] = _extensions()
+
+
+class FormatInferenceError(FeatureFileError, ParameterError):
+    """No feature format can be inferred from a file's name: pass it (parameter ``fmt``).
+
+    A :class:`~ipem.io.FeatureFileError` about the file, and a
+    :class:`~ipem.errors.ParameterError` about ``fmt``, whose
+    :attr:`hint` is the advice to pass ``fmt=`` (a caller that cannot pass
+    it, such as the CLI, renders its own advice instead).
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    problem : str
+        What is wrong, without the hint.
+    hint : str, optional
+        Advice that ends the message.
+    """
+
+    def __init__(self, path: str, problem: str, hint: str = "") -> None:
+        ParameterError.__init__(self, f"{path}: {problem}", "fmt", hint=hint)
+        self.path, self.problem, self.key, self.fmt = str(path), problem + hint, None, None
+        self.base_problem = problem
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.base_problem, self.hint))
 
 
 def infer_format(path: PathLike) -> str:
     """Infer a feature format from a file name.
+
+    Formats that recognize names whatever their extension (Kaldi
+    rxspecifiers) are asked first, then the extensions of every format.
 
     Parameters
     ----------
@@ -118,21 +169,25 @@ def infer_format(path: PathLike) -> str:
     Returns
     -------
     str
-        One of :data:`~ipem.io.refs.FORMATS`.
+        One of :func:`names`.
 
     Raises
     ------
     FeatureFileError
-        If the extension is not recognised, or ``path`` is an ``.scp`` file.
+        If ``path`` is an ``.scp`` file; :class:`FormatInferenceError` (also
+        a :class:`~ipem.errors.ParameterError` about ``fmt``) if the
+        extension is not recognised.
     """
     path = os.fspath(path)
-    if kaldi.is_archive_spec(path):
-        return "kaldi"
+    for name, ops in REGISTRY.items():
+        if ops.recognizes is not None and ops.recognizes(path):
+            return name
     ext = os.path.splitext(path)[1].lower()
-    if ext in EXTENSIONS:
-        return EXTENSIONS[ext]
+    extensions = _extensions()
+    if ext in extensions:
+        return extensions[ext]
     if is_scp_file(path):
         raise FeatureFileError(path, "is a Kaldi script file; use list_features() to expand it")
-    known = ", ".join(sorted(EXTENSIONS))
-    raise FeatureFileError(path, f"cannot infer the feature format from extension {ext!r} "
-                           f"(known: {known}; Kaldi archives via .scp); pass fmt=")
+    known = ", ".join(sorted(extensions))
+    raise FormatInferenceError(path, f"cannot infer the feature format from extension {ext!r} "
+                               f"(known: {known}", hint="; Kaldi archives via .scp); pass fmt=")

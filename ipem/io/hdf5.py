@@ -5,8 +5,8 @@ at the top level, named ``"features"`` unless stated otherwise (the
 :attr:`~ipem.io.FeatureRef.key` of its ref is the dataset name).  Other
 objects in the file are ignored.
 
-:func:`read_shape`, :func:`read_into` and :func:`write_file` are the
-format's entries in the registry of :mod:`ipem.io.formats`.  :mod:`h5py`
+:data:`HANDLER` (:func:`read_shape`, :func:`read_into`, :func:`write_file`)
+is the format's entry in the registry of :mod:`ipem.io.formats`.  :mod:`h5py`
 is imported when a file is read or written (``pip install 'ipem[speaker]'``).
 """
 from __future__ import annotations
@@ -15,9 +15,12 @@ import numpy as np
 
 from .._optional import require
 from .checks import check_counts, check_matches_ref, check_numeric_dtype
-from .refs import FeatureFileError, FeatureRef
+from .refs import FeatureFileError, FeatureRef, FormatHandler
 
-__all__ = ["read_into", "read_shape", "write_file"]
+__all__ = ["DEFAULT_H5_KEY", "HANDLER", "check_key", "read_into", "read_shape", "write_file"]
+
+#: Default HDF5 dataset name.
+DEFAULT_H5_KEY = "features"
 
 
 def _h5py():
@@ -63,3 +66,15 @@ def write_file(tmp: str, X: np.ndarray, key: str | None, options: dict) -> None:
     h5py = _h5py()
     with h5py.File(tmp, "w") as f:
         f.create_dataset(key, data=X)
+
+
+def check_key(key: str | None) -> None:
+    """Raise ValueError unless ``key`` is a dataset name that can be written (a non-empty str)."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"HDF5 dataset name must be a non-empty str, got {key!r}")
+
+
+#: The format's entry in the registry of :mod:`ipem.io.formats`.
+HANDLER = FormatHandler(read_shape, read_into, write_file, suffix=".h5",
+                        extensions=(".h5", ".hdf5"), default_key=DEFAULT_H5_KEY,
+                        takes_key=True, key_phrase="dataset {key!r}", check_key=check_key)

@@ -8,8 +8,8 @@ is supported; the ``_C`` (compressed) and ``_K`` (CRC) qualifiers, and the
 integer kinds WAVEFORM, IREFC and DISCRETE, are rejected.  A file whose
 header only matches its size when read little-endian is reported as such.
 
-:func:`read_shape`, :func:`read_into` and :func:`write_file` are the
-format's entries in the registry of :mod:`ipem.io.formats`.
+:data:`HANDLER` (:func:`read_shape`, :func:`read_into`, :func:`write_file`)
+is the format's entry in the registry of :mod:`ipem.io.formats`.
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .checks import check_counts, check_matches_ref, file_size, reading
-from .refs import FeatureFileError, FeatureRef, PathLike
+from .refs import FeatureFileError, FeatureRef, FormatHandler, PathLike
 
-__all__ = ["HTKHeader", "PARM_KIND_USER", "read_htk_header", "read_into", "read_shape",
-           "write_file"]
+__all__ = ["HANDLER", "HTKHeader", "PARM_KIND_USER", "read_htk_header", "read_into",
+           "read_shape", "write_file"]
 
 #: parmKind USER, the default kind written.
 PARM_KIND_USER = 9
@@ -182,3 +182,9 @@ def write_file(tmp: str, X: np.ndarray, key: str | None, options: dict) -> None:
     with open(tmp, "wb") as f:
         f.write(_HEADER.pack(n, int(period), 4 * d, kind))
         f.write(np.ascontiguousarray(X, dtype=">f4").data)
+
+
+#: The format's entry in the registry of :mod:`ipem.io.formats`.
+HANDLER = FormatHandler(read_shape, read_into, write_file, suffix=".htk",
+                        extensions=(".htk", ".mfc", ".plp", ".fea"),
+                        write_options=("sample_period", "parm_kind"))

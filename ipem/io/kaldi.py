@@ -22,8 +22,9 @@ one test of what is a pipe.
 :mod:`kaldiio` is imported when an archive is described, read or written
 (``pip install 'ipem[speaker]'``).
 
-:func:`read_shape` and :func:`read_into` are the format's entries in the
-registry of :mod:`ipem.io.formats`.
+:data:`HANDLER` (:func:`read_shape`, :func:`read_into`; no ``write_file``:
+:func:`write_kaldi` writes an ark and its scp together) is the format's
+entry in the registry of :mod:`ipem.io.formats`.
 """
 from __future__ import annotations
 
@@ -38,9 +39,9 @@ import numpy as np
 from .._optional import require
 from .atomic import atomic_path
 from .checks import as_matrix, check_counts, check_matches_ref, check_numeric_dtype, file_size
-from .refs import FeatureFileError, FeatureRef, PathLike
+from .refs import FeatureFileError, FeatureRef, FormatHandler, PathLike
 
-__all__ = ["absolute_spec", "is_archive_spec", "is_pipe", "read_into", "read_shape",
+__all__ = ["HANDLER", "absolute_spec", "is_archive_spec", "is_pipe", "read_into", "read_shape",
            "write_kaldi"]
 
 _ARK_OFFSET = re.compile(r"(?P<file>.+):(?P<offset>\d+)")
@@ -233,3 +234,10 @@ def write_kaldi(ark_path: PathLike, scp_path: PathLike,
     abs_ark = os.path.abspath(ark_path)
     return [FeatureRef(f"{abs_ark}:{offset}", "kaldi", utt, *arrays[utt].shape)
             for utt, offset in zip(arrays, offsets)]
+
+
+#: The format's entry in the registry of :mod:`ipem.io.formats`.  No extension: Kaldi
+#: matrices are named by rxspecifiers (``file.ark:offset``, pipes), listed in ``.scp``
+#: files (:mod:`ipem.io.lists`).
+HANDLER = FormatHandler(read_shape, read_into, suffix=".kaldi", recognizes=is_archive_spec,
+                        takes_key=True, write_hint="use write_kaldi()", absolute=absolute_spec)

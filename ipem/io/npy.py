@@ -5,17 +5,17 @@ The file holds one 2-D numeric array of shape ``(n_frames, n_features)``
 file reads only the array header and checks the file size; loading
 memory-maps the data and copies it into the output.
 
-:func:`read_shape`, :func:`read_into` and :func:`write_file` are the
-format's entries in the registry of :mod:`ipem.io.formats`.
+:data:`HANDLER` (:func:`read_shape`, :func:`read_into`, :func:`write_file`)
+is the format's entry in the registry of :mod:`ipem.io.formats`.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .checks import check_counts, check_matches_ref, check_numeric_dtype, file_size
-from .refs import FeatureFileError, FeatureRef
+from .refs import FeatureFileError, FeatureRef, FormatHandler
 
-__all__ = ["read_into", "read_shape", "write_file"]
+__all__ = ["HANDLER", "read_into", "read_shape", "write_file"]
 
 
 def _read_header(f, path: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -64,3 +64,7 @@ def write_file(tmp: str, X: np.ndarray, key: str | None, options: dict) -> None:
     """Write ``X`` (shape (n_frames, n_features)) to the file ``tmp`` as ``.npy``."""
     with open(tmp, "wb") as f:  # a file object stops np.save appending ".npy"
         np.save(f, X, allow_pickle=False)
+
+
+#: The format's entry in the registry of :mod:`ipem.io.formats`.
+HANDLER = FormatHandler(read_shape, read_into, write_file, suffix=".npy", extensions=(".npy",))

@@ -1,4 +1,5 @@
-"""What a feature matrix is to ipem: :class:`FeatureRef` and :class:`FeatureFileError`.
+"""What a feature matrix is to ipem: :class:`FeatureRef`, :class:`FeatureFileError`, and
+what a feature format is: :class:`FormatHandler`.
 
 A *feature file* holds one matrix of shape ``(n_frames, n_features)``: one
 row per analysis frame (typically 10 ms), one column per feature dimension
@@ -10,25 +11,118 @@ files once and ship the refs to the engines that read them.
 Every problem found in a feature file raises :class:`FeatureFileError` (a
 :class:`ValueError`) whose message starts with the file path (and the
 utterance id or dataset name where there is one) and says what is wrong.
+
+This module knows no format by name.  Each format module declares its
+:class:`FormatHandler`; the registry of :mod:`ipem.io.formats` (which
+imports the format modules, and so sits above this module) hands itself
+over with :func:`bind_registry`, and :class:`FeatureRef` and
+:func:`location` look formats up there.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Mapping, Union
 
 import numpy as np
 
-__all__ = ["DEFAULT_H5_KEY", "FORMATS", "FeatureFileError", "FeatureRef", "PathLike",
+__all__ = ["FeatureFileError", "FeatureRef", "FormatHandler", "PathLike", "bind_registry",
            "location"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Supported format names.
-FORMATS = ("htk", "kaldi", "npy", "h5")
 
-#: Default HDF5 dataset name.
-DEFAULT_H5_KEY = "features"
+@dataclass(frozen=True)
+class FormatHandler:
+    """What one feature format declares: how to read and write it, and how it is named.
+
+    Each format module (:mod:`ipem.io.htk`, ...) declares one as ``HANDLER``;
+    :data:`ipem.io.formats.REGISTRY` maps the format's name to it.
+
+    Parameters
+    ----------
+    read_shape : callable
+        ``read_shape(path, key, files) -> (n_frames, n_features)``: read
+        only the header, validate it and the file size.  ``files`` caches
+        open files by name (:func:`ipem.io.checks.open_files`).
+    read_into : callable
+        ``read_into(ref, out, files) -> None``: read the matrix into ``out``
+        (an ndarray of shape ``ref.shape``, C-contiguous), after checking
+        that the file still matches ``ref``.
+    write_file : callable or None, optional
+        ``write_file(tmp_path, X, key, options) -> None``: write ``X`` (shape
+        ``(n_frames, n_features)``) to the (already created, empty)
+        temporary file; ``options`` holds those of :attr:`write_options`
+        that the caller gave.  ``None`` when :func:`ipem.io.write` cannot
+        write the format.
+    suffix : str, optional
+        The suffix of the files ipem writes (``".htk"``); default: ``"."``
+        and the format's name.
+    extensions : tuple of str, optional
+        Lower-case file extensions from which the format is inferred.
+    recognizes : callable or None, optional
+        ``recognizes(path) -> bool``: names that are this format whatever
+        their extension (Kaldi rxspecifiers ``file.ark:offset``, pipes);
+        asked before the extensions.
+    default_key : str or None, optional
+        Key used when none is given (the HDF5 dataset name); formats with a
+        default key take the ``h5_key`` of :func:`ipem.io.list_features`.
+    takes_key : bool, optional
+        Whether files of the format are addressed with a key (an utterance
+        id or a dataset name); a key given for a format without one is
+        refused.
+    key_phrase : str, optional
+        How a key is named in messages, with ``{key}`` (e.g.
+        ``"dataset {key!r}"``); see :func:`location`.
+    check_key : callable or None, optional
+        ``check_key(key) -> None``: raise ValueError for a key
+        :func:`ipem.io.write` cannot write.
+    write_options : tuple of str, optional
+        Keyword options of :func:`ipem.io.write` that this format uses (HTK:
+        ``sample_period``, ``parm_kind``); other formats ignore them.
+    write_hint : str, optional
+        What to use instead, for a format :func:`ipem.io.write` cannot write.
+    absolute : callable, optional
+        ``absolute(spec) -> str``: the path made absolute (default
+        :func:`os.path.abspath`).
+    """
+
+    read_shape: Callable
+    read_into: Callable
+    write_file: Callable | None = None
+    suffix: str | None = None
+    extensions: tuple[str, ...] = ()
+    recognizes: Callable[[str], bool] | None = None
+    default_key: str | None = None
+    takes_key: bool = False
+    key_phrase: str = "utterance {key}"
+    check_key: Callable[[str | None], None] | None = None
+    write_options: tuple[str, ...] = ()
+    write_hint: str = ""
+    absolute: Callable[[str], str] = os.path.abspath
+
+
+#: The format registry, name -> :class:`FormatHandler`, once :mod:`ipem.io.formats`
+#: has bound it (:func:`bind_registry`); the same mapping object, so that
+#: changes to it are seen here.
+_registry: Mapping[str, FormatHandler] = {}
+
+
+def bind_registry(registry: Mapping[str, FormatHandler]) -> None:
+    """Make ``registry`` the formats that :class:`FeatureRef` and :func:`location` know.
+
+    Called once, by :mod:`ipem.io.formats` with its
+    :data:`~ipem.io.formats.REGISTRY`: this module sits below the format
+    modules, which the registry imports, so it is handed the registry
+    instead of importing it.
+
+    Parameters
+    ----------
+    registry : mapping of str to FormatHandler
+        Format name -> handler; kept by reference.
+    """
+    global _registry
+    _registry = registry
 
 
 def location(path: str, key: str | None, fmt: str | None) -> str:
@@ -41,18 +135,20 @@ def location(path: str, key: str | None, fmt: str | None) -> str:
     key : str or None
         Kaldi utterance id or HDF5 dataset name.
     fmt : str or None
-        Format name; decides how ``key`` is phrased.
+        Format name; its handler's :attr:`~FormatHandler.key_phrase` says
+        how ``key`` is phrased (an utterance for other names).
 
     Returns
     -------
     str
-        ``path``, ``path (dataset 'key')`` for HDF5, or ``path (utterance key)``.
+        ``path``, or ``path (<key phrase>)``: ``path (dataset 'key')`` for
+        HDF5, ``path (utterance key)`` for Kaldi.
     """
     if key is None:
         return path
-    if fmt == "h5":
-        return f"{path} (dataset {key!r})"
-    return f"{path} (utterance {key})"
+    ops = _registry.get(fmt) if isinstance(fmt, str) else None
+    phrase = ops.key_phrase if ops is not None else FormatHandler.key_phrase
+    return f"{path} ({phrase.format(key=key)})"
 
 
 class FeatureFileError(ValueError):
@@ -98,8 +194,8 @@ class FeatureRef:
     path : str
         Absolute file path; for Kaldi the rxspecifier
         ``/abs/path.ark:offset``.
-    fmt : {"htk", "kaldi", "npy", "h5"}
-        File format.
+    fmt : str
+        File format, a name of :func:`ipem.io.formats.names`.
     key : str or None
         Kaldi utterance id or HDF5 dataset name; ``None`` for HTK and npy.
     n_frames : int
@@ -115,8 +211,9 @@ class FeatureRef:
     n_features: int
 
     def __post_init__(self) -> None:
-        if self.fmt not in FORMATS:
-            raise ValueError(f"unknown feature format {self.fmt!r}; expected one of {FORMATS}")
+        if not isinstance(self.fmt, str) or self.fmt not in _registry:
+            raise ValueError(f"unknown feature format {self.fmt!r}; expected one of "
+                             f"{tuple(_registry)}")
         for name in ("n_frames", "n_features"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
