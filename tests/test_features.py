@@ -177,9 +177,9 @@ def test_registry_line_is_all_a_format_needs(tmp_path, monkeypatch):
 
 
 def test_registry_is_what_formats_and_suffixes_come_from():
-    assert formats.names() == features.FORMATS == ("htk", "kaldi", "npy", "h5")
+    assert formats.names() == features.FORMATS == ("htk", "npy", "h5", "kaldi")
     assert formats.write_names() == ("htk", "npy", "h5")
-    assert [formats.suffix(f) for f in formats.names()] == [".htk", ".kaldi", ".npy", ".h5"]
+    assert [formats.suffix(f) for f in formats.names()] == [".htk", ".npy", ".h5", ".kaldi"]
     assert formats.EXTENSIONS == {".htk": "htk", ".mfc": "htk", ".plp": "htk", ".fea": "htk",
                                   ".npy": "npy", ".h5": "h5", ".hdf5": "h5"}
     assert formats.handler("h5") is formats.REGISTRY["h5"]

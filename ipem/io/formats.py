@@ -37,12 +37,13 @@ from .refs import FeatureFileError, FormatHandler, PathLike, bind_registry
 __all__ = ["EXTENSIONS", "FORMATS", "FormatHandler", "FormatInferenceError", "REGISTRY",
            "handler", "infer_format", "names", "suffix", "write_names"]
 
-#: Format name -> its handler: the one list of feature formats, one line each.
+#: Format name -> its handler: the one list of feature formats, one line each.  The
+#: order is that of the CLI's ``--format`` choices.
 REGISTRY: dict[str, FormatHandler] = {
     "htk": htk.HANDLER,
-    "kaldi": kaldi.HANDLER,
     "npy": npy.HANDLER,
     "h5": hdf5.HANDLER,
+    "kaldi": kaldi.HANDLER,
 }
 bind_registry(REGISTRY)
 
@@ -53,7 +54,7 @@ def names() -> tuple[str, ...]:
     Returns
     -------
     tuple of str
-        E.g. ``("htk", "kaldi", "npy", "h5")``.
+        E.g. ``("htk", "npy", "h5", "kaldi")``.
     """
     return tuple(REGISTRY)
 
