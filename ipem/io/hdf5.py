@@ -46,14 +46,50 @@ def _dataset(f, path: str, key: str):
 
 
 def read_shape(path: str, key: str | None, files: dict) -> tuple[int, int]:
-    """``(n_frames, n_features)`` of dataset ``key`` of an HDF5 file."""
+    """``(n_frames, n_features)`` of dataset ``key`` of an HDF5 file.
+
+    Parameters
+    ----------
+    path : str
+        Absolute file path.
+    key : str or None
+        The dataset name.
+    files : dict
+        Open files by name (:func:`ipem.io.checks.open_files`); unused.
+
+    Returns
+    -------
+    tuple of int
+        ``(n_frames, n_features)``.
+
+    Raises
+    ------
+    FeatureFileError
+        If the file is malformed, truncated, non-numeric or empty, or
+        has no dataset ``key``.
+    """
     h5py = _h5py()
     with h5py.File(path, "r") as f:
         return _dataset(f, path, key).shape
 
 
 def read_into(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
-    """Read the dataset of ``ref`` into ``out`` (shape ``ref.shape``); HDF5 converts the dtype."""
+    """Read the dataset of ``ref`` into ``out`` (HDF5 converts the dtype, no temporary copy).
+
+    Parameters
+    ----------
+    ref : FeatureRef
+        The matrix to read (from :func:`read_shape`'s description).
+    out : ndarray of shape (ref.n_frames, ref.n_features)
+        C-contiguous float32 or float64 output, filled in place.
+    files : dict
+        Open files by name (:func:`ipem.io.checks.open_files`); unused.
+
+    Raises
+    ------
+    FeatureFileError
+        If the file no longer matches ``ref`` or cannot be read.
+    """
     h5py = _h5py()
     with h5py.File(ref.path, "r") as f:
         ds = _dataset(f, ref.path, ref.key)
@@ -62,14 +98,33 @@ def read_into(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
 
 
 def write_file(tmp: str, X: np.ndarray, key: str | None, options: dict) -> None:
-    """Write ``X`` (shape (n_frames, n_features)) as dataset ``key`` of a new HDF5 file ``tmp``."""
+    """Write ``X`` as dataset ``key`` of a new HDF5 file ``tmp`` (its dtype kept).
+
+    Parameters
+    ----------
+    tmp : str
+        The (created, empty) temporary file, renamed over the destination
+        by the caller (:func:`ipem.io.write`) once this returns.
+    X : ndarray of shape (n_frames, n_features)
+        Numeric data, at least one frame.
+    key : str or None
+        The dataset name (checked by :func:`check_key`).
+    options : dict
+        None used.
+    """
     h5py = _h5py()
     with h5py.File(tmp, "w") as f:
         f.create_dataset(key, data=X)
 
 
 def check_key(key: str | None) -> None:
-    """Raise ValueError unless ``key`` is a dataset name that can be written (a non-empty str)."""
+    """Raise ValueError unless ``key`` is a dataset name that can be written.
+
+    Parameters
+    ----------
+    key : object
+        The dataset name given to :func:`ipem.io.write`; must be a non-empty str.
+    """
     if not isinstance(key, str) or not key:
         raise ValueError(f"HDF5 dataset name must be a non-empty str, got {key!r}")
 

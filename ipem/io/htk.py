@@ -130,13 +130,49 @@ def read_htk_header(path: PathLike) -> HTKHeader:
 
 
 def read_shape(path: str, key: str | None, files: dict) -> tuple[int, int]:
-    """``(n_frames, n_features)`` of an HTK file, from its validated header."""
+    """``(n_frames, n_features)`` of an HTK file, from its validated header.
+
+    Parameters
+    ----------
+    path : str
+        Absolute file path.
+    key : str or None
+        Always ``None`` (HTK files have no key).
+    files : dict
+        Open files by name (:func:`ipem.io.checks.open_files`); unused.
+
+    Returns
+    -------
+    tuple of int
+        ``(n_frames, n_features)``.
+
+    Raises
+    ------
+    FeatureFileError
+        If the file is malformed, truncated, unsupported (compressed, CRC,
+        integer kinds) or empty.
+    """
     hdr = read_htk_header(path)
     return hdr.n_samples, hdr.samp_size // 4
 
 
 def read_into(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
-    """Read the matrix of ``ref`` into ``out`` (shape ``ref.shape``, C-contiguous float)."""
+    """Read the matrix of ``ref`` into ``out`` (float32: straight into it, then byte-swapped).
+
+    Parameters
+    ----------
+    ref : FeatureRef
+        The matrix to read (from :func:`read_shape`'s description).
+    out : ndarray of shape (ref.n_frames, ref.n_features)
+        C-contiguous float32 or float64 output, filled in place.
+    files : dict
+        Open files by name (:func:`ipem.io.checks.open_files`); unused.
+
+    Raises
+    ------
+    FeatureFileError
+        If the file no longer matches ``ref`` or cannot be read.
+    """
     with open(ref.path, "rb") as f:
         hdr, _ = _read_header(f, ref.path)
         check_matches_ref(ref, hdr.n_samples, hdr.samp_size // 4)
@@ -157,11 +193,26 @@ def read_into(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
 
 
 def write_file(tmp: str, X: np.ndarray, key: str | None, options: dict) -> None:
-    """Write ``X`` (shape (n_frames, n_features)) as HTK float32 to the file ``tmp``.
+    """Write ``X`` as HTK (big-endian float32) to the file ``tmp``.
 
-    ``options`` may hold ``sample_period`` (100 ns units, default 100000)
-    and ``parm_kind`` (default USER); compressed, CRC and integer kinds are
-    refused with ValueError.
+    Parameters
+    ----------
+    tmp : str
+        The (created, empty) temporary file, renamed over the destination
+        by the caller (:func:`ipem.io.write`) once this returns.
+    X : ndarray of shape (n_frames, n_features)
+        Numeric data, at least one frame.
+    key : str or None
+        Always ``None``.
+    options : dict
+        May hold ``sample_period`` (100 ns units, default 100000) and
+        ``parm_kind`` (default USER).
+
+    Raises
+    ------
+    ValueError
+        If ``X`` has too many features or frames for the header, or an
+        option is out of range; compressed, CRC and integer kinds are refused.
     """
     period = options.get("sample_period", 100000)
     kind = options.get("parm_kind", PARM_KIND_USER)

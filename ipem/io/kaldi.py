@@ -166,9 +166,29 @@ def _load_raw(spec: str, key: str | None, files: dict) -> np.ndarray:
 def read_shape(spec: str, key: str | None, files: dict) -> tuple[int, int]:
     """``(n_frames, n_features)`` of the matrix at rxspecifier ``spec``.
 
-    ``files`` caches open arks by name (see :func:`ipem.io.checks.open_files`).
     Needs :mod:`kaldiio` even where the header is read here, so that a
     missing package shows when files are listed, not when they are loaded.
+
+    Parameters
+    ----------
+    spec : str
+        Absolute rxspecifier (``/abs/x.ark:offset``, a pipe, ...).
+    key : str or None
+        The utterance id (for messages).
+    files : dict
+        Open files by name (:func:`ipem.io.checks.open_files`); arks stay open
+        here between matrices.
+
+    Returns
+    -------
+    tuple of int
+        ``(n_frames, n_features)``.
+
+    Raises
+    ------
+    FeatureFileError
+        If the file is malformed, truncated, non-numeric, a vector
+        or empty.
     """
     _kaldiio()
     shape = _parse_header(spec, key, files)
@@ -179,7 +199,23 @@ def read_shape(spec: str, key: str | None, files: dict) -> tuple[int, int]:
 
 
 def read_into(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
-    """Read the matrix of ``ref`` into ``out`` (shape ``ref.shape``)."""
+    """Read the matrix of ``ref`` into ``out`` (through :mod:`kaldiio`).
+
+    Parameters
+    ----------
+    ref : FeatureRef
+        The matrix to read (from :func:`read_shape`'s description).
+    out : ndarray of shape (ref.n_frames, ref.n_features)
+        C-contiguous float32 or float64 output, filled in place.
+    files : dict
+        Open files by name (:func:`ipem.io.checks.open_files`); arks stay open
+        here between matrices.
+
+    Raises
+    ------
+    FeatureFileError
+        If the file no longer matches ``ref`` or cannot be read.
+    """
     arr = _load_raw(ref.path, ref.key, files)
     check_counts(arr.shape[0], arr.shape[1], ref.path, ref.key, "kaldi")
     check_matches_ref(ref, *arr.shape)

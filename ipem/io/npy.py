@@ -42,14 +42,49 @@ def _read_header(f, path: str) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def read_shape(path: str, key: str | None, files: dict) -> tuple[int, int]:
-    """``(n_frames, n_features)`` of a ``.npy`` file, from its validated header."""
+    """``(n_frames, n_features)`` of a ``.npy`` file, from its validated header.
+
+    Parameters
+    ----------
+    path : str
+        Absolute file path.
+    key : str or None
+        Always ``None`` (npy files have no key).
+    files : dict
+        Open files by name (:func:`ipem.io.checks.open_files`); unused.
+
+    Returns
+    -------
+    tuple of int
+        ``(n_frames, n_features)``.
+
+    Raises
+    ------
+    FeatureFileError
+        If the file is malformed, truncated, non-numeric or empty.
+    """
     with open(path, "rb") as f:
         shape, _ = _read_header(f, path)
     return shape
 
 
 def read_into(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
-    """Read the array of ``ref`` into ``out`` (shape ``ref.shape``), converting the dtype."""
+    """Read the array of ``ref`` into ``out``, converting the dtype.
+
+    Parameters
+    ----------
+    ref : FeatureRef
+        The matrix to read (from :func:`read_shape`'s description).
+    out : ndarray of shape (ref.n_frames, ref.n_features)
+        C-contiguous float32 or float64 output, filled in place.
+    files : dict
+        Open files by name (:func:`ipem.io.checks.open_files`); unused.
+
+    Raises
+    ------
+    FeatureFileError
+        If the file no longer matches ``ref`` or cannot be read.
+    """
     with open(ref.path, "rb") as f:
         shape, _ = _read_header(f, ref.path)
     check_matches_ref(ref, *shape)
@@ -61,7 +96,20 @@ def read_into(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
 
 
 def write_file(tmp: str, X: np.ndarray, key: str | None, options: dict) -> None:
-    """Write ``X`` (shape (n_frames, n_features)) to the file ``tmp`` as ``.npy``."""
+    """Write ``X`` to the file ``tmp`` as ``.npy`` (its dtype kept).
+
+    Parameters
+    ----------
+    tmp : str
+        The (created, empty) temporary file, renamed over the destination
+        by the caller (:func:`ipem.io.write`) once this returns.
+    X : ndarray of shape (n_frames, n_features)
+        Numeric data, at least one frame.
+    key : str or None
+        Always ``None``.
+    options : dict
+        None used.
+    """
     with open(tmp, "wb") as f:  # a file object stops np.save appending ".npy"
         np.save(f, X, allow_pickle=False)
 
