@@ -188,7 +188,7 @@ def test_missing_espeak_is_clear(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------
 from ipem.synth.channel import CHANNELS, compand  # noqa: E402
 from ipem.synth import label_path, speech_labels  # noqa: E402
-from ipem.speaker.frontend import mfcc_features  # noqa: E402
+from ipem.speaker.mfcc import mfcc_features  # noqa: E402
 
 
 def _meta(info):

@@ -1,14 +1,23 @@
 """Speaker-verification tools: acoustic front-end, metrics,
 GMM-UBM MAP adaptation and scoring, score normalisation and calibration.
 
-:mod:`ipem.speaker.pipeline` chains them into the steps the ``ipem`` command,
-the demo and the notebooks run (extract, train_ubm, adapt, score, evaluate).
+The front-end is layered, each module importing only those below it:
+:mod:`~ipem.speaker.dsp` (framing, spectra, band energies, filterbank) ->
+:mod:`~ipem.speaker.mfcc` (MFCCs, deltas), :mod:`~ipem.speaker.vad` (voice
+activity detection), :mod:`~ipem.speaker.featnorm` (CMVN, warping, RASTA) ->
+:mod:`~ipem.speaker.frontend` (audio files in, feature files out).  The
+synthetic corpus the tests and the demo use is :mod:`ipem.synth`.
+
+:mod:`ipem.steps` chains them into the steps the ``ipem`` command, the demo
+and the notebooks run (extract, train_ubm, adapt, score, evaluate).
 """
 
-from .featnorm import feature_warping, rasta_filter, sliding_cmvn
-from .frontend import (band_edges, cmvn, energy_vad, extract_features, extract_file,
-                       extract_many, mfcc_features, read_audio, vad_mask)
-from .vad import gmm_vad, kaldi_vad, percentile_vad
+from .dsp import band_edges, frame_log_energy
+from .featnorm import (FEATURE_NORMALIZATIONS, cmvn, feature_warping, normalize_features,
+                       rasta_filter, sliding_cmvn)
+from .frontend import NoSpeechError, extract_features, extract_file, extract_many, read_audio
+from .mfcc import mfcc_features
+from .vad import VAD_METHODS, energy_vad, gmm_vad, kaldi_vad, percentile_vad, vad_mask
 from .calibration import LogisticCalibration, load_calibration
 from .map import SpeakerModel, adapt_speakers, map_adapt, ubm_params, utterance_stats
 from .metrics import (
@@ -30,11 +39,15 @@ from .normalization import (asnorm, cohort_statistics, normalize_scores, score_m
                             tnorm, znorm, ztnorm)
 from .scorefiles import Trial, read_trials, write_score_file
 from .scoring import llr_scores, score_trials
+from .utterances import FeatureSource
 
 __all__ = [
     "read_audio",
+    "NoSpeechError",
     "mfcc_features",
+    "frame_log_energy",
     "energy_vad",
+    "VAD_METHODS",
     "vad_mask",
     "gmm_vad",
     "kaldi_vad",
@@ -44,6 +57,8 @@ __all__ = [
     "sliding_cmvn",
     "feature_warping",
     "rasta_filter",
+    "normalize_features",
+    "FEATURE_NORMALIZATIONS",
     "extract_features",
     "extract_file",
     "extract_many",
@@ -70,6 +85,7 @@ __all__ = [
     "read_trials",
     "write_score_file",
     "Trial",
+    "FeatureSource",
     "cohort_statistics",
     "znorm",
     "tnorm",

@@ -10,7 +10,7 @@
   trajectories (Hermansky & Morgan, 1994), which removes a slowly varying
   channel and smooths frame-to-frame jitter.
 
-:data:`NORMALISATIONS` maps the names ``extract_features(norm=...)`` takes to
+:data:`FEATURE_NORMALIZATIONS` maps the names ``extract_features(norm=...)`` takes to
 these functions.  Sliding windows are placed as Kaldi's ``--center`` does: centred
 on the frame, shifted inwards at the ends of the utterance so that every frame
 sees a full window when the utterance is long enough, and the whole utterance
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NORMALISATIONS", "cmvn", "sliding_cmvn", "feature_warping", "rasta_filter",
-           "normalise"]
+__all__ = ["FEATURE_NORMALIZATIONS", "cmvn", "sliding_cmvn", "feature_warping", "rasta_filter",
+           "normalize_features"]
 
 
 def _check(features):
@@ -172,7 +172,7 @@ def rasta_filter(features: np.ndarray, pole: float = 0.98) -> np.ndarray:
 
 
 #: ``extract_features(norm=...)`` name -> (function, keyword arguments).
-NORMALISATIONS = {
+FEATURE_NORMALIZATIONS = {
     "cmvn": (cmvn, {"variance": True}),
     "cmn": (cmvn, {"variance": False}),
     "sliding_cmvn": (sliding_cmvn, {"variance": True}),
@@ -182,24 +182,31 @@ NORMALISATIONS = {
 }
 
 
-def normalise(features: np.ndarray, norm: str = "cmvn", window: int = 300) -> np.ndarray:
-    """Apply one of :data:`NORMALISATIONS` by name.
+def normalize_features(features: np.ndarray, norm: str = "cmvn", window: int = 300) -> np.ndarray:
+    """Apply one of :data:`FEATURE_NORMALIZATIONS` by name.
 
     Parameters
     ----------
     features : numpy.ndarray, shape (n_frames, n_dims)
+        Features of one utterance.
     norm : {"cmvn", "cmn", "sliding_cmvn", "sliding_cmn", "warp", "none"}, optional
+        The normalization.
     window : int, optional
         Window in frames of the sliding ones and of ``"warp"``.
 
     Returns
     -------
     numpy.ndarray, shape (n_frames, n_dims), float32
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``norm``.
     """
-    if norm not in NORMALISATIONS:
+    if norm not in FEATURE_NORMALIZATIONS:
         raise ValueError(f"unknown normalisation {norm!r}; expected one of "
-                         f"{sorted(NORMALISATIONS)}")
-    func, kwargs = NORMALISATIONS[norm]
+                         f"{sorted(FEATURE_NORMALIZATIONS)}")
+    func, kwargs = FEATURE_NORMALIZATIONS[norm]
     if func is None:
         return _check(features).astype(np.float32)
     if func is not cmvn:

@@ -1,4 +1,4 @@
-"""Acoustic front-end for GMM-UBM speaker verification.
+"""Acoustic front-end for GMM-UBM speaker verification: audio files in, features out.
 
 Pipeline used by :func:`extract_features`::
 
@@ -6,24 +6,27 @@ Pipeline used by :func:`extract_features`::
 
 * :func:`read_audio` loads any file libsndfile understands as a float64 mono
   signal at the requested sample rate (polyphase resampling when needed).
-* :func:`mfcc_features` computes ``n_ceps`` static MFCCs (c0 replaced by the
-  log energy of the analysis band) plus deltas and delta-deltas:
-  ``3 * n_ceps`` (default 60) dimensions.  At 8 kHz the mel filterbank spans
-  the telephone band, 300-3400 Hz, by default (below 300 Hz a telephone
-  channel carries only noise); above 8 kHz it spans 0 Hz to Nyquist.
-* :func:`energy_vad` (:mod:`ipem.speaker.vad`) keeps the speech frames; its
-  default rule fits a 3-component Gaussian mixture to the frame
-  log-energies, so it adapts to the noise level.  The energies it sees are
-  those of the analysis band without pre-emphasis (:func:`frame_log_energy`),
-  where speech stands out most from noise.
+* :func:`ipem.speaker.mfcc.mfcc_features` computes ``n_ceps`` static MFCCs (c0
+  replaced by the log energy of the analysis band) plus deltas and
+  delta-deltas: ``3 * n_ceps`` (default 60) dimensions.  At 8 kHz the mel
+  filterbank spans the telephone band, 300-3400 Hz, by default; above 8 kHz it
+  spans 0 Hz to Nyquist (:mod:`ipem.speaker.dsp`).
+* :func:`ipem.speaker.vad.energy_vad` keeps the speech frames; its default
+  rule fits a 3-component Gaussian mixture to the frame log-energies, so it
+  adapts to the noise level.  The energies it sees are those of the analysis
+  band without pre-emphasis (:func:`ipem.speaker.vad.vad_mask`), where speech
+  stands out most from noise.
 * :mod:`ipem.speaker.featnorm` normalises the speech frames: per-utterance
   CMVN (default), sliding CMN/CMVN or feature warping over a 3 s window; RASTA
   filtering of the static cepstra is an option.
+
+:func:`extract_file` writes one feature file, :func:`extract_many` many (in
+threads or as tasks on a cluster); the formats and their file suffixes come
+from the format registry (:mod:`ipem.io.formats`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -33,32 +36,21 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .featnorm import NORMALISATIONS, cmvn, normalise, rasta_filter
-from .vad import VAD_METHODS, energy_vad
+from ..io.formats import suffix, write_names
+from .dsp import band_edges, prepare_signal
+from .featnorm import FEATURE_NORMALIZATIONS, normalize_features, rasta_filter
+from .mfcc import static_mfcc, with_deltas
+from .vad import VAD_METHODS, band_vad_mask
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "read_audio",
-    "extract_file",
-    "mfcc_features",
-    "frame_log_energy",
-    "band_edges",
-    "vad_mask",
-    "energy_vad",
-    "cmvn",
     "extract_features",
+    "extract_file",
     "extract_many",
     "NoSpeechError",
-    "VAD_METHODS",
-    "NORMALISATIONS",
 ]
-
-#: Feature formats :func:`extract_many` writes (Kaldi archives are written otherwise).
-WRITE_FORMATS = ("htk", "npy", "h5")
-
-#: Telephone band (Hz) the filterbank spans by default at sample rates <= 8 kHz.
-TELEPHONE_BAND = (300.0, 3400.0)
 
 
 class NoSpeechError(ValueError):
@@ -150,292 +142,6 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 8000) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# Spectral analysis
-# ---------------------------------------------------------------------------
-def _nfft_for(sample_rate: int, winlen: float) -> int:
-    frame_len = int(round(winlen * sample_rate))
-    return 1 << max(0, int(math.ceil(math.log2(max(frame_len, 1)))))
-
-
-def band_edges(sample_rate: int, low_freq: float | None = None,
-               high_freq: float | None = None) -> tuple[float, float]:
-    """The analysis band: the given edges, or the defaults for the sample rate.
-
-    Parameters
-    ----------
-    sample_rate : int
-        Sample rate in Hz.
-    low_freq, high_freq : float or None, optional
-        Band edges in Hz.  ``None``: the telephone band 300-3400 Hz at
-        sample rates <= 8000 Hz, 0 Hz and Nyquist above.
-
-    Returns
-    -------
-    (float, float)
-        ``(low, high)`` with ``0 <= low < high <= sample_rate / 2``.
-
-    Raises
-    ------
-    ValueError
-        For edges outside that range.
-    """
-    narrow = sample_rate <= 8000
-    low = (TELEPHONE_BAND[0] if narrow else 0.0) if low_freq is None else float(low_freq)
-    high = (TELEPHONE_BAND[1] if narrow else sample_rate / 2) if high_freq is None \
-        else float(high_freq)
-    if not (0.0 <= low < high <= sample_rate / 2):
-        raise ValueError(f"the band {low:g}-{high:g} Hz must satisfy 0 <= low < high <= "
-                         f"{sample_rate / 2:g} Hz (Nyquist)")
-    return low, high
-
-
-def _prepare(signal, dither, seed):
-    x = np.asarray(signal, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"signal must be 1-D (mono), got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError("signal is empty")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("signal contains NaN or infinite samples")
-    if dither and dither > 0:
-        rng = np.random.default_rng(seed)
-        x = x + dither * rng.standard_normal(x.size)
-    return x
-
-
-def _frames(x, frame_len, frame_step, window):
-    """Overlapping windowed frames of ``x``: (n_frames, frame_len), a view-based
-    equivalent of :func:`python_speech_features.sigproc.framesig` (same frame count,
-    zero padding of the last frame and rounding of the lengths)."""
-    from python_speech_features.sigproc import round_half_up
-
-    frame_len = int(round_half_up(frame_len))
-    frame_step = int(round_half_up(frame_step))
-    n = x.size
-    n_frames = 1 if n <= frame_len else 1 + int(math.ceil((n - frame_len) / frame_step))
-    padded = np.zeros((n_frames - 1) * frame_step + frame_len)
-    padded[:n] = x[:padded.size]
-    view = np.lib.stride_tricks.sliding_window_view(padded, frame_len)[::frame_step]
-    return view * window(frame_len)
-
-
-def _power_spectrum(x, sample_rate, winlen, winstep, preemph):
-    """Power spectra of Hamming-windowed frames, (n_frames, nfft // 2 + 1), and nfft."""
-    if preemph:
-        x = np.append(x[0], x[1:] - preemph * x[:-1])
-    frames = _frames(x, winlen * sample_rate, winstep * sample_rate, np.hamming)
-    nfft = _nfft_for(sample_rate, winlen)
-    spec = np.fft.rfft(frames, nfft)
-    return (spec.real ** 2 + spec.imag ** 2) / nfft, nfft
-
-
-def _log_band_energy(pspec, nfft, sample_rate, low, high):
-    """ln of the power in [low, high] Hz per frame (all bins for the full band)."""
-    f = np.arange(pspec.shape[1]) * (sample_rate / nfft)
-    energy = pspec[:, (f >= low) & (f <= high)].sum(axis=1)
-    return np.log(np.maximum(energy, np.finfo(np.float64).eps))
-
-
-@functools.lru_cache(maxsize=16)
-def _filterbank(n_filters, nfft, sample_rate, low, high):
-    from python_speech_features import get_filterbanks
-
-    fb = get_filterbanks(n_filters, nfft, sample_rate, low, high)
-    if not np.all(fb.sum(axis=1) > 0):
-        raise ValueError(f"{n_filters} mel filters over {low:g}-{high:g} Hz leave some filter "
-                         f"without an FFT bin (nfft={nfft}); use fewer filters or a wider band")
-    fb.flags.writeable = False
-    return fb
-
-
-def _static_mfcc(x, sample_rate, n_ceps, n_filters, winlen, winstep, low, high):
-    """Static MFCCs (c0 = ln band energy), float64 (n_frames, n_ceps), of a prepared signal."""
-    from python_speech_features import lifter
-    from scipy.fft import dct
-
-    if n_filters is None:
-        n_filters = 24 if sample_rate <= 8000 else 26
-    if n_ceps > n_filters:
-        raise ValueError(f"n_ceps ({n_ceps}) must not exceed n_filters ({n_filters})")
-    pspec, nfft = _power_spectrum(x, sample_rate, winlen, winstep, 0.97)
-    fb = _filterbank(int(n_filters), nfft, int(sample_rate), float(low), float(high))
-    eps = np.finfo(np.float64).eps
-    feats = dct(np.log(np.maximum(pspec @ fb.T, eps)), type=2, axis=1, norm="ortho")[:, :n_ceps]
-    feats = lifter(feats, 22)
-    feats[:, 0] = _log_band_energy(pspec, nfft, sample_rate, low, high)
-    return feats
-
-
-def mfcc_features(
-    signal: np.ndarray,
-    sample_rate: int,
-    *,
-    n_ceps: int = 20,
-    n_filters: int | None = None,
-    winlen: float = 0.025,
-    winstep: float = 0.01,
-    low_freq: float | None = None,
-    high_freq: float | None = None,
-    deltas: bool = True,
-    dither: float = 1e-5,
-    seed: int = 0,
-) -> np.ndarray:
-    """MFCC (+ delta + delta-delta) features of a signal.
-
-    The analysis is that of :func:`python_speech_features.mfcc` (pre-emphasis
-    0.97, Hamming window, lifter 22), except that c0 is the natural log of
-    the frame energy within the filterbank's band (all bins for the full band,
-    as python_speech_features does).
-
-    Parameters
-    ----------
-    signal : numpy.ndarray, shape (n_samples,)
-        Mono signal, nominally in [-1, 1].
-    sample_rate : int
-        Sample rate of ``signal`` in Hz.
-    n_ceps : int, optional
-        Number of static cepstra (default 20), c0 included.
-    n_filters : int or None, optional
-        Mel filters; ``None`` means 24 at <= 8 kHz and 26 above.
-    winlen, winstep : float, optional
-        Window length and shift in seconds (25 ms / 10 ms).
-    low_freq, high_freq : float or None, optional
-        Band edges of the mel filterbank in Hz; ``None``: 300-3400 Hz at
-        sample rates <= 8 kHz, 0 Hz to Nyquist above (:func:`band_edges`).
-    deltas : bool, optional
-        Append first and second derivatives (window N=2 each).
-    dither : float, optional
-        Standard deviation of Gaussian noise added to the signal before
-        analysis (guards digital silence); 0 disables it.
-    seed : int, optional
-        Seed of the dither noise, so features are reproducible.
-
-    Returns
-    -------
-    numpy.ndarray, shape (n_frames, 3 * n_ceps) or (n_frames, n_ceps), float32
-        Finite features, one row per frame: ``n_frames = 1 + ceil((n_samples -
-        winlen * sample_rate) / (winstep * sample_rate))``.
-    """
-    low, high = band_edges(sample_rate, low_freq, high_freq)
-    static = _static_mfcc(_prepare(signal, dither, seed), sample_rate, n_ceps, n_filters,
-                          winlen, winstep, low, high)
-    if not deltas:
-        return static.astype(np.float32)
-    return _with_deltas(static).astype(np.float32)
-
-
-def _delta(feat, n=2):
-    """Regression deltas over +-n frames, edges repeated: the deltas of
-    :func:`python_speech_features.delta`, vectorised over frames."""
-    t = feat.shape[0]
-    padded = np.pad(feat, ((n, n), (0, 0)), mode="edge")
-    out = np.zeros_like(feat)
-    for i in range(1, n + 1):
-        out += i * (padded[n + i:n + i + t] - padded[n - i:n - i + t])
-    return out / (2 * sum(i * i for i in range(1, n + 1)))
-
-
-def _with_deltas(static):
-    d1 = _delta(static, 2)
-    return np.hstack([static, d1, _delta(d1, 2)])
-
-
-def frame_log_energy(
-    signal: np.ndarray,
-    sample_rate: int,
-    *,
-    winlen: float = 0.025,
-    winstep: float = 0.01,
-    low_freq: float = 0.0,
-    high_freq: float | None = None,
-    preemph: float = 0.97,
-) -> np.ndarray:
-    """Natural log of the per-frame energy, optionally of one band only.
-
-    With the defaults it is c0 of :func:`python_speech_features.mfcc` (whole
-    band, after pre-emphasis).  :func:`extract_features` gives the VAD the
-    energy of the filterbank's band without pre-emphasis (``preemph=0``),
-    which keeps low-frequency voiced speech above the noise.
-
-    Parameters
-    ----------
-    signal : numpy.ndarray, shape (n_samples,)
-        Mono signal.
-    sample_rate : int
-        Sample rate in Hz.
-    winlen, winstep : float, optional
-        Window length and shift in seconds.
-    low_freq, high_freq : float or None, optional
-        Band in Hz (default: 0 Hz to Nyquist).
-    preemph : float, optional
-        Pre-emphasis coefficient; 0 disables it.
-
-    Returns
-    -------
-    numpy.ndarray, shape (n_frames,), float64
-        ``ln`` of the frame energy (power spectrum of the Hamming-windowed
-        frame summed over the band's bins), floored at ``ln(eps)``.
-    """
-    x = np.asarray(signal, dtype=np.float64)
-    if x.ndim != 1 or x.size == 0:
-        raise ValueError("signal must be a non-empty 1-D array")
-    low, high = band_edges(sample_rate, low_freq,
-                           sample_rate / 2 if high_freq is None else high_freq)
-    pspec, nfft = _power_spectrum(x, sample_rate, winlen, winstep, preemph)
-    return _log_band_energy(pspec, nfft, sample_rate, low, high)
-
-
-# ---------------------------------------------------------------------------
-# Speech frames
-# ---------------------------------------------------------------------------
-def _vad_mask(x, sample_rate, method, winlen, winstep, low, high, vad_kwargs):
-    pspec, nfft = _power_spectrum(x, sample_rate, winlen, winstep, 0.0)
-    log_e = _log_band_energy(pspec, nfft, sample_rate, low, high)
-    return energy_vad(log_e, **{"method": method, **(vad_kwargs or {})})
-
-
-def vad_mask(
-    signal: np.ndarray,
-    sample_rate: int,
-    vad: str = "gmm",
-    *,
-    winlen: float = 0.025,
-    winstep: float = 0.01,
-    low_freq: float | None = None,
-    high_freq: float | None = None,
-    dither: float = 1e-5,
-    seed: int = 0,
-    **vad_kwargs,
-) -> np.ndarray:
-    """The speech frames :func:`extract_features` keeps, for a signal.
-
-    The frames' log-energy in the filterbank's band, without pre-emphasis,
-    goes through :func:`energy_vad`.
-
-    Parameters
-    ----------
-    signal : numpy.ndarray, shape (n_samples,)
-        Mono signal.
-    sample_rate : int
-        Sample rate in Hz.
-    vad : {"gmm", "kaldi", "percentile"}, optional
-        The rule (:data:`VAD_METHODS`).
-    winlen, winstep, low_freq, high_freq, dither, seed
-        As for :func:`mfcc_features`.
-    **vad_kwargs
-        More options of :func:`energy_vad`.
-
-    Returns
-    -------
-    numpy.ndarray, shape (n_frames,), bool
-        One flag per frame of :func:`mfcc_features`.
-    """
-    low, high = band_edges(sample_rate, low_freq, high_freq)
-    return _vad_mask(_prepare(signal, dither, seed), sample_rate, vad, winlen, winstep, low, high,
-                     vad_kwargs)
-
-
-# ---------------------------------------------------------------------------
 # Whole pipeline
 # ---------------------------------------------------------------------------
 def extract_features(
@@ -466,10 +172,10 @@ def extract_features(
     sample_rate : int, optional
         Analysis sample rate in Hz (the file is resampled to it).
     n_ceps, n_filters, winlen, winstep, low_freq, high_freq, dither, seed
-        See :func:`mfcc_features` (by default the filterbank spans 300-3400 Hz
+        See :func:`ipem.speaker.mfcc.mfcc_features` (by default the filterbank spans 300-3400 Hz
         at 8 kHz).
     vad : bool or {"gmm", "kaldi", "percentile"}, optional
-        Drop non-speech frames with :func:`energy_vad` and this rule (True:
+        Drop non-speech frames with :func:`ipem.speaker.vad.energy_vad` and this rule (True:
         ``"gmm"``, the default); False keeps every frame.  The VAD sees the
         log-energy of the filterbank's band without pre-emphasis.
     norm : {"cmvn", "cmn", "sliding_cmvn", "sliding_cmn", "warp", "none"}, optional
@@ -485,7 +191,7 @@ def extract_features(
         False turns ``"cmvn"`` into ``"cmn"`` and ``"sliding_cmvn"`` into
         ``"sliding_cmn"`` (the earlier way to ask for mean-only CMN).
     vad_kwargs : dict, optional
-        Extra keyword arguments for :func:`energy_vad` (``method`` overrides
+        Extra keyword arguments for :func:`ipem.speaker.vad.energy_vad` (``method`` overrides
         ``vad``).
 
     Returns
@@ -505,21 +211,23 @@ def extract_features(
     if vad and vad not in VAD_METHODS:
         raise ValueError(f"unknown VAD {vad!r}; expected True, False or one of "
                          f"{sorted(VAD_METHODS)}")
-    if norm not in NORMALISATIONS:
+    if norm not in FEATURE_NORMALIZATIONS:
         raise ValueError(f"unknown normalisation {norm!r}; expected one of "
-                         f"{sorted(NORMALISATIONS)}")
+                         f"{sorted(FEATURE_NORMALIZATIONS)}")
     if not variance_norm:
         norm = {"cmvn": "cmn", "sliding_cmvn": "sliding_cmn"}.get(norm, norm)
     low, high = band_edges(sample_rate, low_freq, high_freq)
-    x = _prepare(read_audio(path, sample_rate), dither, seed)
-    static = _static_mfcc(x, sample_rate, n_ceps, n_filters, winlen, winstep, low, high)
-    feats = _with_deltas(rasta_filter(static) if rasta else static)
+    x = prepare_signal(read_audio(path, sample_rate), dither, seed)
+    static = static_mfcc(x, sample_rate, n_ceps, n_filters, winlen, winstep, low, high)
+    feats = with_deltas(rasta_filter(static) if rasta else static)
     if vad:
-        mask = _vad_mask(x, sample_rate, vad, winlen, winstep, low, high, vad_kwargs)
+        mask = band_vad_mask(x, sample_rate, vad, winlen, winstep, low, high, vad_kwargs)
         if not mask.any():
             raise NoSpeechError(f"no speech frames found in {path} (silent or too quiet)")
         feats = feats[mask]
-    return normalise(feats, norm, norm_window)
+    return normalize_features(feats, norm, norm_window)
+
+
 def extract_file(
     path: str | os.PathLike,
     out: str | os.PathLike,
@@ -539,7 +247,7 @@ def extract_file(
         Feature file to write (atomically, with ``ipem.io.write``); its
         directory must exist.
     fmt : {"htk", "npy", "h5"} or None, optional
-        Feature file format; inferred from the extension of ``out`` when
+        Feature file format (:func:`ipem.io.formats.write_names`); inferred from the extension of ``out`` when
         ``None``.  HTK files get the frame period ``winstep`` (in 100 ns
         units).
     **kwargs
@@ -590,14 +298,15 @@ def extract_many(
     out_dir : path-like
         Output directory (created if needed).
     fmt : {"htk", "npy", "h5"}, optional
-        Feature file format, passed to ``ipem.io.write``; it is also the
-        file extension.  HTK files get the frame period ``winstep``.
+        Feature file format (:func:`ipem.io.formats.write_names`), passed to
+        ``ipem.io.write``; :func:`ipem.io.formats.suffix` gives the file
+        suffix.  HTK files get the frame period ``winstep``.
     n_jobs : int, optional
         Number of worker threads when no ``controller`` is given.
     root : path-like, optional
         If given, each output mirrors the input's path relative to ``root``
-        (``out_dir/<relative path with .fmt suffix>``); otherwise outputs are
-        ``out_dir/<stem>.<fmt>`` and stems must be unique.
+        (``out_dir/<relative path with the format's suffix>``); otherwise
+        outputs are ``out_dir/<stem><suffix>`` and stems must be unique.
     controller : Controller, int, DirectView or None, optional
         Run one load-balanced task per file there (see
         :func:`ipem.as_controller`); the engines must see the same file
@@ -620,8 +329,10 @@ def extract_many(
     ipem.EngineValueError
         The same, raised on engines (the message names the file).
     """
-    if fmt not in WRITE_FORMATS:
-        raise ValueError(f"unknown feature format {fmt!r}; expected one of {WRITE_FORMATS}")
+    writable = write_names()
+    if fmt not in writable:
+        raise ValueError(f"unknown feature format {fmt!r}; expected one of {writable}")
+    ext = suffix(fmt)
     paths = [Path(p).absolute() for p in paths]
     out_dir = Path(out_dir).absolute()
     if root is not None:
@@ -632,9 +343,9 @@ def extract_many(
                 rel = p.relative_to(root)
             except ValueError:
                 raise ValueError(f"audio file {p} is not under the root {root}") from None
-            dsts.append(out_dir / rel.with_suffix("." + fmt))
+            dsts.append(out_dir / rel.with_suffix(ext))
     else:
-        dsts = [out_dir / (p.stem + "." + fmt) for p in paths]
+        dsts = [out_dir / (p.stem + ext) for p in paths]
     if len(set(dsts)) != len(dsts):
         raise ValueError("output names collide (same file stem twice); pass root= to mirror directories")
     for d in {d.parent for d in dsts}:

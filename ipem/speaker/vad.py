@@ -20,7 +20,11 @@ minimum number of frames) is common:
 Every rule also drops frames more than ``dynamic_range_db`` below the loudest
 one and below ``abs_floor_db`` (digital silence and dither are never speech).
 Log-energies are natural logs of frame energies of a signal scaled to [-1, 1]
-(:func:`ipem.speaker.frontend.frame_log_energy`).
+(:func:`ipem.speaker.dsp.frame_log_energy`).
+
+:func:`vad_mask` gives the speech frames of a signal as
+:func:`ipem.speaker.frontend.extract_features` keeps them: the log-energy of the
+filterbank's band, without pre-emphasis, through :func:`energy_vad`.
 """
 from __future__ import annotations
 
@@ -28,7 +32,10 @@ import math
 
 import numpy as np
 
-__all__ = ["VAD_METHODS", "energy_vad", "gmm_vad", "kaldi_vad", "percentile_vad"]
+from .dsp import band_edges, frame_log_energy, log_band_energy, power_spectrum, prepare_signal
+
+__all__ = ["VAD_METHODS", "energy_vad", "gmm_vad", "kaldi_vad", "percentile_vad", "vad_mask",
+           "band_vad_mask"]
 
 #: Natural-log energy -> dB.
 _LN_TO_DB = 10.0 / math.log(10.0)
@@ -162,7 +169,7 @@ def energy_vad(
     x : numpy.ndarray
         Either a signal, shape (n_samples,), when ``sample_rate`` is given, or
         per-frame natural-log energies, shape (n_frames,), as returned by
-        :func:`ipem.speaker.frontend.frame_log_energy`.
+        :func:`ipem.speaker.dsp.frame_log_energy`.
     sample_rate : int or None, optional
         Sample rate of ``x`` if it is a signal; ``None`` if it is log-energies.
     method : {"gmm", "kaldi", "percentile"}, optional
@@ -197,8 +204,6 @@ def energy_vad(
         raise ValueError(f"unknown VAD method {method!r}; expected one of {sorted(VAD_METHODS)}")
     rule = VAD_METHODS[method]
     if sample_rate is not None:
-        from .frontend import frame_log_energy
-
         log_e = frame_log_energy(x, sample_rate, winlen=winlen, winstep=winstep)
     else:
         log_e = np.asarray(x, dtype=np.float64)
@@ -232,3 +237,72 @@ def energy_vad(
         mask = np.zeros(n, dtype=bool)
         mask[order] = True
     return mask
+
+
+def band_vad_mask(x: np.ndarray, sample_rate: int, method: str, winlen: float, winstep: float,
+                  low: float, high: float, vad_kwargs: dict | None = None) -> np.ndarray:
+    """:func:`energy_vad` of the log-energies of a band, without pre-emphasis.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (n_samples,), float64
+        Signal from :func:`ipem.speaker.dsp.prepare_signal`.
+    sample_rate : int
+        Sample rate in Hz.
+    method : {"gmm", "kaldi", "percentile"}
+        The rule (:data:`VAD_METHODS`).
+    winlen, winstep : float
+        Window length and shift in seconds.
+    low, high : float
+        The band in Hz.
+    vad_kwargs : dict or None, optional
+        More options of :func:`energy_vad` (``method`` overrides ``method``).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames,), bool
+    """
+    pspec, nfft = power_spectrum(x, sample_rate, winlen, winstep, 0.0)
+    log_e = log_band_energy(pspec, nfft, sample_rate, low, high)
+    return energy_vad(log_e, **{"method": method, **(vad_kwargs or {})})
+
+
+def vad_mask(
+    signal: np.ndarray,
+    sample_rate: int,
+    vad: str = "gmm",
+    *,
+    winlen: float = 0.025,
+    winstep: float = 0.01,
+    low_freq: float | None = None,
+    high_freq: float | None = None,
+    dither: float = 1e-5,
+    seed: int = 0,
+    **vad_kwargs,
+) -> np.ndarray:
+    """The speech frames :func:`ipem.speaker.frontend.extract_features` keeps, for a signal.
+
+    The frames' log-energy in the filterbank's band, without pre-emphasis,
+    goes through :func:`energy_vad`.
+
+    Parameters
+    ----------
+    signal : numpy.ndarray, shape (n_samples,)
+        Mono signal.
+    sample_rate : int
+        Sample rate in Hz.
+    vad : {"gmm", "kaldi", "percentile"}, optional
+        The rule (:data:`VAD_METHODS`).
+    winlen, winstep, low_freq, high_freq, dither, seed
+        As for :func:`ipem.speaker.mfcc.mfcc_features`.
+    **vad_kwargs
+        More options of :func:`energy_vad`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames,), bool
+        One flag per frame of :func:`ipem.speaker.mfcc.mfcc_features`.
+    """
+    low, high = band_edges(sample_rate, low_freq, high_freq)
+    return band_vad_mask(prepare_signal(signal, dither, seed), sample_rate, vad, winlen, winstep,
+                         low, high, vad_kwargs)
