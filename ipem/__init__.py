@@ -15,7 +15,8 @@ unchanged in-process or on ipyparallel engines in MPI mode.  Where things are:
 from ._optional import MissingDependencyError
 from .cluster.kmeans import KMeans
 from .cluster.kmeans_plusplus import kmeans_plusplus_distributed
-from .em.driver import EMLoop, EMResult, IterationRecord
+from .em.driver import EMLoop, EMResult
+from .em.records import IterationRecord
 from .kernels import BACKEND, available_backends
 from .mixture.gaussian_mixture import GaussianMixture
 from .mixture.ubm import UBMTrainer

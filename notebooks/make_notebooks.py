@@ -140,7 +140,7 @@ refs = features.list_features(paths)
 print(len(refs), "files,", sum(r.n_frames for r in refs), "frames of", refs[0].n_features, "dims")""",
     """cluster = ipem.MPICluster(n=2, blas_threads=1)
 ctrl = cluster.start()
-data = ctrl.distribute_files(refs)          # each engine reads its own files
+data = features.distribute_files(ctrl, refs)   # each engine reads its own files
 for rank, files in enumerate(data.files):
     print(f"rank {rank}: {len(files)} files, {sum(f.n_frames for f in files)} frames")""",
     """md:## Train with the live plot""",

@@ -25,7 +25,7 @@ import ipem.speaker
 import ipem.speaker.pipeline
 from ipem import plotting
 from ipem import progress as progress_mod
-from ipem.em.driver import IterationRecord
+from ipem.em.records import IterationRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {
@@ -222,7 +222,7 @@ KERNEL_CELLS = [
 warnings.simplefilter("always")
 backend = matplotlib.get_backend()
 import numpy as np, ipem
-from ipem.em.driver import IterationRecord
+from ipem.em.records import IterationRecord
 from ipem.progress import in_notebook, progress_bar, progress_iter
 from ipem.speaker import plot_det
 print("in_notebook:", in_notebook())""",
@@ -315,7 +315,7 @@ def test_plots_never_switch_the_matplotlib_backend(default, tmp_path):
         import sys, matplotlib
         before = matplotlib.get_backend()
         import ipem, ipem.speaker
-        from ipem.em.driver import IterationRecord
+        from ipem.em.records import IterationRecord
         plot = ipem.LivePlot(path={str(tmp_path / "p.png")!r})
         for i in range(1, 4):
             plot(IterationRecord(i, -1 / i, 0.1, 0.01, 0.01 * i))

@@ -26,51 +26,14 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..parallel.errors import EngineError, EngineLost, EngineRecoveryWarning
+from .records import IterationRecord
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class IterationRecord:
-    """What one EM iteration did; passed to callbacks and kept in ``history_``.
-
-    Attributes
-    ----------
-    iteration : int
-        1-based iteration number (counted across stages for staged training).
-    objective : float
-        Criterion evaluated in this iteration's E-step.
-    change : float
-        ``objective`` minus the previous iteration's (``inf`` at the first).
-    time : float
-        Wall-clock seconds of this iteration.
-    elapsed : float
-        Wall-clock seconds since the start of the fit.
-    e_step_time : float
-        Seconds spent in the E-step call (engines plus transfers).
-    stage : int or None
-        Number of components during this iteration (staged training).
-    info : dict
-        Model-specific telemetry (floored variances, dead components, ...) and
-        the controller's per-shard ``shard_frames`` and E-step ``shard_time``.
-    """
-
-    iteration: int
-    objective: float
-    change: float
-    time: float
-    elapsed: float
-    e_step_time: float = 0.0
-    stage: int | None = None
-    info: dict = field(default_factory=dict)
-
-    def as_dict(self):
-        return asdict(self)
 
 
 @dataclass

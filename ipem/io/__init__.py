@@ -28,6 +28,8 @@ module              contents
 ``checks``          validation shared by the format modules
 ``atomic``          :func:`atomic_path`, :func:`save_npz_atomic`,
                     :func:`write_text_atomic`, :func:`atomic_directory`
+``shards``          :func:`distribute_files`: a controller's dataset whose
+                    shards read their own feature files
 ``preflight``       checks before a step runs: outputs writable, inputs
                     readable (``check_output_file`` ...)
 ``models``          the model/checkpoint ``.npz`` format: :func:`load_model`,
@@ -49,6 +51,7 @@ from .datadir import DataDir, read_data_dir, write_data_dir
 from .lists import is_list_file, is_scp_file, list_kind, read_list, read_lines, read_scp
 from .models import load_model, records_from_json, records_to_json, rng_from_arrays, rng_to_arrays
 from .refs import FeatureFileError, FeatureRef
+from .shards import distribute_files
 
 __all__ = [
     "DEFAULT_H5_KEY",
@@ -60,6 +63,7 @@ __all__ = [
     "atomic_directory",
     "atomic_path",
     "describe",
+    "distribute_files",
     "infer_format",
     "is_list_file",
     "is_scp_file",

@@ -10,7 +10,8 @@ They hold at least
     Diagonal variances.
 ``history_json`` : 0-d str array, optional
     The :class:`ipem.IterationRecord` history as JSON
-    (:func:`records_to_json`); non-finite floats are stored as strings.
+    (:func:`ipem.em.records.records_to_json`, re-exported here); non-finite
+    floats are stored as strings.
 
 and, for checkpoints, the training position plus the random generator
 state as three arrays (:func:`rng_to_arrays`).  Files are written with
@@ -31,17 +32,16 @@ outside the directory (:func:`check_model_id`).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
 import zipfile
 import zlib
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
-from ..em.driver import IterationRecord
+from ..em.records import IterationRecord, records_from_json, records_to_json
 
 __all__ = ["MAX_ARRAY_BYTES", "MAX_TEXT_BYTES", "array_limits", "check_gmm", "check_model_id",
            "history_from", "invalid_model_file", "load_model", "model_file", "read_npz",
@@ -340,56 +340,6 @@ def rng_from_arrays(z: Mapping[str, np.ndarray]) -> np.random.RandomState:
     rng.set_state(("MT19937", z["rng_keys"], int(z["rng_meta"][0]), int(z["rng_meta"][1]),
                    float(z["rng_cached"][0])))
     return rng
-
-
-def _clean(v):
-    """JSON-safe copy of ``v``: non-finite floats as strings, NumPy scalars as Python."""
-    if isinstance(v, float) and not np.isfinite(v):
-        return str(v)
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
-def records_to_json(records: Sequence[IterationRecord]) -> str:
-    """Serialise an EM history to JSON.
-
-    Parameters
-    ----------
-    records : sequence of IterationRecord
-
-    Returns
-    -------
-    str
-        A JSON list of the records' :meth:`~ipem.IterationRecord.as_dict`;
-        ``inf``/``nan`` are written as the strings ``"inf"``/``"nan"``.
-    """
-    return json.dumps([_clean(r.as_dict()) for r in records])
-
-
-def records_from_json(text: str) -> list[IterationRecord]:
-    """Inverse of :func:`records_to_json`.
-
-    Parameters
-    ----------
-    text : str
-        JSON list of record dicts.
-
-    Returns
-    -------
-    list of IterationRecord
-    """
-    out = []
-    for d in json.loads(text):
-        for key in ("objective", "change"):
-            if isinstance(d[key], str):
-                d[key] = float(d[key])
-        out.append(IterationRecord(**d))
-    return out
 
 
 def history_from(z: dict, path) -> list[IterationRecord]:

@@ -285,7 +285,7 @@ class UBMTrainer(EMEstimator):
             if total < self.n_components:
                 raise ValueError(f"the feature files hold {total} frames, fewer than the "
                                  f"{self.n_components} components")
-            data = as_controller(self.controller).distribute_files(refs, dtype=self.dtype)
+            data = _io.distribute_files(as_controller(self.controller), refs, dtype=self.dtype)
             self.n_features_in_ = data.n_features
             return data, True
         if isinstance(X, (list, tuple)) and len(X) == 0:

@@ -3,9 +3,11 @@
 Every ipem algorithm talks to its data through a :class:`Controller` and
 through nothing else.  A controller can
 
-* **distribute** a dataset once (:meth:`Controller.distribute`,
-  :meth:`Controller.distribute_files`); the shards then stay where they were
-  sent and are referred to by a :class:`~ipem.parallel.data.DistributedData`;
+* **distribute** a dataset once (:meth:`Controller.distribute` sends arrays,
+  :meth:`Controller.distribute_loaded` lets each shard make its rows with a
+  loader, e.g. :func:`ipem.io.shards.distribute_files`); the shards then stay
+  where they were sent and are referred to by a
+  :class:`~ipem.parallel.data.DistributedData`;
 * run a **shard function** ``func(shard, *args)`` on every shard with
   broadcast parameters and **reduce** the statistics it returns
   (:meth:`Controller.reduce`), or bring the per-shard results back in shard
@@ -178,48 +180,16 @@ class Controller:
         self._stored(data, ("put", parts))
         return data
 
-    def distribute_files(self, refs, *, dtype=np.float32, key=None):
-        """Let each shard read its own feature files, balanced by frame count.
-
-        Parameters
-        ----------
-        refs : list of FeatureRef
-            From :func:`ipem.io.list_features`; headers already read.
-        dtype : {numpy.float32, numpy.float64}
-
-        Returns
-        -------
-        DistributedData
-            ``files[i]`` lists the files shard ``i`` read; the assignment is
-            kept here, on the client, so that the files of a lost engine can
-            be read again elsewhere.
-        """
-        from .. import io
-
-        refs = list(refs)
-        if not refs:
-            raise ValueError("distribute_files: no feature files given")
-        io.validate_all(refs)
-        files = [[refs[i] for i in idx] for idx in assign_balanced(refs, self.n_shards)]
-        key = key or f"f{uuid.uuid4().hex[:8]}"
-        sizes = np.array([sum(r.n_frames for r in fs) for fs in files], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        n_features = refs[0].n_features
-        data = DistributedData(self, key, sizes, n_features, dtype, files=files)
-        assignments = [(fs, int(offsets[i]), np.dtype(dtype).str, n_features)
-                       for i, fs in enumerate(files)]
-        self._stored(data, ("load", read_feature_shard, assignments))
-        return data
-
     def distribute_loaded(self, loader, assignments, shard_sizes, n_features, *,
                           dtype=np.float64, files=None, key=None):
         """Let each shard make its own rows where it lives, with a loader of its own.
 
-        The general form of :meth:`distribute_files`: shard ``i`` stores
+        Shard ``i`` stores
         ``loader(*assignments[i]) -> (X, offset, sources)``.  Like every
         dataset, it is made again from the same recipe when engines are
-        replaced (e.g. per-utterance statistics computed from feature files,
-        :mod:`ipem.ivector.stats`).
+        replaced (feature files read where the shards live,
+        :func:`ipem.io.shards.distribute_files`; per-utterance statistics
+        computed from feature files, :mod:`ipem.ivector.stats`).
 
         Parameters
         ----------
@@ -499,21 +469,6 @@ def _shard_centered_sq(shard, mean):
 
 def _shard_take(shard, per_shard_rows):
     return shard.X[np.asarray(per_shard_rows[shard.index], dtype=np.int64)].astype(np.float64)
-
-
-def read_feature_shard(files, offset, dtype, n_features):
-    """Loader of :meth:`Controller.distribute_files`: read a shard's feature files.
-
-    Returns
-    -------
-    X : ndarray of shape (n_frames, n_features)
-    offset : int
-    sources : list of str
-    """
-    from .. import io
-    X = (io.load_many(files, dtype=np.dtype(dtype)) if files
-         else np.zeros((0, n_features), dtype))
-    return X, offset, [f.path if f.key is None else f"{f.path}:{f.key}" for f in files]
 
 
 def _short(item, limit=160):
