@@ -1,0 +1,6 @@
+"""``python -m ipem.cli``: the same as the ``ipem`` command."""
+import sys
+
+from .main import main
+
+sys.exit(main())
