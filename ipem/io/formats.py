@@ -191,4 +191,4 @@ def infer_format(path: PathLike) -> str:
         raise FeatureFileError(path, "is a Kaldi script file; use list_features() to expand it")
     known = ", ".join(sorted(extensions))
     raise FormatInferenceError(path, f"cannot infer the feature format from extension {ext!r} "
-                               f"(known: {known}", hint="; Kaldi archives via .scp); pass fmt=")
+                               f"(known: {known}; Kaldi archives via .scp)", hint="; pass fmt=")
