@@ -38,7 +38,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     import ipem
     from ipem.mixture.ubm import UBMTrainer
-    from ipem.speaker import pipeline
+    from ipem import steps
+    from ipem.speaker import FeatureSource
     from ipem.synth import generate_corpus
 
     load0 = os.getloadavg()
@@ -49,9 +50,10 @@ def main(argv=None):
         info = generate_corpus(corpus, n_speakers=args.speakers, n_enroll=3, n_test=8,
                                n_ubm=6, seed=0)
         with ipem.MPICluster(n=2, blas_threads=1) as ctrl:
-            refs = pipeline.extract(corpus, feats, controller=ctrl, progress=False)
-            ubm_files = pipeline.feature_files(info.ubm_list, feats, corpus)
-            enrollment = pipeline.read_enrollment(info.enroll_list, feats, corpus)
+            refs = steps.extract(corpus, feats, controller=ctrl, progress=False)
+            source = FeatureSource(feats, corpus)
+            ubm_files = source.files(info.ubm_list)
+            enrollment = source.enrollment(info.enroll_list)
             n_frames = sum(r.n_frames for r in refs)
             for name, params in MODES:
                 ubm = UBMTrainer(args.components, stage_iter=8, final_iter=20, tol=1e-3,
@@ -60,13 +62,12 @@ def main(argv=None):
                 last = [r for r in ubm.history_ if r.stage == args.components]
                 per_iter = statistics.median(r.time for r in last)
                 models = tmp / f"models-{len(rows)}"
-                pipeline.adapt(ubm, enrollment, models, controller=ctrl, progress=False)
-                trials, scores = pipeline.score(ubm, info.trials_list, models, feats,
-                                                root=corpus, top_c=5, controller=ctrl,
-                                                progress=False)
+                steps.adapt(ubm, enrollment, models, controller=ctrl, progress=False)
+                trials, scores = steps.score(ubm, info.trials_list, models, source=source,
+                                             top_c=5, controller=ctrl, progress=False)
                 tar = [s for t, s in zip(trials, scores) if t.label == "target"]
                 non = [s for t, s in zip(trials, scores) if t.label != "target"]
-                r = pipeline.evaluate(tar, non)
+                r = steps.evaluate(tar, non)
                 rows.append((name, ubm.lower_bound_, per_iter, ubm.n_iter_, r, len(tar),
                              len(non)))
                 print(f"{name}: log-likelihood/frame {ubm.lower_bound_:.4f}, {per_iter:.3f} "

@@ -48,7 +48,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from reference_pipeline import ReferenceGMMUBM  # noqa: E402
 
-from ipem.speaker import pipeline  # noqa: E402
+from ipem import steps  # noqa: E402
+from ipem.speaker import FeatureSource  # noqa: E402
 from ipem.speaker.calibration import LogisticCalibration  # noqa: E402
 from ipem.synth import generate_corpus  # noqa: E402
 from ipem.speaker.normalization import snorm  # noqa: E402
@@ -108,7 +109,7 @@ def _design(info, n_trial_speakers):
 
 def _metrics(scores, labels):
     tar, non = scores[labels], scores[~labels]
-    r = pipeline.evaluate(tar, non)
+    r = steps.evaluate(tar, non)
     return {"eer": r["eer"], "min_dcf": r["min_dcf_sre08"], "act_dcf": r["act_dcf_sre08"],
             "cllr": r["cllr"], "n_target": r["n_target"], "n_nontarget": r["n_nontarget"]}
 
@@ -134,20 +135,20 @@ def _ipem(info, design, work):
                        ("trials", [t[:3] for t in trials])):
         lists[name] = work / f"{name}.lst"
         lists[name].write_text("".join(" ".join(r) + "\n" for r in rows))
-    pipeline.extract(root, feats)
-    ubm = pipeline.train_ubm(pipeline.feature_files(lists["ubm"], feats, root),
-                             n_components=K, seed=0)
-    pipeline.adapt(ubm, lists["enroll"], work / "models", features_dir=feats, root=root)
-    pipeline.adapt(ubm, lists["cohort"], work / "cohort_models", features_dir=feats, root=root)
-    got, raw = pipeline.score(ubm, lists["trials"], work / "models", feats, root=root)
+    steps.extract(root, feats)
+    source = FeatureSource(feats, root)
+    ubm = steps.train_ubm(source.files(lists["ubm"]), n_components=K, seed=0)
+    steps.adapt(ubm, lists["enroll"], work / "models", source=source)
+    steps.adapt(ubm, lists["cohort"], work / "cohort_models", source=source)
+    got, raw = steps.score(ubm, lists["trials"], work / "models", source=source)
     assert [(t.model, t.test) for t in got] == [t[:2] for t in trials]
-    _, normed = pipeline.normalize(ubm, (got, raw), lists["cohort"], work / "models", feats,
-                                   method="s", cohort_models=work / "cohort_models", root=root)
+    _, normed = steps.normalize(ubm, (got, raw), lists["cohort"], work / "models", source=source,
+                                method="s", cohort_models=work / "cohort_models")
     methods = {}
     for method in ("exact", "linear"):
         t0 = time.perf_counter()
-        methods[method] = pipeline.score(ubm, lists["trials"], work / "models", feats,
-                                         root=root, scoring=method)[1]
+        methods[method] = steps.score(ubm, lists["trials"], work / "models", source=source,
+                                      scoring=method)[1]
         methods[method + "_s"] = time.perf_counter() - t0
     return raw, normed, methods
 

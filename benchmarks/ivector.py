@@ -51,10 +51,10 @@ sys.path.insert(0, str(HERE.parent))
 import ipem  # noqa: E402
 from ipem.demo import split_lists  # noqa: E402
 from ipem.io import read_list  # noqa: E402
-from ipem.ivector import pipeline as ivp  # noqa: E402
-from ipem.speaker import pipeline  # noqa: E402
+from ipem import steps  # noqa: E402
+from ipem.speaker import FeatureSource  # noqa: E402
+from ipem.speaker.scorefiles import read_score_file, read_trials, split_scores  # noqa: E402
 from ipem.synth import generate_corpus  # noqa: E402
-from ipem.speaker.scoring import read_trials  # noqa: E402
 
 CORPORA = {"demo": dict(n_ubm=6, n_enroll=3, n_test=8, seed=0),
            "large": dict(n_ubm=20, n_enroll=3, n_test=16, seed=1)}
@@ -70,7 +70,7 @@ def prepare(work, name):
     if not (corpus / "trials.lst").exists():
         generate_corpus(corpus, n_jobs=2, **CORPORA[name])
     if not feats.exists():
-        pipeline.extract(corpus, feats, controller=None)
+        steps.extract(corpus, feats, controller=None)
     speakers = tuple(f[0] for _, f in read_list(corpus / "enroll.lst"))
     info = SimpleNamespace(speakers=speakers, trials_list=corpus / "trials.lst",
                            enroll_list=corpus / "enroll.lst", ubm_list=corpus / "ubm.lst")
@@ -79,11 +79,11 @@ def prepare(work, name):
 
 def metrics(score_path, lists, out, name):
     """EER/minDCF (raw) and actDCF (calibrated on the development half), evaluation half."""
-    cal = pipeline.calibrate(score_path, key=lists["dev_key"], out=str(out / f"cal_{name}.json"))
-    ev_trials, ev = pipeline.read_score_file(score_path, lists["eval_key"])
-    _, llr = pipeline.apply_calibration(cal, score_path, key=lists["eval_key"])
-    raw = pipeline.evaluate(*pipeline.split_scores(ev_trials, ev))
-    calibrated = pipeline.evaluate(*pipeline.split_scores(ev_trials, llr))
+    cal = steps.calibrate(score_path, key=lists["dev_key"], out=str(out / f"cal_{name}.json"))
+    ev_trials, ev = read_score_file(score_path, lists["eval_key"])
+    _, llr = steps.apply_calibration(cal, score_path, key=lists["eval_key"])
+    raw = steps.evaluate(*split_scores(ev_trials, ev))
+    calibrated = steps.evaluate(*split_scores(ev_trials, llr))
     return {"eer": raw["eer"], "min_dcf": raw["min_dcf_sre08"],
             "act_dcf": calibrated["act_dcf_sre08"], "n_target": raw["n_target"],
             "n_nontarget": raw["n_nontarget"]}
@@ -93,36 +93,36 @@ def run_corpus(work, name, rank, components):
     out, corpus, feats, info = prepare(work, name)
     lists = split_lists(info, out)
     res, times = {}, {}
+    source = FeatureSource(feats, corpus)
     t0 = time.perf_counter()
-    ubm = pipeline.train_ubm(pipeline.feature_files(info.ubm_list, feats, corpus),
-                             n_components=components, seed=0, controller=None)
+    ubm = steps.train_ubm(source.files(info.ubm_list), n_components=components, seed=0,
+                          controller=None)
     times["UBM"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     import shutil
     shutil.rmtree(out / "models", ignore_errors=True)
-    pipeline.adapt(ubm, pipeline.read_enrollment(lists["enroll"], feats, corpus), out / "models")
-    pipeline.score(ubm, lists["trials"], out / "models", feats, root=corpus, top_c=5,
-                   out=str(out / "scores_gmm.txt"))
+    steps.adapt(ubm, source.enrollment(lists["enroll"]), out / "models")
+    steps.score(ubm, lists["trials"], out / "models", source=source, top_c=5,
+                out=str(out / "scores_gmm.txt"))
     times["GMM-UBM adapt+score"] = time.perf_counter() - t0
     res["GMM-UBM"] = metrics(out / "scores_gmm.txt", lists, out, "gmm")
 
     t0 = time.perf_counter()
-    train = ivp.read_utterances(info.ubm_list, feats, corpus)
-    tv = ivp.train_ivector(ubm, train, rank=rank, n_iter=10, seed=0, controller=None)
+    train = source.utterances(info.ubm_list)
+    tv = steps.train_ivector(ubm, train, rank=rank, n_iter=10, seed=0, controller=None)
     times["TV training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     tests = list(dict.fromkeys(t.test for t in read_trials(lists["trials"])))
-    utts = dict(ivp.enrollment(lists["enroll"], feats, corpus))
-    source = pipeline.feature_source(feats)
-    utts.update({t: pipeline.feature_path(t, source, corpus) for t in tests})
+    utts = dict(source.enrollment(lists["enroll"]))
+    utts.update({t: source.path(t) for t in tests})
     utts.update({u: p for u, p in train.items()})
-    vecs = ivp.extract(tv, utts, out=str(out / "ivectors.npz"))
+    vecs = steps.extract_ivectors(tv, utts, out=str(out / "ivectors.npz"))
     times["i-vector extraction"] = time.perf_counter() - t0
-    backend = ivp.train_backend({u: vecs[u] for u in train}, out=str(out / "backend.npz"))
+    backend = steps.train_backend({u: vecs[u] for u in train}, out=str(out / "backend.npz"))
     for method in ("cosine", "plda"):
         path = out / f"scores_{method}.txt"
-        ivp.score(vecs, lists["trials"], backend=method, model=backend, out=str(path))
+        steps.score_ivectors(vecs, lists["trials"], backend=method, model=backend, out=str(path))
         res[f"i-vector + {method}"] = metrics(path, lists, out, method)
     counts = {"speakers": lists["n_speakers"], "train utterances": len(train),
               "TV objective": [round(r.objective, 4) for r in tv.history_]}
@@ -211,9 +211,10 @@ def main(argv=None):
     if args.timing_only:
         name = args.corpora.split(",")[-1]
         out_dir, corpus, feats, info = prepare(work, name)
-        ubm = pipeline.train_ubm(pipeline.feature_files(info.ubm_list, feats, corpus),
-                                 n_components=args.components, seed=0, controller=None)
-        train = ivp.read_utterances(info.ubm_list, feats, corpus)
+        source = FeatureSource(feats, corpus)
+        ubm = steps.train_ubm(source.files(info.ubm_list), n_components=args.components,
+                              seed=0, controller=None)
+        train = source.utterances(info.ubm_list)
         timing = time_tv(ubm, train, args.timing_rank)
         print({k: (np.round(v, 3).tolist() if isinstance(v, list) else v)
                for k, v in timing.items()})

@@ -136,7 +136,7 @@ def psf_rate(sigs):
 
 def extraction(args, rows, tmp):
     import ipem
-    from ipem.speaker.pipeline import extract
+    from ipem.steps import extract
     root = os.path.join(tmp, "audio")
     sigs = write_corpus(root, args.utterances)
     frames_total = sum(1 + (len(x) - 200) // 80 for x in sigs)   # 25 ms / 10 ms at 8 kHz

@@ -24,9 +24,8 @@
 10. print EER, minDCF, actDCF, Cllr and minCllr of GMM-UBM (raw, S-norm) and
     i-vectors (cosine, PLDA) side by side and write the DET curves.
 
-Every step is a function of :mod:`ipem.speaker.pipeline` or
-:mod:`ipem.ivector.pipeline` (the ones the ``ipem`` command runs), chained
-through files in ``--out``.
+Every step is a function of :mod:`ipem.steps` (the ones the ``ipem`` command
+runs), chained through files in ``--out``.
 """
 from __future__ import annotations
 
@@ -139,8 +138,9 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
         that installs them).
     """
     import ipem
-    from .ivector import pipeline as ivector_pipeline
-    from .speaker import pipeline
+    from . import steps
+    from .speaker.scorefiles import read_score_file, read_scores, split_scores
+    from .speaker.utterances import FeatureSource
     from .speaker.calibration import DEFAULT_PRIOR
     from .synth import generate_corpus
     from .speaker.metrics import plot_det
@@ -155,7 +155,8 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
     corpus, feats = out / "corpus", out / "features"
     ubm_path, models, cohort_models = out / "ubm.npz", out / "models", out / "cohort_models"
     scores_path, snorm_path = out / "scores.txt", out / "scores_snorm.txt"
-    ivector_paths = {m: out / f"scores_ivector_{m}.txt" for m in ivector_pipeline.BACKENDS}
+    ivector_paths = {m: out / f"scores_ivector_{m}.txt" for m in steps.BACKENDS}
+    source = FeatureSource(feats, corpus)
     timings = {}
 
     t0 = _step("1. corpus: MBROLA voices, varied text/rate/pitch, telephone channel, noise")
@@ -176,18 +177,18 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
         timings["cluster start"] = time.perf_counter() - t0
 
         t0 = _step("3. features on the engines (20 MFCC + deltas + double deltas, VAD, CMVN)")
-        refs = pipeline.extract(corpus, feats, controller=ctrl, progress=True)
+        refs = steps.extract(corpus, feats, controller=ctrl, progress=True)
         print(f"extracted {len(refs)} files, {sum(r.n_frames for r in refs)} speech frames "
               f"-> {feats}")
         timings["features"] = time.perf_counter() - t0
 
         t0 = _step(f"4. UBM: {components} diagonal Gaussians by splitting; engines read "
                    "their own feature files")
-        ubm = pipeline.train_ubm(
-            pipeline.feature_files(info.ubm_list, feats, corpus), n_components=components,
+        ubm = steps.train_ubm(
+            source.files(info.ubm_list), n_components=components,
             seed=seed, checkpoint=str(out / "ubm.ckpt.npz"), plot=str(out / "convergence.png"),
             out=str(ubm_path), controller=ctrl,
-            callbacks=[lambda r: print(pipeline.format_record(r), flush=True)])
+            callbacks=[lambda r: print(steps.format_ubm_record(r), flush=True)])
         print(f"UBM: {ubm.weights_.size} Gaussians, {ubm.n_iter_} iterations, "
               f"log-likelihood/frame {ubm.lower_bound_:.4f} -> {ubm_path}")
         print(f"convergence plot -> {out / 'convergence.png'}")
@@ -195,48 +196,48 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
 
         t0 = _step("5. MAP adaptation of the speaker and cohort models (means, r=16), "
                    "task-parallel")
-        adapted = pipeline.adapt(ubm, pipeline.read_enrollment(lists["enroll"], feats, corpus),
-                                 models, controller=ctrl, progress=True)
+        adapted = steps.adapt(ubm, source.enrollment(lists["enroll"]), models,
+                              controller=ctrl, progress=True)
         print(f"adapted {len(adapted)} speaker models -> {models}")
-        adapted = pipeline.adapt(ubm, pipeline.read_enrollment(lists["cohort"], feats, corpus),
-                                 cohort_models, controller=ctrl, progress=True)
+        adapted = steps.adapt(ubm, source.enrollment(lists["cohort"]), cohort_models,
+                              controller=ctrl, progress=True)
         print(f"adapted {len(adapted)} cohort models -> {cohort_models}")
         timings["adapt"] = time.perf_counter() - t0
 
         t0 = _step("6. scoring the trials (top-5 Gaussians), in parallel")
-        trials, _ = pipeline.score(ubm, lists["trials"], models, feats, root=corpus, top_c=5,
-                                   out=str(scores_path), controller=ctrl, progress=True)
+        trials, _ = steps.score(ubm, lists["trials"], models, source=source, top_c=5,
+                                out=str(scores_path), controller=ctrl, progress=True)
         print(f"scored {len(trials)} trials -> {scores_path}")
         timings["score"] = time.perf_counter() - t0
 
         t0 = _step("7. S-norm: models against the cohort segments, test segments against the "
                    "cohort models, in parallel")
-        pipeline.normalize(ubm, scores_path, lists["cohort"], models, feats, method="s",
-                           cohort_models=cohort_models, root=corpus, top_c=5,
-                           out=str(snorm_path), controller=ctrl, progress=True)
+        steps.normalize(ubm, scores_path, lists["cohort"], models, source=source, method="s",
+                        cohort_models=cohort_models, top_c=5, out=str(snorm_path),
+                        controller=ctrl, progress=True)
         print(f"S-normalised {len(trials)} trials -> {snorm_path}")
         timings["S-norm"] = time.perf_counter() - t0
 
         t0 = _step("8. i-vectors: total variability (R=20) by EM on the engines, extraction "
                    "task-parallel, LDA/WCCN/length-norm/PLDA back-end")
-        train = ivector_pipeline.read_utterances(info.ubm_list, feats, corpus)
-        tv = ivector_pipeline.train_ivector(
+        train = source.utterances(info.ubm_list)
+        tv = steps.train_ivector(
             ubm, train, rank=20, n_iter=10, seed=seed, checkpoint=str(out / "tv.ckpt.npz"),
             out=str(out / "tv.npz"), controller=ctrl,
-            callbacks=[lambda r: print(ivector_pipeline.format_record(r), flush=True)])
-        utts = ivector_pipeline.enrollment(lists["enroll"], feats, corpus)
-        utts.update(ivector_pipeline.read_utterances(lists["tests"], feats, corpus))
+            callbacks=[lambda r: print(steps.format_ivector_record(r), flush=True)])
+        utts = source.enrollment(lists["enroll"])
+        utts.update(source.utterances(lists["tests"]))
         utts.update(train)
-        vecs = ivector_pipeline.extract(tv, utts, out=str(out / "ivectors.npz"),
-                                        controller=ctrl, progress=True)
+        vecs = steps.extract_ivectors(tv, utts, out=str(out / "ivectors.npz"),
+                                      controller=ctrl, progress=True)
         print(f"{len(vecs)} i-vectors -> {out / 'ivectors.npz'}")
-    backend = ivector_pipeline.train_backend({u: vecs[u] for u in train},
-                                             out=str(out / "ivector_backend.npz"))
+    backend = steps.train_backend({u: vecs[u] for u in train},
+                                  out=str(out / "ivector_backend.npz"))
     print(f"back-end on {len(train)} i-vectors: LDA to {backend.lda_.scalings_.shape[1]} "
           f"dimensions, WCCN, length norm, PLDA -> {out / 'ivector_backend.npz'}")
     for method, path in ivector_paths.items():
-        ivector_pipeline.score(vecs, lists["trials"], backend=method, model=backend,
-                               out=str(path))
+        steps.score_ivectors(vecs, lists["trials"], backend=method, model=backend,
+                             out=str(path))
         print(f"{method} scores -> {path}")
     timings["i-vectors"] = time.perf_counter() - t0
 
@@ -248,21 +249,20 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
                ("i-vector PLDA", ivector_paths["plda"], "ivector_plda"))
     for name, path, tag in systems:
         cal_path = out / f"calibration_{tag}.json"
-        cal = pipeline.calibrate(path, key=lists["dev_key"], out=str(cal_path))
+        cal = steps.calibrate(path, key=lists["dev_key"], out=str(cal_path))
         print(f"{name:<15s} llr = {cal.coef_[0]:.4g} * s {'-' if cal.intercept_ < 0 else '+'} "
               f"{abs(cal.intercept_):.4g} -> {cal_path}")
-        ev_trials, ev_scores = pipeline.read_score_file(path, lists["eval_key"])
-        _, llr = pipeline.apply_calibration(cal, path, key=lists["eval_key"])
-        results[name] = pipeline.evaluate(*pipeline.split_scores(ev_trials, ev_scores))
-        results[f"{name} + calibration"] = pipeline.evaluate(
-            *pipeline.split_scores(ev_trials, llr))
-        curves[name] = pipeline.split_scores(ev_trials, ev_scores)
+        ev_trials, ev_scores = read_score_file(path, lists["eval_key"])
+        _, llr = steps.apply_calibration(cal, path, key=lists["eval_key"])
+        results[name] = steps.evaluate(*split_scores(ev_trials, ev_scores))
+        results[f"{name} + calibration"] = steps.evaluate(*split_scores(ev_trials, llr))
+        curves[name] = split_scores(ev_trials, ev_scores)
     timings["calibration"] = time.perf_counter() - t0
 
     _step("10. results")
     print(f"all {len(trials)} trials, raw scores:")
-    tar, non = pipeline.read_scores(scores_path)
-    print(pipeline.format_metrics(pipeline.evaluate(tar, non, source=str(scores_path))))
+    tar, non = read_scores(scores_path)
+    print(steps.format_metrics(steps.evaluate(tar, non, source=str(scores_path))))
     r = results["raw"]
     print(f"\nevaluation half ({r['n_target']} target, {r['n_nontarget']} non-target trials); "
           "DCFs at SRE08 (P_tar=0.01, C_miss=10, C_fa=1):")

@@ -13,7 +13,8 @@ from scipy import integrate
 from scipy.stats import norm
 
 from ipem.cli import main
-from ipem.speaker import pipeline
+from ipem import steps
+from ipem.speaker import scorefiles
 from ipem.speaker.calibration import DEFAULT_PRIOR, LogisticCalibration, load_calibration
 from ipem.speaker.metrics import (SRE2008, SRE2010, act_dcf, bayes_threshold, cllr,
                                   effective_prior, min_cllr, min_dcf, optimal_llr)
@@ -285,27 +286,27 @@ def test_kaldi_score_file_with_key(tmp_path):
     key = tmp_path / "trials.key"
     key.write_text("# model test label\nspk1 utt1 target\nspk2 utt2 target\n"
                    "spk1 utt2 nontarget\n")
-    trials, s = pipeline.read_score_file(scores, key)
+    trials, s = scorefiles.read_score_file(scores, key)
     # the key's trials, in score-file order; 'spk2 utt1' is not in the key: skipped
     assert [tuple(t) for t in trials] == [("spk1", "utt1", "target"),
                                           ("spk1", "utt2", "nontarget"),
                                           ("spk2", "utt2", "target")]
     np.testing.assert_array_equal(s, [1.5, -0.25, 2.0])
-    tar, non = pipeline.read_scores(scores, key)
+    tar, non = scorefiles.read_scores(scores, key)
     np.testing.assert_array_equal(tar, [1.5, 2.0])
     np.testing.assert_array_equal(non, [-0.25])
     # unlabelled without a key: read, but refused where labels are needed
-    trials, _ = pipeline.read_score_file(scores)
+    trials, _ = scorefiles.read_score_file(scores)
     assert all(t.label is None for t in trials)
     with pytest.raises(ValueError, match=f"{scores}, line 1: no target/nontarget label"):
-        pipeline.read_scores(scores)
+        scorefiles.read_scores(scores)
     # written back in both formats
-    labelled = pipeline.read_score_file(scores, key)
-    pipeline.write_score_file(tmp_path / "k.txt", *labelled, fmt="kaldi")
+    labelled = scorefiles.read_score_file(scores, key)
+    scorefiles.write_score_file(tmp_path / "k.txt", *labelled, fmt="kaldi")
     assert (tmp_path / "k.txt").read_text().splitlines()[0] == "spk1 utt1 1.5"
-    pipeline.write_score_file(tmp_path / "i.txt", *labelled)
+    scorefiles.write_score_file(tmp_path / "i.txt", *labelled)
     assert (tmp_path / "i.txt").read_text().splitlines()[0] == "spk1 utt1 1.5 target"
-    trials, back = pipeline.read_score_file(tmp_path / "k.txt", key)
+    trials, back = scorefiles.read_score_file(tmp_path / "k.txt", key)
     np.testing.assert_array_equal(back, labelled[1])
 
 
@@ -322,7 +323,7 @@ def test_bad_score_lines_are_named(tmp_path, text, line, match):
     path = tmp_path / "scores.txt"
     path.write_text(text)
     with pytest.raises(ValueError, match=match) as info:
-        pipeline.read_score_file(path)
+        scorefiles.read_score_file(path)
     assert str(info.value).startswith(f"{path}, line {line}: ")
 
 
@@ -336,7 +337,7 @@ def test_bad_key_lines_are_named(tmp_path, text, match):
     path = tmp_path / "trials.key"
     path.write_text(text)
     with pytest.raises(ValueError, match=match) as info:
-        pipeline.read_key(path)
+        scorefiles.read_key(path)
     assert str(info.value).startswith(f"{path}, line ")
 
 
@@ -347,32 +348,32 @@ def test_key_disagreements(tmp_path):
     key.write_text("a t1 nontarget\na t2 nontarget\n")
     with pytest.raises(ValueError, match=f"{scores}, line 1: label 'target', but {key} says "
                                          "'nontarget'"):
-        pipeline.read_score_file(scores, key)
+        scorefiles.read_score_file(scores, key)
     key.write_text("a t1 target\na t2 nontarget\nb t3 target\nb t4 target\n")
     with pytest.raises(ValueError, match=f"{scores}: no score for 2 trials of {key} "
                                          "\\(first: 'b t3'\\)"):
-        pipeline.read_score_file(scores, key)
+        scorefiles.read_score_file(scores, key)
 
 
 def test_score_matrix_aligns_files(tmp_path):
     (tmp_path / "a.txt").write_text("m t1 1 target\nm t2 2 nontarget\n")
     (tmp_path / "b.kaldi").write_text("m t2 20\nm t1 10\nm t3 30\n")
-    trials, x = pipeline.read_score_matrix([tmp_path / "a.txt", tmp_path / "b.kaldi"])
+    trials, x = scorefiles.read_score_matrix([tmp_path / "a.txt", tmp_path / "b.kaldi"])
     assert [t.test for t in trials] == ["t1", "t2"]
     np.testing.assert_array_equal(x, [[1, 10], [2, 20]])
     (tmp_path / "c.txt").write_text("m t1 1 nontarget\nm t2 2 nontarget\n")
     with pytest.raises(ValueError, match="trial 'm t1' is 'nontarget' here but 'target'"):
-        pipeline.read_score_matrix([tmp_path / "a.txt", tmp_path / "c.txt"])
+        scorefiles.read_score_matrix([tmp_path / "a.txt", tmp_path / "c.txt"])
     (tmp_path / "d.txt").write_text("m t1 1\n")
     with pytest.raises(ValueError, match=f"{tmp_path / 'd.txt'}: no score for trial 'm t2'"):
-        pipeline.read_score_matrix([tmp_path / "a.txt", tmp_path / "d.txt"])
+        scorefiles.read_score_matrix([tmp_path / "a.txt", tmp_path / "d.txt"])
 
 
 def test_evaluate_reports_cllr():
-    r = pipeline.evaluate([0.0, math.log(3)], [0.0])
+    r = steps.evaluate([0.0, math.log(3)], [0.0])
     assert r["cllr"] == pytest.approx(cllr([0.0, math.log(3)], [0.0]))
     assert r["min_cllr"] <= r["cllr"]
-    text = pipeline.format_metrics(r)
+    text = steps.format_metrics(r)
     assert text.splitlines()[-1] == (f"Cllr       {r['cllr']:.4f} bits   "
                                      f"(minCllr {r['min_cllr']:.4f} bits)")
 
@@ -434,7 +435,7 @@ def test_cli_calibrate_then_evaluate(tmp_path, capsys, seed):
     mn, act, c, mc = _metrics(out)
     assert mn == raw_min and mc == raw_min_cllr      # same ranking
     assert act <= 1.15 * mn and mc <= c < 1
-    tar, non = pipeline.read_scores(calibrated)
+    tar, non = scorefiles.read_scores(calibrated)
     assert tar.size == 1000 and act_dcf(tar, non) == pytest.approx(act, abs=1e-4)
 
 

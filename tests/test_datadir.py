@@ -19,7 +19,8 @@ import ipem
 from ipem import io as features
 from ipem.cli import main
 from ipem.io import FeatureFileError, read_data_dir, write_data_dir
-from ipem.speaker import pipeline
+from ipem import steps
+from ipem.speaker import FeatureSource, scorefiles, utterances
 
 kaldiio = pytest.importorskip("kaldiio")
 
@@ -183,12 +184,13 @@ def test_kaldi_archives_through_every_step(kaldi_world, tmp_path, capsys, dv_cli
          "--trials", w / "lists/trials.kaldi", "--out", t / "sk.txt")
     _run("score", "--features", w / "feats", "--root", w, "--ubm", t / "ubm_k.npz",
          "--models", t / "mk", "--trials", w / "lists/trials.lst", "--out", t / "sh.txt")
-    sk, sh = pipeline.read_score_file(t / "sk.txt"), pipeline.read_score_file(t / "sh.txt")
+    sk, sh = scorefiles.read_score_file(t / "sk.txt"), scorefiles.read_score_file(t / "sh.txt")
     np.testing.assert_array_equal(sk[1], sh[1])
     assert [x.label for x in sk[0]] == [x.label for x in sh[0]]
     # the engines read the archives themselves
-    _, on_engines = pipeline.score(t / "ubm_k.npz", w / "lists/trials.kaldi", t / "mk",
-                                   data_dir=data / "test", controller=dv_client)
+    _, on_engines = steps.score(t / "ubm_k.npz", w / "lists/trials.kaldi", t / "mk",
+                                source=FeatureSource(data_dir=data / "test"),
+                                controller=dv_client)
     np.testing.assert_allclose(on_engines, sk[1], rtol=1e-12)
 
     # S-norm with the cohort named by utterance ids of the same data directory
@@ -225,7 +227,8 @@ def test_adapt_refuses_speakers_without_features(kaldi_world, tmp_path):
     (d / "spk2utt").unlink()
     with pytest.raises(ValueError, match=r"utt2spk: line 9: utterance 'spk9_enroll_0' has no "
                                          r"features in .*feats\.scp"):
-        pipeline.adapt(kaldi_world / "ubm.npz", None, tmp_path / "m", data_dir=d)
+        steps.adapt(kaldi_world / "ubm.npz", None, tmp_path / "m",
+                    source=FeatureSource(data_dir=d))
     assert not (tmp_path / "m").exists()
 
 
@@ -264,13 +267,13 @@ def test_extract_to_kaldi_and_the_chain_on_data_dirs(tmp_path, capsys):
                                ("test", test_rels))}
 
     # the file-list path, npy features
-    npy = pipeline.extract(root, t / "npy", fmt="npy")
+    npy = steps.extract(root, t / "npy", fmt="npy")
     # from the corpus root into one feats.scp: kaldiio reads what npy holds, exactly
     _run("extract", "--root", root, "--out-dir", t / "ark", "--format", "kaldi")
     scp = kaldiio.load_scp(str(t / "ark" / "feats.scp"))
     assert len(scp) == len(npy) == info.n_utterances
     for ref in npy:
-        utt = pipeline.utterance_id(os.path.relpath(ref.path, t / "npy")[:-4] + ".wav")
+        utt = utterances.utterance_id(os.path.relpath(ref.path, t / "npy")[:-4] + ".wav")
         mat = scp[utt]
         assert mat.dtype == np.float32
         np.testing.assert_array_equal(mat, features.load(ref))
@@ -311,14 +314,14 @@ def test_extract_to_kaldi_and_the_chain_on_data_dirs(tmp_path, capsys):
     _run("score", "--features", t / "npy", "--format", "npy", "--root", root, "--ubm",
          t / "ubm_d.npz", "--models", t / "ml", "--trials", info.trials_list, "--out",
          t / "sl.txt")
-    sd, sl = pipeline.read_score_file(t / "sd.txt"), pipeline.read_score_file(t / "sl.txt")
+    sd, sl = scorefiles.read_score_file(t / "sd.txt"), scorefiles.read_score_file(t / "sl.txt")
     assert len(sd[1]) == info.n_trials
     np.testing.assert_array_equal(sd[1], sl[1])
     # and through the root's feats.scp (utterance ids from the audio paths)
     _run("score", "--features", t / "ark", "--format", "kaldi", "--root", root, "--ubm",
          t / "ubm_d.npz", "--models", t / "ml", "--trials", info.trials_list, "--out",
          t / "sa.txt")
-    np.testing.assert_array_equal(pipeline.read_score_file(t / "sa.txt")[1], sl[1])
+    np.testing.assert_array_equal(scorefiles.read_score_file(t / "sa.txt")[1], sl[1])
 
     # a broken audio file: one line naming wav.scp, its line and the utterance; no output
     broken = t / "data" / "broken"

@@ -21,9 +21,11 @@ from ipem import io as features
 from ipem.cli import main
 from ipem.io.models import load_model, read_npz
 from ipem.mixture.ubm import UBMTrainer
-from ipem.speaker import SpeakerModel, pipeline
+from ipem import steps
+from ipem.speaker import FeatureSource, SpeakerModel, utterances
 from ipem.speaker.map import ubm_params
-from ipem.speaker.scoring import read_trials, score_trials
+from ipem.speaker.scorefiles import read_trials
+from ipem.speaker.scoring import score_trials
 
 D = 3
 SPEAKERS = ["spk0", "spk1", "spk2"]
@@ -133,12 +135,12 @@ def test_pipes_can_be_allowed(tmp_path):
     assert refs[0].shape == (4, 3)
     np.testing.assert_array_equal(features.load(refs[0]), mat)
     # the pipeline's readers hand on what they read, so nothing downstream refuses it again
-    assert pipeline.feature_files(scp, tmp_path, allow_pipes=True) == refs
+    assert FeatureSource(tmp_path, allow_pipes=True).files(scp) == refs
     enroll = tmp_path / "enroll.lst"
     enroll.write_text(f"spk0 {scp}\n")
-    assert pipeline.read_enrollment(enroll, tmp_path, allow_pipes=True) == {"spk0": refs}
+    assert FeatureSource(tmp_path, allow_pipes=True).enrollment(enroll) == {"spk0": refs}
     with pytest.raises(ValueError, match=f"{scp}: line 1: .* is a shell command"):
-        pipeline.read_enrollment(enroll, tmp_path)
+        FeatureSource(tmp_path).enrollment(enroll)
 
 
 def test_pipeline_readers_refuse_pipes(world, tmp_path):
@@ -148,20 +150,20 @@ def test_pipeline_readers_refuse_pipes(world, tmp_path):
     scp.write_text(f"u1 a.ark:5\nu2 {_touch(target)}\n")
     lst = tmp_path / "ubm.lst"
     lst.write_text(f"wav/spk0/spk0_ubm.wav\n{_touch(target)}\n")
-    for call, where in [(lambda: pipeline.feature_files(scp, feats), f"{scp}: line 2: "),
-                        (lambda: pipeline.feature_files(lst, feats), f"{lst}: line 2: "),
-                        (lambda: pipeline.audio_files(corpus, [lst]), f"{lst}: line 2: ")]:
+    for call, where in [(lambda: FeatureSource(feats).files(scp), f"{scp}: line 2: "),
+                        (lambda: FeatureSource(feats).files(lst), f"{lst}: line 2: "),
+                        (lambda: utterances.audio_files(corpus, [lst]), f"{lst}: line 2: ")]:
         with pytest.raises(ValueError) as info:
             call()
         assert _one_line(info).startswith(where)
     enroll = tmp_path / "enroll.lst"
     enroll.write_text(f"spk0 wav/spk0/spk0_enroll.wav\nspk1 {scp}\n")
     with pytest.raises(ValueError) as info:
-        pipeline.read_enrollment(enroll, feats, corpus)
+        FeatureSource(feats, corpus).enrollment(enroll)
     assert _one_line(info).startswith(f"{scp}: line 2: ")  # the scp the enrollment names
     with pytest.raises(ValueError, match="is a shell command"):
-        pipeline.feature_path(_touch(target), feats)
-    assert pipeline.feature_path(_touch(target), feats, allow_pipes=True) == _touch(target)
+        FeatureSource(feats).path(_touch(target))
+    assert FeatureSource(feats, allow_pipes=True).path(_touch(target)) == _touch(target)
     assert not target.exists()
 
 
@@ -248,7 +250,7 @@ def test_extract_outputs_stay_in_out_dir(tmp_path, capsys, entry, problem):
     lst = corpus / "extract.lst"
     lst.write_text(f"wav/a.wav\n{entry}\n")
     with pytest.raises(ValueError) as info:
-        pipeline.audio_files(corpus, [lst])
+        utterances.audio_files(corpus, [lst])
     msg = _one_line(info)
     assert msg.startswith(f"{lst}, line 2: ") and problem in msg
     line = _one_line_error(capsys, ["extract", "--root", str(corpus), "--out-dir", str(out),
@@ -257,16 +259,16 @@ def test_extract_outputs_stay_in_out_dir(tmp_path, capsys, entry, problem):
     assert not (tmp_path / "elsewhere/a.htk").exists() and not out.exists()
     # an absolute path inside the root is the same file as its relative path
     lst.write_text(f"wav/a.wav\n{corpus / 'wav/a.wav'}\n")
-    assert pipeline.audio_files(corpus, [lst]) == ["wav/a.wav"]
+    assert utterances.audio_files(corpus, [lst]) == ["wav/a.wav"]
 
 
 def test_feature_path_refuses_dotdot_audio(tmp_path):
     with pytest.raises(ValueError, match=r"audio path \.\./x/a.wav goes up"):
-        pipeline.feature_path("../x/a.wav", tmp_path / "feats", tmp_path)
+        FeatureSource(tmp_path / "feats", tmp_path).path("../x/a.wav")
     lst = tmp_path / "ubm.lst"
     lst.write_text("wav/a.wav\n../x/a.wav\n")
     with pytest.raises(ValueError, match=f"^{lst}, line 2: audio path"):
-        pipeline.feature_files(lst, tmp_path / "feats", tmp_path)
+        FeatureSource(tmp_path / "feats", tmp_path).files(lst)
 
 
 @pytest.mark.parametrize("model_id", ["../other/spkA", "/abs/spkA", "a/spkA", "..",
@@ -293,7 +295,7 @@ def test_model_ids_stay_in_models_dir(world, capsys, tmp_path, model_id):
     enroll = tmp_path / "enroll.lst"
     enroll.write_text(f"{model_id} wav/spk0/spk0_enroll.wav\n")
     with pytest.raises(ValueError, match=f"^{enroll}, line 1: model id"):
-        pipeline.read_enrollment(enroll, feats, corpus)
+        FeatureSource(feats, corpus).enrollment(enroll)
     with pytest.raises(ValueError, match="cannot name a model file"):
         features.models.model_file(models, model_id)
 
@@ -639,8 +641,8 @@ def test_ubm_files_are_checked_when_used(world, tmp_path):
     SpeakerModel("spk0", *ubm_params(str(path))).save(models / "spk0.npz")
     _rewrite(path, weights=np.full(4, np.nan))
     for call in (lambda: UBMTrainer.load(path), lambda: ubm_params(str(path)),
-                 lambda: pipeline.score(str(path), [("spk0", "wav/spk0/spk0_test.wav")],
-                                        models, feats, root=corpus)):
+                 lambda: steps.score(str(path), [("spk0", "wav/spk0/spk0_test.wav")], models,
+                                     source=FeatureSource(feats, corpus))):
         with pytest.raises(ValueError) as info:
             call()
         assert _one_line(info) == (f"not a valid ipem model file: {path} (weights contain "

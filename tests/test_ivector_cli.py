@@ -85,9 +85,9 @@ def test_ivector_steps_end_to_end(world, capsys, tmp_path):
         out = _ok(capsys, ["evaluate", "--scores", str(scores), "--quiet"])
         assert "EER" in out
     # the score files hold the pipeline's scores
-    from ipem.ivector import pipeline as ivp
-    _, want = ivp.score(vecs, str(corpus / "trials.lst"), backend="plda", model=str(be))
-    from ipem.speaker.pipeline import read_score_file
+    from ipem.steps import score_ivectors
+    _, want = score_ivectors(vecs, str(corpus / "trials.lst"), backend="plda", model=str(be))
+    from ipem.speaker.scorefiles import read_score_file
     _, got = read_score_file(tmp_path / "plda.txt")
     assert_array_equal(np.round(got, 4), np.round(want, 4))
 

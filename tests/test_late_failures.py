@@ -7,6 +7,7 @@ half-written output: directories are written all or nothing, temporary files
 are removed on every way out, SIGTERM included.  Every error is one line that
 names the file (and the line of a list), in the command's own terms.
 """
+import importlib
 import logging
 import os
 import signal
@@ -23,9 +24,12 @@ from ipem.cli import main
 from ipem.io.lists import quote_field, read_list, split_fields
 from ipem.mixture.ubm import UBMTrainer
 from ipem.plotting import LivePlot
-from ipem.speaker import pipeline
+from ipem import steps
+from ipem.speaker import FeatureSource, scorefiles
 from ipem.speaker.frontend import read_audio
-from ipem.speaker.scoring import read_trials
+from ipem.speaker.scorefiles import read_trials
+from ipem.steps import cluster as steps_cluster
+from ipem.steps import gmm as steps_gmm
 
 D = 3
 SPEAKERS = ["s0", "s1", "s2"]
@@ -74,8 +78,8 @@ def world(tmp_path_factory):
     X = np.concatenate([features.load(features.describe(feats / f"wav/{s}/{s}_ubm.htk"))
                         for s in SPEAKERS])
     UBMTrainer(2, stage_iter=2, final_iter=2, random_state=0).fit(X).save(root / "ubm.npz")
-    pipeline.adapt(str(root / "ubm.npz"), corpus / "enroll.lst", root / "models",
-                   features_dir=feats, root=corpus)
+    steps.adapt(str(root / "ubm.npz"), corpus / "enroll.lst", root / "models",
+                source=FeatureSource(feats, corpus))
     return root, corpus, feats
 
 
@@ -98,11 +102,11 @@ def no_work(monkeypatch):
     """Fail the test if a cluster is started or training, adaptation or scoring begins."""
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the checks")
-    monkeypatch.setattr(pipeline, "controller_from_spec", refuse)
+    monkeypatch.setattr(steps_cluster, "controller_from_spec", refuse)
     monkeypatch.setattr(UBMTrainer, "fit", refuse)
-    monkeypatch.setattr(pipeline, "adapt_speakers", refuse)
-    monkeypatch.setattr(pipeline, "score_trials", refuse)
-    monkeypatch.setattr(pipeline, "extract_many", refuse)
+    monkeypatch.setattr(steps_gmm, "adapt_speakers", refuse)
+    monkeypatch.setattr(steps_gmm, "score_trials", refuse)
+    monkeypatch.setattr(importlib.import_module("ipem.steps.extract"), "extract_many", refuse)
 
 
 # ---------------------------------------------------------------------------
@@ -152,7 +156,7 @@ def test_outputs_are_checked_before_any_work(world, tmp_path, capsys, no_work, c
 
 def test_pipeline_checks_outputs_before_training(world, tmp_path, monkeypatch):
     root, corpus, feats = world
-    files = pipeline.feature_files(corpus / "ubm.lst", feats, corpus)
+    files = FeatureSource(feats, corpus).files(corpus / "ubm.lst")
     monkeypatch.setattr(UBMTrainer, "fit", lambda *a, **k: pytest.fail("trained"))
     for kwargs, problem in [
             (dict(out=tmp_path / "no/u.npz"), f"out {tmp_path / 'no/u.npz'}: the directory"),
@@ -160,14 +164,14 @@ def test_pipeline_checks_outputs_before_training(world, tmp_path, monkeypatch):
             (dict(plot=str(tmp_path / "no/p.png")), f"plot {tmp_path / 'no/p.png'}: the "
                                                     "directory")]:
         with pytest.raises(ValueError, match="^" + problem):
-            pipeline.train_ubm(files, n_components=2, **kwargs)
+            steps.train_ubm(files, n_components=2, **kwargs)
     with pytest.raises(ValueError, match=f"^out {tmp_path}"):
-        pipeline.score(str(root / "ubm.npz"), corpus / "trials.lst", root / "models", feats,
-                       root=corpus, out=tmp_path)
+        steps.score(str(root / "ubm.npz"), corpus / "trials.lst", root / "models",
+                    source=FeatureSource(feats, corpus), out=tmp_path)
     with pytest.raises(ValueError, match=f"^out_dir {tmp_path / 'f'} exists"):
         (tmp_path / "f").write_text("")
-        pipeline.adapt(str(root / "ubm.npz"), corpus / "enroll.lst", tmp_path / "f",
-                       features_dir=feats, root=corpus)
+        steps.adapt(str(root / "ubm.npz"), corpus / "enroll.lst", tmp_path / "f",
+                    source=FeatureSource(feats, corpus))
 
 
 @pytest.mark.skipif(ROOT_USER, reason="root may write anywhere")
@@ -327,8 +331,8 @@ def test_adapt_through_a_symlinked_directory(world, tmp_path):
     real, link = tmp_path / "scratch" / "models", tmp_path / "models"
     real.mkdir(parents=True)
     link.symlink_to(real, target_is_directory=True)
-    written = pipeline.adapt(str(root / "ubm.npz"), corpus / "enroll.lst", link,
-                             features_dir=feats, root=corpus)
+    written = steps.adapt(str(root / "ubm.npz"), corpus / "enroll.lst", link,
+                          source=FeatureSource(feats, corpus))
     assert link.is_symlink() and sorted(p.name for p in real.iterdir()) == \
         ["s0.npz", "s1.npz", "s2.npz"]
     assert written["s1"] == str(link / "s1.npz") and _leftovers(tmp_path) == []
@@ -344,7 +348,7 @@ def test_signal_during_adapt_removes_the_temporary_directory(world, tmp_path, ca
         request_restore = previous
     else:
         request_restore = None
-    real = pipeline.adapt_speakers
+    real = steps_gmm.adapt_speakers
     seen = {}
 
     def adapt_then_signal(*args, out_dir, **kwargs):
@@ -354,7 +358,7 @@ def test_signal_during_adapt_removes_the_temporary_directory(world, tmp_path, ca
         os.kill(os.getpid(), sig)        # the CLI turns it into an exception here
         return result
 
-    monkeypatch.setattr(pipeline, "adapt_speakers", adapt_then_signal)
+    monkeypatch.setattr(steps_gmm, "adapt_speakers", adapt_then_signal)
     models = tmp_path / "models"
     try:
         rc = main(_argv(world, "adapt", out_dir=models))
@@ -467,7 +471,7 @@ def test_utterance_twice_for_one_speaker(world, tmp_path):
     lst = tmp_path / "enroll.lst"
     lst.write_text("s0 wav/s0/s0_enroll.wav wav/s0/s0_enroll.wav\n")
     with pytest.raises(ValueError) as info:
-        pipeline.read_enrollment(lst, feats, corpus)
+        FeatureSource(feats, corpus).enrollment(lst)
     assert str(info.value) == (f"{lst}, line 1: utterance wav/s0/s0_enroll.wav is listed twice "
                                "(first at line 1): it would count twice")
 
@@ -491,7 +495,7 @@ def test_duplicated_utterance_in_training_lists(world, tmp_path, capsys, no_work
     one.write_text("wav/s0/s0_ubm.wav\nwav/s1/s1_ubm.wav\n\nwav/s0/s0_ubm.wav\n")
     two.write_text("wav/s2/s2_ubm.wav\nwav/s1/s1_ubm.wav\n")
     with pytest.raises(ValueError) as info:
-        pipeline.feature_files(one, feats, corpus)
+        FeatureSource(feats, corpus).files(one)
     assert str(info.value) == (f"{one}, line 4: utterance wav/s0/s0_ubm.wav is listed twice "
                                "(first at line 1): it would count twice")
     argv = _argv(world, "train-ubm", out=tmp_path / "u.npz")
@@ -565,7 +569,7 @@ def test_paths_with_spaces(world, tmp_path, capsys):
     enroll, trials = tmp_path / "enroll.lst", tmp_path / "trials.lst"
     enroll.write_text('s0 "wav/s 0/my enroll.wav"\n')
     trials.write_text("s0 'wav/s 0/my test.wav' target\n")
-    assert pipeline.read_enrollment(enroll, spaced, corpus) == \
+    assert FeatureSource(spaced, corpus).enrollment(enroll) == \
         {"s0": [str(spaced / "wav/s 0/my enroll.htk")]}
     common = ["--features", str(spaced), "--root", str(corpus), "--ubm", str(root / "ubm.npz"),
               "--quiet"]
@@ -576,7 +580,7 @@ def test_paths_with_spaces(world, tmp_path, capsys):
     capsys.readouterr()
     line = scores.read_text()
     assert line.startswith('s0 "wav/s 0/my test.wav" ') and line.endswith(" target\n")
-    trial, = pipeline.read_score_file(scores)[0]
+    trial, = scorefiles.read_score_file(scores)[0]
     assert trial == ("s0", "wav/s 0/my test.wav", "target")
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from ipem.speaker import SpeakerModel, pipeline
+from ipem import steps
+from ipem.speaker import FeatureSource, SpeakerModel, scorefiles
 from ipem.speaker.scoring import (linear_scores, llr_scores, model_offsets, score_trials,
                                   segment_statistics)
 
@@ -98,19 +99,19 @@ def test_linear_against_exact_on_a_corpus(tmp_path, capsys):
     info = generate_corpus(tmp_path / "c", n_speakers=10, n_ubm=3, n_enroll=2, n_test=3,
                            seed=2)
     root, feats = info.out_dir, tmp_path / "f"
-    pipeline.extract(root, feats, fmt="npy")
-    files = pipeline.feature_files(info.ubm_list, feats, root, "npy")
-    pipeline.train_ubm(files, n_components=32, seed=0, out=tmp_path / "ubm.npz")
-    pipeline.adapt(tmp_path / "ubm.npz", info.enroll_list, tmp_path / "m", features_dir=feats,
-                   root=root, fmt="npy")
+    steps.extract(root, feats, fmt="npy")
+    files = FeatureSource(feats, root, "npy").files(info.ubm_list)
+    steps.train_ubm(files, n_components=32, seed=0, out=tmp_path / "ubm.npz")
+    steps.adapt(tmp_path / "ubm.npz", info.enroll_list, tmp_path / "m",
+                source=FeatureSource(feats, root, "npy"))
     out = {}
     for method in ("exact", "topc", "linear"):
         assert main(["score", "--ubm", str(tmp_path / "ubm.npz"), "--models",
                      str(tmp_path / "m"), "--trials", str(info.trials_list), "--features",
                      str(feats), "--format", "npy", "--root", str(root), "--scoring", method,
                      "--out", str(tmp_path / f"{method}.txt"), "--quiet"]) == 0
-        trials, scores = pipeline.read_score_file(tmp_path / f"{method}.txt")
-        out[method] = (scores, pipeline.evaluate(*pipeline.split_scores(trials, scores)))
+        trials, scores = scorefiles.read_score_file(tmp_path / f"{method}.txt")
+        out[method] = (scores, steps.evaluate(*scorefiles.split_scores(trials, scores)))
     corr = np.corrcoef(out["linear"][0], out["exact"][0])[0, 1]
     eer = {k: v[1]["eer"] for k, v in out.items()}
     with capsys.disabled():

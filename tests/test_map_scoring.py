@@ -10,7 +10,7 @@ from ipem import io as features
 from ipem.kernels import _numpy as numpy_kernels
 from ipem.kernels import available_backends
 from ipem.speaker import (SpeakerModel, Trial, adapt_speakers, llr_scores, map_adapt,
-                          read_trials, score_trials, utterance_stats, write_scores)
+                          read_trials, score_trials, utterance_stats, write_score_file)
 from ipem.speaker.scoring import topc_kernel
 
 # ---------------------------------------------------------------------------
@@ -381,7 +381,7 @@ def test_trial_lists(tmp_path):
     trials = read_trials(good)
     assert trials == [Trial("spk1", "seg1", "target"), Trial("spk2", "seg1", "nontarget"),
                       Trial("spk3", "seg2", None)]
-    out = write_scores(tmp_path / "scores.txt", trials, [1.5, -0.25, 1 / 3])
+    out = write_score_file(tmp_path / "scores.txt", trials, [1.5, -0.25, 1 / 3])
     lines = open(out).read().splitlines()
     assert lines == ["spk1 seg1 1.5 target", "spk2 seg1 -0.25 nontarget",
                      f"spk3 seg2 {1 / 3!r}"]
@@ -397,9 +397,9 @@ def test_trial_lists(tmp_path):
             read_trials(bad)
         assert str(bad) in str(info.value)
     with pytest.raises(ValueError, match="2 trials but 1 scores"):
-        write_scores(tmp_path / "s.txt", trials[:2], [0.0])
+        write_score_file(tmp_path / "s.txt", trials[:2], [0.0])
     with pytest.raises(ValueError, match="test segment"):
-        write_scores(tmp_path / "s.txt", [("a", np.zeros((2, 2)))], [0.0])
+        write_score_file(tmp_path / "s.txt", [("a", np.zeros((2, 2)))], [0.0])
 
 
 def test_speaker_model_roundtrip(tmp_path):

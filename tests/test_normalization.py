@@ -11,10 +11,10 @@ from ipem import io as features
 from ipem.cli import main
 from ipem.speaker import SpeakerModel, llr_scores
 from ipem.speaker.map import adapt_speakers
-from ipem.speaker.normalization import (NORMALIZATIONS, asnorm, cohort_statistics,
+from ipem.speaker.normalization import (NORMALIZATIONS, asnorm, cohort_needs, cohort_statistics,
                                         normalize_scores, score_matrix, snorm, tnorm, znorm,
                                         ztnorm)
-from ipem.speaker.pipeline import read_score_file
+from ipem.speaker.scorefiles import read_score_file
 
 # ---------------------------------------------------------------------------
 # hand-computed cases
@@ -94,7 +94,7 @@ def test_normalize_scores_dispatch(method):
     }[method]()
     np.testing.assert_allclose(normalize_scores(method, SCORES, **kwargs), direct)
     # every matrix the method needs is required
-    for need in NORMALIZATIONS[method]:
+    for need in cohort_needs(method):
         with pytest.raises(ValueError, match=f"{method}-norm needs {need}_cohort"):
             normalize_scores(method, SCORES, **{**kwargs, f"{need}_cohort": None})
 

@@ -17,12 +17,12 @@ from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import ipem
 from ipem import io as features
-from ipem.speaker.pipeline import (evaluate, extract, feature_files, feature_path,
-                                   read_enrollment, read_scores)
-from ipem.speaker import compute_eer
+from ipem.steps import evaluate, extract
+from ipem.speaker import FeatureSource, compute_eer
+from ipem.speaker.scorefiles import read_scores, read_trials
 from ipem.synth import available_voices, generate_corpus
 from ipem.speaker.map import adapt_speakers
-from ipem.speaker.scoring import read_trials, score_trials
+from ipem.speaker.scoring import score_trials
 from ipem.mixture.ubm import UBMTrainer
 
 pytestmark = pytest.mark.skipif(
@@ -41,18 +41,18 @@ def demo_corpus(tmp_path_factory, dv_client):
     info = generate_corpus(root / "corpus", **DEMO_CORPUS)
     refs = extract(info.out_dir, root / "features", controller=dv_client)
     assert len(refs) == info.n_utterances and refs[0].n_features == 60
-    assert refs[0].path == feature_path(str(info.out_dir / "wav" / info.speakers[0] /
-                                            f"{info.speakers[0]}_enroll_00.wav"),
-                                        root / "features", info.out_dir)
+    assert refs[0].path == FeatureSource(root / "features", info.out_dir).path(
+        str(info.out_dir / "wav" / info.speakers[0] / f"{info.speakers[0]}_enroll_00.wav"))
     assert features.read_htk_header(refs[0].path).samp_period == 100000   # 10 ms frames
     return info, root / "features"
 
 
 def _lists(info, feats):
-    ubm_files = feature_files(info.ubm_list, feats, info.out_dir)
-    enroll = read_enrollment(info.enroll_list, feats, info.out_dir, "htk")
+    source = FeatureSource(feats, info.out_dir)
+    ubm_files = source.files(info.ubm_list)
+    enroll = FeatureSource(feats, info.out_dir, "htk").enrollment(info.enroll_list)
     trials = read_trials(info.trials_list)
-    pairs = [(t.model, feature_path(t.test, feats, info.out_dir)) for t in trials]
+    pairs = [(t.model, source.path(t.test)) for t in trials]
     labels = np.array([t.label == "target" for t in trials])
     return ubm_files, enroll, pairs, labels
 

@@ -1,7 +1,7 @@
 """Checks a step makes of its paths before any work: inputs it can read, outputs it can write.
 
 A step that trains for an hour and then cannot write its result has wasted
-the hour.  The speaker-verification steps (:mod:`ipem.speaker.pipeline`) and
+the hour.  The speaker-verification steps (:mod:`ipem.steps`) and
 the ``ipem`` command therefore check, before they start, that every output
 file's directory exists and is writable and that the output is not a
 directory (:func:`check_output_file`), that an output directory can be made

@@ -26,6 +26,7 @@ any controller, as the trial scores were computed.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 
 import numpy as np
@@ -35,8 +36,8 @@ from .scoring import score_trials
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NORMALIZATIONS", "cohort_statistics", "znorm", "tnorm", "ztnorm", "snorm", "asnorm",
-           "normalize_scores", "score_matrix"]
+__all__ = ["NORMALIZATIONS", "cohort_needs", "cohort_statistics", "znorm", "tnorm", "ztnorm",
+           "snorm", "asnorm", "normalize_scores", "score_matrix"]
 
 
 # ---------------------------------------------------------------------------
@@ -258,22 +259,61 @@ def asnorm(scores, enroll_cohort, test_cohort, enroll_index=None, test_index=Non
                   + _tside(s, test_cohort, test_index, top_n))
 
 
-#: method name -> the cohort matrices it needs ("enroll", "test", "cohort").
+#: The registry of score normalizations: method name -> function.  A function takes
+#: the raw ``scores`` and, by name, the cohort matrices it needs (parameters without a
+#: default: ``enroll_cohort``, ``test_cohort``, ``cohort_cohort``) and any of
+#: ``enroll_index``, ``test_index``, ``top_n``; :func:`normalize_scores`, the steps and
+#: the CLI's choices read this table.  Adding a normalization is one function and one line.
 NORMALIZATIONS = {
-    "z": ("enroll",),
-    "t": ("test",),
-    "zt": ("enroll", "test", "cohort"),
-    "s": ("enroll", "test"),
-    "as": ("enroll", "test"),
+    "z": znorm,
+    "t": tnorm,
+    "zt": ztnorm,
+    "s": snorm,
+    "as": asnorm,
 }
 
-_DISPATCH = {
-    "z": lambda s, e, t, c, ei, ti, n: znorm(s, e, ei),
-    "t": lambda s, e, t, c, ei, ti, n: tnorm(s, t, ti),
-    "zt": lambda s, e, t, c, ei, ti, n: ztnorm(s, e, t, c, ei, ti),
-    "s": lambda s, e, t, c, ei, ti, n: snorm(s, e, t, ei, ti),
-    "as": lambda s, e, t, c, ei, ti, n: asnorm(s, e, t, ei, ti, top_n=n),
-}
+#: The cohort matrices :func:`normalize_scores` can pass (argument ``<side>_cohort``).
+_SIDES = ("enroll", "test", "cohort")
+
+
+def _normalization(method):
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"unknown score normalisation {method!r}; expected one of "
+                         f"{', '.join(NORMALIZATIONS)}")
+    return NORMALIZATIONS[method]
+
+
+def cohort_needs(method):
+    """The cohort matrices a normalization needs: the required ``<side>_cohort`` arguments
+    of its function.
+
+    Parameters
+    ----------
+    method : str
+        A name of :data:`NORMALIZATIONS`.
+
+    Returns
+    -------
+    tuple of str
+        Some of ``"enroll"`` (enrolled models against the cohort segments),
+        ``"test"`` (test segments against the cohort models), ``"cohort"``
+        (cohort models against the cohort segments), in the function's
+        order.
+
+    Raises
+    ------
+    ValueError
+        An unknown method.
+
+    Examples
+    --------
+    >>> cohort_needs("zt")
+    ('enroll', 'test', 'cohort')
+    """
+    matrices = {f"{side}_cohort": side for side in _SIDES}
+    params = inspect.signature(_normalization(method)).parameters.values()
+    return tuple(matrices[p.name] for p in params
+                 if p.name in matrices and p.default is p.empty)
 
 
 def normalize_scores(method, scores, *, enroll_cohort=None, test_cohort=None,
@@ -285,7 +325,7 @@ def normalize_scores(method, scores, *, enroll_cohort=None, test_cohort=None,
     method : {"z", "t", "zt", "s", "as"}
     scores : array-like of shape (n_trials,)
     enroll_cohort : array-like of shape (n_models, n_cohort_segments), optional
-        Needed by z, zt, s, as (see :data:`NORMALIZATIONS`).
+        Needed by z, zt, s, as (see :func:`cohort_needs`).
     test_cohort : array-like of shape (n_tests, n_cohort_models), optional
         Needed by t, zt, s, as.
     cohort_cohort : array-like of shape (n_cohort_models, n_cohort_segments), optional
@@ -298,15 +338,15 @@ def normalize_scores(method, scores, *, enroll_cohort=None, test_cohort=None,
     -------
     ndarray of shape (n_trials,)
     """
-    if method not in NORMALIZATIONS:
-        raise ValueError(f"unknown score normalisation {method!r}; expected one of "
-                         f"{', '.join(NORMALIZATIONS)}")
-    given = {"enroll": enroll_cohort, "test": test_cohort, "cohort": cohort_cohort}
-    missing = [f"{k}_cohort" for k in NORMALIZATIONS[method] if given[k] is None]
+    function = _normalization(method)
+    given = {"enroll_cohort": enroll_cohort, "test_cohort": test_cohort,
+             "cohort_cohort": cohort_cohort, "enroll_index": enroll_index,
+             "test_index": test_index, "top_n": top_n}
+    missing = [f"{k}_cohort" for k in cohort_needs(method) if given[f"{k}_cohort"] is None]
     if missing:
         raise ValueError(f"{method}-norm needs {' and '.join(missing)}")
-    return _DISPATCH[method](scores, enroll_cohort, test_cohort, cohort_cohort, enroll_index,
-                             test_index, top_n)
+    takes = inspect.signature(function).parameters
+    return function(scores, **{k: v for k, v in given.items() if k in takes})
 
 
 # ---------------------------------------------------------------------------

@@ -34,14 +34,10 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from typing import NamedTuple, Optional
 
 import numpy as np
 
 from .. import io as _features
-from ..io import atomic_path, read_list
-from ..io.lists import quote_field
-from ..io.models import check_model_id
 from ..kernels import get_kernels, logsumexp_rows
 from ..validation import ParameterError, check_frames
 from ..parallel import as_controller
@@ -52,14 +48,54 @@ from .sources import load_source, resolve_source
 logger = logging.getLogger(__name__)
 
 __all__ = ["SCORING_METHODS", "llr_scores", "linear_scores", "model_offsets",
-           "score_trials", "segment_statistics", "read_trials", "write_scores", "Trial",
-           "topc_kernel"]
+           "score_trials", "scoring_method", "segment_statistics", "topc_kernel"]
 
 #: Scoring methods of :func:`score_trials`: average LLR with top-C Gaussian selection,
 #: exact average LLR, linear scoring.
 SCORING_METHODS = ("topc", "exact", "linear")
 
 LOG_2PI = np.log(2.0 * np.pi)
+
+
+def scoring_method(scoring=None, top_c=5):
+    """The scoring method and top-C a step scores with: the one place they are decided.
+
+    Parameters
+    ----------
+    scoring : {"topc", "exact", "linear"} or None
+        ``None`` (or ``"topc"``): average LLR over the ``top_c`` best UBM
+        components of each frame, or exact when ``top_c`` is 0 or None.
+    top_c : int or None, default=5
+        Top-C Gaussian selection; 0 or ``None`` scores exactly.
+
+    Returns
+    -------
+    method : {"topc", "exact", "linear"}
+    top_c : int or None
+        An integer >= 1 for ``"topc"``, else ``None``.
+
+    Raises
+    ------
+    ValueError
+        An unknown method; for top-C scoring, a ``top_c`` that is no integer
+        >= 0.
+
+    Examples
+    --------
+    >>> scoring_method(None, 5), scoring_method("topc", 0), scoring_method("linear", 5)
+    (('topc', 5), ('exact', None), ('linear', None))
+    """
+    if scoring is not None and scoring not in SCORING_METHODS:
+        raise ValueError(f"unknown scoring method {scoring!r}; expected one of "
+                         f"{', '.join(SCORING_METHODS)}")
+    if scoring not in (None, "topc"):
+        return scoring, None
+    if top_c is None or (top_c == 0 and not isinstance(top_c, bool)):
+        return "exact", None
+    if isinstance(top_c, bool) or not isinstance(top_c, (int, np.integer)) or top_c < 1:
+        raise ParameterError(f"{{name}} must be None or an integer >= 1, got {top_c!r}",
+                             "top_c")
+    return "topc", int(top_c)
 
 
 def topc_kernel(backend=None):
@@ -94,7 +130,8 @@ def llr_scores(X, ubm_params, speaker_models, *, top_c=5, backend=None):
     speaker_models : sequence of SpeakerModel or ``(weights, means, variances)``
         Models adapted from this UBM (same number of components and features).
     top_c : int or None, default=5
-        ``None``: exact scoring (all components in both log-likelihoods).
+        0 or ``None``: exact scoring (all components in both log-likelihoods;
+        :func:`scoring_method`).
         ``C``: the ``C`` best UBM components of each frame, for the UBM and
         the speaker model alike (values above ``n_components`` are clipped).
     backend : {"c", "numpy"} or None
@@ -112,10 +149,7 @@ def llr_scores(X, ubm_params, speaker_models, *, top_c=5, backend=None):
     if isinstance(speaker_models, SpeakerModel):
         speaker_models = [speaker_models]
     models = [_model_params(mod, k, d, i) for i, mod in enumerate(speaker_models)]
-    if top_c is not None and (isinstance(top_c, bool) or not isinstance(top_c, (int, np.integer))
-                              or top_c < 1):
-        raise ParameterError(f"{{name}} must be None or an integer >= 1, got {top_c!r}",
-                             "top_c")
+    _, top_c = scoring_method(None, top_c)
     shift = X.mean(axis=0, dtype=np.float64)
     xc = X.astype(np.float64) - shift
     # the UBM is row 0 of every batch: UBM and models are evaluated with the same
@@ -426,7 +460,7 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
     ubm : UBM in any form :func:`ipem.speaker.map.ubm_params` accepts.
     trials : sequence of tuples
         ``(model_id, test)`` (extra items, such as the label of
-        :func:`read_trials`, are ignored).  ``test`` is a feature file path,
+        :func:`ipem.speaker.scorefiles.read_trials`, are ignored).  ``test`` is a feature file path,
         a FeatureRef, a list of them, or an array of shape
         (n_frames, n_features).  Trials with the same test (same path, or
         the same array object) form one segment that is read once.
@@ -447,27 +481,17 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
         scoring (the module docstring): each task returns its segment's
         statistics, and every score is read off one matrix product of the
         models' offsets with them on the client.  ``None``: ``"exact"`` if
-        ``top_c`` is None, else ``"topc"``.
+        ``top_c`` is 0 or None, else ``"topc"`` (:func:`scoring_method`).
 
     Returns
     -------
     list of float
         One score per trial, in trial order.
     """
-    if method is None:
-        method = "exact" if top_c is None else "topc"
-    if method not in SCORING_METHODS:
-        raise ValueError(f"unknown scoring method {method!r}; expected one of "
-                         f"{', '.join(SCORING_METHODS)}")
-    if method != "topc":
-        top_c = None
+    method, top_c = scoring_method(method, top_c)
     params = _ubm_params(ubm)
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype={dtype!r}: expected float32 or float64")
-    if top_c is not None and (isinstance(top_c, bool) or not isinstance(top_c, (int, np.integer))
-                              or top_c < 1):
-        raise ParameterError(f"{{name}} must be None or an integer >= 1, got {top_c!r}",
-                             "top_c")
     get_kernels(backend)
     trials = list(trials)
     if not trials:
@@ -521,125 +545,3 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
         row = {mid: i for i, mid in enumerate(model_ids)}
         return [float(matrix[row[model_id], order[key]]) for model_id, key in where]
     return [float(results[order[key]][segments[key][1][model_id]]) for model_id, key in where]
-
-
-class Trial(NamedTuple):
-    """One line of a trial list."""
-
-    model: str
-    test: str
-    label: Optional[str] = None
-
-
-_LABELS = ("target", "nontarget")
-
-
-def read_trials(path, *, allow_pipes=False):
-    """Read a NIST-style trial list.
-
-    Each non-empty line reads ``model_id test_segment [target|nontarget]``;
-    lines starting with ``#`` are comments; a test segment with spaces in its
-    path is quoted (``spk1 "wav/my file.wav" target``).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-    allow_pipes : bool, default=False
-        Accept test segments that are shell commands (Kaldi pipes such as
-        ``cmd |``), which the feature reader runs through a shell.  By
-        default a line naming one is refused: a trial list from elsewhere
-        must not run commands.
-
-    Returns
-    -------
-    list of Trial
-        ``Trial(model, test, label)`` named tuples; ``label`` is ``None``
-        where the line has no third column.
-
-    Raises
-    ------
-    ValueError
-        For a malformed line, a model id that cannot name a file in a models
-        directory (``/``, ``\\``, ``..``, absolute paths;
-        :func:`ipem.io.models.check_model_id`), a shell command, a trial
-        given twice (the message gives the file and line number, and the
-        first line of a repeat), or a list without trials.
-    """
-    path = os.fspath(path)
-    trials, line_of = [], {}
-    for lineno, cols in read_list(path, allow_empty=True, allow_pipes=allow_pipes):
-        if len(cols) not in (2, 3):
-            raise ValueError(f"{path}, line {lineno}: expected 'model_id test_segment "
-                             f"[target|nontarget]', got {len(cols)} columns: "
-                             f"{' '.join(cols)!r}")
-        try:
-            check_model_id(cols[0])
-        except ValueError as exc:
-            raise ValueError(f"{path}, line {lineno}: {exc}") from None
-        label = None
-        if len(cols) == 3:
-            label = cols[2].lower()
-            if label not in _LABELS:
-                raise ValueError(f"{path}, line {lineno}: label must be 'target' or "
-                                 f"'nontarget', got {cols[2]!r}")
-        trial = (cols[0], cols[1])
-        if trial in line_of:
-            raise ValueError(f"{path}, line {lineno}: trial '{cols[0]} {cols[1]}' repeats line "
-                             f"{line_of[trial]}")
-        line_of[trial] = lineno
-        trials.append(Trial(cols[0], cols[1], label))
-    if not trials:
-        raise ValueError(f"{path}: no trials in this file")
-    return trials
-
-
-def _field(value, what, i):
-    if isinstance(value, _features.FeatureRef):
-        value = value.path
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if isinstance(value, np.ndarray) or not isinstance(value, (str, int, np.integer)):
-        raise ValueError(f"trial {i}: the {what} must be a name or path to be written, got "
-                         f"{type(value).__name__}")
-    try:
-        return quote_field(str(value))
-    except ValueError as exc:
-        raise ValueError(f"trial {i}: the {what} {exc}") from None
-
-
-def write_scores(path, trials, scores):
-    """Write ``model_id test_segment score [label]`` lines atomically.
-
-    A field with spaces is quoted (:func:`ipem.io.lists.quote_field`), as
-    :func:`read_trials` and the score readers expect.
-
-    Parameters
-    ----------
-    path : str
-    trials : sequence of tuples
-        As for :func:`score_trials` (e.g. from :func:`read_trials`); a third
-        item that is not ``None`` is written as the label column.
-    scores : sequence of float
-        One per trial (written with full float precision).
-
-    Returns
-    -------
-    str
-        ``path``.
-    """
-    path = os.fspath(path)
-    trials = list(trials)
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    if scores.size != len(trials):
-        raise ValueError(f"{len(trials)} trials but {scores.size} scores")
-    lines = []
-    for i, (trial, score) in enumerate(zip(trials, scores)):
-        cols = [_field(trial[0], "model id", i), _field(trial[1], "test segment", i),
-                repr(float(score))]
-        if len(trial) > 2 and trial[2] is not None:
-            cols.append(_field(trial[2], "label", i))
-        lines.append(" ".join(cols) + "\n")
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(lines)
-    return path

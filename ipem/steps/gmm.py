@@ -1,0 +1,350 @@
+"""The GMM-UBM steps: adapt (UBM + enrollment -> models), score (models + trials ->
+scores), normalize (scores + cohort -> normalized scores).
+
+Each checks what it can before any work -- its outputs can be written, its
+lists are well formed, the header of every feature file it will read and
+every model file it needs -- and only then gets its cluster
+(:func:`ipem.steps.cluster.running`).  Where the features of list entries
+are is a :class:`ipem.speaker.FeatureSource` (``source``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..io import FeatureRef, list_features
+from ..io.atomic import atomic_directory
+from ..io.models import model_file
+from ..io.preflight import check_output_dir, check_output_file
+from ..speaker.map import adapt_speakers, ubm_params
+from ..speaker.normalization import (NORMALIZATIONS, cohort_needs, normalize_scores,
+                                     score_matrix)
+from ..speaker.scorefiles import read_score_file, read_trials, write_score_file
+from ..speaker.scoring import score_trials, scoring_method
+from ..speaker.utterances import FeatureSource
+from .cluster import running
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["adapt", "normalize", "score"]
+
+
+def adapt(ubm, enrollment, out_dir, *, source=None, relevance_factor=16.0, adapt="m",
+          controller=None, progress=False):
+    """MAP-adapt one speaker model per enrolled speaker and write them to ``out_dir``.
+
+    Parameters
+    ----------
+    ubm : ipem.UBMTrainer, str or any form :func:`ipem.speaker.map.ubm_params` accepts
+        The UBM (a model file path is read).
+    enrollment : dict, str or None
+        ``model_id -> feature files`` (see
+        :meth:`ipem.speaker.FeatureSource.enrollment`), or the path of an
+        enrollment list (then ``source`` needs ``features_dir`` or
+        ``data_dir``); ``None`` with ``source.data_dir``: one model per
+        speaker of its ``spk2utt`` (or ``utt2spk``), from the features of
+        ``feats.scp``.
+    out_dir : str or os.PathLike
+        Each task writes ``<out_dir>/<model_id>.npz`` (created if needed).
+    source : ipem.speaker.FeatureSource, optional
+        Where the features of an enrollment list's utterances are; its
+        ``data_dir`` (a Kaldi data directory) gives the speakers, or the
+        utterance ids of an enrollment list.
+    relevance_factor : float, default=16.0
+    adapt : str, default="m"
+        Parameters to adapt: any of ``m`` (means), ``w`` (weights), ``v``
+        (variances).
+    controller : Controller, int, DirectView, str or None
+        A cluster spec (``"mpi:4"``) is started after the step's checks.
+    progress : bool, default=False
+
+    Returns
+    -------
+    dict
+        ``model_id -> model file path`` (absolute), in enrollment order.
+
+    Raises
+    ------
+    ValueError
+        A malformed list or option, a speaker id that is no file name, a
+        missing or malformed feature file, features of another dimension
+        than the UBM's (all found before any model is adapted), an
+        ``out_dir`` that cannot be made or written.
+    ipem.EngineValueError
+        A bad feature file (NaN, ...), found on an engine.
+
+    Notes
+    -----
+    All or nothing: the models are written into a temporary directory next
+    to ``out_dir`` and moved into it when every speaker is done
+    (:func:`ipem.io.atomic.atomic_directory`); models of other speakers
+    already in ``out_dir`` are kept, those of the same speakers replaced.  A
+    failure (or an interrupt) leaves ``out_dir`` as it was.
+    """
+    source = FeatureSource() if source is None else source
+    check_output_dir(out_dir, "out_dir")
+    where = (f"{os.fspath(enrollment)}: speaker" if isinstance(enrollment, (str, os.PathLike))
+             else "speaker")
+    if isinstance(enrollment, (str, os.PathLike)):
+        if source.features_dir is None and source.data_dir is None:
+            raise ValueError("adapt: an enrollment list path needs features_dir or data_dir")
+        enrollment = source.enrollment(enrollment)
+    elif enrollment is None:
+        if source.data_dir is None:
+            raise ValueError("adapt: give the enrollment (a list or a dict) or a Kaldi data "
+                             "directory (data_dir)")
+        enrollment, table = source.speakers()
+        where = f"{table}: speaker"
+    params = ubm_params(ubm)
+    _check_headers(enrollment, params[1].shape[1], where)
+    final = os.path.abspath(os.fspath(out_dir))
+    logger.info("MAP-adapting %d speaker models (r=%g, adapt=%s) -> %s", len(enrollment),
+                relevance_factor, adapt, out_dir)
+    with running(controller) as ctrl, atomic_directory(final) as tmp:
+        written = adapt_speakers(params, enrollment, controller=ctrl,
+                                 relevance_factor=relevance_factor, adapt=adapt, out_dir=tmp,
+                                 progress=progress)
+    return {spk: os.path.join(final, os.path.relpath(path, tmp))
+            for spk, path in written.items()}
+
+
+def score(ubm, trials, models_dir, *, source=None, top_c=5, scoring=None, out=None,
+          controller=None, progress=False):
+    """Score a trial list against model files, one task per test segment.
+
+    Parameters
+    ----------
+    ubm : ipem.UBMTrainer, str or any form :func:`ipem.speaker.map.ubm_params` accepts
+    trials : str or sequence of Trial
+        A NIST-style trial list (``model_id test [target|nontarget]`` lines)
+        or its rows (:func:`ipem.speaker.scorefiles.read_trials`).
+    models_dir : str or os.PathLike
+        Directory of ``<model_id>.npz`` files (from :func:`adapt`).
+    source : ipem.speaker.FeatureSource, optional
+        Where the test segments' features are (:meth:`~ipem.speaker.FeatureSource.path`);
+        with a ``data_dir``, the trials' test column names its utterance ids.
+    top_c : int or None, default=5
+        Top-C Gaussian selection; 0 or ``None`` scores exactly.
+    out : str, optional
+        Write the score file here (``model test score [label]`` lines).
+    scoring : {"topc", "exact", "linear"} or None
+        Average LLR with top-C selection, exact average LLR, or linear
+        scoring (Glembek et al. 2009: one matrix product of the models' mean
+        offsets with the test segments' UBM statistics; see
+        :mod:`ipem.speaker.scoring`).  ``None``: ``"exact"`` if ``top_c`` is
+        0 or None, else ``"topc"`` (:func:`ipem.speaker.scoring.scoring_method`).
+    controller : Controller, int, DirectView, str or None
+        A cluster spec (``"mpi:4"``) is started after the step's checks.
+    progress : bool, default=False
+
+    Returns
+    -------
+    trials : list of Trial
+    scores : ndarray of shape (n_trials,), float64
+        Average per-frame log-likelihood ratios, in trial order.
+
+    Raises
+    ------
+    ValueError
+        A malformed trial list (a trial twice included), a model id without
+        a model file (named, with the trial list), a missing or malformed
+        feature file, an ``out`` that cannot be written (all found before
+        scoring).
+    ipem.EngineValueError
+        A bad feature or model file, found on an engine.
+    """
+    source = FeatureSource() if source is None else source
+    if out is not None:
+        check_output_file(out, "out")
+    where = os.fspath(trials) if isinstance(trials, (str, os.PathLike)) else "trials"
+    trials = (read_trials(trials, allow_pipes=source.allow_pipes)
+              if isinstance(trials, (str, os.PathLike)) else list(trials))
+    models = _model_files(dict.fromkeys(t[0] for t in trials), models_dir, "model id", where)
+    pairs = [(t[0], _test_segment(t[1], source, where)) for t in trials]
+    ubm = ubm_params(ubm)
+    _check_headers({t[1]: test for t, (_, test) in zip(trials, pairs)}, ubm[1].shape[1],
+                   f"{where}: test segment")
+    method, top_c = scoring_method(scoring, top_c)
+    logger.info("scoring %d trials of %d models (%s)", len(trials), len(models),
+                f"top-{top_c}" if method == "topc" else method)
+    with running(controller) as ctrl:
+        scores = np.asarray(score_trials(ubm, pairs, models, controller=ctrl, top_c=top_c,
+                                         progress=progress, method=method), dtype=np.float64)
+    if out is not None:
+        write_score_file(out, trials, scores)
+        logger.info("scores -> %s", out)
+    return trials, scores
+
+
+def normalize(ubm, scores, cohort, models_dir, *, source=None, method="s", cohort_models=None,
+              top_n=200, key=None, top_c=5, out=None, out_format="ipem", controller=None,
+              progress=False):
+    """Normalise trial scores with an impostor cohort (Z/T/ZT/S/AS-norm).
+
+    The cohort scores are computed here, task-parallel over segments
+    (:func:`ipem.speaker.normalization.score_matrix`): every enrolled model
+    against the cohort segments (Z side), every test segment against the
+    cohort models (T side), and for ZT-norm every cohort model against the
+    other cohort segments.
+
+    Parameters
+    ----------
+    ubm : ipem.UBMTrainer, str or any form :func:`ipem.speaker.map.ubm_params` accepts
+    scores : str, os.PathLike or (trials, scores)
+        A score file (:func:`ipem.speaker.scorefiles.read_score_file`) or its contents.
+    cohort : str, os.PathLike or dict
+        The impostor cohort: a list in the enrollment format, ``cohort_id
+        utterance [utterance ...]`` per line (:meth:`ipem.speaker.FeatureSource.enrollment`), or
+        its dict.  Each entry is one cohort member: its utterances form a
+        cohort segment, and ``cohort_models/<cohort_id>.npz`` (adapted from
+        the same list by :func:`adapt`) is its model.  Cohort speakers should
+        not be in the trials.
+    models_dir : str or os.PathLike
+        The enrolled models, ``<model_id>.npz``.
+    source : ipem.speaker.FeatureSource, optional
+        Where the test segments' and the cohort's features are; with a
+        ``data_dir``, the trials and the cohort list name its utterance ids.
+    method : {"z", "t", "zt", "s", "as"}, default="s"
+        A name of :data:`ipem.speaker.normalization.NORMALIZATIONS`.
+    cohort_models : str or os.PathLike, optional
+        Directory of the cohort models; needed by every method but ``"z"``.
+    top_n : int, default=200
+        Cohort members per side for adaptive S-norm (``"as"``).
+    key : str, os.PathLike or dict, optional
+        For a score file: only its trials, labelled by it.
+    top_c : int or None, default=5
+        Top-C Gaussian selection of the cohort scoring (as for :func:`score`).
+    out : str, optional
+        Write the normalised scores here.
+    out_format : {"ipem", "kaldi"}, default="ipem"
+    controller : Controller, int, DirectView, str or None
+        A cluster spec (``"mpi:4"``) is started after the step's checks.
+    progress : bool, default=False
+
+    Returns
+    -------
+    trials : list of Trial
+    scores : ndarray of shape (n_trials,), float64
+        The normalised scores, in trial order.
+
+    Raises
+    ------
+    ValueError
+        An unknown method, a malformed score file or list, a missing model
+        file (named), a cohort without spread.
+    ipem.EngineValueError
+        A bad feature or model file, found on an engine.
+    """
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"unknown score normalisation {method!r}; expected one of "
+                         f"{', '.join(NORMALIZATIONS)}")
+    source = FeatureSource() if source is None else source
+    if out is not None:
+        check_output_file(out, "out")
+    where = os.fspath(scores) if isinstance(scores, (str, os.PathLike)) else "scores"
+    if isinstance(scores, (str, os.PathLike)):
+        trials, raw = read_score_file(scores, key)
+    else:
+        trials, raw = scores
+        trials, raw = list(trials), np.asarray(raw, dtype=np.float64)
+    cohort_name = os.fspath(cohort) if isinstance(cohort, (str, os.PathLike)) else "cohort"
+    if isinstance(cohort, (str, os.PathLike)):
+        cohort = source.enrollment(cohort)
+    if len(cohort) < 2:
+        raise ValueError(f"{cohort_name}: a cohort needs at least 2 members, got {len(cohort)}")
+    needs = cohort_needs(method)
+    if "test" in needs and cohort_models is None:
+        raise ValueError(f"{method}-norm needs the cohort models (cohort_models: a directory "
+                         f"of <cohort_id>.npz, e.g. from adapt with {cohort_name})")
+    model_ids, enroll_index = _first_seen(t[0] for t in trials)
+    test_ids, test_index = _first_seen(t[1] for t in trials)
+    segments = dict(cohort)                     # cohort id -> feature files (one segment)
+    ubm = ubm_params(ubm)
+    _check_headers(segments, ubm[1].shape[1], f"{cohort_name}: cohort member")
+    if "enroll" in needs:
+        models = _model_files(model_ids, models_dir, "model id", where)
+    if "test" in needs:
+        cmodels = _model_files(list(cohort), cohort_models, "cohort member", cohort_name)
+        tests = {t: _test_segment(t, source, where) for t in test_ids}
+        _check_headers(tests, ubm[1].shape[1], f"{where}: test segment")
+    mats = {}
+    logger.info("%s-norm of %d trials with a cohort of %d (%s)", method, len(trials),
+                len(cohort), cohort_name)
+    with running(controller) as ctrl:
+        opts = dict(controller=ctrl, top_c=top_c, progress=progress)
+        if "enroll" in needs:
+            mats["enroll_cohort"] = score_matrix(ubm, models, segments, **opts)
+        if "test" in needs:
+            mats["test_cohort"] = score_matrix(ubm, cmodels, tests, **opts).T
+            if "cohort" in needs:
+                mats["cohort_cohort"] = score_matrix(ubm, cmodels, segments,
+                                                     exclude=[(c, c) for c in cohort], **opts)
+    normed = normalize_scores(method, raw, enroll_index=enroll_index, test_index=test_index,
+                              top_n=top_n, **mats)
+    if out is not None:
+        write_score_file(out, trials, normed, out_format)
+        logger.info("%s-normalised scores -> %s", method, out)
+    return trials, normed
+
+
+# ---------------------------------------------------------------------------
+# checks made before any work
+# ---------------------------------------------------------------------------
+
+def _test_segment(test, source, where):
+    """:meth:`FeatureSource.path` of a trial's test segment; a refusal names the trial list."""
+    try:
+        return source.path(test)
+    except ValueError as exc:
+        raise ValueError(f"{where}: test segment {test!r}: {exc}") from None
+
+
+def _check_headers(sources, n_features, what):
+    """Read now the headers of every feature file ``sources`` name (``name -> source``).
+
+    A missing, unreadable or malformed file, or one of another dimension than
+    the UBM's, is found before any task starts (the frames themselves, NaN
+    included, are checked where they are read).  Messages start with
+    ``"<what> <name>: "`` (e.g. ``"enroll.lst: speaker spk1: "``).
+    """
+    for name, source in sources.items():
+        items = [source] if isinstance(source, (str, os.PathLike, FeatureRef)) else source
+        if isinstance(items, np.ndarray):
+            continue
+        for item in items:
+            if isinstance(item, FeatureRef):
+                refs = [item]
+            elif isinstance(item, (str, os.PathLike)):
+                try:
+                    refs = list_features(item)
+                except ValueError as exc:
+                    raise ValueError(f"{what} {name}: {exc}") from None
+            else:
+                continue                 # arrays and the like: checked by the step
+            for ref in refs:
+                if ref.n_features != n_features:
+                    raise ValueError(f"{what} {name}: {ref.where()} has {ref.n_features} "
+                                     f"features per frame, but the UBM has {n_features}")
+
+
+def _model_files(ids, models_dir, what, where):
+    out = {}
+    for mid in ids:
+        try:
+            path = Path(model_file(models_dir, mid))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if not path.exists():
+            raise ValueError(f"{where}: no model file {path} for {what} {mid!r}")
+        out[mid] = str(path)
+    return out
+
+
+def _first_seen(values):
+    """Unique values in order of first appearance, and each value's position."""
+    pos = {}
+    index = np.array([pos.setdefault(v, len(pos)) for v in values], dtype=np.int64)
+    return list(pos), index
