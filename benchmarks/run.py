@@ -173,11 +173,11 @@ def fixed_estep_times(X, gm, repeat=10):
     import ipem
     data = ipem.LocalController(1).distribute(X)
     params = {"weights": gm.weights_, "means": gm.means_, "prec_chol": gm.precisions_cholesky_}
-    gm._e_step(data, params)
+    gm.e_step(data, params)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        gm._e_step(data, params)
+        gm.e_step(data, params)
         times.append(time.perf_counter() - t0)
     data.free()
     return med(times)
@@ -421,12 +421,12 @@ def section_engines(args, rows):
             walls, overheads = [], []
             for i in range(3 * args.repeat + 1):   # noisier than the rest: more runs
                 t0 = time.perf_counter()
-                stats = gm._e_step(data, params)
-                gm._m_step(stats, params, data)
+                stats, shard_times = gm.e_step(data, params)
+                gm.m_step(stats, params, data)
                 wall = time.perf_counter() - t0
                 if i:  # first call warms up
                     walls.append(wall)
-                    overheads.append(wall - float(np.max(ctrl.last_shard_times)))
+                    overheads.append(wall - float(np.max(shard_times)))
             results[n_eng] = (med(walls), med(overheads))
             data.free()
     speedup = results[1][0][0] / results[2][0][0]
@@ -461,8 +461,8 @@ gc.collect()
 ctypes.CDLL("libc.so.6").malloc_trim(0)          # give freed heap pages back first
 open("/proc/self/clear_refs", "w").write("5")   # reset the peak (VmHWM) to the current RSS
 base = status("VmRSS:")
-stats = gm._e_step(data, params)
-gm._m_step(stats, params, data)
+stats, _ = gm.e_step(data, params)
+gm.m_step(stats, params, data)
 peak = status("VmHWM:")
 print(json.dumps(dict(data_mb=X.nbytes / 2**20, extra_mb=peak - base)))
 """

@@ -102,14 +102,14 @@ def test_em_stops_at_the_first_non_finite_objective():
     from ipem.em.driver import EMLoop
 
     class Exploding:
-        def _e_step(self, data, params):
-            return data.controller.reduce(lambda shard: float(shard.X.sum()), data)
+        def e_step(self, data, params):
+            return data.controller.reduce_timed(lambda shard: float(shard.X.sum()), data)
 
-        def _m_step(self, stats, params, data):
+        def m_step(self, stats, params, data):
             scale = params["scale"] * 1e300
             return {"scale": scale}, float(np.sum(stats)) * float(scale[0]), {}
 
-        def _converged(self, record):
+        def is_converged(self, record):
             return False
 
     ctrl = ipem.LocalController(2)
@@ -118,6 +118,31 @@ def test_em_stops_at_the_first_non_finite_objective():
     with pytest.raises(FloatingPointError, match=r"EM iteration 2: the objective is inf"):
         loop.run({"scale": np.ones(1)}, max_iter=10)
     assert len(loop.history) == 1
+
+
+def test_em_driver_checks_the_hook_contract():
+    """A model without the EM hooks is refused when the loop is made, naming what is missing."""
+    from ipem.em.driver import EMLoop
+    from ipem.em.hooks import EMHooks, StagedHooks
+    from ipem.em.staged import run_stages
+
+    class OldStyle:                  # the private hooks of before: not the contract
+        def _e_step(self, data, params):
+            return None
+
+        def m_step(self, stats, params, data):
+            return params, 0.0, {}
+
+    data = ipem.LocalController(1).distribute(np.ones((4, 2)))
+    with pytest.raises(TypeError, match="OldStyle does not implement the EMHooks of "
+                                        "ipem.em.hooks: no e_step, is_converged"):
+        EMLoop(OldStyle(), data)
+    with pytest.raises(TypeError, match="KMeans does not implement the StagedHooks.*no grow"):
+        run_stages(ipem.KMeans(2), data, np.random.RandomState(0), [(2, 1)])
+    for model in (ipem.KMeans(2), ipem.GaussianMixture(2), ipem.UBMTrainer(2)):
+        assert isinstance(model, EMHooks)
+    assert isinstance(ipem.UBMTrainer(2), StagedHooks)
+    assert not isinstance(OldStyle(), EMHooks)
 
 
 @pytest.mark.parametrize("dtype, scale", [(np.float32, 1e19), (np.float64, 1e200)])

@@ -170,7 +170,9 @@ def test_controller_times_every_shard_call(dv_client):
         for r in gm.history_:
             assert r.info["shard_frames"] == [150, 150]
             assert len(r.info["shard_time"]) == 2 and min(r.info["shard_time"]) > 0
-        assert ctrl.last_shard_times.shape == (2,)
+        stats, times = ctrl.reduce_timed(_shard_stats, ctrl.distribute(X), 1.0)
+        assert times.shape == (2,)
+        assert_allclose(stats["s"], X.sum(axis=0))
 
 
 def _big_stats(shard, n_values):

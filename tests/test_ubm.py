@@ -288,6 +288,6 @@ def test_split_to_reaches_the_stage_size_after_removals():
     rng = np.random.default_rng(0)
     params = {"weights": np.array([0.5, 0.3, 0.2]), "means": rng.normal(size=(3, 2)),
               "covariances": np.ones((3, 2))}
-    out = t._grow(params, 8)
+    out = t.grow(params, 8)
     assert out["weights"].shape == (8,) and out["means"].shape == (8, 2)
     assert out["weights"].sum() == pytest.approx(1.0)

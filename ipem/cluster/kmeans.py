@@ -126,7 +126,8 @@ class KMeans(ClusterMixin, TransformerMixin, EMEstimator):
         finally:
             clear_state(data.controller, lloyd.clear, data)
 
-    def _initialize(self, data, rng, given):
+    def initialize(self, data, rng, given):
+        """EM hook: the initial centres (given, random frames or k-means++), shifted."""
         if not isinstance(self.init, str):
             centers = np.asarray(self.init, dtype=np.float64) - data.mean
         elif self.init == "random":
@@ -139,17 +140,21 @@ class KMeans(ClusterMixin, TransformerMixin, EMEstimator):
         data.controller.map(lloyd.reset, data)
         return {"centers": centers}
 
-    def _restore_shards(self, data, params):
-        """After engines were replaced: the labels of the previous E-step, as before."""
+    def restore_shards(self, data, params):
+        """After engines were replaced: the labels of the previous E-step, as before
+        (:class:`~ipem.em.hooks.RestoresShards`)."""
         data.controller.map(lloyd.reset, data)
         if params is not None:
-            self._e_step(data, params)
+            self.e_step(data, params)
 
-    def _e_step(self, data, params):
-        return data.controller.reduce(lloyd.step, data, data.mean, params["centers"],
-                                      self.backend, self.chunk_size)
+    def e_step(self, data, params):
+        """EM hook (:class:`~ipem.em.hooks.EMHooks`): a Lloyd assignment step on every
+        shard, ``(stats, shard_times)`` (a Reduction)."""
+        return data.controller.reduce_timed(lloyd.step, data, data.mean, params["centers"],
+                                            self.backend, self.chunk_size)
 
-    def _m_step(self, stats, params, data):
+    def m_step(self, stats, params, data):
+        """EM hook: the new centres (empty clusters relocated), the inertia, the telemetry."""
         counts, sums = stats["counts"].copy(), stats["sums"].copy()
         empty = np.flatnonzero(counts == 0)
         relocated = 0
@@ -180,12 +185,13 @@ class KMeans(ClusterMixin, TransformerMixin, EMEstimator):
             sums[j] = w[i] * rows[i]
         return int(min(empty.size, order.size))
 
-    def _converged(self, record):
+    def is_converged(self, record):
+        """No label changed, or the centres moved less than ``tol`` (scaled)."""
         return record.info["n_changed"] == 0 or record.info["center_shift"] <= self._tol_scaled
 
     def _finish_run(self, data, result):
         # the inertia of the final centres (scikit-learn reports it after the last update)
-        result.objective = float(self._e_step(data, result.params)["inertia"])
+        result.objective = float(self.e_step(data, result.params).total["inertia"])
 
     def _set_fitted(self, result, data):
         self.cluster_centers_ = result.params["centers"] + data.mean

@@ -5,16 +5,19 @@ estimator's controller (or uses an already distributed dataset where it
 lives), draws the random state, runs the best of ``n_init`` initialisations
 through :class:`~ipem.em.driver.EMLoop`, warns when EM did not converge, sets
 the fitted attributes and frees what it distributed.  A model supplies the
-hooks:
+hooks.  Public, because the driver calls them (:class:`~ipem.em.hooks.EMHooks`):
+
+``initialize(data, rng, given) -> params``
+``e_step(data, params) -> (stats, shard_times)`` and ``m_step(stats, params, data)``
+    ``-> (params, objective, info)``; see :mod:`ipem.em.hooks`
+``is_converged(record) -> bool``
+    default: ``abs(record.change) < tol``
+
+and private, because only this template calls them:
 
 ``_check_params(n_features) -> dict``
     validate hyper-parameters; return user-given initial parameters
 ``_n_init() -> int``, ``_min_samples() -> int``
-``_initialize(data, rng, given) -> params``
-``_e_step(data, params) -> stats`` and ``_m_step(stats, params, data)``
-    ``-> (params, objective, info)``; see :mod:`ipem.em.driver`
-``_converged(record) -> bool``
-    default: ``abs(record.change) < tol``
 ``_finish_run(data, result)``
     after each initialisation's EM (k-means: the final inertia)
 ``_set_fitted(result, data)``
@@ -59,7 +62,17 @@ class EMEstimator(BaseEstimator):
     def _min_samples(self):
         return 1
 
-    def _converged(self, record):
+    def is_converged(self, record):
+        """EM stops when the objective changed by less than ``tol``.
+
+        Parameters
+        ----------
+        record : IterationRecord
+
+        Returns
+        -------
+        bool
+        """
         return bool(abs(record.change) < self.tol)
 
     def _finish_run(self, data, result):
@@ -167,13 +180,13 @@ class EMEstimator(BaseEstimator):
 
 
 def initialize_recovering(model, data, rng, given):
-    """``model._initialize(data, rng, given)``, repeated from the same random state
+    """``model.initialize(data, rng, given)``, repeated from the same random state
     when an engine is lost (so a recovered fit starts where an undisturbed one does)."""
     state = rng.get_state()
 
     def init():
         rng.set_state(state)
-        return model._initialize(data, rng, given)
+        return model.initialize(data, rng, given)
 
     return data.controller.retry_lost(init)
 

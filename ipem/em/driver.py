@@ -1,21 +1,20 @@
 """The EM driver: the one loop every ipem algorithm runs.
 
-A model supplies the hooks and the driver owns everything else (iteration,
-timing, per-shard telemetry, convergence test, history, callbacks)::
+A model supplies the hooks of :class:`~ipem.em.hooks.EMHooks` (checked when
+the loop is made) and the driver owns everything else (iteration, timing,
+per-shard telemetry, convergence test, history, callbacks)::
 
-    stats = model._e_step(data, params)                      # over the controller
-    params, objective, info = model._m_step(stats, params, data)
-    done = model._converged(record)
+    stats, shard_times = model.e_step(data, params)        # over the controller
+    params, objective, info = model.m_step(stats, params, data)
+    done = model.is_converged(record)
 
-``objective`` is the value of the criterion *at the parameters that went into
-the E-step* (mean log-likelihood for mixtures, inertia for k-means), exactly
-as scikit-learn's ``lower_bound_``.  The driver never knows whether the data
-is local or on engines.
+The driver never knows whether the data is local or on engines.
 
 When an engine is lost during an iteration
 (:class:`~ipem.parallel.errors.EngineLost`), the driver lets the controller
 recover (:meth:`~ipem.parallel.controller.Controller.retry_lost`), calls the
-model's optional ``_restore_shards(data, params)`` hook with the parameters of
+model's ``restore_shards(data, params)`` (models that implement
+:class:`~ipem.em.hooks.RestoresShards`) with the parameters of
 the previous E-step (per-shard state such as k-means labels), and repeats the
 iteration from the parameters of the last completed one; the record's
 ``info["recovered"]`` lists what happened and an
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..parallel.errors import EngineError, EngineLost, EngineRecoveryWarning
+from .hooks import EMHooks, RestoresShards, require_hooks
 from .records import IterationRecord
 
 logger = logging.getLogger(__name__)
@@ -78,9 +78,9 @@ class EMLoop:
 
     Parameters
     ----------
-    model : object
-        Supplies ``_e_step(data, params)``, ``_m_step(stats, params, data)``
-        and ``_converged(record)``.
+    model : EMHooks
+        Supplies ``e_step(data, params)``, ``m_step(stats, params, data)``
+        and ``is_converged(record)`` (:class:`~ipem.em.hooks.EMHooks`).
     data : DistributedData
     callbacks : sequence of callables
         Each is called as ``cb(record)`` after every iteration.
@@ -95,10 +95,16 @@ class EMLoop:
     resume_hint : str, optional
         Appended to the error raised when a lost engine cannot be recovered
         (staged training names its checkpoint).
+
+    Raises
+    ------
+    TypeError
+        When ``model`` does not implement :class:`~ipem.em.hooks.EMHooks`.
     """
 
     def __init__(self, model, data, *, callbacks=(), on_iteration=None, history=None,
                  start_time=None, resume_hint=None):
+        require_hooks(model, EMHooks)
         self.model = model
         self.data = data
         self.callbacks = list(callbacks)
@@ -117,16 +123,16 @@ class EMLoop:
 
         def step():
             t0 = time.perf_counter()
-            stats = model._e_step(data, params)
+            stats, shard_time = model.e_step(data, params)
             t1 = time.perf_counter()
-            shard_time = data.controller.last_shard_times.tolist()
-            return t1 - t0, shard_time, *model._m_step(stats, params, data)
+            return t1 - t0, list(map(float, shard_time)), *model.m_step(stats, params, data)
 
-        restore = getattr(model, "_restore_shards", None)
+        restore = None
+        if isinstance(model, RestoresShards):
+            def restore():
+                model.restore_shards(data, previous_params)
         try:
-            out = data.controller.retry_lost(
-                step, on_recover=recovered.append,
-                restore=None if restore is None else (lambda: restore(data, previous_params)))
+            out = data.controller.retry_lost(step, on_recover=recovered.append, restore=restore)
         except EngineError as exc:
             if not isinstance(exc.__cause__, EngineLost):
                 raise
@@ -180,7 +186,7 @@ class EMLoop:
                                      e_step_time=e_time, stage=stage, info=info)
             self.history.append(record)
             records.append(record)
-            converged = bool(model._converged(record))
+            converged = bool(model.is_converged(record))
             if self.on_iteration is not None:
                 self.on_iteration(params, record, converged)
             for cb in self.callbacks:

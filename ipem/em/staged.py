@@ -2,17 +2,17 @@
 
 Training a UBM runs EM at a sequence of model sizes (1 -> 2 -> 4 ... -> K),
 growing the model between stages, and must survive a job killed at its time
-limit.  :func:`run_stages` does that for any model that supplies, besides the
-EM hooks,
+limit.  :func:`run_stages` does that for any model that implements
+:class:`~ipem.em.hooks.StagedHooks` (the EM hooks and):
 
-``_initialize(data, rng, given) -> params``
+``initialize(data, rng, given) -> params``
     the first stage's model;
-``_grow(params, size) -> params``
+``grow(params, size) -> params``
     the model of the next stage;
-``_stage_size(params) -> int`` (optional)
-    the size recorded in the records (default: ``params["weights"].size``);
-``_write_checkpoint(path, params, position, rng, history, data)`` and
-``_read_checkpoint(path, data) -> (params, position, rng, history)``
+``stage_size(params) -> int``
+    the size recorded in the records;
+``write_checkpoint(path, params, position, rng, history, data)`` and
+``read_checkpoint(path, data) -> (params, position, rng, history)``
     the checkpoint format (:mod:`ipem.io.models` for the UBM).
 
 A checkpoint is written after every ``every``-th iteration and at the end of
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from .base import initialize_recovering
 from .driver import EMLoop, EMResult
+from .hooks import StagedHooks, require_hooks
 
 
 @dataclass
@@ -58,7 +59,7 @@ def run_stages(model, data, rng, stages, *, callbacks=(), checkpoint=None, resum
 
     Parameters
     ----------
-    model : object
+    model : StagedHooks
         See the module docstring.
     data : DistributedData
     rng : numpy.random.RandomState
@@ -77,23 +78,29 @@ def run_stages(model, data, rng, stages, *, callbacks=(), checkpoint=None, resum
         ``history`` holds every record of every stage (resumed ones included).
     resumed_from : int
         Number of records that came from the checkpoint.
+
+    Raises
+    ------
+    TypeError
+        When ``model`` does not implement :class:`~ipem.em.hooks.StagedHooks`.
     """
+    require_hooks(model, StagedHooks)
     if checkpoint and resume and os.path.exists(checkpoint):
-        params, pos, rng, history = model._read_checkpoint(checkpoint, data)
+        params, pos, rng, history = model.read_checkpoint(checkpoint, data)
     else:
         params, pos, history = initialize_recovering(model, data, rng, {}), Position(), []
     resumed_from = len(history)
     if pos.stage_done:
         pos = Position(pos.stage_index + 1, 0, False, pos.converged)
         if pos.stage_index < len(stages):
-            params = model._grow(params, stages[pos.stage_index][0])
+            params = model.grow(params, stages[pos.stage_index][0])
 
     def on_iteration(new_params, record, converged):
         pos.iter_in_stage += 1
         pos.converged = converged
         pos.stage_done = converged or pos.iter_in_stage >= stages[pos.stage_index][1]
         if checkpoint and (pos.stage_done or pos.iter_in_stage % every == 0):
-            model._write_checkpoint(checkpoint, new_params, pos, rng, history, data)
+            model.write_checkpoint(checkpoint, new_params, pos, rng, history, data)
 
     hint = (f"the checkpoint {checkpoint} holds the last completed iteration: run the same "
             "training again (resume is on by default) to continue from it" if checkpoint
@@ -104,13 +111,11 @@ def run_stages(model, data, rng, stages, *, callbacks=(), checkpoint=None, resum
         budget = stages[pos.stage_index][1] - pos.iter_in_stage
         if budget > 0:
             previous = history[-1].objective if (pos.iter_in_stage and history) else None
-            size = getattr(model, "_stage_size", None)
-            result = loop.run(params, budget, previous=previous,
-                              stage=int(params["weights"].size) if size is None else size(params))
+            result = loop.run(params, budget, previous=previous, stage=model.stage_size(params))
             params = result.params
         pos = Position(pos.stage_index + 1, 0, False, pos.converged)
         if pos.stage_index < len(stages):
-            params = model._grow(params, stages[pos.stage_index][0])
+            params = model.grow(params, stages[pos.stage_index][0])
     objective = history[-1].objective if history else float("-inf")
     return EMResult(params=params, converged=pos.converged, n_iter=len(history),
                     objective=objective, history=history), resumed_from

@@ -190,17 +190,22 @@ class TotalVariability(TransformerMixin, EMEstimator):
         return super().fit(X, y, sample_weight)
 
     # --- EM hooks ------------------------------------------------------------------
-    def _initialize(self, data, rng, given):
+    def initialize(self, data, rng, given):
+        """EM hook: a random ``T`` of shape (n_components_ubm, n_features, rank)."""
         w, m, v = self._params_ubm
         k, d = m.shape
         t = rng.standard_normal((k, d, self.n_components))
         return {"T": self.init_scale * np.sqrt(v)[:, :, None] * t}
 
-    def _e_step(self, data, params):
-        return data.controller.reduce(posterior.tv_stats, data, params["T"],
-                                      1.0 / self._params_ubm[2])
+    def e_step(self, data, params):
+        """EM hook (:class:`~ipem.em.hooks.EMHooks`): the summed statistics of the
+        latent factor, ``(stats, shard_times)`` (a Reduction)."""
+        return data.controller.reduce_timed(posterior.tv_stats, data, params["T"],
+                                            1.0 / self._params_ubm[2])
 
-    def _m_step(self, stats, params, data):
+    def m_step(self, stats, params, data):
+        """EM hook: the new ``T`` (minimum divergence when asked), the log-likelihood
+        per frame and the telemetry."""
         T, n_empty = posterior.tv_m_step(stats, params["T"])
         if self.min_divergence:
             T = posterior.min_divergence(T, stats)
@@ -210,7 +215,8 @@ class TotalVariability(TransformerMixin, EMEstimator):
                     stats["ww"], T.shape[2])) / max(stats["n"], 1.0))}
         return {"T": T}, stats["loglik"] / max(frames, 1.0), info
 
-    def _stage_size(self, params):
+    def stage_size(self, params):
+        """The rank of ``T``."""
         return int(params["T"].shape[2])
 
     def _fit_runs(self, data, rng, given):
@@ -219,7 +225,8 @@ class TotalVariability(TransformerMixin, EMEstimator):
             checkpoint=self.checkpoint, resume=self.resume, every=self.checkpoint_every)
         return result
 
-    def _grow(self, params, size):  # one stage: never called with another size
+    def grow(self, params, size):
+        """One stage: never called with another size."""
         return params
 
     def _set_fitted(self, result, data):
@@ -309,7 +316,8 @@ class TotalVariability(TransformerMixin, EMEstimator):
         return {"random_state": seed, "utterances": int(data.n_samples),
                 "columns": int(data.n_features)}
 
-    def _write_checkpoint(self, path, params, pos, rng, history, data):
+    def write_checkpoint(self, path, params, pos, rng, history, data):
+        """Write the training state atomically."""
         save_npz_atomic(
             path, kind=np.array(_CHECKPOINT_KIND), format_version=np.array(FORMAT_VERSION),
             T=params["T"], settings_json=np.array(json.dumps(self._settings())),
@@ -318,7 +326,8 @@ class TotalVariability(TransformerMixin, EMEstimator):
                                                     pos.stage_done, pos.converged]),
             history_json=np.array(records_to_json(history)), **rng_to_arrays(rng))
 
-    def _read_checkpoint(self, path, data):
+    def read_checkpoint(self, path, data):
+        """``(params, position, rng, history)`` of a checkpoint, each checked."""
         fresh = "delete the checkpoint (or pass resume=False) to train from the start"
         z = read_npz(path, _limits(data.n_features))
         if text_scalar(z, "kind", path, default="") != _CHECKPOINT_KIND:

@@ -4,7 +4,8 @@ Three groups, each a set of plain functions:
 
 * parameters <-> kernel arguments (:func:`kernel_args`, :func:`precision_cholesky`,
   :func:`precisions_from_cholesky`, :func:`upper_factor`);
-* the M-step, a pure function of summed statistics (:func:`m_step`);
+* the E-step over a controller (:func:`gmm_e_step`, GaussianMixture's and the
+  UBM's) and the M-step, a pure function of summed statistics (:func:`m_step`);
 * shard functions that run where the frames live and return statistics
   (:func:`gmm_stats`, :func:`gmm_frames`, :func:`hard_stats`,
   :func:`random_stats`) and :func:`soft_stats` for responsibilities given as
@@ -19,8 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
-from ..kernels import check_approximation as kernel_check_approximation
-from ..kernels import get_kernels
+from ..kernels import check_approximation, get_kernels
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -159,11 +159,11 @@ def _covariances(stats, means, nk_eps, cov_type, reg_covar):
     return np.maximum(centred, 0.0) / (nk_eps * d) + reg_covar
 
 
-def m_step(stats, cov_type, reg_covar, normalise_weights=True):
+def m_step(stats, cov_type, reg_covar, normalize_weights=True):
     nk_eps = stats["nk"] + 10 * np.finfo(np.float64).eps
     means = stats["sx"] / nk_eps[:, None]
     cov = _covariances(stats, means, nk_eps, cov_type, reg_covar)
-    weights = nk_eps / nk_eps.sum() if normalise_weights else nk_eps / stats["n"]
+    weights = nk_eps / nk_eps.sum() if normalize_weights else nk_eps / stats["n"]
     return weights, means, cov
 
 
@@ -171,20 +171,46 @@ def m_step(stats, cov_type, reg_covar, normalise_weights=True):
 # shard functions
 # ---------------------------------------------------------------------------
 
-def check_approximation(cov_type, top_c, min_post, n_components):
-    """Validate the approximate-statistics options of an estimator.
+def gmm_e_step(data, cov_type, weights, means, prec_chol, *, top_c=None, min_post=0.0,
+               backend=None, chunk_size=None):
+    """The E-step of a Gaussian mixture over a controller (GaussianMixture and the UBM).
+
+    Parameters
+    ----------
+    data : DistributedData
+    cov_type : {"full", "tied", "diag", "spherical"}
+    weights : ndarray of shape (n_components,)
+    means : ndarray of shape (n_components, n_features)
+    prec_chol : ndarray
+        Cholesky factors of the precisions, in the layout of ``cov_type``
+        (diag: ``1 / sqrt(variances)``, shape (n_components, n_features)).
+    top_c : int or None
+        Approximate statistics (diag and spherical only): each frame's
+        ``top_c`` largest responsibilities; None: all.
+    min_post : float
+        Then drop responsibilities below ``min_post``; 0: none.
+    backend : str, optional
+    chunk_size : int, optional
 
     Returns
     -------
-    top_c : int
-        0: every component (``top_c`` None or >= n_components).
-    min_post : float
+    Reduction
+        ``(stats, shard_times)`` of :meth:`ipem.parallel.Controller.reduce_timed`;
+        stats as :func:`gmm_stats` returns them, summed over the shards.
+
+    Raises
+    ------
+    ValueError
+        For approximate statistics with full or tied covariances, or invalid
+        ``top_c`` / ``min_post``.
     """
-    top_c, min_post = kernel_check_approximation(top_c, min_post, n_components)
+    means_s, prec, log_w = kernel_args(cov_type, weights, means, prec_chol, data.mean)
+    top_c, min_post = check_approximation(top_c, min_post, means_s.shape[0])
     if (top_c or min_post) and cov_type not in ("diag", "spherical"):
         raise ValueError("top_c and min_post (approximate statistics) apply to "
                          f"covariance_type 'diag' and 'spherical', not {cov_type!r}")
-    return top_c, min_post
+    return data.controller.reduce_timed(gmm_stats, data, data.mean, cov_type, means_s, prec,
+                                        log_w, backend, chunk_size, top_c, min_post)
 
 
 def gmm_stats(shard, shift, cov_type, means, prec, log_weights, backend, chunk_size,
@@ -200,7 +226,7 @@ def gmm_stats(shard, shift, cov_type, means, prec, log_weights, backend, chunk_s
         Kernel arguments from :func:`kernel_args`.
     top_c, min_post
         Approximate statistics (diag and spherical; see
-        :func:`check_approximation`): each frame's top-C responsibilities,
+        :func:`gmm_e_step`): each frame's top-C responsibilities,
         then those >= min_post, renormalised.  The log-likelihood stays exact.
 
     Returns

@@ -16,9 +16,9 @@ from ..em.base import EMEstimator, sample_distinct
 from ..kernels import get_kernels
 from ..parallel import DistributedData
 from ..validation import check_float, check_int, check_option, check_param_array
-from .gaussian import (COVARIANCE_TYPES, check_approximation, gmm_frames, gmm_stats, kernel_args,
-                       kmeans_init_stats, m_step, precision_cholesky, precisions_from_cholesky,
-                       random_stats, soft_stats, upper_factor)
+from .gaussian import (COVARIANCE_TYPES, gmm_e_step, gmm_frames, kmeans_init_stats, m_step,
+                       precision_cholesky, precisions_from_cholesky, random_stats, soft_stats,
+                       upper_factor)
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -181,7 +181,8 @@ class GaussianMixture(DensityMixin, EMEstimator):
                 raise ValueError(f"precisions_init[{k}] is not positive definite") from None
         return out if ct == "full" else out[0]
 
-    def _initialize(self, data, rng, given):
+    def initialize(self, data, rng, given):
+        """EM hook: the initial parameters (k-means, random, k-means++ or random frames)."""
         k, ct = self.n_components, self.covariance_type
         ctrl = data.controller
         params = {}
@@ -201,7 +202,7 @@ class GaussianMixture(DensityMixin, EMEstimator):
                 stats = soft_stats(rows, np.zeros(data.n_features), ct, k,
                                    lambda a, b: np.eye(k)[a:b])
                 stats["n"] = float(data.total_weight)
-            weights, means_s, cov = m_step(stats, ct, self.reg_covar, normalise_weights=False)
+            weights, means_s, cov = m_step(stats, ct, self.reg_covar, normalize_weights=False)
             params = {"weights": weights, "means": means_s + data.mean, "covariances": cov}
         params.update({key: given[key] for key in ("weights", "means") if key in given})
         if "prec_chol" in given:
@@ -210,16 +211,27 @@ class GaussianMixture(DensityMixin, EMEstimator):
             params["prec_chol"] = precision_cholesky(params["covariances"], ct, self.reg_covar)
         return params
 
-    def _e_step(self, data, params):
-        means_s, prec, log_w = kernel_args(self.covariance_type, params["weights"],
-                                           params["means"], params["prec_chol"], data.mean)
-        top_c, min_post = check_approximation(self.covariance_type, self.top_c, self.min_post,
-                                              means_s.shape[0])
-        return data.controller.reduce(gmm_stats, data, data.mean, self.covariance_type,
-                                      means_s, prec, log_w, self.backend, self.chunk_size,
-                                      top_c, min_post)
+    def e_step(self, data, params):
+        """EM hook (:class:`~ipem.em.hooks.EMHooks`): the summed E-step statistics.
 
-    def _m_step(self, stats, params, data):
+        Returns
+        -------
+        Reduction
+            ``(stats, shard_times)``, see :func:`~ipem.mixture.gaussian.gmm_e_step`.
+        """
+        return gmm_e_step(data, self.covariance_type, params["weights"], params["means"],
+                          params["prec_chol"], top_c=self.top_c, min_post=self.min_post,
+                          backend=self.backend, chunk_size=self.chunk_size)
+
+    def m_step(self, stats, params, data):
+        """EM hook: the new parameters, the mean log-likelihood of the E-step, no info.
+
+        Returns
+        -------
+        params : dict
+        objective : float
+        info : dict
+        """
         weights, means_s, cov = m_step(stats, self.covariance_type, self.reg_covar)
         new = {"weights": weights, "means": means_s + data.mean, "covariances": cov,
                "prec_chol": precision_cholesky(cov, self.covariance_type, self.reg_covar)}

@@ -26,7 +26,7 @@ from ..io.models import (array_limits, check_gmm, history_from, invalid_model_fi
 from ..kernels import get_kernels
 from ..parallel import as_controller
 from ..validation import ParameterError, check_float, check_int, check_option
-from .gaussian import check_approximation, gmm_stats, kernel_args, kmeans_init_stats, m_step
+from .gaussian import gmm_e_step, kmeans_init_stats, m_step
 from .gaussian_mixture import GaussianMixture
 
 FORMAT_VERSION = 1
@@ -293,15 +293,22 @@ class UBMTrainer(EMEstimator):
         return super()._fit_data(X, sample_weight)
 
     # --- EM hooks ----------------------------------------------------------------
-    def _e_step(self, data, params):
-        means_s, prec, log_w = kernel_args("diag", params["weights"], params["means"],
-                                           1.0 / np.sqrt(params["covariances"]), data.mean)
-        top_c, min_post = check_approximation("diag", self.top_c, self.min_post,
-                                              means_s.shape[0])
-        return data.controller.reduce(gmm_stats, data, data.mean, "diag", means_s, prec, log_w,
-                                      self.backend, self.chunk_size, top_c, min_post)
+    def e_step(self, data, params):
+        """EM hook (:class:`~ipem.em.hooks.EMHooks`): the summed E-step statistics.
 
-    def _m_step(self, stats, params, data):
+        Returns
+        -------
+        Reduction
+            ``(stats, shard_times)``, see :func:`~ipem.mixture.gaussian.gmm_e_step`.
+        """
+        return gmm_e_step(data, "diag", params["weights"], params["means"],
+                          1.0 / np.sqrt(params["covariances"]), top_c=self.top_c,
+                          min_post=self.min_post, backend=self.backend,
+                          chunk_size=self.chunk_size)
+
+    def m_step(self, stats, params, data):
+        """EM hook: new parameters (variance floor, dead components), the mean
+        log-likelihood of the E-step and the telemetry (``n_floored``, ``dead``, ...)."""
         nk = stats["nk"]
         weights, means_s, cov = m_step(stats, "diag", self.reg_covar)
         means = means_s + data.mean
@@ -337,8 +344,9 @@ class UBMTrainer(EMEstimator):
             w[slot], m[slot], v[slot] = w2[1], m2[1], v2[1]
         return w / w.sum(), m, v
 
-    # --- staged training -----------------------------------------------------------
-    def _initialize(self, data, rng, given):
+    # --- staged training (:class:`~ipem.em.hooks.StagedHooks`) ----------------------
+    def initialize(self, data, rng, given):
+        """The first stage: one Gaussian (``init="split"``) or a k-means start."""
         k0 = self._stages()[0][0]
         if self.init == "split":
             v = np.maximum(data.var[None, :], self.variance_floor_)
@@ -348,7 +356,7 @@ class UBMTrainer(EMEstimator):
         cov, _ = apply_variance_floor(cov, self.variance_floor_)
         return {"weights": weights, "means": means_s + data.mean, "covariances": cov}
 
-    def _grow(self, params, k):
+    def grow(self, params, k):
         """Split the heaviest components until there are ``k`` (several rounds if
         removed components left fewer than ``k / 2``)."""
         w, m, v = params["weights"], params["means"], params["covariances"]
@@ -356,6 +364,10 @@ class UBMTrainer(EMEstimator):
             heaviest = np.argsort(-w, kind="stable")[:k - w.size]
             w, m, v = split_components(w, m, v, np.sort(heaviest), self.split_epsilon)
         return {"weights": w, "means": m, "covariances": v}
+
+    def stage_size(self, params):
+        """The number of Gaussians of ``params``."""
+        return int(params["weights"].size)
 
     def _fit_runs(self, data, rng, given):
         self.variance_floor_ = (self.variance_floor * data.var if self.floor_mode == "relative"
@@ -410,7 +422,8 @@ class UBMTrainer(EMEstimator):
                      {"frames": int(data.n_samples), "features": int(data.n_features)})
         return ident
 
-    def _write_checkpoint(self, path, params, pos, rng, history, data):
+    def write_checkpoint(self, path, params, pos, rng, history, data):
+        """Write the training state atomically (see :mod:`ipem.io.models`)."""
         save_npz_atomic(
             path, format_version=np.array(FORMAT_VERSION), weights=params["weights"],
             settings_json=np.array(json.dumps(self._settings())),
@@ -422,7 +435,7 @@ class UBMTrainer(EMEstimator):
             data_shape=np.array(data.shape), data_mean=data.mean, data_var=data.var,
             history_json=np.array(records_to_json(history)), **rng_to_arrays(rng))
 
-    def _read_checkpoint(self, path, data):
+    def read_checkpoint(self, path, data):
         """Read a checkpoint, trusting nothing in it (see :mod:`ipem.io.models`)."""
         stages = self._stages()
         fresh = "delete the checkpoint (or pass resume=False) to train from the start"

@@ -18,7 +18,7 @@ module                    what it holds
 """
 from .clusters import (MPICluster, as_controller, connect_profile, controller_from_spec,
                        ensure_mpiexec, single_host_mpi_config)
-from .controller import Controller
+from .controller import Controller, Reduction
 from .data import Broadcast, DistributedData, Shard
 from .directview import DirectViewController
 from .engine import ENGINE_NAMESPACE, engine_store
@@ -27,7 +27,7 @@ from .errors import (EngineError, EngineLost, EngineParameterError, EngineRecove
 from .local import LocalController
 from .stats import add_stats, pack_stats, sum_stats, unpack_stats
 
-__all__ = ["Controller", "LocalController", "DirectViewController", "MPICluster",
+__all__ = ["Controller", "Reduction", "LocalController", "DirectViewController", "MPICluster",
            "connect_profile", "as_controller", "controller_from_spec", "ensure_mpiexec", "single_host_mpi_config",
            "DistributedData", "Shard", "Broadcast", "EngineLost",
            "EngineRecoveryWarning", "Terminated", "ENGINE_NAMESPACE", "engine_store", "EngineError",

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,6 +48,21 @@ from .scheduling import assign_balanced
 from .stats import sum_stats
 
 
+class Reduction(NamedTuple):
+    """What :meth:`Controller.reduce_timed` returns.
+
+    Attributes
+    ----------
+    total : object
+        The statistics summed over the shards (what :meth:`Controller.reduce` returns).
+    shard_times : ndarray of shape (n_shards,)
+        Seconds each shard spent in the shard function.
+    """
+
+    total: object
+    shard_times: np.ndarray
+
+
 class Controller:
     """Base class of controllers; see the module docstring.
 
@@ -54,9 +70,6 @@ class Controller:
     ----------
     n_shards : int
         Number of shards a dataset is split into.
-    last_shard_times : ndarray of shape (n_shards,)
-        Seconds each shard spent in the shard function of the last
-        :meth:`reduce` or :meth:`map` call (telemetry for the EM records).
     """
 
     n_shards = 1
@@ -136,9 +149,6 @@ class Controller:
             cause = next((o.exc for o in outcomes if o.exc is not None), None)
             raise_failures(failures, where or self._where, cause)
         return [o.value for o in outcomes]
-
-    def _timed(self, outcomes):
-        self.last_shard_times = np.array([o.elapsed for o in outcomes], dtype=np.float64)
 
     # --- the public interface ---------------------------------------------
     def split_sizes(self, n_samples):
@@ -268,20 +278,28 @@ class Controller:
         """Run ``func(shard, *args)`` on every shard and sum the statistics.
 
         ``args`` are broadcast to every shard.  The sum is taken in shard
-        order (or by MPI ``Allreduce`` when so configured).
+        order (or by MPI ``Allreduce`` when so configured).  Same as
+        ``reduce_timed(func, data, *args).total``.
+        """
+        return self.reduce_timed(func, data, *args).total
+
+    def reduce_timed(self, func, data, *args):
+        """:meth:`reduce`, with the seconds each shard spent in ``func``.
+
+        Returns
+        -------
+        Reduction
+            ``(total, shard_times)``: the summed statistics and an ndarray of
+            shape (n_shards,) (telemetry for the EM records).
         """
         self._check(data)
         total, outcomes = self._call_reduce(func, data.key, args)
-        self._timed(outcomes)
-        return total
+        return Reduction(total, np.array([o.elapsed for o in outcomes], dtype=np.float64))
 
     def map(self, func, data, *args):
         """Run ``func(shard, *args)`` on every shard; list of results in shard order."""
         self._check(data)
-        outcomes = self._call(func, data.key, args)
-        values = self._values(outcomes)
-        self._timed(outcomes)
-        return values
+        return self._values(self._call(func, data.key, args))
 
     def map_tasks(self, func, items, *args, progress=False, desc=None):
         """Run ``func(item, *args)`` for every item, load-balanced over the shards' places.
