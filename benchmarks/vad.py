@@ -20,7 +20,7 @@ Rules compared:
   10th percentile) on c0 of a 0-4000 Hz analysis with pre-emphasis;
 * ``gmm`` (the default now), ``kaldi`` and ``percentile``: :func:`energy_vad`
   on the energy the front-end now gives the VAD (300-3400 Hz, no
-  pre-emphasis; :func:`ipem.speaker.frontend.vad_mask`).
+  pre-emphasis; :func:`ipem.speaker.vad.vad_mask`).
 
 With ``--eer``, the front-end options are also compared by EER through ipem's
 pipeline (32-Gaussian UBM, MAP r=16, top-5 scoring) on the corpora of
@@ -47,8 +47,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from ipem.synth import generate_corpus, label_path  # noqa: E402
-from ipem.speaker.frontend import mfcc_features, read_audio, vad_mask  # noqa: E402
-from ipem.speaker.vad import energy_vad  # noqa: E402
+from ipem.speaker.frontend import read_audio  # noqa: E402
+from ipem.speaker.mfcc import mfcc_features  # noqa: E402
+from ipem.speaker.vad import energy_vad, vad_mask  # noqa: E402
 
 SNRS = (0.0, 5.0, 15.0, 30.0, math.inf)
 RULES = ("old", "gmm", "kaldi", "percentile")
@@ -143,17 +144,17 @@ VARIANTS = {
 
 
 def eer_of(root, work, options):
-    from ipem.speaker import pipeline
+    from ipem import steps
+    from ipem.speaker import FeatureSource
 
     feats, models = Path(work) / "features", Path(work) / "models"
-    pipeline.extract(root, feats, fmt="npy", **options)
-    ubm = pipeline.train_ubm(pipeline.feature_files(root / "ubm.lst", feats, root, "npy"),
-                             n_components=32, seed=0)
-    pipeline.adapt(ubm, root / "enroll.lst", models, features_dir=feats, root=root, fmt="npy")
-    trials, scores = pipeline.score(ubm, root / "trials.lst", models, feats, root=root,
-                                    fmt="npy")
+    steps.extract(root, feats, fmt="npy", **options)
+    source = FeatureSource(feats, root, "npy")
+    ubm = steps.train_ubm(source.files(root / "ubm.lst"), n_components=32, seed=0)
+    steps.adapt(ubm, root / "enroll.lst", models, source=source)
+    trials, scores = steps.score(ubm, root / "trials.lst", models, source=source)
     target = np.array([t.label == "target" for t in trials])
-    return pipeline.evaluate(scores[target], scores[~target])["eer"]
+    return steps.evaluate(scores[target], scores[~target])["eer"]
 
 
 def eer_table(work, seeds=(0, 1)):

@@ -176,14 +176,15 @@ engines, a UBM trained from the feature files with the live plot, speaker models
 parallel, trials scored with top-5 Gaussian selection; then an i-vector extractor trained by EM
 on the same engines, i-vectors scored by cosine and PLDA, and the three systems' EER, minDCF,
 actDCF and DET curves side by side.
-Every step is a function of `ipem.speaker.pipeline` or `ipem.ivector.pipeline`, the same ones
-the `ipem` command runs.
+Every step is a function of `ipem.steps`, the same ones the `ipem` command runs; where the
+features of list entries are is one `FeatureSource`.
 (Needs espeak-ng and the MBROLA voices: `scripts/install_speech_deps.sh`.)""",
     """import tempfile
 from pathlib import Path
 import numpy as np
 import ipem
-from ipem.speaker import pipeline, plot_det
+from ipem import steps
+from ipem.speaker import FeatureSource, plot_det
 from ipem.synth import generate_corpus
 work = Path(tempfile.mkdtemp(prefix="ipem-sv-"))""",
     """info = generate_corpus(work / "corpus", n_speakers=12, n_enroll=3, n_test=3, n_ubm=5, seed=1)
@@ -194,51 +195,50 @@ One task per audio file; the feature files mirror the corpus layout under `featu
     """cluster = ipem.MPICluster(n=2, blas_threads=1)
 ctrl = cluster.start()
 feats = work / "features"
-refs = pipeline.extract(info.out_dir, feats, controller=ctrl, progress=True)
+refs = steps.extract(info.out_dir, feats, controller=ctrl, progress=True)
+source = FeatureSource(feats, info.out_dir)
 print(len(refs), "files,", sum(r.n_frames for r in refs), "speech frames of",
       refs[0].n_features, "dims")""",
     """md:## The UBM, from files read by the engines""",
-    """ubm_files = pipeline.feature_files(info.ubm_list, feats, info.out_dir)
-ubm = pipeline.train_ubm(ubm_files, n_components=32, stage_iter=6, final_iter=15, tol=1e-3,
-                         seed=0, controller=ctrl,
-                         plot=ipem.LivePlot(title="UBM (32 Gaussians)"))
+    """ubm_files = source.files(info.ubm_list)
+ubm = steps.train_ubm(ubm_files, n_components=32, stage_iter=6, final_iter=15, tol=1e-3,
+                      seed=0, controller=ctrl, plot=ipem.LivePlot(title="UBM (32 Gaussians)"))
 print(ubm.n_iter_, "iterations; per-engine frames", ubm.history_[-1].info["shard_frames"])""",
     """md:## Speaker models (MAP, means, r=16) and trials
 On the engines, then once more in-process: the scores are the same.""",
-    """enroll = pipeline.read_enrollment(info.enroll_list, feats, info.out_dir)
-pipeline.adapt(ubm, enroll, work / "models", controller=ctrl, progress=True)
-trials, scores = pipeline.score(ubm, info.trials_list, work / "models", feats,
-                                root=info.out_dir, top_c=5, controller=ctrl, progress=True)
+    """enroll = source.enrollment(info.enroll_list)
+steps.adapt(ubm, enroll, work / "models", controller=ctrl, progress=True)
+trials, scores = steps.score(ubm, info.trials_list, work / "models", source=source, top_c=5,
+                             controller=ctrl, progress=True)
 local = ipem.LocalController(1, blas_threads=1)
-pipeline.adapt(ubm, enroll, work / "models_local", controller=local)
-_, local_scores = pipeline.score(ubm, trials, work / "models_local", feats, root=info.out_dir,
-                                 top_c=5, controller=local)
+steps.adapt(ubm, enroll, work / "models_local", controller=local)
+_, local_scores = steps.score(ubm, trials, work / "models_local", source=source, top_c=5,
+                              controller=local)
 print("same scores on engines and locally:", np.array_equal(scores, local_scores))""",
     """labels = np.array([t.label == "target" for t in trials])
 tar, non = scores[labels], scores[~labels]
-print(pipeline.format_metrics(pipeline.evaluate(tar, non)))""",
+print(steps.format_metrics(steps.evaluate(tar, non)))""",
     """md:## i-vectors on the same engines
 The total-variability matrix T (rank 10: this corpus has 60 training utterances) is trained by
 EM over the same controller: each engine computes the Baum-Welch statistics of its utterances
 from its own feature files and keeps them; every iteration sends T and brings back the
 accumulators. With a `LocalController` of the same shard layout T is bit-identical.""",
-    """from ipem.ivector import pipeline as ivp
-train = ivp.read_utterances(info.ubm_list, feats, info.out_dir)
-tv = ivp.train_ivector(ubm, train, rank=10, n_iter=10, seed=0, controller=ctrl,
-                       plot=ipem.LivePlot(title="total variability (R=10)"))
-tv_local = ivp.train_ivector(ubm, train, rank=10, n_iter=10, seed=0,
-                             controller=ipem.LocalController(2, blas_threads=1))
+    """train = source.utterances(info.ubm_list)
+tv = steps.train_ivector(ubm, train, rank=10, n_iter=10, seed=0, controller=ctrl,
+                         plot=ipem.LivePlot(title="total variability (R=10)"))
+tv_local = steps.train_ivector(ubm, train, rank=10, n_iter=10, seed=0,
+                               controller=ipem.LocalController(2, blas_threads=1))
 print("same T on engines and locally:", np.array_equal(tv.T_, tv_local.T_))""",
     """md:I-vectors of the models (their enrollment statistics pooled) and of the test segments are
 extracted one task per id; the back-end (centring, LDA, WCCN, length normalisation, PLDA) is
 trained on the training utterances' i-vectors, labelled by speaker.""",
     """utts = dict(enroll)
-utts.update({t.test: pipeline.feature_path(t.test, feats, info.out_dir) for t in trials})
+utts.update({t.test: source.path(t.test) for t in trials})
 utts.update(train)
-vecs = ivp.extract(tv, utts, controller=ctrl, progress=True)
-backend = ivp.train_backend({u: vecs[u] for u in train})
-_, cosine = ivp.score(vecs, trials, backend="cosine", model=backend)
-_, plda = ivp.score(vecs, trials, backend="plda", model=backend)""",
+vecs = steps.extract_ivectors(tv, utts, controller=ctrl, progress=True)
+backend = steps.train_backend({u: vecs[u] for u in train})
+_, cosine = steps.score_ivectors(vecs, trials, backend="cosine", model=backend)
+_, plda = steps.score_ivectors(vecs, trials, backend="plda", model=backend)""",
     """md:## GMM-UBM and i-vectors side by side
 Calibration (logistic regression) is trained on the trials of every speaker's first test
 segment and applied to the others; EER and minDCF of the raw scores, actDCF of the calibrated
@@ -249,8 +249,8 @@ curves = {}
 for name, s in (("GMM-UBM, top-5", scores), ("i-vector + cosine", cosine),
                 ("i-vector + PLDA", plda)):
     llr = LogisticCalibration().fit(s[dev & labels], s[dev & ~labels]).transform(s)
-    raw = pipeline.evaluate(s[~dev & labels], s[~dev & ~labels])
-    cal = pipeline.evaluate(llr[~dev & labels], llr[~dev & ~labels])
+    raw = steps.evaluate(s[~dev & labels], s[~dev & ~labels])
+    cal = steps.evaluate(llr[~dev & labels], llr[~dev & ~labels])
     print(f"{name:<18s} EER {100 * raw['eer']:5.2f} %  minDCF {raw['min_dcf_sre08']:.4f}  "
           f"actDCF {cal['act_dcf_sre08']:.4f}")
     curves[name] = (s[labels], s[~labels])

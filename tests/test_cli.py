@@ -125,7 +125,7 @@ def test_verbose_logs_the_steps_quiet_does_not(world, capsys, tmp_path):
     assert capsys.readouterr().err == ""
     assert main(argv + ["-v"]) == 0
     err = capsys.readouterr().err
-    assert "INFO ipem.speaker.pipeline: MAP-adapting 4 speaker models" in err
+    assert "INFO ipem.steps.gmm: MAP-adapting 4 speaker models" in err
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from ipem.kernels import _numpy as numpy_kernels
 from ipem.kernels import available_backends
 from ipem.speaker import (SpeakerModel, Trial, adapt_speakers, llr_scores, map_adapt,
                           read_trials, score_trials, utterance_stats, write_score_file)
-from ipem.speaker.scoring import topc_kernel
+from ipem.speaker.scoring import scoring_method, topc_kernel
 
 # ---------------------------------------------------------------------------
 # a hand-computed case: K=2, D=1 UBM, 3 frames
@@ -373,6 +373,34 @@ def test_score_trials_engines_match_local(world, corpus, dv_client, tmp_path, ba
     with pytest.raises(ValueError, match="trial 1: model 'nobody'"):
         score_trials(gm, [trials[0], ("nobody", arr)], models, progress=False)
     assert score_trials(gm, [], models) == []
+
+
+@pytest.mark.parametrize("scoring, top_c, expected", [
+    (None, 5, ("topc", 5)), (None, None, ("exact", None)), (None, 0, ("exact", None)),
+    ("topc", 0, ("exact", None)), ("topc", 3, ("topc", 3)), ("exact", 5, ("exact", None)),
+    ("linear", 5, ("linear", None)), ("linear", None, ("linear", None)),
+], ids=["default", "none", "zero", "topc-zero", "topc", "exact", "linear", "linear-none"])
+def test_scoring_method(scoring, top_c, expected):
+    assert scoring_method(scoring, top_c) == expected
+
+
+@pytest.mark.parametrize("scoring, top_c, match", [
+    ("fast", 5, "unknown scoring method 'fast'"), (None, -1, "top_c must be None or an "
+                                                             "integer >= 1, got -1"),
+    ("topc", True, "top_c must be"), (None, 2.5, "top_c must be"),
+], ids=["method", "negative", "bool", "float"])
+def test_scoring_method_refuses(scoring, top_c, match):
+    with pytest.raises(ValueError, match=match):
+        scoring_method(scoring, top_c)
+
+
+def test_top_c_zero_scores_exactly():
+    rng = np.random.default_rng(0)
+    w, m, v = np.full(4, 0.25), rng.normal(size=(4, 3)), np.ones((4, 3))
+    model = (w, m + 0.3, v)
+    X = rng.normal(size=(50, 3))
+    assert_allclose(llr_scores(X, (w, m, v), [model], top_c=0),
+                    llr_scores(X, (w, m, v), [model], top_c=None))
 
 
 def test_trial_lists(tmp_path):

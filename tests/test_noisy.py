@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 from reference_pipeline import reference_eer
 
-from ipem.speaker import pipeline
+from ipem import steps
+from ipem.speaker import FeatureSource
 from ipem.synth import MIN_SPEAKERS, available_voices, generate_corpus, label_path
-from ipem.speaker.frontend import mfcc_features, read_audio, vad_mask
-from ipem.speaker.vad import energy_vad
+from ipem.speaker.frontend import read_audio
+from ipem.speaker.mfcc import mfcc_features
+from ipem.speaker.vad import energy_vad, vad_mask
 
 VOICES = available_voices()
 pytestmark = pytest.mark.skipif(
@@ -97,13 +99,13 @@ def test_default_vad_finds_speech_in_white_noise(tmp_path, snr):
 def _ipem_eer(info, work):
     """EER of ipem's public pipeline with its defaults (top-5 scoring)."""
     root, feats, models = info.out_dir, work / "features", work / "models"
-    pipeline.extract(root, feats)
-    ubm = pipeline.train_ubm(pipeline.feature_files(info.ubm_list, feats, root),
-                             n_components=K, seed=0)
-    pipeline.adapt(ubm, info.enroll_list, models, features_dir=feats, root=root)
-    trials, scores = pipeline.score(ubm, info.trials_list, models, feats, root=root)
+    steps.extract(root, feats)
+    source = FeatureSource(feats, root)
+    ubm = steps.train_ubm(source.files(info.ubm_list), n_components=K, seed=0)
+    steps.adapt(ubm, info.enroll_list, models, source=source)
+    trials, scores = steps.score(ubm, info.trials_list, models, source=source)
     target = np.array([t.label == "target" for t in trials])
-    return pipeline.evaluate(scores[target], scores[~target])["eer"]
+    return steps.evaluate(scores[target], scores[~target])["eer"]
 
 
 @pytest.mark.once
@@ -135,10 +137,10 @@ def test_cli_extract_front_end_options(tmp_path, capsys):
             "--low-freq", "200", "--high-freq", "3600"]
     assert main(["extract", "--root", str(info.out_dir), "--out-dir", str(tmp_path / "cli"),
                  "--format", "npy", "--quiet", *opts]) == 0
-    refs = pipeline.extract(info.out_dir, tmp_path / "api", fmt="npy", vad="percentile",
+    refs = steps.extract(info.out_dir, tmp_path / "api", fmt="npy", vad="percentile",
                             norm="warp", norm_window=200, rasta=True, low_freq=200,
                             high_freq=3600)
-    default = pipeline.extract(info.out_dir, tmp_path / "default", fmt="npy")
+    default = steps.extract(info.out_dir, tmp_path / "default", fmt="npy")
     assert len(refs) == 16
     for ref in refs:
         cli = tmp_path / "cli" / os.path.relpath(ref.path, tmp_path / "api")

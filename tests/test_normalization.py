@@ -280,3 +280,25 @@ def test_score_matrix_on_engines_matches_llr_scores(world, dv_client):
                 X = _frames(feats, cohort[c])
                 assert local[i, j] == pytest.approx(llr_scores(X, ubm, [models[s]])[0],
                                                     rel=1e-12)
+
+
+def test_registry_is_names_to_functions(monkeypatch):
+    # the registry holds the functions; what each needs is read off its parameters
+    assert NORMALIZATIONS["z"] is znorm and NORMALIZATIONS["as"] is asnorm
+    assert {m: cohort_needs(m) for m in NORMALIZATIONS} == {
+        "z": ("enroll",), "t": ("test",), "zt": ("enroll", "test", "cohort"),
+        "s": ("enroll", "test"), "as": ("enroll", "test")}
+
+    # a new normalization: one function and one registry line
+    def mean_norm(scores, test_cohort, test_index=None):
+        return np.asarray(scores) - np.asarray(test_cohort).mean(axis=1)[test_index]
+
+    monkeypatch.setitem(NORMALIZATIONS, "m", mean_norm)
+    assert cohort_needs("m") == ("test",)
+    np.testing.assert_allclose(
+        normalize_scores("m", SCORES, test_cohort=TEST_COHORT, test_index=TEST_INDEX),
+        np.asarray(SCORES) - np.asarray(TEST_COHORT).mean(axis=1)[TEST_INDEX])
+    with pytest.raises(ValueError, match="m-norm needs test_cohort"):
+        normalize_scores("m", SCORES)
+    with pytest.raises(ValueError, match="unknown score normalisation 'y'"):
+        cohort_needs("y")

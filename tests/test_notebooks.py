@@ -20,9 +20,10 @@ from nbformat.v4 import new_code_cell, new_notebook
 import ipem
 import ipem.io
 import ipem.ivector
-import ipem.ivector.pipeline
 import ipem.speaker
-import ipem.speaker.pipeline
+import ipem.speaker.scorefiles
+import ipem.speaker.utterances
+import ipem.steps
 from ipem import plotting
 from ipem import progress as progress_mod
 from ipem.em.records import IterationRecord
@@ -44,8 +45,8 @@ FORBIDDEN = ("DEBUG", "IProgress", "[IPEngine", "Output for ipengine", "engine s
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: modules whose public names notebooks may use
-PUBLIC_MODULES = {m.__name__: m for m in (ipem, ipem.io, ipem.speaker, ipem.speaker.pipeline,
-                                           ipem.ivector, ipem.ivector.pipeline)}
+PUBLIC_MODULES = {m.__name__: m for m in (ipem, ipem.io, ipem.speaker, ipem.speaker.scorefiles,
+                                           ipem.speaker.utterances, ipem.steps, ipem.ivector)}
 
 
 def execute(nb, path):
@@ -199,8 +200,8 @@ def test_notebooks_call_public_functions_only(path):
 @pytest.mark.parametrize("source, bad", [
     ("from ipem.cli import _train\n_train(None)", "ipem.cli"),
     ("import ipem\nipem.em.driver.EMLoop", "ipem.em"),
-    ("from ipem.speaker import pipeline\npipeline._is_audio('x')", "_is_audio"),
-    ("import ipem.speaker.pipeline as p\np.logger", "logger"),
+    ("from ipem.speaker import utterances\nutterances._is_audio('x')", "_is_audio"),
+    ("import ipem.steps as p\np.logger", "logger"),
 ], ids=["private-module", "internal-module", "private-function", "not-exported"])
 def test_public_check_finds_private_use(source, bad):
     problems = public_api_problems(source)
@@ -209,8 +210,8 @@ def test_public_check_finds_private_use(source, bad):
 
 def test_public_check_accepts_magics_and_public_names():
     assert public_api_problems(
-        "import ipem\nfrom ipem.speaker import pipeline, plot_det\n%px print(1)\n"
-        "ipem.GaussianMixture(2); pipeline.evaluate; ipem.speaker.plot_det; ipem.__version__"
+        "import ipem\nfrom ipem import steps\nfrom ipem.speaker import plot_det\n%px print(1)\n"
+        "ipem.GaussianMixture(2); steps.evaluate; ipem.speaker.plot_det; ipem.__version__"
     ) == []
 
 

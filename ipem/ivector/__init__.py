@@ -12,8 +12,9 @@ module                      what it holds
 ``extraction``              task-parallel i-vector extraction, i-vector files
 ``backend``                 centring, LDA, WCCN, length normalisation, cosine scoring
 ``plda``                    two-covariance PLDA trained by EM, LLR scoring
-``pipeline``                the steps the CLI, the demo and notebook 03 call
 ==========================  ======================================================
+
+The steps the CLI, the demo and notebook 03 call are in :mod:`ipem.steps.ivector`.
 """
 from .backend import (LDA, WCCN, IvectorBackend, Whitening, cosine_scores, length_normalize)
 from .extraction import extract_ivectors, load_ivectors, save_ivectors

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import FeatureRef, is_list_file, is_scp_file, list_features, read_list, read_scp
+from ..io import formats
 from ..io.datadir import DataDir, read_data_dir
 from ..io.kaldi import is_pipe
 from ..io.lists import PIPES_HINT, expand_sources
@@ -35,18 +36,6 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
 
 def _is_audio(entry):
     return Path(entry).suffix.lower() in AUDIO_SUFFIXES
-
-
-def _feature_suffix(fmt):
-    """The file suffix of feature format ``fmt`` (``".htk"``), from the format registry.
-
-    Note: ``ipem.io.formats.suffix`` is the registry's answer; until it is
-    there the suffix is ``"." + fmt``, which gives the same values.
-    """
-    from ..io import formats
-
-    suffix = getattr(formats, "suffix", None)
-    return suffix(fmt) if suffix is not None else "." + fmt
 
 
 def _relative_to_root(p, root):
@@ -199,7 +188,7 @@ class FeatureSource:
         if ".." in p.parts:
             raise ValueError(f"audio path {entry} goes up ('..'): its features cannot be under "
                              f"{features_dir}")
-        return str(Path(features_dir) / p.with_suffix(_feature_suffix(self.fmt)))
+        return str(Path(features_dir) / p.with_suffix(formats.suffix(self.fmt)))
 
     def _listed(self, entry, lst, lineno):
         """:meth:`path` of a list entry; a refusal names the list and line."""
