@@ -26,7 +26,8 @@ import os
 import warnings
 
 from . import _numpy
-from ._numpy import check_approximation, check_sample_weight, logsumexp_rows  # noqa: F401
+from ._common import check_approximation, check_sample_weight  # noqa: F401
+from ._numpy import logsumexp_rows  # noqa: F401
 
 KERNEL_FUNCTIONS = ("kmeans_step", "kmeans_step_bounded", "new_kmeans_bounds", "kmeans_pp_trial",
                     "gmm_diag_step", "gmm_full_step", "gmm_diag_topc")

@@ -19,18 +19,13 @@ the per-frame outputs (``labels``, ``mindist``, ``logprob_out``,
 even where its per-frame values are not finite.
 
 The compiled backend (:mod:`ipem.kernels._c`) implements exactly the same
-signatures; :mod:`ipem.kernels` chooses between them.
+signatures; :mod:`ipem.kernels` chooses between them.  Constants and the
+argument checks both backends make live in :mod:`ipem.kernels._common`.
 """
 import numpy as np
 
-from ..errors import ParameterError
-
-LOG_2PI = np.log(2.0 * np.pi)
-
-
-def default_chunk_size(n_components):
-    """Rows per chunk so that one (chunk, n_components) float64 block is ~8 MB."""
-    return int(max(64, min(8192, (1 << 20) // max(int(n_components), 1))))
+from ._common import (check_approximation, check_sample_weight, check_top_c,
+                      default_chunk_size, diag_constant, full_constant)
 
 
 def _chunks(n_samples, chunk_size):
@@ -68,40 +63,6 @@ def logsumexp_rows(a):
 
 # the former private name, kept for callers not yet switched to the public one
 _logsumexp_rows = logsumexp_rows
-
-
-def check_sample_weight(sample_weight, n_samples):
-    """Validate frame weights for the kernels.
-
-    Parameters
-    ----------
-    sample_weight : array_like of shape (n_samples,) or None
-    n_samples : int
-
-    Returns
-    -------
-    ndarray of shape (n_samples,), float64, C-contiguous, or None
-        ``None`` when ``sample_weight`` is None (the unweighted kernels).
-
-    Raises
-    ------
-    ValueError
-        If the weights are not numbers, have another shape, or are not
-        finite and non-negative.
-    """
-    if sample_weight is None:
-        return None
-    try:
-        w = np.ascontiguousarray(sample_weight, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"sample_weight must be an array of numbers: {exc}") from None
-    if w.shape != (n_samples,):
-        raise ValueError(f"sample_weight must have shape ({n_samples},), got {w.shape}")
-    if not np.all(np.isfinite(w)):
-        raise ValueError("sample_weight must be finite (no NaN or inf)")
-    if np.any(w < 0):
-        raise ValueError("sample_weight must be non-negative")
-    return w
 
 
 def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None, sample_weight=None):
@@ -176,7 +137,18 @@ def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None, sample_weig
 
 
 def new_kmeans_bounds(n_samples):
-    """Empty distance bounds for :func:`kmeans_step_bounded`."""
+    """Empty distance bounds for :func:`kmeans_step_bounded`.
+
+    Parameters
+    ----------
+    n_samples : int
+
+    Returns
+    -------
+    dict
+        ``upper`` and ``lower``: ndarray of shape (n_samples,), float64;
+        ``centers``: None (no valid bounds yet).
+    """
     return {"upper": np.zeros(n_samples), "lower": np.zeros(n_samples), "centers": None}
 
 
@@ -263,8 +235,7 @@ def _diag_log_prob(xc, means, precisions, log_weights):
     # -0.5 * sum_d (x-mu)^2 * prec  =  x^2 @ A.T + x @ B.T + c
     a = -0.5 * precisions
     b = means * precisions
-    const = (-0.5 * (np.sum(means * means * precisions, axis=1) + xc.shape[1] * LOG_2PI)
-             + 0.5 * np.sum(np.log(precisions), axis=1) + log_weights)
+    const = diag_constant(means, precisions, log_weights, xc.shape[1])
     dt = xc.dtype
     lp = (xc * xc) @ a.astype(dt).T
     lp += xc @ b.astype(dt).T
@@ -274,48 +245,37 @@ def _diag_log_prob(xc, means, precisions, log_weights):
 
 
 def _full_log_prob(xc, means, prec_chol, log_weights):
-    n, d = xc.shape
+    n = xc.shape[0]
     k = means.shape[0]
     dt = xc.dtype
     lp = np.empty((n, k))
-    log_det = np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
     for j in range(k):
         y = xc @ prec_chol[j].astype(dt) - (means[j] @ prec_chol[j]).astype(dt)
         lp[:, j] = -0.5 * np.einsum("nd,nd->n", y, y)
-    lp += -0.5 * d * LOG_2PI + log_det + log_weights
+    lp += full_constant(prec_chol, log_weights)
     return lp
 
 
-def check_approximation(top_c, min_post, n_components):
-    """Validate the approximate-statistics arguments of :func:`gmm_diag_step`.
+def prune_responsibilities(resp, top_c, min_post):
+    """Approximate responsibilities, in place.
+
+    Keeps each row's ``top_c`` largest entries (ties at the threshold keep the
+    lower index), renormalised, then those >= ``min_post``, renormalised again.
+
+    Parameters
+    ----------
+    resp : ndarray of shape (n_rows, n_components), float64
+        Responsibilities (rows summing to 1); modified in place.
+    top_c : int
+        Entries kept per row; 0: all.
+    min_post : float
+        Entries below it are dropped; 0: none.
 
     Returns
     -------
-    top_c : int
-        0 when all components are kept (``top_c`` None or >= n_components).
-    min_post : float
+    resp : ndarray of shape (n_rows, n_components)
+        The same array.
     """
-    if top_c is None:
-        top_c = 0
-    else:
-        if isinstance(top_c, bool) or int(top_c) != top_c or top_c < 1:
-            raise ParameterError(f"{{name}} must be None or an integer >= 1, got {top_c!r}",
-                                 "top_c")
-        top_c = int(top_c)
-        if top_c >= n_components:
-            top_c = 0
-    try:
-        min_post = float(min_post)
-    except (TypeError, ValueError):
-        raise ValueError(f"min_post must be a number in [0, 1), got {min_post!r}") from None
-    if not 0.0 <= min_post < 1.0:
-        raise ValueError(f"min_post must be in [0, 1), got {min_post!r}")
-    return top_c, min_post
-
-
-def prune_responsibilities(resp, top_c, min_post):
-    """Approximate responsibilities: each row's ``top_c`` largest (0: all),
-    renormalised, then those >= ``min_post``, renormalised again (in place)."""
     m, k = resp.shape
     if top_c and top_c < k and m:
         # stable descending order: ties at the threshold keep the lower index
@@ -440,18 +400,31 @@ def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,
                   logprob_out=None, resp_out=None, compute_stats=True, sample_weight=None):
     """E-step of a full-covariance GMM on one shard.
 
-    Same as :func:`gmm_diag_step` except
-
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), float32 or float64
+    shift : ndarray of shape (n_features,), float64
+    means : ndarray of shape (n_components, n_features), float64
+        Means in shifted coordinates.
     prec_chol : ndarray of shape (n_components, n_features, n_features), float64
         Cholesky factors of the precision matrices (upper triangular, as in
         scikit-learn: ``precision = prec_chol @ prec_chol.T``), so that the
         Mahalanobis term is ``||(x - mu) @ prec_chol||^2``.
+    log_weights : ndarray of shape (n_components,), float64
+    chunk_size : int, optional
+    logprob_out, resp_out, compute_stats
+        As for :func:`gmm_diag_step`.
+    sample_weight : ndarray of shape (n_samples,), float64, optional
+        Weights the statistics and ``loglik`` as in :func:`gmm_diag_step`.
 
-    and the returned ``sxx`` has shape (n_components, n_features, n_features):
-    ``sum_n s_n r_nk (x_n - shift)(x_n - shift)^T``, the (frame- and)
-    responsibility-weighted sum of outer products of shifted frames.
-    ``sample_weight`` (ndarray of shape (n_samples,), float64, optional)
-    weights the statistics and ``loglik`` as in :func:`gmm_diag_step`.
+    Returns
+    -------
+    nk : ndarray of shape (n_components,), float64
+    sx : ndarray of shape (n_components, n_features), float64
+    sxx : ndarray of shape (n_components, n_features, n_features), float64
+        ``sum_n s_n r_nk (x_n - shift)(x_n - shift)^T``, the (frame- and)
+        responsibility-weighted sum of outer products of shifted frames.
+    loglik : float
     """
     return _gmm_step(_full_log_prob, True, X, shift, means, prec_chol, log_weights,
                      chunk_size, logprob_out, resp_out, compute_stats, sample_weight)
@@ -521,10 +494,7 @@ def gmm_diag_topc(X, shift, means, precisions, log_weights, top_c, chunk_size=No
     """
     n, d = X.shape
     k = means.shape[0]
-    top_c = int(top_c)
-    if not 1 <= top_c <= k:
-        raise ParameterError(f"{{name}} must be between 1 and n_components={k}, got {top_c}",
-                             "top_c")
+    top_c = check_top_c(top_c, k)
     if index_out is None:
         index_out = np.empty((n, top_c), dtype=np.int64)
     if logprob_out is None:

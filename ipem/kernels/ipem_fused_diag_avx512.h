@@ -488,7 +488,8 @@ static int gmm_diag_fused_f32_avx512(int64_t n, int64_t d, int64_t k, const floa
                     Wp[(jb * q + p) * FD_JB + u] =
                         j < k ? W[p * k + j] : (p == q - 1 ? -INFINITY : 0.0f);
                 }
-        c.Wp = Wp, c.Z = Zs, c.L = Ls, c.VM = VMs, c.tmp = tmps, c.lists = lists, c.cnt = cnts, c.bmask = bms;
+        c.Wp = Wp, c.Z = Zs, c.L = Ls, c.VM = VMs, c.tmp = tmps;
+        c.lists = lists, c.cnt = cnts, c.bmask = bms;
         rc = ipem_sched_run(ngroups, nthreads, bptr, nbufs, fd_work, fd_commit, &c);
     }
     *loglik = c.ll;

@@ -54,7 +54,8 @@ static void fp_work(void *ctx, int tid, int64_t g, void *bufp)
             __m512 v = _mm512_add_ps(_mm512_fmadd_ps(acc[f], m2, cs), _mm512_set1_ps(q[f]));
             v = _mm512_max_ps(v, _mm512_setzero_ps()); /* dist < 0 -> 0 (NaN stays) */
             const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-            const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+            const __m512d hi = _mm512_cvtps_pd(
+                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
             if (c->dist_out) {
                 double *o = c->dist_out + i * k;
                 _mm512_mask_storeu_pd(o, (__mmask8)(km & 0xFF), lo);

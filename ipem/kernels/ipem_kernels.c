@@ -1,5 +1,6 @@
 /* ipem_kernels.c -- compiled E-step kernels of ipem (k-means, diagonal and
- * full-covariance GMMs), called from ipem/kernels/_c.py through cffi.
+ * full-covariance GMMs), called through cffi from ipem/kernels/_c.py (its
+ * modules _c_kmeans.py and _c_gmm.py).
  *
  * Semantics are those of the NumPy reference (ipem/kernels/_numpy.py):
  * frames are shifted by `shift` chunk by chunk in the dtype of X, matrix
@@ -31,7 +32,7 @@
  * CPU supports is picked at load time (ipem_set_isa / IPEM_KERNEL_ISA can
  * lower it).  No -march=native: the same binary runs on any x86-64.  BLAS
  * ?gemm comes from scipy (function pointers from scipy.linalg.cython_blas,
- * handed over by _c.py).  No -ffast-math: the reductions are explicit
+ * handed over by _clib.py).  No -ffast-math: the reductions are explicit
  * vector code, and inf/NaN handling must stay IEEE.
  *
  * Measurements (rates against the GEMM roofline, chunk sizes, the fused
@@ -215,7 +216,7 @@ void ipem_set_blas(ipem_sgemm_fn sgemm, ipem_dgemm_fn dgemm)
 /* ---- which level has which kernel: the one table ----
  * BLAS: the copy of ipem_kernels_impl.h compiled for that level; FUSED: the
  * float32 AVX-512 kernels of ipem_fused_avx512.h; NONE: no implementation
- * (the entry point returns IPEM_ERR_ARGS; _c.py asks ipem_kernel_impl first
+ * (the entry point returns IPEM_ERR_ARGS; _isa.py asks ipem_kernel_impl first
  * and falls back).  The entry points below dispatch through this table. */
 enum { N_ = IPEM_IMPL_NONE, B_ = IPEM_IMPL_BLAS, F_ = IPEM_IMPL_FUSED };
 static const signed char g_impl[IPEM_N_KERNELS][2][3] = {

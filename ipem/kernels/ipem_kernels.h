@@ -8,8 +8,8 @@
  * ipem_fused_*_avx512.h files for the algorithms):
  *  - X is n x d, row-major, with a row stride of ldx elements (ldx >= d).
  *  - Every derived parameter array (W, C, U, ...) is prepared by the Python
- *    wrapper (_c.py) in the dtype of X; statistics outputs are float64 and
- *    are OVERWRITTEN (not accumulated into).
+ *    wrappers (_c_kmeans.py, _c_gmm.py) in the dtype of X; statistics
+ *    outputs are float64 and are OVERWRITTEN (not accumulated into).
  *  - chunk is the number of frames processed per block (> 0).
  *  - sample_weight: n float64 frame weights (finite, >= 0; checked by the
  *    wrapper) or NULL for the unweighted kernel (bit-identical to a build
@@ -44,8 +44,8 @@ enum { IPEM_ISA_BASE = 0, IPEM_ISA_AVX2 = 1, IPEM_ISA_AVX512 = 2 };
 /* Kernels, and the implementations a kernel can have at one level: the
  * code of ipem_kernels_impl.h compiled for that level (matrix products on
  * the BLAS), a fused AVX-512 kernel, or none (the entry point then returns
- * IPEM_ERR_ARGS and _c.py falls back).  Which level has which is one table
- * in ipem_kernels.c; ipem_kernel_impl() reads it. */
+ * IPEM_ERR_ARGS and the Python wrapper falls back).  Which level has which
+ * is one table in ipem_kernels.c; ipem_kernel_impl() reads it. */
 enum { IPEM_KERNEL_KMEANS = 0, IPEM_KERNEL_KMEANS_BOUNDED = 1, IPEM_KERNEL_KMEANS_PP = 2,
        IPEM_KERNEL_GMM_DIAG = 3, IPEM_KERNEL_GMM_DIAG_TOPC = 4, IPEM_KERNEL_GMM_FULL = 5,
        IPEM_N_KERNELS = 6 };
