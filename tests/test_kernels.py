@@ -775,6 +775,34 @@ def test_sample_weight_c_matches_numpy(c_isa, dtype, kind, chunk_size):
     compare_weighted(kind, a, b, tol(dtype), X, shift, w)
 
 
+def test_isa_table_is_the_c_table():
+    """Which level has which kernel is one table (in ipem_kernels.c), read by _c."""
+    mod = kernels("c")
+    table = mod.isa_table()
+    assert set(table) == {(k, dt) for k in ("kmeans", "kmeans_bounded", "kmeans_pp", "gmm_diag",
+                                            "gmm_diag_topc", "gmm_full")
+                          for dt in ("float32", "float64")}
+    assert table[("kmeans_bounded", "float32")] == {"base": None, "avx2": None, "avx512": "fused"}
+    assert table[("kmeans_pp", "float64")] == dict.fromkeys(mod.ISA_NAMES)
+    assert table[("gmm_diag", "float32")]["avx512"] == "fused"
+    assert table[("gmm_full", "float32")] == dict.fromkeys(mod.ISA_NAMES, "blas")
+    assert mod.implementation("gmm_diag", np.float32) == table[("gmm_diag", "float32")][
+        mod.get_isa()]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_bounded_kmeans_follows_the_isa_table(c_isa, dtype):
+    """Bounds are kept only where the table has a compiled bounded step."""
+    X, shift = make_data(300, 5, dtype)
+    means, _, _ = diag_params(4, 5)
+    labels, mindist = np.full(300, -1, np.int64), np.empty(300)
+    bounds = c_isa.new_kmeans_bounds(300)
+    *_, n_full = c_isa.kmeans_step_bounded(X, shift, means, labels, mindist, bounds)
+    compiled = c_isa.implementation("kmeans_bounded", dtype) is not None
+    assert (bounds["centers"] is not None) == compiled
+    assert n_full == 300
+
+
 def test_backends_have_the_same_signatures():
     mod = kernels("c")
     for fn in ("kmeans_step", "gmm_diag_step", "gmm_full_step", "gmm_diag_topc"):
