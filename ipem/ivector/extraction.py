@@ -16,10 +16,11 @@ import os
 import numpy as np
 
 from ..io.atomic import save_npz_atomic
-from ..io.models import read_npz, text_scalar, invalid_model_file
+from ..io.models import history_from, invalid_model_file, read_npz, text_scalar
 from ..kernels import check_approximation, get_kernels
+from ..mixture.params import GMMParams, ubm_params
 from ..parallel import Shard, as_controller
-from ..speaker.sources import load_source, resolve_source
+from ..io.sources import load_source, resolve_source
 from . import posterior
 from .stats import baum_welch, stats_rows
 
@@ -28,13 +29,16 @@ logger = logging.getLogger(__name__)
 __all__ = ["extract_ivectors", "save_ivectors", "load_ivectors"]
 
 _KIND = "ipem-ivectors"
+#: the extractor file (:meth:`ipem.TotalVariability.save`, :func:`read_extractor`)
+EXTRACTOR_KIND = "ipem-ivector-extractor"
+FORMAT_VERSION = 1
 
 
 def _extract_task(item, model, top_c, min_post, backend, dtype):
     """One utterance (or speaker): read, statistics, i-vector (R,)."""
     utt, source = item
-    ubm = (model["weights"], model["means"], model["covariances"])
-    X = load_source(source, dtype=dtype, n_features=ubm[1].shape[1], what=f"utterance {utt}")
+    ubm = GMMParams(model["weights"], model["means"], model["covariances"])
+    X = load_source(source, dtype=dtype, n_features=ubm.n_features, what=f"utterance {utt}")
     n, f = baum_welch(X, ubm, top_c=top_c, min_post=min_post, backend=backend)
     rows = stats_rows(n[None], f[None])
     return posterior.ivectors(Shard(X=rows, index=0, offset=0), model["T"],
@@ -48,7 +52,10 @@ def extract_ivectors(extractor, utterances, *, controller=None, top_c=None, min_
     Parameters
     ----------
     extractor : TotalVariability or path
-        A fitted :class:`ipem.TotalVariability` or a file written by its ``save``.
+        A fitted :class:`ipem.TotalVariability` (anything with its
+        ``extractor()``, ``top_c`` and ``min_post``) or a file written by its
+        ``save`` (:func:`read_extractor`; approximate statistics off unless
+        asked for).
     utterances : dict
         ``id -> source`` (a feature file, a list of them, FeatureRefs, or an
         array of frames); several files of one id are pooled.
@@ -65,11 +72,11 @@ def extract_ivectors(extractor, utterances, *, controller=None, top_c=None, min_
     dict
         ``id -> ndarray of shape (R,)``, in the order of ``utterances``.
     """
-    from .total_variability import TotalVariability
-
-    tv = TotalVariability.load(extractor) if isinstance(extractor, (str, os.PathLike)) \
-        else extractor
-    model = tv.extractor()
+    if isinstance(extractor, (str, os.PathLike)):
+        model, _ = read_extractor(extractor)
+        tv = None
+    else:
+        model, tv = extractor.extractor(), extractor
     if top_c is None:
         top_c = getattr(tv, "top_c", None)
     if min_post is None:
@@ -109,3 +116,60 @@ def load_ivectors(path):
             mat.shape[0] != ids.size or mat.dtype.kind != "f" or not np.all(np.isfinite(mat)):
         raise invalid_model_file(path, "ids and ivectors do not match or are not finite")
     return {str(i): mat[n].astype(np.float64) for n, i in enumerate(ids)}
+
+
+# ---------------------------------------------------------------------------
+# extractor files (written by TotalVariability.save)
+# ---------------------------------------------------------------------------
+
+def read_extractor(path):
+    """The model of an extractor file, nothing in it trusted.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :meth:`ipem.TotalVariability.save`.
+
+    Returns
+    -------
+    model : dict
+        ``T`` of shape (K, D, R) and the UBM's ``weights`` (K,), ``means``
+        and ``covariances`` (K, D), float64 (what
+        :meth:`ipem.TotalVariability.extractor` returns).
+    history : list of IterationRecord
+
+    Raises
+    ------
+    ValueError
+        For a file that is not a valid extractor.
+    """
+    path = os.fspath(path)
+    z = read_npz(path, file_limits())
+    for key in ("T", "weights", "means", "covariances"):
+        if key not in z:
+            raise ValueError(f"{path}: not an ipem i-vector extractor (no {key!r})")
+    if text_scalar(z, "kind", path, default="") != EXTRACTOR_KIND:
+        raise invalid_model_file(path, f"not an i-vector extractor (kind {EXTRACTOR_KIND!r} "
+                                 "missing)")
+    w, m, v = ubm_params((z["weights"], z["means"], z["covariances"]))
+    T = check_T(z["T"], m.shape, path)
+    return {"T": T, "weights": w, "means": m, "covariances": v}, history_from(z, path)
+
+
+def file_limits(n_features=None):
+    """Size limits of the arrays of extractor files and checkpoints (:func:`read_npz`)."""
+    big = 1 << 33
+    return {"T": big, "weights": big, "means": big, "covariances": big,
+            "data_mean": big if n_features is None else 8 * int(n_features),
+            "rng_keys": 624 * 8, "history_json": 1 << 26, "settings_json": 1 << 16,
+            "identity_json": 1 << 16}
+
+
+def check_T(T, ubm_shape, path):
+    """``T`` of a file, checked: finite floats of shape (K, D, R); float64."""
+    k, d = ubm_shape
+    if T.ndim != 3 or T.shape[:2] != (k, d) or T.shape[2] < 1 or T.dtype.kind != "f" or \
+            not np.all(np.isfinite(T)):
+        raise invalid_model_file(path, f"T must be a finite float array of shape ({k}, {d}, R),"
+                                 f" got {T.shape} {T.dtype}")
+    return np.asarray(T, dtype=np.float64)

@@ -24,8 +24,8 @@ import numpy as np
 
 from .. import io as _io
 from ..kernels import check_approximation, get_kernels
-from ..speaker.map import ubm_params
-from ..speaker.sources import load_source, resolve_source
+from ..mixture.params import GMMParams, ubm_params
+from ..io.sources import load_source, resolve_source
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def baum_welch(X, ubm, *, top_c=None, min_post=0.0, backend=None):
     Parameters
     ----------
     X : ndarray of shape (n_frames, n_features), float32 or float64
-    ubm : tuple of (weights, means, variances)
-        Validated diagonal UBM (:func:`ipem.speaker.map.ubm_params`):
+    ubm : GMMParams or tuple of (weights, means, variances)
+        Validated diagonal UBM (:func:`ipem.mixture.params.ubm_params`):
         shapes (K,), (K, D), (K, D).
     top_c : int or None
         Use each frame's ``top_c`` largest responsibilities, renormalised
@@ -109,7 +109,7 @@ def frames_to_rows(frames, ubm, *, top_c=None, min_post=0.0, backend=None):
     Parameters
     ----------
     frames : sequence of ndarray of shape (n_frames_u, D)
-    ubm : anything :func:`ipem.speaker.map.ubm_params` reads
+    ubm : anything :func:`ipem.mixture.params.ubm_params` reads
 
     Returns
     -------
@@ -117,7 +117,7 @@ def frames_to_rows(frames, ubm, *, top_c=None, min_post=0.0, backend=None):
     """
     params = ubm_params(ubm)
     out = [baum_welch(load_source(resolve_source(X, f"utterance {i}"), dtype=np.float32,
-                                  n_features=params[1].shape[1], what=f"utterance {i}"),
+                                  n_features=params.n_features, what=f"utterance {i}"),
                       params, top_c=top_c, min_post=min_post, backend=backend)
            for i, X in enumerate(frames)]
     if not out:
@@ -168,7 +168,8 @@ def read_stats_shard(sources, offset, ubm, dtype, top_c, min_post, backend):
     offset : int
     sources : list of str
     """
-    k, d = ubm[1].shape
+    ubm = GMMParams(*ubm)
+    k, d = ubm.means.shape
     rows = np.zeros((len(sources), k + k * d))
     names = []
     for i, (utt, source) in enumerate(sources):
@@ -187,11 +188,11 @@ def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0
     Parameters
     ----------
     ubm : fitted UBMTrainer, diagonal GaussianMixture, dict, tuple or path
-        See :func:`ipem.speaker.map.ubm_params`.
+        See :func:`ipem.mixture.params.ubm_params`.
     utterances : dict or sequence
         ``utterance_id -> source`` or a sequence of sources (ids are then
         their positions); a source is a feature file, a list of them or a
-        FeatureRef (:func:`ipem.speaker.sources.resolve_source`).  Each
+        FeatureRef (:func:`ipem.io.sources.resolve_source`).  Each
         shard reads its utterances' files itself.
     controller : Controller, int, DirectView or None
     top_c, min_post, backend
@@ -209,7 +210,7 @@ def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0
     from ..parallel import as_controller
 
     params = ubm_params(ubm)
-    k, d = params[1].shape
+    k, d = params.means.shape
     check_approximation(top_c, min_post, k)
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype={dtype!r}: expected float32 or float64")

@@ -26,15 +26,15 @@ from ..io.models import (history_from, invalid_model_file, read_npz, records_to_
                          rng_from_arrays, rng_to_arrays, text_scalar)
 from ..kernels import check_approximation
 from ..parallel import DistributedData, Shard
-from ..speaker.map import ubm_params
+from ..mixture.params import GMMParams, ubm_params
 from ..validation import ParameterError, check_float, check_int, validate_frames
 from . import posterior
+from .extraction import (EXTRACTOR_KIND, FORMAT_VERSION, check_T, extract_ivectors, file_limits,
+                         read_extractor)
 from .stats import distribute_stats
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-_KIND = "ipem-ivector-extractor"
 _CHECKPOINT_KIND = "ipem-ivector-checkpoint"
 
 
@@ -55,7 +55,7 @@ class TotalVariability(TransformerMixin, EMEstimator):
         Rank R of T: the i-vector dimension.
     ubm : fitted UBMTrainer, diagonal GaussianMixture, dict, tuple or path
         The UBM whose Baum-Welch statistics the model explains
-        (:func:`ipem.speaker.map.ubm_params`); required.
+        (:func:`ipem.mixture.params.ubm_params`); required.
     max_iter : int, default=10
         EM iterations (Kaldi and SIDEKIT run a fixed number, 5-10).
     tol : float, default=0.0
@@ -150,7 +150,7 @@ class TotalVariability(TransformerMixin, EMEstimator):
         if n_features is not None and n_features != k + k * d:
             raise ValueError(f"utterance rows have {n_features} columns, but a UBM of {k} "
                              f"Gaussians in {d} dimensions gives K + K*D = {k + k * d}")
-        self._params_ubm = (w, m, v)
+        self._params_ubm = GMMParams(w, m, v)
         return {}
 
     def _stats_data(self, X):
@@ -201,7 +201,7 @@ class TotalVariability(TransformerMixin, EMEstimator):
         """EM hook (:class:`~ipem.em.hooks.EMHooks`): the summed statistics of the
         latent factor, ``(stats, shard_times)`` (a Reduction)."""
         return data.controller.reduce_timed(posterior.tv_stats, data, params["T"],
-                                            1.0 / self._params_ubm[2])
+                                            1.0 / self._params_ubm.covariances)
 
     def m_step(self, stats, params, data):
         """EM hook: the new ``T`` (minimum divergence when asked), the log-likelihood
@@ -259,7 +259,6 @@ class TotalVariability(TransformerMixin, EMEstimator):
         check_is_fitted(self, "T_")
         inv_var = 1.0 / self.ubm_covariances_
         if _is_files(X):
-            from .extraction import extract_ivectors
             out = extract_ivectors(self, _utterances(X), controller=self.controller,
                                    progress=False)
             return np.stack(list(out.values()))
@@ -278,7 +277,7 @@ class TotalVariability(TransformerMixin, EMEstimator):
     def save(self, path):
         """Write the extractor (T, its UBM, the history) atomically to ``.npz``; the path."""
         check_is_fitted(self, "T_")
-        return save_npz_atomic(path, kind=np.array(_KIND),
+        return save_npz_atomic(path, kind=np.array(EXTRACTOR_KIND),
                                format_version=np.array(FORMAT_VERSION), T=self.T_,
                                weights=self.ubm_weights_, means=self.ubm_means_,
                                covariances=self.ubm_covariances_,
@@ -287,18 +286,11 @@ class TotalVariability(TransformerMixin, EMEstimator):
     @classmethod
     def load(cls, path, **kwargs):
         """An extractor read from a file written by :meth:`save` (nothing in it trusted)."""
-        path = os.fspath(path)
-        z = read_npz(path, _limits())
-        for key in ("T", "weights", "means", "covariances"):
-            if key not in z:
-                raise ValueError(f"{path}: not an ipem i-vector extractor (no {key!r})")
-        if text_scalar(z, "kind", path, default="") != _KIND:
-            raise invalid_model_file(path, f"not an i-vector extractor (kind {_KIND!r} missing)")
-        w, m, v = ubm_params((z["weights"], z["means"], z["covariances"]))
-        T = _check_T(z["T"], m.shape, path)
-        obj = cls(n_components=T.shape[2], ubm=(w, m, v), **kwargs)
+        model, history = read_extractor(path)
+        T, w, m, v = (model[k] for k in ("T", "weights", "means", "covariances"))
+        obj = cls(n_components=T.shape[2], ubm=GMMParams(w, m, v), **kwargs)
         obj.T_, obj.ubm_weights_, obj.ubm_means_, obj.ubm_covariances_ = T, w, m, v
-        obj.history_ = history_from(z, path)
+        obj.history_ = history
         obj.n_iter_ = len(obj.history_)
         obj.n_features_in_ = m.shape[0] * (1 + m.shape[1])
         return obj
@@ -329,7 +321,7 @@ class TotalVariability(TransformerMixin, EMEstimator):
     def read_checkpoint(self, path, data):
         """``(params, position, rng, history)`` of a checkpoint, each checked."""
         fresh = "delete the checkpoint (or pass resume=False) to train from the start"
-        z = read_npz(path, _limits(data.n_features))
+        z = read_npz(path, file_limits(data.n_features))
         if text_scalar(z, "kind", path, default="") != _CHECKPOINT_KIND:
             raise ValueError(f"{path} is not an i-vector training checkpoint: give another "
                              "checkpoint path")
@@ -344,7 +336,7 @@ class TotalVariability(TransformerMixin, EMEstimator):
                 not np.allclose(saved_mean, data.mean, rtol=1e-9, atol=1e-12):
             raise ParameterError(f"checkpoint {path} was written for other statistics: ",
                                  "checkpoint", hint=fresh)
-        T = _check_T(z["T"], self._params_ubm[1].shape, path)
+        T = check_T(z["T"], self._params_ubm.means.shape, path)
         if T.shape[2] != self.n_components:
             raise invalid_model_file(path, f"rank {T.shape[2]}, expected {self.n_components}")
         p = z.get("position")
@@ -353,23 +345,6 @@ class TotalVariability(TransformerMixin, EMEstimator):
             raise invalid_model_file(path, "the training position is not valid")
         pos = Position(int(p[0]), int(p[1]), bool(p[2]), bool(p[3]))
         return {"T": T}, pos, rng_from_arrays(z), history_from(z, path)
-
-
-def _limits(n_features=None):
-    big = 1 << 33
-    return {"T": big, "weights": big, "means": big, "covariances": big,
-            "data_mean": big if n_features is None else 8 * int(n_features),
-            "rng_keys": 624 * 8, "history_json": 1 << 26, "settings_json": 1 << 16,
-            "identity_json": 1 << 16}
-
-
-def _check_T(T, ubm_shape, path):
-    k, d = ubm_shape
-    if T.ndim != 3 or T.shape[:2] != (k, d) or T.shape[2] < 1 or T.dtype.kind != "f" or \
-            not np.all(np.isfinite(T)):
-        raise invalid_model_file(path, f"T must be a finite float array of shape ({k}, {d}, R),"
-                                 f" got {T.shape} {T.dtype}")
-    return np.asarray(T, dtype=np.float64)
 
 
 def _utterances(X):

@@ -44,7 +44,6 @@ import numpy as np
 from ..errors import ParameterError
 from .data import Broadcast, DistributedData
 from .errors import EngineError, EngineLost, raise_failures
-from .scheduling import assign_balanced
 from .stats import sum_stats
 
 

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import get_kernels
-from ..validation import ParameterError, check_frames
-from ..parallel import as_controller
 from ..io.atomic import remove_stale_temporaries, save_npz_atomic
-from ..io.models import array_limits, check_gmm, invalid_model_file, load_model, read_npz
-from ..io.models import text_scalar
-from .sources import load_source, resolve_source
+from ..io.models import array_limits, check_gmm, invalid_model_file, read_npz, text_scalar
+from ..io.sources import load_source, resolve_source
+from ..kernels import get_kernels
+from ..mixture.params import GMMParams, as_gmm_params, ubm_params
+from ..parallel import as_controller
+from ..validation import ParameterError, check_frames
 
 logger = logging.getLogger(__name__)
 
@@ -39,82 +39,6 @@ __all__ = ["utterance_stats", "map_adapt", "SpeakerModel", "adapt_speakers"]
 VARIANCE_FLOOR = 1e-3
 _MODEL_KIND = "ipem-speaker-model"
 
-
-
-# ---------------------------------------------------------------------------
-# parameters
-# ---------------------------------------------------------------------------
-
-def _as_params(weights, means, variances, what="UBM"):
-    """Validate diagonal GMM parameters; float64 copies (weights, means, variances)."""
-    try:
-        w = np.array(weights, dtype=np.float64)
-        m = np.array(means, dtype=np.float64)
-        v = np.array(variances, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what}: parameters are not numeric arrays ({exc})") from None
-    if w.ndim != 1 or w.size == 0:
-        raise ValueError(f"{what}: weights must have shape (n_components,), got {w.shape}")
-    k = w.size
-    if m.ndim != 2 or m.shape[0] != k or m.shape[1] == 0:
-        raise ValueError(f"{what}: means must have shape ({k}, n_features), got {m.shape}")
-    if v.shape != m.shape:
-        raise ValueError(f"{what}: variances must be diagonal, shape {m.shape} like the "
-                         f"means, got {v.shape}")
-    for name, a in (("weights", w), ("means", m), ("variances", v)):
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{what}: {name} contain NaN or Inf")
-    if np.any(w < 0) or not np.isclose(w.sum(), 1.0, rtol=0, atol=1e-6):
-        raise ValueError(f"{what}: weights must be non-negative and sum to 1 "
-                         f"(sum {w.sum():.8g})")
-    if np.any(v <= 0):
-        raise ValueError(f"{what}: variances must be positive")
-    return w, m, v
-
-
-def ubm_params(ubm):
-    """Weights, means and diagonal variances of a UBM given in any usual form.
-
-    Parameters
-    ----------
-    ubm : object, dict, tuple or path
-        An object with ``weights_``, ``means_`` and ``covariances_`` (a fitted
-        :class:`ipem.ubm.UBMTrainer`, or a diagonal
-        :class:`ipem.GaussianMixture`); a dict with those keys (or with
-        ``weights``, ``means``, ``covariances``, as returned by
-        :func:`ipem.ubm.load_model`); a ``(weights, means, variances)``
-        tuple; or the path of a model file written by ``UBMTrainer.save``.
-
-    Returns
-    -------
-    weights : ndarray of shape (n_components,), float64
-    means : ndarray of shape (n_components, n_features), float64
-    variances : ndarray of shape (n_components, n_features), float64
-    """
-    if isinstance(ubm, (str, os.PathLike)):
-        z = load_model(ubm)
-        return _as_params(z["weights"], z["means"], z["covariances"], f"UBM {os.fspath(ubm)}")
-    if isinstance(ubm, SpeakerModel):
-        return _as_params(ubm.weights, ubm.means, ubm.variances, f"model {ubm.speaker_id}")
-    if isinstance(ubm, dict):
-        for names in (("weights_", "means_", "covariances_"),
-                      ("weights", "means", "covariances"),
-                      ("weights", "means", "variances")):
-            if all(n in ubm for n in names):
-                return _as_params(*(ubm[n] for n in names))
-        raise ValueError("UBM dict must have keys weights_, means_, covariances_ "
-                         f"(or weights, means, covariances); got {sorted(ubm)}")
-    if isinstance(ubm, (tuple, list)) and len(ubm) == 3:
-        return _as_params(*ubm)
-    if all(hasattr(ubm, n) for n in ("weights_", "means_", "covariances_")):
-        cov_type = getattr(ubm, "covariance_type", "diag")
-        if cov_type != "diag":
-            raise ValueError(f"the UBM must have diagonal covariances, got "
-                             f"covariance_type={cov_type!r}")
-        return _as_params(ubm.weights_, ubm.means_, ubm.covariances_)
-    raise ValueError(f"cannot read UBM parameters from {type(ubm).__name__}: expected a fitted "
-                     "UBMTrainer/GaussianMixture, a dict, a (weights, means, variances) tuple "
-                     "or a model file path")
 
 
 # ---------------------------------------------------------------------------
@@ -150,7 +74,7 @@ def utterance_stats(X, weights, means, variances, backend=None):
     ``f = sum g (y + shift) = sx + n shift`` and
     ``s = sum g (y + shift)**2 = sxx + 2 shift sx + n shift**2``.
     """
-    w, m, v = _as_params(weights, means, variances)
+    w, m, v = as_gmm_params(weights, means, variances)
     X = check_frames(X, n_features=m.shape[1])
     shift = X.mean(axis=0, dtype=np.float64)
     with np.errstate(divide="ignore"):
@@ -228,10 +152,11 @@ def map_adapt(weights, means, variances, n, f, s, *, relevance_factor=16.0, adap
 
     Returns
     -------
-    weights : ndarray of shape (n_components,), float64
-    means, variances : ndarray of shape (n_components, n_features), float64
+    GMMParams
+        The adapted ``weights`` (n_components,), ``means`` and
+        ``covariances`` (variances, (n_components, n_features)), float64.
     """
-    w, m, v = _as_params(weights, means, variances)
+    w, m, v = as_gmm_params(weights, means, variances)
     k, d = m.shape
     adapt = _check_adapt(adapt)
     r_m = _check_relevance(relevance_factor, "relevance_factor")
@@ -286,7 +211,7 @@ def map_adapt(weights, means, variances, n, f, s, *, relevance_factor=16.0, adap
             a_w = alpha(r_w)
             raw = a_w * n / total + (1.0 - a_w) * w
             new_w = raw / raw.sum()
-    return new_w, new_m, new_v
+    return GMMParams(new_w, new_m, new_v)
 
 
 # ---------------------------------------------------------------------------
@@ -318,8 +243,14 @@ class SpeakerModel:
                 f"n_features={np.shape(self.means)[1]}, n_frames={self.n_frames})")
 
     def params(self):
-        """``(weights, means, variances)``."""
-        return self.weights, self.means, self.variances
+        """The model's parameters.
+
+        Returns
+        -------
+        GMMParams
+            ``(weights, means, covariances)``, the covariances being the variances.
+        """
+        return GMMParams(self.weights, self.means, self.variances)
 
     def save(self, path):
         """Write the model atomically to an ``.npz`` file (no pickle); returns the path."""
@@ -391,8 +322,8 @@ def _check_speaker_id(spk):
 def _adapt_task(item, params, relevance, adapt, out_dir, backend, dtype):
     """One speaker: read, accumulate statistics, adapt, optionally save."""
     spk, source = item
-    w, m, v = params
-    X = load_source(source, dtype=dtype, n_features=m.shape[1], what=f"speaker {spk}")
+    w, m, v = params = GMMParams(*params)
+    X = load_source(source, dtype=dtype, n_features=params.n_features, what=f"speaker {spk}")
     n, f, s = utterance_stats(X, w, m, v, backend=backend)
     r, r_w, r_v = relevance
     new = map_adapt(w, m, v, n, f, s, relevance_factor=r, adapt=adapt, relevance_weights=r_w,

@@ -43,7 +43,7 @@ from ..validation import ParameterError, check_frames
 from ..parallel import as_controller
 from .map import SpeakerModel
 from .map import ubm_params as _ubm_params
-from .sources import load_source, resolve_source
+from ..io.sources import load_source, resolve_source
 
 logger = logging.getLogger(__name__)
 
@@ -413,7 +413,7 @@ def _score_task(item, params, top_c, backend, dtype, method="topc"):
     statistics (:func:`segment_statistics`) instead of scores.
     """
     source, models, what = item
-    k, d = params[1].shape
+    k, d = params.means.shape
     X = load_source(source, dtype=dtype, n_features=d, what=what)
     if method == "linear":
         return segment_statistics(X, params, backend=backend)
@@ -536,7 +536,7 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
                                  desc="scoring")
     if method == "linear":
         model_ids = list(dict.fromkeys(model_id for model_id, _ in where))
-        k, d = params[1].shape
+        k, d = params.means.shape
         loaded = [SpeakerModel.load(models[mid], speaker_id=str(mid), n_components=k,
                                     n_features=d)
                   if isinstance(models[mid], (str, os.PathLike)) else models[mid]

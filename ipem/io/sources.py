@@ -1,8 +1,9 @@
 """Frames of one speaker or test segment, named on the client and read where a task runs.
 
-MAP adaptation (:mod:`ipem.speaker.map`) and scoring
-(:mod:`ipem.speaker.scoring`) both send one task per speaker or per test
-segment to a controller's engines.  The client only describes the data
+MAP adaptation (:mod:`ipem.speaker.map`), scoring
+(:mod:`ipem.speaker.scoring`) and i-vector statistics and extraction
+(:mod:`ipem.ivector`) send one task per speaker, test segment or utterance to
+a controller's engines.  The client only describes the data
 (:func:`resolve_source`: arrays are validated, paths made absolute, list
 files expanded by reading headers); the task reads the frames itself
 (:func:`load_source`), so that frames never travel through the client.
@@ -13,9 +14,10 @@ import os
 
 import numpy as np
 
-from .. import io as _features
-from ..io import is_list_file
 from ..validation import check_frames
+from .features import list_features, load_many
+from .lists import is_list_file
+from .refs import FeatureRef
 
 __all__ = ["resolve_source", "load_source"]
 
@@ -49,7 +51,7 @@ def resolve_source(source, what):
     """
     if isinstance(source, np.ndarray):
         return check_frames(source, name=what)
-    if isinstance(source, (str, os.PathLike, _features.FeatureRef)):
+    if isinstance(source, (str, os.PathLike, FeatureRef)):
         source = [source]
     try:
         entries = list(source)
@@ -60,12 +62,12 @@ def resolve_source(source, what):
         raise ValueError(f"{what}: no feature files given")
     out = []
     for entry in entries:
-        if isinstance(entry, _features.FeatureRef):
+        if isinstance(entry, FeatureRef):
             out.append(entry)
         elif isinstance(entry, (str, os.PathLike)):
             path = os.fspath(entry)
             if is_list_file(path):
-                out.extend(_features.list_features(path))
+                out.extend(list_features(path))
             else:
                 out.append(os.path.abspath(path))
         else:
@@ -108,9 +110,9 @@ def load_source(source, *, dtype, n_features, what):
     else:
         refs = []
         for entry in source:
-            refs.extend([entry] if isinstance(entry, _features.FeatureRef)
-                        else _features.list_features(entry))
-        X = _features.load_many(refs, dtype=np.dtype(dtype))
+            refs.extend([entry] if isinstance(entry, FeatureRef)
+                        else list_features(entry))
+        X = load_many(refs, dtype=np.dtype(dtype))
     if X.shape[1] != n_features:
         where = "" if isinstance(source, np.ndarray) else \
             " (" + ", ".join(r if isinstance(r, str) else r.where() for r in source) + ")"
