@@ -16,6 +16,7 @@ def _describe_calibration(cal):
 
 
 def evaluate_options(sp):
+    """Declare the options of ``ipem evaluate`` on its sub-parser."""
     sp.add_argument("--scores", required=True, type=INPUT_FILE,
                     help="score file (ipem or Kaldi format)")
     sp.add_argument("--det", default=None, type=IMAGE, help="write the DET curve here (PNG)")
@@ -35,6 +36,7 @@ def evaluate_options(sp):
 
 
 def run_evaluate(args):
+    """Run ``ipem evaluate`` once its paths are checked; returns the exit status."""
     from ..speaker.metrics import plot_det
     if args.calibration:
         trials, scores = apply_calibration(
@@ -63,6 +65,7 @@ EVALUATE = Command("evaluate", evaluate_options, run_evaluate,
 
 
 def calibrate_options(sp):
+    """Declare the options of ``ipem calibrate`` on its sub-parser."""
     sp.add_argument("--dev-scores", required=True, nargs="+", metavar="SCORES", type=INPUT_FILE,
                     help="development score file(s); several are fused")
     sp.add_argument("--key", default=None, type=INPUT_FILE,
@@ -76,6 +79,7 @@ def calibrate_options(sp):
 
 
 def run_calibrate(args):
+    """Run ``ipem calibrate`` once its paths are checked; returns the exit status."""
     cal = calibrate(args.dev_scores, key=args.key, prior=args.prior, out=args.out)
     what = "fusion of " + str(cal.n_systems_) + " systems" if cal.n_systems_ > 1 \
         else "calibration"

@@ -5,6 +5,7 @@ from .options import Command, common_options, typed
 
 
 def options(sp):
+    """Declare the options of ``ipem demo`` on its sub-parser."""
     # --out is a directory the demo makes: no path role, so no check before the run
     sp.add_argument("--out", default="demo_output", help="directory of everything it writes")
     sp.add_argument("--engines", type=typed(int, 1), default=2, help="MPI engines to start")
@@ -16,6 +17,7 @@ def options(sp):
 
 
 def run(args):
+    """Run ``ipem demo`` (:func:`ipem.demo.run`); returns its exit status."""
     from ..demo import run as run_demo
     return run_demo(args.out, engines=args.engines, components=args.components,
                     speakers=args.speakers, seed=args.seed)

@@ -8,6 +8,7 @@ from .options import INPUT_DIR, INPUT_FILE, OUTPUT_DIR, Command, UsageError, com
 
 
 def options(sp):
+    """Declare the options of ``ipem extract`` on its sub-parser."""
     sp.add_argument("--root", default=None, type=INPUT_DIR,
                     help="corpus directory holding the audio; this or --data-dir")
     sp.add_argument("--data-dir", default=None, type=INPUT_DIR,
@@ -47,6 +48,7 @@ def options(sp):
 
 
 def run(args):
+    """Run ``ipem extract`` once its paths are checked; returns the exit status."""
     if (args.root is None) == (args.data_dir is None):
         raise UsageError("give --root (a corpus directory) or --data-dir (a Kaldi data "
                          "directory), one of them")

@@ -14,6 +14,7 @@ from .options import (INPUT_DIR, INPUT_FILE, OUTPUT_DIR, OUTPUT_FILE, Command, U
 
 
 def adapt_options(sp):
+    """Declare the options of ``ipem adapt`` on its sub-parser."""
     feature_options(sp)
     sp.add_argument("--ubm", required=True, type=INPUT_FILE, help="the UBM (.npz from train-ubm)")
     sp.add_argument("--enroll", default=None, type=INPUT_FILE,
@@ -28,6 +29,7 @@ def adapt_options(sp):
 
 
 def run_adapt(args):
+    """Run ``ipem adapt`` once its paths are checked; returns the exit status."""
     source = feature_source(args)
     if args.enroll is None and args.data_dir is None:
         raise UsageError("give --enroll (an enrollment list) or --data-dir (its speakers)")
@@ -43,6 +45,7 @@ ADAPT = Command("adapt", adapt_options, run_adapt,
 
 
 def score_options(sp):
+    """Declare the options of ``ipem score`` on its sub-parser."""
     feature_options(sp)
     sp.add_argument("--backend", default="gmm", choices=["gmm", *BACKENDS],
                     help="gmm: GMM-UBM LLR (--ubm, --models, features); cosine or plda: "
@@ -70,6 +73,7 @@ def score_options(sp):
 
 
 def run_score(args):
+    """Run ``ipem score`` once its paths are checked; returns the exit status."""
     if args.backend != "gmm":
         return _score_ivectors(args)
     if args.ubm is None or args.models is None:
@@ -97,6 +101,7 @@ SCORE = Command("score", score_options, run_score, help="score a NIST-style tria
 
 
 def norm_options(sp):
+    """Declare the options of ``ipem norm`` on its sub-parser."""
     feature_options(sp)
     sp.add_argument("--ubm", required=True, type=INPUT_FILE)
     sp.add_argument("--models", required=True, type=INPUT_DIR,
@@ -123,6 +128,7 @@ def norm_options(sp):
 
 
 def run_norm(args):
+    """Run ``ipem norm`` once its paths are checked; returns the exit status."""
     if args.method != "z" and not args.cohort_models:
         raise UsageError(f"--method {args.method} needs --cohort-models (a directory of "
                          "<cohort_id>.npz: ipem adapt --enroll COHORT_LIST --out-dir DIR)")

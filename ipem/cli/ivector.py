@@ -11,6 +11,7 @@ from .ubm import RESTART_HINTS
 
 
 def train_ivector_options(sp):
+    """Declare the options of ``ipem train-ivector`` on its sub-parser."""
     feature_options(sp)
     sp.add_argument("--ubm", required=True, type=INPUT_FILE, help="the UBM (.npz from train-ubm)")
     sp.add_argument("--list", action="append", default=None, type=INPUT_FILE,
@@ -37,6 +38,7 @@ def _print_record(record):
 
 
 def run_train_ivector(args):
+    """Run ``ipem train-ivector`` once its paths are checked; returns the exit status."""
     source = feature_source(args)
     if not args.list and args.data_dir is None:
         raise UsageError("give --list (utterance lists) or --data-dir")
@@ -60,6 +62,7 @@ TRAIN_IVECTOR = Command(
 
 
 def extract_ivectors_options(sp):
+    """Declare the options of ``ipem extract-ivectors`` on its sub-parser."""
     feature_options(sp)
     sp.add_argument("--extractor", required=True, type=INPUT_FILE,
                     help="the extractor (from train-ivector)")
@@ -72,6 +75,7 @@ def extract_ivectors_options(sp):
 
 
 def run_extract_ivectors(args):
+    """Run ``ipem extract-ivectors`` once its paths are checked; returns the exit status."""
     source = feature_source(args)
     if not args.list and args.enroll is None:
         raise UsageError("give --list (utterances: ids are the list entries) and/or --enroll "
@@ -100,6 +104,7 @@ EXTRACT_IVECTORS = Command(
 
 
 def train_plda_options(sp):
+    """Declare the options of ``ipem train-plda`` on its sub-parser."""
     sp.add_argument("--ivectors", action="append", required=True, type=INPUT_FILE,
                     help="i-vector file(s) (from extract-ivectors)")
     sp.add_argument("--spk2utt", default=None, type=INPUT_FILE,
@@ -114,6 +119,7 @@ def train_plda_options(sp):
 
 
 def run_train_plda(args):
+    """Run ``ipem train-plda`` once its paths are checked; returns the exit status."""
     be = train_backend(args.ivectors, args.spk2utt,
                        lda_dim=None if args.lda_dim < 0 else args.lda_dim,
                        wccn=not args.no_wccn, plda_iter=args.iter, out=args.out)

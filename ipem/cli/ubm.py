@@ -13,6 +13,7 @@ RESTART_HINTS = {
 
 
 def options(sp):
+    """Declare the options of ``ipem train-ubm`` on its sub-parser."""
     feature_options(sp)
     sp.add_argument("--list", action="append", default=None, type=INPUT_FILE,
                     help="utterance list(s) or a Kaldi feats.scp (with --data-dir: lists of "
@@ -48,6 +49,7 @@ def _print_record(record):
 
 
 def run(args):
+    """Run ``ipem train-ubm`` once its paths are checked; returns the exit status."""
     source = feature_source(args)
     if not args.list and args.data_dir is None:
         raise UsageError("give --list (utterance lists) or --data-dir (all its utterances)")
