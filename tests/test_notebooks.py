@@ -24,6 +24,7 @@ import ipem.speaker
 import ipem.speaker.scorefiles
 import ipem.speaker.utterances
 import ipem.steps
+import ipem.synth
 from ipem import plotting
 from ipem import progress as progress_mod
 from ipem.em.records import IterationRecord
@@ -46,7 +47,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: modules whose public names notebooks may use
 PUBLIC_MODULES = {m.__name__: m for m in (ipem, ipem.io, ipem.speaker, ipem.speaker.scorefiles,
-                                           ipem.speaker.utterances, ipem.steps, ipem.ivector)}
+                                           ipem.speaker.utterances, ipem.steps, ipem.ivector,
+                                           ipem.synth)}
 
 
 def execute(nb, path):
