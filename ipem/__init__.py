@@ -5,12 +5,20 @@ unchanged in-process or on ipyparallel engines in MPI mode.  Where things are:
 
 ``ipem.parallel``   the controller seam (LocalController, DirectViewController, MPICluster)
 ``ipem.kernels``    the kernel seam (compiled C E-steps, NumPy reference)
-``ipem.em``         the EM loop (driver), the estimator base (fit once), staged training
-``ipem.mixture``    GaussianMixture, the UBM trainer, the shared GMM math
+``ipem.em``         the EM loop (driver, hook contract, records), the estimator base (fit
+                    once), staged training
+``ipem.mixture``    GaussianMixture, the UBM trainer, GMMParams, the shared GMM math
 ``ipem.cluster``    KMeans (Lloyd, distributed k-means++)
-``ipem.io``         feature files, lists, model and checkpoint files
-``ipem.speaker``    speaker verification: front-end, MAP, scoring, metrics, pipeline
+``ipem.io``         feature files, lists, model and checkpoint files, frame sources
+``ipem.errors``     ParameterError (re-exported by ``ipem.validation``)
 ``ipem.ivector``    i-vectors: total-variability EM, extraction, LDA/WCCN/PLDA back-end
+``ipem.speaker``    speaker verification: front-end, MAP, scoring, normalization,
+                    calibration, metrics, feature sources, score files
+``ipem.synth``      the synthetic corpus generator
+``ipem.steps``      the pipeline steps (the only place that starts a step's cluster)
+``ipem.cli``        the ``ipem`` command
+
+``import ipem`` loads the first group only (no speech, corpus, step or command code).
 """
 from ._optional import MissingDependencyError
 from .cluster.kmeans import KMeans

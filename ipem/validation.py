@@ -19,8 +19,8 @@ from .errors import ParameterError
 from .parallel import DistributedData
 
 __all__ = ["ParameterError", "check_distributed", "check_float", "check_frames", "check_int",
-           "check_numeric_array", "check_option", "check_param_array", "check_sample_weight",
-           "validate_frames"]
+           "check_numeric_array", "check_option", "check_param_array", "validate_frames",
+           "validate_sample_weight"]
 
 _FLOATS = [np.float64, np.float32]
 
@@ -61,7 +61,23 @@ def _check_counts(shape, name, min_samples, n_features):
 
 
 def check_distributed(data, *, name="X", min_samples=1, n_features=None):
-    """Validate the shape of an already distributed dataset."""
+    """Validate the shape of an already distributed dataset.
+
+    Parameters
+    ----------
+    data : DistributedData
+    name : str
+        How messages name the data.
+    min_samples : int
+        Fewer rows is an error.
+    n_features : int, optional
+        Expected number of columns.
+
+    Returns
+    -------
+    DistributedData
+        ``data`` itself.
+    """
     if data.n_samples == 0:
         raise ValueError(f"{name} is empty: 0 samples")
     _check_counts(data.shape, name, min_samples, n_features)
@@ -100,6 +116,17 @@ def validate_frames(estimator, X, *, reset, min_samples=1):
     ``reset=True`` (fit) sets ``n_features_in_`` and ``feature_names_in_``;
     ``reset=False`` (predict) checks them.  A DistributedData is checked
     against the fitted number of features only.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+    X : array-like of shape (n_samples, n_features) or DistributedData
+    reset : bool
+    min_samples : int
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_features), float32 or float64, or DistributedData
     """
     if isinstance(X, DistributedData):
         n_features = None if reset else estimator.n_features_in_
@@ -117,8 +144,17 @@ def validate_frames(estimator, X, *, reset, min_samples=1):
     return arr
 
 
-def check_sample_weight(sample_weight, n_samples):
-    """Per-frame weights: None, or finite non-negative numbers with a positive sum.
+def validate_sample_weight(sample_weight, n_samples):
+    """The ``sample_weight`` of an estimator's ``fit``: None, a number (every frame),
+    or finite non-negative numbers with a positive sum.
+
+    (The kernels check their own ``sample_weight`` argument:
+    :func:`ipem.kernels.check_sample_weight`.)
+
+    Parameters
+    ----------
+    sample_weight : None, float or array-like of shape (n_samples,)
+    n_samples : int
 
     Returns
     -------
@@ -147,12 +183,32 @@ def check_sample_weight(sample_weight, n_samples):
 
 
 def check_int(value, name, minimum=1):
+    """``value`` as an int, or a :class:`ParameterError` naming the parameter ``name``.
+
+    Parameters
+    ----------
+    value : object
+    name : str
+        The parameter (e.g. ``"n_components"``).
+    minimum : int
+
+    Returns
+    -------
+    int
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ParameterError(f"{{name}} must be an integer >= {minimum}, got {value!r}", name)
     return int(value)
 
 
 def check_float(value, name, minimum=0.0, strict=False):
+    """``value`` as a finite float ``>= minimum`` (``>`` if ``strict``), or a
+    :class:`ParameterError` naming the parameter ``name``.
+
+    Returns
+    -------
+    float
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) \
             or value < minimum or (strict and value == minimum):
         op = ">" if strict else ">="
@@ -162,13 +218,35 @@ def check_float(value, name, minimum=0.0, strict=False):
 
 
 def check_option(value, name, options):
+    """``value`` if it is one of ``options``, else a :class:`ParameterError`
+    (``name=value: expected one of [...]``).
+
+    Returns
+    -------
+    object
+        ``value``.
+    """
     if value not in options:
         raise ParameterError(f"{{name}}={value!r}: expected one of {sorted(options)}", name)
     return value
 
 
 def check_param_array(value, name, shape, *, positive=False):
-    """Validate a user-supplied initial parameter array of a known shape."""
+    """Validate a user-supplied initial parameter array of a known shape.
+
+    Parameters
+    ----------
+    value : array-like
+    name : str
+        The parameter (e.g. ``"means_init"``).
+    shape : tuple of int
+    positive : bool
+        Every value must be > 0.
+
+    Returns
+    -------
+    ndarray of shape ``shape``, float64
+    """
     arr = check_numeric_array(value, name)
     if arr.shape != tuple(shape):
         raise ParameterError(f"{{name}} has shape {arr.shape}, expected {tuple(shape)}", name)
@@ -178,6 +256,12 @@ def check_param_array(value, name, shape, *, positive=False):
 
 
 def check_numeric_array(value, name):
+    """``value`` as a finite float64 array, or a :class:`ParameterError` naming ``name``.
+
+    Returns
+    -------
+    ndarray, float64
+    """
     try:
         arr = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):

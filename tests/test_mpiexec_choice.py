@@ -37,7 +37,7 @@ def test_mpiexec_on_path_wins(tmp_path, clean_env, caplog):
     loaded = fake_mpiexec(tmp_path / "modules" / "mpich" / "bin")
     path = os.pathsep.join([os.path.dirname(loaded), str(tmp_path / "empty")])
     clean_env.setenv("PATH", path)
-    with caplog.at_level(logging.INFO, logger="ipem.parallel.clusters"):
+    with caplog.at_level(logging.INFO, logger="ipem.parallel.mpi"):
         assert ensure_mpiexec() == loaded
     assert os.environ["PATH"] == path  # left alone
     assert any(loaded in r.getMessage() and "PATH" in r.getMessage() and r.levelno == logging.INFO
@@ -48,7 +48,7 @@ def test_mpiexec_on_path_wins(tmp_path, clean_env, caplog):
 def test_wheel_mpiexec_when_none_on_path(tmp_path, clean_env, caplog):
     (tmp_path / "empty").mkdir()
     clean_env.setenv("PATH", str(tmp_path / "empty"))
-    with caplog.at_level(logging.INFO, logger="ipem.parallel.clusters"):
+    with caplog.at_level(logging.INFO, logger="ipem.parallel.mpi"):
         assert ensure_mpiexec() == VENV_MPIEXEC
     assert os.environ["PATH"].split(os.pathsep)[0] == os.path.dirname(VENV_MPIEXEC)
     assert any(VENV_MPIEXEC in r.getMessage() for r in caplog.records)
@@ -59,7 +59,7 @@ def test_ipem_mpiexec_names_one_explicitly(tmp_path, clean_env, caplog):
     chosen = fake_mpiexec(tmp_path / "chosen")
     clean_env.setenv("PATH", str(tmp_path / "on_path"))
     clean_env.setenv("IPEM_MPIEXEC", chosen)
-    with caplog.at_level(logging.INFO, logger="ipem.parallel.clusters"):
+    with caplog.at_level(logging.INFO, logger="ipem.parallel.mpi"):
         assert ensure_mpiexec() == chosen
     # put first on PATH, so that profiles running plain `mpiexec` get it too
     assert os.environ["PATH"].split(os.pathsep)[0] == str(tmp_path / "chosen")

@@ -6,7 +6,7 @@ import pytest
 
 import ipem
 from ipem.parallel import EngineParameterError
-from ipem.validation import ParameterError, check_int, check_option, check_sample_weight
+from ipem.validation import ParameterError, check_int, check_option, validate_sample_weight
 
 
 def test_parameter_error_renders_with_other_names_and_hints():
@@ -48,7 +48,7 @@ def test_checks_raise_parameter_errors():
         check_option("x", "init", ("split", "kmeans"))
     assert info.value.render("--init").startswith("--init 'x': expected one of")
     with pytest.raises(ParameterError, match="sample_weight must be non-negative"):
-        check_sample_weight([1.0, -1.0], 2)
+        validate_sample_weight([1.0, -1.0], 2)
     with pytest.raises(ParameterError, match="^tol must be a finite number") as info:
         ipem.UBMTrainer(2, tol=-1.0).fit(np.random.default_rng(0).normal(size=(50, 2)))
     assert info.value.parameter == "tol"

@@ -41,7 +41,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ..parallel import DistributedData, Shard, as_controller
-from ..validation import check_sample_weight, validate_frames
+from ..validation import validate_frames, validate_sample_weight
 from .driver import EMLoop
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class EMEstimator(BaseEstimator):
             validate_frames(self, X, reset=True, min_samples=min_samples)
             return X, False
         Xv = validate_frames(self, X, reset=True, min_samples=min_samples)
-        w = check_sample_weight(sample_weight, Xv.shape[0])
+        w = validate_sample_weight(sample_weight, Xv.shape[0])
         return as_controller(self.controller).distribute(Xv, w), True
 
     def _fit_runs(self, data, rng, given):

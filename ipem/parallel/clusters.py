@@ -1,325 +1,43 @@
-"""Getting a controller: local shards, a private MPI cluster, or a running profile.
+"""Getting a controller: the registry of ``--cluster`` kinds, and ``controller=`` arguments.
 
 ``controller_from_spec`` understands the strings the CLI takes
-(``"local"``, ``"local:N"``, ``"mpi:N"``, ``"profile:DIR"``); :func:`as_controller`
-normalises an estimator's ``controller`` argument.
+(``"local"``, ``"local:N"``, ``"mpi:N"``, ``"profile:DIR"``): each kind is a
+:class:`~ipem.parallel.launchers.Launcher` declared by its own module
+(:mod:`~ipem.parallel.local`, :mod:`~ipem.parallel.mpi`,
+:mod:`~ipem.parallel.profile`) and listed once in :data:`LAUNCHERS`.
+:func:`as_controller` normalizes an estimator's ``controller`` argument.
+
+:class:`~ipem.parallel.mpi.MPICluster`, :func:`~ipem.parallel.profile.connect_profile`,
+:func:`~ipem.parallel.mpi.ensure_mpiexec`, :func:`~ipem.parallel.mpi.single_host_mpi_config`
+and :func:`~ipem.parallel.errors.raise_terminated` are importable from here too.
 """
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import shutil
-import signal
-import sys
-import threading
-import time
 
 import numpy as np
 
+from . import local, mpi, profile
 from .controller import Controller
 from .directview import DirectViewController
-from .errors import EngineError, Terminated
+from .errors import raise_terminated
 from .local import LocalController
+from .mpi import MPICluster, ensure_mpiexec, single_host_mpi_config
+from .profile import connect_profile
 
-logger = logging.getLogger(__name__)
+__all__ = ["LAUNCHERS", "MPICluster", "as_controller", "connect_profile", "controller_from_spec",
+           "ensure_mpiexec", "parse_cluster_spec", "raise_terminated", "single_host_mpi_config"]
 
-
-def ensure_mpiexec():
-    """Choose the ``mpiexec`` that starts MPI engines, and make ``PATH`` find it.
-
-    In order of preference:
-
-    1. ``$IPEM_MPIEXEC``, when set: a path or a command name. Its directory is
-       put first on ``PATH``, so launchers that run plain ``mpiexec``
-       (ipyparallel's default, the profiles in ``profiles/``) get it too.
-    2. An ``mpiexec`` already on ``PATH``, e.g. the MPI of ``module load mpich``
-       on an HPC system. ``PATH`` is left alone.
-    3. The ``mpiexec`` of this Python's environment (the ``mpich`` wheel): its
-       ``bin/`` directory is put first on ``PATH``, since a virtualenv used
-       without activation would otherwise not find it.
-
-    The choice is logged at INFO level on ``ipem.parallel.clusters``.
-
-    Returns
-    -------
-    str
-        Path of the ``mpiexec`` that will be used.
-
-    Raises
-    ------
-    RuntimeError
-        If ``$IPEM_MPIEXEC`` names nothing executable, or no ``mpiexec`` is found.
-    """
-    requested = os.environ.get("IPEM_MPIEXEC", "").strip()
-    if requested:
-        found = shutil.which(requested)
-        if found is None:
-            raise RuntimeError(f"IPEM_MPIEXEC={requested!r} is not an executable mpiexec")
-        found, why, first = os.path.abspath(found), "from IPEM_MPIEXEC", True
-    elif (on_path := shutil.which("mpiexec")) is not None:
-        found, why, first = os.path.abspath(on_path), "found on PATH", False
-    else:
-        found = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "mpiexec")
-        why, first = "this Python environment's; no mpiexec on PATH", True
-        if not (os.path.isfile(found) and os.access(found, os.X_OK)):
-            raise RuntimeError("mpiexec not found: load your MPI (e.g. module load mpich), set "
-                               "IPEM_MPIEXEC, or install the mpich wheel (pip install mpich)")
-    path = os.environ.get("PATH", "")
-    if first and path.split(os.pathsep)[0] != os.path.dirname(found):
-        os.environ["PATH"] = os.pathsep.join(filter(None, [os.path.dirname(found), path]))
-    logger.info("using mpiexec %s (%s)", found, why)
-    return found
-
-
-def single_host_mpi_config(mpiexec=None):
-    """Launcher settings that keep a one-machine MPI engine set off the network.
-
-    MPICH's hydra ``mpiexec`` always listens on 0.0.0.0 (``-iface`` and
-    ``HYDRA_IFACE`` only choose the address it advertises), and the ranks'
-    UCX/libfabric transports listen on every interface. For engines that all
-    run on this machine this returns, as an ipyparallel config:
-
-    - ``MPIEngineSetLauncher.mpi_cmd``: MPICH's ``mpiexec.gforker`` when it
-      sits next to ``mpiexec`` (it forks the ranks and talks PMI over socket
-      pairs: no listening socket), otherwise ``[mpiexec]`` itself;
-    - ``MPIEngineSetLauncher.environment``: ``UCX_NET_DEVICES=lo`` (MPICH
-      ch4:ucx, the wheel's default) and ``FI_TCP_IFACE=lo`` (ch4:ofi), except
-      those already set in ``os.environ``, which win.
-
-    Parameters
-    ----------
-    mpiexec : str, optional
-        The ``mpiexec`` to use; default :func:`ensure_mpiexec`.
-
-    Returns
-    -------
-    traitlets.config.Config
-        Pass as ``ipyparallel.Cluster(engines="mpi", config=...)``, merged
-        under the caller's own config.
-    """
-    from traitlets.config import Config
-    mpiexec = os.path.abspath(mpiexec or ensure_mpiexec())
-    gforker = os.path.join(os.path.dirname(mpiexec), "mpiexec.gforker")
-    use_gforker = os.path.isfile(gforker) and os.access(gforker, os.X_OK)
-    config = Config()
-    config.MPIEngineSetLauncher.mpi_cmd = [gforker if use_gforker else mpiexec]
-    config.MPIEngineSetLauncher.environment = {
-        name: value for name, value in (("UCX_NET_DEVICES", "lo"), ("FI_TCP_IFACE", "lo"))
-        if name not in os.environ}
-    logger.info("single-host MPI launch: %s, environment %s",
-                config.MPIEngineSetLauncher.mpi_cmd[0], config.MPIEngineSetLauncher.environment)
-    return config
-
-
-class MPICluster:
-    """Start a local ipyparallel cluster with MPI engines and wrap it.
-
-    Use as a context manager::
-
-        with ipem.MPICluster(n=2) as controller:
-            ipem.GaussianMixture(64, controller=controller).fit(X)
-
-    Because ipem started the engines, it can start them again: an engine
-    that dies (MPI then takes the others down) or misses its deadline during
-    a fit is replaced, every dataset is stored again, and the lost iteration
-    is repeated (see :meth:`DirectViewController.recover`).  While the
-    cluster runs, SIGTERM (what Slurm and PBS send at the time limit) raises
-    :class:`~ipem.parallel.errors.Terminated` in the main thread, so that the
-    ``with`` block stops the controller, ``mpiexec`` and the engines.
-
-    Parameters
-    ----------
-    n : int, default=2
-        Number of engines (MPI ranks).
-    reduction : {"client", "allreduce"}, default="client"
-    blas_threads : int or None
-        See :class:`~ipem.parallel.directview.DirectViewController`.
-    controller_kwargs : dict, optional
-        More arguments of :class:`~ipem.parallel.directview.DirectViewController`
-        (``deadline``, ``min_deadline``, ``max_recoveries``, ...).
-    **cluster_kwargs
-        Passed to ``ipyparallel.Cluster``.
-    """
-
-    def __init__(self, n=2, reduction="client", blas_threads=None, controller_kwargs=None,
-                 **cluster_kwargs):
-        self.n = int(n)
-        self.reduction = reduction
-        self.blas_threads = blas_threads
-        self.controller_kwargs = dict(controller_kwargs or {})
-        self.cluster_kwargs = cluster_kwargs
-        self.cluster = None
-        self.client = None
-        self.controller = None
-        self._old_handler = None
-
-    def start(self):
-        """Start the engines; returns the DirectViewController."""
-        import ipyparallel as ipp
-        kw = dict(self.cluster_kwargs)
-        kw.setdefault("log_level", 30)
-        # one machine: MPICH's gforker and transports on loopback (nothing listens
-        # on the network); the caller's own config wins
-        config = single_host_mpi_config(ensure_mpiexec())
-        # engines log at WARN: what ipyparallel shows of their output is then worth reading
-        config.MPIEngineSetLauncher.engine_args = ["--log-level=WARN"]
-        config.merge(kw.pop("config", None) or {})
-        self._catch_sigterm()
-        self.cluster = ipp.Cluster(engines="mpi", n=self.n, config=config, **kw)
-        try:
-            self.client = self.cluster.start_and_connect_sync()
-            self.client.wait_for_engines(self.n, timeout=120)
-            self.controller = DirectViewController(
-                self.client[:], reduction=self.reduction, blas_threads=self.blas_threads,
-                restart=self.restart_engines, **self.controller_kwargs)
-        except BaseException:
-            self.stop()  # no controller or engines left running
-            raise
-        logger.info("started %d MPI engines: %r", self.n, self.controller)
-        return self.controller
-
-    def restart_engines(self):
-        """Stop the engine set (killing engines that hang) and start it again.
-
-        Returns
-        -------
-        ipyparallel.DirectView
-            A view on the new engines.
-        """
-        if self.controller is not None:
-            self._kill_own(self.controller.pids)
-        with _expected_exit(self.cluster.log):
-            self.cluster.stop_engines_sync()
-        deadline = time.monotonic() + 60
-        while self.client.ids and time.monotonic() < deadline:
-            time.sleep(0.1)  # the hub unregisters the old engines
-        self.cluster.start_engines_sync(self.n)
-        self.client.wait_for_engines(self.n, timeout=120)
-        logger.info("restarted %d MPI engines", self.n)
-        return self.client[:]
-
-    @staticmethod
-    def _kill_own(pids):
-        """SIGKILL engine processes that descend from this process (a stopped one ignores SIGTERM)."""
-        import psutil
-        me = os.getpid()
-        for pid in pids:
-            try:
-                proc = psutil.Process(pid)
-                if me in (p.pid for p in proc.parents()):
-                    proc.kill()
-            except psutil.Error:
-                pass
-
-    def _catch_sigterm(self):
-        """Turn SIGTERM into :class:`Terminated` while the cluster runs (main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return  # somebody (the CLI, the user) handles it already
-        self._old_handler = signal.signal(signal.SIGTERM, raise_terminated)
-
-    def stop(self):
-        """Stop the engines and the ipyparallel controller (never raises for what is gone)."""
-        try:
-            if self.client is not None:
-                self.client.close()
-            if self.cluster is not None:
-                with _expected_exit(self.cluster.log):
-                    self.cluster.stop_cluster_sync()
-        except Exception as exc:  # clean-up must not hide the error that led here
-            logger.warning("stopping the cluster: %s", exc)
-        finally:
-            self.cluster = self.client = self.controller = None
-            if self._old_handler is not None:
-                signal.signal(signal.SIGTERM, self._old_handler)
-                self._old_handler = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-@contextlib.contextmanager
-def _expected_exit(log):
-    """Hide ipyparallel's warnings about engines that exit because they are being stopped.
-
-    ``mpiexec`` exits with a non-zero status when its ranks are terminated, which
-    ipyparallel reports as a warning followed by the engines' last 100 lines of output.
-    """
-    def errors_only(record):
-        return record.levelno >= logging.ERROR
-
-    log.addFilter(errors_only)
-    try:
-        yield
-    finally:
-        log.removeFilter(errors_only)
-
-
-def raise_terminated(signum, frame):
-    """Signal handler: raise :class:`~ipem.parallel.errors.Terminated`, once.
-
-    A second signal while the first is being handled (clean-up running) is
-    ignored, so that the clean-up finishes.
-    """
-    signal.signal(signum, signal.SIG_IGN)
-    raise Terminated(signum)
-
-
-def connect_profile(profile=None, *, profile_dir=None, reduction="client",
-                    blas_threads=None, n_engines=None, timeout=120, **controller_kwargs):
-    """Connect to a running ``ipcluster start --engines=MPI`` cluster.
-
-    Parameters
-    ----------
-    profile : str, optional
-        IPython profile name (``ipcluster start --profile=NAME``).
-    profile_dir : str, optional
-        Profile directory (``ipcluster start --profile-dir=DIR``), e.g.
-        ``profiles/profile_ipem_mpi`` in this repository.
-    n_engines : int, optional
-        Wait until this many engines have registered.
-    **controller_kwargs
-        More arguments of :class:`~ipem.parallel.directview.DirectViewController`
-        (``deadline``, ``min_deadline``, ...).  Engines that ipem did not start
-        cannot be restarted by it: a lost engine's shards move to the others
-        when they are not MPI-coupled; otherwise the error says what to do.
-
-    Returns
-    -------
-    DirectViewController
-    """
-    import ipyparallel as ipp
-    kw = {}
-    if profile_dir is not None:
-        kw["profile_dir"] = os.path.abspath(profile_dir)
-    elif profile is not None:
-        kw["profile"] = profile
-    try:
-        client = ipp.Client(timeout=timeout, **kw)
-    except (OSError, TimeoutError) as exc:
-        where = profile_dir or profile or "the default profile"
-        raise EngineError(f"cannot connect to the cluster of {where}: {exc} (is "
-                          "'ipcluster start' running?)") from exc
-    try:
-        if n_engines:
-            client.wait_for_engines(int(n_engines), timeout=timeout)
-        if not client.ids:
-            raise EngineError(f"no engines are registered with the cluster of "
-                              f"{profile_dir or profile or 'the default profile'}")
-    except BaseException:
-        client.close()
-        raise
-    return DirectViewController(client[:], reduction=reduction, blas_threads=blas_threads,
-                                **controller_kwargs)
+#: the ``--cluster`` kinds, one line each: ``kind -> Launcher``
+LAUNCHERS = {launcher.kind: launcher for launcher in (
+    local.LAUNCHER,
+    mpi.LAUNCHER,
+    profile.LAUNCHER,
+)}
 
 
 def as_controller(controller):
-    """Normalise an estimator's ``controller`` argument.
+    """Normalize an estimator's ``controller`` argument.
 
     ``None`` gives a one-shard :class:`LocalController`; an int ``n`` gives a
     :class:`LocalController` with ``n`` shards; an ipyparallel ``DirectView``
@@ -344,9 +62,16 @@ def as_controller(controller):
 def parse_cluster_spec(spec):
     """Check a ``--cluster`` value: ``(kind, argument)``.
 
+    Parameters
+    ----------
+    spec : str or None
+        ``KIND`` or ``KIND:ARGUMENT`` of a kind in :data:`LAUNCHERS`; None or
+        ``""`` mean ``"local"``.
+
     Returns
     -------
-    kind : {"local", "mpi", "profile"}
+    kind : str
+        ``"local"``, ``"mpi"``, ``"profile"`` or another registered kind.
     argument : int or str
         Number of shards/engines, or the profile directory.
 
@@ -357,16 +82,11 @@ def parse_cluster_spec(spec):
     """
     spec = spec or "local"
     kind, _, arg = str(spec).partition(":")
-    if kind in ("local", "mpi"):
-        if arg and not (arg.isdigit() and int(arg) > 0):
-            raise ValueError(f"--cluster {spec!r}: the number of shards/engines must be a "
-                             "positive integer")
-        return kind, int(arg) if arg else (1 if kind == "local" else 2)
-    if kind == "profile":
-        if not arg:
-            raise ValueError("--cluster profile:DIR needs the profile directory")
-        return kind, arg
-    raise ValueError(f"--cluster {spec!r}: expected local, local:N, mpi:N or profile:DIR")
+    launcher = LAUNCHERS.get(kind)
+    if launcher is None:
+        forms = [form for entry in LAUNCHERS.values() for form in entry.forms]
+        raise ValueError(f"--cluster {spec!r}: expected {', '.join(forms[:-1])} or {forms[-1]}")
+    return kind, launcher.parse(spec, arg)
 
 
 @contextlib.contextmanager
@@ -378,18 +98,17 @@ def controller_from_spec(spec, blas_threads=None):
     --profile-dir=DIR --engines=MPI`` (and leaves them running).  ``blas_threads``
     applies to engines and to ``local:N`` alike, so that both give the same
     float32 results.
+
+    Parameters
+    ----------
+    spec : str or None
+        See :func:`parse_cluster_spec`.
+    blas_threads : int or None
+
+    Yields
+    ------
+    Controller
     """
     kind, arg = parse_cluster_spec(spec)
-    if kind == "local":
-        yield LocalController(arg, blas_threads=blas_threads)
-    elif kind == "mpi":
-        with MPICluster(n=arg, blas_threads=blas_threads) as ctrl:
-            yield ctrl
-    else:
-        if not os.path.isdir(arg):
-            raise ValueError(f"--cluster profile:{arg}: no such profile directory")
-        ctrl = connect_profile(profile_dir=arg, blas_threads=blas_threads, timeout=30)
-        try:
-            yield ctrl
-        finally:
-            ctrl.client.close()
+    with LAUNCHERS[kind].open(arg, blas_threads) as ctrl:
+        yield ctrl

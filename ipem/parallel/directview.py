@@ -4,7 +4,7 @@ Every call to the engines has a deadline (derived from the measured times of
 earlier calls of the same function) and notices engines that die (the hub
 reports them at once).  Both raise :class:`~ipem.parallel.errors.EngineLost`;
 :meth:`DirectViewController.recover` then restarts the engine set (when a
-``restart`` function was given, as :class:`~ipem.parallel.clusters.MPICluster`
+``restart`` function was given, as :class:`~ipem.parallel.mpi.MPICluster`
 does) or, for engines that are not MPI-coupled, moves the lost shards onto the
 engines that are left, and stores every live dataset again.
 """
@@ -247,13 +247,13 @@ class DirectViewController(Controller):
     # --- primitives ----------------------------------------------------------
     def _put(self, key, parts):
         return self._each(engine.engine_put,
-                          [(self._key(key, i), x, w, i, off) for i, (x, w, off) in enumerate(parts)],
-                          "put")
+                          [(self._key(key, i), x, w, i, off)
+                           for i, (x, w, off) in enumerate(parts)], "put")
 
     def _load(self, key, loader, assignments):
         return self._each(engine.engine_load,
-                          [(self._key(key, i), i, loader, args) for i, args in enumerate(assignments)],
-                          "load")
+                          [(self._key(key, i), i, loader, args)
+                           for i, args in enumerate(assignments)], "load")
 
     def _put_value(self, key, value):
         asyncs = [self._submit(e, engine.engine_put_value, key, value) for e in self.alive]

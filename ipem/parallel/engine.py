@@ -191,11 +191,6 @@ def run_task(index, func, item, args, store):
     return run_guarded(index, task)
 
 
-def engine_task(index, func, item, args):
-    """Run one independent task ``func(item, *args)``."""
-    return run_task(index, func, item, args, engine_store()).remote()
-
-
 def engine_tasks(indices, func, items, args):
     """Run a batch of independent tasks ``func(item, *args)``; one Outcome per item."""
     store = engine_store()

@@ -9,6 +9,7 @@ type and message locally and on MPI engines.
 """
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 
 from ..errors import ParameterError
@@ -78,16 +79,25 @@ class EngineRecoveryWarning(UserWarning):
 class Terminated(KeyboardInterrupt):
     """The process was asked to stop (SIGTERM from a batch system at its time limit).
 
-    Raised by the handler that :class:`~ipem.parallel.clusters.MPICluster` and
-    the CLI install, so that ``with`` blocks and ``finally`` clauses run and the
-    engines are stopped.  A ``KeyboardInterrupt``, so ``except Exception`` does
-    not swallow it.
+    Raised by the handler (:func:`raise_terminated`) that
+    :class:`~ipem.parallel.mpi.MPICluster` and the CLI install, so that
+    ``with`` blocks and ``finally`` clauses run and the engines are stopped.
+    A ``KeyboardInterrupt``, so ``except Exception`` does not swallow it.
     """
 
     def __init__(self, signum):
-        import signal
         super().__init__(f"stopped by {signal.Signals(signum).name}")
         self.signum = int(signum)
+
+
+def raise_terminated(signum, frame):
+    """Signal handler: raise :class:`~ipem.parallel.errors.Terminated`, once.
+
+    A second signal while the first is being handled (clean-up running) is
+    ignored, so that the clean-up finishes.
+    """
+    signal.signal(signum, signal.SIG_IGN)
+    raise Terminated(signum)
 
 
 class PeerFailed(RuntimeError):

@@ -6,6 +6,7 @@ import contextlib
 from .controller import Controller
 from .engine import (Outcome, call_shard, describe_store, load_shard, make_shard,
                      run_guarded, run_task)
+from .launchers import Launcher, count_argument
 
 
 class LocalController(Controller):
@@ -87,3 +88,12 @@ class LocalController(Controller):
         it = progress_iter(items, total=len(items), desc=desc, enabled=progress)
         with self._limits():
             return [run_task(i, func, item, args, self._store) for i, item in enumerate(it)]
+
+
+@contextlib.contextmanager
+def _open(n_shards, blas_threads):
+    yield LocalController(n_shards, blas_threads=blas_threads)
+
+
+#: ``local[:N]``: N in-process shards (default 1)
+LAUNCHER = Launcher("local", ("local", "local:N"), count_argument(1), _open)

@@ -1,0 +1,271 @@
+"""Private MPI clusters: engines that ipem starts (``--cluster mpi:N``) and restarts.
+
+:class:`MPICluster` starts an ipyparallel cluster of MPI engines on this
+machine and wraps it in a :class:`~ipem.parallel.directview.DirectViewController`;
+:func:`ensure_mpiexec` chooses the ``mpiexec`` and
+:func:`single_host_mpi_config` keeps a one-machine engine set off the network.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+
+from .directview import DirectViewController
+from .errors import raise_terminated
+from .launchers import Launcher, count_argument
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LAUNCHER", "MPICluster", "ensure_mpiexec", "single_host_mpi_config"]
+
+
+def ensure_mpiexec():
+    """Choose the ``mpiexec`` that starts MPI engines, and make ``PATH`` find it.
+
+    In order of preference:
+
+    1. ``$IPEM_MPIEXEC``, when set: a path or a command name. Its directory is
+       put first on ``PATH``, so launchers that run plain ``mpiexec``
+       (ipyparallel's default, the profiles in ``profiles/``) get it too.
+    2. An ``mpiexec`` already on ``PATH``, e.g. the MPI of ``module load mpich``
+       on an HPC system. ``PATH`` is left alone.
+    3. The ``mpiexec`` of this Python's environment (the ``mpich`` wheel): its
+       ``bin/`` directory is put first on ``PATH``, since a virtualenv used
+       without activation would otherwise not find it.
+
+    The choice is logged at INFO level on ``ipem.parallel.mpi``.
+
+    Returns
+    -------
+    str
+        Path of the ``mpiexec`` that will be used.
+
+    Raises
+    ------
+    RuntimeError
+        If ``$IPEM_MPIEXEC`` names nothing executable, or no ``mpiexec`` is found.
+    """
+    requested = os.environ.get("IPEM_MPIEXEC", "").strip()
+    if requested:
+        found = shutil.which(requested)
+        if found is None:
+            raise RuntimeError(f"IPEM_MPIEXEC={requested!r} is not an executable mpiexec")
+        found, why, first = os.path.abspath(found), "from IPEM_MPIEXEC", True
+    elif (on_path := shutil.which("mpiexec")) is not None:
+        found, why, first = os.path.abspath(on_path), "found on PATH", False
+    else:
+        found = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "mpiexec")
+        why, first = "this Python environment's; no mpiexec on PATH", True
+        if not (os.path.isfile(found) and os.access(found, os.X_OK)):
+            raise RuntimeError("mpiexec not found: load your MPI (e.g. module load mpich), set "
+                               "IPEM_MPIEXEC, or install the mpich wheel (pip install mpich)")
+    path = os.environ.get("PATH", "")
+    if first and path.split(os.pathsep)[0] != os.path.dirname(found):
+        os.environ["PATH"] = os.pathsep.join(filter(None, [os.path.dirname(found), path]))
+    logger.info("using mpiexec %s (%s)", found, why)
+    return found
+
+
+def single_host_mpi_config(mpiexec=None):
+    """Launcher settings that keep a one-machine MPI engine set off the network.
+
+    MPICH's hydra ``mpiexec`` always listens on 0.0.0.0 (``-iface`` and
+    ``HYDRA_IFACE`` only choose the address it advertises), and the ranks'
+    UCX/libfabric transports listen on every interface. For engines that all
+    run on this machine this returns, as an ipyparallel config:
+
+    - ``MPIEngineSetLauncher.mpi_cmd``: MPICH's ``mpiexec.gforker`` when it
+      sits next to ``mpiexec`` (it forks the ranks and talks PMI over socket
+      pairs: no listening socket), otherwise ``[mpiexec]`` itself;
+    - ``MPIEngineSetLauncher.environment``: ``UCX_NET_DEVICES=lo`` (MPICH
+      ch4:ucx, the wheel's default) and ``FI_TCP_IFACE=lo`` (ch4:ofi), except
+      those already set in ``os.environ``, which win.
+
+    Parameters
+    ----------
+    mpiexec : str, optional
+        The ``mpiexec`` to use; default :func:`ensure_mpiexec`.
+
+    Returns
+    -------
+    traitlets.config.Config
+        Pass as ``ipyparallel.Cluster(engines="mpi", config=...)``, merged
+        under the caller's own config.
+    """
+    from traitlets.config import Config
+    mpiexec = os.path.abspath(mpiexec or ensure_mpiexec())
+    gforker = os.path.join(os.path.dirname(mpiexec), "mpiexec.gforker")
+    use_gforker = os.path.isfile(gforker) and os.access(gforker, os.X_OK)
+    config = Config()
+    config.MPIEngineSetLauncher.mpi_cmd = [gforker if use_gforker else mpiexec]
+    config.MPIEngineSetLauncher.environment = {
+        name: value for name, value in (("UCX_NET_DEVICES", "lo"), ("FI_TCP_IFACE", "lo"))
+        if name not in os.environ}
+    logger.info("single-host MPI launch: %s, environment %s",
+                config.MPIEngineSetLauncher.mpi_cmd[0], config.MPIEngineSetLauncher.environment)
+    return config
+
+
+class MPICluster:
+    """Start a local ipyparallel cluster with MPI engines and wrap it.
+
+    Use as a context manager::
+
+        with ipem.MPICluster(n=2) as controller:
+            ipem.GaussianMixture(64, controller=controller).fit(X)
+
+    Because ipem started the engines, it can start them again: an engine
+    that dies (MPI then takes the others down) or misses its deadline during
+    a fit is replaced, every dataset is stored again, and the lost iteration
+    is repeated (see :meth:`DirectViewController.recover`).  While the
+    cluster runs, SIGTERM (what Slurm and PBS send at the time limit) raises
+    :class:`~ipem.parallel.errors.Terminated` in the main thread, so that the
+    ``with`` block stops the controller, ``mpiexec`` and the engines.
+
+    Parameters
+    ----------
+    n : int, default=2
+        Number of engines (MPI ranks).
+    reduction : {"client", "allreduce"}, default="client"
+    blas_threads : int or None
+        See :class:`~ipem.parallel.directview.DirectViewController`.
+    controller_kwargs : dict, optional
+        More arguments of :class:`~ipem.parallel.directview.DirectViewController`
+        (``deadline``, ``min_deadline``, ``max_recoveries``, ...).
+    **cluster_kwargs
+        Passed to ``ipyparallel.Cluster``.
+    """
+
+    def __init__(self, n=2, reduction="client", blas_threads=None, controller_kwargs=None,
+                 **cluster_kwargs):
+        self.n = int(n)
+        self.reduction = reduction
+        self.blas_threads = blas_threads
+        self.controller_kwargs = dict(controller_kwargs or {})
+        self.cluster_kwargs = cluster_kwargs
+        self.cluster = None
+        self.client = None
+        self.controller = None
+        self._old_handler = None
+
+    def start(self):
+        """Start the engines; returns the DirectViewController."""
+        import ipyparallel as ipp
+        kw = dict(self.cluster_kwargs)
+        kw.setdefault("log_level", 30)
+        # one machine: MPICH's gforker and transports on loopback (nothing listens
+        # on the network); the caller's own config wins
+        config = single_host_mpi_config(ensure_mpiexec())
+        # engines log at WARN: what ipyparallel shows of their output is then worth reading
+        config.MPIEngineSetLauncher.engine_args = ["--log-level=WARN"]
+        config.merge(kw.pop("config", None) or {})
+        self._catch_sigterm()
+        self.cluster = ipp.Cluster(engines="mpi", n=self.n, config=config, **kw)
+        try:
+            self.client = self.cluster.start_and_connect_sync()
+            self.client.wait_for_engines(self.n, timeout=120)
+            self.controller = DirectViewController(
+                self.client[:], reduction=self.reduction, blas_threads=self.blas_threads,
+                restart=self.restart_engines, **self.controller_kwargs)
+        except BaseException:
+            self.stop()  # no controller or engines left running
+            raise
+        logger.info("started %d MPI engines: %r", self.n, self.controller)
+        return self.controller
+
+    def restart_engines(self):
+        """Stop the engine set (killing engines that hang) and start it again.
+
+        Returns
+        -------
+        ipyparallel.DirectView
+            A view on the new engines.
+        """
+        if self.controller is not None:
+            self._kill_own(self.controller.pids)
+        with _expected_exit(self.cluster.log):
+            self.cluster.stop_engines_sync()
+        deadline = time.monotonic() + 60
+        while self.client.ids and time.monotonic() < deadline:
+            time.sleep(0.1)  # the hub unregisters the old engines
+        self.cluster.start_engines_sync(self.n)
+        self.client.wait_for_engines(self.n, timeout=120)
+        logger.info("restarted %d MPI engines", self.n)
+        return self.client[:]
+
+    @staticmethod
+    def _kill_own(pids):
+        """SIGKILL engine processes that descend from this process (a stopped engine
+        ignores SIGTERM)."""
+        import psutil
+        me = os.getpid()
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                if me in (p.pid for p in proc.parents()):
+                    proc.kill()
+            except psutil.Error:
+                pass
+
+    def _catch_sigterm(self):
+        """Turn SIGTERM into :class:`Terminated` while the cluster runs (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return  # somebody (the CLI, the user) handles it already
+        self._old_handler = signal.signal(signal.SIGTERM, raise_terminated)
+
+    def stop(self):
+        """Stop the engines and the ipyparallel controller (never raises for what is gone)."""
+        try:
+            if self.client is not None:
+                self.client.close()
+            if self.cluster is not None:
+                with _expected_exit(self.cluster.log):
+                    self.cluster.stop_cluster_sync()
+        except Exception as exc:  # clean-up must not hide the error that led here
+            logger.warning("stopping the cluster: %s", exc)
+        finally:
+            self.cluster = self.client = self.controller = None
+            if self._old_handler is not None:
+                signal.signal(signal.SIGTERM, self._old_handler)
+                self._old_handler = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+@contextlib.contextmanager
+def _expected_exit(log):
+    """Hide ipyparallel's warnings about engines that exit because they are being stopped.
+
+    ``mpiexec`` exits with a non-zero status when its ranks are terminated, which
+    ipyparallel reports as a warning followed by the engines' last 100 lines of output.
+    """
+    def errors_only(record):
+        return record.levelno >= logging.ERROR
+
+    log.addFilter(errors_only)
+    try:
+        yield
+    finally:
+        log.removeFilter(errors_only)
+
+
+@contextlib.contextmanager
+def _open(n, blas_threads):
+    with MPICluster(n=n, blas_threads=blas_threads) as ctrl:
+        yield ctrl
+
+
+#: ``mpi[:N]``: N MPI engines (default 2) for the duration of the ``with`` block
+LAUNCHER = Launcher("mpi", ("mpi:N",), count_argument(2), _open)
