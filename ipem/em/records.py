@@ -53,6 +53,12 @@ class IterationRecord:
     info: dict = field(default_factory=dict)
 
     def as_dict(self):
+        """The record as a plain dict (what :func:`records_to_json` writes).
+
+        Returns
+        -------
+        dict
+        """
         return asdict(self)
 
 

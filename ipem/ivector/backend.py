@@ -67,6 +67,17 @@ class Whitening(TransformerMixin, BaseEstimator):
         self.whiten = whiten
 
     def fit(self, X, y=None):
+        """Learn the mean (and the whitening transform).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_vectors, dim)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
         X = check_vectors(X)
         self.mean_ = X.mean(axis=0)
         if self.whiten:
@@ -78,6 +89,7 @@ class Whitening(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
+        """Centred (and whitened) vectors, shape (n_vectors, dim)."""
         check_is_fitted(self, "mean_")
         return (check_vectors(X, self.mean_.size) - self.mean_) @ self.transform_
 
@@ -107,6 +119,18 @@ class LDA(TransformerMixin, BaseEstimator):
         self.reg = reg
 
     def fit(self, X, y):
+        """Learn the projection that separates the classes best.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_vectors, dim)
+        y : array-like of shape (n_vectors,)
+            Class (speaker) labels; two classes at least.
+
+        Returns
+        -------
+        self
+        """
         X = check_vectors(X)
         y = check_labels(y, X.shape[0], min_classes=2)
         means, counts, _, centred = _class_stats(X, y)
@@ -126,6 +150,7 @@ class LDA(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
+        """Projected vectors, shape (n_vectors, n_components)."""
         check_is_fitted(self, "scalings_")
         return check_vectors(X, self.scalings_.shape[0]) @ self.scalings_
 
@@ -150,6 +175,18 @@ class WCCN(TransformerMixin, BaseEstimator):
         self.reg = reg
 
     def fit(self, X, y):
+        """Learn the inverse Cholesky factor of the within-class covariance.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_vectors, dim)
+        y : array-like of shape (n_vectors,)
+            Class (speaker) labels.
+
+        Returns
+        -------
+        self
+        """
         X = check_vectors(X)
         y = check_labels(y, X.shape[0], min_classes=1)
         _, counts, inv, centred = _class_stats(X, y)
@@ -160,6 +197,7 @@ class WCCN(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
+        """Vectors with identity within-class covariance, shape (n_vectors, dim)."""
         check_is_fitted(self, "projection_")
         return check_vectors(X, self.projection_.shape[0]) @ self.projection_
 

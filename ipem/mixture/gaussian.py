@@ -119,6 +119,18 @@ def precision_cholesky(covariances, cov_type, reg_covar):
 
 
 def precisions_from_cholesky(prec_chol, cov_type):
+    """Precision matrices from their Cholesky factors (scikit-learn's ``precisions_``).
+
+    Parameters
+    ----------
+    prec_chol : ndarray
+        (K, D, D) full, (D, D) tied, (K, D) diag, (K,) spherical.
+    cov_type : {"full", "tied", "diag", "spherical"}
+
+    Returns
+    -------
+    ndarray of the shape of ``prec_chol``
+    """
     if cov_type == "full":
         return np.einsum("kij,klj->kil", prec_chol, prec_chol)
     if cov_type == "tied":
@@ -160,6 +172,27 @@ def _covariances(stats, means, nk_eps, cov_type, reg_covar):
 
 
 def m_step(stats, cov_type, reg_covar, normalize_weights=True):
+    """The M-step: weights, means and covariances from summed statistics.
+
+    Parameters
+    ----------
+    stats : dict
+        ``nk`` (K,), ``sx`` (K, D), ``sxx`` and ``n``, as :func:`gmm_stats`
+        returns them (shifted coordinates).
+    cov_type : {"full", "tied", "diag", "spherical"}
+    reg_covar : float
+        Added to the diagonal of every covariance.
+    normalize_weights : bool, default=True
+        Weights ``nk / sum(nk)``; False: ``nk / n`` (initial statistics).
+
+    Returns
+    -------
+    weights : ndarray of shape (K,)
+    means : ndarray of shape (K, D)
+        In the shifted coordinates of the statistics.
+    covariances : ndarray
+        (K, D, D) full, (D, D) tied, (K, D) diag, (K,) spherical.
+    """
     nk_eps = stats["nk"] + 10 * np.finfo(np.float64).eps
     means = stats["sx"] / nk_eps[:, None]
     cov = _covariances(stats, means, nk_eps, cov_type, reg_covar)

@@ -36,6 +36,7 @@ class Shard:
 
     @property
     def n_samples(self):
+        """Rows of this shard."""
         return self.X.shape[0]
 
     def __repr__(self):
@@ -93,14 +94,18 @@ class DistributedData:
 
     @property
     def shape(self):
+        """``(n_samples, n_features)`` of the whole dataset."""
         return (self.n_samples, self.n_features)
 
     @property
     def n_shards(self):
+        """Number of shards."""
         return len(self.shard_sizes)
 
     @property
     def offsets(self):
+        """ndarray of shape (n_shards + 1,): the global index of each shard's first row
+        (and the total)."""
         return np.concatenate([[0], np.cumsum(self.shard_sizes)])
 
     def free(self):

@@ -136,6 +136,17 @@ class Failure:
 
     @classmethod
     def from_exception(cls, index, exc):
+        """The Failure of ``exc`` raised on shard (or task) ``index``.
+
+        Parameters
+        ----------
+        index : int
+        exc : BaseException
+
+        Returns
+        -------
+        Failure
+        """
         param = (exc.template, exc.parameters, exc.hint) \
             if isinstance(exc, ParameterError) else None
         # a ParameterError is the ValueError it always was, in messages too
