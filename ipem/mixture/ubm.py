@@ -28,6 +28,7 @@ from ..parallel import as_controller
 from ..validation import ParameterError, check_float, check_int, check_option
 from .gaussian import gmm_e_step, kmeans_init_stats, m_step
 from .gaussian_mixture import GaussianMixture
+from .params import GMMParams
 
 FORMAT_VERSION = 1
 
@@ -55,7 +56,8 @@ def split_components(weights, means, variances, which, epsilon=0.2):
 
     Returns
     -------
-    weights, means, variances with ``len(which)`` more components.
+    GMMParams
+        With ``len(which)`` more components (the new ones last).
     """
     which = np.asarray(which, dtype=np.int64)
     w, m, v = weights.copy(), means.copy(), variances.copy()
@@ -65,8 +67,8 @@ def split_components(weights, means, variances, which, epsilon=0.2):
     new_m[np.arange(which.size), dims] += step
     m[which, dims] -= step
     w[which] *= 0.5
-    return (np.concatenate([w, w[which]]), np.concatenate([m, new_m]),
-            np.concatenate([v, v[which]]))
+    return GMMParams(np.concatenate([w, w[which]]), np.concatenate([m, new_m]),
+                     np.concatenate([v, v[which]]))
 
 
 def apply_variance_floor(variances, floor):
