@@ -99,7 +99,7 @@ def adapt(ubm, enrollment, out_dir, *, source=None, relevance_factor=16.0, adapt
         enrollment, table = source.speakers()
         where = f"{table}: speaker"
     params = ubm_params(ubm)
-    _check_headers(enrollment, params[1].shape[1], where)
+    _check_headers(enrollment, params.means.shape[1], where)
     final = os.path.abspath(os.fspath(out_dir))
     logger.info("MAP-adapting %d speaker models (r=%g, adapt=%s) -> %s", len(enrollment),
                 relevance_factor, adapt, out_dir)
@@ -165,7 +165,7 @@ def score(ubm, trials, models_dir, *, source=None, top_c=5, scoring=None, out=No
     models = _model_files(dict.fromkeys(t[0] for t in trials), models_dir, "model id", where)
     pairs = [(t[0], _test_segment(t[1], source, where)) for t in trials]
     ubm = ubm_params(ubm)
-    _check_headers({t[1]: test for t, (_, test) in zip(trials, pairs)}, ubm[1].shape[1],
+    _check_headers({t[1]: test for t, (_, test) in zip(trials, pairs)}, ubm.means.shape[1],
                    f"{where}: test segment")
     method, top_c = scoring_method(scoring, top_c)
     logger.info("scoring %d trials of %d models (%s)", len(trials), len(models),
@@ -263,13 +263,13 @@ def normalize(ubm, scores, cohort, models_dir, *, source=None, method="s", cohor
     test_ids, test_index = _first_seen(t[1] for t in trials)
     segments = dict(cohort)                     # cohort id -> feature files (one segment)
     ubm = ubm_params(ubm)
-    _check_headers(segments, ubm[1].shape[1], f"{cohort_name}: cohort member")
+    _check_headers(segments, ubm.means.shape[1], f"{cohort_name}: cohort member")
     if "enroll" in needs:
         models = _model_files(model_ids, models_dir, "model id", where)
     if "test" in needs:
         cmodels = _model_files(list(cohort), cohort_models, "cohort member", cohort_name)
         tests = {t: _test_segment(t, source, where) for t in test_ids}
-        _check_headers(tests, ubm[1].shape[1], f"{where}: test segment")
+        _check_headers(tests, ubm.means.shape[1], f"{where}: test segment")
     mats = {}
     logger.info("%s-norm of %d trials with a cohort of %d (%s)", method, len(trials),
                 len(cohort), cohort_name)

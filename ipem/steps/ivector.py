@@ -85,7 +85,7 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
         callbacks.append(plot)
     params = ubm_params(ubm)
     logger.info("training a rank-%d total-variability matrix on %d utterances (UBM %d x %d)",
-                rank, len(utterances), *params[1].shape)
+                rank, len(utterances), *params.means.shape)
     with running(controller) as ctrl:
         tv = TotalVariability(rank, ubm=params, max_iter=n_iter, top_c=top_c, random_state=seed,
                               checkpoint=checkpoint, controller=ctrl, callbacks=callbacks)
