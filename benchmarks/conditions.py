@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/conditions.py [--seed 0] [--speakers 16]
                                               [--out benchmarks/RESULTS.md]
 
-For each condition of ``tests/test_noisy.py`` (0, 5 and 15 dB SNR with white, pink,
+For each condition of ``tests/steps/test_noisy.py`` (0, 5 and 15 dB SNR with white, pink,
 babble and hum noise; enrolment/test channel mismatch at 10-25 dB) one corpus is
 generated with the same seed (the same speech; only noise and channel differ).  Its
 speakers are split: the first ``--trial-speakers`` are enrolled (2 utterances each)

@@ -24,7 +24,7 @@ Rules compared:
 
 With ``--eer``, the front-end options are also compared by EER through ipem's
 pipeline (32-Gaussian UBM, MAP r=16, top-5 scoring) on the corpora of
-``tests/test_noisy.py`` (12 speakers; 0, 5, 15 dB with white, pink, babble and
+``tests/steps/test_noisy.py`` (12 speakers; 0, 5, 15 dB with white, pink, babble and
 hum noise; enrolment/test channel mismatch at 10-25 dB), for two seeds.
 
 With ``--out`` the tables replace the section between the markers

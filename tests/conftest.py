@@ -1,34 +1,18 @@
-"""Shared fixtures: one real ipyparallel cluster with 2 MPI engines per test session."""
+"""Shared fixtures: one real ipyparallel cluster with 2 MPI engines per test session.
+
+Tests mirror the package (``tests/<package>/test_<module>.py``); helpers that test
+modules import live in :mod:`tests.helpers`.  Markers: ``mpi`` (set here on every
+test that uses the session's engines), ``hostile`` (hostile and malformed input),
+``once`` (first pass only).
+"""
 import os
 
-import numpy as np
 import pytest
 
 import ipem
-from ipem.kernels import _numpy as NPK
+from tests.helpers import kernels
 
-try:
-    from ipem.kernels import _c as CK
-    C_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the build
-    CK = None
-    C_IMPORT_ERROR = exc
-
-ALLOW_NO_C = os.environ.get("IPEM_ALLOW_NO_C", "") == "1"
 N_ENGINES = 2
-
-
-def kernels(name):
-    """The kernel module of backend ``name``; a missing compiled module FAILS the
-    test unless IPEM_ALLOW_NO_C=1 (then it is skipped)."""
-    if name == "numpy":
-        return NPK
-    if CK is None:
-        msg = f"compiled kernels (ipem.kernels._c) not importable: {C_IMPORT_ERROR}"
-        if ALLOW_NO_C:
-            pytest.skip(msg + " (IPEM_ALLOW_NO_C=1)")
-        pytest.fail(msg + "; build them (pip install -e .) or set IPEM_ALLOW_NO_C=1")
-    return CK
 
 
 @pytest.fixture(params=["base", "avx2", "avx512"])
@@ -54,8 +38,9 @@ def mpi_client():
     try:
         client.wait_for_engines(N_ENGINES, timeout=120)
         # shard functions defined in test modules are pickled by reference
-        tests_dir = os.path.dirname(os.path.abspath(__file__))
-        client[:].execute(f"import sys; sys.path.insert(0, {tests_dir!r})", block=True)
+        # (tests.<package>.test_<module>): engines import them from the repository root
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        client[:].execute(f"import sys; sys.path.insert(0, {root!r})", block=True)
         yield client
     finally:
         client.close()
@@ -83,18 +68,16 @@ def backend():
     return ipem.BACKEND
 
 
-def blobs(n=600, d=3, k=3, seed=0, dtype=np.float64):
-    """Well-separated Gaussian blobs with unequal spreads."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0, 6, size=(k, d))
-    scales = np.linspace(0.5, 2.0, k)
-    sizes = np.full(k, n // k)
-    sizes[: n - sizes.sum()] += 1
-    X = np.concatenate([rng.normal(c, s, size=(m, d)) for c, s, m in zip(centers, scales, sizes)])
-    rng.shuffle(X)
-    return X.astype(dtype)
-
-
 @pytest.fixture
 def seed(request):
     return int(os.environ.get("IPEM_TEST_SEED", "0"))
+
+
+ENGINE_FIXTURES = {"mpi_client", "dv_client", "dv_allreduce", "dv"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that uses the session's MPI engines ``mpi``."""
+    for item in items:
+        if ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.mpi)

@@ -10,7 +10,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.utils.estimator_checks import check_estimator
 
 import ipem
-from conftest import blobs
+from tests.helpers import blobs
 
 # scikit-learn's own KMeans fails this check too: k-means++ draws frames by the
 # cumulative potential in data order, so shuffled weighted data and repeated data

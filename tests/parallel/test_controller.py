@@ -5,7 +5,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import ipem
 from ipem.parallel import add_stats, pack_stats, unpack_stats, ENGINE_NAMESPACE
-from conftest import blobs
+from tests.helpers import blobs
 
 
 def _shard_stats(shard, scale):

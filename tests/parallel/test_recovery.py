@@ -20,7 +20,7 @@ from ipem.parallel import DirectViewController, EngineError, EngineRecoveryWarni
 from ipem.speaker.map import adapt_speakers
 from ipem.speaker.scoring import score_trials
 
-from conftest import blobs
+from tests.helpers import blobs
 
 pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
               pytest.mark.once]

@@ -8,7 +8,7 @@ from sklearn.cluster import KMeans as SKKMeans
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import ipem
-from conftest import blobs
+from tests.helpers import blobs
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
 

@@ -31,6 +31,8 @@ D = 3
 SPEAKERS = ["spk0", "spk1", "spk2"]
 TOUCH = shutil.which("touch") or "/usr/bin/touch"
 
+pytestmark = pytest.mark.hostile
+
 
 def _one_line_error(capsys, argv):
     """Run ``main(argv)``, expecting it to fail while running (exit status 1); returns

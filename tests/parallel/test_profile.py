@@ -9,9 +9,9 @@ import numpy as np
 from numpy.testing import assert_array_equal
 
 import ipem
-from conftest import blobs
+from tests.helpers import blobs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ipcluster_profile(tmp_path):

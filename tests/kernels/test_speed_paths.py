@@ -16,7 +16,7 @@ import ipem
 from ipem.cluster.kmeans_plusplus import kmeans_plusplus_distributed
 from ipem.kernels import _numpy as NPK
 
-from conftest import kernels
+from tests.helpers import kernels
 
 BACKENDS = ["c", "numpy"]
 

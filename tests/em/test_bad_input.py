@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import ipem
-from conftest import blobs
+from tests.helpers import blobs
 
 
 def _engine_keys():

@@ -7,7 +7,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from conftest import blobs
+from tests.helpers import blobs
 
 pytestmark = pytest.mark.mpi
 

@@ -12,7 +12,7 @@ import pytest
 
 from ipem.kernels import _numpy as NPK
 
-from conftest import kernels  # c_isa: a fixture of conftest
+from tests.helpers import kernels  # c_isa: a fixture of conftest
 
 BACKENDS = ["c", "numpy"]
 DTYPES = [np.float32, np.float64]

@@ -19,11 +19,11 @@ from numpy.testing import assert_array_equal
 from traitlets.config.loader import PyFileConfigLoader
 
 import ipem
-from conftest import blobs
+from tests.helpers import blobs
 from ipem.parallel.clusters import ensure_mpiexec
 from ipem.parallel.engine import engine_info
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ROOT / "profiles"
 
 

@@ -29,7 +29,7 @@ from ipem import plotting
 from ipem import progress as progress_mod
 from ipem.em.records import IterationRecord
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
     "01": ["bit-identical: True", "Allreduce model identical: True",
            "Shard(index=1, offset=20000, X=(20000, 12) float32", "rank 1 of 2",

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 import pytest
-from reference_pipeline import reference_eer
+from tests.reference_pipeline import reference_eer
 
 from ipem import steps
 from ipem.speaker import FeatureSource
