@@ -16,8 +16,12 @@ one entry per line (``key value...``, fields separated by whitespace):
     ``spk-id utt-id [utt-id ...]`` -- the utterances of each speaker (the
     inverse of ``utt2spk``; derived from it when missing).
 
-A ``segments`` file (utterances cut out of longer recordings) is not
-supported for extraction: ``wav.scp`` must name one recording per utterance.
+``segments``
+    ``utt-id recording-id start end`` -- utterances cut out of longer
+    recordings: ``wav.scp`` is then keyed by recording id, and each
+    utterance is the part of its recording from ``start`` to ``end``
+    seconds (``end`` -1: to the end of the recording); ``ipem extract``
+    extracts each segment.
 
 :func:`read_data_dir` reads the tables that exist and checks them against
 each other before any work: an utterance or speaker given twice, a bad line,
@@ -36,6 +40,7 @@ data directory made from a file list, or the output of ``ipem extract
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from typing import Iterable, Mapping
@@ -68,6 +73,9 @@ class DataDir:
         ``utt-id -> rxspecifier`` of ``feats.scp``; ``None`` without it.
     utt2spk : dict or None
         ``utt-id -> spk-id``; ``None`` without ``utt2spk``.
+    segments : dict or None
+        ``utt-id -> (recording-id, start, end)`` (seconds; ``end`` -1 for
+        the end of the recording) from ``segments``; ``None`` without it.
     spk2utt : dict or None
         ``spk-id -> list of utt-ids`` from ``spk2utt``; ``None`` without it.
     allow_pipes : bool
@@ -75,8 +83,9 @@ class DataDir:
     """
 
     def __init__(self, path, *, wav=None, feats=None, utt2spk=None, spk2utt=None,
-                 lines=None, allow_pipes=False):
+                 lines=None, allow_pipes=False, segments=None):
         self.path = os.fspath(path)
+        self.segments = segments
         self.wav, self.feats, self.utt2spk, self.spk2utt = wav, feats, utt2spk, spk2utt
         self.allow_pipes = allow_pipes
         self._lines = lines or {}      # table -> {key: line number}
@@ -98,7 +107,7 @@ class DataDir:
 
     def utterances(self) -> list[str]:
         """Utterance ids in file order (``feats.scp``, else ``wav.scp``, else ``utt2spk``)."""
-        for table in (self.feats, self.wav, self.utt2spk):
+        for table in (self.feats, self.segments, self.wav, self.utt2spk):
             if table is not None:
                 return list(table)
         return [u for utts in self.spk2utt.values() for u in utts]
@@ -275,7 +284,8 @@ def read_data_dir(path: PathLike, *, need: Iterable[str] = (),
         table is missing, a line is malformed, an id is given twice, a shell
         command without ``allow_pipes``, ``utt2spk`` and ``feats.scp`` (or
         ``wav.scp``) holding different utterances, ``spk2utt`` disagreeing
-        with ``utt2spk``, ``wav.scp`` together with ``segments``.
+        with ``utt2spk``, a ``segments`` line naming a recording ``wav.scp``
+        does not have, or a segment that ends before it starts.
     """
     path = os.fspath(path)
     need = set(need)
@@ -310,26 +320,60 @@ def read_data_dir(path: PathLike, *, need: Iterable[str] = (),
     d = DataDir(path, wav=tables.get("wav.scp"), feats=tables.get("feats.scp"),
                 utt2spk=tables.get("utt2spk"), spk2utt=tables.get("spk2utt"), lines=lines,
                 allow_pipes=allow_pipes)
-    segments = os.path.join(path, "segments")
-    if d.wav is not None and os.path.exists(segments) and "wav.scp" in need:
-        raise FeatureFileError(segments, "utterances cut from recordings are not supported: "
-                               "wav.scp must name one recording per utterance (cut them "
-                               "first, e.g. with Kaldi's extract-segments)")
+    if d.wav is not None and os.path.isfile(os.path.join(path, "segments")):
+        lines["segments"] = {}
+        d.segments = _segments(os.path.join(path, "segments"), lines["segments"], d)
+    # the utterances of wav.scp: its recordings' segments where there are segments
+    spoken = d.segments if d.segments is not None else d.wav
     if d.utt2spk is not None:
         if d.feats is not None:
             _check_same_utterances(d, "utt2spk", d.utt2spk, "feats.scp", d.feats)
-        if d.wav is not None and not os.path.exists(segments):
-            _check_same_utterances(d, "utt2spk", d.utt2spk, "wav.scp", d.wav)
+        if spoken is not None:
+            _check_same_utterances(d, "utt2spk", d.utt2spk, _spoken_table(d), spoken)
         if d.spk2utt is not None:
             _check_speakers(d)
     elif d.spk2utt is not None:
         listed = {u: spk for spk, utts in d.spk2utt.items() for u in utts}
-        for name, table in (("feats.scp", d.feats), ("wav.scp", d.wav)):
-            if table is not None and not os.path.exists(segments):
+        for name, table in (("feats.scp", d.feats), (_spoken_table(d), spoken)):
+            if table is not None:
                 _check_same_utterances(d, "spk2utt", listed, name, table)
                 break
     logger.debug("%r", d)
     return d
+
+
+def _spoken_table(d: DataDir) -> str:
+    return "wav.scp" if d.segments is None else "segments"
+
+
+def _segments(path: str, lines: dict, d: DataDir) -> dict:
+    """``segments`` as ``utt -> (recording, start, end)``, checked against ``wav.scp``."""
+    out = {}
+    for n, line in read_lines(path, allow_pipes=True):   # ids and times: nothing is run
+        fields = line.split()
+        if len(fields) != 4:
+            raise FeatureFileError(path, f"line {n}: expected 'utt-id recording-id start end', "
+                                   f"got {len(fields)} fields")
+        utt, rec = fields[:2]
+        try:
+            start, end = float(fields[2]), float(fields[3])
+        except ValueError:
+            raise FeatureFileError(path, f"line {n}: start and end must be numbers of seconds, "
+                                   f"got {fields[2]!r} {fields[3]!r}") from None
+        if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or (
+                end <= start and end != -1):
+            raise FeatureFileError(path, f"line {n}: segment {start:g}-{end:g} s is empty or "
+                                   "negative (end -1: to the end of the recording)")
+        if utt in out:
+            raise FeatureFileError(path, f"line {n}: duplicate utterance id {utt!r} (first on "
+                                   f"line {lines[utt]})")
+        if rec not in d.wav:
+            raise FeatureFileError(path, f"line {n}: recording {rec!r} of utterance {utt!r} is "
+                                   f"not in {d.file('wav.scp')}")
+        out[utt], lines[utt] = (rec, start, end), n
+    if not out:
+        raise FeatureFileError(path, "no entries")
+    return out
 
 
 _ID = re.compile(r"\S+")

@@ -11,7 +11,9 @@ file* rather than a feature file (:func:`list_kind`, :func:`is_list_file`,
 ``.lst``, ``.txt``
     A plain list: one entry per line.  For :func:`ipem.io.list_features`
     each line is one feature file (or ``.scp``) path; the speaker tools read
-    whitespace-separated fields with :func:`read_list`.
+    whitespace-separated fields with :func:`read_list`, or tables whose
+    first line names the columns (NIST SRE ``.tsv`` tables: ``modelid
+    segmentid side ...``) with :func:`read_table`.
 
 In every list, blank lines and lines starting with ``#`` are skipped, the
 text must be UTF-8 (a byte-order mark is skipped), and line numbers in
@@ -43,13 +45,14 @@ import logging
 import os
 from typing import Iterable, Iterator, NamedTuple
 
-from .checks import reading
+from .checks import check_regular, reading
 from .kaldi import is_pipe
 from .refs import FeatureFileError, PathLike
 
 __all__ = ["LIST_EXTENSIONS", "MAX_LINE_BYTES", "SCP_EXTENSIONS", "ListedPath", "check_no_pipe",
-           "expand_sources", "is_list_file", "is_scp_file", "list_kind", "quote_field",
-           "read_lines", "read_list", "read_scp", "split_fields"]
+           "TABLE_COLUMNS", "expand_sources", "is_list_file", "is_scp_file", "list_kind",
+           "quote_field", "read_lines", "read_list", "read_scp", "read_table", "split_fields",
+           "table_header"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +175,7 @@ def read_lines(path: PathLike, *, allow_empty: bool = False,
     """
     path = os.fspath(path)
     rows = []
+    check_regular(path)
     with reading(path, None, "list"), open(path, "rb") as f:
         for n, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
             line = _decoded(raw, path, n)
@@ -303,8 +307,13 @@ def read_list(path: PathLike, *, allow_empty: bool = False,
         ``allow_empty`` is false.
     """
     path = os.fspath(path)
+    return _split_rows(path, read_lines(path, allow_empty=allow_empty, allow_pipes=allow_pipes),
+                       allow_pipes)
+
+
+def _split_rows(path: str, lines, allow_pipes: bool) -> list[tuple[int, list[str]]]:
     rows = []
-    for n, line in read_lines(path, allow_empty=allow_empty, allow_pipes=allow_pipes):
+    for n, line in lines:
         try:
             fields = split_fields(line)
         except ValueError as exc:
@@ -313,6 +322,122 @@ def read_list(path: PathLike, *, allow_empty: bool = False,
             for field in fields:        # a quoted command is one field
                 check_no_pipe(field, path, n)
         rows.append((n, fields))
+    return rows
+
+
+#: Column names of NIST SRE tables (SRE16-SRE21 ``docs/*.tsv``: enrollment
+#: ``modelid segmentid side``, trials ``modelid segmentid side``, keys
+#: ``modelid segmentid side targettype ...``, system output ``modelid
+#: segmentid side LLR``), by the role :func:`read_table` reads them in;
+#: compared case-insensitively.
+TABLE_COLUMNS = {
+    "model": ("modelid", "model_id", "model"),
+    "segment": ("segmentid", "segment", "segment_id", "segid", "test", "testid"),
+    "side": ("side", "channel"),
+    "label": ("targettype", "target_type", "target"),
+    "score": ("llr", "score"),
+}
+#: Values of a ``side`` column ipem reads: the segment's (only) channel.
+TABLE_SIDES = ("a", "1")
+
+
+def table_header(line: str) -> dict[str, int] | None:
+    """The columns of a NIST-style header line, or None for an ordinary list line.
+
+    A line is a header when its first field is a model column name
+    (``modelid``...) and it has a segment column (``segmentid``,
+    ``segment``...); see :data:`TABLE_COLUMNS`.
+
+    Parameters
+    ----------
+    line : str
+
+    Returns
+    -------
+    dict or None
+        ``role -> column index`` for the roles of :data:`TABLE_COLUMNS`
+        the header has (the first column of each role).
+    """
+    names = [c.strip().lower() for c in line.split("\t" if "\t" in line else None)]
+    if not names or names[0] not in TABLE_COLUMNS["model"]:
+        return None
+    cols = {}
+    for role, aliases in TABLE_COLUMNS.items():
+        idx = next((i for i, name in enumerate(names) if name in aliases), None)
+        if idx is not None:
+            cols[role] = idx
+    return cols if "segment" in cols else None
+
+
+def read_table(path: PathLike, required, optional=(), *, allow_empty: bool = False,
+               allow_pipes: bool = False) -> list[tuple[int, list[str]]]:
+    """Read a list whose columns are named by a header line, or a plain list.
+
+    NIST SRE tables (tab-separated, a header line of column names, see
+    :data:`TABLE_COLUMNS`) are read by their column names: each row gives
+    the ``required`` roles' values, in that order, then the ``optional``
+    roles' the header has (other columns, e.g. ``partition``, are skipped;
+    a ``side`` column must say ``a``: ipem reads the segment's one
+    channel).  A file without such a header is read as :func:`read_list`
+    (whitespace-separated fields, as they stand).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    required : sequence of str
+        Roles out of :data:`TABLE_COLUMNS` a header must have.
+    optional : sequence of str, optional
+        Roles taken when the header has them.
+    allow_empty, allow_pipes : bool, optional
+        As for :func:`read_list`.
+
+    Returns
+    -------
+    list of (int, list of str)
+        ``(line_number, fields)`` per entry line (the header is not one).
+
+    Raises
+    ------
+    FeatureFileError
+        As :func:`read_list`; a header without a required column, a row
+        without one of the header's columns, a side other than ``a`` (the
+        file and line are named).
+    ValueError
+        ``"<path>: the list is empty"`` for no entries unless
+        ``allow_empty``.
+    """
+    path = os.fspath(path)
+    lines = read_lines(path, allow_empty=True, allow_pipes=allow_pipes)
+    header = table_header(lines[0][1]) if lines else None
+    if header is None:
+        if not lines and not allow_empty:
+            raise ValueError(f"{path}: the list is empty")
+        return _split_rows(path, lines, allow_pipes)
+    head_line, head = lines[0]
+    missing = [r for r in required if r not in header]
+    if missing:
+        raise FeatureFileError(path, f"line {head_line}: the header {head!r} has no "
+                               f"{missing[0]} column (one of "
+                               f"{', '.join(TABLE_COLUMNS[missing[0]])})")
+    roles = list(required) + [r for r in optional if r in header]
+    sep = "\t" if "\t" in head else None
+    rows = []
+    for n, line in lines[1:]:
+        fields = [c.strip() for c in line.split(sep)]
+        if len(fields) <= max(header.values()):
+            raise FeatureFileError(path, f"line {n}: {len(fields)} columns, but the header "
+                                   f"(line {head_line}) has {max(header.values()) + 1}")
+        if "side" in header and fields[header["side"]].lower() not in TABLE_SIDES:
+            raise FeatureFileError(path, f"line {n}: side {fields[header['side']]!r}: ipem "
+                                   "reads a segment's one channel (side 'a'); cut the other "
+                                   "side into its own file")
+        row = [fields[header[r]] for r in roles]
+        empty = next((r for r, v in zip(roles, row) if not v), None)
+        if empty is not None:
+            raise FeatureFileError(path, f"line {n}: empty {empty} column")
+        rows.append((n, row))
+    if not rows and not allow_empty:
+        raise ValueError(f"{path}: the list is empty")
     return rows
 
 

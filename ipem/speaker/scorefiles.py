@@ -10,6 +10,16 @@ score file     ``model test score [target|nontarget]``     :func:`read_score_fil
                (``"kaldi"``, labels in a key file)
 =============  ==========================================  ==========================
 
+The same files as the field writes them are read too (each by the same
+reader): NIST SRE tables (SRE16-SRE21 ``docs/*.tsv``), tab-separated under a
+header line of column names -- trials ``modelid segmentid side``, keys
+``modelid segmentid side targettype [partition ...]``, system output
+``modelid segmentid side LLR`` -- read by their column names
+(:func:`ipem.io.lists.read_table`; extra columns are skipped, the side must
+be ``a``); SIDEKIT's text Ndx (``model segment``), Key (``model segment
+target|nontarget``) and Scores (``model segment score``) are the plain
+forms above.
+
 Lines starting with ``#`` are comments; a field with spaces is quoted
 (``spk1 "wav/my file.wav" target``, :func:`ipem.io.lists.quote_field`).  A
 trial given twice is refused with both line numbers.  Every step reads and
@@ -25,8 +35,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..io import FeatureRef, atomic_path, read_list
-from ..io.lists import quote_field
+from ..io import FeatureRef, atomic_path
+from ..io.lists import quote_field, read_table
 from ..io.models import check_model_id
 
 logger = logging.getLogger(__name__)
@@ -83,7 +93,8 @@ def read_trials(path, *, allow_pipes=False):
     """
     path = os.fspath(path)
     trials, line_of = [], {}
-    for lineno, cols in read_list(path, allow_empty=True, allow_pipes=allow_pipes):
+    for lineno, cols in read_table(path, ("model", "segment"), ("label",), allow_empty=True,
+                                   allow_pipes=allow_pipes):
         if len(cols) not in (2, 3):
             raise ValueError(f"{path}, line {lineno}: expected 'model_id test_segment "
                              f"[target|nontarget]', got {len(cols)} columns: "
@@ -129,7 +140,7 @@ def read_key(path):
     """
     path = os.fspath(path)
     key, line_of = {}, {}
-    for n, fields in read_list(path):
+    for n, fields in read_table(path, ("model", "segment", "label")):
         if len(fields) != 3:
             raise ValueError(f"{path}, line {n}: expected 'model test target|nontarget', got "
                              f"{len(fields)} columns")
@@ -183,7 +194,7 @@ def read_score_file(path, key=None, *, require_labels=False):
         key_name = os.fspath(key)
         key = read_key(key)
     trials, scores, line_of, skipped = [], [], {}, 0
-    for n, fields in read_list(path):
+    for n, fields in read_table(path, ("model", "segment", "score"), ("label",)):
         if len(fields) not in (3, 4):
             raise ValueError(f"{path}, line {n}: expected 'model test score "
                              f"[target|nontarget]', got {len(fields)} columns")

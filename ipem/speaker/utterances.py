@@ -24,7 +24,7 @@ from ..io import FeatureRef, is_list_file, is_scp_file, list_features, read_list
 from ..io import formats
 from ..io.datadir import DataDir, read_data_dir
 from ..io.kaldi import is_pipe
-from ..io.lists import PIPES_HINT, expand_sources
+from ..io.lists import PIPES_HINT, expand_sources, read_table
 from ..io.models import check_model_id
 from ..io.preflight import check_input_file
 
@@ -251,16 +251,23 @@ class FeatureSource:
         return files
 
     def enrollment(self, path):
-        """Read an enrollment list: ``model_id utterance [utterance ...]`` per line.
+        """Read an enrollment list: the utterances of each model.
+
+        Every form the field writes is read: ``model_id utterance
+        [utterance ...]`` lines, one line per model or one ``(model,
+        utterance)`` pair per line (SIDEKIT's IdMap text, ``leftid
+        rightid``) or any mix, the lines of a model merged in file order;
+        and NIST SRE enrollment tables (``modelid<TAB>segmentid<TAB>side``
+        under a header line, :func:`ipem.io.lists.read_table`).
 
         Parameters
         ----------
         path : str or os.PathLike
-            The list, one line per model id; a path with spaces is quoted
-            (``spk1 "wav/my file.wav"``).  An utterance may be a list of
-            feature files (``.scp``, ``.lst``); it is read now, so that a
-            command in it is refused before any work (with ``allow_pipes``
-            it is expanded here into :class:`ipem.io.FeatureRef` objects).
+            The list; a path with spaces is quoted (``spk1 "wav/my
+            file.wav"``).  An utterance may be a list of feature files
+            (``.scp``, ``.lst``); it is read now, so that a command in it is
+            refused before any work (with ``allow_pipes`` it is expanded
+            here into :class:`ipem.io.FeatureRef` objects).
 
         Returns
         -------
@@ -272,16 +279,16 @@ class FeatureSource:
         ------
         ValueError
             For an empty list, a line without an utterance, a model id that
-            cannot name a model file (``/``, ``\\``, ``..``), a model id on
-            two lines or an utterance twice on one line (both line numbers
-            given), an audio path outside ``root`` or with ``..``, a shell
-            command when ``allow_pipes`` is false (the message gives the
-            file and line number).
+            cannot name a model file (``/``, ``\\``, ``..``), an utterance
+            given twice to one model (both line numbers given), an audio
+            path outside ``root`` or with ``..``, a shell command when
+            ``allow_pipes`` is false (the message gives the file and line
+            number).
         """
         path = os.fspath(path)
         allow_pipes = self.allow_pipes
-        out, line_of = {}, {}
-        for n, fields in read_list(path, allow_pipes=allow_pipes):
+        out, seen_of = {}, {}
+        for n, fields in read_table(path, ("model", "segment"), allow_pipes=allow_pipes):
             if len(fields) < 2:
                 raise ValueError(f"{path}, line {n}: expected 'model_id utterance...', "
                                  f"got only {fields[0]!r}")
@@ -289,12 +296,7 @@ class FeatureSource:
                 check_model_id(fields[0])
             except ValueError as exc:
                 raise ValueError(f"{path}, line {n}: {exc}") from None
-            if fields[0] in line_of:
-                raise ValueError(f"{path}, line {n}: model id {fields[0]!r} repeats line "
-                                 f"{line_of[fields[0]]} (one line per model: put all its "
-                                 "utterances there)")
-            line_of[fields[0]] = n
-            utts, seen = out.setdefault(fields[0], []), {}
+            utts, seen = out.setdefault(fields[0], []), seen_of.setdefault(fields[0], {})
             for u in fields[1:]:
                 f = self._listed(u, path, n)
                 _once(f, seen, path, n, u)

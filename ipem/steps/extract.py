@@ -127,7 +127,7 @@ def extract(root=None, out_dir=None, *, lists=None, fmt=None, sample_rate=8000,
 
 
 #: Tables a data directory's extraction copies into its output data directory.
-_COPIED_TABLES = ("utt2spk", "spk2utt", "wav.scp")
+_COPIED_TABLES = ("utt2spk", "spk2utt", "wav.scp", "segments")
 
 
 def _extract_kaldi(root, out_dir, lists, data_dir, controller, progress, allow_pipes, kwargs):
@@ -142,21 +142,27 @@ def _extract_kaldi(root, out_dir, lists, data_dir, controller, progress, allow_p
                              "lists), not both")
         data = read_data_dir(data_dir, need=("wav.scp",), allow_pipes=allow_pipes)
         utts = []
-        for utt, audio in data.wav.items():
-            where = f"{data.where('wav.scp', utt)}: utterance {utt}"
+        # with a segments table, each utterance is a span of a wav.scp recording
+        spans = data.segments or {utt: (utt, None, None) for utt in data.wav}
+        for utt, (rec, start, end) in spans.items():
+            audio = data.wav[rec]
+            where = f"{data.where('wav.scp', rec)}: utterance {utt}"
+            if start is not None:
+                where = (f"{data.where('segments', utt)}: utterance {utt} ({rec}, "
+                         f"{start:g}-{end:g} s)")
             if not is_pipe(audio):
                 try:
                     check_input_file(audio, "audio file")
                 except ValueError as exc:
                     raise ValueError(f"{where}: {exc}") from None
                 audio = os.path.abspath(audio)
-            utts.append((utt, audio, where))
+            utts.append((utt, audio, where, start, end))
         what = data_dir
     else:
         if root is None:
             raise ValueError("extract: give the corpus root or a Kaldi data directory")
         root = Path(root).absolute()
-        utts = [(utterance_id(a), str(root / a), a)
+        utts = [(utterance_id(a), str(root / a), a, None, None)
                 for a in audio_files(root, lists, allow_pipes=allow_pipes)]
         what = root
     final = os.path.abspath(os.fspath(out_dir))
@@ -181,7 +187,7 @@ def _extract_kaldi(root, out_dir, lists, data_dir, controller, progress, allow_p
             for utt, offset in offsets:
                 index[utt] = f"{ark}:{offset}"
             os.unlink(os.path.join(tmp, f"feats.{batch.part}.scp"))
-        write_data_dir(tmp, feats={utt: index[utt] for utt, _, _ in utts})
+        write_data_dir(tmp, feats={utt: index[utt] for utt, *_ in utts})
         if data_dir is not None:
             for table in _COPIED_TABLES:
                 if os.path.exists(data.file(table)):
@@ -193,7 +199,9 @@ def _extract_kaldi(root, out_dir, lists, data_dir, controller, progress, allow_p
 
 
 class _Batch(NamedTuple):
-    """Utterances ``(utt, audio, where)`` extracted into ``<directory>/feats.<part>.ark``."""
+    """Utterances ``(utt, audio, where, start, end)`` extracted into
+    ``<directory>/feats.<part>.ark`` (``start``/``end`` in seconds: a segment of the audio;
+    None: all of it)."""
 
     part: int
     utts: list
@@ -226,6 +234,30 @@ def _audio_of_command(command, directory, where):
     return path
 
 
+def _segment_audio(path, start, end, directory):
+    """Samples ``start``-``end`` s of an audio file (``end`` -1: to its end) in a temporary WAV."""
+    import tempfile
+
+    import soundfile
+
+    info = soundfile.info(path)
+    first = int(round(start * info.samplerate))
+    last = info.frames if end == -1 else min(int(round(end * info.samplerate)), info.frames)
+    if first >= last:
+        raise ValueError("the segment starts after the recording's end "
+                         f"({info.frames / info.samplerate:g} s)")
+    samples, rate = soundfile.read(path, start=first, stop=last, dtype="float32",
+                                   always_2d=True)
+    fd, cut = tempfile.mkstemp(suffix=".wav", prefix=".segment.", dir=directory)
+    os.close(fd)
+    try:
+        soundfile.write(cut, samples, rate, subtype="FLOAT")
+    except BaseException:
+        os.unlink(cut)
+        raise
+    return cut
+
+
 def _extract_ark_task(batch, kwargs):
     """One batch of :func:`extract` into ``feats.<n>.ark`` (runs where the task runs).
 
@@ -237,15 +269,20 @@ def _extract_ark_task(batch, kwargs):
 
     part, utts, directory = batch.part, batch.utts, batch.directory
     mats = {}
-    for utt, audio, where in utts:
+    for utt, audio, where, start, end in utts:
         source = _audio_of_command(audio, directory, where) if is_pipe(audio) else audio
+        cut = None
         try:
-            mats[utt] = extract_features(source, **kwargs)
+            if start is not None:
+                cut = _segment_audio(source, start, end, directory)
+            mats[utt] = extract_features(cut or source, **kwargs)
         except (ValueError, OSError) as exc:
             raise ValueError(f"{where}: {exc}") from None
         finally:
             if source is not audio:
                 os.unlink(source)
+            if cut is not None:
+                os.unlink(cut)
     ark = os.path.join(directory, f"feats.{part}.ark")
     refs = write_kaldi(ark, os.path.join(directory, f"feats.{part}.scp"), mats)
     return [(ref.key, int(ref.path.rsplit(":", 1)[1])) for ref in refs]

@@ -338,3 +338,67 @@ def test_extract_to_kaldi_and_the_chain_on_data_dirs(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "wav.scp: line 3: utterance " + utt in err
     assert not (t / "fb").exists() and not any(p.name.startswith(".fb") for p in t.iterdir())
+
+
+# ---------------------------------------------------------------------------
+# segments: utterances cut out of recordings (issue 20)
+# ---------------------------------------------------------------------------
+
+def _speechlike(rng, seconds, rate=8000):
+    """Noise with loud and quiet halves of 0.25 s: the VAD finds the loud ones."""
+    n = int(seconds * rate)
+    gain = np.where((np.arange(n) // (rate // 4)) % 2 == 0, 0.3, 0.003)
+    tone = np.sin(2 * np.pi * 440 * np.arange(n) / rate)
+    return (gain * (0.5 * tone + 0.5 * rng.uniform(-1, 1, n))).astype(np.float64)
+
+
+def test_extract_cuts_the_segments_of_recordings(tmp_path):
+    sf = pytest.importorskip("soundfile")
+    rng = np.random.default_rng(3)
+    parts = {"s1-u1": _speechlike(rng, 1.0), "s1-u2": _speechlike(rng, 1.5),
+             "s2-u1": _speechlike(rng, 2.0)}
+    for utt, x in parts.items():
+        sf.write(tmp_path / f"{utt}.wav", x, 8000, subtype="PCM_16")
+    sf.write(tmp_path / "rec1.wav", np.concatenate([parts["s1-u1"], parts["s1-u2"]]), 8000,
+             subtype="PCM_16")
+    sf.write(tmp_path / "rec2.wav", np.concatenate([np.zeros(4000), parts["s2-u1"]]), 8000,
+             subtype="PCM_16")
+    spk = {"s1-u1": "s1", "s1-u2": "s1", "s2-u1": "s2"}
+    whole = write_data_dir(tmp_path / "whole", wav={u: str(tmp_path / f"{u}.wav")
+                                                    for u in parts}, utt2spk=spk)
+    cut = write_data_dir(tmp_path / "cut", wav={"rec1": str(tmp_path / "rec1.wav"),
+                                                "rec2": str(tmp_path / "rec2.wav")},
+                         utt2spk=spk)
+    # Kaldi's segments table: utt-id recording-id start end (seconds; -1: to the end)
+    (tmp_path / "cut" / "segments").write_text("s1-u1 rec1 0.00 1.00\ns1-u2 rec1 1.00 -1\n"
+                                               "s2-u1 rec2 0.50 2.50\n")
+    data = read_data_dir(cut)
+    assert data.segments == {"s1-u1": ("rec1", 0.0, 1.0), "s1-u2": ("rec1", 1.0, -1.0),
+                             "s2-u1": ("rec2", 0.5, 2.5)}
+    assert data.utterances() == ["s1-u1", "s1-u2", "s2-u1"]
+    steps.extract(data_dir=whole, out_dir=tmp_path / "fw", fmt="kaldi")
+    steps.extract(data_dir=cut, out_dir=tmp_path / "fc", fmt="kaldi")
+    want = kaldiio.load_scp(str(tmp_path / "fw" / "feats.scp"))
+    got = kaldiio.load_scp(str(tmp_path / "fc" / "feats.scp"))
+    assert sorted(got) == sorted(parts)
+    for utt in parts:                 # each segment's features are those of its own file
+        np.testing.assert_array_equal(got[utt], want[utt])
+    assert (tmp_path / "fc" / "segments").read_text() == (tmp_path / "cut" / "segments").read_text()
+    read_data_dir(tmp_path / "fc")    # the output is a data directory whose tables agree
+
+
+@pytest.mark.parametrize("text, message", [
+    ("u1 rec9 0 1\n", "segments: line 1: recording 'rec9' of utterance 'u1' is not in"),
+    ("u1 rec1 0 1\nu1 rec1 1 2\n", "segments: line 2: duplicate utterance id 'u1' (first on "
+                                   "line 1)"),
+    ("u1 rec1 2 1\n", "segments: line 1: segment 2-1 s is empty or negative"),
+    ("u1 rec1 zero 1\n", "segments: line 1: start and end must be numbers of seconds"),
+    ("u1 rec1 0\n", "segments: line 1: expected 'utt-id recording-id start end', got 3"),
+])
+def test_bad_segments_are_named_with_file_and_line(tmp_path, text, message):
+    (tmp_path / "a.wav").write_bytes(b"")
+    d = write_data_dir(tmp_path / "d", wav={"rec1": str(tmp_path / "a.wav")})
+    (tmp_path / "d" / "segments").write_text(text)
+    with pytest.raises(FeatureFileError) as info:
+        read_data_dir(d)
+    assert message in str(info.value)

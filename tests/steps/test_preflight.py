@@ -455,15 +455,27 @@ def test_truncated_wav_is_refused(tmp_path):
 # lists: repeats refused, binary files named with the line, quoted paths
 # ---------------------------------------------------------------------------
 
-def test_duplicate_speaker_in_enrollment_list(world, tmp_path, capsys, no_work):
+def test_repeated_model_lines_are_merged(world, tmp_path):
+    # issue 20: a model on several lines (one (model, segment) pair per line, as NIST SRE
+    # enrollment tables and SIDEKIT's IdMap write it) is one model; it was refused before
+    root, corpus, feats = world
     lst = tmp_path / "enroll.lst"
     lst.write_text("s0 wav/s0/s0_enroll.wav\n# comment\ns1 wav/s1/s1_enroll.wav\n"
                    "s0 wav/s0/s0_test.wav\n")
+    got = FeatureSource(feats, corpus).enrollment(lst)
+    assert list(got) == ["s0", "s1"]
+    assert [os.path.basename(f) for f in got["s0"]] == ["s0_enroll.htk", "s0_test.htk"]
+
+
+def test_repeated_enrollment_pair_names_both_lines(world, tmp_path, capsys, no_work):
+    lst = tmp_path / "enroll.lst"
+    lst.write_text("s0 wav/s0/s0_enroll.wav\n# comment\ns1 wav/s1/s1_enroll.wav\n"
+                   "s0 wav/s0/s0_enroll.wav\n")
     argv = _argv(world, "adapt", out_dir=tmp_path / "models")
     argv[argv.index("--enroll") + 1] = str(lst)
     line = _one_line_error(capsys, argv)
-    assert line == (f"ipem adapt: error: {lst}, line 4: model id 's0' repeats line 1 (one line "
-                    "per model: put all its utterances there)")
+    assert line == (f"ipem adapt: error: {lst}, line 4: utterance wav/s0/s0_enroll.wav is "
+                    "listed twice (first at line 1): it would count twice")
 
 
 def test_utterance_twice_for_one_speaker(world, tmp_path):
