@@ -13,6 +13,14 @@ from .options import (INPUT_DIR, INPUT_FILE, OUTPUT_DIR, OUTPUT_FILE, Command, U
                       common_options, feature_options, feature_source, typed)
 
 
+def allow_overlap_option(sp):
+    """Declare ``--allow-overlap``: go on when the provenance chain check fails."""
+    sp.add_argument("--allow-overlap", action="store_true", parameter="allow_overlap",
+                    help="go on when the inputs do not chain (models of another UBM, a UBM, "
+                         "extractor or back-end trained on the trials' segments); the output's "
+                         "provenance record keeps it")
+
+
 def adapt_options(sp):
     """Declare the options of ``ipem adapt`` on its sub-parser."""
     feature_options(sp)
@@ -69,6 +77,7 @@ def score_options(sp):
                          "linear scoring (Glembek et al. 2009: mean offsets times the test "
                          "segments' UBM statistics, one matrix product)")
     sp.add_argument("--out", required=True, type=OUTPUT_FILE, help="score file")
+    allow_overlap_option(sp)
     common_options(sp)
 
 
@@ -80,7 +89,8 @@ def run_score(args):
         raise UsageError("--backend gmm needs --ubm and --models")
     source = feature_source(args)
     trials, _ = score(args.ubm, args.trials, args.models, source=source, top_c=args.top_c,
-                      scoring=args.scoring, out=args.out, controller=args.cluster,
+                      scoring=args.scoring, out=args.out, allow_overlap=args.allow_overlap,
+                      controller=args.cluster,
                       progress=not args.quiet)
     print(f"scored {len(trials)} trials -> {args.out}")
     return 0
@@ -92,7 +102,7 @@ def _score_ivectors(args):
     if args.backend == "plda" and args.plda is None:
         raise UsageError("--backend plda needs --plda (the back-end from train-plda)")
     trials, _ = score_ivectors(args.ivectors, args.trials, backend=args.backend,
-                               model=args.plda, out=args.out)
+                               model=args.plda, out=args.out, allow_overlap=args.allow_overlap)
     print(f"scored {len(trials)} trials ({args.backend}) -> {args.out}")
     return 0
 
@@ -124,6 +134,7 @@ def norm_options(sp):
     sp.add_argument("--out", required=True, type=OUTPUT_FILE, help="normalised score file")
     sp.add_argument("--out-format", default="ipem", choices=list(SCORE_FORMATS),
                     help="format of --out")
+    allow_overlap_option(sp)
     common_options(sp)
 
 
@@ -136,7 +147,8 @@ def run_norm(args):
     trials, _ = normalize(args.ubm, args.scores, args.cohort, args.models, source=source,
                           method=args.method, cohort_models=args.cohort_models,
                           top_n=args.top_n, key=args.key, top_c=args.top_c, out=args.out,
-                          out_format=args.out_format, controller=args.cluster,
+                          out_format=args.out_format, allow_overlap=args.allow_overlap,
+                          controller=args.cluster,
                           progress=not args.quiet)
     print(f"{args.method}-normalised {len(trials)} trials -> {args.out}")
     return 0

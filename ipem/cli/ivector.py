@@ -115,6 +115,9 @@ def train_plda_options(sp):
     sp.add_argument("--no-wccn", action="store_true", help="leave out WCCN")
     sp.add_argument("--iter", type=typed(int, 1), default=10, help="PLDA EM iterations")
     sp.add_argument("--out", required=True, type=OUTPUT_FILE, help="the back-end (.npz)")
+    sp.add_argument("--allow-overlap", action="store_true", parameter="allow_overlap",
+                    help="train even on i-vectors of two extractors (the back-end's "
+                         "provenance record keeps it)")
     common_options(sp, cluster=False)
 
 
@@ -122,7 +125,8 @@ def run_train_plda(args):
     """Run ``ipem train-plda`` once its paths are checked; returns the exit status."""
     be = train_backend(args.ivectors, args.spk2utt,
                        lda_dim=None if args.lda_dim < 0 else args.lda_dim,
-                       wccn=not args.no_wccn, plda_iter=args.iter, out=args.out)
+                       wccn=not args.no_wccn, plda_iter=args.iter, out=args.out,
+                       allow_overlap=args.allow_overlap)
     lda = "no LDA" if be.lda_ is None else f"LDA to {be.lda_.scalings_.shape[1]} dimensions"
     print(f"back-end: centring, {lda}, {'WCCN, ' if be.wccn_ is not None else ''}length "
           f"normalisation, PLDA (log-likelihood/vector {be.plda_.loglik_history_[0]:.3f} -> "

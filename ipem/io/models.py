@@ -44,7 +44,8 @@ import numpy as np
 from ..em.records import IterationRecord, records_from_json, records_to_json
 
 __all__ = ["MAX_ARRAY_BYTES", "MAX_TEXT_BYTES", "array_limits", "check_gmm", "check_model_id",
-           "history_from", "invalid_model_file", "load_model", "model_file", "read_npz",
+           "history_from", "invalid_model_file", "load_model", "model_file", "read_member",
+           "read_npz",
            "records_from_json", "records_to_json", "rng_from_arrays", "rng_to_arrays",
            "text_scalar"]
 
@@ -94,7 +95,7 @@ def array_limits(n_components=None, n_features=None) -> dict[str, int]:
     return {"weights": vec_k, "means": mat, "covariances": mat, "variances": mat,
             "data_mean": vec_d, "data_var": vec_d, "rng_keys": _RNG_BYTES,
             "history_json": MAX_TEXT_BYTES, "settings_json": MAX_TEXT_BYTES,
-            "identity_json": MAX_TEXT_BYTES}
+            "identity_json": MAX_TEXT_BYTES, "provenance_json": MAX_TEXT_BYTES}
 
 
 class _Invalid(Exception):
@@ -160,6 +161,24 @@ def read_npz(path, limits: Mapping[str, int] | None = None, *,
             NotImplementedError, UnicodeDecodeError, OverflowError) as exc:
         raise invalid_model_file(path, f"{type(exc).__name__}: {exc}") from None
     return out
+
+
+def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, limit: int,
+                path) -> np.ndarray:
+    """One array of an open ``.npz`` archive, checked as :func:`read_npz` checks each.
+
+    Raises
+    ------
+    ValueError
+        :func:`invalid_model_file` naming ``path`` and the problem.
+    """
+    try:
+        return _read_member(zf, info, key, limit)
+    except _Invalid as exc:
+        raise invalid_model_file(path, exc) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, struct.error,
+            NotImplementedError, UnicodeDecodeError, OverflowError) as exc:
+        raise invalid_model_file(path, f"{type(exc).__name__}: {exc}") from None
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, limit: int) -> np.ndarray:

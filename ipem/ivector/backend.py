@@ -322,9 +322,11 @@ class IvectorBackend:
     def load(cls, path):
         """A back-end read from :meth:`save`'s file, every array checked."""
         path = os.fspath(path)
-        z = read_npz(path, {k: 1 << 30 for k in ("mean", "centre", "lda", "wccn", "plda_mean",
-                                                  "plda_between", "plda_within",
-                                                  "plda_loglik")})
+        z = read_npz(path, {**{k: 1 << 30 for k in ("mean", "centre", "lda", "wccn", "plda_mean",
+                                                     "plda_between", "plda_within",
+                                                     "plda_loglik")},
+                            "provenance_json": 1 << 26})
+        z.pop("provenance_json", None)      # the provenance record (ipem.io.provenance)
         if text_scalar(z, "kind", path, default="") != _KIND or "mean" not in z:
             raise ValueError(f"{path}: not an ipem i-vector back-end file")
         for key, a in z.items():

@@ -107,7 +107,7 @@ def save_ivectors(path, ivectors):
 def load_ivectors(path):
     """Read a file of :func:`save_ivectors`: ``{id: ndarray of shape (R,)}``."""
     path = os.fspath(path)
-    z = read_npz(path, {"ids": 1 << 28, "ivectors": 1 << 32})
+    z = read_npz(path, {"ids": 1 << 28, "ivectors": 1 << 32, "provenance_json": 1 << 26})
     if text_scalar(z, "kind", path, default="") != _KIND or "ids" not in z or \
             "ivectors" not in z:
         raise ValueError(f"{path}: not an ipem i-vector file")
@@ -162,7 +162,7 @@ def file_limits(n_features=None):
     return {"T": big, "weights": big, "means": big, "covariances": big,
             "data_mean": big if n_features is None else 8 * int(n_features),
             "rng_keys": 624 * 8, "history_json": 1 << 26, "settings_json": 1 << 16,
-            "identity_json": 1 << 16}
+            "identity_json": 1 << 16, "provenance_json": 1 << 26}
 
 
 def check_T(T, ubm_shape, path):

@@ -19,12 +19,15 @@ from ..io import FeatureRef, list_features
 from ..io.atomic import atomic_directory
 from ..io.models import model_file
 from ..io.preflight import check_output_dir, check_output_file
+from ..io.provenance import (add_record, gmm_digest, make_record, read_companion, short,
+                             trials_digest, utterance_keys, write_companion)
 from ..speaker.map import adapt_speakers, ubm_params
 from ..speaker.normalization import (NORMALIZATIONS, cohort_needs, normalize_scores,
                                      score_matrix)
 from ..speaker.scorefiles import read_score_file, read_trials, write_score_file
 from ..speaker.scoring import score_trials, scoring_method
 from ..speaker.utterances import FeatureSource
+from .chain import Checks, name_of, overlap_message
 from .cluster import running
 
 logger = logging.getLogger(__name__)
@@ -98,8 +101,9 @@ def adapt(ubm, enrollment, out_dir, *, source=None, relevance_factor=16.0, adapt
                              "directory (data_dir)")
         enrollment, table = source.speakers()
         where = f"{table}: speaker"
-    params = ubm_params(ubm)
+    ubm_name, params = name_of(ubm, None), ubm_params(ubm)
     _check_headers(enrollment, params.means.shape[1], where)
+    digest = gmm_digest(params)
     final = os.path.abspath(os.fspath(out_dir))
     logger.info("MAP-adapting %d speaker models (r=%g, adapt=%s) -> %s", len(enrollment),
                 relevance_factor, adapt, out_dir)
@@ -107,12 +111,16 @@ def adapt(ubm, enrollment, out_dir, *, source=None, relevance_factor=16.0, adapt
         written = adapt_speakers(params, enrollment, controller=ctrl,
                                  relevance_factor=relevance_factor, adapt=adapt, out_dir=tmp,
                                  progress=progress)
+        for spk, path in written.items():        # each model records its UBM and utterances
+            add_record(path, make_record("speaker-model", model_id=str(spk), ubm=digest,
+                                         ubm_file=ubm_name,
+                                         utterances=utterance_keys(enrollment[spk])))
     return {spk: os.path.join(final, os.path.relpath(path, tmp))
             for spk, path in written.items()}
 
 
 def score(ubm, trials, models_dir, *, source=None, top_c=5, scoring=None, out=None,
-          controller=None, progress=False):
+          allow_overlap=False, controller=None, progress=False):
     """Score a trial list against model files, one task per test segment.
 
     Parameters
@@ -136,6 +144,11 @@ def score(ubm, trials, models_dir, *, source=None, top_c=5, scoring=None, out=No
         offsets with the test segments' UBM statistics; see
         :mod:`ipem.speaker.scoring`).  ``None``: ``"exact"`` if ``top_c`` is
         0 or None, else ``"topc"`` (:func:`ipem.speaker.scoring.scoring_method`).
+    allow_overlap : bool, default=False
+        Score even when the chain check fails (models adapted from another
+        UBM, a UBM trained on the trials' segments, a model enrolled on its
+        own test segment: :mod:`ipem.steps.chain`); the score file's record
+        keeps what was allowed.
     controller : Controller, int, DirectView, str or None
         A cluster spec (``"mpi:4"``) is started after the step's checks.
     progress : bool, default=False
@@ -144,7 +157,8 @@ def score(ubm, trials, models_dir, *, source=None, top_c=5, scoring=None, out=No
     -------
     trials : list of Trial
     scores : ndarray of shape (n_trials,), float64
-        Average per-frame log-likelihood ratios, in trial order.
+        Average per-frame log-likelihood ratios, in trial order.  With
+        ``out``, the record ``<out>.provenance.json`` says what they came from.
 
     Raises
     ------
@@ -164,9 +178,15 @@ def score(ubm, trials, models_dir, *, source=None, top_c=5, scoring=None, out=No
               if isinstance(trials, (str, os.PathLike)) else list(trials))
     models = _model_files(dict.fromkeys(t[0] for t in trials), models_dir, "model id", where)
     pairs = [(t[0], _test_segment(t[1], source, where)) for t in trials]
-    ubm = ubm_params(ubm)
+    ubm_name, ubm_path, ubm = name_of(ubm, "the UBM"), ubm, ubm_params(ubm)
     _check_headers({t[1]: test for t, (_, test) in zip(trials, pairs)}, ubm.means.shape[1],
                    f"{where}: test segment")
+    checks = Checks(allow_overlap)
+    digest = gmm_digest(ubm)
+    recs = _check_models(models, digest, ubm_name, checks)
+    ubm_rec = checks.record(ubm_path) if isinstance(ubm_path, (str, os.PathLike)) else None
+    _check_trials(trials, pairs, recs, models, ubm_rec, ubm_name, where, checks)
+    checks.warn_unknown()
     method, top_c = scoring_method(scoring, top_c)
     logger.info("scoring %d trials of %d models (%s)", len(trials), len(models),
                 f"top-{top_c}" if method == "topc" else method)
@@ -175,13 +195,18 @@ def score(ubm, trials, models_dir, *, source=None, top_c=5, scoring=None, out=No
                                          progress=progress, method=method), dtype=np.float64)
     if out is not None:
         write_score_file(out, trials, scores)
+        write_companion(out, make_record(
+            "scores", system="gmm-ubm", scoring=method, ubm=digest, ubm_file=ubm_name,
+            ubm_utterances=None if ubm_rec is None else ubm_rec.get("n_utterances"),
+            models_dir=os.fspath(models_dir), n_models=len(models), trials_file=where,
+            trials=trials_digest(trials), n_trials=len(trials), **checks.fields()))
         logger.info("scores -> %s", out)
     return trials, scores
 
 
 def normalize(ubm, scores, cohort, models_dir, *, source=None, method="s", cohort_models=None,
-              top_n=200, key=None, top_c=5, out=None, out_format="ipem", controller=None,
-              progress=False):
+              top_n=200, key=None, top_c=5, out=None, out_format="ipem", allow_overlap=False,
+              controller=None, progress=False):
     """Normalise trial scores with an impostor cohort (Z/T/ZT/S/AS-norm).
 
     The cohort scores are computed here, task-parallel over segments
@@ -220,6 +245,9 @@ def normalize(ubm, scores, cohort, models_dir, *, source=None, method="s", cohor
     out : str, optional
         Write the normalised scores here.
     out_format : {"ipem", "kaldi"}, default="ipem"
+    allow_overlap : bool, default=False
+        Go on when the chain check fails (enrolled or cohort models adapted
+        from another UBM, raw scores of another UBM: :mod:`ipem.steps.chain`).
     controller : Controller, int, DirectView, str or None
         A cluster spec (``"mpi:4"``) is started after the step's checks.
     progress : bool, default=False
@@ -262,14 +290,23 @@ def normalize(ubm, scores, cohort, models_dir, *, source=None, method="s", cohor
     model_ids, enroll_index = _first_seen(t[0] for t in trials)
     test_ids, test_index = _first_seen(t[1] for t in trials)
     segments = dict(cohort)                     # cohort id -> feature files (one segment)
-    ubm = ubm_params(ubm)
+    ubm_name, ubm = name_of(ubm, "the UBM"), ubm_params(ubm)
     _check_headers(segments, ubm.means.shape[1], f"{cohort_name}: cohort member")
+    checks, digest = Checks(allow_overlap), gmm_digest(ubm)
+    raw_rec = read_companion(where) if isinstance(scores, (str, os.PathLike)) else None
+    if raw_rec is not None and raw_rec.get("ubm") not in (None, digest):
+        checks.refuse(f"{where} was scored with another UBM than {ubm_name} "
+                      f"({raw_rec.get('ubm_file') or 'a UBM'} {short(raw_rec['ubm'])}, not "
+                      f"{short(digest)})")
     if "enroll" in needs:
         models = _model_files(model_ids, models_dir, "model id", where)
+        _check_models(models, digest, ubm_name, checks)
     if "test" in needs:
         cmodels = _model_files(list(cohort), cohort_models, "cohort member", cohort_name)
+        _check_models(cmodels, digest, ubm_name, checks)
         tests = {t: _test_segment(t, source, where) for t in test_ids}
         _check_headers(tests, ubm.means.shape[1], f"{where}: test segment")
+    checks.warn_unknown()
     mats = {}
     logger.info("%s-norm of %d trials with a cohort of %d (%s)", method, len(trials),
                 len(cohort), cohort_name)
@@ -286,6 +323,14 @@ def normalize(ubm, scores, cohort, models_dir, *, source=None, method="s", cohor
                               top_n=top_n, **mats)
     if out is not None:
         write_score_file(out, trials, normed, out_format)
+        rec = dict(raw_rec or make_record("scores", ubm=digest, ubm_file=ubm_name))
+        rec.update(normalization=method, raw_scores_file=where, cohort_file=cohort_name,
+                   trials=trials_digest(trials), n_trials=len(trials))
+        allowed = list(rec.get("allowed_overlap", ())) + checks.allowed
+        rec.pop("allowed_overlap", None)
+        if allowed:
+            rec["allowed_overlap"] = allowed
+        write_companion(out, rec)
         logger.info("%s-normalised scores -> %s", method, out)
     return trials, normed
 
@@ -328,6 +373,50 @@ def _check_headers(sources, n_features, what):
                 if ref.n_features != n_features:
                     raise ValueError(f"{what} {name}: {ref.where()} has {ref.n_features} "
                                      f"features per frame, but the UBM has {n_features}")
+
+
+def _check_models(models, digest, ubm_name, checks):
+    """Records of the model files ``models`` (id -> path); refuse those of another UBM."""
+    recs, bad = {}, []
+    for mid, path in models.items():
+        rec = checks.record(path)
+        if rec is None:
+            continue
+        recs[mid] = rec
+        if rec.get("ubm") not in (None, digest):
+            bad.append((path, rec))
+    if bad:
+        path, rec = bad[0]
+        more = f" (and {len(bad) - 1} other models)" if len(bad) > 1 else ""
+        checks.refuse(f"{path}{more} was adapted from another UBM than {ubm_name} "
+                      f"({rec.get('ubm_file') or 'a UBM'} {short(rec.get('ubm'))}, not "
+                      f"{short(digest)})")
+    return recs
+
+
+def _check_trials(trials, pairs, recs, models, ubm_rec, ubm_name, where, checks):
+    """Refuse a UBM trained on the trials' segments, a model enrolled on its test segment."""
+    test_keys = {}
+    for t, (_, seg) in zip(trials, pairs):
+        if t[1] not in test_keys:
+            test_keys[t[1]] = utterance_keys(seg)
+    used = {}
+    for test, keys in test_keys.items():
+        for k in keys:
+            used.setdefault(k, f"test segment {test}")
+    for mid, rec in recs.items():
+        for k in rec.get("utterances", ()):
+            used.setdefault(k, f"the enrollment of {mid}")
+    if ubm_rec is not None:
+        msg = overlap_message(set(ubm_rec.get("utterances", ())), ubm_name, used, where)
+        if msg:
+            checks.refuse(msg)
+    enrolled = {mid: set(rec.get("utterances", ())) for mid, rec in recs.items()}
+    for t in trials:
+        if t[0] in enrolled and enrolled[t[0]].intersection(test_keys[t[1]]):
+            checks.refuse(f"{models[t[0]]} was enrolled on test segment {t[1]} of its trial "
+                          f"in {where}")
+            break
 
 
 def _model_files(ids, models_dir, what, where):

@@ -23,6 +23,8 @@ import numpy as np
 
 from ..io import read_list
 from ..io.preflight import check_output_file
+from ..io.provenance import (file_digest, gmm_digest, make_record, save_with_record, short,
+                             trials_digest, utterance_keys, write_companion)
 from ..ivector.backend import IvectorBackend, cosine_scores
 from ..ivector.extraction import extract_ivectors as ivectors_of
 from ..ivector.extraction import load_ivectors, save_ivectors
@@ -30,6 +32,7 @@ from ..ivector.total_variability import TotalVariability
 from ..speaker.map import ubm_params
 from ..speaker.normalization import NORMALIZATIONS, cohort_needs, normalize_scores
 from ..speaker.scorefiles import read_trials, write_score_file
+from .chain import Checks, name_of, overlap_message
 from .cluster import running
 
 logger = logging.getLogger(__name__)
@@ -61,7 +64,8 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
     plot : str or ipem.LivePlot, optional
         Convergence plot (PNG path, or a LivePlot to draw into).
     out : str, optional
-        The extractor file (:meth:`TotalVariability.save`).
+        The extractor file (:meth:`TotalVariability.save`), with its
+        provenance record (its UBM, the utterances trained on).
     controller : Controller, int, DirectView, str or None
         A cluster spec (``"mpi:2"``) is started after the checks.
     callbacks : list of callables, optional
@@ -83,7 +87,7 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
         own_plot = plot = LivePlot(title=f"total variability (R={rank})", path=os.fspath(plot))
     if plot is not None:
         callbacks.append(plot)
-    params = ubm_params(ubm)
+    ubm_name, params = name_of(ubm, None), ubm_params(ubm)
     logger.info("training a rank-%d total-variability matrix on %d utterances (UBM %d x %d)",
                 rank, len(utterances), *params.means.shape)
     with running(controller) as ctrl:
@@ -93,7 +97,12 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
     if own_plot is not None and hasattr(own_plot, "close"):
         own_plot.close()
     if out is not None:
-        tv.save(out)
+        keys = utterance_keys(list(utterances.values()) if isinstance(utterances, dict)
+                              else list(utterances))
+        ubm_rec = Checks().record(ubm) if isinstance(ubm, (str, os.PathLike)) else None
+        save_with_record(tv.save, out, make_record(
+            "extractor", ubm=gmm_digest(params), ubm_file=ubm_name, utterances=keys,
+            n_utterances=len(keys), ubm_record=ubm_rec))
     return tv
 
 
@@ -108,7 +117,9 @@ def extract_ivectors(extractor, utterances, *, out=None, controller=None, progre
         for utterances, :meth:`ipem.speaker.FeatureSource.enrollment` for
         speakers (their files pooled).
     out : str, optional
-        The i-vector file (:func:`ipem.ivector.save_ivectors`).
+        The i-vector file (:func:`ipem.ivector.save_ivectors`); for an
+        extractor file, with a provenance record (the extractor's digest and
+        record, each id's feature files).
     controller, progress
         As the other steps.
 
@@ -124,7 +135,13 @@ def extract_ivectors(extractor, utterances, *, out=None, controller=None, progre
     with running(controller) as ctrl:
         vecs = ivectors_of(tv, utterances, controller=ctrl, progress=progress)
     if out is not None:
-        save_ivectors(out, vecs)
+        rec = None
+        if isinstance(extractor, (str, os.PathLike)):
+            rec = make_record("ivectors", extractor=file_digest(extractor),
+                              extractor_file=os.fspath(extractor),
+                              extractor_record=Checks().record(extractor),
+                              sources={str(i): utterance_keys(f) for i, f in utterances.items()})
+        save_with_record(lambda path: save_ivectors(path, vecs), out, rec)
     logger.info("extracted %d i-vectors of dimension %d", len(vecs), tv.n_components)
     return vecs
 
@@ -140,7 +157,37 @@ def _vectors(ivectors):
     return dict(ivectors)
 
 
-def train_backend(ivectors, labels=None, *, lda_dim=None, wccn=True, plda_iter=10, out=None):
+def _iv_records(ivectors, checks):
+    """``[(file, record or None)]`` of the i-vector files among ``ivectors``."""
+    if isinstance(ivectors, (str, os.PathLike)):
+        return [(os.fspath(ivectors), checks.record(ivectors))]
+    if isinstance(ivectors, (list, tuple)):
+        return [pair for part in ivectors for pair in _iv_records(part, checks)]
+    return []
+
+
+def _one_extractor(recs, checks):
+    """The extractor digest of i-vector files' records; two extractors are refused."""
+    known = [(name, rec) for name, rec in recs if rec is not None and rec.get("extractor")]
+    for name, rec in known[1:]:
+        if rec["extractor"] != known[0][1]["extractor"]:
+            checks.refuse(f"{known[0][0]} and {name} hold i-vectors of different extractors "
+                          f"({short(known[0][1]['extractor'])}, {short(rec['extractor'])})")
+            break
+    return known[0][1] if known else None
+
+
+def _sources(recs):
+    """``id -> utterance keys`` from i-vector files' records."""
+    out = {}
+    for _, rec in recs:
+        if rec is not None:
+            out.update(rec.get("sources", {}))
+    return out
+
+
+def train_backend(ivectors, labels=None, *, lda_dim=None, wccn=True, plda_iter=10, out=None,
+                  allow_overlap=False):
     """Train centring, LDA, WCCN, length normalisation and PLDA on labelled i-vectors.
 
     Parameters
@@ -156,6 +203,10 @@ def train_backend(ivectors, labels=None, *, lda_dim=None, wccn=True, plda_iter=1
     wccn : bool, default=True
     plda_iter : int, default=10
     out : str, optional
+        The back-end file, with its provenance record (the i-vector files'
+        digests, the ids, speakers and utterances trained on).
+    allow_overlap : bool, default=False
+        Train even on i-vectors of two extractors (refused by default).
 
     Returns
     -------
@@ -163,6 +214,10 @@ def train_backend(ivectors, labels=None, *, lda_dim=None, wccn=True, plda_iter=1
     """
     if out is not None:
         check_output_file(out, "out")
+    checks = Checks(allow_overlap)
+    recs = _iv_records(ivectors, checks)
+    ext = _one_extractor(recs, checks)
+    checks.warn_unknown()
     vecs = _vectors(ivectors)
     lab = labels if isinstance(labels, dict) else read_labels(labels, vecs)
     ids = [i for i in vecs if i in lab]
@@ -172,7 +227,16 @@ def train_backend(ivectors, labels=None, *, lda_dim=None, wccn=True, plda_iter=1
     y = np.array([lab[i] for i in ids])
     be = IvectorBackend(lda_dim=lda_dim, wccn=wccn, plda=True, plda_iter=plda_iter).fit(X, y)
     if out is not None:
-        be.save(out)
+        sources = _sources(recs)
+        keys = sorted({k for i in ids for k in sources.get(i, ())})
+        speakers = sorted({str(v) for v in y})
+        save_with_record(be.save, out, make_record(
+            "backend", ivectors=[{"file": name, "digest": file_digest(name)} for name, _ in recs],
+            extractor=None if ext is None else ext["extractor"],
+            extractor_file=None if ext is None else ext.get("extractor_file"),
+            extractor_record=None if ext is None else ext.get("extractor_record"),
+            ids=ids, speakers=speakers, n_speakers=len(speakers), utterances=keys,
+            n_utterances=len(ids), **checks.fields()))
     return be
 
 
@@ -185,7 +249,7 @@ def _lookup(vecs, ids, what, where):
 
 
 def score_ivectors(ivectors, trials, *, backend="plda", model=None, cohort=None, norm=None,
-                   top_n=200, out=None):
+                   top_n=200, out=None, allow_overlap=False):
     """Score a trial list with i-vectors: cosine similarity or PLDA log-likelihood ratios.
 
     Parameters
@@ -205,7 +269,12 @@ def score_ivectors(ivectors, trials, *, backend="plda", model=None, cohort=None,
     top_n : int, default=200
         For adaptive S-norm.
     out : str, optional
-        The score file (``model test score [label]``).
+        The score file (``model test score [label]``), and its provenance
+        record ``<out>.provenance.json``.
+    allow_overlap : bool, default=False
+        Score even when the chain check fails (a back-end, extractor or UBM
+        trained on the trials' segments, i-vectors of another extractor than
+        the back-end's: :mod:`ipem.steps.chain`); the record keeps it.
 
     Returns
     -------
@@ -223,6 +292,8 @@ def score_ivectors(ivectors, trials, *, backend="plda", model=None, cohort=None,
     where = os.fspath(trials) if isinstance(trials, (str, os.PathLike)) else "trials"
     trials = read_trials(trials) if isinstance(trials, (str, os.PathLike)) else list(trials)
     vecs = _vectors(ivectors)
+    checks = Checks(allow_overlap)
+    chain = _check_ivector_chain(ivectors, model, trials, where, checks)
     be = IvectorBackend.load(model) if isinstance(model, (str, os.PathLike)) else model
     if backend == "plda" and (be is None or be.plda_ is None):
         raise ValueError("PLDA scoring needs a back-end trained with PLDA "
@@ -253,7 +324,63 @@ def score_ivectors(ivectors, trials, *, backend="plda", model=None, cohort=None,
                 f" and {norm}-norm" if norm else "")
     if out is not None:
         write_score_file(out, trials, scores)
+        write_companion(out, make_record(
+            "scores", system=f"i-vector {backend}", normalization=norm, **chain,
+            trials_file=where, trials=trials_digest(trials), n_trials=len(trials),
+            **checks.fields()))
     return trials, np.asarray(scores, dtype=np.float64)
+
+
+def _check_ivector_chain(ivectors, model, trials, where, checks):
+    """Refuse a back-end, extractor or UBM trained on the trials' segments, or of another
+    extractor; the fields of the score file's record."""
+    recs = _iv_records(ivectors, checks)
+    ext = _one_extractor(recs, checks)
+    be_name = name_of(model, None)
+    be_rec = checks.record(model) if be_name is not None else None
+    if ext is not None and be_rec is not None and be_rec.get("extractor") not in \
+            (None, ext["extractor"]):
+        checks.refuse(f"{be_name} was trained on i-vectors of another extractor than "
+                      f"{recs[0][0]}'s ({short(be_rec['extractor'])}, not "
+                      f"{short(ext['extractor'])})")
+    sources = _sources(recs)
+    tests = list(dict.fromkeys(t[1] for t in trials))
+    models = list(dict.fromkeys(t[0] for t in trials))
+    used = {}
+    for ids, what in ((tests, "test segment"), (models, "the enrollment of")):
+        for i in ids:
+            for k in sources.get(i, ()):
+                used.setdefault(k, f"{what} {i}")
+    if be_rec is not None:
+        trained_ids = set(be_rec.get("ids", ()))
+        leaked = [t for t in tests if t in trained_ids]
+        msg = (f"{be_name} was trained on {len(leaked)} test segment(s) of {where} (e.g. "
+               f"{leaked[0]})") if leaked else \
+            overlap_message(set(be_rec.get("utterances", ())), be_name, used, where)
+        if msg:
+            checks.refuse(msg)
+    ext_rec = None if ext is None else ext.get("extractor_record")
+    for rec, name in ((ext_rec, None if ext is None else ext.get("extractor_file")),
+                      ((ext_rec or {}).get("ubm_record"), (ext_rec or {}).get("ubm_file"))):
+        if rec is not None:
+            msg = overlap_message(set(rec.get("utterances", ())), name or "the extractor",
+                                  used, where)
+            if msg:
+                checks.refuse(msg)
+    checks.warn_unknown()
+    fields = {"ivectors": [name for name, _ in recs] or None}
+    if ext is not None:
+        fields.update(extractor=ext["extractor"], extractor_file=ext.get("extractor_file"),
+                      extractor_utterances=(ext_rec or {}).get("n_utterances"))
+    if be_name is not None:
+        fields.update(backend=file_digest(model), backend_file=be_name)
+    if be_rec is not None and "speakers" in be_rec:
+        speakers = set(be_rec["speakers"])
+        trial_speakers = set(models) | {Path(t).parent.name for t in tests if Path(t).parent.name}
+        fields.update(backend_speakers=len(speakers), backend_utterances=be_rec.get(
+            "n_utterances"), trial_speakers=len(trial_speakers),
+            shared_speakers=len(speakers & trial_speakers))
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def read_labels(path=None, ids=()):

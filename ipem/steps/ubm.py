@@ -9,6 +9,7 @@ import os
 
 from ..io import FeatureRef, list_features
 from ..io.preflight import check_input_file, check_output_file
+from ..io.provenance import keys_digest, make_record, save_with_record, utterance_keys
 from .cluster import running
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
         PNG to write the convergence plot to (every 10 iterations and at the
         end), or a LivePlot to draw into (e.g. in a notebook).
     out : str, optional
-        Save the trained model here (``UBMTrainer.save``).
+        Save the trained model here (``UBMTrainer.save``), with its provenance
+        record: the feature files trained on (:mod:`ipem.io.provenance`).
     controller : Controller, int, DirectView, str or None
         A cluster spec (``"mpi:4"``) is started after the step's checks.
     callbacks : callable or list of callables, optional
@@ -109,7 +111,9 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
                 logger.warning("cannot write the convergence plot %s: %s", own_plot.path, exc)
         raise
     if out is not None:             # the model first: it is what the hours were spent on
-        ubm.save(out)
+        keys = utterance_keys(feature_files)
+        save_with_record(ubm.save, out, make_record(
+            "ubm", utterances=keys, n_utterances=len(keys), utterances_digest=keys_digest(keys)))
         logger.info("UBM -> %s", out)
     if own_plot is not None:
         own_plot.close()
