@@ -4,13 +4,21 @@ In a Jupyter kernel with ipywidgets the bar is a widget; everywhere else it is
 tqdm's plain-text bar (on stdout in a kernel, where stderr is shown as an
 error stream; on stderr in a terminal).  The choice is made here instead of by
 ``tqdm.auto``, which warns "IProgress not found" in a kernel without ipywidgets.
+
+Where stderr is not a terminal (a batch job's log, a pipe, a file) a bar
+redrawn with carriage returns would become one endless line; there the
+progress is a line of counts (``extract:  40% 48/120 [00:12<00:18, 4.0file/s]``)
+at the start, then at most every :data:`LOG_INTERVAL` seconds, and at the end.
 """
 from __future__ import annotations
 
 import importlib.util
 import sys
 
-__all__ = ["in_notebook", "progress_bar", "progress_iter"]
+__all__ = ["LOG_INTERVAL", "in_notebook", "progress_bar", "progress_iter"]
+
+#: Seconds between two progress lines where stderr is not a terminal (a log file).
+LOG_INTERVAL = 5.0
 
 
 def in_notebook():
@@ -39,11 +47,42 @@ def _bar_class():
     return tqdm
 
 
+class _Lines:
+    """A text stream for tqdm that gives every redraw a line of its own.
+
+    tqdm redraws its bar with ``"\\r" + text + padding``; written to a file,
+    that is one line that grows for as long as the work runs.  Here each
+    redraw becomes ``text + "\\n"`` and blank redraws vanish.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        text = text.replace("\r", "").rstrip()
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self):
+        self.stream.flush()
+
+
+def _is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):        # no isatty, or closed
+        return False
+
+
 def _make(iterable, total, desc, enabled, unit):
     cls = _bar_class()
     kwargs = {}
-    if in_notebook() and cls.__module__ == "tqdm.std":
-        kwargs["file"] = sys.stdout
+    if in_notebook():
+        if cls.__module__ == "tqdm.std":
+            kwargs["file"] = sys.stdout
+    elif not _is_terminal(sys.stderr):
+        # a log: lines of counts (no bar: ncols=0), one every LOG_INTERVAL seconds at most
+        kwargs.update(file=_Lines(sys.stderr), ncols=0, mininterval=LOG_INTERVAL)
     return cls(iterable, total=total, desc=desc, unit=unit, disable=not enabled, **kwargs)
 
 

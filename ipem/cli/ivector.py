@@ -46,7 +46,7 @@ def run_train_ivector(args):
     tv = train_ivector(args.ubm, utts, rank=args.rank, n_iter=args.iter,
                        top_c=args.top_c or None,     # the option's 0 is the API's None: all
                        seed=args.seed, checkpoint=args.checkpoint, plot=args.plot, out=args.out,
-                       controller=args.cluster, callbacks=[_print_record])
+                       controller=args.cluster, callbacks=[] if args.quiet else [_print_record])
     print(f"total variability: rank {tv.n_components}, {len(utts)} utterances, "
           f"{tv.n_iter_} iterations, objective/frame {tv.lower_bound_:.5f} -> {args.out}")
     return 0

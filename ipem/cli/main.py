@@ -33,12 +33,20 @@ directory (extract, adapt) writes it all or nothing.
 An error is one line 'ipem <command>: error: ...' on stderr; the exit status
 is 2 for a wrong command line, 1 for anything that goes wrong while running.
 SIGTERM and SIGINT stop a step cleanly (engines stopped, the last checkpoint
-kept): one line on stderr and exit status 128 + the signal number.
+kept): one line on stderr and exit status 128 + the signal number.  Output
+into a pipe that closes early ('ipem evaluate ... | head -1') ends quietly
+with status 141 (128 + SIGPIPE), as a shell tool killed by SIGPIPE would.
+
+--quiet leaves errors and each step's result (its one summary line, or
+evaluate's report): no progress bars, no per-iteration lines, no log below
+ERROR.  Progress into a terminal is a bar; into a file or pipe (a batch log)
+it is a line every few seconds (:mod:`ipem.progress`).
 """
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -109,6 +117,31 @@ def _log_handler(args):
     return handler
 
 
+def _stdout_closed():
+    """Whether the reader of stdout is gone (a pipe whose other end closed)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):   # no descriptor (captured), or no poll
+        return False
+
+
+def _closed_pipe():
+    """End quietly after the reader of stdout went away; returns 128 + SIGPIPE.
+
+    Later writes (and Python's own flush at exit) go to ``/dev/null``
+    instead of raising again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in-process)
+        pass
+    return 128 + int(signal.SIGPIPE)
+
+
 def main(argv=None):
     """Run ``ipem`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
@@ -129,7 +162,14 @@ def main(argv=None):
         old_int = signal.signal(signal.SIGINT, raise_terminated)
     try:
         check_paths(args, args.parser.paths)
-        return args.func(args)      # a step starts its cluster once its checks have passed
+        status = args.func(args)    # a step starts its cluster once its checks have passed
+        sys.stdout.flush()          # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            return _closed_pipe()
+        print(f"ipem {args.command}: error: {_message(args, exc)}", file=sys.stderr)
+        return 1
     except (ValueError, OSError, ArithmeticError, MemoryError, RuntimeError,
             ImportError) as exc:
         print(f"ipem {args.command}: error: {_message(args, exc)}", file=sys.stderr)

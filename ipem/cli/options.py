@@ -231,7 +231,8 @@ def common_options(sp, cluster=True):
     else:
         sp.set_defaults(cluster=None)
     sp.add_argument("--quiet", action="store_true",
-                    help="no progress bars; log errors only")
+                    help="no progress bars or iteration lines; log errors only (the "
+                         "step's result line stays)")
     sp.add_argument("-v", "--verbose", action="count", default=0,
                     help="log what the steps do (-vv: debugging detail)")
 

@@ -57,7 +57,7 @@ def run(args):
                     stage_iter=args.stage_iter, final_iter=args.final_iter, tol=args.tol,
                     variance_floor=args.variance_floor, seed=args.seed,
                     checkpoint=args.checkpoint, plot=args.plot, out=args.out,
-                    controller=args.cluster, callbacks=[_print_record])
+                    controller=args.cluster, callbacks=[] if args.quiet else [_print_record])
     print(f"UBM: {ubm.weights_.size} Gaussians, {ubm.n_iter_} iterations, "
           f"log-likelihood/frame {ubm.lower_bound_:.4f} -> {args.out}")
     return 0

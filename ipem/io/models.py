@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 import zipfile
 import zlib
@@ -43,9 +44,9 @@ import numpy as np
 
 from ..em.records import IterationRecord, records_from_json, records_to_json
 
-__all__ = ["MAX_ARRAY_BYTES", "MAX_TEXT_BYTES", "array_limits", "check_gmm", "check_model_id",
-           "history_from", "invalid_model_file", "load_model", "model_file", "read_member",
-           "read_npz",
+__all__ = ["MAX_ARRAY_BYTES", "MAX_TEXT_BYTES", "OTHER_KINDS", "array_limits", "check_gmm",
+           "check_model_id", "declared_kind", "history_from", "invalid_model_file", "load_model",
+           "model_file", "read_member", "read_npz",
            "records_from_json", "records_to_json", "rng_from_arrays", "rng_to_arrays",
            "text_scalar"]
 
@@ -379,6 +380,39 @@ def history_from(z: dict, path) -> list[IterationRecord]:
     return records
 
 
+#: The ``kind`` that ipem's other ``.npz`` files declare, and what each is called
+#: in the error when one is given where a UBM is expected.
+OTHER_KINDS = {
+    "ipem-ivector-extractor": "an i-vector extractor",
+    "ipem-ivector-checkpoint": "an i-vector training checkpoint",
+    "ipem-ivectors": "an i-vector file",
+    "ipem-ivector-backend": "an i-vector back-end",
+    "ipem-speaker-model": "a speaker model",
+}
+
+
+def declared_kind(path) -> str | None:
+    """The ``kind`` an ipem ``.npz`` file declares, read without reading anything else.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"ipem-ivector-extractor"``; None where the file declares none
+        (UBM files and checkpoints) or cannot be read (the full read then
+        says why).
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):     # a FIFO or a device: never opened here
+            return None
+        with zipfile.ZipFile(os.fspath(path)) as zf:
+            info = zf.getinfo("kind.npy")
+            kind = _read_member(zf, info, "kind", SMALL_ARRAY_BYTES)
+    except (KeyError, _Invalid, zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
+            struct.error, NotImplementedError, UnicodeDecodeError, OverflowError):
+        return None
+    return str(kind[()]) if kind.ndim == 0 and kind.dtype.kind == "U" else None
+
+
 def load_model(path, *, n_components=None, n_features=None) -> dict:
     """Read and check a model or checkpoint file written by :class:`ipem.UBMTrainer`.
 
@@ -401,8 +435,14 @@ def load_model(path, *, n_components=None, n_features=None) -> dict:
         ``"not a valid ipem model file: <path> (...)"`` if the file is not a
         plain ``.npz`` within the size limits (:func:`read_npz`) or the model
         fails :func:`check_gmm`; ``"<path>: not an ipem model file (no
-        'weights')"`` if an array is missing.
+        'weights')"`` if an array is missing; ``"<path>: an i-vector
+        extractor, not a UBM"`` for another kind of ipem file
+        (:data:`OTHER_KINDS`).
     """
+    # first: an extractor holds a UBM's arrays too, and a big T is over a UBM's limits
+    other = OTHER_KINDS.get(declared_kind(path))
+    if other is not None:
+        raise ValueError(f"{os.fspath(path)}: {other}, not a UBM")
     out = read_npz(path, array_limits(n_components, n_features))
     for key in ("weights", "means", "covariances"):
         if key not in out:

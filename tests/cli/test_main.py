@@ -4,6 +4,9 @@ Nothing here needs speech tools: feature files are written directly from
 synthetic frames, as if ``ipem extract`` had made them from ``wav/...`` audio.
 """
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -77,7 +80,8 @@ def test_steps_chained_through_files(world, capsys, tmp_path):
     handlers = list(logging.getLogger("ipem").handlers)
     common = ["--features", str(feats), "--root", str(corpus), "--quiet"]
     ubm = tmp_path / "ubm.npz"
-    assert main(["train-ubm", *common, "--list", str(corpus / "ubm.lst"), "-K", "4",
+    # without --quiet: a line per iteration
+    assert main(["train-ubm", *common[:-1], "--list", str(corpus / "ubm.lst"), "-K", "4",
                  "--stage-iter", "3", "--final-iter", "4", "--out", str(ubm)]) == 0
     out, err = capsys.readouterr()
     assert "UBM: 4 Gaussians" in out and str(ubm) in out and ubm.exists()
@@ -128,9 +132,87 @@ def test_verbose_logs_the_steps_quiet_does_not(world, capsys, tmp_path):
     assert "INFO ipem.steps.gmm: MAP-adapting 4 speaker models" in err
 
 
+def test_quiet_leaves_errors_and_the_result_line(world, capsys, tmp_path):
+    """--quiet: no iteration lines, no bars, no log below ERROR; the result line stays."""
+    root, corpus, feats = world
+    ubm = tmp_path / "ubm.npz"
+    assert main(["train-ubm", "--features", str(feats), "--root", str(corpus), "--list",
+                 str(corpus / "ubm.lst"), "-K", "4", "--stage-iter", "3", "--final-iter", "4",
+                 "--out", str(ubm), "--quiet", "-v"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [out.strip()] and out.startswith("UBM: 4 Gaussians") \
+        and str(ubm) in out
+    assert err == ""
+
+
+def test_progress_in_a_log_is_lines_not_a_bar(world, capsys, tmp_path):
+    """stderr here is not a terminal (as in a batch log): lines of counts, no redrawn bar."""
+    root, corpus, feats = world
+    assert main(["adapt", "--features", str(feats), "--root", str(corpus), "--ubm",
+                 str(root / "ubm.npz"), "--enroll", str(corpus / "enroll.lst"), "--out-dir",
+                 str(tmp_path / "m")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "|" not in err
+    lines = err.splitlines()
+    assert 2 <= len(lines) <= 4 and all(len(line) < 100 for line in lines), lines
+    assert lines[0].startswith("MAP adaptation:   0% 0/4") and "4/4" in lines[-1]
+
+
+def _evaluate(stdout, scores):
+    return subprocess.run([sys.executable, "-m", "ipem.cli", "evaluate", "--scores",
+                           str(scores)], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def score_file(tmp_path):
+    scores = tmp_path / "scores.txt"
+    scores.write_text("a u1 1.0 target\na u2 0.5 nontarget\nb u3 2 target\nb u4 -1 nontarget\n")
+    return scores
+
+
+def test_closed_pipe_ends_quietly(score_file):
+    """A reader that is gone before ipem writes: no error, status 128 + SIGPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        run = _evaluate(write_end, score_file)
+    finally:
+        os.close(write_end)
+    assert run.stderr == ""
+    assert run.returncode == 141
+
+
+def test_evaluate_into_head(score_file):
+    """``ipem evaluate ... | head -1`` in a shell: the first line, nothing on stderr."""
+    run = subprocess.run(["bash", "-o", "pipefail", "-c",
+                          f"'{sys.executable}' -m ipem.cli evaluate --scores '{score_file}' "
+                          "| head -1"], capture_output=True, text=True, timeout=120)
+    assert run.stdout == "trials: 2 target, 2 non-target\n" and run.stderr == ""
+    assert run.returncode in (0, 141)       # 141 when head had gone before ipem wrote
+
+
 # ---------------------------------------------------------------------------
 # errors: one line naming the problem; exit status 1 (runtime) or 2 (usage)
 # ---------------------------------------------------------------------------
+
+def test_wrong_kind_of_model_file_is_named(world, capsys, tmp_path):
+    root, corpus, feats = world
+    common = ["--features", str(feats), "--root", str(corpus), "--quiet"]
+    tv = tmp_path / "tv.npz"
+    assert main(["train-ivector", "--ubm", str(root / "ubm.npz"), "--list",
+                 str(corpus / "ubm.lst"), "-R", "2", "--iter", "1", "--out", str(tv),
+                 *common]) == 0
+    capsys.readouterr()
+    line = _error(capsys, ["adapt", "--ubm", str(tv), "--enroll", str(corpus / "enroll.lst"),
+                           "--out-dir", str(tmp_path / "m"), *common])
+    assert line == f"ipem adapt: error: {tv}: an i-vector extractor, not a UBM"
+    model = tmp_path / "spk0.npz"
+    SpeakerModel("spk0", *ipem.speaker.ubm_params(str(root / "ubm.npz"))).save(model)
+    line = _error(capsys, ["train-ivector", "--ubm", str(model), "--list",
+                           str(corpus / "ubm.lst"), "--out", str(tmp_path / "t.npz"), *common])
+    assert line == f"ipem train-ivector: error: {model}: a speaker model, not a UBM"
+
 
 @pytest.mark.parametrize("spec, problem", [
     ("mpi:0", "'mpi:0': the number of shards/engines must be a positive integer"),
