@@ -21,6 +21,7 @@ from collections import namedtuple
 from typing import Mapping
 
 import numpy as np
+from scipy.optimize import isotonic_regression
 
 __all__ = [
     "OperatingPoint",
@@ -158,24 +159,31 @@ def compute_eer(tar, non) -> float:
 # ---------------------------------------------------------------------------
 # ROC convex hull
 # ---------------------------------------------------------------------------
-def _pav(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pool-adjacent-violators: non-decreasing least-squares fit of ``y``.
+def _pav_blocks(labels: np.ndarray) -> np.ndarray:
+    """Pool-adjacent-violators on a 0/1 sequence: where its monotone fit's blocks start.
 
-    Returns the block values and block widths (adjacent blocks with equal
-    fitted values are pooled too, so the values are strictly increasing).
+    SciPy's :func:`scipy.optimize.isotonic_regression` finds the blocks of
+    the non-decreasing least-squares fit; adjacent blocks holding the same
+    fraction of ones are pooled here too, compared exactly in integers (the
+    fit is unique, so the blocks are those of any exact PAV).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray of shape (n,)
+        0.0 and 1.0.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_blocks + 1,)
+        Block edges: ``0 = edges[0] < ... < edges[-1] = n``; the fitted
+        values (the blocks' fractions of ones) strictly increase.
     """
-    vals: list[float] = []
-    widths: list[int] = []
-    for v in y:
-        vals.append(float(v))
-        widths.append(1)
-        while len(vals) >= 2 and vals[-2] >= vals[-1]:
-            w = widths[-2] + widths[-1]
-            vals[-2] = (vals[-2] * widths[-2] + vals[-1] * widths[-1]) / w
-            widths[-2] = w
-            vals.pop()
-            widths.pop()
-    return np.asarray(vals), np.asarray(widths, dtype=np.int64)
+    blocks = isotonic_regression(labels).blocks
+    width = np.diff(blocks)
+    ones = np.add.reduceat(labels, blocks[:-1]).astype(np.int64)
+    # block i+1 holds the same fraction as block i: ones[i+1]/width[i+1] == ones[i]/width[i]
+    same = ones[1:] * width[:-1] == ones[:-1] * width[1:]
+    return np.concatenate([blocks[:-1][np.concatenate([[True], ~same])], blocks[-1:]])
 
 
 def rocch(tar, non) -> tuple[np.ndarray, np.ndarray]:
@@ -206,8 +214,7 @@ def rocch(tar, non) -> tuple[np.ndarray, np.ndarray]:
     # the target-first concatenation), the pessimistic tie order.
     order = np.argsort(scores, kind="stable")
     labels = labels[order]
-    _, widths = _pav(labels)
-    edges = np.concatenate([[0], np.cumsum(widths)])  # trials below each vertex
+    edges = _pav_blocks(labels)  # trials below each vertex
     tar_below = np.concatenate([[0.0], np.cumsum(labels)])[edges]
     non_below = edges - tar_below
     p_miss = tar_below / tar.size
@@ -239,17 +246,14 @@ def rocch_eer(tar, non) -> float:
         ROCCH-EER as a fraction in [0, 0.5].
     """
     pm, pf = rocch(tar, non)
-    eer = 0.0
-    for i in range(pm.size - 1):
-        f1, f2, m1, m2 = pf[i], pf[i + 1], pm[i], pm[i + 1]
-        df, dm = f1 - f2, m2 - m1
-        if df == 0 or dm == 0:
-            continue
-        # line through the points: m = m1 + (f1 - f) * dm/df  ->  at f = m = e:
-        # e = (m1 + f1 * dm/df) / (1 + dm/df) = (m1 df + f1 dm) / (df + dm)
-        e = (m1 * df + f1 * dm) / (df + dm)
-        eer = max(eer, e)
-    return float(eer)
+    f1, f2, m1, m2 = pf[:-1], pf[1:], pm[:-1], pm[1:]
+    df, dm = f1 - f2, m2 - m1
+    sloped = (df != 0) & (dm != 0)
+    df, dm, f1, m1 = df[sloped], dm[sloped], f1[sloped], m1[sloped]
+    # line through the points: m = m1 + (f1 - f) * dm/df  ->  at f = m = e:
+    # e = (m1 + f1 * dm/df) / (1 + dm/df) = (m1 df + f1 dm) / (df + dm)
+    e = (m1 * df + f1 * dm) / (df + dm)
+    return float(max(0.0, e.max(initial=0.0)))
 
 
 # ---------------------------------------------------------------------------
@@ -395,28 +399,26 @@ def cllr(tar, non) -> float:
     return _cllr(tar, non)
 
 
-def _pav_weighted(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted pool-adjacent-violators: non-decreasing weighted least-squares fit.
+def _pav_fractions(ones: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Weighted pool-adjacent-violators of the fractions ``ones / n``.
 
-    Returns the block values (strictly increasing) and, per block, how many
-    entries of ``y`` it pools.
+    The non-decreasing fit with the least ``n``-weighted squared error
+    (SciPy's :func:`scipy.optimize.isotonic_regression`); each block's value
+    is its pooled ``sum(ones) / sum(n)``, one division of exact sums.
+
+    Parameters
+    ----------
+    ones, n : numpy.ndarray of shape (n_groups,)
+        Targets and trials per group (per unique score), ``n > 0``.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_groups,)
+        The fitted fraction of every group.
     """
-    vals: list[float] = []
-    weights: list[float] = []
-    counts: list[int] = []
-    for v, wi in zip(y.tolist(), w.tolist()):
-        vals.append(v)
-        weights.append(wi)
-        counts.append(1)
-        while len(vals) >= 2 and vals[-2] >= vals[-1]:
-            wt = weights[-2] + weights[-1]
-            vals[-2] = (vals[-2] * weights[-2] + vals[-1] * weights[-1]) / wt
-            weights[-2] = wt
-            counts[-2] += counts[-1]
-            vals.pop()
-            weights.pop()
-            counts.pop()
-    return np.asarray(vals), np.asarray(counts, dtype=np.int64)
+    blocks = isotonic_regression(ones / n, weights=n).blocks
+    vals = np.add.reduceat(ones, blocks[:-1]) / np.add.reduceat(n, blocks[:-1])
+    return np.repeat(vals, np.diff(blocks))
 
 
 def optimal_llr(tar, non) -> tuple[np.ndarray, np.ndarray]:
@@ -449,8 +451,7 @@ def optimal_llr(tar, non) -> tuple[np.ndarray, np.ndarray]:
     u, inv = np.unique(scores, return_inverse=True)
     n = np.bincount(inv, minlength=u.size).astype(np.float64)
     n_tar = np.bincount(inv, weights=labels, minlength=u.size)
-    vals, counts = _pav_weighted(n_tar / n, n)
-    post = np.repeat(vals, counts)[inv]
+    post = _pav_fractions(n_tar, n)[inv]
     with np.errstate(divide="ignore"):
         llr = np.log(post) - np.log1p(-post) - math.log(tar.size / non.size)
     return llr[: tar.size], llr[tar.size:]

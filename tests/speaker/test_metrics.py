@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ipem.speaker.metrics import (SRE2008, SRE2010, act_dcf, bayes_threshold, compute_eer,
-                                  det_curve, min_dcf, plot_det, rocch, rocch_eer)
+                                  det_curve, min_cllr, min_dcf, plot_det, rocch, rocch_eer)
 
 # Running example used throughout:
 #   targets     : 0.9 0.8 0.4          (N_tar = 3)
@@ -211,3 +211,118 @@ def test_plot_det_into_given_axes(tmp_path):
         plot_det({})
     with pytest.raises(ValueError, match="target scores are empty"):
         plot_det({"x": ([], NON)}, ax=ax)
+
+
+# ---------------------------------------------------------------------------
+# PAV from SciPy, DET points beside scikit-learn's: the same numbers as the Python
+# loops they replaced (kept here as the reference)
+# ---------------------------------------------------------------------------
+
+def reference_pav(y, w):
+    """The weighted pool-adjacent-violators loop ipem had: block values, entries per block."""
+    vals, weights, counts = [], [], []
+    for v, wi in zip(np.asarray(y, float).tolist(), np.asarray(w, float).tolist()):
+        vals.append(v)
+        weights.append(wi)
+        counts.append(1)
+        while len(vals) >= 2 and vals[-2] >= vals[-1]:
+            wt = weights[-2] + weights[-1]
+            vals[-2] = (vals[-2] * weights[-2] + vals[-1] * weights[-1]) / wt
+            weights[-2] = wt
+            counts[-2] += counts[-1]
+            vals.pop()
+            weights.pop()
+            counts.pop()
+    return np.asarray(vals), np.asarray(counts, dtype=np.int64)
+
+
+def reference_rocch(tar, non):
+    """ROCCH vertices by the reference PAV loop over the target-first sorted labels."""
+    tar, non = np.asarray(tar, float), np.asarray(non, float)
+    labels = np.concatenate([np.ones(tar.size), np.zeros(non.size)])
+    labels = labels[np.argsort(np.concatenate([tar, non]), kind="stable")]
+    _, widths = reference_pav(labels, np.ones(labels.size))
+    edges = np.concatenate([[0], np.cumsum(widths)])
+    tar_below = np.concatenate([[0.0], np.cumsum(labels)])[edges]
+    return tar_below / tar.size, 1.0 - (edges - tar_below) / non.size
+
+
+def reference_rocch_eer(tar, non):
+    pm, pf = reference_rocch(tar, non)
+    eer = 0.0
+    for i in range(pm.size - 1):
+        df, dm = pf[i] - pf[i + 1], pm[i + 1] - pm[i]
+        if df != 0 and dm != 0:
+            eer = max(eer, (pm[i] * df + pf[i] * dm) / (df + dm))
+    return eer
+
+
+def reference_min_cllr(tar, non):
+    tar, non = np.asarray(tar, float), np.asarray(non, float)
+    scores = np.concatenate([tar, non])
+    labels = np.concatenate([np.ones(tar.size), np.zeros(non.size)])
+    u, inv = np.unique(scores, return_inverse=True)
+    n = np.bincount(inv, minlength=u.size).astype(float)
+    n_tar = np.bincount(inv, weights=labels, minlength=u.size)
+    vals, counts = reference_pav(n_tar / n, n)
+    post = np.repeat(vals, counts)[inv]
+    with np.errstate(divide="ignore"):
+        llr = np.log(post) - np.log1p(-post) - math.log(tar.size / non.size)
+    with np.errstate(over="ignore"):
+        c = np.mean(np.logaddexp(0, -llr[:tar.size])) + np.mean(np.logaddexp(0, llr[tar.size:]))
+    return 0.5 * c / math.log(2.0)
+
+
+def _score_sets():
+    rng = np.random.default_rng(7)
+    sets = {"hand": (TAR, NON), "separated": ([3.0, 4.0], [1.0, 2.0]),
+            "reversed": ([1.0, 2.0], [3.0, 4.0]), "all tied": ([1.0] * 3, [1.0] * 5)}
+    for name, (n_tar, n_non, digits) in {"gaussian": (300, 3000, None),
+                                         "ties": (200, 2000, 1), "coarse ties": (50, 500, 0),
+                                         "few targets": (3, 4000, 2)}.items():
+        tar, non = rng.normal(2.0, 1.0, n_tar), rng.normal(0.0, 1.5, n_non)
+        if digits is not None:          # rounded: many tied scores, within and across classes
+            tar, non = np.round(tar, digits), np.round(non, digits)
+        sets[name] = (tar, non)
+    return sets
+
+
+SCORE_SETS = _score_sets()
+
+
+@pytest.mark.parametrize("name", SCORE_SETS)
+def test_rocch_equals_the_reference_pav(name):
+    tar, non = SCORE_SETS[name]
+    pm, pf = rocch(tar, non)
+    ref_pm, ref_pf = reference_rocch(tar, non)
+    np.testing.assert_array_equal(pm, ref_pm)
+    np.testing.assert_array_equal(pf, ref_pf)
+    assert rocch_eer(tar, non) == reference_rocch_eer(tar, non)
+
+
+@pytest.mark.parametrize("name", SCORE_SETS)
+def test_min_cllr_equals_the_reference_pav(name):
+    tar, non = SCORE_SETS[name]
+    # the pooled values are one division of exact sums here, running weighted means there
+    np.testing.assert_allclose(min_cllr(tar, non), reference_min_cllr(tar, non),
+                               rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", SCORE_SETS)
+def test_det_points_are_scikit_learns(name):
+    """scikit-learn's det_curve gives the same points, less the runs at either end where
+    a rate stays 0 (off a DET plot), so ipem keeps its own, which compute_eer needs whole."""
+    from sklearn.metrics import det_curve as sk_det_curve
+
+    tar, non = SCORE_SETS[name]
+    pm, pf = det_curve(tar, non)
+    scores = np.concatenate([tar, non])
+    sk_fa, sk_miss, thresholds = sk_det_curve(
+        np.concatenate([np.ones(len(tar)), np.zeros(len(non))]), scores)
+    # ipem's point k accepts the scores >= the k-th smallest unique score
+    k = np.searchsorted(np.unique(scores), thresholds)
+    assert np.all(np.diff(k) == 1)          # a contiguous run of ipem's points
+    # the same counts; ipem's P_fa is 1 - accepted/n, scikit-learn's rejected/n (one rounding)
+    np.testing.assert_allclose(pf[k], sk_fa, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(pm[k], sk_miss, rtol=0, atol=1e-15)
+    assert np.all(pm[:k[0]] == 0) and np.all(pf[k[-1] + 1:] == 0)    # what it leaves out
