@@ -20,6 +20,8 @@ and private, because only this template calls them:
 ``_n_init() -> int``, ``_min_samples() -> int``
 ``_finish_run(data, result)``
     after each initialisation's EM (k-means: the final inertia)
+``_warm_objective() -> float or None``
+    the previous fit's objective when warm-starting (first convergence test)
 ``_set_fitted(result, data)``
 ``_fit_runs(data, rng, given) -> EMResult``
     overridden by staged training (:mod:`ipem.em.staged`)
@@ -78,6 +80,14 @@ class EMEstimator(BaseEstimator):
     def _finish_run(self, data, result):
         pass
 
+    def _warm_objective(self):
+        """Objective of the previous fit when this one continues it (warm start), else None.
+
+        EM's first convergence test then compares with it, as an uninterrupted
+        run would (scikit-learn's ``warm_start`` does the same with ``lower_bound_``).
+        """
+        return None
+
     # --- the template -------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None):
         """Estimate the model parameters with EM.
@@ -110,10 +120,12 @@ class EMEstimator(BaseEstimator):
         finally:
             if owned:
                 data.free()  # never raises: the error that brought us here stays the error
-        if self._warn_unconverged and not result.converged:
-            warnings.warn(f"{type(self).__name__} did not converge in {result.n_iter} "
-                          "iterations; try a larger max_iter or tol, or check the "
-                          "initialisation.", ConvergenceWarning, stacklevel=3)
+        if self._warn_unconverged and not result.converged and result.n_iter > 0:
+            # scikit-learn's words (its tests match them), then which model and how far
+            warnings.warn("Best performing initialization did not converge. Try different "
+                          "init parameters, or increase max_iter, tol, or check for "
+                          f"degenerate data. ({type(self).__name__} stopped after "
+                          f"{result.n_iter} iterations.)", ConvergenceWarning, stacklevel=3)
         return out
 
     def _fit_data(self, X, sample_weight):
@@ -139,7 +151,7 @@ class EMEstimator(BaseEstimator):
         for _ in range(self._n_init()):
             params = initialize_recovering(self, data, rng, given)
             result = EMLoop(self, data, callbacks=callbacks, start_time=t_start).run(
-                params, self.max_iter)
+                params, self.max_iter, previous=self._warm_objective())
             ctrl.retry_lost(lambda: self._finish_run(data, result))
             if best is None or (result.objective > best.objective if self._maximize
                                 else result.objective < best.objective):

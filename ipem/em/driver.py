@@ -156,6 +156,8 @@ class EMLoop:
         params : dict
             Initial parameters.
         max_iter : int
+            0: no iteration; the result holds ``params`` with objective -inf
+            and ``n_iter`` 0 (scikit-learn's ``max_iter=0``).
         previous : float, optional
             Objective of the iteration before ``params`` (when resuming), so
             the first convergence test is the same as in an uninterrupted run.

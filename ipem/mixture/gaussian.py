@@ -24,9 +24,13 @@ from ..kernels import check_approximation, get_kernels
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
-_COV_ERROR = ("Fitting the mixture model failed: component {k} has an ill-defined covariance "
-              "(a singleton or collapsed set of frames). Decrease n_components, increase "
-              "reg_covar (now {reg}), or scale the features.")
+# scikit-learn's words (its tests match them), then ipem's: where scikit-learn can return
+# a degenerate model (a variance of rounding noise), ipem's summed statistics give exactly 0
+_COV_ERROR = ("Fitting the mixture model failed because some components have ill-defined "
+              "empirical covariance (for instance caused by singleton or collapsed samples). "
+              "Try to decrease the number of components, increase reg_covar, or scale the "
+              "input data. (Component {k} has an ill-defined covariance with reg_covar={reg}; "
+              "ipem raises rather than return a model whose variance is rounding noise.)")
 
 
 
@@ -116,6 +120,26 @@ def precision_cholesky(covariances, cov_type, reg_covar):
             int(np.flatnonzero(covariances <= 0.0)[0])
         raise ValueError(_COV_ERROR.format(k=k, reg=reg_covar))
     return 1.0 / np.sqrt(covariances)
+
+
+def covariances_from_precisions(precisions, cov_type):
+    """Covariances from precisions (their inverses), in the layout of ``cov_type``.
+
+    Parameters
+    ----------
+    precisions : ndarray
+        (K, D, D) full, (D, D) tied, (K, D) diag, (K,) spherical.
+    cov_type : {"full", "tied", "diag", "spherical"}
+
+    Returns
+    -------
+    ndarray of the shape of ``precisions``
+    """
+    if cov_type == "full":
+        return np.linalg.inv(precisions)
+    if cov_type == "tied":
+        return linalg.inv(precisions)
+    return 1.0 / precisions
 
 
 def precisions_from_cholesky(prec_chol, cov_type):

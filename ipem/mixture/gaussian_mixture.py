@@ -5,6 +5,8 @@ is in :mod:`ipem.mixture.gaussian`.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from scipy import linalg
 from sklearn.base import DensityMixin
@@ -15,10 +17,11 @@ from ..cluster.kmeans import kmeans_plusplus_distributed
 from ..em.base import EMEstimator, sample_distinct
 from ..kernels import get_kernels
 from ..parallel import DistributedData
-from ..validation import check_float, check_int, check_option, check_param_array
-from .gaussian import (COVARIANCE_TYPES, gmm_e_step, gmm_frames, kmeans_init_stats, m_step,
-                       precision_cholesky, precisions_from_cholesky, random_stats, soft_stats,
-                       upper_factor)
+from ..errors import ParameterError
+from ..validation import check_float, check_int, check_numeric_array, check_option
+from .gaussian import (COVARIANCE_TYPES, covariances_from_precisions, gmm_e_step, gmm_frames,
+                       kmeans_init_stats, m_step, precision_cholesky, precisions_from_cholesky,
+                       random_stats, soft_stats, upper_factor)
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -28,7 +31,9 @@ class GaussianMixture(DensityMixin, EMEstimator):
 
     Follows :class:`sklearn.mixture.GaussianMixture` (names, defaults,
     semantics); with the same initial parameters the fitted model agrees with
-    scikit-learn's to about 1e-10 relative in float64.
+    scikit-learn's to about 1e-10 relative in float64.  The fitted arrays are
+    float32 when the frames were (EM accumulates in float64), and
+    ``score_samples`` and ``predict_proba`` return the dtype of their ``X``.
 
     Parameters
     ----------
@@ -37,8 +42,14 @@ class GaussianMixture(DensityMixin, EMEstimator):
     tol : float, default=1e-3
         Convergence threshold on the change of the mean log-likelihood.
     reg_covar : float, default=1e-6
-        Added to the diagonal of every covariance.
+        Added to the diagonal of every covariance.  Unlike scikit-learn, a
+        component whose covariance is not positive (a single frame, or
+        collapsed frames, with ``reg_covar=0``) is a ValueError, never a
+        model whose variance is rounding noise: ipem's summed statistics give
+        such a component a variance of exactly 0.
     max_iter : int, default=100
+        0: ``fit`` returns the initialisation (``n_iter_`` 0, ``lower_bound_``
+        -inf, no ConvergenceWarning), as scikit-learn does.
     n_init : int, default=1
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
         ``"kmeans"`` runs :class:`ipem.KMeans` over the same controller;
@@ -50,8 +61,11 @@ class GaussianMixture(DensityMixin, EMEstimator):
         Shape depends on ``covariance_type`` as in scikit-learn.
     random_state : int, RandomState or None
     warm_start : bool, default=False
-        Start from the fitted parameters of the previous ``fit``.
+        Start from the fitted parameters of the previous ``fit`` and compare
+        its first lower bound with the previous ``lower_bound_``, so a loop of
+        ``max_iter=1`` fits converges when one fit would (as scikit-learn).
     verbose : int, default=0
+        Progress goes to the ``ipem`` logger (INFO), not to print.
     verbose_interval : int, default=10
     controller : None, int, Controller or ipyparallel.DirectView
         Where the data lives and kernels run (default: in-process).
@@ -139,7 +153,7 @@ class GaussianMixture(DensityMixin, EMEstimator):
         check_option(self.covariance_type, "covariance_type", COVARIANCE_TYPES)
         check_float(self.tol, "tol")
         check_float(self.reg_covar, "reg_covar")
-        check_int(self.max_iter, "max_iter")
+        check_int(self.max_iter, "max_iter", minimum=0)
         check_int(self.n_init, "n_init")
         check_option(self.init_params, "init_params", INIT_PARAMS)
         if self.chunk_size is not None:
@@ -150,17 +164,24 @@ class GaussianMixture(DensityMixin, EMEstimator):
                     "prec_chol": self.precisions_cholesky_}
         given = {}
         if self.weights_init is not None:
-            w = check_param_array(self.weights_init, "weights_init", (k,))
-            if np.any(w < 0) or np.any(w > 1) or not np.isclose(w.sum(), 1.0, atol=1e-6):
-                raise ValueError("weights_init must be in [0, 1] and sum to 1, "
-                                 f"got sum {w.sum():.6f}")
+            w = _init_array(self.weights_init, "weights_init", "weights", (k,))
+            if np.any(w < 0) or np.any(w > 1):
+                raise ValueError("The parameter 'weights' should be in the range [0, 1], but "
+                                 f"got min value {w.min():.5f}, max value {w.max():.5f}: "
+                                 "weights_init must be in [0, 1]")
+            if not np.isclose(w.sum(), 1.0, atol=1e-6):
+                raise ValueError("The parameter 'weights' should be normalized, but got "
+                                 f"sum(weights) = {w.sum():.5f}: weights_init must be "
+                                 "normalized to sum to 1")
             given["weights"] = w
         if self.means_init is not None:
-            given["means"] = check_param_array(self.means_init, "means_init", (k, n_features))
+            given["means"] = _init_array(self.means_init, "means_init", "means",
+                                         (k, n_features))
         if self.precisions_init is not None:
+            ct = self.covariance_type
             shape = {"full": (k, n_features, n_features), "tied": (n_features, n_features),
-                     "diag": (k, n_features), "spherical": (k,)}[self.covariance_type]
-            p = check_param_array(self.precisions_init, "precisions_init", shape)
+                     "diag": (k, n_features), "spherical": (k,)}[ct]
+            p = _init_array(self.precisions_init, "precisions_init", f"{ct} precision", shape)
             given["prec_chol"] = self._chol_from_precisions(p)
         return given
 
@@ -168,18 +189,24 @@ class GaussianMixture(DensityMixin, EMEstimator):
         ct = self.covariance_type
         if ct in ("diag", "spherical"):
             if np.any(p <= 0):
-                raise ValueError("precisions_init must be positive")
+                raise ValueError(f"The parameter '{ct} precision' should be positive: "
+                                 "precisions_init must be positive")
             return np.sqrt(p)
         mats = p if ct == "full" else p[None]
         out = np.empty_like(mats)
+        what = f"The parameter '{ct} precision' should be symmetric, positive-definite"
         for k, m in enumerate(mats):
             if not np.allclose(m, m.T):
-                raise ValueError(f"precisions_init[{k}] is not symmetric")
+                raise ValueError(f"{what}: precisions_init[{k}] is not symmetric")
             try:
                 out[k] = upper_factor(m)
             except linalg.LinAlgError:
-                raise ValueError(f"precisions_init[{k}] is not positive definite") from None
+                raise ValueError(f"{what}: precisions_init[{k}] is not positive "
+                                 "definite") from None
         return out if ct == "full" else out[0]
+
+    def _warm_objective(self):
+        return float(self.lower_bound_) if self._warm() else None
 
     def initialize(self, data, rng, given):
         """EM hook: the initial parameters (k-means, random, k-means++ or random frames)."""
@@ -207,6 +234,7 @@ class GaussianMixture(DensityMixin, EMEstimator):
         params.update({key: given[key] for key in ("weights", "means") if key in given})
         if "prec_chol" in given:
             params["prec_chol"] = given["prec_chol"]
+            params.pop("covariances", None)  # those of the data, not of precisions_init
         else:
             params["prec_chol"] = precision_cholesky(params["covariances"], ct, self.reg_covar)
         return params
@@ -239,11 +267,18 @@ class GaussianMixture(DensityMixin, EMEstimator):
 
     def _set_fitted(self, result, data):
         p = result.params
-        self.weights_ = p["weights"]
-        self.means_ = p["means"]
-        self.covariances_ = p.get("covariances")
-        self.precisions_cholesky_ = p["prec_chol"]
-        self.precisions_ = precisions_from_cholesky(p["prec_chol"], self.covariance_type)
+        ct = self.covariance_type
+        precisions = precisions_from_cholesky(p["prec_chol"], ct)
+        cov = p.get("covariances")
+        if cov is None:  # max_iter=0 with precisions_init: the covariances they stand for
+            cov = covariances_from_precisions(precisions, ct)
+        # float32 frames give float32 parameters (scikit-learn's dtype); EM ran in float64
+        dtype = _out_dtype(data.dtype)
+        self.weights_ = np.asarray(p["weights"], dtype=dtype)
+        self.means_ = np.asarray(p["means"], dtype=dtype)
+        self.covariances_ = np.asarray(cov, dtype=dtype)
+        self.precisions_cholesky_ = np.asarray(p["prec_chol"], dtype=dtype)
+        self.precisions_ = np.asarray(precisions, dtype=dtype)
         self.converged_ = result.converged
         self.n_iter_ = result.n_iter
         self.lower_bound_ = result.objective
@@ -255,9 +290,16 @@ class GaussianMixture(DensityMixin, EMEstimator):
         check_is_fitted(self)
         # frames of a distributed dataset are shifted by its mean; others by their own
         shift = X.mean if isinstance(X, DistributedData) else None
-        return self._predict_frames(X, gmm_frames, what, self.covariance_type, self.weights_,
-                                    self.means_, self.precisions_cholesky_, self.backend,
-                                    self.chunk_size, shift)
+        out = self._predict_frames(X, gmm_frames, what, self.covariance_type,
+                                   self.weights_.astype(np.float64),
+                                   self.means_.astype(np.float64),
+                                   self.precisions_cholesky_.astype(np.float64),
+                                   self.backend, self.chunk_size, shift)
+        if what == "labels":
+            return out
+        # float32 frames give float32 log-likelihoods and responsibilities (computed in float64)
+        dtype = X.dtype if isinstance(X, DistributedData) else getattr(X, "dtype", None)
+        return out.astype(_out_dtype(dtype), copy=False)
 
     def score_samples(self, X):
         """Log-likelihood of each frame.
@@ -302,7 +344,10 @@ class GaussianMixture(DensityMixin, EMEstimator):
             Component of each frame.
         """
         check_is_fitted(self)
-        n_samples = check_int(n_samples, "n_samples")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) \
+                or n_samples < 1:
+            raise ParameterError(f"Invalid value for '{{name}}': {n_samples!r}. The sampling "
+                                 "requires at least one sample.", "n_samples")
         rng = check_random_state(self.random_state)
         counts = rng.multinomial(n_samples, self.weights_)
         d = self.means_.shape[1]
@@ -339,3 +384,19 @@ class GaussianMixture(DensityMixin, EMEstimator):
                "spherical": k}[self.covariance_type]
         return int(cov + k * d + k - 1)
 
+
+
+def _out_dtype(dtype):
+    """float32 for float32 frames, float64 for everything else."""
+    return np.float32 if dtype is not None and np.dtype(dtype) == np.float32 else np.float64
+
+
+def _init_array(value, name, what, shape):
+    """A user-given initial parameter as float64, in scikit-learn's words when its shape is
+    wrong (``what``: the parameter as scikit-learn names it) and then in ipem's."""
+    arr = check_numeric_array(value, name)
+    if arr.shape != tuple(shape):
+        raise ParameterError(f"The parameter '{what}' should have the shape of {tuple(shape)}, "
+                             f"but got {arr.shape}: {{name}} has shape {arr.shape}, expected "
+                             f"{tuple(shape)}", name)
+    return arr

@@ -49,7 +49,7 @@ def test_bad_frames_rejected_before_engines(case, estimator, dv_client, mpi_clie
     ("covariance_type", "banana", "covariance_type='banana'"),
     ("tol", -1.0, "tol must be"),
     ("reg_covar", np.nan, "reg_covar must be"),
-    ("max_iter", 0, "max_iter must be"),
+    ("max_iter", -1, "max_iter must be an integer >= 0"),  # 0: the initialisation (issue 19)
     ("init_params", "magic", "init_params='magic'"),
     ("backend", "fortran", "backend='fortran'"),
     ("means_init", np.zeros((2, 3)), r"means_init has shape \(2, 3\), expected \(3, 3\)"),
