@@ -136,7 +136,13 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
     ValueError
         When espeak-ng or the MBROLA voices are missing (with the command
         that installs them).
+    ipem._optional.MissingDependencyError
+        Without soundfile: ``"soundfile is needed to write the demo corpus's
+        audio: pip install 'ipem[speaker]'"``.
     """
+    from ._optional import require
+    # the corpus is written as audio: say so in one line, before anything is made
+    require("soundfile", "to write the demo corpus's audio")
     import ipem
     from . import steps
     from .speaker.scorefiles import read_score_file, read_scores, split_scores
@@ -291,11 +297,12 @@ def main(argv=None):
     p.add_argument("--speakers", type=int, default=None, help="default: every installed voice")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    from ._optional import MissingDependencyError
     from .parallel import EngineError
     try:
         return run(args.out, engines=args.engines, components=args.components,
                    speakers=args.speakers, seed=args.seed)
-    except (ValueError, OSError, EngineError) as exc:
+    except (ValueError, OSError, EngineError, MissingDependencyError) as exc:
         print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return 2
 

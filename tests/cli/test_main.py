@@ -316,3 +316,18 @@ def test_engine_side_error_exit_code(world, capsys, tmp_path):
     assert line.startswith("ipem train-ubm: error: ") and str(bad) in line
     assert "NaN" in line or "non-finite" in line
     assert not (tmp_path / "u.npz").exists()
+
+
+@pytest.mark.parametrize("command", [["-m", "ipem.cli", "demo"], ["-m", "ipem.demo"]],
+                         ids=["ipem demo", "python -m ipem.demo"])
+def test_demo_without_soundfile_says_what_to_install(tmp_path, command):
+    """soundfile made unimportable the way Python itself reports a missing module."""
+    script = ("import runpy, sys; sys.modules['soundfile'] = None; "
+              f"sys.argv = ['x', *{command[2:]!r}, '--out', {str(tmp_path / 'd')!r}]; "
+              f"runpy.run_module({command[1]!r}, run_name='__main__')")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    prog = "ipem demo" if command[1] == "ipem.cli" else "python -m ipem.demo"
+    assert run.stderr == (f"{prog}: error: soundfile is needed to write the demo corpus's "
+                          "audio: pip install 'ipem[speaker]'\n")
+    assert run.returncode in (1, 2) and not (tmp_path / "d").exists()
