@@ -31,7 +31,7 @@ from .mixture.ubm import UBMTrainer
 from .ivector.total_variability import TotalVariability
 from .parallel import (ENGINE_NAMESPACE, Controller, DirectViewController, DistributedData,
                        EngineError, EngineLost, EngineRecoveryWarning, EngineValueError,
-                       LocalController, MPICluster, Shard, Terminated,
+                       LocalController, MPICluster, Shard, SlurmCluster, Terminated,
                        as_controller, connect_profile, controller_from_spec)
 from .plotting import LivePlot
 
@@ -39,7 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKEND", "available_backends", "Controller", "LocalController", "DirectViewController",
-    "DistributedData", "Shard", "MPICluster", "connect_profile", "as_controller",
+    "DistributedData", "Shard", "MPICluster", "SlurmCluster", "connect_profile", "as_controller",
     "controller_from_spec", "ENGINE_NAMESPACE", "EngineError", "EngineValueError", "EngineLost",
     "EngineRecoveryWarning", "Terminated", "EMLoop",
     "EMResult", "IterationRecord", "KMeans", "kmeans_plusplus_distributed", "GaussianMixture",

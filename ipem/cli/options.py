@@ -222,7 +222,7 @@ def common_options(sp, cluster=True):
     """--cluster and --allow-pipes (for a step that runs on a cluster), --quiet, -v."""
     if cluster:
         sp.add_argument("--cluster", default="local",
-                        help="where the step runs: local, local:N, mpi:N or profile:DIR")
+                        help="where the step runs: local, local:N, mpi:N, slurm:N or profile:DIR")
         sp.add_argument("--allow-pipes", action="store_true",
                         help="run shell commands named in lists and scp files (Kaldi pipes "
                              "such as 'gunzip -c feats.ark.gz |'); they run through "

@@ -13,6 +13,7 @@ module                    what it holds
 ``launchers``             :class:`~ipem.parallel.launchers.Launcher`, what a kind declares
 ``mpi``                   :class:`MPICluster` (engines ipem starts), ``mpiexec`` choice
 ``profile``               :func:`connect_profile` (engines of a running profile)
+``slurm``                 :class:`SlurmCluster` (engines in a Slurm job ipem submits)
 ``data``                  :class:`Shard`, :class:`DistributedData`
 ``stats``                 adding and packing sufficient statistics
 ``scheduling``            balancing feature files over shards
@@ -34,10 +35,11 @@ from .errors import (EngineError, EngineLost, EngineParameterError, EngineRecove
 from .local import LocalController
 from .mpi import MPICluster, ensure_mpiexec, single_host_mpi_config
 from .profile import connect_profile
+from .slurm import SlurmCluster
 from .stats import add_stats, pack_stats, sum_stats, unpack_stats
 
 __all__ = ["Controller", "Reduction", "LocalController", "DirectViewController", "MPICluster",
-           "LAUNCHERS", "connect_profile", "as_controller", "controller_from_spec",
+           "SlurmCluster", "LAUNCHERS", "connect_profile", "as_controller", "controller_from_spec",
            "parse_cluster_spec", "ensure_mpiexec", "single_host_mpi_config", "DistributedData",
            "Shard", "Broadcast", "EngineLost", "EngineRecoveryWarning", "Terminated",
            "raise_terminated", "ENGINE_NAMESPACE", "engine_store", "EngineError",

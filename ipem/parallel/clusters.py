@@ -17,7 +17,7 @@ import contextlib
 
 import numpy as np
 
-from . import local, mpi, profile
+from . import local, mpi, profile, slurm
 from .controller import Controller
 from .directview import DirectViewController
 from .errors import raise_terminated
@@ -32,6 +32,7 @@ __all__ = ["LAUNCHERS", "MPICluster", "as_controller", "connect_profile", "contr
 LAUNCHERS = {launcher.kind: launcher for launcher in (
     local.LAUNCHER,
     mpi.LAUNCHER,
+    slurm.LAUNCHER,
     profile.LAUNCHER,
 )}
 

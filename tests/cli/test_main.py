@@ -217,7 +217,7 @@ def test_wrong_kind_of_model_file_is_named(world, capsys, tmp_path):
 @pytest.mark.parametrize("spec, problem", [
     ("mpi:0", "'mpi:0': the number of shards/engines must be a positive integer"),
     ("local:x", "'local:x': the number of shards/engines must be a positive integer"),
-    ("foo", "'foo': expected local, local:N, mpi:N or profile:DIR"),
+    ("foo", "'foo': expected local, local:N, mpi:N, slurm:N or profile:DIR"),
     ("profile:", "profile:DIR needs the profile directory"),
 ])
 def test_bad_cluster_values(world, capsys, tmp_path, spec, problem):
