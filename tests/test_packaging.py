@@ -10,6 +10,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_ONLY = {"python", "pip", "c-compiler"}
+#: conda-forge's name -> PyPI's, where they differ
+CONDA_NAMES = {"pysoundfile": "soundfile"}
+#: PyPI names that conda-forge does not have (they go in the file's pip: section)
+NOT_ON_CONDA_FORGE = {"soundfile", "python-speech-features"}
 
 
 def _name(req):
@@ -24,8 +28,18 @@ def test_environment_yml_matches_pyproject():
     wanted = {_name(r): r for r in py["dependencies"] + [r for name, reqs in extras.items()
                                                           if name != "bench" for r in reqs]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    conda = {_name(d): d for d in env["dependencies"] if isinstance(d, str)}
-    conda = {k: v for k, v in conda.items() if k not in CONDA_ONLY}
+    conda_names = [_name(d) for d in env["dependencies"] if isinstance(d, str)]
+    assert not NOT_ON_CONDA_FORGE & set(conda_names)
+    conda = {}
+    for d in env["dependencies"]:
+        if isinstance(d, str) and _name(d) not in CONDA_ONLY:
+            pypi = CONDA_NAMES.get(_name(d), _name(d))
+            conda[pypi] = pypi + d.strip()[len(_name(d)):]
+    pip = [d for entry in env["dependencies"] if isinstance(entry, dict)
+           for d in entry.get("pip", [])]
+    assert all(isinstance(entry, str) or list(entry) == ["pip"] for entry in env["dependencies"])
+    assert not set(map(_name, pip)) & set(conda), "both from conda and from pip"
+    conda.update({_name(d): d for d in pip})
     assert sorted(conda) == sorted(wanted)
     # same version floors
     for name, req in wanted.items():
@@ -119,3 +133,31 @@ def test_core_works_without_the_extras(tmp_path):
         "ark kaldiio is needed to read Kaldi ark/scp files: pip install 'ipem[speaker]'",
         "h5 h5py is needed to read and write HDF5 feature files: pip install 'ipem[speaker]'",
         "wav soundfile is needed to read audio files: pip install 'ipem[speaker]'"]
+
+
+def test_sdist_holds_profiles_notebooks_and_environment(tmp_path):
+    """The sdist built offline by setuptools' own PEP 517 hook from the files git keeps."""
+    import tarfile
+
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_bytes((ROOT / rel).read_bytes())
+    run = subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
+                          "print(build_meta.build_sdist(sys.argv[1]))", str(tmp_path / "dist")],
+                         cwd=src, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    name = run.stdout.split()[-1]
+    with tarfile.open(tmp_path / "dist" / name) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+        meta = tar.extractfile(f"{name[:-len('.tar.gz')]}/PKG-INFO").read().decode()
+    for rel in ("environment.yml", "setup.py", "pyproject.toml", "MANIFEST.in",
+                "ipem/kernels/_build.py", "profiles/profile_ipem_slurm/ipcluster_config.py",
+                "notebooks/make_notebooks.py", "notebooks/03_speaker_verification.ipynb"):
+        assert rel in names, rel
+    assert not any("__pycache__" in n or n.endswith(".so") for n in names)
+    assert "Classifier: Programming Language :: Python :: 3" in meta
