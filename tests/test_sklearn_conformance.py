@@ -1,6 +1,7 @@
 """scikit-learn conformance: check_estimator, clone/GridSearchCV/pickle on MPI engines,
 sample_weight, feature names, KMeans.transform, GaussianMixture.sample."""
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -47,7 +48,9 @@ def test_grid_search_on_engines(dv_client, mpi_client):
     search = GridSearchCV(ipem.GaussianMixture(covariance_type="diag", random_state=0,
                                                controller=dv_client),
                           {"n_components": [1, 2, 3]}, cv=3).fit(X)
-    assert search.best_params_ == {"n_components": 3}
+    assert search.best_params_ == on_engines.best_params_    # the same model, fitted elsewhere
+    assert_allclose(search.cv_results_["mean_test_score"],
+                    on_engines.cv_results_["mean_test_score"], rtol=1e-6)
     assert search.best_estimator_.controller is dv_client
     local = GridSearchCV(ipem.GaussianMixture(covariance_type="diag", random_state=0),
                          {"n_components": [1, 2, 3]}, cv=3).fit(X)
@@ -161,3 +164,30 @@ def test_gaussian_mixture_sample():
             assert_allclose(S[y == j].mean(axis=0), gm.means_[j], atol=0.1)
     with pytest.raises(ValueError, match="n_samples"):
         gm.sample(0)
+
+
+@pytest.mark.mpi
+def test_joblib_workers_without_engines_are_announced_once(mpi_client, dv_client):
+    # GridSearchCV(n_jobs=2) pickles the estimator to worker processes, which cannot reach
+    # the engines: one ControllerNotPickledWarning says those fits run in the workers
+    from ipem.em.base import ControllerNotPickledWarning
+    ctrl = ipem.DirectViewController(mpi_client[:], reduction="client", blas_threads=1)
+    X = blobs(120)
+    grid = {"n_components": [1, 2, 3]}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        on_engines = GridSearchCV(ipem.GaussianMixture(controller=ctrl, random_state=0),
+                                  grid, cv=2, n_jobs=1).fit(X)  # in this process: on the engines
+        assert not [w for w in caught if w.category is ControllerNotPickledWarning]
+        search = GridSearchCV(ipem.GaussianMixture(controller=ctrl, random_state=0), grid,
+                              cv=2, n_jobs=2).fit(X)
+        pickle.dumps(ipem.KMeans(2, controller=ctrl))   # same controller: no second warning
+    ours = [str(w.message) for w in caught if w.category is ControllerNotPickledWarning]
+    assert len(ours) == 1
+    assert "fits in that process, NOT on the engines. Use n_jobs=1" in ours[0]
+    assert search.best_params_ == on_engines.best_params_    # the same model, fitted elsewhere
+    assert_allclose(search.cv_results_["mean_test_score"],
+                    on_engines.cv_results_["mean_test_score"], rtol=1e-6)
+    assert search.best_estimator_.controller is ctrl    # the refit ran here, on the engines
+    pickle.dumps(ipem.GaussianMixture(controller=ipem.LocalController(2)))  # no engines: quiet
+    assert len([w for w in caught if w.category is ControllerNotPickledWarning]) == 1

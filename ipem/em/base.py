@@ -28,13 +28,16 @@ and private, because only this template calls them:
 
 A controller is configuration, not state: ``clone`` and ``get_params`` hand
 on the same controller object, and pickling a model keeps the model, not the
-controller or the callbacks.
+controller or the callbacks.  Pickling a model whose controller holds engines
+issues a :class:`ControllerNotPickledWarning` (once per controller): a copy
+unpickled in a joblib worker (``GridSearchCV(n_jobs=2)``) fits in that worker.
 """
 from __future__ import annotations
 
 import logging
 import time
 import warnings
+import weakref
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -42,7 +45,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..parallel import DistributedData, Shard, as_controller
+from ..parallel import DistributedData, LocalController, Shard, as_controller
 from ..validation import validate_frames, validate_sample_weight
 from .driver import EMLoop
 
@@ -185,10 +188,43 @@ class EMEstimator(BaseEstimator):
     # --- pickling: the model, not the controller or the callbacks ----------
     def __getstate__(self):
         state = dict(super().__getstate__())
-        if not (state.get("controller") is None or isinstance(state.get("controller"), int)):
+        ctrl = state.get("controller")
+        if not (ctrl is None or isinstance(ctrl, int)):
             state["controller"] = None  # a Controller or a DirectView: engines are not pickled
+            if not isinstance(ctrl, LocalController):
+                _warn_engines_left_behind(self, ctrl)
         state["callbacks"] = None
         return state
+
+
+class ControllerNotPickledWarning(UserWarning):
+    """A model holding engines was pickled: a copy unpickled elsewhere fits in-process.
+
+    The usual cause is joblib: ``GridSearchCV(..., n_jobs=2)`` or
+    ``cross_val_score(..., n_jobs=2)`` pickle the estimator to worker processes,
+    whose fits then run in those processes, not on the engines.  Issued once
+    per controller.
+    """
+
+
+_WARNED_CONTROLLERS = weakref.WeakSet()
+
+
+def _warn_engines_left_behind(model, ctrl):
+    """Warn (once per controller) that a pickled copy of ``model`` has no engines."""
+    try:
+        if ctrl in _WARNED_CONTROLLERS:
+            return
+        _WARNED_CONTROLLERS.add(ctrl)
+    except TypeError:      # not weakly referable: warn every time rather than never
+        pass
+    msg = (f"{type(model).__name__} is pickled without its controller {ctrl!r}: a copy "
+           "unpickled in another process, such as a joblib worker of GridSearchCV(n_jobs>1) "
+           "or cross_val_score(n_jobs>1), fits in that process, NOT on the engines. Use "
+           "n_jobs=1 to fit on the engines (they already parallelise each fit). This warning "
+           "is issued once per controller.")
+    logger.warning(msg)
+    warnings.warn(msg, ControllerNotPickledWarning, stacklevel=3)
 
 
 def initialize_recovering(model, data, rng, given):
