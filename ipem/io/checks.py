@@ -15,10 +15,24 @@ from typing import Iterator
 
 import numpy as np
 
+from .preflight import special_kind
 from .refs import FeatureFileError, FeatureRef
 
 __all__ = ["as_matrix", "check_counts", "check_finite", "check_matches_ref",
-           "check_numeric_dtype", "file_size", "float_dtype", "open_files", "reading"]
+           "check_numeric_dtype", "check_regular", "file_size", "float_dtype", "open_files",
+           "reading"]
+
+
+def check_regular(path: str, key: str | None = None, fmt: str | None = None) -> None:
+    """Raise :class:`FeatureFileError` if ``path`` is a FIFO, a device or a socket.
+
+    Called before a reader opens ``path``: opening a FIFO blocks until a
+    writer comes, and ``/dev/zero`` never ends.  Paths that do not exist
+    (a Kaldi ``ark:offset``, a missing file) are left to the reader.
+    """
+    kind = special_kind(path)
+    if kind is not None:
+        raise FeatureFileError(path, f"is {kind}, not a regular file", key, fmt)
 
 
 @contextlib.contextmanager

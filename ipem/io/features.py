@@ -28,7 +28,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .checks import as_matrix, check_counts, check_finite, check_matches_ref, float_dtype
-from .checks import open_files, reading
+from .checks import check_regular, open_files, reading
 from .formats import REGISTRY, handler, infer_format
 from .lists import expand_sources
 from .refs import FeatureFileError, FeatureRef, PathLike
@@ -49,6 +49,7 @@ def _describe(path_or_spec: PathLike, fmt: str | None, key: str | None,
     if key is None:
         key = ops.default_key
     path = ops.absolute(spec)
+    check_regular(path, key, fmt)
     with reading(path, key, fmt):
         n_frames, n_features = ops.read_shape(path, key, files)
     return FeatureRef(path, fmt, key, int(n_frames), int(n_features))
@@ -201,6 +202,7 @@ def validate_all(refs: Sequence[FeatureRef]) -> int:
     with open_files() as files:
         for ref in refs:
             ops = handler(ref.fmt)
+            check_regular(ref.path, ref.key, ref.fmt)
             with reading(ref.path, ref.key, ref.fmt):
                 n_frames, n_features = ops.read_shape(ref.path, ref.key, files)
             check_matches_ref(ref, n_frames, n_features)
@@ -211,6 +213,7 @@ def _fill(ref: FeatureRef, out: np.ndarray, files: dict) -> None:
     if not isinstance(ref, FeatureRef):
         raise TypeError(f"expected a FeatureRef, got {type(ref).__name__}")
     check_counts(ref.n_frames, ref.n_features, ref.path, ref.key, ref.fmt)
+    check_regular(ref.path, ref.key, ref.fmt)
     with reading(ref.path, ref.key, ref.fmt):
         handler(ref.fmt).read_into(ref, out, files)
     check_finite(ref, out)

@@ -39,6 +39,7 @@ import numpy as np
 from .._optional import require
 from .atomic import atomic_path
 from .checks import as_matrix, check_counts, check_matches_ref, check_numeric_dtype, file_size
+from .checks import check_regular
 from .refs import FeatureFileError, FeatureRef, FormatHandler, PathLike
 
 __all__ = ["HANDLER", "absolute_spec", "is_archive_spec", "is_pipe", "read_into", "read_shape",
@@ -104,6 +105,7 @@ def _kaldiio():
 def _ark(files: dict, name: str):
     f = files.get(name)
     if f is None:
+        check_regular(name, None, "kaldi")
         f = files[name] = open(name, "rb")
     return f
 

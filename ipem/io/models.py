@@ -43,10 +43,11 @@ from typing import Mapping
 import numpy as np
 
 from ..em.records import IterationRecord, records_from_json, records_to_json
+from .preflight import open_regular
 
 __all__ = ["MAX_ARRAY_BYTES", "MAX_TEXT_BYTES", "OTHER_KINDS", "array_limits", "check_gmm",
            "check_model_id", "declared_kind", "history_from", "invalid_model_file", "load_model",
-           "model_file", "read_member", "read_npz",
+           "max_file_bytes", "model_file", "read_member", "read_npz",
            "records_from_json", "records_to_json", "rng_from_arrays", "rng_to_arrays",
            "text_scalar"]
 
@@ -139,7 +140,18 @@ def read_npz(path, limits: Mapping[str, int] | None = None, *,
     path = os.fspath(path)
     limits = {} if limits is None else limits
     try:
-        with zipfile.ZipFile(path) as zf:
+        # a regular file no larger than every array at its limit (+1% for deflate's worst
+        # case): a FIFO or /dev/zero is refused before zipfile reads a byte
+        fh = open_regular(path, "", max_file_bytes(limits, default_limit))
+    except ValueError as exc:
+        raise ValueError(f"{path}: cannot read the model file "
+                         f"({str(exc).removeprefix(path + ' is ')})") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise ValueError(f"{path}: cannot read the model file ({exc.strerror})") from None
+    except OSError as exc:
+        raise invalid_model_file(path, f"{type(exc).__name__}: {exc}") from None
+    try:
+        with fh, zipfile.ZipFile(fh) as zf:
             infos = zf.infolist()
             if len(infos) > MAX_MEMBERS:
                 raise _Invalid(f"{len(infos)} arrays; ipem files have at most {MAX_MEMBERS}")
@@ -162,6 +174,22 @@ def read_npz(path, limits: Mapping[str, int] | None = None, *,
             NotImplementedError, UnicodeDecodeError, OverflowError) as exc:
         raise invalid_model_file(path, f"{type(exc).__name__}: {exc}") from None
     return out
+
+
+def max_file_bytes(limits: Mapping[str, int] | None = None,
+                   default_limit: int = SMALL_ARRAY_BYTES) -> int:
+    """Largest ``.npz`` file :func:`read_npz` reads with these limits, in bytes.
+
+    Every array at its limit (those ``limits`` does not name at
+    ``default_limit``, up to :data:`MAX_MEMBERS` arrays), each with its
+    ``.npy`` header and zip entries, plus 1% for deflate's worst case.
+    """
+    limits = {} if limits is None else limits
+    per_member = _MAX_HEADER + 2048
+    named = sum(int(v) + per_member for v in limits.values())
+    rest = max(MAX_MEMBERS - len(limits), 0) * (int(default_limit) + per_member)
+    total = named + rest
+    return total + total // 100 + 65536
 
 
 def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, limit: int,

@@ -37,6 +37,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from ..io.atomic import write_text_atomic
+from ..io.preflight import open_regular
 from ..validation import ParameterError
 from .metrics import SRE2008, effective_prior
 
@@ -46,6 +47,9 @@ __all__ = ["LogisticCalibration", "DEFAULT_PRIOR", "load_calibration"]
 
 #: Training prior by default: the effective prior of :data:`ipem.speaker.metrics.SRE2008`.
 DEFAULT_PRIOR = effective_prior(*SRE2008)
+
+#: Largest calibration file read, in bytes (one weight per fused system: a few KiB).
+MAX_CALIBRATION_BYTES = 1 << 24
 
 _FORMAT = "ipem-calibration"
 _VERSION = 1
@@ -260,16 +264,21 @@ class LogisticCalibration:
         Raises
         ------
         ValueError
-            For a file that is not valid JSON or not an ipem calibration (the
-            message names the file).
+            For a file that is not valid JSON or not an ipem calibration
+            (nested too deeply to read included), a FIFO or a device, or a
+            file over :data:`MAX_CALIBRATION_BYTES` (the message names the
+            file).
         """
         path = os.fspath(path)
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open_regular(path, "calibration file", MAX_CALIBRATION_BYTES) as fh:
+            text = fh.read(MAX_CALIBRATION_BYTES + 1).decode("utf-8")
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}: not a calibration file (JSON nested too deeply to "
+                             "read)") from None
         return cls.from_dict(d, source=path)
 
     def __repr__(self):

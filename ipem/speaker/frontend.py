@@ -37,6 +37,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..io.formats import suffix, write_names
+from ..io.preflight import check_regular_file
 from .dsp import band_edges, prepare_signal
 from .featnorm import FEATURE_NORMALIZATIONS, normalize_features, rasta_filter
 from .mfcc import static_mfcc, with_deltas
@@ -99,6 +100,7 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 8000) -> np.ndarray:
     sample_rate = int(sample_rate)
     if not path.exists():
         raise FileNotFoundError(f"audio file not found: {path}")
+    check_regular_file(path, "audio file")   # a FIFO would block, /dev/zero never end
     # libsndfile reads what there is of a truncated WAV file without a word: compare the
     # size its data chunk announces with the bytes present (0 and 0xFFFFFFFF mark a
     # stream whose size was never filled in, which is not a truncation)

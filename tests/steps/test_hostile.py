@@ -664,3 +664,24 @@ def test_read_npz_limits_and_members(tmp_path):
         read_npz(path, {"weights": 64})
     with pytest.raises(ValueError, match=r"^.*nope.npz: cannot read the model file"):
         read_npz(tmp_path / "nope.npz")
+
+
+# ---------------------------------------------------------------------------------------
+# issue 22: calibration files nested deeper than a parser can go
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("opening", ["[", '{"a": '])
+def test_deeply_nested_calibration_is_one_line(tmp_path, capsys, opening):
+    from ipem.speaker.calibration import load_calibration
+    cal = tmp_path / "cal.json"
+    cal.write_text(opening * 100_000)
+    with pytest.raises(ValueError) as info:
+        load_calibration(cal)
+    assert _one_line(info) == (f"{cal}: not a calibration file (JSON nested too deeply to "
+                               "read)")
+    scores = tmp_path / "scores.txt"
+    scores.write_text("spk0 a 1.0 target\nspk0 b -1.0 nontarget\n")
+    line = _one_line_error(capsys, ["evaluate", "--scores", str(scores), "--calibration",
+                                    str(cal), "--quiet"])
+    assert line == (f"ipem evaluate: error: {cal}: not a calibration file (JSON nested too "
+                    "deeply to read)")
