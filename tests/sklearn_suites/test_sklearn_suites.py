@@ -1,0 +1,42 @@
+"""scikit-learn's own KMeans and GaussianMixture test files, run against ipem's.
+
+Each file of the installed scikit-learn is copied with one line added that
+rebinds the estimator to ipem's (:mod:`tests.sklearn_suites.harness`), and
+run in a subprocess; of the tests that create an ipem estimator (those in
+``harness.EXCLUDED`` aside, with their reasons) at least 95 % must pass.
+In-process in both suite passes; with the estimators holding a
+DirectViewController on 2 MPI engines started for the run, once.
+"""
+import pytest
+
+from tests.sklearn_suites.harness import REQUIRED_PASS_RATE, SUITES, rebound_source, run_suite
+
+
+def _check(result):
+    print(result.summary())
+    for nodeid in result.failed:
+        print("FAILED", nodeid)
+    assert len(result.counted) > 0, result.output
+    assert result.rate >= REQUIRED_PASS_RATE, (
+        f"{result.summary()}; failing:\n  " + "\n  ".join(result.failed))
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_suite_in_process(suite, tmp_path):
+    _check(run_suite(suite, tmp_path))
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_suite_on_engines(suite, tmp_path):
+    _check(run_suite(suite, tmp_path, engines=2))
+
+
+def test_rebinding_adds_one_line_after_the_import():
+    src = ("import numpy as np\nfrom sklearn.cluster import (\n    KMeans,\n    k_means,\n)\n"
+           "X = 1\n")
+    out = rebound_source(src, "KMeans").splitlines()
+    assert len(out) == len(src.splitlines()) + 1
+    assert out[5] == "from ipem_suite_target import ESTIMATOR as KMeans  # ipem's"
+    with pytest.raises(ValueError, match="no top-level import of GaussianMixture"):
+        rebound_source(src, "GaussianMixture")
