@@ -191,3 +191,33 @@ def test_joblib_workers_without_engines_are_announced_once(mpi_client, dv_client
     assert search.best_estimator_.controller is ctrl    # the refit ran here, on the engines
     pickle.dumps(ipem.GaussianMixture(controller=ipem.LocalController(2)))  # no engines: quiet
     assert len([w for w in caught if w.category is ControllerNotPickledWarning]) == 1
+
+
+def test_ubm_trainer_passes_check_estimator():
+    # a UBM of 2 components that keeps every component alive on the checks' tiny data
+    results = check_estimator(ipem.UBMTrainer(2, min_occupancy=0.0, random_state=0),
+                              on_fail=None)
+    failed = [(r["check_name"], str(r["exception"])[:200]) for r in results
+              if r["status"] == "failed"]
+    assert failed == []
+    assert sum(r["status"] == "passed" for r in results) >= 40
+
+
+def test_ubm_trainer_says_one_sample_cannot_be_fitted():
+    with pytest.raises(ValueError, match=r"^X has 1 sample\(s\): a UBM needs at least 2 frames"):
+        ipem.UBMTrainer(1, min_occupancy=0.0).fit(np.ones((1, 3)))
+
+
+def test_total_variability_declares_the_checks_that_cannot_apply():
+    from ipem.ivector.total_variability import SKLEARN_CHECKS_NOT_APPLICABLE, TotalVariability
+    results = check_estimator(TotalVariability(), on_fail=None,
+                              expected_failed_checks=SKLEARN_CHECKS_NOT_APPLICABLE)
+    status = {}
+    for r in results:
+        status.setdefault(r["check_name"], set()).add(r["status"])
+    assert [name for name, s in status.items() if "failed" in s] == []
+    # every declared check really cannot pass, every other one passes
+    assert {name for name, s in status.items() if s == {"xfail"}} == \
+        set(SKLEARN_CHECKS_NOT_APPLICABLE)
+    assert all(len(reason) > 40 for reason in SKLEARN_CHECKS_NOT_APPLICABLE.values())
+    assert sum(s == {"passed"} for s in status.values()) >= 15

@@ -46,6 +46,38 @@ def _is_files(X):
              or (isinstance(X[0], np.ndarray) and X[0].ndim == 2)))
 
 
+_NEEDS_UBM = ("fits on scikit-learn's generated data: TotalVariability needs ubm= and its X is "
+              "utterance statistics of shape (n, K + K*D) fixed by that UBM, not free-form "
+              "frames, so no generated X of another shape can be fitted")
+_NO_WEIGHTS = ("frames are weighted by the UBM's posteriors; a per-utterance sample_weight is "
+               "not supported (fit refuses any)")
+_SPARSE = "sparse data is refused, but only after the missing ubm= (the check fits without one)"
+
+#: scikit-learn checks that cannot apply to TotalVariability, with the reason; pass it as
+#: ``check_estimator(TotalVariability(), expected_failed_checks=...)``. Every other check passes.
+SKLEARN_CHECKS_NOT_APPLICABLE = {
+    **{name: _NEEDS_UBM for name in (
+        "check_dict_unchanged", "check_dont_overwrite_parameters", "check_dtype_object",
+        "check_estimators_dtypes", "check_estimators_fit_returns_self",
+        "check_estimators_nan_inf", "check_estimators_overwrite_params",
+        "check_estimators_pickle", "check_f_contiguous_array_estimator",
+        "check_fit2d_1feature", "check_fit2d_1sample", "check_fit2d_predict1d",
+        "check_fit_check_is_fitted", "check_fit_idempotent", "check_fit_score_takes_y",
+        "check_methods_sample_order_invariance", "check_methods_subset_invariance",
+        "check_n_features_in", "check_n_features_in_after_fitting",
+        "check_pipeline_consistency", "check_positive_only_tag_during_fit",
+        "check_readonly_memmap_input", "check_sample_weight_equivalence_on_dense_data",
+        "check_transformer_data_not_an_array", "check_transformer_general",
+        "check_transformer_n_iter", "check_transformer_preserve_dtypes")},
+    **{name: _NO_WEIGHTS for name in (
+        "check_all_zero_sample_weights_error", "check_sample_weights_list",
+        "check_sample_weights_not_an_array", "check_sample_weights_not_overwritten",
+        "check_sample_weights_pandas_series", "check_sample_weights_shape")},
+    "check_estimator_sparse_array": _SPARSE,
+    "check_estimator_sparse_matrix": _SPARSE,
+}
+
+
 class TotalVariability(TransformerMixin, EMEstimator):
     """Total-variability matrix (i-vector extractor) trained by EM.
 
@@ -214,6 +246,9 @@ class TotalVariability(TransformerMixin, EMEstimator):
                 "mean_ivector_norm2": float(np.trace(posterior.unpack_upper(
                     stats["ww"], T.shape[2])) / max(stats["n"], 1.0))}
         return {"T": T}, stats["loglik"] / max(frames, 1.0), info
+
+    #: what the records' ``stage`` counts (plots label it "R=10", not "K=10")
+    stage_label = "R"
 
     def stage_size(self, params):
         """The rank of ``T``."""

@@ -372,6 +372,9 @@ class UBMTrainer(EMEstimator):
         return int(params["weights"].size)
 
     def _fit_runs(self, data, rng, given):
+        if data.n_samples < 2:
+            raise ValueError(f"X has {data.n_samples} sample(s): a UBM needs at least 2 frames "
+                             "to estimate variances (n_samples=1 cannot be fitted)")
         self.variance_floor_ = (self.variance_floor * data.var if self.floor_mode == "relative"
                                 else np.full(data.n_features, self.variance_floor))
         if self.reg_covar == 0:
