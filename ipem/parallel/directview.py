@@ -30,6 +30,12 @@ def _died(exc):
     return getattr(exc, "ename", None) == "EngineError" and "died" in str(exc)
 
 
+#: what to do when the hub of a cluster that ipem did not start is gone
+_RESTART_ADVICE = ("restart the cluster (ipcluster stop; ipcluster start) and run again, or let "
+                   "ipem start the engines (ipem.MPICluster, --cluster mpi:N), which recovers "
+                   "by itself")
+
+
 class DirectViewController(Controller):
     """Runs shard functions on ipyparallel engines in MPI mode.
 
@@ -61,6 +67,15 @@ class DirectViewController(Controller):
         See ``deadline``.
     max_recoveries : int, default=3
         Recoveries in a row before a lost engine is an error.
+    watch : callable, optional
+        ``watch() -> (reason, message) or None``: checked while waiting, says
+        that a process the cluster needs (the hub, ``mpiexec``) is gone.
+        Given by the clusters ipem starts.
+    hub_deadline : float, default=20.0
+        Seconds the hub (ipyparallel's controller) may take to answer the
+        small query sent to it every ``hub_deadline / 4`` seconds while a call
+        waits; a hub that does not answer is lost (``EngineLost`` with reason
+        ``"hub"``).
 
     Attributes
     ----------
@@ -80,7 +95,7 @@ class DirectViewController(Controller):
 
     def __init__(self, view, reduction="client", blas_threads=None, *, restart=None,
                  deadline=None, deadline_factor=10.0, min_deadline=60.0, first_deadline=3600.0,
-                 max_recoveries=3):
+                 max_recoveries=3, watch=None, hub_deadline=20.0):
         import ipyparallel as ipp
 
         super().__init__()
@@ -89,6 +104,9 @@ class DirectViewController(Controller):
         self.reduction = reduction
         self._ipp = ipp
         self._restart = restart
+        self._watch = watch
+        self.hub_deadline = float(hub_deadline)
+        self._hub_probe = None  # (time sent, future) of the query in flight
         self._blas_threads_arg = blas_threads
         self.deadline = None if deadline is None else float(deadline)
         self.deadline_factor = float(deadline_factor)
@@ -109,7 +127,8 @@ class DirectViewController(Controller):
             targets = [targets]
         if not targets:
             raise EngineError("no engines are registered with this cluster")
-        info = self.client[list(targets)].apply_sync(engine.engine_info)
+        info = self._await([self.client[int(t)].apply_async(engine.engine_info)
+                            for t in targets], targets, "engine_info")
         ranks = [i[0] for i in info]
         if self.reduction == "allreduce" and sorted(ranks) != list(range(info[0][1])):
             raise ValueError(
@@ -121,6 +140,7 @@ class DirectViewController(Controller):
                               f"{self.n_shards} are needed")
         #: engine ids in shard order (shard i lives on engine_ids[i])
         self.engine_ids = [int(targets[i]) for i in order]
+        self._hub_probe = None
         self.ranks = [int(ranks[i]) for i in order]
         self.hosts = [info[i][3] for i in order]
         self.pids = [int(info[i][2]) for i in order]
@@ -180,6 +200,88 @@ class DirectViewController(Controller):
                 gone.append(e)
         return gone
 
+    def _hung(self, engines):
+        """Those of ``engines`` whose process (on this host) is stopped (SIGSTOP) or still
+        runs although the hub dropped it: hung, not dead."""
+        out = []
+        for e, pid, host in zip(self.engine_ids, self.pids, self.hosts):
+            if e in engines and host == _HOST and _running(pid):
+                out.append(e)
+        return out
+
+    def _check_lost(self, name):
+        """Raise :class:`EngineLost` when the hub, a process the cluster needs, or an
+        engine holding shards is gone."""
+        what = name or "a call"
+        lost = self._watch() if self._watch is not None else None
+        if lost is None:
+            lost = self._probe_hub()
+        if lost is not None:
+            reason, message = lost
+            raise EngineLost(f"{message} during {what}", self.alive, reason=reason)
+        gone = self._gone()
+        if gone:
+            raise self._lost(gone, name)
+
+    def _lost(self, engines, name):
+        """The :class:`EngineLost` of ``engines`` that the hub dropped: hung when their
+        process (on this host) still runs (stopped, or not answering), else died."""
+        engines = sorted(set(engines))
+        hung = self._hung(engines)
+        if hung:
+            return EngineLost(f"engine(s) {hung} hung during {name or 'a call'} (the hub "
+                              "stopped hearing from them)", engines, reason="hung")
+        return EngineLost(f"engine(s) {engines} died during {name or 'a call'}", engines)
+
+    def _probe_hub(self):
+        """Ask the hub a small question every ``hub_deadline / 4`` seconds, never waiting
+        for the answer here; ``("hub", message)`` when one went unanswered for
+        ``hub_deadline`` seconds, else None."""
+        now = time.monotonic()
+        if self._hub_probe is not None:
+            sent, future = self._hub_probe
+            if not future.done():
+                if now - sent > self.hub_deadline:
+                    return "hub", (f"the hub (ipyparallel controller) did not answer within "
+                                   f"{self.hub_deadline:.0f} s")
+                return None
+            if now - sent < self.hub_deadline / 4:
+                return None  # answered lately: ask again later
+        try:
+            future = self.client._send(self.client._query_stream, "queue_request",
+                                       content={"targets": None, "verbose": False})
+        except Exception as exc:  # the client is closed: nothing can reach the hub
+            return "hub", f"the hub (ipyparallel controller) cannot be reached ({exc})"
+        self._hub_probe = (now, future)
+        return None
+
+    def _await(self, asyncs, engines, name):
+        """Values of plain async results within the deadline of ``name`` (before the
+        engine set is known); :class:`EngineLost` when an engine or the hub is lost."""
+        limit = self._deadline(name)
+        t0 = time.monotonic()
+        while not self.client.wait(asyncs, timeout=min(0.2, limit)):
+            lost = self._watch() if self._watch is not None else None
+            if lost is None:
+                lost = self._probe_hub()
+            if lost is not None:
+                raise EngineLost(f"{lost[1]} during {name}", engines, reason=lost[0])
+            gone = [e for e in engines if e not in self.client.ids]
+            if gone:
+                raise EngineLost(f"engine(s) {gone} died during {name}", gone)
+            if time.monotonic() - t0 > limit:
+                late = [e for e, ar in zip(engines, asyncs) if not ar.ready()]
+                raise EngineLost(f"engine(s) {late} did not answer {name} within the "
+                                 f"deadline of {limit:.0f} s", late, reason="deadline")
+        values = []
+        for e, ar in zip(engines, asyncs):
+            try:
+                values.append(ar.get(0))
+            except (self._ipp.error.RemoteError, self._ipp.error.CompositeError) as exc:
+                raise EngineLost(f"engine {e} failed during {name}: {exc}", [e]) from exc
+        self._purge(asyncs)
+        return values
+
     def _submit(self, target, func, *args):
         try:
             return self.client[target].apply_async(func, *args)
@@ -196,6 +298,7 @@ class DirectViewController(Controller):
         engines = list(self._placement if engines is None else engines)
         limit = self._deadline(name)
         t0 = time.monotonic()
+        self._check_lost(name)  # also between calls that never wait
         while True:
             if self.client.wait(asyncs, timeout=min(0.2, limit)):
                 # the client has every reply; an AsyncResult becomes ready once its
@@ -205,9 +308,7 @@ class DirectViewController(Controller):
                         ar.wait(min(0.2, limit))
                 if all(ar.ready() for ar in asyncs):
                     break
-            gone = self._gone()
-            if gone:
-                raise EngineLost(f"engine(s) {gone} died during {name or 'a call'}", gone)
+            self._check_lost(name)
             if time.monotonic() - t0 > limit:
                 late = [engines[i] for i, ar in enumerate(asyncs) if not ar.ready()]
                 raise EngineLost(f"engine(s) {late} did not answer {name or 'a call'} within "
@@ -228,14 +329,23 @@ class DirectViewController(Controller):
                 outcomes.append(Outcome(failure=Failure(i, ename, str(evalue))))
         self._purge(asyncs)
         if dead:
-            raise EngineLost(f"engine(s) {sorted(set(dead))} died during "
-                             f"{name or 'a call'}", dead, reason="died")
+            raise self._lost(dead, name)
         return outcomes
 
     def _purge(self, asyncs):
-        """Forget finished results on the client and the hub (memory stays flat)."""
+        """Forget finished results on the client and the hub (memory stays flat).
+
+        The hub is told without waiting for its answer (a hub that died must not
+        block the client; :meth:`_check_lost` notices it).
+        """
+        jobs = [ar for ar in asyncs if ar.ready()]
+        if not jobs:
+            return
         try:
-            self.client.purge_results(jobs=[ar for ar in asyncs if ar.ready()])
+            self.client.purge_local_results(jobs=jobs)
+            msg_ids = [i for ar in jobs for i in ar.msg_ids]
+            self.client._send(self.client._query_stream, "purge_request",
+                              content={"engine_ids": [], "msg_ids": msg_ids})
         except Exception as exc:  # only memory is at stake
             logger.debug("could not purge results: %s", exc)
 
@@ -354,12 +464,9 @@ class DirectViewController(Controller):
                     bar.update(len(idx))
                 self._purge([ar for ar in done if ar not in dead])
                 if dead:
-                    engines = [ar.engine_id for ar in dead if ar.engine_id is not None]
-                    raise EngineLost(f"engine(s) {sorted(set(engines))} died during "
-                                     f"{name}", engines, reason="died")
-                gone = self._gone()
-                if gone:
-                    raise EngineLost(f"engine(s) {gone} died during {name}", gone)
+                    raise self._lost([ar.engine_id for ar in dead if ar.engine_id is not None],
+                                     name)
+                self._check_lost(name)
                 if done:
                     t_last = time.monotonic()
                 elif pending and time.monotonic() - t_last > self._deadline(name):
@@ -394,17 +501,22 @@ class DirectViewController(Controller):
         if self._restart is not None:
             logger.warning("%s; restarting the engines (attempt %d of %d)", error, attempt,
                            self.max_recoveries)
-            self._attach(self._restart())
+            try:
+                self._attach(self._restart())
+            except EngineLost as again:  # lost while the new engines started: once more
+                logger.warning("%s; restarting the engines once more", again)
+                self._attach(self._restart())
             action = "restarted"
+        elif getattr(error, "reason", None) in ("hub", "mpiexec"):
+            raise EngineError(f"{error}. ipem did not start this cluster, so it cannot "
+                              f"restart it: {_RESTART_ADVICE}") from error
         elif not self.coupled:
             self._reshard(lost, error)
             action = "resharded"
         else:
             raise EngineError(
                 f"{error}. These engines share one MPI job that ipem did not start, so they "
-                "cannot be restarted from here: restart the cluster (ipcluster stop; ipcluster "
-                "start) and run again, or let ipem start the engines (ipem.MPICluster, "
-                "--cluster mpi:N), which recovers by itself") from error
+                f"cannot be restarted from here: {_RESTART_ADVICE}") from error
         self._remake_all()
         event = {"engines": lost, "reason": getattr(error, "reason", "died"), "action": action,
                  "attempt": attempt, "seconds": time.perf_counter() - t0,

@@ -17,8 +17,9 @@ import threading
 import time
 
 from .directview import DirectViewController
-from .errors import raise_terminated
+from .errors import EngineError, raise_terminated
 from .launchers import Launcher, count_argument
+from .processes import ProcessGroup
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,13 @@ class MPICluster:
     Because ipem started the engines, it can start them again: an engine
     that dies (MPI then takes the others down) or misses its deadline during
     a fit is replaced, every dataset is stored again, and the lost iteration
-    is repeated (see :meth:`DirectViewController.recover`).  While the
+    is repeated (see :meth:`DirectViewController.recover`).  When ``mpiexec``
+    dies, its engines are ended and a new engine set is started the same way;
+    when the hub (ipyparallel's controller) dies, the whole cluster.  Every process the cluster starts (the
+    controller and its children, ``mpiexec``, the engines and their nannies)
+    is recorded in :attr:`processes` and ended by PID when the cluster stops,
+    fails or is restarted.  Engines lost while the cluster starts are started
+    once more; a second failure is one :class:`EngineError`.  While the
     cluster runs, SIGTERM (what Slurm and PBS send at the time limit) raises
     :class:`~ipem.parallel.errors.Terminated` in the main thread, so that the
     ``with`` block stops the controller, ``mpiexec`` and the engines.
@@ -138,25 +145,51 @@ class MPICluster:
     controller_kwargs : dict, optional
         More arguments of :class:`~ipem.parallel.directview.DirectViewController`
         (``deadline``, ``min_deadline``, ``max_recoveries``, ...).
+    start_timeout : float, default=120
+        Seconds the engines may take to register.
     **cluster_kwargs
         Passed to ``ipyparallel.Cluster``.
+
+    Attributes
+    ----------
+    processes : ProcessGroup
+        The processes of the running cluster (``processes.pids()``).
     """
 
     def __init__(self, n=2, reduction="client", blas_threads=None, controller_kwargs=None,
-                 **cluster_kwargs):
+                 start_timeout=120.0, **cluster_kwargs):
         self.n = int(n)
         self.reduction = reduction
         self.blas_threads = blas_threads
         self.controller_kwargs = dict(controller_kwargs or {})
+        self.start_timeout = float(start_timeout)
         self.cluster_kwargs = cluster_kwargs
         self.cluster = None
         self.client = None
         self.controller = None
+        self.processes = ProcessGroup()
         self._old_handler = None
 
     def start(self):
-        """Start the engines; returns the DirectViewController."""
-        import ipyparallel as ipp
+        """Start the engines; returns the DirectViewController.
+
+        Raises
+        ------
+        EngineError
+            When the engines could not be started twice in a row.
+        """
+        self._catch_sigterm()
+        try:
+            self.controller = self._start_with_retry(make=lambda view: DirectViewController(
+                view, reduction=self.reduction, blas_threads=self.blas_threads,
+                restart=self.restart_engines, watch=self._watch, **self.controller_kwargs))
+        except BaseException:
+            self.stop()  # no controller or engines left running
+            raise
+        logger.info("started %d MPI engines: %r", self.n, self.controller)
+        return self.controller
+
+    def _config(self):
         kw = dict(self.cluster_kwargs)
         kw.setdefault("log_level", 30)
         # one machine: MPICH's gforker and transports on loopback (nothing listens
@@ -165,39 +198,99 @@ class MPICluster:
         # engines log at WARN: what ipyparallel shows of their output is then worth reading
         config.MPIEngineSetLauncher.engine_args = ["--log-level=WARN"]
         config.merge(kw.pop("config", None) or {})
-        self._catch_sigterm()
+        return config, kw
+
+    def _start_with_retry(self, engines_only=False, make=None):
+        """Start the cluster (or only its engines), once more when engines are lost
+        while starting; ``make(view)`` of a view on exactly the new engines (the view
+        itself without ``make``)."""
+        for attempt in (1, 2):
+            try:
+                if not engines_only:
+                    self._start_cluster()
+                view = self._start_engines()
+                return view if make is None else make(view)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:
+                cause = _one_line(exc)
+                if attempt == 2:
+                    raise EngineError(f"the {self.n} MPI engines could not be started (tried "
+                                      f"twice): {cause}") from exc
+                logger.warning("starting the MPI engines failed (%s); starting them again",
+                               cause)
+                self._stop_all()
+                engines_only = False
+
+    def _start_cluster(self):
+        """Start the ipyparallel controller and connect the client; records its processes."""
+        import ipyparallel as ipp
+        config, kw = self._config()
         self.cluster = ipp.Cluster(engines="mpi", n=self.n, config=config, **kw)
-        try:
-            self.client = self.cluster.start_and_connect_sync()
-            self.client.wait_for_engines(self.n, timeout=120)
-            self.controller = DirectViewController(
-                self.client[:], reduction=self.reduction, blas_threads=self.blas_threads,
-                restart=self.restart_engines, **self.controller_kwargs)
-        except BaseException:
-            self.stop()  # no controller or engines left running
-            raise
-        logger.info("started %d MPI engines: %r", self.n, self.controller)
-        return self.controller
+        self.cluster.start_controller_sync()
+        self.processes.add(self.cluster.controller.pid, "controller", leader=True)
+        self.client = self.cluster.connect_client_sync()
+
+    def _start_engines(self):
+        """Start an engine set and wait for exactly its ``n`` engines (watching the hub
+        and ``mpiexec``); records their processes; a view on them."""
+        old = set(self.client.ids)
+        engine_set_id = self.cluster.start_engines_sync(self.n)
+        launcher = self.cluster.engines[engine_set_id]
+        self.processes.add(launcher.pid, "engines", leader=True)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            new = sorted(set(self.client.ids) - old)
+            if len(new) >= self.n:
+                break
+            lost = self._watch()
+            if lost is not None:
+                raise EngineError(f"{lost[1]} while the engines started")
+            if time.monotonic() > deadline:
+                raise EngineError(f"{len(new)} of {self.n} engines registered within "
+                                  f"{self.start_timeout:.0f} s")
+            time.sleep(0.1)
+        # the engines and their nannies, the controller's schedulers: all started by now
+        self.processes.add(launcher.pid, "engines", leader=True)
+        self.processes.add(self.cluster.controller.pid, "controller", leader=True)
+        return self.client[new]
+
+    def _watch(self):
+        """``(reason, message)`` when the hub or ``mpiexec`` is gone, else None."""
+        if self.processes.lost("controller"):
+            return "hub", (f"the hub (ipyparallel controller, pid "
+                           f"{self.processes.leaders['controller']}) died")
+        if self.processes.lost("engines"):
+            return "mpiexec", f"mpiexec (pid {self.processes.leaders['engines']}) died"
+        return None
 
     def restart_engines(self):
-        """Stop the engine set (killing engines that hang) and start it again.
+        """Stop the engine set (killing engines that hang, and whatever is left of it
+        when ``mpiexec`` died) and start it again; the whole cluster when the hub is gone.
 
         Returns
         -------
         ipyparallel.DirectView
-            A view on the new engines.
+            A view on exactly the new engines.
         """
-        if self.controller is not None:
-            self._kill_own(self.controller.pids)
-        with _expected_exit(self.cluster.log):
-            self.cluster.stop_engines_sync()
-        deadline = time.monotonic() + 60
-        while self.client.ids and time.monotonic() < deadline:
-            time.sleep(0.1)  # the hub unregisters the old engines
-        self.cluster.start_engines_sync(self.n)
-        self.client.wait_for_engines(self.n, timeout=120)
+        lost = self._watch()
+        if self.client is None or (lost is not None and lost[0] == "hub"):
+            logger.warning("%s; starting the whole cluster again",
+                           lost[1] if lost else "no cluster")
+            self._stop_all()
+            view = self._start_with_retry()
+        else:  # the hub is there: a new engine set (mpiexec and its engines)
+            if self.controller is not None:
+                self._kill_own(self.controller.pids)
+            with _expected_exit(self.cluster.log):
+                try:
+                    self.cluster.stop_engines_sync()
+                except Exception as exc:  # what is left is ended by PID below
+                    logger.debug("stopping the engines: %s", exc)
+            self.processes.end("engines")
+            view = self._start_with_retry(engines_only=True)
         logger.info("restarted %d MPI engines", self.n)
-        return self.client[:]
+        return view
 
     @staticmethod
     def _kill_own(pids):
@@ -221,18 +314,31 @@ class MPICluster:
             return  # somebody (the CLI, the user) handles it already
         self._old_handler = signal.signal(signal.SIGTERM, raise_terminated)
 
-    def stop(self):
-        """Stop the engines and the ipyparallel controller (never raises for what is gone)."""
+    def _stop_all(self):
+        """Stop the engines and the controller, then end by PID whatever of them runs."""
         try:
             if self.client is not None:
                 self.client.close()
             if self.cluster is not None:
                 with _expected_exit(self.cluster.log):
-                    self.cluster.stop_cluster_sync()
+                    _bounded(self.cluster.stop_cluster_sync, 30)
         except Exception as exc:  # clean-up must not hide the error that led here
             logger.warning("stopping the cluster: %s", exc)
         finally:
-            self.cluster = self.client = self.controller = None
+            left = self.processes.end()
+            self.cluster = self.client = None
+            if left:
+                logger.debug("ended processes %s by PID", left)
+
+    def stop(self):
+        """Stop the engines and the ipyparallel controller (never raises for what is gone).
+
+        Every recorded process still running afterwards is ended by PID.
+        """
+        try:
+            self._stop_all()
+        finally:
+            self.controller = None
             if self._old_handler is not None:
                 signal.signal(signal.SIGTERM, self._old_handler)
                 self._old_handler = None
@@ -242,6 +348,31 @@ class MPICluster:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _bounded(func, seconds):
+    """Call ``func()`` in a thread; give up waiting for it after ``seconds``."""
+    errors = []
+
+    def run():
+        try:
+            func()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True, name="ipem-stop-cluster")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        logger.warning("stopping the cluster took more than %.0f s; ending it by PID", seconds)
+    elif errors:
+        raise errors[0]
+
+
+def _one_line(exc):
+    """The first line of an exception's message, with its type."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,138 @@
+"""The processes of a cluster that ipem started, recorded by PID and ended by PID.
+
+:class:`ProcessGroup` remembers every process an
+:class:`~ipem.parallel.mpi.MPICluster` starts (the ipyparallel controller and
+its children, ``mpiexec`` and its descendants: the engines and their nannies),
+each with its role, as :class:`psutil.Process` objects (so that a PID the
+system gave to another process since is never signalled).  Whatever happens to
+the cluster (the hub or ``mpiexec`` killed, the parent of a process gone), the
+group ends what is left of it: SIGTERM, then SIGKILL for what does not exit.
+"""
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ProcessGroup", "is_running"]
+
+
+def is_running(pid):
+    """Whether process ``pid`` (on this host) exists and is not a zombie.
+
+    Parameters
+    ----------
+    pid : int
+
+    Returns
+    -------
+    bool
+    """
+    import psutil
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class ProcessGroup:
+    """Processes recorded by role (``"controller"``, ``"engines"``), ended by PID.
+
+    Attributes
+    ----------
+    leaders : dict
+        ``{role: pid}`` of the process each role was recorded from (the
+        controller, ``mpiexec``).
+    """
+
+    def __init__(self):
+        self._procs = {}
+        self.leaders = {}
+
+    def add(self, pid, role, *, leader=False):
+        """Record process ``pid`` and all its descendants under ``role``.
+
+        Parameters
+        ----------
+        pid : int
+        role : str
+        leader : bool, default=False
+            ``pid`` is the process the role stands for (checked by :meth:`lost`).
+        """
+        import psutil
+        if leader:
+            self.leaders[role] = int(pid)
+        try:
+            proc = psutil.Process(pid)
+            family = [proc] + proc.children(recursive=True)
+        except psutil.Error:
+            return
+        for p in family:
+            self._procs.setdefault(p.pid, (role, p))
+
+    def pids(self, role=None):
+        """Recorded PIDs (of ``role``, or all), whether they still run or not.
+
+        Returns
+        -------
+        list of int
+        """
+        return sorted(pid for pid, (r, _) in self._procs.items() if role in (None, r))
+
+    def lost(self, role):
+        """Whether the leader of ``role`` was recorded and is no longer running."""
+        pid = self.leaders.get(role)
+        return pid is not None and not is_running(pid)
+
+    def end(self, role=None, grace=3.0):
+        """End the recorded processes (of ``role``, or all) and forget them.
+
+        SIGTERM first (SIGCONT too, so that a stopped process can act on it),
+        SIGKILL for those still running after ``grace`` seconds.
+
+        Parameters
+        ----------
+        role : str, optional
+        grace : float, default=3.0
+
+        Returns
+        -------
+        list of int
+            PIDs that were still running and had to be ended.
+        """
+        import signal
+
+        import psutil
+        chosen = [(pid, p) for pid, (r, p) in self._procs.items() if role in (None, r)]
+        for pid, _ in chosen:
+            del self._procs[pid]
+        if role is None:
+            self.leaders.clear()
+        else:
+            self.leaders.pop(role, None)
+        running = []
+        for _, p in chosen:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    p.terminate()
+                    p.send_signal(signal.SIGCONT)
+                    running.append(p)
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(running, timeout=grace)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(alive, timeout=grace)
+        for p in alive:
+            logger.warning("process %d (%s) did not end", p.pid, _name(p))
+        return [p.pid for p in running]
+
+
+def _name(proc):
+    try:
+        return " ".join(proc.cmdline()[:3]) or proc.name()
+    except Exception:  # gone or not ours: only a log line is at stake
+        return "?"
