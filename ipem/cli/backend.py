@@ -5,7 +5,9 @@ from pathlib import Path
 
 from ..speaker.calibration import DEFAULT_PRIOR, LogisticCalibration
 from ..speaker.scorefiles import SCORE_FORMATS, read_score_file, split_scores, write_score_file
+from ..io.provenance import read_companion
 from ..steps import apply_calibration, calibrate, evaluate, format_metrics
+from ..steps.chain import format_chain
 from .options import IMAGE, INPUT_FILE, OUTPUT_FILE, Command, UsageError, common_options
 
 
@@ -52,6 +54,9 @@ def run_evaluate(args):
             write_score_file(args.out, trials, scores, args.out_format)
     tar, non = split_scores(trials, scores)
     print(format_metrics(evaluate(tar, non, source=args.scores)))
+    record = read_companion(args.scores)
+    if record is not None:                  # what the scores came from (ipem.io.provenance)
+        print(format_chain(record))
     if args.out:
         print(f"scores -> {args.out}")
     if args.det:

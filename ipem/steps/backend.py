@@ -6,12 +6,15 @@ whichever step (GMM-UBM or i-vector) wrote them.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 import numpy as np
 
+from ..io.atomic import write_text_atomic
 from ..io.preflight import check_output_file
+from ..io.provenance import file_digest, make_record, read_companion, write_companion
 from ..speaker import metrics
 from ..speaker.calibration import DEFAULT_PRIOR, LogisticCalibration
 from ..speaker.scorefiles import read_score_matrix, write_score_file
@@ -34,7 +37,8 @@ def calibrate(scores, *, key=None, prior=DEFAULT_PRIOR, out=None):
     prior : float, default=DEFAULT_PRIOR
         Training prior (see :class:`ipem.speaker.calibration.LogisticCalibration`).
     out : str, optional
-        Save the calibration here as JSON.
+        Save the calibration here as JSON, with a ``"provenance"`` record (the
+        development score files' digests).
 
     Returns
     -------
@@ -59,7 +63,11 @@ def calibrate(scores, *, key=None, prior=DEFAULT_PRIOR, out=None):
     cal = LogisticCalibration(prior=prior).fit(x[is_tar], x[~is_tar],
                                                systems=[os.fspath(p) for p in paths])
     if out is not None:
-        cal.save(out)
+        d = cal.to_dict()
+        d["provenance"] = make_record("calibration", dev_scores=[
+            {"file": os.fspath(p), "digest": file_digest(p)} for p in paths],
+            key_file=None if key is None or isinstance(key, dict) else os.fspath(key))
+        write_text_atomic(out, json.dumps(d, indent=2) + "\n")
         logger.info("calibration -> %s", out)
     return cal
 
@@ -96,20 +104,43 @@ def apply_calibration(calibration, scores, *, key=None, require_labels=False, ou
     """
     if out is not None:
         check_output_file(out, "out")
-    source = "calibration"
+    source, dev = "calibration", {}
     if isinstance(calibration, (str, os.PathLike)):
         source = os.fspath(calibration)
+        dev = _dev_digests(source)
         calibration = LogisticCalibration.load(calibration)
     paths = [scores] if isinstance(scores, (str, os.PathLike)) else list(scores)
     if len(paths) != calibration.n_systems_:
         raise ValueError(f"{source} fuses {calibration.n_systems_} score files, got "
                          f"{len(paths)}")
     trials, x = read_score_matrix(paths, key, require_labels=require_labels)
+    notes = []
+    for p in paths:                 # a warning: the scores are not a held-out evaluation
+        if dev and file_digest(p) in dev:
+            notes.append(f"{source} was trained on these scores ({os.fspath(p)} is its "
+                         f"development score file {dev[file_digest(p)]})")
+            logger.warning("%s", notes[-1])
     llr = calibration.transform(x)
     if out is not None:
         write_score_file(out, trials, llr, out_format)
+        rec = dict(read_companion(paths[0]) or make_record("scores"))
+        rec.update(calibration_file=source, calibrated_scores=[os.fspath(p) for p in paths])
+        if notes:
+            rec["calibrated_on_itself"] = notes
+        write_companion(out, rec)
         logger.info("calibrated scores -> %s", out)
     return trials, llr
+
+
+def _dev_digests(path):
+    """``digest -> file`` of the development scores a calibration file records ({} if none)."""
+    try:
+        with open(path, "rb") as fh:
+            d = json.loads(fh.read(1 << 24).decode("utf-8"))
+        files = d["provenance"]["dev_scores"]
+        return {str(f["digest"]): str(f["file"]) for f in files}
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+        return {}                   # no record (or a file LogisticCalibration.load refuses)
 
 
 def evaluate(tar, non, *, source=None):

@@ -26,7 +26,7 @@ from ..io.provenance import ProvenanceError, read_record, short
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Checks", "name_of", "overlap_message"]
+__all__ = ["Checks", "format_chain", "name_of", "overlap_message"]
 
 
 class Checks:
@@ -94,3 +94,54 @@ def digest_mismatch(what, recorded, recorded_file, given, given_name):
     """``"<what> comes from <recorded_file> (<digest>), not from <given_name> (<digest>)"``."""
     return (f"{what} was made from another file than {given_name} "
             f"({recorded_file or 'a file'} {short(recorded)}, not {short(given)})")
+
+
+def format_chain(record):
+    """The lines ``ipem evaluate`` prints about what a score file came from.
+
+    Parameters
+    ----------
+    record : dict
+        The score file's companion record (:func:`ipem.io.provenance.read_companion`).
+
+    Returns
+    -------
+    str
+        A short block: the system and its inputs (with digests), the trial
+        list, open or closed set where the back-end's speakers are known,
+        and what ``allow_overlap`` let through.
+    """
+    r = record
+    lines = []
+    system = r.get("system", "scores")
+    if r.get("normalization"):
+        system += f", {r['normalization']}-norm of {r.get('raw_scores_file', '?')}"
+    lines.append(f"made from:  {system}")
+    if r.get("ubm"):
+        trained = f", trained on {r['ubm_utterances']} utterances" \
+            if r.get("ubm_utterances") is not None else ""
+        models = f"{r['n_models']} models in {r['models_dir']}, " if r.get("models_dir") else ""
+        lines.append(f"  models:   {models}UBM {r.get('ubm_file') or '?'} "
+                     f"({short(r['ubm'])}{trained})")
+    if r.get("backend_file"):
+        trained = (f", {r['backend_speakers']} speakers, {r.get('backend_utterances')} "
+                   "i-vectors") if "backend_speakers" in r else ", training data unknown"
+        lines.append(f"  back-end: {r['backend_file']} ({short(r.get('backend'))}{trained})")
+    if r.get("extractor"):
+        trained = f", trained on {r['extractor_utterances']} utterances" \
+            if r.get("extractor_utterances") is not None else ""
+        lines.append(f"  extractor: {r.get('extractor_file') or '?'} "
+                     f"({short(r['extractor'])}{trained})")
+    if r.get("trials_file"):
+        lines.append(f"  trials:   {r['trials_file']} ({r.get('n_trials')} trials, "
+                     f"{short(r.get('trials'))})")
+    if "shared_speakers" in r:
+        if r["shared_speakers"]:
+            lines.append(f"  closed set: {r['shared_speakers']} of the {r['trial_speakers']} "
+                         f"trial speakers are back-end speakers (by name)")
+        else:
+            lines.append(f"  open set: none of the {r['trial_speakers']} trial speakers is "
+                         f"among the back-end's {r['backend_speakers']} (by name)")
+    for message in r.get("allowed_overlap", ()):
+        lines.append(f"  ALLOWED:  {message}")
+    return "\n".join(lines)
