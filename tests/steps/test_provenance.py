@@ -262,3 +262,18 @@ def test_calibration_records_its_development_scores(world, gmm, capsys, tmp_path
                           "--out", str(tmp_path / "cal.txt")])
     assert "was trained on these scores" in err
     assert read_companion(tmp_path / "cal.txt")["calibrated_on_itself"]
+
+
+def test_norm_refuses_models_and_scores_of_another_ubm(world, gmm, capsys, tmp_path):
+    root, corpus, common = world
+    out, ubm0, ubm5, models = gmm
+    raw, normed = tmp_path / "raw.txt", tmp_path / "z.txt"
+    _ok(capsys, ["score", "--ubm", str(ubm0), "--models", str(models), "--trials",
+                 str(corpus / "trials.lst"), "--out", str(raw), *common])
+    argv = ["norm", "--models", str(models), "--scores", str(raw), "--cohort",
+            str(corpus / "enroll.lst"), "--method", "z", "--out", str(normed), *common]
+    line = _refused(capsys, [*argv, "--ubm", str(ubm5)], raw, ubm5)
+    assert "scored with another UBM" in line and not normed.exists()
+    _ok(capsys, [*argv, "--ubm", str(ubm0)])
+    rec = read_companion(normed)
+    assert rec["normalization"] == "z" and rec["ubm_file"] == str(ubm0)
