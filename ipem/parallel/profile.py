@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import os
+import time
 
 from .directview import DirectViewController
 from .errors import EngineError
@@ -23,7 +26,13 @@ def connect_profile(profile=None, *, profile_dir=None, reduction="client",
         Profile directory (``ipcluster start --profile-dir=DIR``), e.g.
         ``profiles/profile_ipem_mpi`` in this repository.
     n_engines : int, optional
-        Wait until this many engines have registered.
+        Wait until this many engines have registered.  Default: the number
+        ``ipcluster start -n N`` asked for, read from the profile's cluster
+        files (``security/cluster-*.json``), when there are any.
+    timeout : float, default=120
+        Seconds to wait for the connection and for the engines.  Fewer engines
+        than expected at the deadline is an :class:`EngineError` (ipem does
+        not run on fewer than asked).
     **controller_kwargs
         More arguments of :class:`~ipem.parallel.directview.DirectViewController`
         (``deadline``, ``min_deadline``, ...).  Engines that ipem did not start
@@ -46,17 +55,49 @@ def connect_profile(profile=None, *, profile_dir=None, reduction="client",
         where = profile_dir or profile or "the default profile"
         raise EngineError(f"cannot connect to the cluster of {where}: {exc} (is "
                           "'ipcluster start' running?)") from exc
+    where = profile_dir or profile or "the default profile"
     try:
-        if n_engines:
-            client.wait_for_engines(int(n_engines), timeout=timeout)
+        expected = int(n_engines) if n_engines else _requested_engines(kw.get("profile_dir"),
+                                                                       profile)
+        if expected:
+            _wait_for(client, expected, timeout, where)
         if not client.ids:
-            raise EngineError(f"no engines are registered with the cluster of "
-                              f"{profile_dir or profile or 'the default profile'}")
+            raise EngineError(f"no engines are registered with the cluster of {where}")
     except BaseException:
         client.close()
         raise
     return DirectViewController(client[:], reduction=reduction, blas_threads=blas_threads,
                                 **controller_kwargs)
+
+
+def _requested_engines(profile_dir, profile):
+    """Engines that ``ipcluster start`` asked for in a profile (0 if unknown)."""
+    if profile_dir is None:
+        try:
+            from IPython.paths import locate_profile
+            profile_dir = locate_profile(profile or "default")
+        except OSError:
+            return 0
+    total = 0
+    for path in glob.glob(os.path.join(profile_dir, "security", "cluster-*.json")):
+        try:
+            with open(path) as f:
+                sets = json.load(f).get("engines", {}).get("sets", {})
+            total += sum(int(s.get("n", 0)) for s in sets.values())
+        except (OSError, ValueError, AttributeError):
+            continue
+    return total
+
+
+def _wait_for(client, expected, timeout, where):
+    """Wait until ``expected`` engines are registered; one-line EngineError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while len(client.ids) < expected:
+        if time.monotonic() > deadline:
+            raise EngineError(f"{len(client.ids)} of {expected} engines registered with the "
+                              f"cluster of {where} after {timeout:.0f} s (a batch job still "
+                              "pending, or engines that died): not running on fewer than asked")
+        time.sleep(0.2)
 
 
 def _parse(spec, argument):
@@ -69,7 +110,8 @@ def _parse(spec, argument):
 def _open(profile_dir, blas_threads):
     if not os.path.isdir(profile_dir):
         raise ValueError(f"--cluster profile:{profile_dir}: no such profile directory")
-    ctrl = connect_profile(profile_dir=profile_dir, blas_threads=blas_threads, timeout=30)
+    ctrl = connect_profile(profile_dir=profile_dir, blas_threads=blas_threads,
+                           timeout=float(os.environ.get("IPEM_PROFILE_TIMEOUT", 120)))
     try:
         yield ctrl
     finally:

@@ -31,7 +31,7 @@ from .mpi import _expected_exit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LAUNCHER", "SlurmCluster", "srun_mpi_plugin"]
+__all__ = ["LAUNCHER", "SlurmCluster", "default_location", "srun_mpi_plugin"]
 
 #: job states after which no engine of the job runs any more
 ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
@@ -118,8 +118,12 @@ def _submit_env():
             if not k.startswith("SLURM_") or k == "SLURM_CONF"}
 
 
-def _default_location():
-    """An address of this host that other nodes can reach (not loopback), or None."""
+def default_location():
+    """An address of this host that other nodes can reach (not loopback), or None.
+
+    The source address of this host's default route: engines on other nodes
+    connect to it, where this host's name might resolve to 127.0.0.1 there.
+    """
     import socket
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -291,7 +295,7 @@ class SlurmCluster:
         self._catch_sigterm()
         atexit.register(self.stop)
         kw = dict(controller_ip=self.controller_ip)
-        location = self.location or (_default_location() if self.controller_ip == "*" else None)
+        location = self.location or (default_location() if self.controller_ip == "*" else None)
         if location:
             kw["controller_location"] = location
         self.cluster = ipp.Cluster(n=0, profile_dir=self.profile_dir, cluster_id=self.cluster_id,

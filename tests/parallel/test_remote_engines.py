@@ -33,7 +33,9 @@ def load_profile(name):
 
 def engine_launcher(config, tmp_path):
     from ipyparallel.cluster.launcher import find_launcher_class
-    cls = find_launcher_class(config.Cluster.engine_launcher_class, "engine")
+    from traitlets.utils.importstring import import_item
+    name = config.Cluster.engine_launcher_class
+    cls = import_item(name) if "." in name else find_launcher_class(name, "engine")
     return cls(config=config, profile_dir=str(tmp_path), cluster_id="test", work_dir=str(tmp_path))
 
 
@@ -58,15 +60,37 @@ def test_remote_profile_controller_ip(name, no_ip_override):
     assert load_profile(name).Cluster.controller_ip == "10.1.0.5"
 
 
-def test_slurm_profile(tmp_path, no_ip_override):
+def test_slurm_profile(tmp_path, no_ip_override, monkeypatch):
+    monkeypatch.delenv("IPEM_SRUN_MPI", raising=False)
     cls, script = batch_script("profile_ipem_slurm", tmp_path, 64)
     assert cls == "SlurmEngineSetLauncher"
     lines = script.splitlines()
     assert lines[0] == "#!/bin/bash"
     assert "#SBATCH --ntasks=64" in lines
-    assert "#SBATCH --ntasks-per-node=16" in lines
+    assert not [ln for ln in lines if "--ntasks-per-node" in ln]  # Slurm places the engines
     assert "#SBATCH --export=ALL" in lines  # the engines get IPP_* connection variables
-    assert lines[-1] == f"srun --mpi=pmix {sys.executable} -m ipyparallel.engine --mpi"
+    assert "#SBATCH --time=04:00:00" in lines
+    # pmi2: what the mpich wheel's ranks need; a dead engine ends the job
+    assert lines[-1] == (f"srun --mpi=pmi2 --kill-on-bad-exit=1 {sys.executable} "
+                         "-m ipyparallel.engine --mpi")
+
+
+def test_slurm_profile_honours_ipyparallels_options(tmp_path, no_ip_override):
+    config = load_profile("profile_ipem_slurm")
+    launcher_config = config.SlurmEngineSetLauncher
+    launcher_config.queue, launcher_config.account = "cpu", "proj"
+    launcher_config.qos, launcher_config.timelimit = "long", "1:00:00"
+    launcher_config.options = "--constraint=ib"
+    launcher_config.prologue = ["module load mpich"]
+    launcher_config.srun_mpi = "pmix"
+    launcher = engine_launcher(config, tmp_path)
+    launcher.write_batch_script(8)
+    lines = Path(launcher.batch_file).read_text().splitlines()
+    for option in ("--partition=cpu", "--account=proj", "--qos=long", "--time=1:00:00",
+                   "--constraint=ib", "--ntasks=8"):
+        assert f"#SBATCH {option}" in lines, option
+    assert lines.index("module load mpich") < len(lines) - 1
+    assert lines[-1].startswith("srun --mpi=pmix --kill-on-bad-exit=1 ")
 
 
 def test_pbs_profile(tmp_path, no_ip_override):
