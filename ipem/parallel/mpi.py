@@ -34,11 +34,15 @@ def ensure_mpiexec():
     1. ``$IPEM_MPIEXEC``, when set: a path or a command name. Its directory is
        put first on ``PATH``, so launchers that run plain ``mpiexec``
        (ipyparallel's default, the profiles in ``profiles/``) get it too.
-    2. An ``mpiexec`` already on ``PATH``, e.g. the MPI of ``module load mpich``
-       on an HPC system. ``PATH`` is left alone.
-    3. The ``mpiexec`` of this Python's environment (the ``mpich`` wheel): its
-       ``bin/`` directory is put first on ``PATH``, since a virtualenv used
-       without activation would otherwise not find it.
+    2. An ``mpiexec`` on ``PATH`` outside this Python's environment, e.g. the
+       MPI of ``module load mpich`` on an HPC system, however the virtualenv
+       was activated (before or after the module load).  ``PATH`` is left
+       alone, unless the environment's ``bin/`` comes first: then the MPI's
+       directory is put before it, so plain ``mpiexec`` finds it too.
+    3. The ``mpiexec`` of this Python's environment (the ``mpich`` wheel of
+       ``ipem[mpi]``), only when there is no other: its ``bin/`` directory is
+       put first on ``PATH``, since a virtualenv used without activation would
+       otherwise not find it.
 
     The choice is logged at INFO level on ``ipem.parallel.mpi``.
 
@@ -50,27 +54,45 @@ def ensure_mpiexec():
     Raises
     ------
     RuntimeError
-        If ``$IPEM_MPIEXEC`` names nothing executable, or no ``mpiexec`` is found.
+        If ``$IPEM_MPIEXEC`` names nothing executable, or no ``mpiexec`` is found
+        (naming ``pip install 'ipem[mpi]'``).
+    MissingDependencyError
+        Without mpi4py, which the engines need: one line naming
+        ``pip install 'ipem[mpi]'``.
     """
+    from .._optional import require
+    require("mpi4py", "to start MPI engines")
+    env_bin = os.path.dirname(os.path.abspath(sys.executable))
     requested = os.environ.get("IPEM_MPIEXEC", "").strip()
     if requested:
         found = shutil.which(requested)
         if found is None:
             raise RuntimeError(f"IPEM_MPIEXEC={requested!r} is not an executable mpiexec")
         found, why, first = os.path.abspath(found), "from IPEM_MPIEXEC", True
-    elif (on_path := shutil.which("mpiexec")) is not None:
-        found, why, first = os.path.abspath(on_path), "found on PATH", False
+    elif (on_path := _site_mpiexec(env_bin)) is not None:
+        found, why = on_path, "found on PATH"
+        dirs = [os.path.abspath(d) for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+        first = (env_bin in dirs
+                 and dirs.index(env_bin) < dirs.index(os.path.dirname(found)))
     else:
-        found = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "mpiexec")
-        why, first = "this Python environment's; no mpiexec on PATH", True
+        found = os.path.join(env_bin, "mpiexec")
+        why, first = "this Python environment's; no other mpiexec on PATH", True
         if not (os.path.isfile(found) and os.access(found, os.X_OK)):
             raise RuntimeError("mpiexec not found: load your MPI (e.g. module load mpich), set "
-                               "IPEM_MPIEXEC, or install the mpich wheel (pip install mpich)")
+                               "IPEM_MPIEXEC, or pip install 'ipem[mpi]' (the mpich wheel)")
     path = os.environ.get("PATH", "")
     if first and path.split(os.pathsep)[0] != os.path.dirname(found):
         os.environ["PATH"] = os.pathsep.join(filter(None, [os.path.dirname(found), path]))
     logger.info("using mpiexec %s (%s)", found, why)
     return found
+
+
+def _site_mpiexec(env_bin):
+    """The first ``mpiexec`` on ``PATH`` outside ``env_bin`` (this Python's ``bin/``), or None."""
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d and os.path.abspath(d) != env_bin]
+    found = shutil.which("mpiexec", path=os.pathsep.join(dirs)) if dirs else None
+    return os.path.abspath(found) if found else None
 
 
 def single_host_mpi_config(mpiexec=None):

@@ -54,6 +54,25 @@ def test_wheel_mpiexec_when_none_on_path(tmp_path, clean_env, caplog):
     assert any(VENV_MPIEXEC in r.getMessage() for r in caplog.records)
 
 
+@needs_wheel_mpiexec
+def test_site_mpiexec_wins_over_the_activated_virtualenv(tmp_path, clean_env):
+    """``module load mpich; source .venv/bin/activate``: the venv's bin/ (with the
+    mpich wheel's mpiexec) comes first on PATH, and the site's MPI still wins."""
+    loaded = fake_mpiexec(tmp_path / "modules" / "mpich" / "bin")
+    clean_env.setenv("PATH", os.pathsep.join([os.path.dirname(VENV_MPIEXEC),
+                                              os.path.dirname(loaded)]))
+    assert ensure_mpiexec() == loaded
+    # plain `mpiexec` (ipyparallel's launchers, the profiles) finds it too
+    assert os.environ["PATH"].split(os.pathsep)[0] == os.path.dirname(loaded)
+
+
+def test_missing_mpi4py_is_one_line_naming_the_extra(clean_env):
+    clean_env.setitem(sys.modules, "mpi4py", None)  # as if not installed
+    with pytest.raises(ModuleNotFoundError) as info:
+        ensure_mpiexec()
+    assert str(info.value) == "mpi4py is needed to start MPI engines: pip install 'ipem[mpi]'"
+
+
 def test_ipem_mpiexec_names_one_explicitly(tmp_path, clean_env, caplog):
     fake_mpiexec(tmp_path / "on_path")
     chosen = fake_mpiexec(tmp_path / "chosen")
