@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -59,10 +60,14 @@ from .demo import DEMO
 from .extract import EXTRACT
 from .gmm import ADAPT, NORM, SCORE
 from .ivector import EXTRACT_IVECTORS, TRAIN_IVECTOR, TRAIN_PLDA
-from .options import Parser, UsageError, check_paths
+from ..io.atomic import destinations_named
+from .options import Parser, UsageError, check_paths, written_by
 from .ubm import TRAIN_UBM
 
 __all__ = ["COMMANDS", "build_parser", "main"]
+
+#: The file of a :class:`ipem.io.atomic.WriteError`, however deep in a message it is.
+_WRITTEN = re.compile(r"cannot write (\S+): ")
 
 #: The commands, in the order ``ipem --help`` lists them: adding a command is a
 #: :class:`~ipem.cli.options.Command` in a module of its own (or of its family) and a line here.
@@ -99,6 +104,12 @@ def _message(args, exc):
     else:
         text = str(exc)
     message = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    written = _WRITTEN.search(message)
+    if written:      # a full disk, a size limit: name the destination and its option
+        message = destinations_named(message)
+        found = written_by(args, args.parser.paths, destinations_named(written.group(1)))
+        if found:
+            message = f"{found[0]} {found[1]}: {message}"
     if isinstance(exc, MemoryError):
         message = f"out of memory ({message or type(exc).__name__})"
     return message

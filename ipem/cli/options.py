@@ -27,7 +27,7 @@ from ..speaker.utterances import FeatureSource
 
 __all__ = ["CHECKPOINT", "COMMON_HINTS", "Command", "IMAGE", "INPUT_DIR", "INPUT_FILE",
            "OUTPUT_DIR", "OUTPUT_FILE", "Parser", "PathRole", "UsageError", "check_paths",
-           "common_options", "feature_options", "feature_source", "typed"]
+           "common_options", "feature_options", "feature_source", "typed", "written_by"]
 
 
 class UsageError(ValueError):
@@ -112,6 +112,35 @@ def check_paths(args, paths):
         for path in (value if isinstance(value, list) else [value]):
             if path is not None:
                 p.role.check(path, p.option)
+
+
+def written_by(args, paths, target):
+    """The output option whose file is ``target``, or whose directory holds it; else None.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+    paths : sequence of PathOption
+    target : str
+        A file a step failed to write (:class:`ipem.io.atomic.WriteError`).
+
+    Returns
+    -------
+    tuple of (str, str) or None
+        ``(option, value)`` as given on the command line.
+    """
+    target = os.path.abspath(target)
+    for p in paths:
+        if p.role.rank < OUTPUT_FILE.rank:
+            continue
+        value = getattr(args, p.dest, None)
+        for path in (value if isinstance(value, list) else [value]):
+            if path is None:
+                continue
+            full = os.path.abspath(path)
+            if target == full or target.startswith(full.rstrip(os.sep) + os.sep):
+                return p.option, path
+    return None
 
 
 # ---------------------------------------------------------------------------

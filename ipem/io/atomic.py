@@ -18,17 +18,54 @@ or SIGTERM leaves the destination as it was.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import secrets
 import shutil
 from typing import Iterator, Union
 
 import numpy as np
 
-__all__ = ["atomic_directory", "atomic_path", "save_npz_atomic", "write_text_atomic",
-           "remove_stale_temporaries"]
+__all__ = ["WriteError", "atomic_directory", "atomic_path", "destinations_named",
+           "save_npz_atomic", "write_text_atomic", "remove_stale_temporaries"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: The errors of a write that the file system refused for want of room or rights.
+_WRITE_ERRNOS = frozenset(getattr(errno, name) for name in
+                          ("ENOSPC", "EFBIG", "EDQUOT", "EIO", "EROFS") if hasattr(errno, name))
+
+
+class WriteError(OSError):
+    """Writing an output failed (a full disk, a file size limit): names the destination.
+
+    ``str(exc)`` is ``"cannot write <path>: <reason>"``; :attr:`filename`
+    is the destination (not the temporary file the data went to first).
+    """
+
+    def __str__(self):
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
+_TEMPORARY = re.compile(r"(?<![^/\s'\"(])\.([^/\s]+?)\.[0-9a-f]{12}\.tmp(?=/|\b)")
+
+
+def destinations_named(text: str) -> str:
+    """``text`` with each temporary name of :func:`atomic_path` or :func:`atomic_directory`
+    (``.<name>.<12 hex>.tmp``) replaced by its destination's name ``<name>``.
+
+    A write that fails on an engine names the file it was writing, inside
+    the temporary directory of its step; a user knows the destination.
+    """
+    return _TEMPORARY.sub(r"\1", text)
+
+
+def _write_error(exc: OSError, path: str) -> OSError:
+    """``exc`` naming ``path`` if it is a write the file system refused; else ``exc``."""
+    if isinstance(exc, WriteError) or exc.errno not in _WRITE_ERRNOS:
+        return exc
+    return WriteError(exc.errno, exc.strerror or os.strerror(exc.errno), path)
 
 
 @contextlib.contextmanager
@@ -47,6 +84,13 @@ def atomic_path(path: PathLike) -> Iterator[str]:
         created empty (exclusively, so it is never shared).  Write to it by
         name; when the ``with`` block ends normally it is synced to disk and
         renamed to ``path``.
+
+    Raises
+    ------
+    WriteError
+        When the file system refuses the write (no space left, a file size
+        limit, a quota, a read-only file system): ``"cannot write <path>:
+        <reason>"``, naming ``path``.
 
     Notes
     -----
@@ -71,9 +115,13 @@ def atomic_path(path: PathLike) -> Iterator[str]:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            error = _write_error(exc, path)
+            if error is not exc:
+                raise error from None
         raise
 
 

@@ -137,8 +137,9 @@ class Controller:
         return self
 
     # --- results ------------------------------------------------------------
-    def _values(self, outcomes, where=None):
-        """The values of shard outcomes, or one EngineError for all failures."""
+    def _values(self, outcomes, where=None, of=None):
+        """The values of shard outcomes, or one EngineError for all failures (for tasks,
+        ``of`` = their number: ``"N of M tasks failed; first: ..."``)."""
         failures = []
         for i, o in enumerate(outcomes):
             if o.failure is not None:
@@ -146,7 +147,7 @@ class Controller:
                 failures.append(o.failure)
         if failures:
             cause = next((o.exc for o in outcomes if o.exc is not None), None)
-            raise_failures(failures, where or self._where, cause)
+            raise_failures(failures, where or self._where, cause, of=of)
         return [o.value for o in outcomes]
 
     # --- the public interface ---------------------------------------------
@@ -310,7 +311,8 @@ class Controller:
         """
         items = list(items)
         outcomes = self._tasks(func, items, args, progress, desc)
-        return self._values(outcomes, where=lambda i: f"task {i} ({_short(items[i])})")
+        return self._values(outcomes, where=lambda i: f"task {i} ({_short(items[i])})",
+                            of=len(items))
 
     def free(self, data):
         """Delete the shards of ``data`` (or a :class:`Broadcast`) where they live."""

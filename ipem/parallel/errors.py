@@ -156,7 +156,7 @@ class Failure:
                    parameter=param)
 
 
-def raise_failures(failures, where, cause=None):
+def raise_failures(failures, where, cause=None, *, of=None):
     """Raise one :class:`EngineError` (or :class:`EngineValueError`) for ``failures``.
 
     Parameters
@@ -166,12 +166,26 @@ def raise_failures(failures, where, cause=None):
         ``where(index)`` names the place of a failure ("shard 1 (engine 3)").
     cause : BaseException, optional
         The original exception, when it is at hand (in-process shards).
+    of : int, optional
+        The number of tasks run (for :meth:`Controller.map_tasks`): when more
+        than one failed, the message is one line, ``"N of M tasks failed;
+        first: <place>: <cause>"``, instead of every task's message (the
+        error's ``failures`` still hold them all).
     """
     real = [f for f in failures if not f.is_peer] or list(failures)
+    shown, head = real, ""
+    if of is not None and len(real) > 1:
+        shown, head = real[:1], f"{len(real)} of {of} tasks failed; first: "
     if all(f.parameter is not None for f in real) and \
             len({f.parameter[2] for f in real}) == 1:
-        raise _parameter_error(real, where) from cause
-    message = "; ".join(f"{where(f.index)}: {f.type_name}: {f.message}" for f in real)
+        error = _parameter_error(shown, where)
+        if head:
+            error = EngineParameterError(head + error.template, error.parameters,
+                                         hint=error.hint, failures=real)
+        else:
+            error.failures = list(real)
+        raise error from cause
+    message = head + "; ".join(f"{where(f.index)}: {f.type_name}: {f.message}" for f in shown)
     cls = EngineValueError if all(f.is_value for f in real) else EngineError
     raise cls(message, real) from cause
 

@@ -7,6 +7,7 @@ runs, no file is written outside its directory, no memory is spent on what a fil
 merely claims to hold.
 """
 import io
+import os
 import resource
 import shutil
 import struct
@@ -685,3 +686,74 @@ def test_deeply_nested_calibration_is_one_line(tmp_path, capsys, opening):
                                     str(cal), "--quiet"])
     assert line == (f"ipem evaluate: error: {cal}: not a calibration file (JSON nested too "
                     "deeply to read)")
+
+
+# ---------------------------------------------------------------------------------------
+# issue 22: a full disk, a file size limit
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (root only; skipped elsewhere), unmounted afterwards."""
+    import subprocess
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def _fill(disk, leave):
+    """Fill ``disk`` but for about ``leave`` bytes."""
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    with open(disk / "filler", "wb") as fh:
+        fh.write(bytes(max(free - leave, 0)))
+
+
+def test_full_disk_during_checkpoint_names_file_and_option(world, small_disk, capsys):
+    root, corpus, feats = world
+    ck, out = small_disk / "ck.npz", small_disk / "ubm.npz"
+    _fill(small_disk, 4096)
+    line = _one_line_error(capsys, ["train-ubm", "--features", str(feats), "--root",
+                                    str(corpus), "--list", str(corpus / "ubm.lst"), "-K", "4",
+                                    "--checkpoint", str(ck), "--out", str(out), "--quiet"])
+    assert line == (f"ipem train-ubm: error: --checkpoint {ck}: cannot write {ck}: No space "
+                    "left on device")
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]   # nothing partial
+
+
+_FSIZE_CHILD = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # a write over the limit raises EFBIG
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from ipem.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("cluster", ["local", "local:2"])
+def test_file_size_limit_in_adapt_is_one_line(world, tmp_path, cluster):
+    import subprocess
+    import sys
+    root, corpus, feats = world
+    enroll = tmp_path / "enroll.lst"
+    enroll.write_text("".join(f"{s} wav/{s}/{s}_enroll.wav\n" for s in SPEAKERS))
+    out = tmp_path / "models"
+    proc = subprocess.run(
+        [sys.executable, "-B", "-c", _FSIZE_CHILD, "1500", "adapt", "--ubm",
+         str(root / "ubm.npz"), "--enroll", str(enroll), "--features", str(feats), "--root",
+         str(corpus), "--out-dir", str(out), "--cluster", cluster, "--quiet"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"ipem adapt: error: --out-dir {out}: 3 of 3 tasks failed; "
+                               "first: task 0 (")
+    assert lines[0].endswith(f"WriteError: cannot write {out}/spk0.npz: File too large")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
