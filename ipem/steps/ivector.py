@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import read_list
+from ..io.atomic import remove_stale_temporaries
 from ..io.preflight import check_output_file
 from ..io.provenance import (file_digest, gmm_digest, make_record, save_with_record, short,
                              trials_digest, utterance_keys, write_companion)
@@ -80,6 +81,8 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
     for path, what in ((out, "out"), (checkpoint, "checkpoint")):
         if path is not None:
             check_output_file(path, what)
+    # what a killed run left half-written next to them (.<name>.<12 hex>.tmp)
+    remove_stale_temporaries([p for p in (out, checkpoint) if p is not None])
     callbacks = list(callbacks or [])
     own_plot = None
     if isinstance(plot, (str, os.PathLike)):

@@ -8,6 +8,7 @@ import logging
 import os
 
 from ..io import FeatureRef, list_features
+from ..io.atomic import remove_stale_temporaries
 from ..io.preflight import check_input_file, check_output_file
 from ..io.provenance import keys_digest, make_record, save_with_record, utterance_keys
 from .cluster import running
@@ -77,6 +78,8 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
             check_output_file(path, what)
     if checkpoint is not None and os.path.exists(checkpoint):
         check_input_file(checkpoint, "checkpoint")
+    # what a killed run left half-written next to them (.<name>.<12 hex>.tmp)
+    remove_stale_temporaries([p for p in (out, checkpoint) if p is not None])
     if isinstance(plot, (str, os.PathLike)):
         image_format(plot)
     if callbacks is None:

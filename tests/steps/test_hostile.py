@@ -757,3 +757,23 @@ def test_file_size_limit_in_adapt_is_one_line(world, tmp_path, cluster):
                                "first: task 0 (")
     assert lines[0].endswith(f"WriteError: cannot write {out}/spk0.npz: File too large")
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------------------------------
+# issue 22: temporaries a killed write left behind
+# ---------------------------------------------------------------------------------------
+
+def test_stale_temporaries_are_removed_when_the_step_runs_again(world, tmp_path):
+    root, corpus, feats = world
+    ck, out = tmp_path / "ck.npz", tmp_path / "ubm.npz"
+    stale = [tmp_path / ".ck.npz.0123456789ab.tmp", tmp_path / ".ubm.npz.fedcba987654.tmp"]
+    kept = [tmp_path / ".ck.npz.xyz.tmp", tmp_path / ".ck.npz.0123456789ab.tmp.keep",
+            tmp_path / ".other.npz.0123456789ab.tmp", tmp_path / "ck.npz.0123456789ab.tmp"]
+    for p in stale + kept:
+        p.write_bytes(b"half a checkpoint")
+    source = FeatureSource(feats, corpus)
+    steps.train_ubm(source.files(corpus / "ubm.lst"), n_components=4, stage_iter=1,
+                    final_iter=1, checkpoint=ck, out=out)
+    assert not [p for p in stale if p.exists()]
+    assert all(p.exists() for p in kept)
+    assert ck.exists() and out.exists()
