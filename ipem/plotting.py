@@ -213,11 +213,14 @@ class LivePlot:
         obj = [r.objective for r in self.records]
         stages = [r.stage for r in self.records]
         if any(s is not None for s in stages):
-            # one line per stage of a growing mixture, labelled by its size
+            # one line per stage of a growing mixture, labelled by its size: "K=64" for a
+            # mixture's components, "R=10" for a total-variability rank (the record says)
             start = 0
             for i in range(1, len(stages) + 1):
                 if i == len(stages) or stages[i] != stages[start]:
-                    ax.plot(its[start:i], obj[start:i], "o-", ms=3, label=f"K={stages[start]}")
+                    letter = getattr(self.records[start], "stage_label", None) or "K"
+                    ax.plot(its[start:i], obj[start:i], "o-", ms=3,
+                            label=f"{letter}={stages[start]}")
                     start = i
             ax.legend(fontsize=7, ncol=2)
         else:

@@ -241,8 +241,10 @@ _, cosine = steps.score_ivectors(vecs, trials, backend="cosine", model=backend)
 _, plda = steps.score_ivectors(vecs, trials, backend="plda", model=backend)""",
     """md:## GMM-UBM and i-vectors side by side
 Calibration (logistic regression) is trained on the trials of every speaker's first test
-segment and applied to the others; EER and minDCF of the raw scores, actDCF of the calibrated
-ones, on those other trials (SRE08 operating point).""",
+segment (the development half) and applied to the others (the evaluation half). Everything
+below is measured on the evaluation half only: EER and minDCF of the raw scores, actDCF of
+the calibrated ones (SRE08 operating point), and the DET curves, whose legend repeats each
+system's EER from the table (calibration is a monotone map: it moves no DET point).""",
     """from ipem.speaker import LogisticCalibration
 dev = np.array([t.test.endswith("_00.wav") for t in trials])
 curves = {}
@@ -253,8 +255,11 @@ for name, s in (("GMM-UBM, top-5", scores), ("i-vector + cosine", cosine),
     cal = steps.evaluate(llr[~dev & labels], llr[~dev & ~labels])
     print(f"{name:<18s} EER {100 * raw['eer']:5.2f} %  minDCF {raw['min_dcf_sre08']:.4f}  "
           f"actDCF {cal['act_dcf_sre08']:.4f}")
-    curves[name] = (s[labels], s[~labels])
-plot_det(curves, title="DET").figure""",
+    curves[name] = (s[~dev & labels], s[~dev & ~labels])
+print(f"evaluation half: {raw['n_target']} target and {raw['n_nontarget']} non-target trials")
+det = plot_det(curves, title=f"DET, evaluation half ({raw['n_target']} target, "
+                             f"{raw['n_nontarget']} non-target trials)")
+det.figure""",
     """cluster.stop()""",
 ]
 

@@ -148,7 +148,7 @@ class EMLoop:
             warnings.warn(msg, EngineRecoveryWarning, stacklevel=4)
         return (*out, recovered)
 
-    def run(self, params, max_iter, previous=None, stage=None):
+    def run(self, params, max_iter, previous=None, stage=None, stage_label=None):
         """Iterate until convergence or ``max_iter`` iterations.
 
         Parameters
@@ -163,6 +163,8 @@ class EMLoop:
             the first convergence test is the same as in an uninterrupted run.
         stage : int, optional
             Recorded in every record (the number of components in staged fits).
+        stage_label : str, optional
+            Recorded in every record: what ``stage`` counts (``"K"``, ``"R"``).
 
         Returns
         -------
@@ -185,7 +187,8 @@ class EMLoop:
             record = IterationRecord(iteration=len(self.history) + 1,
                                      objective=float(objective), change=float(change),
                                      time=t2 - t0, elapsed=t2 - self.start_time,
-                                     e_step_time=e_time, stage=stage, info=info)
+                                     e_step_time=e_time, stage=stage, info=info,
+                                     stage_label=stage_label)
             self.history.append(record)
             records.append(record)
             converged = bool(model.is_converged(record))

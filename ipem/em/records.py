@@ -37,10 +37,14 @@ class IterationRecord:
     e_step_time : float
         Seconds spent in the E-step call (engines plus transfers).
     stage : int or None
-        Number of components during this iteration (staged training).
+        Number of components during this iteration (staged training); the
+        rank of ``T`` for a total-variability matrix.
     info : dict
         Model-specific telemetry (floored variances, dead components, ...) and
         the controller's per-shard ``shard_frames`` and E-step ``shard_time``.
+    stage_label : str or None
+        What ``stage`` counts, as a plot labels it: ``"K"`` (components) or
+        ``"R"`` (rank of a total-variability matrix); None reads as ``"K"``.
     """
 
     iteration: int
@@ -51,6 +55,7 @@ class IterationRecord:
     e_step_time: float = 0.0
     stage: int | None = None
     info: dict = field(default_factory=dict)
+    stage_label: str | None = None
 
     def as_dict(self):
         """The record as a plain dict (what :func:`records_to_json` writes).

@@ -10,7 +10,8 @@ limit.  :func:`run_stages` does that for any model that implements
 ``grow(params, size) -> params``
     the model of the next stage;
 ``stage_size(params) -> int``
-    the size recorded in the records;
+    the size recorded in the records (and an optional ``stage_label``
+    attribute, what that size counts: ``"K"`` when absent, ``"R"`` for a rank);
 ``write_checkpoint(path, params, position, rng, history, data)`` and
 ``read_checkpoint(path, data) -> (params, position, rng, history)``
     the checkpoint format (:mod:`ipem.io.models` for the UBM).
@@ -111,7 +112,8 @@ def run_stages(model, data, rng, stages, *, callbacks=(), checkpoint=None, resum
         budget = stages[pos.stage_index][1] - pos.iter_in_stage
         if budget > 0:
             previous = history[-1].objective if (pos.iter_in_stage and history) else None
-            result = loop.run(params, budget, previous=previous, stage=model.stage_size(params))
+            result = loop.run(params, budget, previous=previous, stage=model.stage_size(params),
+                              stage_label=getattr(model, "stage_label", "K"))
             params = result.params
         pos = Position(pos.stage_index + 1, 0, False, pos.converged)
         if pos.stage_index < len(stages):

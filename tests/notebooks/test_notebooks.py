@@ -109,24 +109,81 @@ def pngs(cell):
     return images
 
 
+#: cells the test runs after a notebook's own (same kernel), to look inside its figures
+PROBES = {
+    "03": """det_fig = [v for v in Out.values() if hasattr(v, "axes")][-1]
+print("DET title:", det_fig.axes[0].get_title())
+for t in det_fig.axes[0].get_legend().get_texts():
+    print("DET legend:", t.get_text())""",
+}
+
+
+def table_and_legend_problems(text):
+    """Where notebook 03's printed table and its DET figure disagree: [message].
+
+    ``text`` is the notebook's output with :data:`PROBES` ``["03"]``'s: the table's
+    ``name EER x.xx %`` rows must be the legend's ``name (EER x.xx%)`` entries, and the
+    trial counts the table states must be the ones in the DET title.
+    """
+    table = dict(re.findall(r"^(\S[^\n]*?) +EER +(\d+\.\d\d) %", text, re.M))
+    legend = dict(re.findall(r"^DET legend: (.*) \(EER (\d+\.\d\d)%\)$", text, re.M))
+    problems = []
+    if not table or table != legend:
+        problems.append(f"table EERs {table} != DET legend EERs {legend}")
+    counts = re.search(r"^evaluation half: (\d+) target and (\d+) non-target trials", text, re.M)
+    title = re.search(r"^DET title: .*?(\d+) target, (\d+) non-target", text, re.M)
+    if counts is None or title is None or counts.groups() != title.groups():
+        problems.append(f"trial counts: table {counts and counts.groups()}, "
+                        f"DET title {title and title.groups()}")
+    return problems
+
+
 @pytest.mark.mpi
 @pytest.mark.once
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path):
     ipem.parallel.ensure_mpiexec()
-    nb = execute(nbformat.read(path, as_version=4), tmp_path)
+    nb = nbformat.read(path, as_version=4)
+    probe = PROBES.get(path.stem[:2])
+    if probe:
+        nb.cells.append(new_code_cell(probe))
+    nb = execute(nb, tmp_path)
     code = [c for c in nb.cells if c.cell_type == "code"]
     outputs = [o for c in code for o in c.get("outputs", [])]
     check_clean(outputs)
     text = "".join(output_text(o) for o in outputs)
     for expected in EXPECTED[path.stem[:2]]:
         assert expected in text
+    if path.stem.startswith("03"):       # the table and the DET beside it: the same trials
+        assert table_and_legend_problems(text) == []
     image_cells = [c for c in code if any(s in c.source for s in IMAGE_CELLS)]
     assert image_cells
     for cell in image_cells:
         images = pngs(cell)
         assert len(images) == 1, f"expected one image (updated in place): {cell.source}"
         assert len(images[0]) > 5000
+
+
+AGREE = """trials: 36 target, 396 non-target
+EER          8.33 %   (ROCCH-EER 5.75 %)
+GMM-UBM, top-5     EER  8.33 %  minDCF 0.0123  actDCF 0.0456
+i-vector + PLDA    EER 12.50 %  minDCF 0.0200  actDCF 0.0300
+evaluation half: 24 target and 264 non-target trials
+DET title: DET, evaluation half (24 target, 264 non-target trials)
+DET legend: GMM-UBM, top-5 (EER 8.33%)
+DET legend: i-vector + PLDA (EER 12.50%)
+"""
+
+
+@pytest.mark.parametrize("change", [
+    ("DET legend: GMM-UBM, top-5 (EER 8.33%)", "DET legend: GMM-UBM, top-5 (EER 7.64%)"),
+    ("(24 target, 264", "(36 target, 396"),
+    ("DET title: DET, evaluation half (24 target, 264 non-target trials)", "DET title: DET"),
+    ("evaluation half: 24 target and 264 non-target trials\n", ""),
+], ids=["eer", "counts", "title-without-counts", "table-without-counts"])
+def test_table_and_legend_check(change):
+    assert table_and_legend_problems(AGREE) == []
+    assert table_and_legend_problems(AGREE.replace(*change))
 
 
 def _names(node):
@@ -304,6 +361,44 @@ def test_liveplot_writes_png_outside_notebooks(tmp_path):
     assert (tmp_path / "conv.png").read_bytes().startswith(PNG_SIGNATURE)
     plot.close()
     assert plot._repr_png_().startswith(PNG_SIGNATURE)
+
+
+def _legend(plot):
+    legend = plot.figure.axes[0].get_legend()
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def test_liveplot_labels_a_total_variability_rank_r(tmp_path):
+    from ipem.em.records import records_from_json, records_to_json
+    from ipem.ivector import TotalVariability, frames_to_rows
+
+    rng = np.random.default_rng(0)
+    ubm = ipem.GaussianMixture(4, covariance_type="diag", random_state=0).fit(
+        rng.normal(size=(800, 3)))
+    utts = [rng.normal(size=(60, 3)).astype(np.float32) for _ in range(12)]
+    plot = ipem.LivePlot(title="TV", path=str(tmp_path / "tv.png"))
+    tv = TotalVariability(2, ubm=ubm, max_iter=3, random_state=0,
+                          callbacks=plot).fit(frames_to_rows(utts, ubm))
+    plot.close()
+    assert (tmp_path / "tv.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert _legend(plot) == ["R=2"]
+    assert [r.stage_label for r in tv.history_] == ["R"] * 3
+    again = ipem.LivePlot(path=None, records=records_from_json(records_to_json(tv.history_)))
+    again._repr_png_()
+    assert _legend(again) == ["R=2"]          # a history read back from a file says R too
+
+
+def test_liveplot_labels_mixture_sizes_k(tmp_path):
+    rng = np.random.default_rng(0)
+    plot = ipem.LivePlot(title="UBM", path=str(tmp_path / "ubm.png"))
+    ipem.UBMTrainer(4, stage_iter=2, final_iter=2, random_state=0, callbacks=plot).fit(
+        rng.normal(size=(600, 3)))
+    plot.close()
+    assert _legend(plot) == ["K=1", "K=2", "K=4"]
+    old = ipem.LivePlot(path=None, records=[IterationRecord(i, -1.0 / i, 0.1, 0.01, 0.01, stage=8)
+                                            for i in range(1, 3)])
+    old._repr_png_()
+    assert _legend(old) == ["K=8"]            # records without a label (older files): K
 
 
 def test_figures_render_themselves():
