@@ -1,4 +1,5 @@
 """Set-up files agree with each other."""
+import os
 import re
 import subprocess
 import sys
@@ -6,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,18 +137,27 @@ def test_core_works_without_the_extras(tmp_path):
         "wav soundfile is needed to read audio files: pip install 'ipem[speaker]'"]
 
 
+def source_files():
+    """The project's files as git keeps them (tracked and new, not ignored): [relative path]."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    return sorted(rel for rel in filter(None, files) if (ROOT / rel).is_file())
+
+
+def copy_sources(dst):
+    """Copy :func:`source_files` to ``dst`` (a checkout without build outputs)."""
+    for rel in source_files():
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dst / rel).write_bytes((ROOT / rel).read_bytes())
+
+
 def test_sdist_holds_profiles_notebooks_and_environment(tmp_path):
     """The sdist built offline by setuptools' own PEP 517 hook from the files git keeps."""
     import tarfile
 
     src = tmp_path / "src"
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        if (ROOT / rel).is_file():
-            (src / rel).parent.mkdir(parents=True, exist_ok=True)
-            (src / rel).write_bytes((ROOT / rel).read_bytes())
+    copy_sources(src)
     run = subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
                           "print(build_meta.build_sdist(sys.argv[1]))", str(tmp_path / "dist")],
                          cwd=src, capture_output=True, text=True, timeout=300)
@@ -161,3 +172,54 @@ def test_sdist_holds_profiles_notebooks_and_environment(tmp_path):
         assert rel in names, rel
     assert not any("__pycache__" in n or n.endswith(".so") for n in names)
     assert "Classifier: Programming Language :: Python :: 3" in meta
+
+
+WHEEL_IMPORT = """
+import sys, ipem, ipem.kernels._ckernels as ck
+assert ipem.__file__.startswith(sys.argv[1]) and ck.__file__.startswith(sys.argv[1]), ipem.__file__
+assert ipem.available_backends() == ["c", "numpy"] and ipem.BACKEND == "c"
+X = __import__("numpy").random.default_rng(0).normal(size=(500, 3))
+print(ipem.GaussianMixture(2, random_state=0).fit(X).lower_bound_)
+"""
+
+
+@pytest.mark.once
+def test_wheel_is_abi3_with_the_kernels_and_no_stale_files(tmp_path):
+    """The wheel pip builds offline from a checkout with an earlier build's leftovers."""
+    import sysconfig
+    import zipfile
+
+    src = tmp_path / "src"
+    copy_sources(src)
+    # what an earlier build leaves in build/lib* after a module moved away (and is not to ship)
+    old = src / "build" / f"lib.{sysconfig.get_platform()}-{sys.implementation.cache_tag}" / "ipem"
+    for rel in ("speaker/sources.py", "kernels/ipem_removed.h"):
+        (old / rel).parent.mkdir(parents=True, exist_ok=True)
+        (old / rel).write_text("# stale\n")
+    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
+                          "--no-index", "-q", "-w", str(tmp_path / "dist"), str(src)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    floor = re.fullmatch(r">=3\.(\d+)", tomllib.loads((ROOT / "pyproject.toml").read_text())
+                         ["project"]["requires-python"]).group(1)
+    plat = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    assert wheel.name == f"ipem-0.1.0-cp3{floor}-abi3-{plat}.whl"
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        tags = [ln for ln in zf.read("ipem-0.1.0.dist-info/WHEEL").decode().splitlines()
+                if ln.startswith("Tag:")]
+        zf.extractall(tmp_path / "site")
+    assert tags == [f"Tag: cp3{floor}-abi3-{plat}"]
+    # exactly the package's sources (C sources and every header included) plus one abi3 module
+    package = {rel for rel in source_files() if rel.startswith("ipem/")}
+    assert {"ipem/kernels/ipem_kernels.c", "ipem/kernels/ipem_kernels.h"} <= package
+    assert {n for n in names if n.startswith("ipem/")} == package | {
+        "ipem/kernels/_ckernels.abi3.so"}
+    # the kernels load from the unpacked wheel (not from this checkout) and fit
+    run = subprocess.run([sys.executable, "-c", WHEEL_IMPORT, str(tmp_path / "site")],
+                         capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site"),
+                              "IPEM_KERNEL_BACKEND": ""})
+    assert run.returncode == 0, run.stderr
+    assert np.isfinite(float(run.stdout.split()[-1]))
