@@ -56,9 +56,12 @@ def _sample(shard, owner, bounds, targets, shift):
     closest = shard.state["kpp_closest"]
     if not np.any(mine) or closest.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, shard.X.shape[1]))
-    cum = np.cumsum(_potential(shard, closest))
+    pot = _potential(shard, closest)
+    cum = np.cumsum(pot)
     local = np.searchsorted(cum, targets[mine] - bounds[shard.index])
-    np.clip(local, None, closest.size - 1, out=local)
+    # rounding past the top: the last frame that has potential (never one of weight 0)
+    positive = np.flatnonzero(pot > 0)
+    np.clip(local, None, positive[-1] if positive.size else closest.size - 1, out=local)
     return np.flatnonzero(mine), local + shard.offset, shard.X[local].astype(np.float64) - shift
 
 

@@ -41,6 +41,10 @@ EXCLUDED = {
                                    "(ipem: tests/cluster/test_kmeans.py tests weighted init)",
         "test_sample_weight_zero": "calls the private method KMeans._init_centroids "
                                    "(ipem: tests/cluster/test_kmeans.py tests zero weights)",
+        "test_n_init_auto": "reads the private attribute _n_init (ipem: n_init='auto' is "
+                            "tested through the number of initialisations made)",
+        "test_kmeans_init_auto_with_initial_centroids": "reads the private attribute _n_init "
+                                                         "(as test_n_init_auto)",
         "test_kmeans_verbose": "matches scikit-learn's printed verbose lines; ipem logs "
                                "records instead of printing (library code never prints)",
     },
