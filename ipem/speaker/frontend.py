@@ -206,7 +206,8 @@ def extract_features(
     NoSpeechError
         (a ValueError) if the VAD finds no speech frame in the file.
     ValueError
-        For an unknown ``vad``, ``norm`` or band.
+        For an unknown ``vad``, ``norm`` or band, or a file shorter than one
+        analysis window (``winlen``; the file is named).
     """
     if vad is True:
         vad = "gmm"
@@ -219,7 +220,13 @@ def extract_features(
     if not variance_norm:
         norm = {"cmvn": "cmn", "sliding_cmvn": "sliding_cmn"}.get(norm, norm)
     low, high = band_edges(sample_rate, low_freq, high_freq)
-    x = prepare_signal(read_audio(path, sample_rate), dither, seed)
+    samples = read_audio(path, sample_rate)
+    window = int(round(winlen * sample_rate))
+    if samples.size < window:     # it would be padded into one frame of mostly zeros
+        raise ValueError(f"audio file {path} is too short: {samples.size} samples "
+                         f"({samples.size / sample_rate:.4g} s at {sample_rate} Hz), less "
+                         f"than one {winlen * 1000:g} ms analysis window")
+    x = prepare_signal(samples, dither, seed)
     static = static_mfcc(x, sample_rate, n_ceps, n_filters, winlen, winstep, low, high)
     feats = with_deltas(rasta_filter(static) if rasta else static)
     if vad:

@@ -777,3 +777,32 @@ def test_stale_temporaries_are_removed_when_the_step_runs_again(world, tmp_path)
     assert not [p for p in stale if p.exists()]
     assert all(p.exists() for p in kept)
     assert ck.exists() and out.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# issue 22: utterances too short for one analysis window
+# ---------------------------------------------------------------------------------------
+
+def test_too_short_audio_is_named(tmp_path, capsys):
+    from ipem.speaker import extract_features
+    corpus, out = tmp_path / "corpus", tmp_path / "feats"
+    rng = np.random.default_rng(0)
+    _wav(corpus / "wav/long.wav")
+    short = corpus / "wav/short.wav"
+    short.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(short), "wb") as w:       # 100 samples: 12.5 ms, half a window
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes((rng.normal(0, 3000, 100)).astype(np.int16).tobytes())
+    expected = (f"audio file {short} is too short: 100 samples (0.0125 s at 8000 Hz), less "
+                "than one 25 ms analysis window")
+    with pytest.raises(ValueError) as info:
+        extract_features(short, vad=False)
+    assert _one_line(info) == expected
+    lst = corpus / "extract.lst"
+    lst.write_text("wav/long.wav\nwav/short.wav\n")
+    line = _one_line_error(capsys, ["extract", "--root", str(corpus), "--out-dir", str(out),
+                                    "--list", str(lst), "--vad", "none", "--quiet"])
+    assert line.startswith("ipem extract: error: ") and line.endswith(expected), line
+    assert not out.exists()
