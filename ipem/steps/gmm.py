@@ -17,7 +17,7 @@ import numpy as np
 
 from ..io import FeatureRef, list_features
 from ..io.atomic import atomic_directory
-from ..io.models import model_file
+from ..io.models import array_shape, model_file
 from ..io.preflight import check_output_dir, check_output_file
 from ..io.provenance import (add_record, gmm_digest, make_record, read_companion, short,
                              trials_digest, utterance_keys, write_companion)
@@ -181,6 +181,7 @@ def score(ubm, trials, models_dir, *, source=None, top_c=5, scoring=None, out=No
     ubm_name, ubm_path, ubm = name_of(ubm, "the UBM"), ubm, ubm_params(ubm)
     _check_headers({t[1]: test for t, (_, test) in zip(trials, pairs)}, ubm.means.shape[1],
                    f"{where}: test segment")
+    check_model_sizes(models, ubm.means.shape, ubm_name)        # before any cluster starts
     checks = Checks(allow_overlap)
     digest = gmm_digest(ubm)
     recs = _check_models(models, digest, ubm_name, checks)
@@ -300,9 +301,11 @@ def normalize(ubm, scores, cohort, models_dir, *, source=None, method="s", cohor
                       f"{short(digest)})")
     if "enroll" in needs:
         models = _model_files(model_ids, models_dir, "model id", where)
+        check_model_sizes(models, ubm.means.shape, ubm_name)    # before any cluster starts
         _check_models(models, digest, ubm_name, checks)
     if "test" in needs:
         cmodels = _model_files(list(cohort), cohort_models, "cohort member", cohort_name)
+        check_model_sizes(cmodels, ubm.means.shape, ubm_name)
         _check_models(cmodels, digest, ubm_name, checks)
         tests = {t: _test_segment(t, source, where) for t in test_ids}
         _check_headers(tests, ubm.means.shape[1], f"{where}: test segment")
@@ -373,6 +376,38 @@ def _check_headers(sources, n_features, what):
                 if ref.n_features != n_features:
                     raise ValueError(f"{what} {name}: {ref.where()} has {ref.n_features} "
                                      f"features per frame, but the UBM has {n_features}")
+
+
+def check_model_sizes(models, shape, ubm_name):
+    """Refuse model files of another size than the UBM's, from their headers.
+
+    Parameters
+    ----------
+    models : mapping of str to str
+        Model id -> model file.
+    shape : tuple of int
+        ``(n_components, n_features)`` of the UBM.
+    ubm_name : str or None
+        How messages name the UBM.
+
+    Raises
+    ------
+    ValueError
+        ``"<file> (and N other models) has K components x D features, the
+        UBM <name> has K' x D'"``.
+    """
+    bad = []
+    for path in models.values():
+        found = array_shape(path, "means")
+        if found is not None and tuple(found) != tuple(shape):
+            bad.append((path, found))
+    if bad:
+        path, found = bad[0]
+        more = f" (and {len(bad) - 1} other models)" if len(bad) > 1 else ""
+        size = (f"{found[0]} components x {found[1]} features" if len(found) == 2
+                else f"means of shape {tuple(found)}")
+        ubm = "the UBM" if ubm_name in (None, "the UBM") else f"the UBM {ubm_name}"
+        raise ValueError(f"{path}{more} has {size}, but {ubm} has {shape[0]} x {shape[1]}")
 
 
 def _check_models(models, digest, ubm_name, checks):

@@ -35,6 +35,7 @@ from ..speaker.normalization import NORMALIZATIONS, cohort_needs, normalize_scor
 from ..speaker.scorefiles import read_trials, write_score_file
 from .chain import Checks, name_of, overlap_message
 from .cluster import running
+from .gmm import _check_headers
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
     if plot is not None:
         callbacks.append(plot)
     ubm_name, params = name_of(ubm, None), ubm_params(ubm)
+    _check_dimensions(utterances, params.means.shape[1])     # before any cluster starts
     logger.info("training a rank-%d total-variability matrix on %d utterances (UBM %d x %d)",
                 rank, len(utterances), *params.means.shape)
     with running(controller) as ctrl:
@@ -135,6 +137,8 @@ def extract_ivectors(extractor, utterances, *, out=None, controller=None, progre
         check_output_file(out, "out")
     tv = TotalVariability.load(extractor) if isinstance(extractor, (str, os.PathLike)) \
         else extractor
+    if getattr(tv, "ubm_means_", None) is not None:
+        _check_dimensions(utterances, tv.ubm_means_.shape[1])  # before any cluster starts
     with running(controller) as ctrl:
         vecs = ivectors_of(tv, utterances, controller=ctrl, progress=progress)
     if out is not None:
@@ -158,6 +162,12 @@ def _vectors(ivectors):
             merged.update(_vectors(part))
         return merged
     return dict(ivectors)
+
+
+def _check_dimensions(utterances, n_features):
+    """Refuse, before any cluster starts, a feature file of another dimension than the UBM's."""
+    sources = dict(utterances) if isinstance(utterances, dict) else dict(enumerate(utterances))
+    _check_headers(sources, n_features, "utterance")
 
 
 def _iv_records(ivectors, checks):

@@ -806,3 +806,55 @@ def test_too_short_audio_is_named(tmp_path, capsys):
                                     "--list", str(lst), "--vad", "none", "--quiet"])
     assert line.startswith("ipem extract: error: ") and line.endswith(expected), line
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# issue 22: inputs of another size than the UBM's, found before a cluster starts
+# ---------------------------------------------------------------------------------------
+
+def _ubm_of(path, n_components, n_features, rng):
+    X = rng.normal(size=(400, n_features))
+    UBMTrainer(n_components, stage_iter=1, final_iter=1, random_state=0).fit(X).save(path)
+    return path
+
+
+def test_models_of_another_size_refused_before_the_cluster(world, tmp_path, capsys):
+    root, corpus, feats = world
+    small = _ubm_of(tmp_path / "ubm2.npz", 2, D, np.random.default_rng(1))
+    models = tmp_path / "models"
+    models.mkdir()
+    for s in SPEAKERS:           # written without a provenance record: only their size tells
+        SpeakerModel(s, *ubm_params(str(small))).save(models / f"{s}.npz")
+    trials = tmp_path / "trials.lst"
+    trials.write_text("".join(f"{s} wav/{t}/{t}_test.wav\n" for s in SPEAKERS for t in SPEAKERS))
+    argv = ["score", "--ubm", str(root / "ubm.npz"), "--models", str(models), "--trials",
+            str(trials), "--features", str(feats), "--root", str(corpus), "--out",
+            str(tmp_path / "scores.txt"), "--quiet"]
+    expected = (f"ipem score: error: {models}/spk0.npz (and 2 other models) has 2 components x "
+                f"3 features, but the UBM {root / 'ubm.npz'} has 4 x 3")
+    assert _one_line_error(capsys, argv + ["--cluster", "mpi:2"]) == expected
+    # past the step's checks, the tasks' failures are one line too
+    from ipem.speaker.scoring import score_trials as score_on
+    from ipem.parallel import LocalController
+    pairs = [(s, features.describe(feats / f"wav/{t}/{t}_test.htk")) for s in SPEAKERS
+             for t in SPEAKERS]
+    with pytest.raises(ValueError) as info:
+        score_on(ubm_params(str(root / "ubm.npz")), pairs,
+                 {s: str(models / f"{s}.npz") for s in SPEAKERS},
+                 controller=LocalController(2))
+    msg = _one_line(info)
+    assert msg.startswith("3 of 3 tasks failed; first: task 0 (") and len(msg) < 600, msg
+    assert msg.endswith(f"ValueError: not a valid ipem model file: {models}/spk0.npz (2 "
+                        "components x 3 features, expected 4 x 3)")
+
+
+def test_features_of_another_dimension_refused_before_the_cluster(world, tmp_path, capsys):
+    root, corpus, feats = world
+    wide = _ubm_of(tmp_path / "ubm_d4.npz", 4, D + 1, np.random.default_rng(2))
+    line = _one_line_error(capsys, [
+        "train-ivector", "--ubm", str(wide), "--list", str(corpus / "ubm.lst"), "--features",
+        str(feats), "--root", str(corpus), "-R", "2", "--out", str(tmp_path / "tv.npz"),
+        "--quiet", "--cluster", "mpi:2"])
+    assert line == (f"ipem train-ivector: error: utterance wav/spk0/spk0_ubm.wav: {feats}/wav/"
+                    f"spk0/spk0_ubm.htk has 3 features per frame, but the UBM has 4")
+    assert not (tmp_path / "tv.npz").exists()
