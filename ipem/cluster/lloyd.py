@@ -113,13 +113,23 @@ def nearest(shard, centers, backend, chunk_size):
 
 
 def distances(shard, centers, chunk_size=4096):
-    """Euclidean distance of every frame to every centre, shape (n, K), float64."""
+    """Euclidean distance of every frame to every centre, shape (n, K), float64.
+
+    Distances computed as ``|x|^2 - 2 x.c + |c|^2`` that cancel to rounding
+    noise (a frame on a centre) are computed again directly, so a frame equal to
+    a centre is at distance exactly 0.
+    """
     s = _own_shift(shard)
     c = centers - s
     c_sq = np.einsum("kd,kd->k", c, c)
     out = np.empty((shard.X.shape[0], c.shape[0]))
     for a in range(0, shard.X.shape[0], chunk_size):
         x = shard.X[a:a + chunk_size].astype(np.float64) - s
-        d2 = np.einsum("nd,nd->n", x, x)[:, None] - 2.0 * (x @ c.T) + c_sq
+        x_sq = np.einsum("nd,nd->n", x, x)
+        d2 = x_sq[:, None] - 2.0 * (x @ c.T) + c_sq
+        rows, cols = np.nonzero(d2 <= 1e-8 * (x_sq[:, None] + c_sq))
+        if rows.size:
+            diff = x[rows] - c[cols]
+            d2[rows, cols] = np.einsum("nd,nd->n", diff, diff)
         np.sqrt(np.maximum(d2, 0.0), out=out[a:a + chunk_size])
     return out

@@ -187,3 +187,12 @@ def test_scikit_learn_messages_and_copy_x():
     before = X.copy()
     ipem.KMeans(2, copy_x=False, random_state=0).fit(X)
     assert_array_equal(X, before)
+
+
+def test_transform_of_the_centres_has_a_zero_diagonal(where):
+    from sklearn.metrics import pairwise_distances
+    X = _blobs(100, 5, 3, seed=4) + 7.3
+    km = ipem.KMeans(3, random_state=0, controller=where).fit(X)
+    Xt = km.transform(km.cluster_centers_)
+    assert_array_equal(Xt.diagonal(), np.zeros(3))
+    np.testing.assert_allclose(Xt, pairwise_distances(km.cluster_centers_), atol=1e-12)
