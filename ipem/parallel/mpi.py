@@ -261,8 +261,13 @@ class MPICluster:
         launcher = self.cluster.engines[engine_set_id]
         self.processes.add(launcher.pid, "engines", leader=True)
         deadline = time.monotonic() + self.start_timeout
+        registered = set()
         while True:
             new = sorted(set(self.client.ids) - old)
+            if registered - set(new):
+                raise EngineError(f"engine(s) {sorted(registered - set(new))} unregistered "
+                                  "while the engines started")
+            registered.update(new)
             if len(new) >= self.n:
                 break
             lost = self._watch()

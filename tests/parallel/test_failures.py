@@ -170,7 +170,8 @@ def test_mpiexec_and_an_engine_killed_during_adapt(owned, tmp_path):
 
 
 def _kill_engines_while_starting(times):
-    """Kill the first engine process that appears, ``times`` times (one per start)."""
+    """Kill the first engine process that has started its nanny (it is registering),
+    ``times`` times (one per start)."""
     killed, done = [], threading.Event()
 
     def run():
@@ -181,7 +182,11 @@ def _kill_engines_while_starting(times):
                 except psutil.Error:
                     continue
                 if cmd[1:3] == ["-m", "ipyparallel.engine"] and p.pid not in killed:
-                    time.sleep(0.3)
+                    try:
+                        if not p.children():
+                            continue
+                    except psutil.Error:
+                        continue
                     p.kill()
                     killed.append(p.pid)
                     while p.pid in family() and not done.is_set():
@@ -194,7 +199,7 @@ def _kill_engines_while_starting(times):
     return killed, done, t
 
 
-def test_engine_killed_while_the_cluster_starts_is_retried_then_one_line():
+def test_engine_killed_while_the_cluster_starts_is_retried_then_one_line(caplog):
     before = set(family())
     X = blobs(n=1000, d=3, k=3, seed=2)
     killed, done, t = _kill_engines_while_starting(1)
@@ -203,6 +208,7 @@ def test_engine_killed_while_the_cluster_starts_is_retried_then_one_line():
         with MPICluster(n=2, blas_threads=1) as ctrl:
             seen.update(family())
             assert killed, "no engine was killed: the test tested nothing"
+            assert "starting them again" in caplog.text, "the kill missed the start"
             assert ipem.GaussianMixture(3, max_iter=3, controller=ctrl).fit(X).n_iter_ == 3
     finally:
         done.set()
