@@ -383,9 +383,11 @@ class SlurmCluster:
             A view on the new engines.
         """
         job = self.jobs[-1]
-        state, _ = self.job_state(job)
-        self._cancel(job)
-        why = self._describe(job, state) if state in ENDED else "engines lost"
+        before, _ = self.job_state(job)
+        state = self._cancel(job)  # the engines may die before Slurm records why
+        why = self._describe(job, state)
+        if why != "time limit" and before not in ENDED:
+            why = "engines lost; job cancelled by ipem"
         self.ended.append((job, state, why))
         logger.warning("Slurm job %s: %s (log %s); submitting a new engine job", job, why,
                        self.log_file(job))

@@ -31,6 +31,10 @@ class SlurmEngineSetLauncher(ipp_launcher.SlurmEngineSetLauncher):
     before ``srun``, e.g. ``module load mpich``), ``blas_threads``.
     """
 
+    #: how ipcluster's cluster file names this class (ipyparallel writes ``module:Class`` for
+    #: launchers without an entry point, which ``ipcluster stop`` then cannot import)
+    entrypoint_name = "ipem.parallel.slurm_profile.SlurmEngineSetLauncher"
+
     srun_mpi = Unicode("", config=True,
                        help="srun --mpi= plugin; default: the one the MPI of mpi4py needs")
     ppn = Integer(0, config=True, help="engines per node (--ntasks-per-node); 0: Slurm places")

@@ -8,6 +8,7 @@ and stops them by PID at the end.  ``slurm_env`` points a test (and the
 processes it starts) at that Slurm.
 """
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -79,6 +80,10 @@ def _config(root, host):
         "SchedulerType=sched/builtin", "ReturnToService=2", "SwitchType=switch/none",
         "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
         "KillWait=5", "MinJobAge=300", "InactiveLimit=0",
+        # job ids unique across sessions: MPICH names its /dev/shm segment after the PMI
+        # job (step) id, and a segment left by a cancelled job 1 of an earlier session
+        # breaks MPI_Init of the next session's job 1
+        f"FirstJobId={random.randrange(10 ** 5, 10 ** 7)}",
         f"NodeName=ipemnode NodeHostname={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} "
         f"RealMemory={int(mem_mb * 0.9)} State=UNKNOWN",
         "PartitionName=debug Nodes=ipemnode Default=YES MaxTime=INFINITE State=UP",

@@ -157,3 +157,40 @@ def test_a_job_that_cannot_start_is_one_line_and_cancelled(slurm_env, tmp_path):
         sc.start()
     assert "\n" not in str(info.value)
     assert_nothing_left(slurm_env, sc.cluster_id)
+
+
+def test_profile_ppn_above_the_nodes_cpus_is_a_clear_error(slurm_env, tmp_path):
+    from tests.parallel.test_remote_engines import engine_launcher, load_profile
+    config = load_profile("profile_ipem_slurm")
+    config.SlurmEngineSetLauncher.ppn = 64 * os.cpu_count()
+    launcher = engine_launcher(config, tmp_path)
+    with pytest.raises(ValueError, match=rf"ppn={64 * os.cpu_count()} engines per node, but the "
+                                         rf"nodes have at most {os.cpu_count()} CPUs"):
+        launcher.write_batch_script(2)
+
+
+@pytest.mark.once
+def test_ipcluster_with_the_slurm_profile(slurm_env, tmp_path):
+    """The profile as the README uses it: ipcluster start, connect_profile, ipcluster stop."""
+    import shutil
+    import subprocess
+
+    from tests.parallel.test_profile import ROOT
+    prof = tmp_path / "ipem-slurm"
+    shutil.copytree(ROOT / "profiles" / "profile_ipem_slurm", prof)
+    ipcluster = [sys.executable, "-m", "ipyparallel.cluster"]
+    subprocess.run(ipcluster + ["start", f"--profile-dir={prof}", "-n", "2", "--daemonize",
+                                "--SlurmEngineSetLauncher.timelimit=10"], check=True,
+                   timeout=120)
+    try:
+        ctrl = ipem.connect_profile(profile_dir=str(prof), timeout=120)  # waits for the 2
+        assert ctrl.ranks == [0, 1] and ctrl.mpi_sizes == [2, 2]  # one job, one MPI world
+        job = slurm_env.jobs()
+        assert len(job) == 1
+        limit = slurm_env.run("squeue", "-h", "-j", job[0], "-o", "%l").stdout.strip()
+        assert limit == "10:00"  # ipyparallel's option from the command line is honoured
+        ctrl.client.close()
+    finally:
+        subprocess.run(ipcluster + ["stop", f"--profile-dir={prof}"], timeout=60)
+    assert list((prof / "log").glob("ipengine-*.log"))  # the job log is kept
+    assert_nothing_left(slurm_env, str(prof))
