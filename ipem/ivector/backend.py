@@ -255,6 +255,21 @@ class IvectorBackend:
         """Fit every stage on i-vectors ``X`` (n, R) of speakers ``y`` (n,)."""
         X = check_vectors(X)
         y = check_labels(y, X.shape[0], min_classes=2)
+        try:
+            Z = self._fit_stages(X, y)
+        except (linalg.LinAlgError, np.linalg.LinAlgError) as exc:
+            n_speakers = np.unique(y).size
+            raise ValueError(
+                f"i-vector back-end: the scatter of {X.shape[0]} vectors of {n_speakers} "
+                f"speakers in {X.shape[1]} dimensions is singular ({exc}): train it on more "
+                "utterances per speaker, or use a lower --lda-dim or extractor rank") from None
+        logger.info("i-vector back-end: %d vectors of %d speakers, %d -> %d dims%s",
+                    X.shape[0], np.unique(y).size, X.shape[1], Z.shape[1],
+                    ", PLDA" if self.plda_ is not None else "")
+        return self
+
+    def _fit_stages(self, X, y):
+        """Fit centring, LDA, WCCN and PLDA in turn; the vectors PLDA saw, (n, dim)."""
         self.centre_ = Whitening().fit(X)
         Z = self.centre_.transform(X)
         self.lda_ = None
@@ -266,10 +281,7 @@ class IvectorBackend:
             Z = self.wccn_.transform(Z)
         Z = length_normalize(Z)
         self.plda_ = TwoCovariancePLDA(max_iter=self.plda_iter).fit(Z, y) if self.plda else None
-        logger.info("i-vector back-end: %d vectors of %d speakers, %d -> %d dims%s",
-                    X.shape[0], np.unique(y).size, X.shape[1], Z.shape[1],
-                    ", PLDA" if self.plda_ is not None else "")
-        return self
+        return Z
 
     def transform(self, X):
         """Centred, projected, length-normalised vectors, shape (n, dim)."""
