@@ -181,7 +181,7 @@ def test_ipcluster_with_the_slurm_profile(slurm_env, tmp_path):
     ipcluster = [sys.executable, "-m", "ipyparallel.cluster"]
     subprocess.run(ipcluster + ["start", f"--profile-dir={prof}", "-n", "2", "--daemonize",
                                 "--SlurmEngineSetLauncher.timelimit=10"], check=True,
-                   timeout=120)
+                   timeout=120, cwd=tmp_path)  # ipcluster writes the batch script in its cwd
     try:
         ctrl = ipem.connect_profile(profile_dir=str(prof), timeout=120)  # waits for the 2
         assert ctrl.ranks == [0, 1] and ctrl.mpi_sizes == [2, 2]  # one job, one MPI world
@@ -191,6 +191,6 @@ def test_ipcluster_with_the_slurm_profile(slurm_env, tmp_path):
         assert limit == "10:00"  # ipyparallel's option from the command line is honoured
         ctrl.client.close()
     finally:
-        subprocess.run(ipcluster + ["stop", f"--profile-dir={prof}"], timeout=60)
+        subprocess.run(ipcluster + ["stop", f"--profile-dir={prof}"], timeout=60, cwd=tmp_path)
     assert list((prof / "log").glob("ipengine-*.log"))  # the job log is kept
     assert_nothing_left(slurm_env, str(prof))
