@@ -192,6 +192,9 @@ def test_joblib_workers_without_engines_are_announced_once(mpi_client, dv_client
                     on_engines.cv_results_["mean_test_score"], rtol=1e-6)
     assert search.best_estimator_.controller is ctrl    # the refit ran here, on the engines
     pickle.dumps(ipem.GaussianMixture(controller=ipem.LocalController(2)))  # no engines: quiet
+    fitted = ipem.GaussianMixture(2, controller=ipem.DirectViewController(
+        mpi_client[:], reduction="client", blas_threads=1), random_state=0).fit(X)
+    pickle.dumps(fitted)            # a fitted model kept in a file: quiet (a new controller)
     assert len([w for w in caught if w.category is ControllerNotPickledWarning]) == 1
 
 

@@ -41,7 +41,7 @@ import weakref
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -191,7 +191,9 @@ class EMEstimator(BaseEstimator):
         ctrl = state.get("controller")
         if not (ctrl is None or isinstance(ctrl, int)):
             state["controller"] = None  # a Controller or a DirectView: engines are not pickled
-            if not isinstance(ctrl, LocalController):
+            # a fitted model pickled to be kept needs no warning: what a joblib worker
+            # receives is an unfitted clone, to be fitted there
+            if not isinstance(ctrl, LocalController) and not _is_fitted(self):
                 _warn_engines_left_behind(self, ctrl)
         state["callbacks"] = None
         return state
@@ -208,6 +210,15 @@ class ControllerNotPickledWarning(UserWarning):
 
 
 _WARNED_CONTROLLERS = weakref.WeakSet()
+
+
+def _is_fitted(model):
+    """Whether ``model`` has been fitted (scikit-learn's test: fitted attributes exist)."""
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        return False
+    return True
 
 
 def _warn_engines_left_behind(model, ctrl):
