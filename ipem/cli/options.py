@@ -23,6 +23,7 @@ from typing import Callable, Mapping
 
 from ..io.formats import names as format_names
 from ..io.preflight import check_input_dir, check_input_file, check_output_dir, check_output_file
+from ..parallel.clusters import LAUNCHERS
 from ..speaker.utterances import FeatureSource
 
 __all__ = ["CHECKPOINT", "COMMON_HINTS", "Command", "IMAGE", "INPUT_DIR", "INPUT_FILE",
@@ -247,11 +248,17 @@ def typed(kind, low, strict=False):
     return convert
 
 
+def _cluster_forms():
+    """The ``--cluster`` spellings of the launcher registry: ``"local, ..., or profile:DIR"``."""
+    forms = [form for launcher in LAUNCHERS.values() for form in launcher.forms]
+    return ", ".join(forms[:-1]) + " or " + forms[-1]
+
+
 def common_options(sp, cluster=True):
     """--cluster and --allow-pipes (for a step that runs on a cluster), --quiet, -v."""
     if cluster:
         sp.add_argument("--cluster", default="local",
-                        help="where the step runs: local, local:N, mpi:N, slurm:N or profile:DIR")
+                        help=f"where the step runs: {_cluster_forms()}")
         sp.add_argument("--allow-pipes", action="store_true",
                         help="run shell commands named in lists and scp files (Kaldi pipes "
                              "such as 'gunzip -c feats.ark.gz |'); they run through "
