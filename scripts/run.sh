@@ -122,6 +122,7 @@ case "$cmd" in
     "$VENV/bin/python" benchmarks/approx_eer.py --out "$out"
     "$VENV/bin/python" benchmarks/scale.py --out "$out"
     "$VENV/bin/python" benchmarks/conditions.py --out "$out"
+    "$VENV/bin/python" benchmarks/generalise.py --out "$out"   # needs codec2 (c2enc/c2dec)
     ;;
   *)
     echo "usage: bash scripts/run.sh {demo|test|bench|setup} [args]" >&2
