@@ -180,7 +180,8 @@ class EMLoop:
                 params, previous_params, len(self.history) + 1)
             previous_params, params = params, new_params
             t2 = time.perf_counter()
-            info = {**info, "shard_frames": data.shard_sizes.tolist(), "shard_time": shard_time}
+            places = getattr(data, "place_sizes", data.shard_sizes)  # rows per engine
+            info = {**info, "shard_frames": places.tolist(), "shard_time": shard_time}
             if recovered:
                 info["recovered"] = recovered
             change = np.inf if previous is None else objective - previous

@@ -222,7 +222,10 @@ def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0
     frames = [src.shape[0] if isinstance(src, np.ndarray) else sum(r.n_frames for r in src)
               for _, src in items]
     ctrl = as_controller(controller)
-    bounds = contiguous_balanced(frames, ctrl.n_shards)
+    if ctrl.block_size is None:
+        bounds = contiguous_balanced(frames, ctrl.n_shards)
+    else:  # whole blocks of utterances per place: the same statistics on any layout
+        bounds = np.concatenate([[0], np.cumsum(ctrl.split_sizes(len(items)))])
     files = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     assignments = [(fs, int(bounds[s]), params, np.dtype(dtype).str, top_c, min_post, backend)
                    for s, fs in enumerate(files)]

@@ -29,6 +29,15 @@ iteration with it.  Implementations: :class:`~ipem.parallel.local.LocalControlle
 (in-process) and :class:`~ipem.parallel.directview.DirectViewController`
 (ipyparallel engines in MPI mode).
 
+**The same model on any number of engines.**  With :attr:`Controller.block_size`
+set, a dataset is cut into fixed blocks of that many rows in distribution
+order, every place holds whole blocks, and shard functions run on each block
+as a shard of its own (:class:`~ipem.parallel.data.BlockGroup`): :meth:`map`
+returns one result per block and :meth:`reduce` sums the blocks' statistics
+along a fixed binary tree over block numbers
+(:func:`~ipem.parallel.engine.block_tree`), so results have the same bits
+whatever the number of places, the reduction, or a re-sharding after a loss.
+
 A controller is configuration, like ``n_jobs``: estimators hold it by
 reference, and ``copy.deepcopy`` (hence ``sklearn.base.clone``) hands on the
 same object instead of copying engines or stored shards.
@@ -43,6 +52,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from .data import Broadcast, DistributedData
+from .engine import block_map, block_tree, tree_total
 from .errors import EngineError, EngineLost, raise_failures
 from .stats import sum_stats
 
@@ -68,14 +78,23 @@ class Controller:
     Attributes
     ----------
     n_shards : int
-        Number of shards a dataset is split into.
+        Number of places (shards) a dataset is split into.
+    block_size : int or None
+        Rows of the fixed blocks datasets distributed from now on are cut into
+        (``None``: one shard per place, the layout depends on ``n_shards``).
+        With blocks, models have the same bits on any number of places.
     """
 
     n_shards = 1
     #: how many times in a row :meth:`retry_lost` recovers before giving up
     max_recoveries = 3
 
-    def __init__(self):
+    def __init__(self, block_size=None):
+        if block_size is not None and (isinstance(block_size, bool) or
+                                       int(block_size) != block_size or block_size < 1):
+            raise ParameterError(f"block_size must be an integer >= 1 or None, got "
+                                 f"{block_size!r}", "block_size")
+        self.block_size = None if block_size is None else int(block_size)
         #: key -> how to make it again: ("put", parts) | ("load", loader, assignments)
         #: | ("value", value)
         self._recipes = {}
@@ -152,7 +171,16 @@ class Controller:
 
     # --- the public interface ---------------------------------------------
     def split_sizes(self, n_samples):
-        """Sizes of the contiguous blocks an array of ``n_samples`` rows is split into."""
+        """Rows of each place when an array of ``n_samples`` rows is split contiguously.
+
+        With :attr:`block_size`, each place gets whole blocks (about as many
+        each; a place may get none).
+        """
+        if self.block_size is not None:
+            b, s = self.block_size, self.n_shards
+            n_blocks = -(-int(n_samples) // b)
+            cuts = [min(int(n_samples), (i * n_blocks // s) * b) for i in range(s + 1)]
+            return np.diff(np.array(cuts, dtype=np.int64))
         q, r = divmod(int(n_samples), self.n_shards)
         return np.array([q + (1 if i < r else 0) for i in range(self.n_shards)], dtype=np.int64)
 
@@ -186,8 +214,8 @@ class Controller:
         parts = [(X[a:b], None if sample_weight is None else sample_weight[a:b], int(a))
                  for a, b in zip(bounds[:-1], bounds[1:])]
         data = DistributedData(self, key, sizes, X.shape[1], X.dtype,
-                               weighted=sample_weight is not None)
-        self._stored(data, ("put", parts))
+                               weighted=sample_weight is not None, block_size=self.block_size)
+        self._stored(data, ("put", parts, self.block_size))
         return data
 
     def distribute_loaded(self, loader, assignments, shard_sizes, n_features, *,
@@ -221,9 +249,16 @@ class Controller:
         if len(assignments) != self.n_shards or len(shard_sizes) != self.n_shards:
             raise ValueError(f"distribute_loaded: {len(assignments)} assignments and "
                              f"{len(shard_sizes)} sizes for {self.n_shards} shards")
+        if self.block_size is not None:
+            bounds = np.cumsum(shard_sizes)[:-1]
+            if np.any((bounds % self.block_size != 0) & (bounds != np.sum(shard_sizes))):
+                raise ValueError(f"distribute_loaded: the places' rows {list(shard_sizes)} do "
+                                 f"not end on boundaries of the blocks of {self.block_size} "
+                                 "rows (use split_sizes)")
         key = key or f"l{uuid.uuid4().hex[:8]}"
-        data = DistributedData(self, key, shard_sizes, n_features, dtype, files=files)
-        self._stored(data, ("load", loader, list(assignments)))
+        data = DistributedData(self, key, shard_sizes, n_features, dtype, files=files,
+                               block_size=self.block_size)
+        self._stored(data, ("load", loader, list(assignments), self.block_size))
         return data
 
     def _stored(self, data, recipe):
@@ -241,9 +276,9 @@ class Controller:
         """Store ``key`` from its recipe (see ``_recipes``)."""
         kind = recipe[0]
         if kind == "put":
-            outcomes = self._put(key, recipe[1])
+            outcomes = self._put(key, *recipe[1:])
         elif kind == "load":
-            outcomes = self._load(key, recipe[1], recipe[2])
+            outcomes = self._load(key, *recipe[1:])
         else:
             outcomes = self._put_value(key, recipe[1])
         self._values(outcomes)
@@ -278,7 +313,9 @@ class Controller:
         """Run ``func(shard, *args)`` on every shard and sum the statistics.
 
         ``args`` are broadcast to every shard.  The sum is taken in shard
-        order (or by MPI ``Allreduce`` when so configured).  Same as
+        order (or by MPI ``Allreduce`` when so configured); for a dataset in
+        blocks, along the fixed tree over blocks (the same bits on any number
+        of places).  Same as
         ``reduce_timed(func, data, *args).total``.
         """
         return self.reduce_timed(func, data, *args).total
@@ -293,12 +330,23 @@ class Controller:
             shape (n_shards,) (telemetry for the EM records).
         """
         self._check(data)
+        if data.block_size is not None:
+            outcomes = self._call(block_tree, data.key, (func, args))
+            nodes = [n for part in self._values(outcomes) for n in part]
+            return Reduction(tree_total(nodes, data.n_shards),
+                             np.array([o.elapsed for o in outcomes], dtype=np.float64))
         total, outcomes = self._call_reduce(func, data.key, args)
         return Reduction(total, np.array([o.elapsed for o in outcomes], dtype=np.float64))
 
     def map(self, func, data, *args):
-        """Run ``func(shard, *args)`` on every shard; list of results in shard order."""
+        """Run ``func(shard, *args)`` on every shard; list of results in shard order.
+
+        For a dataset in blocks, the shards are the blocks (``data.n_shards`` results).
+        """
         self._check(data)
+        if data.block_size is not None:
+            return [v for part in self._values(self._call(block_map, data.key, (func, args)))
+                    for v in part]
         return self._values(self._call(func, data.key, args))
 
     def map_tasks(self, func, items, *args, progress=False, desc=None):

@@ -46,6 +46,64 @@ class Shard:
                 f"state={sorted(self.state)})")
 
 
+@dataclass
+class BlockGroup:
+    """The blocks of one place: consecutive fixed-length blocks of frames.
+
+    What a place stores when a dataset is distributed in blocks
+    (``Controller.block_size``): every block is a :class:`Shard` of its own
+    (index = the block's global number, state of its own), so shard functions
+    see the same blocks whatever the number of places.
+
+    Attributes
+    ----------
+    blocks : list of Shard
+        In global block order; their ``X`` are views of :attr:`X`.
+    index : int
+        Position of the place (on engines: the MPI rank).
+    offset : int
+        Global row index of the first frame.
+    X : ndarray of shape (n_samples_place, n_features)
+    sources : list of str
+    """
+
+    blocks: list
+    index: int
+    offset: int
+    X: np.ndarray
+    sources: list = field(default_factory=list)
+
+    @property
+    def n_samples(self):
+        """Rows of all the blocks."""
+        return self.X.shape[0]
+
+    @classmethod
+    def split(cls, shard, block_size):
+        """Cut ``shard`` (whose offset is a multiple of ``block_size``) into blocks."""
+        b = int(block_size)
+        if shard.offset % b and shard.n_samples:
+            raise ValueError(f"a place starting at row {shard.offset} is not on a boundary "
+                             f"of the blocks of {b} rows")
+        blocks = []
+        for a in range(0, shard.n_samples, b):
+            w = None if shard.weights is None else shard.weights[a:a + b]
+            blocks.append(Shard(X=shard.X[a:a + b], index=(shard.offset + a) // b,
+                                offset=shard.offset + a, weights=w, sources=shard.sources))
+        return cls(blocks, shard.index, shard.offset, shard.X, shard.sources)
+
+    def __repr__(self):
+        return (f"BlockGroup(index={self.index}, offset={self.offset}, "
+                f"X={self.X.shape} {self.X.dtype}, blocks={len(self.blocks)})")
+
+
+def block_sizes(n_samples, block_size):
+    """Sizes of the fixed blocks of ``n_samples`` rows: ndarray of shape (n_blocks,)."""
+    n, b = int(n_samples), int(block_size)
+    sizes = np.full(n // b, b, dtype=np.int64)
+    return np.append(sizes, n % b) if n % b else sizes
+
+
 class DistributedData:
     """Handle to a dataset distributed by a controller.
 
@@ -68,7 +126,15 @@ class DistributedData:
     var : ndarray of shape (n_features,), float64
         Per-feature population variance (weighted), computed once.
     files : list of list of FeatureRef, or None
-        For data read by the engines: which files each shard read.
+        For data read by the engines: which files each place read.
+    block_size : int or None
+        Rows of the fixed blocks the dataset is cut into (``Controller.block_size``
+        when it was distributed); then the shards that shard functions see are
+        the blocks, the same on any number of places, and ``shard_sizes`` are
+        the blocks' sizes.
+    place_sizes : ndarray of shape (n_places,)
+        Rows held by each place (engine or local shard); ``shard_sizes`` when
+        there are no blocks.
 
     Notes
     -----
@@ -77,11 +143,14 @@ class DistributedData:
     """
 
     def __init__(self, controller, key, shard_sizes, n_features, dtype, files=None,
-                 weighted=False):
+                 weighted=False, block_size=None):
         self.controller = controller
         self.key = key
-        self.shard_sizes = np.asarray(shard_sizes, dtype=np.int64)
-        self.n_samples = int(self.shard_sizes.sum())
+        self.place_sizes = np.asarray(shard_sizes, dtype=np.int64)
+        self.n_samples = int(self.place_sizes.sum())
+        self.block_size = None if block_size is None else int(block_size)
+        self.shard_sizes = (self.place_sizes if block_size is None
+                            else block_sizes(self.n_samples, block_size))
         self.n_features = int(n_features)
         self.dtype = np.dtype(dtype)
         self.files = files

@@ -76,6 +76,11 @@ class DirectViewController(Controller):
         small query sent to it every ``hub_deadline / 4`` seconds while a call
         waits; a hub that does not answer is lost (``EngineLost`` with reason
         ``"hub"``).
+    block_size : int or None, default=None
+        Cut datasets into fixed blocks of this many rows, so that models are
+        the same bits on any number of engines and with either reduction
+        (:attr:`Controller.block_size`; the statistics are then gathered, not
+        summed by ``Allreduce``).
 
     Attributes
     ----------
@@ -95,10 +100,10 @@ class DirectViewController(Controller):
 
     def __init__(self, view, reduction="client", blas_threads=None, *, restart=None,
                  deadline=None, deadline_factor=10.0, min_deadline=60.0, first_deadline=3600.0,
-                 max_recoveries=3, watch=None, hub_deadline=20.0):
+                 max_recoveries=3, watch=None, hub_deadline=20.0, block_size=None):
         import ipyparallel as ipp
 
-        super().__init__()
+        super().__init__(block_size=block_size)
         if reduction not in ("client", "allreduce"):
             raise ValueError(f"reduction={reduction!r}: expected 'client' or 'allreduce'")
         self.reduction = reduction
@@ -355,14 +360,14 @@ class DirectViewController(Controller):
         return self._gather(asyncs, name=name)
 
     # --- primitives ----------------------------------------------------------
-    def _put(self, key, parts):
+    def _put(self, key, parts, block_size=None):
         return self._each(engine.engine_put,
-                          [(self._key(key, i), x, w, i, off)
+                          [(self._key(key, i), x, w, i, off, block_size)
                            for i, (x, w, off) in enumerate(parts)], "put")
 
-    def _load(self, key, loader, assignments):
+    def _load(self, key, loader, assignments, block_size=None):
         return self._each(engine.engine_load,
-                          [(self._key(key, i), i, loader, args)
+                          [(self._key(key, i), i, loader, args, block_size)
                            for i, args in enumerate(assignments)], "load")
 
     def _put_value(self, key, value):

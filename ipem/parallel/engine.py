@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Broadcast, BroadcastKey, Shard
+from .data import BlockGroup, Broadcast, BroadcastKey, Shard
 from .errors import Failure, PeerFailed
-from .stats import pack_stats
+from .stats import add_stats, pack_stats
 
 #: Name of the dictionary in each engine's namespace that holds the shards,
 #: keyed by :attr:`DistributedData.key` (``%px print(ipem_shards)`` shows it).
@@ -70,16 +70,76 @@ def call_shard(shard, func, args):
     return run_guarded(shard.index, func, shard, *args)
 
 
-def make_shard(X, weights, index, offset):
-    """A shard of frames sent by the client."""
+def make_shard(X, weights, index, offset, block_size=None):
+    """A shard of frames sent by the client (a :class:`BlockGroup` with ``block_size``)."""
     w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
-    return Shard(X=np.ascontiguousarray(X), index=index, offset=offset, weights=w)
+    shard = Shard(X=np.ascontiguousarray(X), index=index, offset=offset, weights=w)
+    return shard if block_size is None else BlockGroup.split(shard, block_size)
 
 
-def load_shard(index, loader, args):
-    """A shard whose frames ``loader(*args) -> (X, offset, sources)`` reads where it lives."""
+def load_shard(index, loader, args, block_size=None):
+    """A shard whose frames ``loader(*args) -> (X, offset, sources)`` reads where it lives
+    (a :class:`BlockGroup` with ``block_size``)."""
     X, offset, sources = loader(*args)
-    return Shard(X=X, index=index, offset=offset, sources=sources)
+    shard = Shard(X=X, index=index, offset=offset, sources=sources)
+    return shard if block_size is None else BlockGroup.split(shard, block_size)
+
+
+def block_map(group, func, args):
+    """``func(block, *args)`` for every block of a :class:`BlockGroup`; list in block order."""
+    return [func(block, *args) for block in group.blocks]
+
+
+def block_tree(group, func, args):
+    """The statistics of a :class:`BlockGroup`'s blocks, summed along a fixed tree.
+
+    The tree over global block numbers is the same whatever the places hold:
+    node ``(level, i)`` is the sum of blocks ``i * 2**level`` to
+    ``(i + 1) * 2**level - 1``, always left child + right child.  A place
+    returns the largest nodes that lie wholly among its blocks;
+    :func:`tree_total` completes the tree on the client, so the total has the
+    same bits on any number of places.
+
+    Returns
+    -------
+    list of (level, i, statistics)
+        In block order; at most about ``2 * log2(n_blocks)`` nodes.
+    """
+    stack = []
+    for block in group.blocks:
+        level, i, value = 0, block.index, func(block, *args)
+        while stack and stack[-1][0] == level and stack[-1][1] == i - 1 and i % 2 == 1:
+            value = add_stats(stack.pop()[2], value)
+            level, i = level + 1, i // 2
+        stack.append((level, i, value))
+    return stack
+
+
+def tree_total(nodes, n_blocks):
+    """Complete the fixed tree of :func:`block_tree` from the nodes of all places.
+
+    Parameters
+    ----------
+    nodes : iterable of (level, i, statistics)
+    n_blocks : int
+
+    Returns
+    -------
+    statistics
+        The sum over all blocks, in the tree's order.
+    """
+    have = {(level, i): value for level, i, value in nodes}
+
+    def value(level, i):
+        if (level, i) in have:
+            return have[(level, i)]
+        if level == 0:
+            raise ValueError(f"block {i} is missing from the statistics of the places")
+        left = value(level - 1, 2 * i)
+        if (2 * i + 1) << (level - 1) < n_blocks:
+            return add_stats(left, value(level - 1, 2 * i + 1))
+        return left
+    return value(max(int(n_blocks) - 1, 0).bit_length(), 0)
 
 
 # ---------------------------------------------------------------------------
@@ -103,16 +163,16 @@ def _store_as(key, index, make, *args):
     return shard.n_samples
 
 
-def engine_put(key, X, weights, index, offset):
+def engine_put(key, X, weights, index, offset, block_size=None):
     """Store frames sent by the client as this engine's shard of dataset ``key``."""
     return run_guarded(index, _store_as, key, index, make_shard, X, weights, index,
-                       offset).remote()
+                       offset, block_size).remote()
 
 
-def engine_load(key, index, loader, args):
+def engine_load(key, index, loader, args, block_size=None):
     """Read this engine's shard of dataset ``key`` with ``loader``."""
     return run_guarded(index, _store_as, key, index, load_shard, index, loader,
-                       args).remote()
+                       args, block_size).remote()
 
 
 def _lookup(key):
@@ -217,6 +277,9 @@ def describe_store(store):
         if isinstance(value, Shard):
             out[key] = (f"shard {value.index}: {value.X.shape[0]} x {value.X.shape[1]} "
                         f"{value.X.dtype}")
+        elif isinstance(value, BlockGroup):
+            out[key] = (f"shard {value.index}: {value.X.shape[0]} x {value.X.shape[1]} "
+                        f"{value.X.dtype} in {len(value.blocks)} blocks")
         else:
             out[key] = f"broadcast {type(value).__name__}"
     return out

@@ -23,18 +23,23 @@ class LocalController(Controller):
         float32 matrix products can round differently with another thread
         count, so give the engines' count to reproduce an engine run bit for
         bit with float32 features (float64 results do not depend on it).
+    block_size : int or None, default=None
+        Cut datasets into fixed blocks of this many rows, so that models are
+        the same bits on any number of shards or engines
+        (:attr:`Controller.block_size`).
     """
 
-    def __init__(self, n_shards=1, blas_threads=None):
+    def __init__(self, n_shards=1, blas_threads=None, *, block_size=None):
         if isinstance(n_shards, bool) or int(n_shards) != n_shards or n_shards < 1:
             raise ValueError(f"n_shards must be an integer >= 1, got {n_shards!r}")
-        super().__init__()
+        super().__init__(block_size=block_size)
         self.n_shards = int(n_shards)
         self.blas_threads = blas_threads
         self._store = {}
 
     def __repr__(self):
-        return f"LocalController(n_shards={self.n_shards})"
+        blocks = "" if self.block_size is None else f", block_size={self.block_size}"
+        return f"LocalController(n_shards={self.n_shards}{blocks})"
 
     def _limits(self):
         if self.blas_threads is None:
@@ -47,12 +52,12 @@ class LocalController(Controller):
             self._store[key] = [o.value for o in outcomes]
         return outcomes
 
-    def _put(self, key, parts):
-        return self._keep(key, [run_guarded(i, make_shard, x, w, i, off)
+    def _put(self, key, parts, block_size=None):
+        return self._keep(key, [run_guarded(i, make_shard, x, w, i, off, block_size)
                                 for i, (x, w, off) in enumerate(parts)])
 
-    def _load(self, key, loader, assignments):
-        return self._keep(key, [run_guarded(i, load_shard, i, loader, args)
+    def _load(self, key, loader, assignments, block_size=None):
+        return self._keep(key, [run_guarded(i, load_shard, i, loader, args, block_size)
                                 for i, args in enumerate(assignments)])
 
     def _put_value(self, key, value):

@@ -1,0 +1,147 @@
+"""The same model on any number of places: datasets cut into fixed blocks (``block_size``).
+
+Statistics are computed per block and summed along a fixed tree over block
+numbers, so 1 or 3 local shards and 2 MPI engines (either reduction) give the
+same bits, and a checkpoint resumes on another number of places with the
+undisturbed model.  Without blocks these comparisons differ in the last bits.
+"""
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import ipem
+from ipem.ivector import TotalVariability
+from ipem.mixture.ubm import UBMTrainer
+from ipem.parallel import LocalController
+from ipem.parallel.engine import block_tree, tree_total
+from ipem.parallel.data import BlockGroup, Shard
+
+from tests.helpers import blobs
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+#: rows per block in these tests (small data: several blocks per place)
+B = 128
+#: utterances per block (total variability: one row per utterance)
+B_UTT = 32
+
+
+@pytest.fixture
+def blocked_dv(dv):
+    """The session engines (both reductions), cutting datasets into blocks of B rows."""
+    dv.block_size = B
+    try:
+        yield dv
+    finally:
+        dv.block_size = None
+
+
+def controllers(dv):
+    return {"local1": LocalController(1, blas_threads=1, block_size=B),
+            "local3": LocalController(3, blas_threads=1, block_size=B), "engines": dv}
+
+
+def check_same(models, attrs):
+    ref_name, ref = next(iter(models.items()))
+    for name, m in models.items():
+        for a in attrs:
+            assert_array_equal(getattr(m, a), getattr(ref, a), err_msg=f"{a}: {name} vs {ref_name}")
+
+
+def test_tree_sum_does_not_depend_on_the_places():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 3)) * 10.0 ** rng.integers(-8, 8, size=(1000, 1))
+    n_blocks = -(-len(X) // 64)
+
+    def total(cuts):
+        nodes = []
+        for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+            group = BlockGroup.split(Shard(X=X[a:b], index=i, offset=a), 64)
+            nodes += block_tree(group, lambda s: s.X.sum(axis=0), ())
+        return tree_total(nodes, n_blocks)
+
+    one = total([0, 1000])
+    for cuts in ([0, 512, 1000], [0, 64, 128, 960, 1000], [0, 0, 640, 1000, 1000]):
+        assert_array_equal(total(cuts), one)
+    # the tree, not the left-to-right sum over blocks
+    assert not np.array_equal(one, np.sum([X[a:a + 64].sum(axis=0)
+                                           for a in range(0, 1000, 64)], axis=0))
+    with pytest.raises(ValueError, match="not on a boundary"):
+        BlockGroup.split(Shard(X=X[10:], index=0, offset=10), 64)
+
+
+@pytest.mark.parametrize("model", ["kmeans", "full", "diag", "tied", "spherical"])
+def test_kmeans_and_gmm_on_1_3_and_2_engines(model, blocked_dv, backend):
+    X = blobs(n=2500, d=4, k=4, seed=3)
+    if model == "kmeans":
+        def est(c):
+            return ipem.KMeans(4, n_init=1, random_state=0, backend=backend, controller=c)
+        attrs = ["cluster_centers_", "inertia_"]
+    else:
+        init = {"full": "kmeans", "diag": "random", "tied": "k-means++",
+                "spherical": "kmeans"}[model]
+
+        def est(c):
+            return ipem.GaussianMixture(3, covariance_type=model, max_iter=15, tol=0,
+                                        random_state=0, backend=backend, init_params=init,
+                                        controller=c)
+        attrs = ["means_", "covariances_", "weights_"]
+    check_same({n: est(c).fit(X) for n, c in controllers(blocked_dv).items()}, attrs)
+
+
+def write_htk(tmp_path, X, n_files=9):
+    cuts = np.sort(np.random.default_rng(1).choice(np.arange(30, len(X) - 30), n_files - 1,
+                                                   replace=False))
+    paths = []
+    for i, part in enumerate(np.split(X, cuts)):
+        paths.append(str(tmp_path / f"u{i:02d}.htk"))
+        ipem.io.write(paths[-1], part, "htk")
+    return paths
+
+
+def test_ubm_from_files_and_checkpoint_on_another_count(blocked_dv, backend, tmp_path):
+    rng = np.random.default_rng(5)
+    X = (rng.normal(size=(3000, 5)) * rng.uniform(0.5, 2, 5)
+         + rng.integers(0, 4, size=(3000, 1))).astype(np.float32)
+    files = write_htk(tmp_path, X)
+    kw = dict(n_components=4, stage_iter=2, final_iter=3, tol=0.0, random_state=0,
+              dtype=np.float64, backend=backend)
+    ctrls = controllers(blocked_dv)
+    models = {n: UBMTrainer(controller=c, **kw).fit(files) for n, c in ctrls.items()}
+    check_same(models, ["means_", "covariances_", "weights_"])
+    full = models["local1"]
+
+    # interrupted on the engines, resumed on 3 local shards: the undisturbed model
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(record):
+        if record.iteration == 4:
+            raise Interrupted
+    ck = str(tmp_path / "ubm.ckpt.npz")
+    with pytest.raises(Interrupted):
+        UBMTrainer(controller=ctrls["engines"], checkpoint=ck, callbacks=interrupt,
+                   **kw).fit(files)
+    resumed = UBMTrainer(controller=ctrls["local3"], checkpoint=ck, **kw).fit(files)
+    assert resumed.resumed_from_ == 4
+    check_same({"resumed": resumed, "full": full}, ["means_", "covariances_", "weights_"])
+    assert [r.objective for r in resumed.history_] == [r.objective for r in full.history_]
+
+
+def test_total_variability_on_1_3_and_2_engines(blocked_dv, tmp_path):
+    rng = np.random.default_rng(2)
+    ubm = ipem.GaussianMixture(5, covariance_type="diag", random_state=0).fit(
+        rng.normal(size=(2000, 4)) * 2.0)
+    basis = rng.normal(size=(4, 2))
+    files = []
+    for i in range(300):
+        u = (rng.normal(size=(int(rng.integers(20, 60)), 4)) * 2.0
+             + basis @ rng.normal(size=2)).astype(np.float32)
+        files.append(str(tmp_path / f"u{i:03d}.npy"))
+        ipem.io.write(files[-1], u, "npy")
+    ctrls = controllers(blocked_dv)
+    for c in ctrls.values():
+        c.block_size = B_UTT
+    models = {n: TotalVariability(2, ubm=ubm, max_iter=3, random_state=0, controller=c).fit(files)
+              for n, c in ctrls.items()}
+    check_same(models, ["T_"])
