@@ -145,3 +145,35 @@ def test_total_variability_on_1_3_and_2_engines(blocked_dv, tmp_path):
     models = {n: TotalVariability(2, ubm=ubm, max_iter=3, random_state=0, controller=c).fit(files)
               for n, c in ctrls.items()}
     check_same(models, ["T_"])
+
+
+@pytest.mark.once
+def test_resharded_after_an_engine_loss_keeps_the_bits():
+    """Two engines that are not MPI-coupled; one is killed mid-fit and its blocks move to
+    the other: the model of one local shard, bit for bit."""
+    import os
+    import signal
+
+    import ipyparallel as ipp
+    from ipem.parallel import DirectViewController, EngineRecoveryWarning
+
+    X = blobs(n=2000, d=3, k=3, seed=4)
+    kw = dict(n_components=3, max_iter=6, tol=0, random_state=0)
+    ref = ipem.GaussianMixture(**kw, controller=LocalController(1, block_size=B)).fit(X)
+    loose = ipp.Cluster(n=2, log_level=40)  # two engines, each its own MPI world
+    rc = loose.start_and_connect_sync()
+    try:
+        rc.wait_for_engines(2, timeout=120)
+        ctrl = DirectViewController(rc[:], blas_threads=1, min_deadline=3.0, block_size=B)
+
+        def kill(record):
+            if record.iteration == 2:
+                os.kill(ctrl.pids[0], signal.SIGKILL)
+        with pytest.warns(EngineRecoveryWarning, match="resharded"):
+            got = ipem.GaussianMixture(**kw, controller=ctrl, callbacks=[kill]).fit(X)
+        assert len(ctrl.alive) == 1
+        check_same({"resharded": got, "local1": ref}, ["means_", "covariances_", "weights_"])
+        assert [r.objective for r in got.history_] == [r.objective for r in ref.history_]
+    finally:
+        rc.close()
+        loose.stop_cluster_sync()

@@ -1,0 +1,96 @@
+"""What engine-count invariance (``block_size``) costs per EM iteration.
+
+    .venv/bin/python benchmarks/invariance.py [--frames 400000] [--blocks 4096,16384]
+        [--engines 0] [--repeat 3]
+
+One dataset (``--frames`` x 60 float32, a mixture of blobs) is fitted by
+KMeans (K=256), a diagonal GMM (K=256) and a full-covariance GMM (K=32), each
+for a fixed number of iterations (``tol=0``), on a LocalController with one
+shard and one BLAS thread -- and, with ``--engines N``, on an MPICluster of N
+engines -- without blocks and with every ``--blocks`` size, all in the same
+run and interleaved ``--repeat`` times.  Reported: the median seconds per
+iteration (``history_[i].time``, first iteration excluded) and the ratio
+blocks / no blocks.  The brief's threshold for turning blocks on by default
+is a ratio of at most 1.05.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import ipem
+
+D = 60
+
+
+def data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 4, size=(300, D))
+    lab = rng.integers(0, len(centers), size=n)
+    return (centers[lab] + rng.normal(size=(n, D))).astype(np.float32)
+
+
+MODELS = {
+    "kmeans K=256": lambda c: ipem.KMeans(256, n_init=1, max_iter=8, tol=0, random_state=0,
+                                          controller=c),
+    "gmm diag K=256": lambda c: ipem.GaussianMixture(256, covariance_type="diag", max_iter=6,
+                                                     tol=0, random_state=0, controller=c),
+    "gmm full K=32": lambda c: ipem.GaussianMixture(32, covariance_type="full", max_iter=6,
+                                                    tol=0, random_state=0, controller=c),
+}
+
+
+def per_iteration(model):
+    """Median seconds of an iteration, the first (start-up) excluded."""
+    times = [r.time for r in model.history_[1:]] or [r.time for r in model.history_]
+    return statistics.median(times)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=400_000)
+    ap.add_argument("--blocks", default="4096,16384")
+    ap.add_argument("--engines", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+    X = data(args.frames)
+    blocks = [None] + [int(b) for b in args.blocks.split(",")]
+    places = {"local:1": ipem.LocalController(1, blas_threads=1)}
+    cluster = None
+    if args.engines:
+        cluster = ipem.parallel.MPICluster(n=args.engines, blas_threads=1)
+        places[f"mpi:{args.engines}"] = cluster.start()
+    try:
+        times = {}
+        for _ in range(args.repeat):
+            for pname, ctrl in places.items():
+                for mname, make in MODELS.items():
+                    for b in blocks:
+                        ctrl.block_size = b
+                        with threadpool_limits(1):
+                            m = make(ctrl).fit(X)
+                        times.setdefault((pname, mname, b), []).append(per_iteration(m))
+                    ctrl.block_size = None
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    print(f"{args.frames} frames x {D}, float32, median of {args.repeat} runs, "
+          "seconds per iteration (ratio to no blocks)\n")
+    print("| places | model | no blocks | " + " | ".join(f"block {b}" for b in blocks[1:]) + " |")
+    print("|---|---|---|" + "---|" * (len(blocks) - 1))
+    for pname in places:
+        for mname in MODELS:
+            base = statistics.median(times[(pname, mname, None)])
+            cells = [f"{statistics.median(times[(pname, mname, b)]):.3f} "
+                     f"({statistics.median(times[(pname, mname, b)]) / base:.3f}x)"
+                     for b in blocks[1:]]
+            print(f"| {pname} | {mname} | {base:.3f} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
