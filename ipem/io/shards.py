@@ -13,12 +13,18 @@ import uuid
 import numpy as np
 
 from ..parallel.scheduling import assign_balanced
+from ..errors import ParameterError
 from .features import load_many, validate_all
+from .streaming import StreamedRows, parse_size
 
 __all__ = ["distribute_files", "read_feature_shard"]
 
 
-def distribute_files(controller, refs, *, dtype=np.float32, key=None):
+#: rows per block when ``engine_memory`` is given to a controller without ``block_size``
+STREAM_BLOCK = 4096
+
+
+def distribute_files(controller, refs, *, dtype=np.float32, key=None, engine_memory=None):
     """Let each shard of ``controller`` read its own feature files, balanced by frame count.
 
     Parameters
@@ -29,6 +35,14 @@ def distribute_files(controller, refs, *, dtype=np.float32, key=None):
     dtype : {numpy.float32, numpy.float64}
     key : str, optional
         Name of the dataset in the shard store; generated if omitted.
+    engine_memory : int or str, optional
+        Bytes of frames each place may hold (``"1G"``, ``"512M"``, or an int):
+        the first blocks that fit (less room for one block) are read once and
+        kept, the others are read from their files block by block every time
+        they are used (:mod:`ipem.io.streaming`).  Needs blocks: the
+        controller's ``block_size``, else blocks of :data:`STREAM_BLOCK` rows
+        for this dataset; the model is the bits of an in-memory run with the
+        same blocks.
 
     Returns
     -------
@@ -42,8 +56,19 @@ def distribute_files(controller, refs, *, dtype=np.float32, key=None):
         raise ValueError("distribute_files: no feature files given")
     validate_all(refs)
     n_features = refs[0].n_features
-    if getattr(controller, "block_size", None) is not None:
-        files, assignments, sizes = _block_assignments(controller, refs, dtype)
+    block_size = getattr(controller, "block_size", None)
+    if engine_memory is not None:
+        block_size = block_size or STREAM_BLOCK
+        budget = parse_size(engine_memory)
+        per_block = block_size * n_features * np.dtype(dtype).itemsize
+        n_resident = max(0, budget // per_block - 1) * block_size
+        if budget < per_block:
+            raise ParameterError(f"engine_memory={engine_memory!r} holds less than one block of "
+                                 f"{block_size} frames ({per_block} bytes)", "engine_memory")
+    if block_size is not None:
+        files, assignments, sizes = _block_assignments(controller, refs, dtype, block_size)
+        if engine_memory is not None:
+            assignments = [a + (n_resident,) for a in assignments]
     else:
         files = [[refs[i] for i in idx] for idx in assign_balanced(refs, controller.n_shards)]
         sizes = np.array([sum(r.n_frames for r in fs) for fs in files], dtype=np.int64)
@@ -51,11 +76,11 @@ def distribute_files(controller, refs, *, dtype=np.float32, key=None):
         assignments = [(fs, int(offsets[i]), np.dtype(dtype).str, n_features)
                        for i, fs in enumerate(files)]
     return controller.distribute_loaded(read_feature_shard, assignments, sizes, n_features,
-                                        dtype=dtype, files=files,
+                                        dtype=dtype, files=files, block_size=block_size,
                                         key=key or f"f{uuid.uuid4().hex[:8]}")
 
 
-def _block_assignments(controller, refs, dtype):
+def _block_assignments(controller, refs, dtype, block_size):
     """Files in list order, each place a run of whole blocks (``controller.block_size``).
 
     A place whose first or last block starts or ends inside a file reads that
@@ -69,7 +94,7 @@ def _block_assignments(controller, refs, dtype):
     """
     frames = np.array([r.n_frames for r in refs], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(frames)])
-    sizes = controller.split_sizes(int(starts[-1]))
+    sizes = controller.split_sizes(int(starts[-1]), block_size)
     cuts = np.concatenate([[0], np.cumsum(sizes)])
     files, assignments = [], []
     for a, b in zip(cuts[:-1], cuts[1:]):
@@ -83,7 +108,7 @@ def _block_assignments(controller, refs, dtype):
     return files, assignments, sizes
 
 
-def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None):
+def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, n_resident=None):
     """Loader of :func:`distribute_files`: read a shard's feature files.
 
     Parameters
@@ -97,6 +122,9 @@ def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None):
     skip, n_rows : int, optional
         Keep rows ``skip:skip + n_rows`` of the files' frames (a place whose
         blocks start or end inside a file); all rows by default.
+    n_resident : int, optional
+        Keep only the first ``n_resident`` rows in memory and read the others
+        when they are used: ``X`` is then a :class:`~ipem.io.streaming.StreamedRows`.
 
     Returns
     -------
@@ -104,6 +132,10 @@ def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None):
     offset : int
     sources : list of str
     """
+    sources = [f.path if f.key is None else f"{f.path}:{f.key}" for f in files]
+    if files and n_resident is not None:
+        n = sum(f.n_frames for f in files) - skip if n_rows is None else n_rows
+        return StreamedRows(files, skip, n, np.dtype(dtype), n_resident), offset, sources
     X = (load_many(files, dtype=np.dtype(dtype)) if files
          else np.zeros((0, n_features), dtype))
     if skip or (n_rows is not None and n_rows != X.shape[0]):

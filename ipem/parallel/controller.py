@@ -170,14 +170,15 @@ class Controller:
         return [o.value for o in outcomes]
 
     # --- the public interface ---------------------------------------------
-    def split_sizes(self, n_samples):
+    def split_sizes(self, n_samples, block_size=None):
         """Rows of each place when an array of ``n_samples`` rows is split contiguously.
 
-        With :attr:`block_size`, each place gets whole blocks (about as many
-        each; a place may get none).
+        With :attr:`block_size` (or the ``block_size`` given), each place gets
+        whole blocks (about as many each; a place may get none).
         """
-        if self.block_size is not None:
-            b, s = self.block_size, self.n_shards
+        block_size = self.block_size if block_size is None else int(block_size)
+        if block_size is not None:
+            b, s = block_size, self.n_shards
             n_blocks = -(-int(n_samples) // b)
             cuts = [min(int(n_samples), (i * n_blocks // s) * b) for i in range(s + 1)]
             return np.diff(np.array(cuts, dtype=np.int64))
@@ -219,7 +220,7 @@ class Controller:
         return data
 
     def distribute_loaded(self, loader, assignments, shard_sizes, n_features, *,
-                          dtype=np.float64, files=None, key=None):
+                          dtype=np.float64, files=None, key=None, block_size=None):
         """Let each shard make its own rows where it lives, with a loader of its own.
 
         Shard ``i`` stores
@@ -241,6 +242,9 @@ class Controller:
             Dtype of the rows the loader returns.
         files : list of list, optional
             What each shard read (kept on the client, as ``data.files``).
+        block_size : int, optional
+            Blocks of this dataset (default :attr:`block_size`); the places'
+            rows must end on block boundaries (:meth:`split_sizes`).
 
         Returns
         -------
@@ -249,16 +253,17 @@ class Controller:
         if len(assignments) != self.n_shards or len(shard_sizes) != self.n_shards:
             raise ValueError(f"distribute_loaded: {len(assignments)} assignments and "
                              f"{len(shard_sizes)} sizes for {self.n_shards} shards")
-        if self.block_size is not None:
+        block_size = self.block_size if block_size is None else int(block_size)
+        if block_size is not None:
             bounds = np.cumsum(shard_sizes)[:-1]
-            if np.any((bounds % self.block_size != 0) & (bounds != np.sum(shard_sizes))):
+            if np.any((bounds % block_size != 0) & (bounds != np.sum(shard_sizes))):
                 raise ValueError(f"distribute_loaded: the places' rows {list(shard_sizes)} do "
-                                 f"not end on boundaries of the blocks of {self.block_size} "
+                                 f"not end on boundaries of the blocks of {block_size} "
                                  "rows (use split_sizes)")
         key = key or f"l{uuid.uuid4().hex[:8]}"
         data = DistributedData(self, key, shard_sizes, n_features, dtype, files=files,
-                               block_size=self.block_size)
-        self._stored(data, ("load", loader, list(assignments), self.block_size))
+                               block_size=block_size)
+        self._stored(data, ("load", loader, list(assignments), block_size))
         return data
 
     def _stored(self, data, recipe):

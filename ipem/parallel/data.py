@@ -85,16 +85,46 @@ class BlockGroup:
         if shard.offset % b and shard.n_samples:
             raise ValueError(f"a place starting at row {shard.offset} is not on a boundary "
                              f"of the blocks of {b} rows")
+        X = shard.X
+        resident = X if isinstance(X, np.ndarray) else X.resident
         blocks = []
         for a in range(0, shard.n_samples, b):
             w = None if shard.weights is None else shard.weights[a:a + b]
-            blocks.append(Shard(X=shard.X[a:a + b], index=(shard.offset + a) // b,
+            e = min(a + b, shard.n_samples)
+            rows = resident[a:e] if e <= resident.shape[0] else RowsToRead(X, a, e)
+            blocks.append(Shard(X=rows, index=(shard.offset + a) // b,
                                 offset=shard.offset + a, weights=w, sources=shard.sources))
         return cls(blocks, shard.index, shard.offset, shard.X, shard.sources)
 
     def __repr__(self):
         return (f"BlockGroup(index={self.index}, offset={self.offset}, "
                 f"X={self.X.shape} {self.X.dtype}, blocks={len(self.blocks)})")
+
+
+class RowsToRead:
+    """A block that is not kept in memory: rows ``a:b`` of ``source`` (``source.rows(a, b)``,
+    e.g. :class:`ipem.io.streaming.StreamedRows`), read each time it is used."""
+
+    def __init__(self, source, a, b):
+        self.source, self.a, self.b = source, int(a), int(b)
+        self.shape = (self.b - self.a, source.shape[1])
+        self.dtype = source.dtype
+
+    def read(self):
+        """The rows, read now: ndarray of shape (b - a, n_features)."""
+        return self.source.rows(self.a, self.b)
+
+
+def with_rows(block, func, args):
+    """``func(block, *args)``, the block's rows read first if they are not in memory."""
+    if isinstance(block.X, np.ndarray):
+        return func(block, *args)
+    pending = block.X
+    block.X = pending.read()
+    try:
+        return func(block, *args)
+    finally:
+        block.X = pending
 
 
 def block_sizes(n_samples, block_size):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import BlockGroup, Broadcast, BroadcastKey, Shard
+from .data import BlockGroup, Broadcast, BroadcastKey, Shard, with_rows
 from .errors import Failure, PeerFailed
 from .stats import add_stats, pack_stats
 
@@ -87,7 +87,7 @@ def load_shard(index, loader, args, block_size=None):
 
 def block_map(group, func, args):
     """``func(block, *args)`` for every block of a :class:`BlockGroup`; list in block order."""
-    return [func(block, *args) for block in group.blocks]
+    return [with_rows(block, func, args) for block in group.blocks]
 
 
 def block_tree(group, func, args):
@@ -107,7 +107,7 @@ def block_tree(group, func, args):
     """
     stack = []
     for block in group.blocks:
-        level, i, value = 0, block.index, func(block, *args)
+        level, i, value = 0, block.index, with_rows(block, func, args)
         while stack and stack[-1][0] == level and stack[-1][1] == i - 1 and i % 2 == 1:
             value = add_stats(stack.pop()[2], value)
             level, i = level + 1, i // 2
@@ -278,8 +278,9 @@ def describe_store(store):
             out[key] = (f"shard {value.index}: {value.X.shape[0]} x {value.X.shape[1]} "
                         f"{value.X.dtype}")
         elif isinstance(value, BlockGroup):
+            kept = getattr(value.X, "resident", value.X).shape[0]
             out[key] = (f"shard {value.index}: {value.X.shape[0]} x {value.X.shape[1]} "
-                        f"{value.X.dtype} in {len(value.blocks)} blocks")
+                        f"{value.X.dtype} in {len(value.blocks)} blocks, {kept} rows in memory")
         else:
             out[key] = f"broadcast {type(value).__name__}"
     return out
