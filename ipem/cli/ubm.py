@@ -2,8 +2,18 @@
 from __future__ import annotations
 
 from ..steps import format_ubm_record, train_ubm
+from ..io.streaming import parse_size
 from .options import (CHECKPOINT, IMAGE, INPUT_FILE, OUTPUT_FILE, Command, UsageError,
                       common_options, feature_options, feature_source, typed)
+
+
+def MEMORY_SIZE(text):  # noqa: N802 - an argparse type, named like the others
+    """``--engine-memory``: bytes of a size such as 1G (argparse type)."""
+    import argparse
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 #: Python-only advice in training errors, and what train-ubm and train-ivector say instead.
 RESTART_HINTS = {
@@ -40,6 +50,10 @@ def options(sp):
                     help="write the convergence plot here (PNG)")
     sp.add_argument("--seed", type=int, default=0, parameter="random_state",
                     help="random seed")
+    sp.add_argument("--engine-memory", default=None, type=MEMORY_SIZE, metavar="SIZE",
+                    parameter="engine_memory",
+                    help="frames each engine may hold, e.g. 1G or 512M; the rest is read from "
+                         "the files block by block every iteration (default: all in memory)")
     sp.add_argument("--out", required=True, type=OUTPUT_FILE, help="the UBM (.npz)")
     common_options(sp)
 
@@ -57,7 +71,8 @@ def run(args):
                     stage_iter=args.stage_iter, final_iter=args.final_iter, tol=args.tol,
                     variance_floor=args.variance_floor, seed=args.seed,
                     checkpoint=args.checkpoint, plot=args.plot, out=args.out,
-                    controller=args.cluster, callbacks=[] if args.quiet else [_print_record])
+                    controller=args.cluster, callbacks=[] if args.quiet else [_print_record],
+                    engine_memory=args.engine_memory)
     print(f"UBM: {ubm.weights_.size} Gaussians, {ubm.n_iter_} iterations, "
           f"log-likelihood/frame {ubm.lower_bound_:.4f} -> {args.out}")
     return 0

@@ -184,6 +184,12 @@ class UBMTrainer(EMEstimator):
         Approximate statistics, as in :class:`ipem.GaussianMixture` (off by
         default): each frame's top-C responsibilities, then those >=
         ``min_post``, renormalised.  The log-likelihood stays exact.
+    engine_memory : int or str, optional
+        For feature files: bytes of frames each engine (or local shard) may
+        hold, e.g. ``"1G"``; the rest is read from the files block by block
+        every iteration (:func:`ipem.io.distribute_files`).  The model is the
+        one an in-memory run with the same blocks gives (blocks of the
+        controller's ``block_size``, else 4096 frames).
 
     Attributes
     ----------
@@ -204,7 +210,7 @@ class UBMTrainer(EMEstimator):
                  dead_policy="resplit", reg_covar=0.0, checkpoint=None, checkpoint_every=1,
                  resume=True, dtype=np.float32, random_state=None, controller=None,
                  backend=None, chunk_size=None, callbacks=None, verbose=0, top_c=None,
-                 min_post=0.0):
+                 min_post=0.0, engine_memory=None):
         self.n_components = n_components
         self.init = init
         self.init_components = init_components
@@ -230,6 +236,7 @@ class UBMTrainer(EMEstimator):
         self.verbose = verbose
         self.top_c = top_c
         self.min_post = min_post
+        self.engine_memory = engine_memory
 
     # staged training stops on per-stage budgets by design: no ConvergenceWarning
     _warn_unconverged = False
@@ -287,7 +294,8 @@ class UBMTrainer(EMEstimator):
             if total < self.n_components:
                 raise ValueError(f"the feature files hold {total} frames, fewer than the "
                                  f"{self.n_components} components")
-            data = _io.distribute_files(as_controller(self.controller), refs, dtype=self.dtype)
+            data = _io.distribute_files(as_controller(self.controller), refs, dtype=self.dtype,
+                                        engine_memory=self.engine_memory)
             self.n_features_in_ = data.n_features
             return data, True
         if isinstance(X, (list, tuple)) and len(X) == 0:

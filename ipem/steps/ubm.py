@@ -20,7 +20,7 @@ __all__ = ["format_ubm_record", "train_ubm"]
 
 def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_iter=20,
               tol=1e-3, variance_floor=0.1, seed=0, checkpoint=None, plot=None, out=None,
-              controller=None, callbacks=None):
+              controller=None, callbacks=None, engine_memory=None):
     """Train a diagonal UBM by EM with binary splitting; engines read their own files.
 
     Parameters
@@ -53,6 +53,9 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
     callbacks : callable or list of callables, optional
         Called with every :class:`ipem.IterationRecord` (see
         :func:`format_ubm_record`).
+    engine_memory : int or str, optional
+        Bytes of frames each engine may hold (``"1G"``); the rest is streamed
+        from the files (``UBMTrainer(engine_memory=...)``).
 
     Returns
     -------
@@ -104,7 +107,7 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
             ubm = UBMTrainer(n_components, init=init, stage_iter=stage_iter,
                              final_iter=final_iter, tol=tol, variance_floor=variance_floor,
                              checkpoint=checkpoint, controller=ctrl, random_state=seed,
-                             callbacks=callbacks)
+                             callbacks=callbacks, engine_memory=engine_memory)
             ubm.fit(feature_files)
     except BaseException:
         if own_plot is not None:

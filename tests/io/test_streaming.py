@@ -62,3 +62,13 @@ def test_budget_below_one_block_is_one_line(tmp_path):
     refs = list_features(corpus(tmp_path, "npy"))
     with pytest.raises(ParameterError, match="less than one block"):
         distribute_files(LocalController(2), refs, engine_memory="1K")
+
+
+def test_ubm_trainer_engine_memory_gives_the_same_model_whatever_the_budget(tmp_path):
+    """No block_size on the controller: blocks of 4096 frames; one block kept or all."""
+    paths = corpus(tmp_path, "htk")
+    kw = dict(n_components=4, stage_iter=2, final_iter=2, tol=0.0, random_state=0)
+    small = UBMTrainer(controller=LocalController(2), engine_memory="200K", **kw).fit(paths)
+    large = UBMTrainer(controller=LocalController(1), engine_memory="1T", **kw).fit(paths)
+    for a in ("means_", "covariances_", "weights_"):
+        assert_array_equal(getattr(small, a), getattr(large, a), err_msg=a)
