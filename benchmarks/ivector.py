@@ -4,8 +4,8 @@
                                            [--timing-rank 100] [--components 64]
     .venv/bin/python benchmarks/ivector.py --timing-only --corpora large   # TV timing only
     .venv/bin/python benchmarks/ivector.py --synthetic     # K=256, R=200, 1000 utterances
-    .venv/bin/python benchmarks/ivector.py --open-set [--open-snr 15,5] [--open-ranks 20,50]
-                                           [--open-backend 8,16,32]   # see run_open_set
+    .venv/bin/python benchmarks/ivector.py --open-set [--open-snr 15,5] [--open-ranks 20,50,100]
+                                           [--open-backend 8,16,32,64]   # see run_open_set
 
 The corpora below measure i-vectors **closed-set**: the back-end is trained on the
 UBM-list utterances of the same speakers whose trials are scored.  ``--open-set``
@@ -286,8 +286,8 @@ def main(argv=None):
     p.add_argument("--open-speakers", type=int, default=80,
                    help="corpus2 speakers: 16 trial speakers, the others background")
     p.add_argument("--notes", default=None, help="a file of notes put under the open-set table")
-    p.add_argument("--open-ranks", default="20,50")
-    p.add_argument("--open-backend", default="8,16,32",
+    p.add_argument("--open-ranks", default="20,50,100")
+    p.add_argument("--open-backend", default="8,16,32,64",
                    help="numbers of back-end speakers")
     args = p.parse_args(argv)
     work = Path(args.work)
