@@ -133,11 +133,12 @@ def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, n_
     sources : list of str
     """
     sources = [f.path if f.key is None else f"{f.path}:{f.key}" for f in files]
+    n = sum(f.n_frames for f in files) - skip if n_rows is None else n_rows
     if files and n_resident is not None:
-        n = sum(f.n_frames for f in files) - skip if n_rows is None else n_rows
         return StreamedRows(files, skip, n, np.dtype(dtype), n_resident), offset, sources
-    X = (load_many(files, dtype=np.dtype(dtype)) if files
-         else np.zeros((0, n_features), dtype))
-    if skip or (n_rows is not None and n_rows != X.shape[0]):
-        X = X[skip:skip + (X.shape[0] if n_rows is None else n_rows)].copy()
-    return X, offset, [f.path if f.key is None else f"{f.path}:{f.key}" for f in files]
+    if files and (skip or n != sum(f.n_frames for f in files)):  # parts of the end files
+        X = StreamedRows(files, skip, n, np.dtype(dtype), n).resident
+    else:
+        X = (load_many(files, dtype=np.dtype(dtype)) if files
+             else np.zeros((0, n_features), dtype))
+    return X, offset, sources

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from .features import load, load_many
+from .features import load
 
 __all__ = ["StreamedRows", "parse_size"]
 
@@ -65,10 +65,11 @@ class StreamedRows:
         self.skip, self.n_rows = int(skip), int(n_rows)
         self.shape = (self.n_rows, self.files[0].n_features)
         self._starts = np.concatenate([[0], np.cumsum([f.n_frames for f in self.files])])
-        self.resident = self.rows(0, min(int(n_resident), self.n_rows), whole=True)
+        self.resident = self.rows(0, min(int(n_resident), self.n_rows))
 
-    def rows(self, a, b, whole=False):
-        """Rows ``a:b`` (of this place), read from the files now.
+    def rows(self, a, b):
+        """Rows ``a:b`` (of this place), read from the files now, one file at a time into
+        the output (peak memory: the output and one file).
 
         Returns
         -------
@@ -79,14 +80,9 @@ class StreamedRows:
             return np.zeros((0, self.shape[1]), self.dtype)
         first = int(np.searchsorted(self._starts, lo, side="right")) - 1
         last = int(np.searchsorted(self._starts, hi, side="left"))
-        refs = self.files[first:last]
-        base = int(self._starts[first])
-        if whole:  # one preallocated array, then the rows cut out
-            X = load_many(refs, dtype=self.dtype)
-            return X[lo - base:hi - base].copy() if (lo > base or hi - base < len(X)) else X
         out = np.empty((hi - lo, self.shape[1]), self.dtype)
         pos = 0
-        for i, ref in enumerate(refs, start=first):
+        for i, ref in enumerate(self.files[first:last], start=first):
             s, e = max(lo, int(self._starts[i])), min(hi, int(self._starts[i + 1]))
             if e > s:
                 X = load(ref, dtype=self.dtype)
