@@ -68,6 +68,9 @@ VARIANTS = {
     "filterbank 200-3600 Hz": dict(low_freq=200.0, high_freq=3600.0),
     "VAD percentile, filterbank 200-3600 Hz": dict(vad="percentile", low_freq=200.0,
                                                    high_freq=3600.0),
+    # the plain recipe's rule: only energy_vad's "within 30 dB of the loudest frame"
+    "VAD within 30 dB of the loudest only": dict(
+        vad="percentile", vad_kwargs=dict(noise_percentile=0.0, noise_margin_db=-1000.0)),
 }
 
 
