@@ -32,6 +32,7 @@ corpora at other SNRs share it.  The output depends on ``seed`` and the counts o
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -188,6 +189,10 @@ def _plan(spk, n_trial, n_bg, n_test, seed):
 def generate(out, *, n_speakers=48, n_trial=16, n_bg=8, n_test=4, snr_db=15.0, seed=7,
              n_jobs=2):
     """Write the corpus into ``out`` (see the module docstring); returns ``out``."""
+    missing = [t for t in ("espeak-ng", "sox", "c2enc", "c2dec") if shutil.which(t) is None]
+    if missing:
+        raise SystemExit(f"corpus2: {', '.join(missing)} not found: install the Debian packages "
+                         "espeak-ng, sox and codec2")
     out = Path(out)
     clean_dir = out.parent / f"clean-{seed}"
     spk = speakers(n_speakers, seed)

@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/generalise.py [--work /tmp/generalise] [--snr 15,5]
                                               [--components 64] [--out benchmarks/RESULTS.md]
+    .venv/bin/python benchmarks/generalise.py --sets corpus2 --no-variants --corpus2-seed 8
+                                              # another draw of corpus2 (voices, texts, noise)
 
 Sets (each generated once per SNR into ``--work``):
 
@@ -88,13 +90,14 @@ class _FeatureBackend(ReferenceGMMUBM):
         return self._feats[rel]
 
 
-def make_set(work, name, snr, n_speakers=48):
+def make_set(work, name, snr, n_speakers=48, seed=7):
     """Corpus of one set at one SNR: (root, ubm list, enroll list, trials list).
 
     ``n_speakers`` (corpus2 only): 16 trial speakers, the others background; the
     first 48 speakers, their utterances and the trials are the same for any count.
     """
-    root = work / (f"{name}-{snr:g}dB" + ("" if n_speakers == 48 else f"-{n_speakers}spk"))
+    root = work / (f"{name}-{snr:g}dB" + ("" if n_speakers == 48 else f"-{n_speakers}spk")
+                   + ("" if seed == 7 or name == "demo" else f"-seed{seed}"))
     if name == "demo":
         if not (root / "trials.lst").exists():
             generate_corpus(root, seed=0, n_ubm=3, n_enroll=2, n_test=5, snr_db=float(snr),
@@ -102,7 +105,7 @@ def make_set(work, name, snr, n_speakers=48):
         return root, root / "ubm.lst", root / "enroll.lst", root / "trials.lst"
     if not (root / "trials.lst").exists():
         corpus2.generate(root, n_speakers=n_speakers, n_trial=16, n_bg=8, n_test=6, snr_db=float(snr),
-                         seed=7)
+                         seed=seed)
     return root, root / "bg.lst", root / "enroll.lst", root / "trials.lst"
 
 
@@ -153,10 +156,11 @@ def eer(scores, labels):
     return float(compute_eer(scores[labels], scores[~labels]))
 
 
-def run_condition(work, name, snr, components, variants=True):
-    root, *lists = make_set(work, name, snr)
+def run_condition(work, name, snr, components, variants=True, seed=7):
+    root, *lists = make_set(work, name, snr, seed=seed)
     lists = tuple(lists)
-    cw = work / f"run-{name}-{snr:g}dB"
+    cw = work / (f"run-{name}-{snr:g}dB" + ("" if seed == 7 or name == "demo" else
+                                            f"-seed{seed}"))
     cw.mkdir(parents=True, exist_ok=True)
     audio = [Path(p) for p in (lists[0], lists[1], lists[2])]
     res, secs = {}, {}
@@ -231,6 +235,7 @@ def main(argv=None):
     p.add_argument("--sets", default="corpus2,demo")
     p.add_argument("--components", type=int, default=64)
     p.add_argument("--no-variants", action="store_true")
+    p.add_argument("--corpus2-seed", type=int, default=7)
     p.add_argument("--notes", default=None, help="a file of notes put under the table")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
@@ -241,7 +246,8 @@ def main(argv=None):
     results, counts = {}, {}
     for name in a.sets.split(","):
         for snr in (float(s) for s in a.snr.split(",")):
-            res, cnt, _ = run_condition(work, name, snr, a.components, not a.no_variants)
+            res, cnt, _ = run_condition(work, name, snr, a.components, not a.no_variants,
+                                           a.corpus2_seed)
             results[f"{name} {snr:g} dB"] = res
             counts[name] = cnt
     lines = table(results, counts, a.components, (time.perf_counter() - t0) / 60, load)
