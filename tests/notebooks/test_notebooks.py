@@ -112,7 +112,7 @@ def pngs(cell):
 #: cells the test runs after a notebook's own (same kernel), to look inside its figures
 PROBES = {
     "03": """det_fig = [v for v in Out.values() if hasattr(v, "axes")][-1]
-print("DET title:", det_fig.axes[0].get_title())
+print("\\nDET title:", det_fig.axes[0].get_title())  # a line of its own after any output
 for t in det_fig.axes[0].get_legend().get_texts():
     print("DET legend:", t.get_text())""",
 }
