@@ -39,3 +39,44 @@ def blobs(n=600, d=3, k=3, seed=0, dtype=np.float64):
     X = np.concatenate([rng.normal(c, s, size=(m, d)) for c, s, m in zip(centers, scales, sizes)])
     rng.shuffle(X)
     return X.astype(dtype)
+
+
+def feature_world(root, speakers, *, dim=4, seed=0, frames=(200, 150, 120)):
+    """Synthetic feature files laid out as ``ipem extract`` writes them, with lists.
+
+    Each speaker gets 4 UBM, 2 enrollment and 2 test utterances (``frames`` frames
+    each, per role) drawn around a shared set of ``dim``-dimensional centres plus a
+    speaker offset.  Writes under ``root``: ``feats/wav/<spk>/<spk>_<role>_<i>.htk``
+    and ``corpus/{ubm,enroll,tests,trials}.lst`` (lists name the ``.wav`` entries).
+
+    Returns
+    -------
+    (corpus, feats) : tuple of pathlib.Path
+    """
+    from ipem import io as features
+    corpus, feats = root / "corpus", root / "feats"
+    corpus.mkdir()
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(0, 3, size=(4, dim))
+    utts = {}
+    for s in speakers:
+        offset = rng.normal(0, 1.0, size=dim)
+        for role, count, n in zip(("ubm", "enroll", "test"), (4, 2, 2), frames):
+            for i in range(count):
+                rel = f"wav/{s}/{s}_{role}_{i}.wav"
+                path = feats / rel.replace(".wav", ".htk")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lab = rng.integers(0, 4, size=n)
+                X = shared[lab] + offset + rng.normal(0, 0.7, size=(n, dim))
+                features.write(path, X.astype(np.float32))
+                utts.setdefault(role, []).append((s, rel))
+    (corpus / "ubm.lst").write_text("".join(f"{r}\n" for _, r in utts["ubm"]))
+    enroll = {}
+    for s, rel in utts["enroll"]:
+        enroll.setdefault(s, []).append(rel)
+    (corpus / "enroll.lst").write_text("".join(f"{s} {' '.join(r)}\n" for s, r in enroll.items()))
+    (corpus / "tests.lst").write_text("".join(f"{r}\n" for _, r in utts["test"]))
+    (corpus / "trials.lst").write_text("".join(
+        f"{m} {rel} {'target' if m == s else 'nontarget'}\n"
+        for m in speakers for s, rel in utts["test"]))
+    return corpus, feats

@@ -9,8 +9,8 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import ipem
-from ipem import io as features
 from ipem.cli import main
+from tests.helpers import feature_world
 from ipem.ivector import TotalVariability, load_ivectors
 
 D = 4
@@ -20,31 +20,7 @@ SPEAKERS = [f"spk{i}" for i in range(6)]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("ivcli")
-    corpus, feats = root / "corpus", root / "feats"
-    corpus.mkdir()
-    rng = np.random.default_rng(0)
-    shared = rng.normal(0, 3, size=(4, D))
-    utts = {}
-    for s in SPEAKERS:
-        offset = rng.normal(0, 1.0, size=D)
-        for role, count, n in (("ubm", 4, 200), ("enroll", 2, 150), ("test", 2, 120)):
-            for i in range(count):
-                rel = f"wav/{s}/{s}_{role}_{i}.wav"
-                path = feats / rel.replace(".wav", ".htk")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                lab = rng.integers(0, 4, size=n)
-                X = shared[lab] + offset + rng.normal(0, 0.7, size=(n, D))
-                features.write(path, X.astype(np.float32))
-                utts.setdefault(role, []).append((s, rel))
-    (corpus / "ubm.lst").write_text("".join(f"{r}\n" for _, r in utts["ubm"]))
-    enroll = {}
-    for s, rel in utts["enroll"]:
-        enroll.setdefault(s, []).append(rel)
-    (corpus / "enroll.lst").write_text("".join(f"{s} {' '.join(r)}\n" for s, r in enroll.items()))
-    (corpus / "tests.lst").write_text("".join(f"{r}\n" for _, r in utts["test"]))
-    (corpus / "trials.lst").write_text("".join(
-        f"{m} {rel} {'target' if m == s else 'nontarget'}\n"
-        for m in SPEAKERS for s, rel in utts["test"]))
+    corpus, feats = feature_world(root, SPEAKERS, dim=D, seed=0, frames=(200, 150, 120))
     return root, corpus, feats
 
 

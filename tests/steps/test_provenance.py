@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from ipem import io as features
 from ipem.cli import main
+from tests.helpers import feature_world
 from ipem.io.provenance import ProvenanceError, read_companion, read_record
 from ipem.ivector import IvectorBackend
 from ipem.mixture.ubm import UBMTrainer
@@ -27,31 +27,7 @@ SPEAKERS = [f"spk{i}" for i in range(5)]
 def world(tmp_path_factory):
     """Synthetic feature files (as ``ipem extract`` lays them out), lists and trials."""
     root = tmp_path_factory.mktemp("prov")
-    corpus, feats = root / "corpus", root / "feats"
-    corpus.mkdir()
-    rng = np.random.default_rng(1)
-    shared = rng.normal(0, 3, size=(4, D))
-    utts = {}
-    for s in SPEAKERS:
-        offset = rng.normal(0, 1.0, size=D)
-        for role, count, n in (("ubm", 4, 150), ("enroll", 2, 120), ("test", 2, 100)):
-            for i in range(count):
-                rel = f"wav/{s}/{s}_{role}_{i}.wav"
-                path = feats / rel.replace(".wav", ".htk")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                lab = rng.integers(0, 4, size=n)
-                X = shared[lab] + offset + rng.normal(0, 0.7, size=(n, D))
-                features.write(path, X.astype(np.float32))
-                utts.setdefault(role, []).append((s, rel))
-    (corpus / "ubm.lst").write_text("".join(f"{r}\n" for _, r in utts["ubm"]))
-    enroll = {}
-    for s, rel in utts["enroll"]:
-        enroll.setdefault(s, []).append(rel)
-    (corpus / "enroll.lst").write_text("".join(f"{s} {' '.join(r)}\n" for s, r in enroll.items()))
-    (corpus / "tests.lst").write_text("".join(f"{r}\n" for _, r in utts["test"]))
-    (corpus / "trials.lst").write_text("".join(
-        f"{m} {rel} {'target' if m == s else 'nontarget'}\n"
-        for m in SPEAKERS for s, rel in utts["test"]))
+    corpus, feats = feature_world(root, SPEAKERS, dim=D, seed=1, frames=(150, 120, 100))
     common = ["--features", str(feats), "--root", str(corpus), "--quiet"]
     return root, corpus, common
 
