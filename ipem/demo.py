@@ -67,7 +67,7 @@ def split_lists(info, out):
         (members), ``n_dev``, ``n_eval`` (trials).
     """
     from .io import read_list
-    from .speaker.scoring import read_trials
+    from .speaker.scorefiles import read_trials
 
     cohort_spk = set(info.speakers[3::4])
     trials = read_trials(info.trials_list)
