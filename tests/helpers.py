@@ -80,3 +80,33 @@ def feature_world(root, speakers, *, dim=4, seed=0, frames=(200, 150, 120)):
         f"{m} {rel} {'target' if m == s else 'nontarget'}\n"
         for m in speakers for s, rel in utts["test"]))
     return corpus, feats
+
+
+def stop_tree(proc, procs=None, timeout=15):
+    """Terminate the subprocess ``proc``; then kill it and each of ``procs`` (default: its
+    descendants, listed before it is terminated) still running, by PID."""
+    import subprocess
+
+    import psutil
+    if proc is None:
+        return
+    if procs is None:
+        try:
+            procs = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            procs = []
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    for p in procs:  # psutil.Process refuses to signal a reused PID
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=timeout)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout)

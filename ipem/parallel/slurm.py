@@ -15,7 +15,6 @@ import atexit
 import contextlib
 import logging
 import os
-import re
 import secrets
 import shlex
 import signal

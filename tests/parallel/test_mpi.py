@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from ipem.parallel.clusters import ensure_mpiexec, single_host_mpi_config
+from tests.helpers import stop_tree
 
 VENV_MPIEXEC = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "mpiexec")
 needs_wheel_mpiexec = pytest.mark.skipif(not os.access(VENV_MPIEXEC, os.X_OK),
@@ -138,25 +139,6 @@ while not os.path.exists(os.path.join(out, "stop")) and time.time() < deadline:
 """
 
 
-def _stop_tree(proc, procs, timeout=15):
-    """Terminate ``proc``; kill it and each process in ``procs`` still running, by PID."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    for p in procs:  # psutil.Process refuses to signal a reused PID
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=timeout)
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout)
-
-
 @needs_wheel_mpiexec
 def test_single_host_mpi_job_listens_on_loopback_only(tmp_path, clean_env):
     """A real 2-rank job launched as single_host_mpi_config says: nothing on 0.0.0.0 or eth0.
@@ -196,4 +178,4 @@ def test_single_host_mpi_job_listens_on_loopback_only(tmp_path, clean_env):
         assert proc.returncode == 0, (tmp_path / "err").read_text()
     finally:
         (out / "stop").touch()
-        _stop_tree(proc, procs)
+        stop_tree(proc, procs)

@@ -13,13 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from numpy.testing import assert_array_equal
 from traitlets.config.loader import PyFileConfigLoader
 
 import ipem
-from tests.helpers import blobs
+from tests.helpers import blobs, stop_tree
 from ipem.parallel.clusters import ensure_mpiexec
 from ipem.parallel.engine import engine_info
 
@@ -143,31 +142,6 @@ def _wait_for_json(path, proc, log, timeout=120):
         time.sleep(0.2)
 
 
-def _stop_tree(proc, timeout=15):
-    """Terminate ``proc``, then kill it and every descendant still running, by PID."""
-    if proc is None:
-        return
-    try:
-        procs = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        procs = []
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    for p in procs:  # psutil.Process refuses to signal a reused PID
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=timeout)
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout)
-
-
 def test_engines_started_like_a_batch_job(tmp_path):
     """ipcontroller here; engines from ``mpiexec ... --file=<connection file>``, no ipcluster."""
     try:
@@ -215,5 +189,5 @@ def test_engines_started_like_a_batch_job(tmp_path):
     finally:
         if ctrl is not None:
             ctrl.client.close()
-        _stop_tree(engines)
-        _stop_tree(controller)
+        stop_tree(engines)
+        stop_tree(controller)

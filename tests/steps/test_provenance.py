@@ -8,7 +8,6 @@ artefacts written without records (older ipem) still score.
 """
 import json
 
-import numpy as np
 import pytest
 
 from ipem.cli import main
