@@ -11,7 +11,8 @@ from scipy.linalg import blas
 
 from . import _numpy
 from ._clib import check_rc, entry, ffi, lib, ptr
-from ._common import check_output, check_rows, check_sample_weight, check_vector, check_X
+from ._common import (check_output, check_rows, check_sample_weight, check_vector, check_X,
+                      new_kmeans_bounds)
 from ._isa import implementation
 from ._threads import chunk_frames, kernel_threads, one_blas_thread
 
@@ -62,22 +63,6 @@ def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None, sample_weig
         ptr(labels, "int64_t *"), ptr(mindist), ptr(counts), ptr(sums), ptr(inertia),
         kernel_threads()))
     return counts, sums, float(inertia[0])
-
-
-def new_kmeans_bounds(n_samples):
-    """Empty distance bounds for :func:`kmeans_step_bounded` (no valid bounds yet).
-
-    Parameters
-    ----------
-    n_samples : int
-
-    Returns
-    -------
-    dict
-        ``upper`` and ``lower``: ndarray of shape (n_samples,), float64;
-        ``centers``: None.
-    """
-    return {"upper": np.zeros(n_samples), "lower": np.zeros(n_samples), "centers": None}
 
 
 def _centre_geometry(c32, prev):

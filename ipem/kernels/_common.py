@@ -15,7 +15,7 @@ from ..errors import ParameterError
 
 __all__ = ["LOG_2PI", "default_chunk_size", "check_sample_weight", "check_approximation",
            "check_top_c", "check_chunk_size", "check_X", "check_vector", "check_output",
-           "check_rows", "diag_constant", "full_constant"]
+           "check_rows", "diag_constant", "full_constant", "new_kmeans_bounds"]
 
 LOG_2PI = np.log(2.0 * np.pi)
 
@@ -333,3 +333,19 @@ def full_constant(prec_chol, log_weights):
     d = prec_chol.shape[1]
     log_det = np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
     return -0.5 * d * LOG_2PI + log_det + log_weights
+
+
+def new_kmeans_bounds(n_samples):
+    """Empty distance bounds for :func:`kmeans_step_bounded`.
+
+    Parameters
+    ----------
+    n_samples : int
+
+    Returns
+    -------
+    dict
+        ``upper`` and ``lower``: ndarray of shape (n_samples,), float64;
+        ``centers``: None (no valid bounds yet).
+    """
+    return {"upper": np.zeros(n_samples), "lower": np.zeros(n_samples), "centers": None}

@@ -25,7 +25,7 @@ argument checks both backends make live in :mod:`ipem.kernels._common`.
 import numpy as np
 
 from ._common import (check_approximation, check_sample_weight, check_top_c,
-                      default_chunk_size, diag_constant, full_constant)
+                      default_chunk_size, diag_constant, full_constant, new_kmeans_bounds)
 
 
 def _chunks(n_samples, chunk_size):
@@ -134,22 +134,6 @@ def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None, sample_weig
         keep = sw != 0
         inertia = float((sw[keep] * mindist[keep]).sum()) if n else 0.0
     return counts, sums, inertia
-
-
-def new_kmeans_bounds(n_samples):
-    """Empty distance bounds for :func:`kmeans_step_bounded`.
-
-    Parameters
-    ----------
-    n_samples : int
-
-    Returns
-    -------
-    dict
-        ``upper`` and ``lower``: ndarray of shape (n_samples,), float64;
-        ``centers``: None (no valid bounds yet).
-    """
-    return {"upper": np.zeros(n_samples), "lower": np.zeros(n_samples), "centers": None}
 
 
 def kmeans_step_bounded(X, shift, centers, labels, mindist, bounds, chunk_size=None,
