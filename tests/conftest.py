@@ -10,7 +10,7 @@ import os
 import pytest
 
 import ipem
-from tests.helpers import kernels
+from tests.helpers import kernels, start_mpi_cluster
 
 N_ENGINES = 2
 
@@ -30,13 +30,8 @@ def c_isa(request):
 @pytest.fixture(scope="session")
 def mpi_client():
     """An ipyparallel Client on 2 engines started with ``engines="mpi"``."""
-    ipem.parallel.ensure_mpiexec()
-    import ipyparallel as ipp
-    cluster = ipp.Cluster(engines="mpi", n=N_ENGINES, log_level=40,
-                          config=ipem.parallel.single_host_mpi_config())
-    client = cluster.start_and_connect_sync()
+    cluster, client = start_mpi_cluster(N_ENGINES)
     try:
-        client.wait_for_engines(N_ENGINES, timeout=120)
         # shard functions defined in test modules are pickled by reference
         # (tests.<package>.test_<module>): engines import them from the repository root
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

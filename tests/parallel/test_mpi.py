@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from ipem.parallel.clusters import ensure_mpiexec, single_host_mpi_config
-from tests.helpers import stop_tree
+from tests.helpers import launch_mpi_job, stop_tree
 
 VENV_MPIEXEC = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "mpiexec")
 needs_wheel_mpiexec = pytest.mark.skipif(not os.access(VENV_MPIEXEC, os.X_OK),
@@ -154,15 +154,16 @@ def test_single_host_mpi_job_listens_on_loopback_only(tmp_path, clean_env):
     out = tmp_path / "out"
     out.mkdir()
     env = dict(os.environ, **launcher.environment)
-    proc = subprocess.Popen(launcher.mpi_cmd + ["-n", "2", sys.executable, str(script), str(out)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err", "w"))
+    err = tmp_path / "err"
+    proc = None
     procs = []
     try:
-        deadline = time.time() + 120
-        while not all((out / f"rank{r}").exists() for r in range(2)):
-            assert proc.poll() is None, (tmp_path / "err").read_text()
-            assert time.time() < deadline, "the ranks did not start"
-            time.sleep(0.1)
+        proc = launch_mpi_job(
+            lambda: subprocess.Popen(
+                launcher.mpi_cmd + ["-n", "2", sys.executable, str(script), str(out)],
+                env=env, stdout=subprocess.DEVNULL, stderr=open(err, "w")),
+            lambda: all((out / f"rank{r}").exists() for r in range(2)), err,
+            what="the 2-rank job")
         time.sleep(0.2)  # both files written
         assert sorted((out / f"rank{r}").read_text() for r in range(2)) == ["2 3", "2 3"]
         launched = psutil.Process(proc.pid)
@@ -178,4 +179,5 @@ def test_single_host_mpi_job_listens_on_loopback_only(tmp_path, clean_env):
         assert proc.returncode == 0, (tmp_path / "err").read_text()
     finally:
         (out / "stop").touch()
-        stop_tree(proc, procs)
+        if proc is not None:
+            stop_tree(proc, procs)

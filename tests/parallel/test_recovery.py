@@ -20,7 +20,7 @@ from ipem.parallel import DirectViewController, EngineError, EngineRecoveryWarni
 from ipem.speaker.map import adapt_speakers
 from ipem.speaker.scoring import score_trials
 
-from tests.helpers import blobs
+from tests.helpers import blobs, start_mpi_cluster
 
 pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
               pytest.mark.once]
@@ -209,10 +209,8 @@ def test_clusters_ipem_did_not_start(tmp_path):
     X = blobs(n=1500, d=3, k=3, seed=2)
     kw = dict(n_components=3, max_iter=6, tol=0, random_state=0)
 
-    coupled = ipp.Cluster(engines="mpi", n=2, log_level=40)
-    rc = coupled.start_and_connect_sync()
+    coupled, rc = start_mpi_cluster(2)
     try:
-        rc.wait_for_engines(2, timeout=120)
         ctrl = DirectViewController(rc[:], blas_threads=1)
         with pytest.raises(EngineError, match="cannot be restarted") as info:
             ipem.GaussianMixture(**kw, controller=ctrl,

@@ -18,7 +18,7 @@ from numpy.testing import assert_array_equal
 from traitlets.config.loader import PyFileConfigLoader
 
 import ipem
-from tests.helpers import blobs, stop_tree
+from tests.helpers import blobs, launch_mpi_job, stop_tree
 from ipem.parallel.clusters import ensure_mpiexec
 from ipem.parallel.engine import engine_info
 
@@ -163,11 +163,14 @@ def test_engines_started_like_a_batch_job(tmp_path):
         # the "other host": its own profile directory; only the connection file is shared
         host = tmp_path / "engine_host"
         host.mkdir()
-        with open(tmp_path / "engines.log", "w") as out:
-            engines = subprocess.Popen(
+        engine_log = tmp_path / "engines.log"
+        engines = launch_mpi_job(
+            lambda: subprocess.Popen(
                 [mpiexec, "-n", "2", sys.executable, "-m", "ipyparallel.engine", "--mpi",
                  f"--file={engine_file}", f"--profile-dir={host}"],
-                stdout=out, stderr=subprocess.STDOUT, cwd=str(host))
+                stdout=open(engine_log, "w"), stderr=subprocess.STDOUT, cwd=str(host)),
+            lambda: engine_log.read_text().count("Completed registration") >= 2, engine_log,
+            what="the engines' mpiexec")
         ctrl = ipem.parallel.connect_profile(profile_dir=str(prof), n_engines=2, blas_threads=1,
                                              timeout=120)
         info = ctrl.client[:].apply_sync(engine_info)

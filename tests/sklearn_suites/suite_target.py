@@ -35,13 +35,9 @@ def _with_default_controller(base, controller):
 def start_engines(n):
     """Start ``n`` MPI engines; ESTIMATOR becomes the engine-backed subclass."""
     global ESTIMATOR
-    import ipyparallel as ipp
-    ipem.parallel.ensure_mpiexec()
-    cluster = ipp.Cluster(engines="mpi", n=n, log_level=40,
-                          config=ipem.parallel.single_host_mpi_config())
-    client = cluster.start_and_connect_sync()
+    from tests.helpers import start_mpi_cluster
+    cluster, client = start_mpi_cluster(n, timeout=180)
     _cluster.extend([cluster, client])
-    client.wait_for_engines(n, timeout=180)
     ctrl = ipem.DirectViewController(client[:], blas_threads=1)
     ESTIMATOR = _with_default_controller(_base, ctrl)
 
