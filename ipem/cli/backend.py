@@ -7,7 +7,7 @@ from ..speaker.calibration import DEFAULT_PRIOR, LogisticCalibration
 from ..speaker.scorefiles import SCORE_FORMATS, read_score_file, split_scores, write_score_file
 from ..io.provenance import read_companion
 from ..steps import apply_calibration, calibrate, evaluate, format_metrics
-from ..steps.chain import format_chain
+from ..steps.chain import check_scores_key, format_chain
 from .options import IMAGE, INPUT_FILE, OUTPUT_FILE, Command, UsageError, common_options
 
 
@@ -15,6 +15,24 @@ def _describe_calibration(cal):
     terms = " + ".join(f"{w:.4g} * s{i + 1}" if cal.n_systems_ > 1 else f"{w:.4g} * s"
                        for i, w in enumerate(cal.coef_))
     return f"llr = {terms} {'-' if cal.intercept_ < 0 else '+'} {abs(cal.intercept_):.4g}"
+
+
+def allow_mismatch_option(sp):
+    """Declare ``--allow-overlap`` of evaluate/calibrate: go on with a key of another trial list."""
+    sp.add_argument("--allow-overlap", action="store_true", parameter="allow_overlap",
+                    help="go on when the key and the score files are of different trial lists "
+                         "(key trials without a score are left out, with a warning)")
+
+
+def checked_key(args, scores):
+    """``args.key`` checked against the score files (:func:`ipem.steps.chain.check_scores_key`).
+
+    Returns the key to read (the file, or the dict of its scored trials when
+    ``--allow-overlap`` let a mismatch through) and a summary line ('' without a key).
+    """
+    if args.key is None:
+        return None, ""
+    return check_scores_key(scores, args.key, allow_overlap=args.allow_overlap)
 
 
 def evaluate_options(sp):
@@ -34,22 +52,24 @@ def evaluate_options(sp):
                     help="write the (calibrated) scores here")
     sp.add_argument("--out-format", default="ipem", choices=list(SCORE_FORMATS),
                     help="format of --out")
+    allow_mismatch_option(sp)
     common_options(sp, cluster=False)
 
 
 def run_evaluate(args):
     """Run ``ipem evaluate`` once its paths are checked; returns the exit status."""
     from ..speaker.metrics import plot_det
+    key, key_summary = checked_key(args, [args.scores, *(args.fuse or [])])
     if args.calibration:
         trials, scores = apply_calibration(
-            args.calibration, [args.scores, *(args.fuse or [])], key=args.key,
+            args.calibration, [args.scores, *(args.fuse or [])], key=key,
             require_labels=True, out=args.out, out_format=args.out_format)
         cal = LogisticCalibration.load(args.calibration)
         print(f"calibrated with {args.calibration}: {_describe_calibration(cal)}")
     else:
         if args.fuse:
             raise UsageError("--fuse needs --calibration (the fusion's weights)")
-        trials, scores = read_score_file(args.scores, args.key, require_labels=True)
+        trials, scores = read_score_file(args.scores, key, require_labels=True)
         if args.out:
             write_score_file(args.out, trials, scores, args.out_format)
     tar, non = split_scores(trials, scores)
@@ -57,6 +77,8 @@ def run_evaluate(args):
     record = read_companion(args.scores)
     if record is not None:                  # what the scores came from (ipem.io.provenance)
         print(format_chain(record))
+    if key_summary:
+        print(f"  key:      {key_summary}")
     if args.out:
         print(f"scores -> {args.out}")
     if args.det:
@@ -80,12 +102,14 @@ def calibrate_options(sp):
                     help="training prior (default: %(default).4f, the effective prior of "
                          "SRE08's operating point)")
     sp.add_argument("--out", required=True, type=OUTPUT_FILE, help="the calibration (JSON)")
+    allow_mismatch_option(sp)
     common_options(sp, cluster=False)
 
 
 def run_calibrate(args):
     """Run ``ipem calibrate`` once its paths are checked; returns the exit status."""
-    cal = calibrate(args.dev_scores, key=args.key, prior=args.prior, out=args.out)
+    key, _ = checked_key(args, args.dev_scores)
+    cal = calibrate(args.dev_scores, key=key, prior=args.prior, out=args.out)
     what = "fusion of " + str(cal.n_systems_) + " systems" if cal.n_systems_ > 1 \
         else "calibration"
     print(f"{what} on {cal.n_target_} target, {cal.n_nontarget_} non-target trials: "

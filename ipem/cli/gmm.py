@@ -9,6 +9,7 @@ from ..speaker.normalization import NORMALIZATIONS
 from ..speaker.scorefiles import SCORE_FORMATS
 from ..speaker.scoring import SCORING_METHODS
 from ..steps import BACKENDS, adapt, normalize, score, score_ivectors
+from ..steps.chain import check_scores_key
 from .options import (INPUT_DIR, INPUT_FILE, OUTPUT_DIR, OUTPUT_FILE, Command, UsageError,
                       common_options, feature_options, feature_source, typed)
 
@@ -17,8 +18,9 @@ def allow_overlap_option(sp):
     """Declare ``--allow-overlap``: go on when the provenance chain check fails."""
     sp.add_argument("--allow-overlap", action="store_true", parameter="allow_overlap",
                     help="go on when the inputs do not chain (models of another UBM, a UBM, "
-                         "extractor or back-end trained on the trials' segments); the output's "
-                         "provenance record keeps it")
+                         "extractor or back-end trained on the trials' segments, a --key of "
+                         "another trial list than the scores'); the output's provenance record "
+                         "keeps it")
 
 
 def adapt_options(sp):
@@ -143,10 +145,13 @@ def run_norm(args):
     if args.method != "z" and not args.cohort_models:
         raise UsageError(f"--method {args.method} needs --cohort-models (a directory of "
                          "<cohort_id>.npz: ipem adapt --enroll COHORT_LIST --out-dir DIR)")
+    key = args.key
+    if key is not None:     # the key and the raw scores of the same trial list, before any work
+        key, _ = check_scores_key(args.scores, key, allow_overlap=args.allow_overlap)
     source = feature_source(args)
     trials, _ = normalize(args.ubm, args.scores, args.cohort, args.models, source=source,
                           method=args.method, cohort_models=args.cohort_models,
-                          top_n=args.top_n, key=args.key, top_c=args.top_c, out=args.out,
+                          top_n=args.top_n, key=key, top_c=args.top_c, out=args.out,
                           out_format=args.out_format, allow_overlap=args.allow_overlap,
                           controller=args.cluster,
                           progress=not args.quiet)

@@ -42,7 +42,7 @@ from ..io.models import check_model_id
 logger = logging.getLogger(__name__)
 
 __all__ = ["SCORE_FORMATS", "Trial", "read_key", "read_score_file", "read_score_matrix",
-           "read_scores", "read_trials", "split_scores", "write_score_file"]
+           "read_scores", "read_trials", "scored_trials", "split_scores", "write_score_file"]
 
 #: Score file formats :func:`write_score_file` writes: ``"ipem"`` (with the
 #: label column where trials have one) and ``"kaldi"`` (``model test score``).
@@ -236,6 +236,28 @@ def read_score_file(path, key=None, *, require_labels=False):
         if skipped:
             logger.info("%s: %d score lines are not in %s (skipped)", path, skipped, key_name)
     return trials, np.asarray(scores, dtype=np.float64)
+
+
+def scored_trials(path):
+    """The ``(model, test)`` pairs a score file scores, with their line numbers.
+
+    Only the first two columns are read (the file is checked in full by
+    :func:`read_score_file`); used to compare a score file with a key before
+    any work (:func:`ipem.steps.chain.check_scores_key`).
+
+    Returns
+    -------
+    dict
+        ``(model, test) -> line number``, in file order.
+    """
+    path = os.fspath(path)
+    out = {}
+    for n, fields in read_table(path, ("model", "segment", "score"), ("label",)):
+        if len(fields) not in (3, 4):
+            raise ValueError(f"{path}, line {n}: expected 'model test score "
+                             f"[target|nontarget]', got {len(fields)} columns")
+        out.setdefault((fields[0], fields[1]), n)
+    return out
 
 
 def read_scores(path, key=None):

@@ -26,7 +26,7 @@ from ..io.provenance import ProvenanceError, read_record, short
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Checks", "format_chain", "name_of", "overlap_message"]
+__all__ = ["Checks", "check_scores_key", "format_chain", "name_of", "overlap_message"]
 
 
 class Checks:
@@ -94,6 +94,101 @@ def digest_mismatch(what, recorded, recorded_file, given, given_name):
     """``"<what> comes from <recorded_file> (<digest>), not from <given_name> (<digest>)"``."""
     return (f"{what} was made from another file than {given_name} "
             f"({recorded_file or 'a file'} {short(recorded)}, not {short(given)})")
+
+
+def check_scores_key(scores, key, *, allow_overlap=False):
+    """Check, before any work, that score files and a key are of the same trial list.
+
+    A key is of a score file's trial list when every key trial is scored
+    there (in any order; scored trials the key leaves out are fine: one
+    score file serves a development and an evaluation key) and, where the
+    score file's companion record names the trial list it was scored on and
+    that file is still the one scored (same digest), when every key trial is
+    in that list with the same label.
+
+    Parameters
+    ----------
+    scores : str, os.PathLike or sequence of them
+        Score files (:func:`ipem.speaker.scorefiles.read_score_file`).
+    key : str or os.PathLike
+        The key file (:func:`ipem.speaker.scorefiles.read_key`).
+    allow_overlap : bool, default=False
+        Go on anyway (a warning): key trials without a score are left out.
+
+    Returns
+    -------
+    key : str, os.PathLike or dict
+        ``key`` itself, or (allowed) the dict of its trials every score file
+        scores.
+    summary : str
+        One line: how many key trials, of how many scored.
+
+    Raises
+    ------
+    ProvenanceError
+        Key trials without a score (both files, the count and the first
+        named), a key trial not in the recorded trial list or labelled
+        otherwise there.
+    ValueError
+        A malformed file; no key trial scored at all.
+    """
+    from ..io.provenance import read_companion
+    from ..speaker.scorefiles import read_key, scored_trials
+
+    paths = [scores] if isinstance(scores, (str, os.PathLike)) else list(scores)
+    key_name, labels = os.fspath(key), read_key(key)
+    checks, kept, summary = Checks(allow_overlap), dict(labels), ""
+    for path in map(os.fspath, paths):
+        scored = scored_trials(path)
+        missing = [t for t in labels if t not in scored]
+        if missing:
+            checks.refuse(f"{key_name} and {path} are of different trial lists: {len(missing)} "
+                          f"of the {len(labels)} trials of {key_name} have no score in {path} "
+                          f"(first: '{missing[0][0]} {missing[0][1]}')")
+            for t in missing:
+                kept.pop(t, None)
+            if not kept:
+                raise ValueError(f"{path}: none of the {len(labels)} trials of {key_name} "
+                                 "is scored there")
+        if not summary:
+            left = sum(1 for t in scored if t not in labels)
+            summary = (f"{key_name}: {len(labels) - len(missing)} of the {len(scored)} trials "
+                       f"of {path}" + (f" ({left} scored trials not in the key, left out)"
+                                       if left else ""))
+        _check_recorded_list(path, read_companion(path),
+                             {t: lab for t, lab in labels.items() if t in scored}, key_name,
+                             checks)
+    return (key if len(kept) == len(labels) else kept), summary
+
+
+def _check_recorded_list(path, record, labels, key_name, checks):
+    """Key trials against the trial list ``path``'s companion record names (if still there)."""
+    from ..io.provenance import trials_digest
+    from ..speaker.scorefiles import read_trials
+
+    if not record or not record.get("trials") or not record.get("trials_file"):
+        return
+    where = record["trials_file"]
+    try:
+        listed = read_trials(where, allow_pipes=True)
+    except (OSError, ValueError):
+        logger.info("%s: the trial list %s it was scored on cannot be read: the key's labels "
+                    "are not checked against it", path, where)
+        return
+    if trials_digest(listed) != record["trials"]:
+        logger.info("%s: the trial list %s changed since it was scored: the key is not "
+                    "checked against it", path, where)
+        return
+    listed = {(t.model, t.test): t.label for t in listed}
+    for t, label in labels.items():
+        if t not in listed:
+            checks.refuse(f"{key_name} is not of the trial list {path} was scored on "
+                          f"({where}): trial '{t[0]} {t[1]}' is not in it")
+            return
+        if listed[t] is not None and listed[t] != label:
+            checks.refuse(f"{key_name} is not of the trial list {path} was scored on: trial "
+                          f"'{t[0]} {t[1]}' is {label} there, {listed[t]} in {where}")
+            return
 
 
 def format_chain(record):
