@@ -13,12 +13,18 @@ A step that writes a directory of files (speaker models, features) writes
 them into a temporary directory ``.<name>.<hex>.tmp`` (next to the
 destination, or hidden inside it when it exists; :func:`atomic_directory`),
 moved into place only when all of them are written: a failure, an interrupt
-or SIGTERM leaves the destination as it was.
+or SIGTERM leaves the destination as it was.  The process that made a
+temporary directory holds an exclusive ``flock`` on it while it lives, so
+that a run killed with SIGKILL (which can remove nothing) leaves a directory
+whose lock the kernel has released: the next :func:`atomic_directory` of the
+same destination removes it, and never one whose owner still runs.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import logging
 import os
 import re
 import secrets
@@ -28,7 +34,10 @@ from typing import Iterator, Union
 import numpy as np
 
 __all__ = ["WriteError", "atomic_directory", "atomic_path", "destinations_named",
-           "save_npz_atomic", "write_text_atomic", "remove_stale_temporaries"]
+           "save_npz_atomic", "write_text_atomic", "remove_stale_temporaries",
+           "remove_stale_directories"]
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -143,6 +152,101 @@ def _move_into(tmp: str, path: str) -> None:
     _remove_tree(tmp)
 
 
+def _try_lock(fd: int) -> bool | None:
+    """Take an exclusive ``flock`` on ``fd`` without waiting: True if taken, False if another
+    open file holds it, None if the file system has no locks (nothing can be told)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+def _locked_directory(where: str, base: str) -> tuple[str, int | None]:
+    """Make ``<where>/.<base>.<hex>.tmp``, locked (``flock``) by an open descriptor.
+
+    The directory is made and locked under another name (``.new``) and only
+    then renamed to its ``.tmp`` name, so that no unlocked ``.tmp`` directory
+    of a live process is ever seen by :func:`remove_stale_directories`.
+    Returns the path and the descriptor (None where the file system has no
+    locks); closing the descriptor releases the lock.
+    """
+    while True:
+        stem = os.path.join(where, f".{base}.{secrets.token_hex(6)}")
+        try:
+            os.mkdir(stem + ".new")
+        except FileExistsError:
+            continue
+        break
+    try:
+        fd = os.open(stem + ".new", os.O_RDONLY | os.O_DIRECTORY)
+        if not _try_lock(fd):
+            os.close(fd)
+            fd = None
+        os.rename(stem + ".new", stem + ".tmp")
+    except BaseException:
+        _remove_tree(stem + ".new")
+        raise
+    return stem + ".tmp", fd
+
+
+def remove_stale_directories(path: PathLike) -> int:
+    """Remove the temporary directories that killed runs of :func:`atomic_directory` left.
+
+    Only those of ``path``, and only those whose owner process is gone.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination directory.  Its temporary directories
+        ``.<name>.<12 hex>.tmp`` are looked for next to it and inside it.
+
+    Returns
+    -------
+    int
+        Number of directories removed.
+
+    Notes
+    -----
+    Only directories whose ``flock`` can be taken are removed: the process
+    that made one holds the lock until it is done, and the kernel releases
+    it when that process dies (SIGKILL included).  A temporary directory of
+    a step still running in another process is therefore never touched, nor
+    is anything on a file system without locks.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, base = os.path.split(path)
+    removed = 0
+    for where in (parent, path):
+        try:
+            names = os.listdir(where)
+        except OSError:
+            continue
+        for name in names:
+            if not (name.startswith(f".{base}.") and name.endswith(".tmp")
+                    and len(name) == len(base) + 18
+                    and all(c in "0123456789abcdef" for c in name[-16:-4])):
+                continue
+            stale = os.path.join(where, name)
+            try:
+                fd = os.open(stale, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                if _try_lock(fd) and os.path.samestat(os.fstat(fd), os.lstat(stale)):
+                    _remove_tree(stale)
+                    logger.info("removed %s, the temporary directory of an interrupted run",
+                                stale)
+                    removed += 1
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_directory(path: PathLike) -> Iterator[str]:
     """Yield a fresh temporary directory; move its files into ``path`` when the block succeeds.
@@ -171,19 +275,18 @@ def atomic_directory(path: PathLike) -> Iterator[str]:
     work has succeeded.  On any exception (including ``KeyboardInterrupt``
     and the exception the ``ipem`` command turns SIGTERM into) the temporary
     directory is removed with everything in it, and ``path`` is as it was.
+    The calling process holds an exclusive ``flock`` on the temporary
+    directory until the block ends; temporary directories of ``path`` whose
+    lock nobody holds (their process was killed) are removed first
+    (:func:`remove_stale_directories`).
     """
     path = os.path.abspath(os.fspath(path))
     parent, base = os.path.split(path)
     exists = os.path.isdir(path)
     if not exists:
         os.makedirs(parent, exist_ok=True)
-    while True:
-        tmp = os.path.join(path if exists else parent, f".{base}.{secrets.token_hex(6)}.tmp")
-        try:
-            os.mkdir(tmp)
-        except FileExistsError:
-            continue
-        break
+    remove_stale_directories(path)
+    tmp, lock = _locked_directory(path if exists else parent, base)
     try:
         yield tmp
         if exists:
@@ -193,6 +296,9 @@ def atomic_directory(path: PathLike) -> Iterator[str]:
     except BaseException:
         _remove_tree(tmp)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)           # releases the flock
 
 
 def save_npz_atomic(path: PathLike, **arrays) -> str:

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -415,6 +416,96 @@ def test_extract_failing_midway_writes_nothing(tmp_path, capsys):
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == \
         ["keep.htk", "wav/a.htk", "wav/b.htk", "wav/c.htk"]
     assert _leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------
+# issue 22: the staging directory of a step killed with SIGKILL
+# ---------------------------------------------------------------------------
+
+def _kill_when_staged(argv, staging_in, n_files):
+    """Start ``python -m ipem *argv``; SIGKILL it (by PID) once a staging directory
+    ``.<name>.<hex>.tmp`` under ``staging_in`` holds ``n_files`` files; return that directory."""
+    proc = subprocess.Popen([sys.executable, "-m", "ipem", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        while True:
+            staged = [p for p in Path(staging_in).glob(".*.tmp") if p.is_dir()]
+            if staged and sum(1 for p in staged[0].rglob("*.*") if p.is_file()) >= n_files:
+                break
+            assert proc.poll() is None, "the step ended before it was killed: " + \
+                proc.stderr.read().decode()
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert staged[0].is_dir(), "the killed step left nothing to clean: the test tested nothing"
+    return staged[0]
+
+
+class _Abandoned(Exception):
+    pass
+
+
+@pytest.mark.once
+def test_adapt_killed_mid_step_leaves_a_stale_directory_the_next_run_removes(tmp_path):
+    """SIGKILL can remove nothing: the next run removes what the killed one staged, and
+    never the staging directory of a step still running in another process."""
+    from ipem.io.atomic import atomic_directory
+    root, corpus, feats = tmp_path, tmp_path / "corpus", tmp_path / "feats"
+    corpus.mkdir()
+    (feats / "wav").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for s in range(600):
+        features.write(feats / f"wav/s{s:03d}.htk", rng.normal(s % 3, 1.0, size=(100, D)))
+        lines.append(f"s{s:03d} wav/s{s:03d}.wav\n")
+    (corpus / "enroll.lst").write_text("".join(lines))
+    UBMTrainer(4, stage_iter=1, final_iter=2, random_state=0).fit(
+        rng.normal(size=(600, D))).save(root / "ubm.npz")
+
+    def argv(out):
+        return ["adapt", "--ubm", str(root / "ubm.npz"), "--enroll", str(corpus / "enroll.lst"),
+                "--features", str(feats), "--root", str(corpus), "--out-dir", str(out),
+                "--quiet"]
+
+    assert main(argv(root / "ref")) == 0
+    out = root / "models"
+    stale = _kill_when_staged(argv(out), root, 20)
+    assert not out.exists()                        # nothing of it is visible
+    with pytest.raises(_Abandoned):
+        with atomic_directory(out) as live:        # a step running here meanwhile
+            (Path(live) / "mine.npz").write_bytes(b"being written")
+            rerun = subprocess.run([sys.executable, "-m", "ipem", *argv(out)],
+                                   capture_output=True, text=True, timeout=300)
+            assert rerun.returncode == 0, rerun.stderr
+            assert not stale.exists(), "the stale staging directory was left"
+            assert (Path(live) / "mine.npz").exists(), "a live step's directory was removed"
+            raise _Abandoned
+    assert _snapshot(out) == _snapshot(root / "ref")
+    assert _leftovers(root) == []
+
+
+@pytest.mark.once
+def test_extract_killed_mid_step_into_an_existing_directory(tmp_path, capsys):
+    corpus, out, ref = tmp_path / "corpus", tmp_path / "feats", tmp_path / "ref"
+    for i in range(200):
+        _wav(corpus / f"wav/u{i:03d}.wav", seconds=1.0, seed=i)
+    out.mkdir()
+    (out / "keep.htk").write_bytes(b"older features")
+    argv = ["extract", "--root", str(corpus), "--quiet", "--out-dir"]
+    assert main(argv + [str(ref)]) == 0
+    stale = _kill_when_staged(argv + [str(out)], out, 10)
+    visible = {k: v for k, v in _snapshot(out).items() if not k.parts[0].startswith(".")}
+    assert visible == {Path("keep.htk"): b"older features"}
+    assert main(argv + [str(out)]) == 0
+    assert not stale.exists() and _leftovers(tmp_path) == []
+    got = _snapshot(out)
+    assert got.pop(Path("keep.htk")) == b"older features"
+    assert got == _snapshot(ref)
 
 
 # ---------------------------------------------------------------------------
