@@ -5,6 +5,7 @@ slurmd; the engines are one ``srun --mpi=pmi2`` job step of the mpich wheel.
 Each test checks that no job and no engine process is left when it ends.
 """
 import json
+import logging
 import os
 import signal
 import sys
@@ -17,7 +18,7 @@ import pytest
 import ipem
 from ipem.cli import main
 from ipem.parallel import EngineError, SlurmCluster, Terminated
-from ipem.parallel.slurm import srun_mpi_plugin
+from ipem.parallel.slurm import ENDED, srun_mpi_plugin
 from tests.helpers import blobs
 
 pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
@@ -141,6 +142,48 @@ def test_scancel_mid_fit_resubmits_and_gives_the_undisturbed_model(slurm_env, tm
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
     assert [r.objective for r in got.history_] == [r.objective for r in ref.history_]
     assert all(sc.job_state(j)[0] in ("CANCELLED", "COMPLETED") for j in sc.jobs)
+    assert_nothing_left(slurm_env, sc.cluster_id)
+
+
+def _wait_for_time_limit(cluster, iteration):
+    """A callback that, after ``iteration``, waits until Slurm has ended the engine job at
+    its time limit (a fit that outlasts the job, whatever the machine's speed)."""
+    def cb(record):
+        if record.iteration == iteration:
+            job = cluster.jobs[-1]
+            deadline = time.monotonic() + 240  # 1 minute + slurmctld's 30 s check + KillWait
+            while cluster.job_state(job)[0] not in ENDED:
+                assert time.monotonic() < deadline, cluster.job_state(job)
+                time.sleep(1)
+    return cb
+
+
+@pytest.mark.once
+def test_time_limit_mid_fit_resubmits_and_gives_the_undisturbed_model(slurm_env, tmp_path,
+                                                                       caplog):
+    """A checkpointed train-ubm whose engine job has a 1-minute limit, killed by Slurm."""
+    from ipem.steps.ubm import train_ubm
+    _ubm_corpus(tmp_path)
+    files = [str(tmp_path / f"u{i}.npy") for i in range(4)]
+    kw = dict(n_components=8, stage_iter=2, final_iter=3, seed=0)
+    ref = train_ubm(files, **kw, controller="local:2")
+    sc = SlurmCluster(2, time=1, blas_threads=1, profile_dir=str(tmp_path / "prof"),
+                      controller_kwargs=dict(min_deadline=5.0))
+    checkpoint = tmp_path / "ubm.ckpt.npz"
+    with caplog.at_level(logging.WARNING, logger="ipem"), sc as ctrl:
+        got = train_ubm(files, **kw, controller=ctrl, checkpoint=str(checkpoint),
+                        callbacks=[_wait_for_time_limit(sc, 3)])
+        assert len(sc.jobs) == 2 and len(ctrl.recoveries) == 1
+    assert sc.ended == [(sc.jobs[0], "TIMEOUT", "time limit")]
+    said = [r.getMessage() for r in caplog.records if "time limit" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"Slurm job {sc.jobs[0]}: time limit")
+    assert "DUE TO TIME LIMIT" in open(sc.log_file(sc.jobs[0])).read()  # the job log is kept
+    for name in ("means_", "covariances_", "weights_"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+    assert [r.objective for r in got.history_] == [r.objective for r in ref.history_]
+    with np.load(checkpoint) as ck:  # the checkpoint went on through the resubmission
+        assert [r["objective"] for r in json.loads(str(ck["history_json"]))] == \
+            [r.objective for r in ref.history_]
     assert_nothing_left(slurm_env, sc.cluster_id)
 
 
