@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..steps import extract_ivectors, format_ivector_record, train_backend, train_ivector
 from .options import (CHECKPOINT, IMAGE, INPUT_FILE, OUTPUT_FILE, Command, UsageError,
                       common_options, feature_options, feature_source, typed)
-from .ubm import RESTART_HINTS
+from .ubm import MEMORY_SIZE, RESTART_HINTS
 
 
 def train_ivector_options(sp):
@@ -29,6 +29,11 @@ def train_ivector_options(sp):
                     help="write the convergence plot here (PNG)")
     sp.add_argument("--seed", type=int, default=0, parameter="random_state",
                     help="random seed of T's initialisation")
+    sp.add_argument("--engine-memory", default=None, type=MEMORY_SIZE, metavar="SIZE",
+                    parameter="engine_memory",
+                    help="utterance statistics each engine may hold, e.g. 1G or 512M; the "
+                         "rest goes to a scratch file on the engine's node ($TMPDIR) and is "
+                         "read back block by block every iteration (default: all in memory)")
     sp.add_argument("--out", required=True, type=OUTPUT_FILE, help="the extractor (.npz)")
     common_options(sp)
 
@@ -46,7 +51,8 @@ def run_train_ivector(args):
     tv = train_ivector(args.ubm, utts, rank=args.rank, n_iter=args.iter,
                        top_c=args.top_c or None,     # the option's 0 is the API's None: all
                        seed=args.seed, checkpoint=args.checkpoint, plot=args.plot, out=args.out,
-                       controller=args.cluster, callbacks=[] if args.quiet else [_print_record])
+                       controller=args.cluster, callbacks=[] if args.quiet else [_print_record],
+                       engine_memory=args.engine_memory)
     print(f"total variability: rank {tv.n_components}, {len(utts)} utterances, "
           f"{tv.n_iter_} iterations, objective/frame {tv.lower_bound_:.5f} -> {args.out}")
     return 0
@@ -71,6 +77,9 @@ def extract_ivectors_options(sp):
     sp.add_argument("--enroll", default=None, type=INPUT_FILE,
                     help="lines 'model_id utterance...'")
     sp.add_argument("--out", required=True, type=OUTPUT_FILE, help="the i-vector file (.npz)")
+    sp.add_argument("--allow-overlap", action="store_true", parameter="allow_overlap",
+                    help="go on with features of another front-end than the extractor's UBM's "
+                         "(feature manifests compared); the i-vectors' record keeps it")
     common_options(sp)
 
 
@@ -90,7 +99,7 @@ def run_extract_ivectors(args):
                                  "of --list")
             utts[utt] = path
     vecs = extract_ivectors(args.extractor, utts, out=args.out, controller=args.cluster,
-                            progress=not args.quiet)
+                            progress=not args.quiet, allow_overlap=args.allow_overlap)
     print(f"extracted {len(vecs)} i-vectors -> {args.out}")
     return 0
 

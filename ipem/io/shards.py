@@ -13,9 +13,8 @@ import uuid
 import numpy as np
 
 from ..parallel.scheduling import assign_balanced
-from ..errors import ParameterError
 from .features import load_many, validate_all
-from .streaming import StreamedRows, parse_size
+from .streaming import StreamedRows, resident_rows
 
 __all__ = ["distribute_files", "read_feature_shard"]
 
@@ -37,9 +36,11 @@ def distribute_files(controller, refs, *, dtype=np.float32, key=None, engine_mem
         Name of the dataset in the shard store; generated if omitted.
     engine_memory : int or str, optional
         Bytes of frames each place may hold (``"1G"``, ``"512M"``, or an int):
-        the first blocks that fit (less room for one block) are read once and
-        kept, the others are read from their files block by block every time
-        they are used (:mod:`ipem.io.streaming`).  Needs blocks: the
+        the first blocks that fit (less room for the block being computed and
+        the one read ahead, :func:`~ipem.io.streaming.resident_rows`) are read
+        once and kept, the others are read from their files block by block
+        every time they are used, the next one by a thread while the current
+        one is computed (:mod:`ipem.io.streaming`).  Needs blocks: the
         controller's ``block_size``, else blocks of :data:`STREAM_BLOCK` rows
         for this dataset; the model is the bits of an in-memory run with the
         same blocks.
@@ -59,16 +60,12 @@ def distribute_files(controller, refs, *, dtype=np.float32, key=None, engine_mem
     block_size = getattr(controller, "block_size", None)
     if engine_memory is not None:
         block_size = block_size or STREAM_BLOCK
-        budget = parse_size(engine_memory)
-        per_block = block_size * n_features * np.dtype(dtype).itemsize
-        n_resident = max(0, budget // per_block - 1) * block_size
-        if budget < per_block:
-            raise ParameterError(f"engine_memory={engine_memory!r} holds less than one block of "
-                                 f"{block_size} frames ({per_block} bytes)", "engine_memory")
+        n_resident, ahead = resident_rows(engine_memory, block_size,
+                                          n_features * np.dtype(dtype).itemsize)
     if block_size is not None:
         files, assignments, sizes = _block_assignments(controller, refs, dtype, block_size)
         if engine_memory is not None:
-            assignments = [a + (n_resident,) for a in assignments]
+            assignments = [a + (n_resident, ahead) for a in assignments]
     else:
         files = [[refs[i] for i in idx] for idx in assign_balanced(refs, controller.n_shards)]
         sizes = np.array([sum(r.n_frames for r in fs) for fs in files], dtype=np.int64)
@@ -108,7 +105,8 @@ def _block_assignments(controller, refs, dtype, block_size):
     return files, assignments, sizes
 
 
-def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, n_resident=None):
+def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, n_resident=None,
+                       read_ahead=False):
     """Loader of :func:`distribute_files`: read a shard's feature files.
 
     Parameters
@@ -125,6 +123,8 @@ def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, n_
     n_resident : int, optional
         Keep only the first ``n_resident`` rows in memory and read the others
         when they are used: ``X`` is then a :class:`~ipem.io.streaming.StreamedRows`.
+    read_ahead : bool, default=False
+        Whether those are read one block ahead by a thread.
 
     Returns
     -------
@@ -135,7 +135,8 @@ def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, n_
     sources = [f.path if f.key is None else f"{f.path}:{f.key}" for f in files]
     n = sum(f.n_frames for f in files) - skip if n_rows is None else n_rows
     if files and n_resident is not None:
-        return StreamedRows(files, skip, n, np.dtype(dtype), n_resident), offset, sources
+        return (StreamedRows(files, skip, n, np.dtype(dtype), n_resident, read_ahead), offset,
+                sources)
     if files and (skip or n != sum(f.n_frames for f in files)):  # parts of the end files
         X = StreamedRows(files, skip, n, np.dtype(dtype), n).resident
     else:

@@ -9,16 +9,32 @@ function runs on that block (:meth:`StreamedRows.rows`; the blocks of
 :func:`ipem.io.load` reads is covered: a file is read whole and the block's
 rows cut out of it, so a file longer than a block is read once per block it
 overlaps.
+
+Rows that are computed rather than read (the per-utterance Baum-Welch
+statistics of :func:`ipem.ivector.distribute_stats`) are kept the same way by
+:class:`SpilledRows`: those beyond the budget are written once, as they are
+computed, to an unlinked scratch file on the place's own node and read back
+block by block.
+
+Both are read through the same blocks (:class:`ipem.parallel.data.RowsToRead`);
+when the budget holds two blocks, a thread reads the next block while the
+current one is computed (:func:`ipem.parallel.data.block_results`): never more
+than one block ahead, and that block is counted in the budget
+(:func:`resident_rows`).
 """
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+import weakref
 
 import numpy as np
 
+from ..errors import ParameterError
 from .features import load
 
-__all__ = ["StreamedRows", "parse_size"]
+__all__ = ["StreamedRows", "SpilledRows", "parse_size", "resident_rows"]
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20,
           "MIB": 2**20, "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40,
@@ -41,6 +57,51 @@ def parse_size(text):
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+def _ceil_size(n):
+    """The smallest whole number of K, M or G bytes that holds ``n`` bytes, as text."""
+    for unit, size in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if n >= size or unit == "K":
+            return f"{-(-n // size)}{unit}"
+
+
+def resident_rows(engine_memory, block_size, row_bytes):
+    """How a place spends a memory budget on blocks of rows.
+
+    The budget holds the resident blocks, the block being computed and, when
+    there is room for it, the block read ahead.
+
+    Parameters
+    ----------
+    engine_memory : int or str
+        Bytes (``"1G"``, ``"512M"``, an int).
+    block_size : int
+        Rows per block.
+    row_bytes : int
+        Bytes of one row.
+
+    Returns
+    -------
+    n_resident : int
+        Rows of the first blocks to keep in memory (a multiple of ``block_size``).
+    read_ahead : bool
+        Whether the budget leaves room for a block read ahead.
+
+    Raises
+    ------
+    ParameterError
+        About ``engine_memory``, when the budget holds less than one block.
+    """
+    budget = parse_size(engine_memory)
+    per_block = int(block_size) * int(row_bytes)
+    if budget < per_block:
+        raise ParameterError(f"{{name}}={engine_memory!r} holds less than one block of "
+                             f"{block_size} rows ({per_block} bytes): give at least "
+                             f"{_ceil_size(per_block)}", "engine_memory")
+    n_blocks = budget // per_block
+    read_ahead = n_blocks >= 2
+    return max(0, n_blocks - 1 - int(read_ahead)) * int(block_size), read_ahead
+
+
 class StreamedRows:
     """Rows ``skip:skip + n_rows`` of the concatenated frames of some feature files.
 
@@ -51,15 +112,20 @@ class StreamedRows:
     dtype : numpy dtype
     n_resident : int
         How many of the first rows to read now and keep in memory.
+    read_ahead : bool, default=False
+        Whether the other blocks may be read one ahead by a thread (the budget
+        has room for it).
 
     Attributes
     ----------
     resident : ndarray of shape (n_resident, n_features)
     shape : tuple (n_rows, n_features)
     dtype : numpy.dtype
+    read_ahead : bool
     """
 
-    def __init__(self, files, skip, n_rows, dtype, n_resident):
+    def __init__(self, files, skip, n_rows, dtype, n_resident, read_ahead=False):
+        self.read_ahead = bool(read_ahead)
         self.files = list(files)
         self.dtype = np.dtype(dtype)
         self.skip, self.n_rows = int(skip), int(n_rows)
@@ -98,3 +164,96 @@ class StreamedRows:
     def __repr__(self):
         return (f"StreamedRows({self.shape[0]} x {self.shape[1]} {self.dtype}, "
                 f"{self.resident.shape[0]} resident, {len(self.files)} files)")
+
+
+def _read_into(fd, buf, at):
+    """Bytes read from ``fd`` at offset ``at`` into the memoryview ``buf`` (no copy where
+    the system has ``preadv``)."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [buf], at)
+    chunk = os.pread(fd, len(buf), at)
+    buf[:len(chunk)] = chunk
+    return len(chunk)
+
+
+class SpilledRows:
+    """Rows made once on this place (in order): the first kept, the others on scratch.
+
+    Rows beyond ``n_resident`` go, as they are made (:meth:`put`), to a
+    scratch file that is unlinked as soon as it is opened (in the directory
+    of :func:`tempfile.gettempdir`: ``TMPDIR`` on the place's node), so it
+    disappears with the process however it ends; :meth:`rows` reads them back.
+    The bytes read back are the bytes written: the rows' bits are those of an
+    in-memory array.
+
+    Parameters
+    ----------
+    n_rows, n_columns : int
+    n_resident : int
+    dtype : numpy dtype, default=float64
+    read_ahead : bool, default=False
+        As for :class:`StreamedRows`.
+
+    Attributes
+    ----------
+    resident : ndarray of shape (min(n_resident, n_rows), n_columns)
+    shape : tuple (n_rows, n_columns)
+    dtype : numpy.dtype
+    read_ahead : bool
+    """
+
+    def __init__(self, n_rows, n_columns, n_resident, dtype=np.float64, read_ahead=False):
+        self.shape = (int(n_rows), int(n_columns))
+        self.dtype = np.dtype(dtype)
+        self.read_ahead = bool(read_ahead)
+        self.resident = np.zeros((min(int(n_resident), self.shape[0]), self.shape[1]),
+                                 self.dtype)
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+        self._fd = None
+        if self.shape[0] > self.resident.shape[0]:
+            fd, path = tempfile.mkstemp(prefix="ipem-rows-", suffix=".bin")
+            os.unlink(path)
+            self._fd = fd
+            self._closer = weakref.finalize(self, os.close, fd)
+
+    def put(self, i, row):
+        """Store row ``i`` (array-like of shape (n_columns,)): in memory or on scratch."""
+        n_res = self.resident.shape[0]
+        if i < n_res:
+            self.resident[i] = row
+            return
+        data = memoryview(np.ascontiguousarray(row, dtype=self.dtype)).cast("B")
+        at, done = (int(i) - n_res) * self._row_bytes, 0
+        while done < len(data):
+            done += os.pwrite(self._fd, data[done:], at + done)
+
+    def rows(self, a, b):
+        """Rows ``a:b``, those beyond the resident ones read from scratch now.
+
+        Returns
+        -------
+        ndarray of shape (b - a, n_columns)
+        """
+        a, b = int(a), max(int(a), int(b))
+        n_res = self.resident.shape[0]
+        out = np.empty((b - a, self.shape[1]), self.dtype)
+        k = max(0, min(b, n_res) - a)
+        out[:k] = self.resident[a:a + k]
+        if b > a + k:
+            buf = memoryview(out[k:]).cast("B")
+            at, done = (a + k - n_res) * self._row_bytes, 0
+            while done < len(buf):
+                n = _read_into(self._fd, buf[done:], at + done)
+                if n <= 0:
+                    raise OSError(f"scratch file of {self!r} ended at byte {at + done}")
+                done += n
+        return out
+
+    @property
+    def nbytes(self):
+        """Bytes of the resident rows."""
+        return self.resident.nbytes
+
+    def __repr__(self):
+        return (f"SpilledRows({self.shape[0]} x {self.shape[1]} {self.dtype}, "
+                f"{self.resident.shape[0]} resident)")

@@ -26,11 +26,15 @@ from .. import io as _io
 from ..kernels import check_approximation, get_kernels
 from ..mixture.params import GMMParams, ubm_params
 from ..io.sources import load_source, resolve_source
+from ..io.streaming import SpilledRows, resident_rows
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["baum_welch", "stats_rows", "split_rows", "frames_to_rows", "distribute_stats",
-           "contiguous_balanced"]
+           "contiguous_balanced", "STREAM_UTTERANCES"]
+
+#: utterances per block when ``engine_memory`` is given to a controller without ``block_size``
+STREAM_UTTERANCES = 64
 
 
 def baum_welch(X, ubm, *, top_c=None, min_post=0.0, backend=None):
@@ -159,30 +163,48 @@ def _described(source):
     return refs
 
 
-def read_stats_shard(sources, offset, ubm, dtype, top_c, min_post, backend):
+def read_stats_shard(sources, offset, ubm, dtype, top_c, min_post, backend, n_resident=None,
+                     read_ahead=False):
     """Loader of :func:`distribute_stats`: one shard's utterance rows, read where it lives.
+
+    Parameters
+    ----------
+    n_resident : int, optional
+        Keep only the first ``n_resident`` rows in memory; the others go to a
+        scratch file as they are computed and are read back block by block
+        (:class:`ipem.io.streaming.SpilledRows`).
+    read_ahead : bool, default=False
+        Whether those are read one block ahead by a thread.
 
     Returns
     -------
-    rows : ndarray of shape (n_utterances_shard, K + K*D), float64
+    rows : ndarray or SpilledRows of shape (n_utterances_shard, K + K*D), float64
     offset : int
     sources : list of str
     """
     ubm = GMMParams(*ubm)
     k, d = ubm.means.shape
-    rows = np.zeros((len(sources), k + k * d))
+    if n_resident is not None and n_resident < len(sources):
+        rows = SpilledRows(len(sources), k + k * d, n_resident, read_ahead=read_ahead)
+    else:
+        rows = np.zeros((len(sources), k + k * d))
+    row = np.empty(k + k * d)
     names = []
     for i, (utt, source) in enumerate(sources):
         X = load_source(source, dtype=dtype, n_features=d, what=f"utterance {utt}")
         n, f = baum_welch(X, ubm, top_c=top_c, min_post=min_post, backend=backend)
-        rows[i, :k] = n
-        rows[i, k:] = f.ravel()
+        row[:k] = n
+        row[k:] = f.ravel()
+        if isinstance(rows, SpilledRows):
+            rows.put(i, row)
+        else:
+            rows[i] = row
         names.append(str(utt))
     return rows, offset, names
 
 
 def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0.0,
-                     backend=None, dtype=np.float32, key=None):
+                     backend=None, dtype=np.float32, key=None, engine_memory=None):
     """Baum-Welch statistics of utterances, computed and kept where the shards live.
 
     Parameters
@@ -199,13 +221,25 @@ def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0
         See :func:`baum_welch`.
     dtype : {numpy.float32, numpy.float64}
         Dtype the frames are read in (statistics are float64).
+    engine_memory : int or str, optional
+        Bytes of utterance rows each place may hold (``"1G"``, ``"512M"``, an
+        int): the first blocks of rows that fit are kept, the others are
+        written once to a scratch file on the place's node as they are
+        computed and read back block by block every iteration, the next block
+        by a thread while the current one is computed (the budget counts the
+        block computed and the one read ahead,
+        :func:`ipem.io.streaming.resident_rows`).  Needs blocks: the
+        controller's ``block_size`` (in utterances), else blocks of
+        :data:`STREAM_UTTERANCES`; the model is the bits of an in-memory run
+        with the same blocks.  Frames are never kept: each utterance's file is
+        read once, when its row is computed.
 
     Returns
     -------
     DistributedData
         One row per utterance, in the given order (shards hold contiguous
-        runs balanced by frame count); ``data.files[s]`` lists the
-        ``(utterance_id, source)`` pairs of shard ``s``.
+        runs balanced by frame count, or whole blocks); ``data.files[s]``
+        lists the ``(utterance_id, source)`` pairs of shard ``s``.
     """
     from ..parallel import as_controller
 
@@ -222,13 +256,18 @@ def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0
     frames = [src.shape[0] if isinstance(src, np.ndarray) else sum(r.n_frames for r in src)
               for _, src in items]
     ctrl = as_controller(controller)
-    if ctrl.block_size is None:
+    block = ctrl.block_size
+    spill = ()
+    if engine_memory is not None:
+        block = block or STREAM_UTTERANCES
+        spill = resident_rows(engine_memory, block, (k + k * d) * 8)
+    if block is None:
         bounds = contiguous_balanced(frames, ctrl.n_shards)
     else:  # whole blocks of utterances per place: the same statistics on any layout
-        bounds = np.concatenate([[0], np.cumsum(ctrl.split_sizes(len(items)))])
+        bounds = np.concatenate([[0], np.cumsum(ctrl.split_sizes(len(items), block))])
     files = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     assignments = [(fs, int(bounds[s]), params, np.dtype(dtype).str, top_c, min_post, backend)
-                   for s, fs in enumerate(files)]
+                   + spill for s, fs in enumerate(files)]
     logger.debug("Baum-Welch statistics of %d utterances on %s", len(items), ctrl)
     return ctrl.distribute_loaded(read_stats_shard, assignments, np.diff(bounds), k + k * d,
-                                  dtype=np.float64, files=files, key=key)
+                                  dtype=np.float64, files=files, key=key, block_size=block)

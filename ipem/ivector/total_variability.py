@@ -103,6 +103,12 @@ class TotalVariability(TransformerMixin, EMEstimator):
         (:func:`ipem.ivector.stats.baum_welch`).
     dtype : {numpy.float32, numpy.float64}, default=numpy.float32
         Frame dtype for feature files (statistics are float64).
+    engine_memory : int or str, optional
+        For feature files: bytes of utterance statistics each engine may hold
+        (``"1G"``, ``"512M"``); the rows beyond it go to a scratch file on the
+        engine's node and are read back block by block every iteration
+        (:func:`ipem.ivector.distribute_stats`); the extractor has the bits
+        of an in-memory fit with the same blocks.  Default: all in memory.
     checkpoint : str or None
         ``.npz`` written atomically every ``checkpoint_every`` iterations;
         ``fit`` resumes from it when it exists and ``resume`` is true.
@@ -145,7 +151,8 @@ class TotalVariability(TransformerMixin, EMEstimator):
     def __init__(self, n_components=100, *, ubm=None, max_iter=10, tol=0.0,
                  min_divergence=True, init_scale=0.1, top_c=None, min_post=0.0,
                  dtype=np.float32, checkpoint=None, checkpoint_every=1, resume=True,
-                 random_state=None, controller=None, backend=None, callbacks=None, verbose=0):
+                 random_state=None, controller=None, backend=None, callbacks=None, verbose=0,
+                 engine_memory=None):
         self.n_components = n_components
         self.ubm = ubm
         self.max_iter = max_iter
@@ -163,6 +170,7 @@ class TotalVariability(TransformerMixin, EMEstimator):
         self.backend = backend
         self.callbacks = callbacks
         self.verbose = verbose
+        self.engine_memory = engine_memory
 
     # --- checks -------------------------------------------------------------------
     def _ubm(self):
@@ -189,7 +197,8 @@ class TotalVariability(TransformerMixin, EMEstimator):
         """Utterance rows of feature files, computed where the shards live."""
         return distribute_stats(self._ubm(), _utterances(X), controller=self.controller,
                                 top_c=self.top_c, min_post=self.min_post,
-                                backend=self.backend, dtype=self.dtype)
+                                backend=self.backend, dtype=self.dtype,
+                                engine_memory=self.engine_memory)
 
     def _fit_data(self, X, sample_weight):
         """Rows (array or DistributedData) as they are; feature files become rows on the shards."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,6 +126,50 @@ def with_rows(block, func, args):
         return func(block, *args)
     finally:
         block.X = pending
+
+
+def block_results(group, func, args):
+    """``func(block, *args)`` for the blocks of a :class:`BlockGroup`, yielded in block order.
+
+    Blocks not kept in memory (:class:`RowsToRead`) are read before they are
+    used; when the place's rows allow it (``group.X.read_ahead``, which
+    :func:`ipem.io.streaming.resident_rows` sets when the memory budget has
+    room for it), a thread reads the next of them while the current block is
+    computed: one block ahead at most, so that at most two blocks read from
+    files are in memory at once.  The values are those of :func:`with_rows`
+    block by block.
+
+    Yields
+    ------
+    object
+        ``func(block, *args)``.
+    """
+    blocks = group.blocks
+    to_read = [b for b in blocks if isinstance(b.X, RowsToRead)]
+    if not getattr(group.X, "read_ahead", False) or not to_read:
+        for block in blocks:
+            yield with_rows(block, func, args)
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipem-read-ahead")
+    try:
+        queue = iter(to_read)
+        ahead = pool.submit(next(queue).X.read)  # while the resident blocks are computed
+        for block in blocks:
+            if not isinstance(block.X, RowsToRead):
+                yield func(block, *args)
+                continue
+            rows = ahead.result()
+            nxt = next(queue, None)
+            ahead = None if nxt is None else pool.submit(nxt.X.read)
+            pending, block.X = block.X, rows
+            try:
+                value = func(block, *args)
+            finally:
+                block.X = pending
+                rows = None  # noqa: F841 - the block's rows go before the next is read
+            yield value
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def block_sizes(n_samples, block_size):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import BlockGroup, Broadcast, BroadcastKey, Shard, with_rows
+from .data import BlockGroup, Broadcast, BroadcastKey, Shard, block_results
 from .errors import Failure, PeerFailed
 from .stats import add_stats, pack_stats
 
@@ -87,7 +87,7 @@ def load_shard(index, loader, args, block_size=None):
 
 def block_map(group, func, args):
     """``func(block, *args)`` for every block of a :class:`BlockGroup`; list in block order."""
-    return [with_rows(block, func, args) for block in group.blocks]
+    return list(block_results(group, func, args))
 
 
 def block_tree(group, func, args):
@@ -106,8 +106,8 @@ def block_tree(group, func, args):
         In block order; at most about ``2 * log2(n_blocks)`` nodes.
     """
     stack = []
-    for block in group.blocks:
-        level, i, value = 0, block.index, with_rows(block, func, args)
+    for value, block in zip(block_results(group, func, args), group.blocks):
+        level, i = 0, block.index
         while stack and stack[-1][0] == level and stack[-1][1] == i - 1 and i % 2 == 1:
             value = add_stats(stack.pop()[2], value)
             level, i = level + 1, i // 2

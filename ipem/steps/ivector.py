@@ -26,14 +26,16 @@ from ..io.atomic import remove_stale_temporaries
 from ..io.preflight import check_output_file
 from ..io.provenance import (file_digest, gmm_digest, make_record, save_with_record, short,
                              trials_digest, utterance_keys, write_companion)
+from ..io.streaming import resident_rows
 from ..ivector.backend import IvectorBackend, cosine_scores
 from ..ivector.extraction import extract_ivectors as ivectors_of
 from ..ivector.extraction import load_ivectors, save_ivectors
+from ..ivector.stats import STREAM_UTTERANCES
 from ..ivector.total_variability import TotalVariability
 from ..speaker.map import ubm_params
 from ..speaker.normalization import NORMALIZATIONS, cohort_needs, normalize_scores
 from ..speaker.scorefiles import read_trials, write_score_file
-from .chain import Checks, name_of, overlap_message
+from .chain import Checks, check_frontend, name_of, overlap_message
 from .cluster import running
 from .gmm import _check_headers
 
@@ -47,7 +49,8 @@ BACKENDS = ("cosine", "plda")
 
 
 def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
-                  checkpoint=None, plot=None, out=None, controller=None, callbacks=None):
+                  checkpoint=None, plot=None, out=None, controller=None, callbacks=None,
+                  engine_memory=None):
     """Train the total-variability matrix; the engines compute and keep the statistics.
 
     Parameters
@@ -72,6 +75,10 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
         A cluster spec (``"mpi:2"``) is started after the checks.
     callbacks : list of callables, optional
         Called with every :class:`ipem.IterationRecord`.
+    engine_memory : int or str, optional
+        Bytes of utterance statistics each engine may hold; the rest is
+        streamed from a scratch file every iteration
+        (``TotalVariability(engine_memory=...)``).
 
     Returns
     -------
@@ -93,11 +100,16 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
         callbacks.append(plot)
     ubm_name, params = name_of(ubm, None), ubm_params(ubm)
     _check_dimensions(utterances, params.means.shape[1])     # before any cluster starts
+    if engine_memory is not None:   # at least one block of rows, before any cluster starts
+        k, d = params.means.shape
+        resident_rows(engine_memory, getattr(controller, "block_size", None) or
+                      STREAM_UTTERANCES, (k + k * d) * 8)
     logger.info("training a rank-%d total-variability matrix on %d utterances (UBM %d x %d)",
                 rank, len(utterances), *params.means.shape)
     with running(controller) as ctrl:
         tv = TotalVariability(rank, ubm=params, max_iter=n_iter, top_c=top_c, random_state=seed,
-                              checkpoint=checkpoint, controller=ctrl, callbacks=callbacks)
+                              checkpoint=checkpoint, controller=ctrl, callbacks=callbacks,
+                              engine_memory=engine_memory)
         tv.fit(utterances if isinstance(utterances, dict) else list(utterances))
     if own_plot is not None and hasattr(own_plot, "close"):
         own_plot.close()
@@ -111,7 +123,8 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
     return tv
 
 
-def extract_ivectors(extractor, utterances, *, out=None, controller=None, progress=False):
+def extract_ivectors(extractor, utterances, *, out=None, controller=None, progress=False,
+                     allow_overlap=False):
     """I-vectors of utterances and speakers, one task per id.
 
     Parameters
@@ -127,6 +140,9 @@ def extract_ivectors(extractor, utterances, *, out=None, controller=None, progre
         record, each id's feature files).
     controller, progress
         As the other steps.
+    allow_overlap : bool, default=False
+        Extract even from features of another front-end than the extractor's
+        UBM was trained on (feature manifests, :func:`ipem.steps.chain.check_frontend`).
 
     Returns
     -------
@@ -139,6 +155,13 @@ def extract_ivectors(extractor, utterances, *, out=None, controller=None, progre
         else extractor
     if getattr(tv, "ubm_means_", None) is not None:
         _check_dimensions(utterances, tv.ubm_means_.shape[1])  # before any cluster starts
+    checks, tv_rec = Checks(allow_overlap), None    # features of the UBM's front-end
+    if isinstance(extractor, (str, os.PathLike)):
+        tv_rec = checks.record(extractor)
+    ubm_rec = (tv_rec or {}).get("ubm_record") or {}
+    feature_fields = check_frontend(
+        [k for f in utterances.values() for k in utterance_keys(f)], ubm_rec.get("frontend"),
+        os.fspath(extractor) if tv_rec else None, checks)
     with running(controller) as ctrl:
         vecs = ivectors_of(tv, utterances, controller=ctrl, progress=progress)
     if out is not None:
@@ -147,7 +170,8 @@ def extract_ivectors(extractor, utterances, *, out=None, controller=None, progre
             rec = make_record("ivectors", extractor=file_digest(extractor),
                               extractor_file=os.fspath(extractor),
                               extractor_record=Checks().record(extractor),
-                              sources={str(i): utterance_keys(f) for i, f in utterances.items()})
+                              sources={str(i): utterance_keys(f) for i, f in utterances.items()},
+                              **feature_fields, **checks.fields())
         save_with_record(lambda path: save_ivectors(path, vecs), out, rec)
     logger.info("extracted %d i-vectors of dimension %d", len(vecs), tv.n_components)
     return vecs
