@@ -17,8 +17,9 @@ from .options import (INPUT_DIR, INPUT_FILE, OUTPUT_DIR, OUTPUT_FILE, Command, U
 def allow_overlap_option(sp):
     """Declare ``--allow-overlap``: go on when the provenance chain check fails."""
     sp.add_argument("--allow-overlap", action="store_true", parameter="allow_overlap",
-                    help="go on when the inputs do not chain (models of another UBM, a UBM, "
-                         "extractor or back-end trained on the trials' segments, a --key of "
+                    help="go on when the inputs do not chain (models of another UBM, features "
+                         "of another front-end than the UBM's, a UBM, extractor or back-end "
+                         "trained on the trials' segments, a --key of "
                          "another trial list than the scores'); the output's provenance record "
                          "keeps it")
 
@@ -35,6 +36,7 @@ def adapt_options(sp):
                     help="what to adapt: any of m (means), w (weights), v (variances)")
     sp.add_argument("--out-dir", required=True, type=OUTPUT_DIR,
                     help="directory of <model_id>.npz")
+    allow_overlap_option(sp)
     common_options(sp)
 
 
@@ -45,7 +47,7 @@ def run_adapt(args):
         raise UsageError("give --enroll (an enrollment list) or --data-dir (its speakers)")
     models = adapt(args.ubm, args.enroll, args.out_dir, source=source,
                    relevance_factor=args.relevance, adapt=args.adapt, controller=args.cluster,
-                   progress=not args.quiet)
+                   progress=not args.quiet, allow_overlap=args.allow_overlap)
     print(f"adapted {len(models)} speaker models -> {args.out_dir}")
     return 0
 

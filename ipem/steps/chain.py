@@ -26,7 +26,8 @@ from ..io.provenance import ProvenanceError, read_record, short
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Checks", "check_scores_key", "format_chain", "name_of", "overlap_message"]
+__all__ = ["Checks", "check_frontend", "check_scores_key", "describe_frontend", "format_chain",
+           "name_of", "overlap_message"]
 
 
 class Checks:
@@ -191,6 +192,72 @@ def _check_recorded_list(path, record, labels, key_name, checks):
             return
 
 
+def check_frontend(keys, against, against_name, checks, what="features"):
+    """Refuse features of another front-end than a model's training features.
+
+    Parameters
+    ----------
+    keys : iterable of str
+        :func:`ipem.io.provenance.utterance_key` of the feature matrices a step reads.
+    against : dict or None
+        The front-end options recorded with the model (``"frontend"`` of a
+        UBM's record); None: not known, nothing compared.
+    against_name : str
+        The model's file, for messages.
+    checks : Checks
+
+    Returns
+    -------
+    dict
+        Fields for the step's output record: ``features`` (each manifest
+        read with its digest) and ``frontend`` where the features have one.
+
+    Notes
+    -----
+    Feature directories without a manifest (other tools, an older ipem) are
+    read as before; one warning says so when ``against`` is known.
+    """
+    from ..io.manifests import FeatureOrigins
+    from ..io.provenance import file_digest
+
+    origins = FeatureOrigins()
+    found = origins.of(keys)
+    for where, options in found:
+        if against is not None and options != against:
+            diff = ", ".join(f"{k} {options.get(k)!r}, not {against.get(k)!r}"
+                             for k in sorted(set(options) | set(against))
+                             if options.get(k) != against.get(k))
+            checks.refuse(f"{where}: {what} of another front-end than {against_name}'s "
+                          f"training features ({diff})")
+    if origins.unknown and (against is not None or found):
+        more = f" and {len(origins.unknown) - 1} more" if len(origins.unknown) > 1 else ""
+        logger.warning("%s%s: no feature manifest (made by another tool or an older ipem): "
+                       "its front-end is not checked", origins.unknown[0], more)
+    fields = {}
+    if found:
+        fields["features"] = [{"manifest": w, "digest": file_digest(w)}
+                              for w in dict.fromkeys(w for w, _ in found)]
+        fronts = {json_key(o): o for _, o in found}
+        if len(fronts) == 1 and not origins.unknown:
+            fields["frontend"] = found[0][1]
+    return fields
+
+
+def json_key(options):
+    """A hashable form of front-end options."""
+    import json
+
+    return json.dumps(options, sort_keys=True)
+
+
+def describe_frontend(options):
+    """``"MFCC 20, 300-3400 Hz, VAD gmm, cmvn"``: a front-end in a few words."""
+    o = options or {}
+    text = (f"MFCC {o.get('n_ceps')}, {o.get('low_freq', 0):g}-{o.get('high_freq', 0):g} Hz, "
+            f"VAD {o.get('vad')}, {o.get('norm')}")
+    return text + (", RASTA" if o.get("rasta") else "")
+
+
 def format_chain(record):
     """The lines ``ipem evaluate`` prints about what a score file came from.
 
@@ -227,6 +294,10 @@ def format_chain(record):
             if r.get("extractor_utterances") is not None else ""
         lines.append(f"  extractor: {r.get('extractor_file') or '?'} "
                      f"({short(r['extractor'])}{trained})")
+    for feats in r.get("features", ()):
+        lines.append(f"  features: {feats['manifest']} ({short(feats.get('digest'))})")
+    if r.get("frontend"):
+        lines.append(f"  front-end: {describe_frontend(r['frontend'])}")
     if r.get("trials_file"):
         lines.append(f"  trials:   {r['trials_file']} ({r.get('n_trials')} trials, "
                      f"{short(r.get('trials'))})")

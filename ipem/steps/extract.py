@@ -8,6 +8,7 @@ commands (``... |``) whose output is the audio.  All or nothing
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from ..io import list_features, write_data_dir
 from ..io.atomic import atomic_directory
 from ..io.datadir import read_data_dir
 from ..io.kaldi import is_pipe
+from ..io.manifests import write_manifest
 from ..io.preflight import check_input_file, check_output_dir
 from ..speaker.frontend import extract_many
 from ..speaker.utterances import audio_files, utterance_id
@@ -25,7 +27,42 @@ from .cluster import running
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["extract"]
+__all__ = ["extract", "frontend_options"]
+
+
+def frontend_options(sample_rate, frontend):
+    """The front-end options of an extraction, every default resolved (for its manifest).
+
+    Parameters
+    ----------
+    sample_rate : int
+    frontend : dict
+        Keyword arguments of :func:`ipem.speaker.frontend.extract_features`.
+
+    Returns
+    -------
+    dict
+        Every option of :func:`~ipem.speaker.frontend.extract_features` (JSON
+        types): ``vad=True`` is ``"gmm"``, ``variance_norm`` folded into
+        ``norm``, the filterbank band in Hz; two extractions have the same
+        dict exactly when they compute the same features.
+    """
+    import inspect
+
+    from ..speaker.dsp import band_edges
+    from ..speaker.frontend import extract_features
+
+    opts = {name: p.default for name, p in inspect.signature(extract_features).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+    opts.update(frontend)
+    opts["sample_rate"] = int(sample_rate)
+    opts["vad"] = "gmm" if opts["vad"] is True else (opts["vad"] or "none")
+    if not opts.pop("variance_norm", True):
+        opts["norm"] = {"cmvn": "cmn", "sliding_cmvn": "sliding_cmn"}.get(opts["norm"],
+                                                                          opts["norm"])
+    low, high = band_edges(opts["sample_rate"], opts["low_freq"], opts["high_freq"])
+    opts["low_freq"], opts["high_freq"] = float(low), float(high)
+    return json.loads(json.dumps(opts, default=str))
 
 
 def extract(root=None, out_dir=None, *, lists=None, fmt=None, sample_rate=8000,
@@ -119,6 +156,10 @@ def extract(root=None, out_dir=None, *, lists=None, fmt=None, sample_rate=8000,
         written = extract_many([root / a for a in audio], tmp, fmt, root=root,
                                controller=ctrl, progress=progress,
                                sample_rate=sample_rate, **frontend)
+        # the directory's record: front-end, ipem version, digests of audio and features
+        write_manifest(tmp, {os.path.relpath(p, tmp).replace(os.sep, "/"): root / a
+                             for p, a in zip(written, audio)},
+                       frontend_options(sample_rate, frontend), final=final)
     written = [final / Path(p).relative_to(tmp) for p in written]
     refs = list_features([os.fspath(p) for p in written], fmt)
     logger.info("extracted %d files, %d speech frames", len(refs),
@@ -188,6 +229,11 @@ def _extract_kaldi(root, out_dir, lists, data_dir, controller, progress, allow_p
                 index[utt] = f"{ark}:{offset}"
             os.unlink(os.path.join(tmp, f"feats.{batch.part}.scp"))
         write_data_dir(tmp, feats={utt: index[utt] for utt, *_ in utts})
+        files = {f"feats.{b.part}.ark": None for b in batches}
+        files["feats.scp"] = None
+        write_manifest(tmp, files, frontend_options(kwargs["sample_rate"], kwargs), final=final,
+                       utterances={utt: (f"feats.{b.part}.ark", audio, start, end)
+                                   for b in batches for utt, audio, _, start, end in b.utts})
         if data_dir is not None:
             for table in _COPIED_TABLES:
                 if os.path.exists(data.file(table)):

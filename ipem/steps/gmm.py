@@ -27,7 +27,7 @@ from ..speaker.normalization import (NORMALIZATIONS, cohort_needs, normalize_sco
 from ..speaker.scorefiles import read_score_file, read_trials, write_score_file
 from ..speaker.scoring import score_trials, scoring_method
 from ..speaker.utterances import FeatureSource
-from .chain import Checks, name_of, overlap_message
+from .chain import Checks, check_frontend, name_of, overlap_message
 from .cluster import running
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ __all__ = ["adapt", "normalize", "score"]
 
 
 def adapt(ubm, enrollment, out_dir, *, source=None, relevance_factor=16.0, adapt="m",
-          controller=None, progress=False):
+          controller=None, progress=False, allow_overlap=False):
     """MAP-adapt one speaker model per enrolled speaker and write them to ``out_dir``.
 
     Parameters
@@ -63,6 +63,10 @@ def adapt(ubm, enrollment, out_dir, *, source=None, relevance_factor=16.0, adapt
     controller : Controller, int, DirectView, str or None
         A cluster spec (``"mpi:4"``) is started after the step's checks.
     progress : bool, default=False
+    allow_overlap : bool, default=False
+        Adapt even from features of another front-end than the UBM's training
+        features (their feature manifests compared, :func:`ipem.steps.chain.check_frontend`);
+        the models' records keep what was allowed.
 
     Returns
     -------
@@ -104,6 +108,12 @@ def adapt(ubm, enrollment, out_dir, *, source=None, relevance_factor=16.0, adapt
     ubm_name, params = name_of(ubm, None), ubm_params(ubm)
     _check_headers(enrollment, params.means.shape[1], where)
     digest = gmm_digest(params)
+    # features of the UBM's front-end (the feature manifests), before any work
+    checks = Checks(allow_overlap)
+    ubm_rec = checks.record(ubm) if ubm_name is not None else None
+    feature_fields = check_frontend(
+        [k for files in enrollment.values() for k in utterance_keys(files)],
+        None if ubm_rec is None else ubm_rec.get("frontend"), ubm_name, checks)
     final = os.path.abspath(os.fspath(out_dir))
     logger.info("MAP-adapting %d speaker models (r=%g, adapt=%s) -> %s", len(enrollment),
                 relevance_factor, adapt, out_dir)
@@ -114,7 +124,8 @@ def adapt(ubm, enrollment, out_dir, *, source=None, relevance_factor=16.0, adapt
         for spk, path in written.items():        # each model records its UBM and utterances
             add_record(path, make_record("speaker-model", model_id=str(spk), ubm=digest,
                                          ubm_file=ubm_name,
-                                         utterances=utterance_keys(enrollment[spk])))
+                                         utterances=utterance_keys(enrollment[spk]),
+                                         **feature_fields, **checks.fields()))
     return {spk: os.path.join(final, os.path.relpath(path, tmp))
             for spk, path in written.items()}
 
@@ -187,6 +198,9 @@ def score(ubm, trials, models_dir, *, source=None, top_c=5, scoring=None, out=No
     recs = _check_models(models, digest, ubm_name, checks)
     ubm_rec = checks.record(ubm_path) if isinstance(ubm_path, (str, os.PathLike)) else None
     _check_trials(trials, pairs, recs, models, ubm_rec, ubm_name, where, checks)
+    feature_fields = check_frontend(       # test features of the UBM's front-end
+        utterance_keys([p[1] for p in pairs]),
+        None if ubm_rec is None else ubm_rec.get("frontend"), ubm_name, checks)
     checks.warn_unknown()
     method, top_c = scoring_method(scoring, top_c)
     logger.info("scoring %d trials of %d models (%s)", len(trials), len(models),
@@ -200,7 +214,8 @@ def score(ubm, trials, models_dir, *, source=None, top_c=5, scoring=None, out=No
             "scores", system="gmm-ubm", scoring=method, ubm=digest, ubm_file=ubm_name,
             ubm_utterances=None if ubm_rec is None else ubm_rec.get("n_utterances"),
             models_dir=os.fspath(models_dir), n_models=len(models), trials_file=where,
-            trials=trials_digest(trials), n_trials=len(trials), **checks.fields()))
+            trials=trials_digest(trials), n_trials=len(trials), **feature_fields,
+            **checks.fields()))
         logger.info("scores -> %s", out)
     return trials, scores
 

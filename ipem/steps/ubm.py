@@ -11,6 +11,7 @@ from ..io import FeatureRef, list_features
 from ..io.atomic import remove_stale_temporaries
 from ..io.preflight import check_input_file, check_output_file
 from ..io.provenance import keys_digest, make_record, save_with_record, utterance_keys
+from .chain import Checks, check_frontend
 from .cluster import running
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
         feature_files = list_features(feature_files)   # headers read before any engine starts
     logger.info("training a %d-Gaussian UBM from %d feature files", n_components,
                 len(feature_files))
+    # the features' manifests (front-end, digests), read before the hours of training
+    keys = utterance_keys(feature_files) if out is not None else []
+    feature_fields = check_frontend(keys, None, None, Checks()) if out is not None else {}
     try:
         with running(controller) as ctrl:
             ubm = UBMTrainer(n_components, init=init, stage_iter=stage_iter,
@@ -117,9 +121,9 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
                 logger.warning("cannot write the convergence plot %s: %s", own_plot.path, exc)
         raise
     if out is not None:             # the model first: it is what the hours were spent on
-        keys = utterance_keys(feature_files)
         save_with_record(ubm.save, out, make_record(
-            "ubm", utterances=keys, n_utterances=len(keys), utterances_digest=keys_digest(keys)))
+            "ubm", utterances=keys, n_utterances=len(keys), utterances_digest=keys_digest(keys),
+            **feature_fields))
         logger.info("UBM -> %s", out)
     if own_plot is not None:
         own_plot.close()
