@@ -20,6 +20,7 @@ from . import engine
 from .controller import Controller
 from .engine import Outcome
 from .errors import EngineError, EngineLost, Failure
+from .processes import is_stopped
 from .stats import sum_stats, unpack_stats
 
 logger = logging.getLogger(__name__)
@@ -238,6 +239,25 @@ class DirectViewController(Controller):
                               "stopped hearing from them)", engines, reason="hung")
         return EngineLost(f"engine(s) {engines} died during {name or 'a call'}", engines)
 
+    def _late(self, late, name, limit, busy=False):
+        """The :class:`EngineLost` of ``late`` engines that missed the deadline of ``name``
+        (``limit`` seconds): hung when the process of one (on this host) is stopped."""
+        late = sorted(set(late))
+        what = name or "a call"
+        stopped = {e: pid for e, pid, host in zip(self.engine_ids, self.pids, self.hosts)
+                   if e in late and host == _HOST and is_stopped(pid)}
+        if stopped:
+            pids = ", ".join(str(pid) for pid in stopped.values())
+            return EngineLost(f"engine(s) {sorted(stopped)} hung during {what}: process(es) "
+                              f"{pids} stopped, no answer within the deadline of {limit:.0f} s",
+                              late, reason="deadline")
+        if busy:
+            return EngineLost(f"no task of {what} finished within the deadline of "
+                              f"{limit:.0f} s (engines {late} were busy)", late,
+                              reason="deadline")
+        return EngineLost(f"engine(s) {late} did not answer {what} within the deadline of "
+                          f"{limit:.0f} s", late, reason="deadline")
+
     def _probe_hub(self):
         """Ask the hub a small question every ``hub_deadline / 4`` seconds, never waiting
         for the answer here; ``("hub", message)`` when one went unanswered for
@@ -276,8 +296,7 @@ class DirectViewController(Controller):
                 raise EngineLost(f"engine(s) {gone} died during {name}", gone)
             if time.monotonic() - t0 > limit:
                 late = [e for e, ar in zip(engines, asyncs) if not ar.ready()]
-                raise EngineLost(f"engine(s) {late} did not answer {name} within the "
-                                 f"deadline of {limit:.0f} s", late, reason="deadline")
+                raise self._late(late, name, limit)
         values = []
         for e, ar in zip(engines, asyncs):
             try:
@@ -316,8 +335,7 @@ class DirectViewController(Controller):
             self._check_lost(name)
             if time.monotonic() - t0 > limit:
                 late = [engines[i] for i, ar in enumerate(asyncs) if not ar.ready()]
-                raise EngineLost(f"engine(s) {late} did not answer {name or 'a call'} within "
-                                 f"the deadline of {limit:.0f} s", late, reason="deadline")
+                raise self._late(late, name, limit)
         if name is not None:
             self._slowest[name] = max(self._slowest.get(name, 0.0), time.monotonic() - t0)
         outcomes, dead = [], []
@@ -476,9 +494,7 @@ class DirectViewController(Controller):
                     t_last = time.monotonic()
                 elif pending and time.monotonic() - t_last > self._deadline(name):
                     late = sorted({ar.engine_id for ar in pending if ar.engine_id is not None})
-                    raise EngineLost(f"no task of {name} finished within the deadline of "
-                                     f"{self._deadline(name):.0f} s (engines {late} were busy)",
-                                     late, reason="deadline")
+                    raise self._late(late, name, self._deadline(name), busy=True)
         finally:
             if pending:  # lost: stop what is left, so nothing runs twice
                 try:

@@ -14,7 +14,7 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ProcessGroup", "is_running"]
+__all__ = ["ProcessGroup", "is_running", "is_stopped"]
 
 
 def is_running(pid):
@@ -31,6 +31,25 @@ def is_running(pid):
     import psutil
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def is_stopped(pid):
+    """Whether process ``pid`` (on this host) is stopped (SIGSTOP, SIGTSTP, a debugger).
+
+    Parameters
+    ----------
+    pid : int
+
+    Returns
+    -------
+    bool
+    """
+    import psutil
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED,
+                                                psutil.STATUS_TRACING_STOP)
     except psutil.Error:
         return False
 

@@ -115,6 +115,7 @@ def test_sigstop_is_caught_by_the_deadline(owned):
     def stop(record):
         if record.iteration == 2:
             stopped.append(ctrl.pids[1])
+            stopped.append(ctrl.engine_ids[1])
             os.kill(ctrl.pids[1], signal.SIGSTOP)
 
     t0 = time.monotonic()
@@ -122,6 +123,11 @@ def test_sigstop_is_caught_by_the_deadline(owned):
         got = ipem.GaussianMixture(**kw, callbacks=[stop]).fit(X)
     assert time.monotonic() - t0 < 60
     assert recovered_records(got)[0].info["recovered"][0]["reason"] == "deadline"
+    # issue 22: a stopped engine is called hung, with its process and the deadline
+    message = recovered_records(got)[0].info["recovered"][0]["message"]
+    assert message.startswith(f"engine(s) [{stopped[1]}] hung during ") and \
+        f"process(es) {stopped[0]} stopped, no answer within the deadline of 3 s" in message, \
+        message
     check_same(got, ref, ["means_", "covariances_", "weights_"])
     with pytest.raises(ProcessLookupError):  # the stopped engine was killed, not left behind
         for _ in range(50):
