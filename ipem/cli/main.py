@@ -37,13 +37,15 @@ kept): one line on stderr and exit status 128 + the signal number.  Output
 into a pipe that closes early ('ipem evaluate ... | head -1') ends quietly
 with status 141 (128 + SIGPIPE), as a shell tool killed by SIGPIPE would.
 
---quiet leaves errors and each step's result (its one summary line, or
-evaluate's report): no progress bars, no per-iteration lines, no log below
-ERROR.  Progress into a terminal is a bar; into a file or pipe (a batch log)
-it is a line every few seconds (:mod:`ipem.progress`).
+--quiet prints errors only (the one-line error, or the line of a signal that
+stopped the step): no result line, report, progress bar, iteration line,
+warning or log below ERROR; the exit status and the files say the rest.
+Progress into a terminal is a bar; into a file or pipe (a batch log) it is
+a line every few seconds (:mod:`ipem.progress`).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -51,6 +53,7 @@ import select
 import signal
 import sys
 import threading
+import warnings
 
 from .. import __version__
 from ..errors import ParameterError
@@ -128,6 +131,19 @@ def _log_handler(args):
     return handler
 
 
+@contextlib.contextmanager
+def _quiet(quiet):
+    """``--quiet``: what the step prints on stdout and its warnings go nowhere (its
+    errors still reach :func:`main`, which prints them on stderr)."""
+    if not quiet:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _stdout_closed():
     """Whether the reader of stdout is gone (a pipe whose other end closed)."""
     try:
@@ -173,7 +189,8 @@ def main(argv=None):
         old_int = signal.signal(signal.SIGINT, raise_terminated)
     try:
         check_paths(args, args.parser.paths)
-        status = args.func(args)    # a step starts its cluster once its checks have passed
+        with _quiet(args.quiet):
+            status = args.func(args)    # a step starts its cluster once its checks passed
         sys.stdout.flush()          # a closed pipe shows here, not at interpreter exit
         return status
     except BrokenPipeError as exc:

@@ -267,8 +267,9 @@ def common_options(sp, cluster=True):
     else:
         sp.set_defaults(cluster=None)
     sp.add_argument("--quiet", action="store_true",
-                    help="no progress bars or iteration lines; log errors only (the "
-                         "step's result line stays)")
+                    help="print errors only (no result line, progress, iteration lines, "
+                         "warnings or log below ERROR): the exit status and the files say "
+                         "the rest")
     sp.add_argument("-v", "--verbose", action="count", default=0,
                     help="log what the steps do (-vv: debugging detail)")
 

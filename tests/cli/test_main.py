@@ -90,15 +90,15 @@ def test_steps_chained_through_files(world, capsys, tmp_path):
     assert err == ""
 
     models = tmp_path / "models"
-    assert main(["adapt", *common, "--ubm", str(ubm), "--enroll", str(corpus / "enroll.lst"),
-                 "--out-dir", str(models)]) == 0
+    assert main(["adapt", *common[:-1], "--ubm", str(ubm), "--enroll", str(corpus / "enroll.lst"),
+                 "--out-dir", str(models)]) == 0  # without --quiet: the result line
     out, _ = capsys.readouterr()
     assert f"adapted 4 speaker models -> {models}" in out
     assert sorted(p.name for p in models.iterdir()) == [f"{s}.npz" for s in SPEAKERS]
     assert SpeakerModel.load(models / "spk1.npz").n_frames == 400
 
     scores = tmp_path / "scores.txt"
-    assert main(["score", *common, "--ubm", str(ubm), "--models", str(models), "--trials",
+    assert main(["score", *common[:-1], "--ubm", str(ubm), "--models", str(models), "--trials",
                  str(corpus / "trials.lst"), "--out", str(scores), "--cluster", "local:2"]) == 0
     out, _ = capsys.readouterr()
     assert f"scored 32 trials -> {scores}" in out
@@ -132,17 +132,28 @@ def test_verbose_logs_the_steps_quiet_does_not(world, capsys, tmp_path):
     assert "INFO ipem.steps.gmm: MAP-adapting 4 speaker models" in err
 
 
-def test_quiet_leaves_errors_and_the_result_line(world, capsys, tmp_path):
-    """--quiet: no iteration lines, no bars, no log below ERROR; the result line stays."""
+def test_quiet_prints_errors_only(world, capsys, tmp_path):
+    """--quiet: nothing on stdout or stderr when the step succeeds (no result line,
+    iteration lines, bars or log, -v or not); its one-line error when it fails."""
     root, corpus, feats = world
     ubm = tmp_path / "ubm.npz"
-    assert main(["train-ubm", "--features", str(feats), "--root", str(corpus), "--list",
-                 str(corpus / "ubm.lst"), "-K", "4", "--stage-iter", "3", "--final-iter", "4",
-                 "--out", str(ubm), "--quiet", "-v"]) == 0
+    common = ["--features", str(feats), "--root", str(corpus), "-K", "4", "--stage-iter", "3",
+              "--final-iter", "4", "--quiet", "-v"]
+    assert main(["train-ubm", "--list", str(corpus / "ubm.lst"), "--out", str(ubm),
+                 *common]) == 0
+    assert capsys.readouterr() == ("", "") and ubm.exists()
+    bad = tmp_path / "nan_frames.htk"
+    X = np.ones((200, D), np.float32)
+    X[7, 0] = np.nan
+    features.write(bad, X)
+    lst = tmp_path / "bad.lst"
+    lst.write_text(f"{feats / 'wav/spk0/spk0_ubm_0.htk'}\n{bad}\n")
+    assert main(["train-ubm", "--list", str(lst), "--out", str(tmp_path / "u.npz"),
+                 *common]) == 1
     out, err = capsys.readouterr()
-    assert out.splitlines() == [out.strip()] and out.startswith("UBM: 4 Gaussians") \
-        and str(ubm) in out
-    assert err == ""
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith("ipem train-ubm: error: ") and str(bad) in err
+    assert not (tmp_path / "u.npz").exists()
 
 
 def test_progress_in_a_log_is_lines_not_a_bar(world, capsys, tmp_path):

@@ -216,7 +216,7 @@ def test_cli_norm_matches_hand_computation(world, capsys, tmp_path, method, top_
             str(root / "ubm.npz"), "--models", str(root / "models"), "--scores",
             str(root / "scores.txt"), "--cohort", str(corpus / "cohort.lst"),
             "--cohort-models", str(root / "cohort_models"), "--method", method, "--out",
-            str(out), "--quiet", "--cluster", "local:2"]
+            str(out), "--cluster", "local:2"]  # without --quiet: the result line
     if top_n:
         argv += ["--top-n", str(top_n)]
     assert main(argv) == 0

@@ -122,7 +122,7 @@ def test_cli_steps_chained_with_files(tmp_path):
     ipem.parallel.ensure_mpiexec()
     info = generate_corpus(tmp_path / "c", n_speakers=8, n_enroll=2, n_test=2, n_ubm=3, seed=3)
     c, f = info.out_dir, tmp_path / "feats"
-    out = _cli("extract", "--root", c, "--out-dir", f)
+    out = _cli("extract", "--root", c, "--out-dir", f, quiet=False)  # --quiet: errors only
     assert "extracted" in out and len(list(f.rglob("*.htk"))) == 8 * 7
     out = _cli("train-ubm", "--features", f, "--root", c, "--list", info.ubm_list, "-K", 16,
                "--out", tmp_path / "ubm.npz", "--plot", tmp_path / "conv.png",
