@@ -4,6 +4,8 @@
                                               [--components 64] [--out benchmarks/RESULTS.md]
     .venv/bin/python benchmarks/generalise.py --sets corpus2 --no-variants --corpus2-seed 8
                                               # another draw of corpus2 (voices, texts, noise)
+    .venv/bin/python benchmarks/generalise.py --no-baselines --variants 'c0|dither|plain VAD'
+                                              # only the CLI defaults and these variants
 
 Sets (each generated once per SNR into ``--work``):
 
@@ -27,7 +29,10 @@ Systems (EER of raw scores, every trial):
 * the swap: ``ipem FE + plain BE`` and ``plain FE + ipem BE`` (the plain features
   written as HTK files and fed to ipem's steps) -- which half makes a difference;
 * front-end variants with ipem's back-end: VAD ``kaldi`` / ``percentile``, feature
-  warping, a 200-3600 Hz filterbank, sliding CMVN.
+  warping, a 200-3600 Hz filterbank, sliding CMVN; and the three ways the plain
+  front-end differs from ipem's (nothing else does: same framing, window, nfft,
+  filterbank, lifter and deltas): c0 of the whole spectrum instead of the band, no
+  dither, the plain VAD (30 dB below the loudest frame's whole-spectrum energy).
 
 With ``--out`` the table replaces the section between ``<!-- generalise:begin -->`` and
 ``<!-- generalise:end -->`` of that file.
@@ -73,6 +78,14 @@ VARIANTS = {
     # the plain recipe's rule: only energy_vad's "within 30 dB of the loudest frame"
     "VAD within 30 dB of the loudest only": dict(
         vad="percentile", vad_kwargs=dict(noise_percentile=0.0, noise_margin_db=-1000.0)),
+    # the plain front-end differs from ipem's in c0, dither and VAD only (its c1-c19 and
+    # deltas are ipem's to 2e-6 with c0="full", dither=0, no VAD, no normalisation)
+    "c0 whole-spectrum energy": dict(c0="full"),
+    "no dither": dict(dither=0.0),
+    "c0 whole-spectrum, no dither (= plain FE with ipem's VAD)": dict(c0="full", dither=0.0),
+    # ipem's features, the plain recipe's VAD exactly: frames whose whole-spectrum
+    # pre-emphasised log energy is within 30 dB of the utterance's loudest frame
+    "plain VAD (30 dB, whole-spectrum energy)": "plain_vad",
 }
 
 
@@ -152,11 +165,35 @@ def write_plain_features(root, feats, lists):
         ipem_io.write(path, reference_features(Path(root) / rel), fmt="htk")
 
 
+def plain_vad_features(path):
+    """ipem's default features of the frames the plain recipe's VAD keeps, CMVN."""
+    from ipem.speaker.featnorm import normalize_features
+    from ipem.speaker.frontend import extract_features
+
+    full = extract_features(path, vad=False, norm="none", c0="full")
+    keep = full[:, 0] > full[:, 0].max() - 3.0 * np.log(10.0)
+    feats = extract_features(path, vad=False, norm="none")
+    return normalize_features(feats[keep].astype(np.float64), "cmvn", 300).astype(np.float32)
+
+
+def write_custom_features(root, feats, lists, func):
+    ubm, enroll, trials = _lists(*lists)
+    source = FeatureSource(feats, root)
+    for rel in dict.fromkeys([*ubm, *(u for us in enroll.values() for u in us),
+                              *(t[1] for t in trials)]):
+        path = Path(source.path(rel))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ipem_io.write(path, func(Path(root) / rel), fmt="htk")
+
+
+CUSTOM = {"plain_vad": plain_vad_features}
+
+
 def eer(scores, labels):
     return float(compute_eer(scores[labels], scores[~labels]))
 
 
-def run_condition(work, name, snr, components, variants=True, seed=7):
+def run_condition(work, name, snr, components, variants=None, seed=7, baselines=True):
     root, *lists = make_set(work, name, snr, seed=seed)
     lists = tuple(lists)
     cw = work / (f"run-{name}-{snr:g}dB" + ("" if seed == 7 or name == "demo" else
@@ -171,21 +208,25 @@ def run_condition(work, name, snr, components, variants=True, seed=7):
     res["ipem FE + ipem BE (CLI defaults)"] = eer(*ipem_backend(root, feats, lists, cw,
                                                                components))
     secs["ipem"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res["plain FE + plain BE"] = eer(*plain_backend(ReferenceGMMUBM(root, components), lists))
-    secs["plain"] = time.perf_counter() - t0
-    res["ipem FE + plain BE"] = eer(*plain_backend(
-        _FeatureBackend(root, components, FeatureSource(feats, root)), lists))
-    pfeats = cw / "feats-plain"
-    if not pfeats.exists():
-        write_plain_features(root, pfeats, lists)
-    res["plain FE + ipem BE"] = eer(*ipem_backend(root, pfeats, lists, cw, components))
-    if variants:
-        for vname, opts in VARIANTS.items():
-            vf = cw / ("feats-" + re.sub(r"\W+", "_", vname))
-            if not vf.exists():
+    if baselines:
+        t0 = time.perf_counter()
+        res["plain FE + plain BE"] = eer(*plain_backend(ReferenceGMMUBM(root, components),
+                                                        lists))
+        secs["plain"] = time.perf_counter() - t0
+        res["ipem FE + plain BE"] = eer(*plain_backend(
+            _FeatureBackend(root, components, FeatureSource(feats, root)), lists))
+        pfeats = cw / "feats-plain"
+        if not pfeats.exists():
+            write_plain_features(root, pfeats, lists)
+        res["plain FE + ipem BE"] = eer(*ipem_backend(root, pfeats, lists, cw, components))
+    for vname, opts in (variants or {}).items():
+        vf = cw / ("feats-" + re.sub(r"\W+", "_", vname))
+        if not vf.exists():
+            if isinstance(opts, str):
+                write_custom_features(root, vf, lists, CUSTOM[opts])
+            else:
                 steps.extract(root, vf, lists=audio, controller=None, **opts)
-            res[f"{vname} + ipem BE"] = eer(*ipem_backend(root, vf, lists, cw, components))
+        res[f"{vname} + ipem BE"] = eer(*ipem_backend(root, vf, lists, cw, components))
     _, _, trials = _lists(*lists)
     n_tar = sum(t[2] == "target" for t in trials)
     print(f"{name} {snr:g} dB: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in res.items()),
@@ -235,6 +276,10 @@ def main(argv=None):
     p.add_argument("--sets", default="corpus2,demo")
     p.add_argument("--components", type=int, default=64)
     p.add_argument("--no-variants", action="store_true")
+    p.add_argument("--variants", default=None,
+                   help="a regular expression: only the VARIANTS whose name it matches")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="only the CLI defaults and the variants (no plain recipe, no swap)")
     p.add_argument("--corpus2-seed", type=int, default=7)
     p.add_argument("--notes", default=None, help="a file of notes put under the table")
     p.add_argument("--out", default=None)
@@ -242,12 +287,14 @@ def main(argv=None):
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    variants = {} if a.no_variants else {v: o for v, o in VARIANTS.items()
+                                         if a.variants is None or re.search(a.variants, v)}
     t0 = time.perf_counter()
     results, counts = {}, {}
     for name in a.sets.split(","):
         for snr in (float(s) for s in a.snr.split(",")):
-            res, cnt, _ = run_condition(work, name, snr, a.components, not a.no_variants,
-                                           a.corpus2_seed)
+            res, cnt, _ = run_condition(work, name, snr, a.components, variants,
+                                        a.corpus2_seed, not a.no_baselines)
             results[f"{name} {snr:g} dB"] = res
             counts[name] = cnt
     lines = table(results, counts, a.components, (time.perf_counter() - t0) / 60, load)

@@ -40,7 +40,7 @@ from ..io.formats import suffix, write_names
 from ..io.preflight import check_regular_file
 from .dsp import band_edges, prepare_signal
 from .featnorm import FEATURE_NORMALIZATIONS, normalize_features, rasta_filter
-from .mfcc import static_mfcc, with_deltas
+from .mfcc import C0_ENERGIES, static_mfcc, with_deltas
 from .vad import VAD_METHODS, band_vad_mask
 
 logger = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ def extract_features(
     rasta: bool = False,
     variance_norm: bool = True,
     vad_kwargs: dict | None = None,
+    c0: str = "band",
 ) -> np.ndarray:
     """read -> MFCC (+deltas) [-> RASTA] -> VAD -> normalisation, for one file.
 
@@ -195,6 +196,9 @@ def extract_features(
     vad_kwargs : dict, optional
         Extra keyword arguments for :func:`ipem.speaker.vad.energy_vad` (``method`` overrides
         ``vad``).
+    c0 : {"band", "full"}, optional
+        c0 as the log energy of the filterbank's band (default) or of the whole
+        spectrum (:func:`ipem.speaker.mfcc.static_mfcc`).
 
     Returns
     -------
@@ -206,7 +210,7 @@ def extract_features(
     NoSpeechError
         (a ValueError) if the VAD finds no speech frame in the file.
     ValueError
-        For an unknown ``vad``, ``norm`` or band, or a file shorter than one
+        For an unknown ``vad``, ``norm``, ``c0`` or band, or a file shorter than one
         analysis window (``winlen``; the file is named).
     """
     if vad is True:
@@ -217,6 +221,8 @@ def extract_features(
     if norm not in FEATURE_NORMALIZATIONS:
         raise ValueError(f"unknown normalisation {norm!r}; expected one of "
                          f"{sorted(FEATURE_NORMALIZATIONS)}")
+    if c0 not in C0_ENERGIES:
+        raise ValueError(f"unknown c0 {c0!r}; expected one of {list(C0_ENERGIES)}")
     if not variance_norm:
         norm = {"cmvn": "cmn", "sliding_cmvn": "sliding_cmn"}.get(norm, norm)
     low, high = band_edges(sample_rate, low_freq, high_freq)
@@ -227,7 +233,7 @@ def extract_features(
                          f"({samples.size / sample_rate:.4g} s at {sample_rate} Hz), less "
                          f"than one {winlen * 1000:g} ms analysis window")
     x = prepare_signal(samples, dither, seed)
-    static = static_mfcc(x, sample_rate, n_ceps, n_filters, winlen, winstep, low, high)
+    static = static_mfcc(x, sample_rate, n_ceps, n_filters, winlen, winstep, low, high, c0)
     feats = with_deltas(rasta_filter(static) if rasta else static)
     if vad:
         mask = band_vad_mask(x, sample_rate, vad, winlen, winstep, low, high, vad_kwargs)

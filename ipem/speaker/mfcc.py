@@ -13,12 +13,16 @@ import numpy as np
 
 from .dsp import band_edges, log_band_energy, mel_filterbank, power_spectrum, prepare_signal
 
-__all__ = ["mfcc_features", "static_mfcc", "delta", "with_deltas"]
+__all__ = ["C0_ENERGIES", "mfcc_features", "static_mfcc", "delta", "with_deltas"]
+
+#: What c0 can be: the log energy of the filterbank's band (default) or of the whole spectrum.
+C0_ENERGIES = ("band", "full")
 
 
 def static_mfcc(x: np.ndarray, sample_rate: int, n_ceps: int, n_filters: int | None,
-                winlen: float, winstep: float, low: float, high: float) -> np.ndarray:
-    """Static MFCCs of a prepared signal, c0 replaced by the log band energy.
+                winlen: float, winstep: float, low: float, high: float,
+                c0: str = "band") -> np.ndarray:
+    """Static MFCCs of a prepared signal, c0 replaced by a log frame energy.
 
     Parameters
     ----------
@@ -34,10 +38,20 @@ def static_mfcc(x: np.ndarray, sample_rate: int, n_ceps: int, n_filters: int | N
         Window length and shift in seconds.
     low, high : float
         Band of the filterbank in Hz.
+    c0 : {"band", "full"}, default="band"
+        c0 is the natural log of the frame's energy within ``low``-``high``
+        (``"band"``) or over the whole spectrum (``"full"``, the
+        ``appendEnergy`` of :func:`python_speech_features.mfcc`); both after
+        pre-emphasis.
 
     Returns
     -------
     numpy.ndarray, shape (n_frames, n_ceps), float64
+
+    Raises
+    ------
+    ValueError
+        For ``n_ceps > n_filters`` or an unknown ``c0``.
     """
     from python_speech_features import lifter
     from scipy.fft import dct
@@ -46,11 +60,15 @@ def static_mfcc(x: np.ndarray, sample_rate: int, n_ceps: int, n_filters: int | N
         n_filters = 24 if sample_rate <= 8000 else 26
     if n_ceps > n_filters:
         raise ValueError(f"n_ceps ({n_ceps}) must not exceed n_filters ({n_filters})")
+    if c0 not in C0_ENERGIES:
+        raise ValueError(f"unknown c0 {c0!r}; expected one of {list(C0_ENERGIES)}")
     pspec, nfft = power_spectrum(x, sample_rate, winlen, winstep, 0.97)
     fb = mel_filterbank(int(n_filters), nfft, int(sample_rate), float(low), float(high))
     eps = np.finfo(np.float64).eps
     feats = dct(np.log(np.maximum(pspec @ fb.T, eps)), type=2, axis=1, norm="ortho")[:, :n_ceps]
     feats = lifter(feats, 22)
+    if c0 == "full":
+        low, high = 0.0, sample_rate / 2
     feats[:, 0] = log_band_energy(pspec, nfft, sample_rate, low, high)
     return feats
 
@@ -108,6 +126,7 @@ def mfcc_features(
     deltas: bool = True,
     dither: float = 1e-5,
     seed: int = 0,
+    c0: str = "band",
 ) -> np.ndarray:
     """MFCC (+ delta + delta-delta) features of a signal.
 
@@ -139,6 +158,9 @@ def mfcc_features(
         analysis (guards digital silence); 0 disables it.
     seed : int, optional
         Seed of the dither noise, so features are reproducible.
+    c0 : {"band", "full"}, optional
+        c0 as the log energy of the filterbank's band (default) or of the
+        whole spectrum (python_speech_features' ``appendEnergy``).
 
     Returns
     -------
@@ -148,7 +170,7 @@ def mfcc_features(
     """
     low, high = band_edges(sample_rate, low_freq, high_freq)
     static = static_mfcc(prepare_signal(signal, dither, seed), sample_rate, n_ceps, n_filters,
-                         winlen, winstep, low, high)
+                         winlen, winstep, low, high, c0)
     if not deltas:
         return static.astype(np.float32)
     return with_deltas(static).astype(np.float32)

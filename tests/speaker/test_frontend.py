@@ -466,3 +466,21 @@ def test_mfcc_equals_python_speech_features_composition():
     d1 = psf.delta(ceps, 2)
     ref = np.hstack([ceps, d1, psf.delta(d1, 2)])
     np.testing.assert_allclose(got, ref.astype(np.float32), rtol=1e-5, atol=1e-5)
+
+
+def test_c0_full_is_python_speech_features_append_energy(speech, tmp_path):
+    """c0="full" (issue 20): c0 is the whole spectrum's log energy, so at 300-3400 Hz
+    the static MFCCs are python_speech_features' with appendEnergy, c0 included; the
+    default stays the band's energy; an unknown c0 is refused before any reading."""
+    x8 = read_audio(speech[0], 8000)
+    full = mfcc_features(x8, 8000, deltas=False, dither=0, c0="full")
+    np.testing.assert_allclose(full, _psf(x8, 8000, 300, 3400), rtol=1e-4, atol=1e-4)
+    band = mfcc_features(x8, 8000, deltas=False, dither=0)
+    np.testing.assert_array_equal(band[:, 1:], full[:, 1:])
+    assert np.all(band[:, 0] <= full[:, 0]) and np.any(band[:, 0] < full[:, 0] - 0.1)
+    feats = extract_features(speech[0], vad=False, norm="none", dither=0, c0="full")
+    np.testing.assert_allclose(feats[:, :20], full, rtol=1e-5, atol=1e-5)
+    for bad in (lambda: mfcc_features(x8, 8000, c0="total"),
+                lambda: extract_features(tmp_path / "missing.wav", c0="total")):
+        with pytest.raises(ValueError, match="unknown c0 'total'"):
+            bad()
