@@ -5,8 +5,11 @@ Real ipyparallel processes, killed by PID.  On a cluster ipem started
 cluster ipem did not start, one line says what was lost, within the deadline.
 After every case no process of the cluster is left (checked by PID).
 """
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,7 +21,7 @@ import ipem
 from ipem.parallel import DirectViewController, EngineError, EngineRecoveryWarning, MPICluster
 from ipem.speaker.map import adapt_speakers
 
-from tests.helpers import blobs
+from tests.helpers import blobs, feature_world
 
 pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
               pytest.mark.once]
@@ -170,6 +173,68 @@ def test_mpiexec_and_an_engine_killed_during_adapt(owned, tmp_path):
             np.testing.assert_array_equal(a[k], b[k])
     assert_all_gone(old, "the old engine set (mpiexec, engines, nannies)")
     owned.seen.update({p: q for p, q in family().items() if p not in owned.before})
+
+
+def _ubm_arrays(path):
+    with np.load(path) as z:
+        history = json.loads(str(z["history_json"]))
+        return {**{k: z[k] for k in ("weights", "means", "covariances")},
+                "objectives": np.array([r["objective"] for r in history])}
+
+
+def test_cli_train_ubm_with_its_hub_killed_gives_the_undisturbed_model(owned, tmp_path):
+    """``ipem train-ubm --cluster mpi:2`` as a process; its hub SIGKILLed (by PID, found in
+    the command's process tree) mid-fit: exit 0, the model of an undisturbed run on 2 MPI
+    engines (the module's cluster), and no process of either cluster left."""
+    from ipem import steps
+    from ipem.speaker import FeatureSource
+    corpus, feats = feature_world(tmp_path, [f"s{i}" for i in range(3)], frames=(150, 10, 10))
+    kw = dict(n_components=4, stage_iter=3, final_iter=4, tol=0.0, seed=0)
+    steps.train_ubm(FeatureSource(feats, corpus).files([corpus / "ubm.lst"]), **kw,
+                    out=tmp_path / "ref.npz", controller=owned.controller)
+    out = tmp_path / "ubm.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ipem", "train-ubm", "--features", str(feats), "--root",
+         str(corpus), "--list", str(corpus / "ubm.lst"), "-K", "4", "--stage-iter", "3",
+         "--final-iter", "4", "--tol", "0", "--seed", "0", "--out", str(out), "--cluster",
+         "mpi:2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, done = {}, threading.Event()
+
+    def watch():               # every process the command ever has, by PID
+        while not done.is_set():
+            try:
+                seen.update({p.pid: p for p in psutil.Process(proc.pid).children(True)})
+            except psutil.Error:
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    killed = None
+    try:
+        for line in proc.stdout:
+            if line.startswith("  iter   4") and killed is None:
+                hubs = [p for p in psutil.Process(proc.pid).children(True)
+                        if "ipyparallel.controller" in " ".join(p.cmdline())
+                        and "ipyparallel.controller" not in " ".join(p.parent().cmdline())]
+                assert len(hubs) == 1, hubs
+                killed = hubs[0].pid
+                os.kill(killed, signal.SIGKILL)
+        rc, err = proc.wait(timeout=300), proc.stderr.read()
+    finally:
+        done.set()
+        t.join()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert killed is not None, "the fit ended before the hub was killed: the test tested nothing"
+    assert rc == 0, err
+    assert "lost (hub)" in err, err
+    got, ref = _ubm_arrays(out), _ubm_arrays(tmp_path / "ref.npz")
+    for name in ref:
+        np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
+    assert killed in seen
+    assert_all_gone(seen.values(), "after the command with a killed hub")
 
 
 def _kill_engines_while_starting(times):
