@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/ivector.py --timing-only --corpora large   # TV timing only
     .venv/bin/python benchmarks/ivector.py --synthetic     # K=256, R=200, 1000 utterances
     .venv/bin/python benchmarks/ivector.py --open-set [--open-snr 15,5] [--open-ranks 20,50,100]
-                                           [--open-backend 8,16,32,64]   # see run_open_set
+                                           [--open-backend 4,8,16,32,64]   # see run_open_set
 
 The corpora below measure i-vectors **closed-set**: the back-end is trained on the
 UBM-list utterances of the same speakers whose trials are scored.  ``--open-set``
@@ -142,21 +142,18 @@ def _eer(trials, scores):
     return float(steps.evaluate(*split_scores(trials, scores))["eer"])
 
 
-def run_open_set(work, snr, ranks, n_backend, components, n_speakers=80):
-    """i-vector EER with back-end speakers disjoint from the trial speakers (corpus2).
+def open_set_vectors(work, snr, ranks, components, n_speakers=80):
+    """UBM, GMM-UBM EER and i-vectors of one corpus2 condition, cached under ``work``.
 
-    ``benchmarks/corpus2.py`` at ``snr`` dB with ``n_speakers`` speakers (its first 48
-    and the trials are those of ``benchmarks/generalise.py``'s corpus2): the UBM and T
-    are trained on the background utterances (``n_speakers - 16`` speakers x 8); for
-    each ``n`` of
-    ``n_backend`` the back-end (centring, LDA to speakers - 1, WCCN, length norm,
-    PLDA) is trained on the i-vectors of the first ``n`` background speakers only.
-    ``closed``: the back-end trained on the 16 trial speakers' own enrolment and test
-    segments (the old measurement; ``allow_overlap``).  GMM-UBM (MAP r=16, top-5)
-    on the same UBM and trials.  EER over every trial (96 target / 1,440 non-target).
+    Returns ``(info, gmm_eer, {rank: {id: vector}})``; ``info`` holds the
+    background ids by speaker, the enrolment utterances, the test ids and the
+    trial list.  The i-vectors of every rank are saved once
+    (``ivectors-R<rank>.npz``), the GMM-UBM EER in ``gmm_eer.txt``: a second run
+    only trains back-ends.
     """
     sys.path.insert(0, str(HERE))
     import generalise
+    from ipem.ivector import load_ivectors, save_ivectors
 
     root, bg_list, enroll_list, trials_list = generalise.make_set(work, "corpus2", snr,
                                                                   n_speakers)
@@ -165,37 +162,111 @@ def run_open_set(work, snr, ranks, n_backend, components, n_speakers=80):
     if not feats.exists():
         steps.extract(root, feats, lists=[bg_list, enroll_list, trials_list], controller=None)
     source = FeatureSource(feats, root)
-    ubm = steps.train_ubm(source.files(bg_list), n_components=components, seed=0,
-                          controller=None)
-    shutil.rmtree(cw / "iv-models", ignore_errors=True)
-    steps.adapt(ubm, enroll_list, cw / "iv-models", source=source)
-    got, sc = steps.score(ubm, trials_list, cw / "iv-models", source=source)
-    res = {"GMM-UBM": {r: _eer(got, sc) for r in ranks}}
     train = source.utterances(bg_list)
-    bg_spk = list(dict.fromkeys(Path(u).parent.name for u in train))
     tests = list(dict.fromkeys(t.test for t in read_trials(trials_list)))
     enroll = dict(source.enrollment(enroll_list))
     enroll_utts = [u for us in (ln.split()[1:] for ln in enroll_list.read_text().splitlines())
                    for u in us]
+    cache = {r: cw / f"ivectors-K{components}-R{r}.npz" for r in ranks}
+    gmm_file = cw / f"gmm_eer-K{components}.txt"
+    ubm = None
+    if not gmm_file.exists() or not all(c.exists() for c in cache.values()):
+        ubm = steps.train_ubm(source.files(bg_list), n_components=components, seed=0,
+                              controller=None)
+    if not gmm_file.exists():
+        shutil.rmtree(cw / "iv-models", ignore_errors=True)
+        steps.adapt(ubm, enroll_list, cw / "iv-models", source=source)
+        got, sc = steps.score(ubm, trials_list, cw / "iv-models", source=source)
+        gmm_file.write_text(f"{_eer(got, sc)!r}\n")
+    vecs = {}
     for rank in ranks:
-        tv = steps.train_ivector(ubm, train, rank=rank, n_iter=10, seed=0, controller=None)
-        utts = dict(enroll)
-        utts.update({t: source.path(t) for t in [*tests, *enroll_utts]})
-        utts.update(train)
-        vecs = steps.extract_ivectors(tv, utts)
-        sets = {f"open, {n} speakers": [u for u in train if Path(u).parent.name in bg_spk[:n]]
+        if not cache[rank].exists():
+            tv = steps.train_ivector(ubm, train, rank=rank, n_iter=10, seed=0, controller=None)
+            utts = dict(enroll)
+            utts.update({t: source.path(t) for t in [*tests, *enroll_utts]})
+            utts.update(train)
+            save_ivectors(cache[rank], steps.extract_ivectors(tv, utts))
+        vecs[rank] = load_ivectors(cache[rank])
+    by_spk = {}
+    for u in train:
+        by_spk.setdefault(Path(u).parent.name, []).append(u)
+    info = SimpleNamespace(by_speaker=by_spk, enroll_utts=enroll_utts, tests=tests,
+                           trials_list=trials_list)
+    return info, float(gmm_file.read_text()), vecs
+
+
+#: back-end variants of the open-set sweep: name -> (n speakers, R) -> IvectorBackend kwargs
+#: (None: ``steps.train_backend``'s defaults, derived from the training set since issue 20)
+OPEN_VARIANTS = {
+    "default": None,
+    "old (LDA to speakers - 1, WCCN)": lambda n, r: dict(lda_dim=min(n - 1, r), wccn=True),
+    "no LDA": lambda n, r: dict(lda_dim=0, wccn=True),
+    "no LDA, no WCCN": lambda n, r: dict(lda_dim=0, wccn=False),
+    "no LDA, PLDA rank speakers - 1": lambda n, r: dict(lda_dim=0, wccn=True,
+                                                        plda_rank=n - 1),
+    "no LDA, no WCCN, PLDA rank speakers - 1": lambda n, r: dict(lda_dim=0, wccn=False,
+                                                                 plda_rank=n - 1),
+    "LDA to min(speakers - 1, 10)": lambda n, r: dict(lda_dim=min(n - 1, r, 10), wccn=True),
+    "LDA to min(speakers - 1, 20)": lambda n, r: dict(lda_dim=min(n - 1, r, 20), wccn=True),
+    "LDA to (speakers - 1) / 2": lambda n, r: dict(lda_dim=max(1, min(n - 1, r) // 2),
+                                                   wccn=True),
+}
+
+
+def run_open_set(work, snr, ranks, n_backend, components, n_speakers=80, variants=None,
+                 closed=True):
+    """i-vector EER with back-end speakers disjoint from the trial speakers (corpus2).
+
+    ``benchmarks/corpus2.py`` at ``snr`` dB with ``n_speakers`` speakers (its first 48
+    and the trials are those of ``benchmarks/generalise.py``'s corpus2): the UBM and T
+    are trained on the background utterances (``n_speakers - 16`` speakers x 8); for
+    each ``n`` of ``n_backend`` and each back-end variant (``variants``: names of
+    :data:`OPEN_VARIANTS`) the back-end is trained on the i-vectors of the first
+    ``n`` background speakers only.
+    ``closed``: the default back-end trained on the 16 trial speakers' own enrolment
+    and test segments (the old measurement; ``allow_overlap``).  GMM-UBM (MAP r=16,
+    top-5) on the same UBM and trials.  EER over every trial (96 target / 1,440
+    non-target).  Returns ``{system: {rank: eer}}``.
+    """
+    from ipem.ivector import IvectorBackend
+
+    info, gmm, all_vecs = open_set_vectors(work, snr, ranks, components, n_speakers)
+    res = {"GMM-UBM": {r: gmm for r in ranks}}
+    spk = list(info.by_speaker)
+    variants = list(OPEN_VARIANTS) if variants is None else variants
+    for rank in ranks:
+        vecs = all_vecs[rank]
+        sets = {f"open, {n} speakers": [u for s in spk[:n] for u in info.by_speaker[s]]
                 for n in n_backend}
-        sets["closed: the 16 trial speakers' enrolment + test segments"] = [*enroll_utts,
-                                                                             *tests]
+        if closed:
+            sets["closed: the 16 trial speakers' enrolment + test segments"] = [
+                *info.enroll_utts, *info.tests]
         for name, ids in sets.items():
-            be = steps.train_backend({u: vecs[u] for u in ids},
-                                     {u: Path(u).parent.name for u in ids})
-            for method in ("cosine", "plda"):
-                t, s = steps.score_ivectors(vecs, trials_list, backend=method, model=be,
-                                            allow_overlap=name.startswith("closed"))
-                res.setdefault(f"i-vector {method}, back-end {name}", {})[rank] = _eer(t, s)
+            labels = {u: Path(u).parent.name for u in ids}
+            n = len(set(labels.values()))
+            for variant in (variants if name.startswith("open") else ["default"]):
+                make = OPEN_VARIANTS[variant]
+                if make is None:
+                    be = steps.train_backend({u: vecs[u] for u in ids}, labels)
+                else:
+                    try:
+                        be = IvectorBackend(**make(n, rank)).fit(
+                            np.stack([vecs[u] for u in ids]),
+                            np.array([labels[u] for u in ids]))
+                    except ValueError as exc:       # too small for it: the table says so
+                        print(f"{variant}, {name}, R={rank}: {exc}", flush=True)
+                        for method in ("cosine", "plda"):
+                            res.setdefault(f"{method}, {variant}, back-end {name}",
+                                           {})[rank] = float("nan")
+                        continue
+                for method in ("cosine", "plda"):
+                    t, s = steps.score_ivectors(vecs, info.trials_list, backend=method,
+                                                model=be,
+                                                allow_overlap=name.startswith("closed"))
+                    res.setdefault(f"{method}, {variant}, back-end {name}", {})[rank] = \
+                        _eer(t, s)
         print(f"open set {snr:g} dB R={rank}: " + ", ".join(
-            f"{k} {100 * v[rank]:.2f}" for k, v in res.items()), flush=True)
+            f"{k} {100 * v[rank]:.2f}" for k, v in res.items() if rank in v), flush=True)
     return res
 
 
@@ -287,8 +358,11 @@ def main(argv=None):
                    help="corpus2 speakers: 16 trial speakers, the others background")
     p.add_argument("--notes", default=None, help="a file of notes put under the open-set table")
     p.add_argument("--open-ranks", default="20,50,100")
-    p.add_argument("--open-backend", default="8,16,32,64",
+    p.add_argument("--open-backend", default="4,8,16,32,64",
                    help="numbers of back-end speakers")
+    p.add_argument("--open-variants", default=None,
+                   help="back-end variants separated by ';' (names of OPEN_VARIANTS; "
+                        "default: all)")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -358,8 +432,9 @@ def open_set_main(args, work):
     t0 = time.perf_counter()
     ranks = [int(r) for r in args.open_ranks.split(",")]
     n_backend = [int(n) for n in args.open_backend.split(",")]
+    variants = None if args.open_variants is None else args.open_variants.split(";")
     results = {f"{snr:g} dB": run_open_set(work, snr, ranks, n_backend, args.components,
-                                           args.open_speakers)
+                                           args.open_speakers, variants)
                for snr in (float(x) for x in args.open_snr.split(","))}
     lines = [OPEN_BEGIN, "## i-vectors open-set: EER against the number of back-end speakers "
              "(issue 20)", "",
@@ -371,10 +446,15 @@ def open_set_main(args, work):
              "model, 6 test segments each: 96 target / 1,440 non-target trials, one target "
              f"trial = 1.04 % of miss rate), {args.open_speakers - 16} background speakers x 8 "
              f"utterances. UBM ({args.components} Gaussians) and T (rank R, 10 iterations) on "
-             f"the {8 * (args.open_speakers - 16)} background utterances; the back-end (centring, LDA to speakers - 1, WCCN, length norm, "
-             "PLDA) on the first n background speakers only (**open set**: no trial speaker "
-             "in it), or on the trial speakers' own enrolment and test segments (**closed "
-             "set** with leakage, 16 speakers x 8: what the README's old i-vector recipe did; "
+             f"the {8 * (args.open_speakers - 16)} background utterances; the back-end (centring, "
+             "LDA, WCCN, length norm, PLDA; `default`: `train_backend`'s defaults, derived "
+             "from the training set (`ipem.ivector.backend_defaults`: LDA to speakers - 1 "
+             "only with at least R/2 + 1 speakers, WCCN only with vectors - speakers >= 2 x "
+             "the dimension after LDA); `old`: LDA to speakers - 1 and WCCN always, the "
+             "defaults before) on the first n background speakers only (**open set**: no "
+             "trial speaker in it), or on the trial speakers' own enrolment and test "
+             "segments (**closed set** with leakage, 16 speakers x 8, default back-end: what "
+             "the README's old i-vector recipe did; "
              "the demo/large table above is closed-set too, on other sessions of the trial "
              "speakers). GMM-UBM: the same UBM, MAP r=16, top-5 scoring, "
              "the same trials (it has no back-end; the same figure in every R column). EER % "

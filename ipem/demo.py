@@ -239,8 +239,11 @@ def run(out="demo_output", *, engines=2, components=64, speakers=None, seed=0):
         print(f"{len(vecs)} i-vectors -> {out / 'ivectors.npz'}")
     backend = steps.train_backend({u: vecs[u] for u in train},
                                   out=str(out / "ivector_backend.npz"))
-    print(f"back-end on {len(train)} i-vectors: LDA to {backend.lda_.scalings_.shape[1]} "
-          f"dimensions, WCCN, length norm, PLDA -> {out / 'ivector_backend.npz'}")
+    lda = "no LDA" if backend.lda_ is None else \
+        f"LDA to {backend.lda_.scalings_.shape[1]} dimensions"    # derived from the set's size
+    print(f"back-end on {len(train)} i-vectors: {lda}, "
+          f"{'WCCN, ' if backend.wccn_ is not None else ''}length norm, PLDA -> "
+          f"{out / 'ivector_backend.npz'}")
     for method, path in ivector_paths.items():
         steps.score_ivectors(vecs, lists["trials"], backend=method, model=backend,
                              out=str(path))

@@ -120,8 +120,12 @@ def train_plda_options(sp):
                     help="lines 'speaker utterance...' (default: an utterance's speaker is "
                          "the name of its parent directory, wav/<speaker>/utt.wav)")
     sp.add_argument("--lda-dim", type=typed(int, -1), default=-1, parameter="lda_dim",
-                    help="LDA dimension (-1: speakers - 1; 0: no LDA)")
-    sp.add_argument("--no-wccn", action="store_true", help="leave out WCCN")
+                    help="LDA dimension (0: no LDA; -1: derived from the training set: "
+                         "speakers - 1, at most R, with at least R/2 + 1 speakers, else no "
+                         "LDA; logged)")
+    sp.add_argument("--no-wccn", action="store_true",
+                    help="leave out WCCN (default: WCCN when the vectors outnumber the "
+                         "speakers by twice the dimension after LDA; logged)")
     sp.add_argument("--iter", type=typed(int, 1), default=10, help="PLDA EM iterations")
     sp.add_argument("--out", required=True, type=OUTPUT_FILE, help="the back-end (.npz)")
     sp.add_argument("--allow-overlap", action="store_true", parameter="allow_overlap",
@@ -134,7 +138,7 @@ def run_train_plda(args):
     """Run ``ipem train-plda`` once its paths are checked; returns the exit status."""
     be = train_backend(args.ivectors, args.spk2utt,
                        lda_dim=None if args.lda_dim < 0 else args.lda_dim,
-                       wccn=not args.no_wccn, plda_iter=args.iter, out=args.out,
+                       wccn=False if args.no_wccn else None, plda_iter=args.iter, out=args.out,
                        allow_overlap=args.allow_overlap)
     lda = "no LDA" if be.lda_ is None else f"LDA to {be.lda_.scalings_.shape[1]} dimensions"
     print(f"back-end: centring, {lda}, {'WCCN, ' if be.wccn_ is not None else ''}length "

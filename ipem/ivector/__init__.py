@@ -16,7 +16,8 @@ module                      what it holds
 
 The steps the CLI, the demo and notebook 03 call are in :mod:`ipem.steps.ivector`.
 """
-from .backend import (LDA, WCCN, IvectorBackend, Whitening, cosine_scores, length_normalize)
+from .backend import (LDA, WCCN, IvectorBackend, Whitening, backend_defaults, cosine_scores,
+                      length_normalize)
 from .extraction import extract_ivectors, load_ivectors, save_ivectors
 from .plda import TwoCovariancePLDA
 from .stats import baum_welch, distribute_stats, frames_to_rows, split_rows, stats_rows
@@ -25,4 +26,4 @@ from .total_variability import TotalVariability
 __all__ = ["TotalVariability", "baum_welch", "distribute_stats", "frames_to_rows", "split_rows",
            "stats_rows", "extract_ivectors", "save_ivectors", "load_ivectors", "LDA", "WCCN",
            "Whitening", "length_normalize", "cosine_scores", "IvectorBackend",
-           "TwoCovariancePLDA"]
+           "TwoCovariancePLDA", "backend_defaults"]

@@ -26,7 +26,8 @@ from .plda import TwoCovariancePLDA, check_labels, check_vectors
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["length_normalize", "Whitening", "LDA", "WCCN", "cosine_scores", "IvectorBackend"]
+__all__ = ["length_normalize", "Whitening", "LDA", "WCCN", "cosine_scores", "IvectorBackend",
+           "backend_defaults"]
 
 _KIND = "ipem-ivector-backend"
 
@@ -223,19 +224,60 @@ def cosine_scores(enroll, test, pairs=None):
     return np.einsum("nr,nr->n", e[pairs[:, 0]], t[pairs[:, 1]])
 
 
+def backend_defaults(n_vectors, n_speakers, dim, lda_dim=None):
+    """LDA dimension and WCCN that suit a back-end training set of this size.
+
+    Measured open set on ``benchmarks/corpus2.py`` (``benchmarks/ivector.py
+    --open-set``, ``benchmarks/RESULTS.md``): LDA estimated from fewer speakers
+    than half the i-vector dimension, and WCCN estimated from fewer
+    within-speaker degrees of freedom (vectors - speakers) than twice the
+    dimension it sees, raise the EER; with enough speakers both are kept as
+    they always were (LDA to speakers - 1, at most ``dim``).
+
+    Parameters
+    ----------
+    n_vectors : int
+        Training i-vectors.
+    n_speakers : int
+        Their speakers (2 or more).
+    dim : int
+        i-vector dimension R.
+    lda_dim : int or None
+        A chosen LDA dimension (0: none), kept; None: derived.
+
+    Returns
+    -------
+    lda_dim : int
+        ``min(n_speakers - 1, dim)`` if ``n_speakers - 1 >= dim / 2``, else 0
+        (no LDA).
+    wccn : bool
+        ``n_vectors - n_speakers >= 2 * d``, ``d`` the dimension after LDA.
+    """
+    n_vectors, n_speakers, dim = int(n_vectors), int(n_speakers), int(dim)
+    if lda_dim is None:
+        lda_dim = min(n_speakers - 1, dim) if 2 * (n_speakers - 1) >= dim else 0
+    return int(lda_dim), n_vectors - n_speakers >= 2 * (int(lda_dim) or dim)
+
+
 class IvectorBackend:
     """The chain centre -> LDA -> WCCN -> length-norm (-> PLDA), trained on labelled i-vectors.
 
     Parameters
     ----------
     lda_dim : int, 0 or None, default=None
-        LDA output dimension (None: speakers - 1 capped at the i-vector
-        dimension; 0: no LDA).
-    wccn : bool, default=True
+        LDA output dimension (0: no LDA; None: derived from the training set
+        by :func:`backend_defaults`: speakers - 1 capped at the i-vector
+        dimension R when there are at least R/2 + 1 speakers, else no LDA).
+    wccn : bool or None, default=None
+        None: derived by :func:`backend_defaults` (WCCN when the vectors
+        outnumber the speakers by twice the dimension it sees).
     plda : bool, default=True
         Train a :class:`~ipem.ivector.plda.TwoCovariancePLDA` on the
         projected, length-normalised vectors.
     plda_iter : int, default=10
+    plda_rank : int or None, default=None
+        The PLDA's speaker-subspace rank (``speaker_rank``; None: full rank,
+        measured no worse than speakers - 1 on small sets).
 
     Attributes
     ----------
@@ -245,11 +287,12 @@ class IvectorBackend:
     plda_ : TwoCovariancePLDA or None
     """
 
-    def __init__(self, *, lda_dim=None, wccn=True, plda=True, plda_iter=10):
+    def __init__(self, *, lda_dim=None, wccn=None, plda=True, plda_iter=10, plda_rank=None):
         self.lda_dim = lda_dim
         self.wccn = wccn
         self.plda = plda
         self.plda_iter = plda_iter
+        self.plda_rank = plda_rank
 
     def fit(self, X, y):
         """Fit every stage on i-vectors ``X`` (n, R) of speakers ``y`` (n,)."""
@@ -272,15 +315,30 @@ class IvectorBackend:
         """Fit centring, LDA, WCCN and PLDA in turn; the vectors PLDA saw, (n, dim)."""
         self.centre_ = Whitening().fit(X)
         Z = self.centre_.transform(X)
+        lda_dim, wccn = self.lda_dim, self.wccn
+        if lda_dim is None or wccn is None:
+            n_speakers = np.unique(y).size
+            auto_lda, auto_wccn = backend_defaults(X.shape[0], n_speakers, X.shape[1], lda_dim)
+            if lda_dim is None:
+                lda_dim = auto_lda
+                logger.info("i-vector back-end: %d speakers for %d dimensions: %s", n_speakers,
+                            X.shape[1], f"LDA to {lda_dim}" if lda_dim else
+                            "no LDA (fewer speakers than half the dimension + 1)")
+            if wccn is None:
+                wccn = auto_wccn
+                logger.info("i-vector back-end: %d vectors of %d speakers: %s", X.shape[0],
+                            n_speakers, "WCCN" if wccn else "no WCCN (fewer than twice the "
+                            "dimension within-speaker degrees of freedom)")
         self.lda_ = None
-        if self.lda_dim != 0:
-            self.lda_ = LDA(self.lda_dim).fit(Z, y)
+        if lda_dim != 0:
+            self.lda_ = LDA(lda_dim).fit(Z, y)
             Z = self.lda_.transform(Z)
-        self.wccn_ = WCCN().fit(Z, y) if self.wccn else None
+        self.wccn_ = WCCN().fit(Z, y) if wccn else None
         if self.wccn_ is not None:
             Z = self.wccn_.transform(Z)
         Z = length_normalize(Z)
-        self.plda_ = TwoCovariancePLDA(max_iter=self.plda_iter).fit(Z, y) if self.plda else None
+        self.plda_ = TwoCovariancePLDA(max_iter=self.plda_iter, speaker_rank=self.plda_rank
+                                       ).fit(Z, y) if self.plda else None
         return Z
 
     def transform(self, X):

@@ -72,6 +72,11 @@ class TwoCovariancePLDA:
         Relative diagonal loading of the covariances after each M-step (and
         1e-3 of the initial ones, which are singular with fewer speakers than
         dimensions).
+    speaker_rank : int or None, default=None
+        Rank of the speaker subspace: after every M-step ``Sb`` keeps its
+        ``speaker_rank`` leading eigen-directions and the others are floored
+        at ``reg`` times its mean diagonal (S speakers estimate at most S - 1
+        directions).  None: full rank.
 
     Attributes
     ----------
@@ -85,9 +90,10 @@ class TwoCovariancePLDA:
         M-step (never decreases).
     """
 
-    def __init__(self, *, max_iter=10, reg=1e-6):
+    def __init__(self, *, max_iter=10, reg=1e-6, speaker_rank=None):
         self.max_iter = max_iter
         self.reg = reg
+        self.speaker_rank = speaker_rank
 
     @classmethod
     def from_arrays(cls, mean, between, within, loglik_history=()):
@@ -112,13 +118,20 @@ class TwoCovariancePLDA:
         mu = X.mean(axis=0)
         centred = X - means[inv]
         sw = centred.T @ centred / X.shape[0]
-        sb = np.cov(means, rowvar=False, bias=True)
+        sb = np.atleast_2d(np.cov(means, rowvar=False, bias=True))   # (1, 1) for 1 dim
         # fewer speakers (or vectors) than dimensions leave these singular: load the diagonals
         for m in (sb, sw):
             m[np.diag_indices_from(m)] += 1e-3 * max(np.trace(m) / m.shape[0], 1e-12)
         self.loglik_history_ = []
+        rank = None if self.speaker_rank is None else int(self.speaker_rank)
+        if rank is not None and not 1 <= rank:
+            raise ValueError(f"PLDA speaker_rank={self.speaker_rank}: 1 or more")
+        if rank is not None:
+            sb = _low_rank(sb, rank, 1e-3)
         for _ in range(int(self.max_iter)):
             mu, sb, sw, ll = _em_step(mu, sb, sw, counts, sums, xx, X.shape[0], self.reg)
+            if rank is not None:
+                sb = _low_rank(sb, rank, max(self.reg, 1e-12))
             self.loglik_history_.append(ll / X.shape[0])
         self.mean_, self.between_, self.within_ = mu, sb, sw
         return self
@@ -158,6 +171,17 @@ class TwoCovariancePLDA:
         joint = np.block([[st, sb], [sb, st]])
         c = _logdet(st) - 0.5 * _logdet(joint)
         return 0.5 * (q + q.T), p, c
+
+
+def _low_rank(sb, rank, floor):
+    """``sb`` with its ``rank`` leading eigen-directions; the others at ``floor`` x mean diag."""
+    if rank >= sb.shape[0]:
+        return sb
+    vals, vecs = linalg.eigh(sb)
+    low = floor * max(float(np.trace(sb)) / sb.shape[0], 1e-12)
+    vals = np.concatenate([np.full(vals.size - rank, low), np.maximum(vals[-rank:], low)])
+    out = (vecs * vals) @ vecs.T
+    return 0.5 * (out + out.T)
 
 
 def _em_step(mu, sb, sw, counts, sums, xx, n, reg):

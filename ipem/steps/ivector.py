@@ -223,7 +223,7 @@ def _sources(recs):
     return out
 
 
-def train_backend(ivectors, labels=None, *, lda_dim=None, wccn=True, plda_iter=10, out=None,
+def train_backend(ivectors, labels=None, *, lda_dim=None, wccn=None, plda_iter=10, out=None,
                   allow_overlap=False):
     """Train centring, LDA, WCCN, length normalisation and PLDA on labelled i-vectors.
 
@@ -236,8 +236,12 @@ def train_backend(ivectors, labels=None, *, lda_dim=None, wccn=True, plda_iter=1
         or None: the parent directory of each id.  Ids without a speaker are
         left out.
     lda_dim : int, 0 or None
-        None: speakers - 1 (at most the i-vector dimension); 0: no LDA.
-    wccn : bool, default=True
+        0: no LDA; None: derived from the training set
+        (:func:`ipem.ivector.backend_defaults`): speakers - 1 (at most the
+        i-vector dimension R) with at least R/2 + 1 speakers, else no LDA.
+    wccn : bool or None, default=None
+        None: derived (WCCN when the vectors outnumber the speakers by twice
+        the dimension after LDA).
     plda_iter : int, default=10
     out : str, optional
         The back-end file, with its provenance record (the i-vector files'

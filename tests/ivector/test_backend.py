@@ -1,8 +1,12 @@
-"""The i-vector back-end on training sets too small for it."""
+"""The i-vector back-end on training sets too small for it; defaults derived from its size."""
+import logging
+
 import numpy as np
 import pytest
 
-from ipem.ivector.backend import IvectorBackend
+from ipem.ivector.backend import IvectorBackend, backend_defaults
+from ipem.ivector.plda import TwoCovariancePLDA
+from ipem.speaker.metrics import compute_eer
 
 
 def test_singular_scatter_is_one_line_naming_the_cause():
@@ -21,3 +25,66 @@ def test_enough_vectors_fit():
     X = rng.normal(size=(8, 10))[y] + 0.3 * rng.normal(size=(48, 10))
     be = IvectorBackend().fit(X, y)
     assert be.plda_ is not None and np.isfinite(be.score(X[:2], X[2:4])).all()
+
+
+@pytest.mark.parametrize("n_vectors, n_speakers, dim, lda_dim, want", [
+    (64, 8, 100, None, (0, False)),      # 7 < 100/2: no LDA; 56 < 200: no WCCN
+    (64, 8, 20, None, (0, True)),        # 7 < 10: no LDA; 56 >= 40: WCCN
+    (128, 16, 20, None, (15, True)),     # 15 >= 10: LDA to speakers - 1
+    (256, 32, 50, None, (31, True)),
+    (512, 64, 100, None, (63, True)),    # many speakers: as before
+    (512, 64, 50, None, (50, True)),     # capped at the dimension
+    (20, 5, 30, None, (0, False)),
+    (20, 5, 30, 3, (3, True)),           # a chosen LDA dimension is kept; 15 >= 6
+    (40, 5, 30, 0, (0, False)),          # 35 < 60
+])
+def test_defaults_derived_from_the_training_set(n_vectors, n_speakers, dim, lda_dim, want):
+    assert backend_defaults(n_vectors, n_speakers, dim, lda_dim) == want
+
+
+def _open_world(rng, n_speakers, n_utts, dim=40):
+    y = np.repeat(np.arange(n_speakers), n_utts)
+    return rng.normal(size=(n_speakers, dim))[y] + rng.normal(size=(y.size, dim)), y
+
+
+def test_tiny_backend_generalises_to_new_speakers(caplog):
+    """5 background speakers x 4 vectors in 40 dimensions, scored on 40 other speakers:
+    LDA to speakers - 1 and WCCN (the defaults before issue 20) learn the 5 speakers."""
+    rng = np.random.default_rng(0)
+    X, y = _open_world(rng, 5, 4)
+    E, ye = _open_world(rng, 40, 2)
+    same = ye[::2][:, None] == ye[1::2][None, :]
+    with caplog.at_level(logging.INFO, logger="ipem.ivector.backend"):
+        be = IvectorBackend().fit(X, y)
+    assert be.lda_ is None and be.wccn_ is None
+    assert "5 speakers for 40 dimensions: no LDA" in caplog.text
+    old = IvectorBackend(lda_dim=4, wccn=True).fit(X, y)
+    for method in ("cosine", "plda"):
+        eer = compute_eer(*_split(be.score(E[::2], E[1::2], method=method), same))
+        eer_old = compute_eer(*_split(old.score(E[::2], E[1::2], method=method), same))
+        assert eer < 0.15 < 0.25 < eer_old, (method, eer, eer_old)
+
+
+def _split(s, same):
+    return s[same], s[~same]
+
+
+def test_one_lda_dimension_trains_and_scores():
+    """PLDA on 1-dimensional vectors (``--lda-dim 1``) used to fail in np.cov.  (Length
+    normalisation leaves +-1: speakers whose vectors all have one sign give no scatter.)"""
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(6), 5)
+    X = 0.3 * rng.normal(size=(6, 8))[y] + rng.normal(size=(30, 8))
+    be = IvectorBackend(lda_dim=1).fit(X, y)
+    assert be.plda_.between_.shape == (1, 1)
+    assert np.isfinite(be.score(X[:3], X[3:6])).all()
+
+
+def test_plda_speaker_rank_keeps_that_many_directions():
+    rng = np.random.default_rng(2)
+    X, y = _open_world(rng, 12, 6, dim=10)
+    between = TwoCovariancePLDA(speaker_rank=3).fit(X, y).between_
+    vals = np.linalg.eigvalsh(between)
+    assert np.all(vals[-3:] > 100 * vals[:-3].max())
+    full = np.linalg.eigvalsh(TwoCovariancePLDA().fit(X, y).between_)
+    assert full[-4] > 100 * vals[:-3].max()
