@@ -7,9 +7,17 @@ ipyparallel's own options are honoured (``queue`` = partition, ``account``,
 ``qos``, ``timelimit``, ``output_file``), from the profile or the command line
 (``ipcluster start --SlurmEngineSetLauncher.timelimit=1:00:00``).  Not imported
 by ``import ipem``.
+
+When ``sbatch`` refuses the engine job (a partition that does not exist, more
+CPUs than a node has), ipyparallel's ``ipcluster start`` would log the error
+and wait forever (its start callback fails inside the event loop, which
+nothing stops).  This launcher makes it stop the controller, remove the
+cluster file and exit with status 1 and one line naming sbatch's reason.
 """
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
 import subprocess
 
@@ -62,9 +70,60 @@ srun --mpi={srun_mpi} --kill-on-bad-exit=1 {program_and_args} --mpi
                             extra_lines="\n".join(lines), blas_threads=self.blas_threads)
         super().write_batch_script(n)
 
+    def _run_command(self, command, **kwargs):
+        """sbatch/scancel with their stderr kept: a refusal is one error naming Slurm's
+        reason (its last stderr line), not a CalledProcessError."""
+        self.log.debug("Running command: %s", shlex.join(command))
+        proc = subprocess.run(command, stdin=None, capture_output=True, **kwargs)
+        err = proc.stderr.decode("utf8", "replace").strip().splitlines()
+        if proc.returncode != 0:
+            what = "refused the engine job" if command[:1] == self.submit_command[:1] \
+                else f"failed (exit {proc.returncode})"
+            raise ipp_launcher.LauncherError(
+                f"{command[0]} {what} ({os.path.abspath(self.batch_file)}): "
+                f"{err[-1] if err else 'no message'}")
+        for line in err:
+            self.log.warning("%s: %s", command[0], line)
+        return proc.stdout.decode("utf8", "replace")
+
+    async def start(self, n=1):
+        """Submit the engine job; under ``ipcluster start``, a refusal ends ipcluster.
+
+        Raises
+        ------
+        LauncherError
+            sbatch refused the job (one line with its reason).
+        SystemExit
+            The same, under ``ipcluster start``, after the controller is stopped
+            and the cluster file removed (ipcluster would hang otherwise).
+        """
+        try:
+            return super().start(n)
+        except (ipp_launcher.LauncherError, OSError, ValueError) as exc:
+            cluster = self.parent
+            if not _under_ipcluster_start(cluster):
+                raise
+            message = f"ipcluster start: {exc}"
+            self.log.debug("stopping the controller after: %s", message)
+            await cluster.stop_cluster()
+            raise SystemExit(message) from None
+
+    def stop(self):
+        """scancel the job; nothing to cancel when it was never submitted."""
+        if not self.job_id:
+            return self.notify_stop(dict(job_id="", output="no job was submitted"))
+        return super().stop()
+
     def get_output(self, remove=True):
         """The job log's text; the log is kept (it may say "DUE TO TIME LIMIT")."""
         return super().get_output(remove=False)
+
+
+def _under_ipcluster_start(cluster):
+    """Whether ``cluster`` (a launcher's parent) is the one of ``ipcluster start``."""
+    from ipyparallel.cluster.app import IPClusterStart
+    return isinstance(getattr(cluster, "parent", None), IPClusterStart) and \
+        hasattr(cluster, "stop_cluster")
 
 
 def _check_ppn(ppn, partition):

@@ -19,7 +19,7 @@ import ipem
 from ipem.cli import main
 from ipem.parallel import EngineError, SlurmCluster, Terminated
 from ipem.parallel.slurm import ENDED, srun_mpi_plugin
-from tests.helpers import blobs
+from tests.helpers import blobs, stop_tree
 
 pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
 
@@ -237,3 +237,33 @@ def test_ipcluster_with_the_slurm_profile(slurm_env, tmp_path):
         subprocess.run(ipcluster + ["stop", f"--profile-dir={prof}"], timeout=60, cwd=tmp_path)
     assert list((prof / "log").glob("ipengine-*.log"))  # the job log is kept
     assert_nothing_left(slurm_env, str(prof))
+
+
+@pytest.mark.once
+def test_ipcluster_ends_when_sbatch_refuses_the_engine_job(slurm_env, tmp_path):
+    """ipyparallel alone waits forever here; ipem's launcher stops the controller and exits."""
+    import shutil
+    import subprocess
+
+    from tests.parallel.test_profile import ROOT
+    prof = tmp_path / "ipem-slurm"
+    shutil.copytree(ROOT / "profiles" / "profile_ipem_slurm", prof)
+    proc = subprocess.Popen([sys.executable, "-m", "ipyparallel.cluster", "start",
+                             f"--profile-dir={prof}", "-n", "2", "--daemonize",
+                             "--SlurmEngineSetLauncher.queue=nosuchpartition"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        stop_tree(proc)  # the hang: ipcluster and its controller, by PID
+        raise
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    said = [ln for ln in err.splitlines() if "sbatch" in ln]
+    assert len(said) == 1 and said[0].startswith(
+        f"ipcluster start: sbatch refused the engine job ({tmp_path / 'slurm_engine.sbatch'}): "
+    ), err
+    assert "invalid partition" in said[0].lower()
+    assert not list((prof / "security").glob("cluster-*.json"))  # no stale cluster file
+    assert_nothing_left(slurm_env, str(prof))  # no job, no controller
