@@ -88,3 +88,14 @@ def test_plda_speaker_rank_keeps_that_many_directions():
     assert np.all(vals[-3:] > 100 * vals[:-3].max())
     full = np.linalg.eigvalsh(TwoCovariancePLDA().fit(X, y).between_)
     assert full[-4] > 100 * vals[:-3].max()
+
+
+def test_two_vectors_per_speaker_in_many_dimensions_train():
+    """8 speakers x 2 vectors, R=100 (the README's old failing case): LDA to 7 and WCCN made
+    the scatter singular; the derived defaults (neither) train and score."""
+    rng = np.random.default_rng(3)
+    X, y = _open_world(rng, 8, 2, dim=100)
+    with pytest.raises(ValueError, match="is singular"):
+        IvectorBackend(lda_dim=7, wccn=True).fit(X, y)
+    be = IvectorBackend().fit(X, y)
+    assert np.isfinite(be.score(X[:4], X[4:], method="plda")).all()
