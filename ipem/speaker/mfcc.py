@@ -19,6 +19,11 @@ __all__ = ["C0_ENERGIES", "mfcc_features", "static_mfcc", "delta", "with_deltas"
 C0_ENERGIES = ("band", "full")
 
 
+def default_n_filters(sample_rate: int) -> int:
+    """The filterbank size when none is given: 24 at 8 kHz and below, else 26."""
+    return 24 if sample_rate <= 8000 else 26
+
+
 def static_mfcc(x: np.ndarray, sample_rate: int, n_ceps: int, n_filters: int | None,
                 winlen: float, winstep: float, low: float, high: float,
                 c0: str = "band") -> np.ndarray:
@@ -57,7 +62,7 @@ def static_mfcc(x: np.ndarray, sample_rate: int, n_ceps: int, n_filters: int | N
     from scipy.fft import dct
 
     if n_filters is None:
-        n_filters = 24 if sample_rate <= 8000 else 26
+        n_filters = default_n_filters(sample_rate)
     if n_ceps > n_filters:
         raise ValueError(f"n_ceps ({n_ceps}) must not exceed n_filters ({n_filters})")
     if c0 not in C0_ENERGIES:

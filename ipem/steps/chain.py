@@ -192,6 +192,13 @@ def _check_recorded_list(path, record, labels, key_name, checks):
             return
 
 
+def _with_defaults(options):
+    """Recorded front-end options completed with today's defaults: an option a newer ipem
+    added (recorded by it, absent from an older manifest) compares equal at its default."""
+    from .extract import frontend_options
+    return {**frontend_options(options.get("sample_rate", 8000), {}), **options}
+
+
 def check_frontend(keys, against, against_name, checks, what="features"):
     """Refuse features of another front-end than a model's training features.
 
@@ -222,7 +229,10 @@ def check_frontend(keys, against, against_name, checks, what="features"):
 
     origins = FeatureOrigins()
     found = origins.of(keys)
+    if against is not None:
+        against = _with_defaults(against)
     for where, options in found:
+        options = _with_defaults(options)
         if against is not None and options != against:
             diff = ", ".join(f"{k} {options.get(k)!r}, not {against.get(k)!r}"
                              for k in sorted(set(options) | set(against))

@@ -51,6 +51,7 @@ def frontend_options(sample_rate, frontend):
 
     from ..speaker.dsp import band_edges
     from ..speaker.frontend import extract_features
+    from ..speaker.mfcc import default_n_filters
 
     opts = {name: p.default for name, p in inspect.signature(extract_features).parameters.items()
             if p.default is not inspect.Parameter.empty}
@@ -60,6 +61,8 @@ def frontend_options(sample_rate, frontend):
     if not opts.pop("variance_norm", True):
         opts["norm"] = {"cmvn": "cmn", "sliding_cmvn": "sliding_cmn"}.get(opts["norm"],
                                                                           opts["norm"])
+    if opts.get("n_filters") is None:
+        opts["n_filters"] = default_n_filters(opts["sample_rate"])
     low, high = band_edges(opts["sample_rate"], opts["low_freq"], opts["high_freq"])
     opts["low_freq"], opts["high_freq"] = float(low), float(high)
     return json.loads(json.dumps(opts, default=str))

@@ -102,3 +102,26 @@ def test_features_of_another_frontend_are_refused(world, tmp_path, capsys, caplo
     assert rc == 0, err
     assert f"features: {gmm / MANIFEST_NAME}" in out and "front-end: MFCC 20, 300-3400 Hz, " \
         "VAD gmm, cmvn" in out
+
+
+def test_an_option_added_later_compares_at_its_default(world, tmp_path, capsys):
+    """A manifest without an option a newer ipem records (an older manifest), or with a
+    default written out, is the same front-end; a real difference is still refused."""
+    root, info, gmm, kaldi, old, ubm = world
+    adapt = ["adapt", "--ubm", str(ubm), "--enroll", str(info.enroll_list), "--root",
+             str(info.out_dir), "--quiet", "--out-dir"]
+    manifest = json.loads((gmm / MANIFEST_NAME).read_text())
+    for name, change, accepted in (("older", lambda f: f.pop("c0"), True),
+                                   ("nfilt", lambda f: f.update(n_filters=26), False)):
+        feats = tmp_path / name
+        shutil.copytree(gmm, feats)
+        edited = json.loads(json.dumps(manifest))
+        for options in edited["frontends"].values():
+            change(options)
+        (feats / MANIFEST_NAME).write_text(json.dumps(edited))
+        rc, out, err = _run(capsys, [*adapt, str(tmp_path / f"m_{name}"), "--features",
+                                     str(feats)])
+        if accepted:
+            assert rc == 0, err
+        else:
+            assert rc != 0 and len(err) == 1 and "n_filters 26, not 24" in err[0], err
