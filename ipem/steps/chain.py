@@ -193,10 +193,11 @@ def _check_recorded_list(path, record, labels, key_name, checks):
 
 
 def _with_defaults(options):
-    """Recorded front-end options completed with today's defaults: an option a newer ipem
-    added (recorded by it, absent from an older manifest) compares equal at its default."""
-    from .extract import frontend_options
-    return {**frontend_options(options.get("sample_rate", 8000), {}), **options}
+    """Recorded front-end options completed: an option a newer ipem records and an older
+    manifest lacks has the value ipem computed with before the option existed
+    (:data:`ipem.steps.extract.UNRECORDED`), else today's default."""
+    from .extract import UNRECORDED, frontend_options
+    return {**frontend_options(options.get("sample_rate", 8000), {}), **UNRECORDED, **options}
 
 
 def check_frontend(keys, against, against_name, checks, what="features"):

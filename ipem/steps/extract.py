@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["extract", "frontend_options"]
 
 
+#: Front-end options added after feature manifests were first written, with the value ipem
+#: computed with before each existed: what a manifest without the option was made with.
+UNRECORDED = {"c0": "band"}
+
+
 def frontend_options(sample_rate, frontend):
     """The front-end options of an extraction, every default resolved (for its manifest).
 
