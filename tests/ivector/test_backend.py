@@ -99,3 +99,16 @@ def test_two_vectors_per_speaker_in_many_dimensions_train():
         IvectorBackend(lda_dim=7, wccn=True).fit(X, y)
     be = IvectorBackend().fit(X, y)
     assert np.isfinite(be.score(X[:4], X[4:], method="plda")).all()
+
+
+def test_without_length_norm_round_trips(tmp_path):
+    rng = np.random.default_rng(4)
+    X, y = _open_world(rng, 12, 6, dim=10)
+    be = IvectorBackend(length_norm=False).fit(X, y)
+    assert not np.allclose(np.linalg.norm(be.transform(X), axis=1), 1.0)
+    back = IvectorBackend.load(be.save(tmp_path / "be.npz"))
+    for method in ("cosine", "plda"):
+        assert np.array_equal(back.score(X[:5], X[5:], method=method),
+                              be.score(X[:5], X[5:], method=method))
+    normed = IvectorBackend.load(IvectorBackend().fit(X, y).save(tmp_path / "ln.npz"))
+    assert normed.length_norm and np.allclose(np.linalg.norm(normed.transform(X), axis=1), 1)
