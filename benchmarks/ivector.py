@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/ivector.py --synthetic     # K=256, R=200, 1000 utterances
     .venv/bin/python benchmarks/ivector.py --open-set [--open-snr 15,5] [--open-ranks 20,50,100]
                                            [--open-backend 4,8,16,32,64]   # see run_open_set
+                                           [--open-variants 'default;no LDA']  # OPEN_VARIANTS
 
 The corpora below measure i-vectors **closed-set**: the back-end is trained on the
 UBM-list utterances of the same speakers whose trials are scored.  ``--open-set``
@@ -27,7 +28,8 @@ One UBM (``--components`` Gaussians, splitting) is trained on the UBM list; then
 * i-vectors: a rank-R T (R = 20 for demo, 50 for large) trained on the UBM-list utterances (10 EM
   iterations, engines keep the statistics), i-vectors of the enrolment models
   (pooled statistics of their 3 utterances) and of the test segments; the
-  back-end (centring, LDA to speakers - 1, WCCN, length norm, PLDA) trained on
+  back-end (centring, LDA, WCCN, length norm, PLDA; ``train_backend``'s defaults,
+  derived from the training set's size) trained on
   the UBM-list i-vectors labelled by speaker; cosine and PLDA scores.
 
 Every system is calibrated on the development half (logistic regression) and
