@@ -94,3 +94,24 @@ def test_missing_ivector_is_named(world, capsys, tmp_path):
                  str(corpus / "trials.lst"), "--out", str(tmp_path / "s.txt")]) == 1
     err = capsys.readouterr().err
     assert "no i-vector of model 'spk1'" in err and "extract-ivectors" in err
+
+
+def test_train_plda_derives_its_defaults_for_a_tiny_backend(capsys, caplog, tmp_path):
+    """5 speakers x 4 i-vectors of dimension 40: no LDA, no WCCN (logged); --lda-dim and
+    --no-wccn still choose."""
+    from ipem.ivector import IvectorBackend, save_ivectors
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(5, 40))
+    iv = tmp_path / "bkg.npz"
+    save_ivectors(iv, {f"wav/s{s}/u{i}.wav": means[s] + rng.normal(size=40)
+                       for s in range(5) for i in range(4)})
+    be = tmp_path / "be.npz"
+    with caplog.at_level("INFO", logger="ipem.ivector.backend"):
+        out = _ok(capsys, ["train-plda", "--ivectors", str(iv), "--out", str(be)])
+    assert "back-end: centring, no LDA, length normalisation, PLDA" in out
+    assert "5 speakers for 40 dimensions: no LDA" in caplog.text
+    assert "no WCCN" in caplog.text
+    model = IvectorBackend.load(be)
+    assert model.lda_ is None and model.wccn_ is None
+    out = _ok(capsys, ["train-plda", "--ivectors", str(iv), "--lda-dim", "4", "--out", str(be)])
+    assert "LDA to 4 dimensions, WCCN, " in out         # 15 >= 2 x 4: WCCN derived
