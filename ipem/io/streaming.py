@@ -133,9 +133,15 @@ class StreamedRows:
         self._starts = np.concatenate([[0], np.cumsum([f.n_frames for f in self.files])])
         self.resident = self.rows(0, min(int(n_resident), self.n_rows))
 
-    def rows(self, a, b):
+    def rows(self, a, b, out=None):
         """Rows ``a:b`` (of this place), read from the files now, one file at a time into
         the output (peak memory: the output and one file).
+
+        Parameters
+        ----------
+        a, b : int
+        out : ndarray of shape (b - a, n_features), optional
+            Where to put them (e.g. a buffer the computing thread allocated).
 
         Returns
         -------
@@ -146,7 +152,8 @@ class StreamedRows:
             return np.zeros((0, self.shape[1]), self.dtype)
         first = int(np.searchsorted(self._starts, lo, side="right")) - 1
         last = int(np.searchsorted(self._starts, hi, side="left"))
-        out = np.empty((hi - lo, self.shape[1]), self.dtype)
+        if out is None:
+            out = np.empty((hi - lo, self.shape[1]), self.dtype)
         pos = 0
         for i, ref in enumerate(self.files[first:last], start=first):
             s, e = max(lo, int(self._starts[i])), min(hi, int(self._starts[i + 1]))
@@ -227,8 +234,14 @@ class SpilledRows:
         while done < len(data):
             done += os.pwrite(self._fd, data[done:], at + done)
 
-    def rows(self, a, b):
+    def rows(self, a, b, out=None):
         """Rows ``a:b``, those beyond the resident ones read from scratch now.
+
+        Parameters
+        ----------
+        a, b : int
+        out : C-contiguous ndarray of shape (b - a, n_columns), optional
+            Where to put them.
 
         Returns
         -------
@@ -236,7 +249,8 @@ class SpilledRows:
         """
         a, b = int(a), max(int(a), int(b))
         n_res = self.resident.shape[0]
-        out = np.empty((b - a, self.shape[1]), self.dtype)
+        if out is None:
+            out = np.empty((b - a, self.shape[1]), self.dtype)
         k = max(0, min(b, n_res) - a)
         out[:k] = self.resident[a:a + k]
         if b > a + k:

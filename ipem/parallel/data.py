@@ -111,9 +111,11 @@ class RowsToRead:
         self.shape = (self.b - self.a, source.shape[1])
         self.dtype = source.dtype
 
-    def read(self):
-        """The rows, read now: ndarray of shape (b - a, n_features)."""
-        return self.source.rows(self.a, self.b)
+    def read(self, out=None):
+        """The rows, read now: ndarray of shape (b - a, n_features) (``out`` when given)."""
+        if out is None:
+            return self.source.rows(self.a, self.b)
+        return self.source.rows(self.a, self.b, out=out)
 
 
 def with_rows(block, func, args):
@@ -151,16 +153,23 @@ def block_results(group, func, args):
             yield with_rows(block, func, args)
         return
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipem-read-ahead")
+
+    def submit(pending):
+        # the buffer is allocated (and later freed) by this thread, not the reader: blocks
+        # freed in the reader thread's own malloc arena were measured to stay resident
+        buf = np.empty(pending.shape, pending.dtype)
+        return pool.submit(pending.read, buf)
+
     try:
         queue = iter(to_read)
-        ahead = pool.submit(next(queue).X.read)  # while the resident blocks are computed
+        ahead = submit(next(queue).X)  # while the resident blocks are computed
         for block in blocks:
             if not isinstance(block.X, RowsToRead):
                 yield func(block, *args)
                 continue
             rows = ahead.result()
             nxt = next(queue, None)
-            ahead = None if nxt is None else pool.submit(nxt.X.read)
+            ahead = None if nxt is None else submit(nxt.X)
             pending, block.X = block.X, rows
             try:
                 value = func(block, *args)

@@ -161,8 +161,11 @@ class CountedRows:
         self.reads = []
         self.cond = threading.Condition()
 
-    def rows(self, a, b):
-        out = self.X[a:b].copy()
+    def rows(self, a, b, out=None):
+        if out is None:
+            out = self.X[a:b].copy()
+        else:
+            out[:] = self.X[a:b]
         with self.cond:
             self.alive += 1
             self.peak = max(self.peak, self.alive)
