@@ -21,6 +21,7 @@ same destination removes it, and never one whose owner still runs.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -40,6 +41,20 @@ __all__ = ["WriteError", "atomic_directory", "atomic_path", "destinations_named"
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: Temporary files of :func:`atomic_path` this process made and has not yet renamed or
+#: removed.  A signal can land between any two steps of the ``with`` block's clean-up (a
+#: ``with`` statement's exit is not atomic): whatever is still listed when the interpreter
+#: exits (SIGTERM and Ctrl-C included, unlike SIGKILL) is removed then.
+_PENDING: set = set()
+
+
+@atexit.register
+def _remove_pending() -> None:
+    for tmp in list(_PENDING):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        _PENDING.discard(tmp)
 
 #: The errors of a write that the file system refused for want of room or rights.
 _WRITE_ERRNOS = frozenset(getattr(errno, name) for name in
@@ -110,13 +125,18 @@ def atomic_path(path: PathLike) -> Iterator[str]:
     directory, base = os.path.split(os.path.abspath(path))
     while True:
         tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        _PENDING.add(tmp)  # before it exists: an interrupt at any point leaves it listed
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
+            _PENDING.discard(tmp)
             continue
-        os.close(fd)
+        except OSError:  # not made
+            _PENDING.discard(tmp)
+            raise
         break
     try:
+        os.close(fd)
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -124,9 +144,11 @@ def atomic_path(path: PathLike) -> Iterator[str]:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        _PENDING.discard(tmp)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _PENDING.discard(tmp)
         if isinstance(exc, OSError):
             error = _write_error(exc, path)
             if error is not exc:
