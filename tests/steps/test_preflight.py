@@ -414,7 +414,7 @@ def test_extract_failing_midway_writes_nothing(tmp_path, capsys):
     (corpus / "wav/b.wav").write_bytes(full)
     assert main(argv) == 0
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == \
-        ["keep.htk", "wav/a.htk", "wav/b.htk", "wav/c.htk"]
+        ["ipem_features.json", "keep.htk", "wav/a.htk", "wav/b.htk", "wav/c.htk"]  # + manifest
     assert _leftovers(tmp_path) == []
 
 
