@@ -21,7 +21,7 @@ import ipem
 from ipem.parallel import DirectViewController, EngineError, EngineRecoveryWarning, MPICluster
 from ipem.speaker.map import adapt_speakers
 
-from tests.helpers import blobs, feature_world
+from tests.helpers import blobs, feature_world, start_mpi_cluster
 
 pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
               pytest.mark.once]
@@ -303,15 +303,11 @@ def test_engine_killed_while_the_cluster_starts_is_retried_then_one_line(caplog)
 def test_hub_killed_on_a_cluster_ipem_did_not_start():
     """No hub query waits without a deadline: one line within the hub deadline, for this
     fit and the next one on the same controller."""
-    import ipyparallel as ipp
-    ipem.parallel.ensure_mpiexec()
     before = set(family())
     X = blobs(n=1500, d=3, k=3, seed=2)
-    cluster = ipp.Cluster(engines="mpi", n=2, log_level=40)
-    rc = cluster.start_and_connect_sync()
+    cluster, rc = start_mpi_cluster(2)
     procs = []
     try:
-        rc.wait_for_engines(2, timeout=120)
         ctrl = DirectViewController(rc[:], blas_threads=1, hub_deadline=4.0)
         procs = [p for pid, p in family().items() if pid not in before]
 
