@@ -151,7 +151,9 @@ class MPICluster:
     when the hub (ipyparallel's controller) dies, the whole cluster.  Every process the cluster starts (the
     controller and its children, ``mpiexec``, the engines and their nannies)
     is recorded in :attr:`processes` and ended by PID when the cluster stops,
-    fails or is restarted.  Engines lost while the cluster starts are started
+    fails or is restarted, and by a watcher process
+    (:mod:`ipem.parallel.reaper`) when the process that started the cluster
+    is killed outright (SIGKILL: the OOM killer, a restarted Jupyter kernel).  Engines lost while the cluster starts are started
     once more; a second failure is one :class:`EngineError`.  While the
     cluster runs, SIGTERM (what Slurm and PBS send at the time limit) raises
     :class:`~ipem.parallel.errors.Terminated` in the main thread, so that the
@@ -201,6 +203,7 @@ class MPICluster:
             When the engines could not be started twice in a row.
         """
         self._catch_sigterm()
+        self.processes.guard("MPICluster")  # SIGKILLed, this process leaves nothing running
         try:
             self.controller = self._start_with_retry(make=lambda view: DirectViewController(
                 view, reduction=self.reduction, blas_threads=self.blas_threads,
@@ -365,6 +368,7 @@ class MPICluster:
         try:
             self._stop_all()
         finally:
+            self.processes.release()
             self.controller = None
             if self._old_handler is not None:
                 signal.signal(signal.SIGTERM, self._old_handler)

@@ -67,6 +67,26 @@ class ProcessGroup:
     def __init__(self):
         self._procs = {}
         self.leaders = {}
+        self._reaper = None
+
+    def guard(self, what="cluster"):
+        """From now on, a watcher process (:class:`~ipem.parallel.reaper.Reaper`) ends the
+        recorded processes if this process is killed outright (SIGKILL) before
+        :meth:`release`."""
+        if self._reaper is None:
+            from .reaper import Reaper
+            self._reaper = Reaper(what)
+            self._changed()
+
+    def release(self):
+        """This process ends its processes itself again: the watcher exits."""
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.close()
+
+    def _changed(self):
+        if self._reaper is not None:
+            self._reaper.update(p for _, p in self._procs.values())
 
     def add(self, pid, role, *, leader=False):
         """Record process ``pid`` and all its descendants under ``role``.
@@ -88,6 +108,7 @@ class ProcessGroup:
             return
         for p in family:
             self._procs.setdefault(p.pid, (role, p))
+        self._changed()
 
     def pids(self, role=None):
         """Recorded PIDs (of ``role``, or all), whether they still run or not.
@@ -125,6 +146,7 @@ class ProcessGroup:
         chosen = [(pid, p) for pid, (r, p) in self._procs.items() if role in (None, r)]
         for pid, _ in chosen:
             del self._procs[pid]
+        self._changed()  # what is ended here is no longer the watcher's to end
         if role is None:
             self.leaders.clear()
         else:

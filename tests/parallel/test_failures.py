@@ -334,3 +334,37 @@ def test_hub_killed_on_a_cluster_ipem_did_not_start():
             except psutil.Error:
                 pass
         assert_all_gone(procs, "the test's own cluster")
+
+
+OWNER = """
+import sys, time
+import ipem
+cluster = ipem.MPICluster(n=2, blas_threads=1)
+cluster.start()
+print(" ".join(map(str, cluster.processes.pids())), flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_sigkilled_owner_leaves_no_cluster_process(tmp_path):
+    """The process that started an MPICluster killed outright (SIGKILL: the OOM killer, a
+    restarted Jupyter kernel): its watcher ends the controller, mpiexec and the engines."""
+    ipem.parallel.ensure_mpiexec()
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip(), f"the owner exited with {proc.wait()}"
+        recorded = [psutil.Process(int(pid)) for pid in line.split()]
+        assert len(recorded) >= 4  # controller, mpiexec, 2 engines (+ nannies)
+        watchers = [p for p in psutil.Process(proc.pid).children()
+                    if "ipem.parallel.reaper" in " ".join(p.cmdline())]
+        assert len(watchers) == 1
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        assert_all_gone(recorded + watchers, "after the owner's SIGKILL")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
