@@ -6,8 +6,9 @@ stops its :class:`~ipem.parallel.mpi.MPICluster` itself.  Killed with SIGKILL
 nothing, and the ipyparallel controller, ``mpiexec`` and the engines would
 run on, orphaned, holding memory and cores.  :class:`Reaper` starts a small
 watcher process (``python -m ipem.parallel.reaper``) in a session of its own:
-it polls the owner, and when the owner is gone it ends, by PID, the processes
-last listed for it (SIGTERM, then SIGKILL), then exits.  The owner keeps the
+it polls the owner, and when the owner is gone it cancels the Slurm jobs and
+ends, by PID, the processes last listed for it (SIGTERM, then SIGKILL), then
+exits.  The owner keeps the
 list current (:meth:`Reaper.update`) and removes it when it stops its cluster
 itself (:meth:`Reaper.close`), which ends the watcher too.
 """
@@ -48,7 +49,7 @@ class Reaper:
         import psutil
         fd, self.listing = tempfile.mkstemp(prefix="ipem-reaper-", suffix=".json")
         os.close(fd)
-        self._write([])
+        self._write({"procs": [], "jobs": []})
         me = psutil.Process()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "ipem.parallel.reaper", str(me.pid), repr(me.create_time()),
@@ -67,8 +68,16 @@ class Reaper:
             json.dump(entries, fh)
         os.replace(tmp, self.listing)
 
-    def update(self, procs):
-        """List ``procs`` (psutil.Process objects) as what to end if this process dies."""
+    def update(self, procs, jobs=()):
+        """List what to end if this process dies.
+
+        Parameters
+        ----------
+        procs : iterable of psutil.Process
+            Processes on this host, ended by PID.
+        jobs : iterable of str, optional
+            Slurm job ids, cancelled with ``scancel``.
+        """
         import psutil
         entries = []
         for p in procs:
@@ -76,7 +85,7 @@ class Reaper:
                 entries.append(_identity(p))
             except psutil.Error:
                 pass
-        self._write(entries)
+        self._write({"procs": entries, "jobs": [str(j) for j in jobs]})
 
     def close(self):
         """The owner stopped its processes itself: remove the list; the watcher exits."""
@@ -137,9 +146,16 @@ def main(argv=None):
                     entries = json.load(fh)
             except (OSError, ValueError):
                 return 0  # removed meanwhile: the owner stopped its processes itself
-            ended = _end(entries)
+            if entries["jobs"]:
+                try:
+                    subprocess.run(["scancel", *entries["jobs"]], timeout=60,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                except (OSError, subprocess.SubprocessError):
+                    pass  # nothing else to try: the jobs end at their time limit
+            ended = _end(entries["procs"])
             logging.basicConfig(level=logging.INFO)
-            logger.info("process %d (the owner of a %s) is gone: ended %s", owner, what, ended)
+            logger.info("process %d (the owner of a %s) is gone: cancelled jobs %s, ended %s",
+                        owner, what, entries["jobs"], ended)
             try:
                 os.unlink(listing)
             except FileNotFoundError:

@@ -27,6 +27,7 @@ from .directview import DirectViewController
 from .errors import EngineError, raise_terminated
 from .launchers import Launcher, count_argument
 from .mpi import _expected_exit
+from .reaper import Reaper
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +226,8 @@ class SlurmCluster:
         self.blas_threads = blas_threads
         self.controller_kwargs = dict(controller_kwargs or {})
         self.cluster_id = f"ipem-{secrets.token_hex(4)}"
-        #: every job submitted, in order
         self.jobs = []
+        self._reaper = None
         #: ``(job id, state, reason)`` of engine jobs that ended while in use
         self.ended = []
         self.cluster = self.client = self.controller = None
@@ -293,6 +294,7 @@ class SlurmCluster:
         os.makedirs(self.log_dir, exist_ok=True)
         self._catch_sigterm()
         atexit.register(self.stop)
+        self._reaper = Reaper("SlurmCluster")  # SIGKILLed, this process leaves no job or hub
         kw = dict(controller_ip=self.controller_ip)
         location = self.location or (default_location() if self.controller_ip == "*" else None)
         if location:
@@ -301,6 +303,7 @@ class SlurmCluster:
                                    log_level=30, **kw)
         try:
             self.cluster.start_controller_sync()
+            self._guard()
             self.client = self.cluster.connect_client_sync()
             view = self._submit_and_wait(script)
             self.controller = DirectViewController(
@@ -323,6 +326,7 @@ class SlurmCluster:
             raise EngineError(f"sbatch refused the engine job ({path}): {err or f'exit {rc}'}")
         job = out.split(";")[0].strip()
         self.jobs.append(job)
+        self._guard()
         logger.info("submitted Slurm job %s for %d engines (log %s)", job, self.n,
                     self.log_file(job))
         deadline = time.monotonic() + self.start_timeout
@@ -423,9 +427,25 @@ class SlurmCluster:
             logger.warning("stopping the Slurm cluster: %s", exc)
         finally:
             self.cluster = self.client = self.controller = None
+            reaper, self._reaper = self._reaper, None
+            if reaper is not None:
+                reaper.close()
             if self._old_handler is not None:
                 signal.signal(signal.SIGTERM, self._old_handler)
                 self._old_handler = None
+
+    def _guard(self):
+        """List the hub's processes and the jobs for the watcher (:mod:`ipem.parallel.reaper`)."""
+        if self._reaper is None:
+            return
+        import psutil
+        procs = []
+        try:
+            hub = psutil.Process(self.cluster.controller.pid)
+            procs = [hub] + hub.children(recursive=True)
+        except (AttributeError, TypeError, psutil.Error):
+            pass
+        self._reaper.update(procs, jobs=self.jobs)
 
     def _catch_sigterm(self):
         """SIGTERM raises :class:`Terminated` while the cluster runs (main thread only;

@@ -267,3 +267,36 @@ def test_ipcluster_ends_when_sbatch_refuses_the_engine_job(slurm_env, tmp_path):
     assert "invalid partition" in said[0].lower()
     assert not list((prof / "security").glob("cluster-*.json"))  # no stale cluster file
     assert_nothing_left(slurm_env, str(prof))  # no job, no controller
+
+
+SLURM_OWNER = """
+import sys, time
+import ipem
+sc = ipem.SlurmCluster(2, blas_threads=1, profile_dir=sys.argv[1])
+sc.start()
+print(sc.cluster_id, sc.cluster.controller.pid, flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.once
+def test_a_sigkilled_owner_leaves_no_job_and_no_hub(slurm_env, tmp_path):
+    """The process that started a SlurmCluster killed outright (SIGKILL): its watcher
+    cancels the engine job and ends the hub."""
+    import subprocess
+    script = tmp_path / "owner.py"
+    script.write_text(SLURM_OWNER)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "prof")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().split()
+        assert line, f"the owner exited with {proc.wait()}"
+        cluster_id, hub = line[0], psutil.Process(int(line[1]))
+        assert slurm_env.jobs() and engines_of(cluster_id)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        assert_nothing_left(slurm_env, cluster_id)
+        gone, alive = psutil.wait_procs([hub], timeout=15)
+        assert not alive, "the hub was left running"
+    finally:
+        stop_tree(proc)
