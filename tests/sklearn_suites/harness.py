@@ -122,7 +122,8 @@ def rebound_source(text, name):
 
 
 def run_suite(suite, workdir, *, engines=0, select=None, timeout=1500, per_test_timeout=120):
-    """Run one scikit-learn suite against ipem in a subprocess.
+    """Run one scikit-learn suite against ipem in a subprocess (:func:`start_suite`, then
+    :func:`finish_suite`).
 
     Parameters
     ----------
@@ -139,6 +140,13 @@ def run_suite(suite, workdir, *, engines=0, select=None, timeout=1500, per_test_
     -------
     SuiteResult
     """
+    return finish_suite(start_suite(suite, workdir, engines=engines, select=select,
+                                    per_test_timeout=per_test_timeout), timeout=timeout)
+
+
+def start_suite(suite, workdir, *, engines=0, select=None, per_test_timeout=120):
+    """Start :func:`run_suite`'s subprocess; :func:`finish_suite` waits for it.  Suites on
+    engines spend their time waiting on round trips, so two of them can run at once."""
     module, name = SUITES[suite]
     workdir = Path(workdir)
     src = source_of(module)
@@ -158,10 +166,29 @@ def run_suite(suite, workdir, *, engines=0, select=None, timeout=1500, per_test_
            "--rootdir", str(workdir), "-o", "addopts=", "--no-header", "-rN", str(test_file)]
     if select:
         cmd += ["-k", select]
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    out = open(workdir / "stdout.txt", "w+")
+    err = open(workdir / "stderr.txt", "w+")
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=err, text=True)
+    return suite, proc, out, err, report
+
+
+def finish_suite(started, timeout=1500):
+    """Wait for a suite :func:`start_suite` started; its :class:`SuiteResult`."""
+    suite, proc, out, err, report = started
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+        out.close()
+        err.close()
     result = SuiteResult(suite, returncode=proc.returncode,
-                         output=proc.stdout[-20000:] + proc.stderr[-5000:])
+                         output=stdout[-20000:] + stderr[-5000:])
     if not report.exists():
         raise RuntimeError(f"the {suite} suite wrote no report:\n{result.output}")
     data = json.loads(report.read_text())

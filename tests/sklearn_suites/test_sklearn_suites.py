@@ -9,7 +9,9 @@ DirectViewController on 2 MPI engines started for the run, once.
 """
 import pytest
 
-from tests.sklearn_suites.harness import REQUIRED_PASS_RATE, SUITES, rebound_source, run_suite
+from tests.sklearn_suites.harness import (REQUIRED_PASS_RATE, SUITES, finish_suite,
+                                          rebound_source, run_suite, start_suite)
+from tests.helpers import stop_tree
 
 
 def _check(result):
@@ -27,9 +29,19 @@ def test_suite_in_process(suite, tmp_path):
 
 
 @pytest.mark.once
-@pytest.mark.parametrize("suite", sorted(SUITES))
-def test_suite_on_engines(suite, tmp_path):
-    _check(run_suite(suite, tmp_path, engines=2))
+def test_suites_on_engines(tmp_path):
+    """Both suites at once, each on 2 engines of its own (they wait on round trips)."""
+    started = []
+    try:
+        for suite in sorted(SUITES):
+            (tmp_path / suite).mkdir()
+            started.append(start_suite(suite, tmp_path / suite, engines=2))
+        results = [finish_suite(s) for s in started]
+    finally:
+        for _, proc, *_ in started:
+            stop_tree(proc)
+    for result in results:
+        _check(result)
 
 
 def test_rebinding_adds_one_line_after_the_import():
