@@ -71,8 +71,23 @@ def seed(request):
 ENGINE_FIXTURES = {"mpi_client", "dv_client", "dv_allreduce", "dv"}
 
 
+#: Modules whose tests do not depend on the kernel backend (cluster life cycles, launchers,
+#: sockets, refused inputs, packaging, layout, the corpus generator): ``once``, so that the
+#: NumPy pass repeats only what computes with the kernels.
+BACKEND_INDEPENDENT = {
+    "tests/parallel/test_profile.py", "tests/parallel/test_remote_engines.py",
+    "tests/parallel/test_mpi.py", "tests/parallel/test_slurm.py",
+    "tests/io/test_preflight.py", "tests/steps/test_hostile.py", "tests/steps/test_preflight.py",
+    "tests/synth/test_corpus.py", "tests/test_layout.py", "tests/test_packaging.py",
+}
+
+
 def pytest_collection_modifyitems(items):
-    """Mark every test that uses the session's MPI engines ``mpi``."""
+    """Mark every test that uses the session's MPI engines ``mpi``, and those of
+    :data:`BACKEND_INDEPENDENT` modules ``once``."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for item in items:
         if ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.mpi)
+        if os.path.relpath(str(item.fspath), root).replace(os.sep, "/") in BACKEND_INDEPENDENT:
+            item.add_marker(pytest.mark.once)
