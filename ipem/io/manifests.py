@@ -29,8 +29,7 @@ import json
 import logging
 import os
 
-from .models import MAX_TEXT_BYTES
-from .provenance import file_digest, make_record
+from .provenance import file_digest, make_record, read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -55,19 +54,9 @@ def read_manifest(path) -> dict | None:
         A manifest that is not a JSON features record (named).
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_TEXT_BYTES + 1)
-    except FileNotFoundError:
+    record = read_json_file(path, "feature manifest")
+    if record is None:
         return None
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the feature manifest ({exc.strerror})") from None
-    try:
-        if len(raw) > MAX_TEXT_BYTES:
-            raise ValueError("too large")
-        record = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"{path}: not a feature manifest ({exc})") from None
     if (not isinstance(record, dict) or record.get("artefact") != "features"
             or not isinstance(record.get("files"), dict)
             or not isinstance(record.get("frontends"), dict)):

@@ -296,20 +296,36 @@ def read_companion(path) -> dict | None:
         A companion that is not a JSON record (named).
     """
     where = companion_path(path)
+    record = read_json_file(where, "provenance record")
+    if record is not None and (not isinstance(record, dict) or "artefact" not in record):
+        raise ValueError(f"{where}: not a provenance record")
+    return record
+
+
+def read_json_file(path, what):
+    """The JSON value in the file ``path`` (read bounded); None if there is no such file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    what : str
+        What the file should be, for messages (``"provenance record"``).
+
+    Raises
+    ------
+    ValueError
+        ``"<path>: cannot read the <what> (<reason>)"`` or ``"<path>: not a <what> (...)"``.
+    """
     try:
-        with open(where, "rb") as fh:
+        with open(path, "rb") as fh:
             raw = fh.read(MAX_TEXT_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ValueError(f"{where}: cannot read the provenance record ({exc.strerror})") \
-            from None
+        raise ValueError(f"{path}: cannot read the {what} ({exc.strerror})") from None
     try:
         if len(raw) > MAX_TEXT_BYTES:
             raise ValueError("too large")
-        record = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"{where}: not a provenance record ({exc})") from None
-    if not isinstance(record, dict) or "artefact" not in record:
-        raise ValueError(f"{where}: not a provenance record")
-    return record
+        raise ValueError(f"{path}: not a {what} ({exc})") from None

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 
+from .reaper import end_processes
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ProcessGroup", "is_running", "is_stopped"]
@@ -140,9 +142,6 @@ class ProcessGroup:
         list of int
             PIDs that were still running and had to be ended.
         """
-        import signal
-
-        import psutil
         chosen = [(pid, p) for pid, (r, p) in self._procs.items() if role in (None, r)]
         for pid, _ in chosen:
             del self._procs[pid]
@@ -151,29 +150,4 @@ class ProcessGroup:
             self.leaders.clear()
         else:
             self.leaders.pop(role, None)
-        running = []
-        for _, p in chosen:
-            try:
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    p.terminate()
-                    p.send_signal(signal.SIGCONT)
-                    running.append(p)
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(running, timeout=grace)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(alive, timeout=grace)
-        for p in alive:
-            logger.warning("process %d (%s) did not end", p.pid, _name(p))
-        return [p.pid for p in running]
-
-
-def _name(proc):
-    try:
-        return " ".join(proc.cmdline()[:3]) or proc.name()
-    except Exception:  # gone or not ours: only a log line is at stake
-        return "?"
+        return end_processes([p for _, p in chosen], grace)

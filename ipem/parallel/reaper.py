@@ -25,7 +25,7 @@ import time
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Reaper"]
+__all__ = ["Reaper", "end_processes"]
 
 #: Seconds between two looks at the owner.
 POLL = 0.5
@@ -110,27 +110,64 @@ def _alive(pid, born):
 
 
 def _end(entries, grace=3.0):
-    """SIGTERM (and SIGCONT) the listed processes that are still the ones listed; SIGKILL
-    those left after ``grace`` seconds.  Returns the PIDs that were running."""
+    """End the listed processes that are still the ones listed (same create time); returns
+    the PIDs that were running."""
     import psutil
+
     procs = []
     for pid, born in entries:
         try:
             proc = psutil.Process(pid)
             if proc.create_time() == born:
-                proc.terminate()
-                proc.send_signal(signal.SIGCONT)
                 procs.append(proc)
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for proc in alive:
+    return end_processes(procs, grace)
+
+
+def end_processes(procs, grace=3.0):
+    """SIGTERM (and SIGCONT, so that a stopped process acts on it) each of ``procs`` still
+    running; SIGKILL those left after ``grace`` seconds.
+
+    Parameters
+    ----------
+    procs : iterable of psutil.Process
+    grace : float, default=3.0
+
+    Returns
+    -------
+    list of int
+        PIDs of the processes that were running.
+    """
+    import signal
+
+    import psutil
+    running = []
+    for p in procs:
         try:
-            proc.kill()
+            if p.status() != psutil.STATUS_ZOMBIE:
+                p.terminate()
+                p.send_signal(signal.SIGCONT)
+                running.append(p)
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=grace)
-    return [p.pid for p in procs]
+    _, alive = psutil.wait_procs(running, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(alive, timeout=grace)
+    for p in alive:
+        logger.warning("process %d (%s) did not end", p.pid, _name(p))
+    return [p.pid for p in running]
+
+
+def _name(proc):
+    try:
+        return " ".join(proc.cmdline()[:3]) or proc.name()
+    except Exception:  # gone or not ours: only a log line is at stake
+        return "?"
 
 
 def main(argv=None):
