@@ -80,6 +80,11 @@ class ProcessGroup:
             self._reaper = Reaper(what)
             self._changed()
 
+    @property
+    def watcher(self):
+        """PID of the watcher process (:meth:`guard`), None when there is none."""
+        return None if self._reaper is None else self._reaper.pid
+
     def release(self):
         """This process ends its processes itself again: the watcher exits."""
         reaper, self._reaper = self._reaper, None

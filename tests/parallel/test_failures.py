@@ -84,7 +84,8 @@ def test_hub_or_mpiexec_killed_mid_fit_gives_the_undisturbed_model(owned, victim
     ctrl = owned.controller
     ref = gmm(ctrl).fit(X)
     pid = owned.processes.leaders["controller" if victim == "hub" else "engines"]
-    old = {p: q for p, q in family().items() if p in owned.seen}
+    watcher = owned.processes.watcher  # guards the cluster across restarts: not replaced
+    old = {p: q for p, q in family().items() if p in owned.seen and p != watcher}
     old_pids = set(ctrl.pids)
 
     def kill(record):
@@ -95,6 +96,8 @@ def test_hub_or_mpiexec_killed_mid_fit_gives_the_undisturbed_model(owned, victim
         got = gmm(ctrl, [kill]).fit(X)
     check_same(got, ref)
     assert not old_pids & set(ctrl.pids), "the engines were not restarted"
+    assert watcher is not None and owned.processes.watcher == watcher
+    assert psutil.pid_exists(watcher)
     # what the restart replaced is gone (the hub: every old process; mpiexec: its engines)
     replaced = old if victim == "hub" else {
         p: q for p, q in old.items() if p not in owned.processes.pids("controller")}
