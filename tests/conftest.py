@@ -72,13 +72,15 @@ ENGINE_FIXTURES = {"mpi_client", "dv_client", "dv_allreduce", "dv"}
 
 
 #: Modules whose tests do not depend on the kernel backend (cluster life cycles, launchers,
-#: sockets, refused inputs, packaging, layout, the corpus generator): ``once``, so that the
-#: NumPy pass repeats only what computes with the kernels.
+#: sockets, refused inputs, packaging, layout, the corpus generator) or run whole pipelines
+#: end to end: ``once``, so that the NumPy pass repeats what tests the kernels' numbers.
 BACKEND_INDEPENDENT = {
     "tests/parallel/test_profile.py", "tests/parallel/test_remote_engines.py",
     "tests/parallel/test_mpi.py", "tests/parallel/test_slurm.py",
     "tests/io/test_preflight.py", "tests/steps/test_hostile.py", "tests/steps/test_preflight.py",
     "tests/synth/test_corpus.py", "tests/test_layout.py", "tests/test_packaging.py",
+    # end to end on generated corpora, and the CLI's own behaviour (messages, exit codes)
+    "tests/steps/test_noisy.py", "tests/steps/test_pipeline.py", "tests/cli/test_main.py",
 }
 
 
