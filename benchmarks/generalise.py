@@ -156,13 +156,7 @@ def plain_backend(ref, lists):
 
 
 def write_plain_features(root, feats, lists):
-    ubm, enroll, trials = _lists(*lists)
-    source = FeatureSource(feats, root)
-    for rel in dict.fromkeys([*ubm, *(u for us in enroll.values() for u in us),
-                              *(t[1] for t in trials)]):
-        path = Path(source.path(rel))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ipem_io.write(path, reference_features(Path(root) / rel), fmt="htk")
+    write_custom_features(root, feats, lists, reference_features)
 
 
 def plain_vad_features(path):

@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import logging
 
-from .reaper import end_processes
+from .reaper import Reaper, end_processes
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ProcessGroup", "is_running", "is_stopped"]
+
+
+def _status(pid):
+    """psutil's status of process ``pid`` on this host; None when there is no such process."""
+    import psutil
+    try:
+        return psutil.Process(pid).status()
+    except psutil.Error:
+        return None
 
 
 def is_running(pid):
@@ -31,10 +40,7 @@ def is_running(pid):
     bool
     """
     import psutil
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+    return _status(pid) not in (None, psutil.STATUS_ZOMBIE)
 
 
 def is_stopped(pid):
@@ -49,11 +55,7 @@ def is_stopped(pid):
     bool
     """
     import psutil
-    try:
-        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED,
-                                                psutil.STATUS_TRACING_STOP)
-    except psutil.Error:
-        return False
+    return _status(pid) in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
 
 
 class ProcessGroup:
@@ -76,7 +78,6 @@ class ProcessGroup:
         recorded processes if this process is killed outright (SIGKILL) before
         :meth:`release`."""
         if self._reaper is None:
-            from .reaper import Reaper
             self._reaper = Reaper(what)
             self._changed()
 
