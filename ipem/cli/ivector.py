@@ -31,9 +31,11 @@ def train_ivector_options(sp):
                     help="random seed of T's initialisation")
     sp.add_argument("--engine-memory", default=None, type=MEMORY_SIZE, metavar="SIZE",
                     parameter="engine_memory",
-                    help="utterance statistics each engine may hold, e.g. 1G or 512M; the "
-                         "rest goes to a scratch file on the engine's node ($TMPDIR) and is "
-                         "read back block by block every iteration (default: all in memory)")
+                    help="memory of each engine process, e.g. 1G or 512M: what the engine uses "
+                         "without statistics and the E-step's working memory come off, the "
+                         "utterance statistics that do not fit in the rest go to a scratch file "
+                         "on the engine's node ($TMPDIR) and are read back block by block every "
+                         "iteration (default: all in memory)")
     sp.add_argument("--out", required=True, type=OUTPUT_FILE, help="the extractor (.npz)")
     common_options(sp)
 

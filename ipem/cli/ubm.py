@@ -52,8 +52,10 @@ def options(sp):
                     help="random seed")
     sp.add_argument("--engine-memory", default=None, type=MEMORY_SIZE, metavar="SIZE",
                     parameter="engine_memory",
-                    help="frames each engine may hold, e.g. 1G or 512M; the rest is read from "
-                         "the files block by block every iteration (default: all in memory)")
+                    help="memory of each engine process, e.g. 1G or 512M: what the engine uses "
+                         "without frames and the E-step's working memory come off, the frames "
+                         "that do not fit in the rest are read from the files block by block "
+                         "every iteration (default: all in memory)")
     sp.add_argument("--out", required=True, type=OUTPUT_FILE, help="the UBM (.npz)")
     common_options(sp)
 

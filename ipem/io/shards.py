@@ -23,7 +23,8 @@ __all__ = ["distribute_files", "read_feature_shard"]
 STREAM_BLOCK = 4096
 
 
-def distribute_files(controller, refs, *, dtype=np.float32, key=None, engine_memory=None):
+def distribute_files(controller, refs, *, dtype=np.float32, key=None, engine_memory=None,
+                     working_memory=0):
     """Let each shard of ``controller`` read its own feature files, balanced by frame count.
 
     Parameters
@@ -35,10 +36,13 @@ def distribute_files(controller, refs, *, dtype=np.float32, key=None, engine_mem
     key : str, optional
         Name of the dataset in the shard store; generated if omitted.
     engine_memory : int or str, optional
-        Bytes of frames each place may hold (``"1G"``, ``"512M"``, or an int):
-        the first blocks that fit (less room for the block being computed and
-        the one read ahead, :func:`~ipem.io.streaming.resident_rows`) are read
-        once and kept, the others are read from their files block by block
+        Memory of each engine process (``"1G"``, ``"512M"``, or an int; the
+        places of a LocalController share the client's process: there it
+        bounds each place's frames).  What the engine already uses, the
+        computation's ``working_memory``, one file being decoded and some
+        slack come off (:func:`~ipem.io.streaming.resident_rows`); of the
+        rest, the first blocks that fit (less room for the block being
+        computed and the one read ahead) are read once and kept, the others are read from their files block by block
         every time they are used, the next one by a thread while the current
         one is computed (:mod:`ipem.io.streaming`).  Needs blocks: the
         controller's ``block_size``, else blocks of :data:`STREAM_BLOCK` rows
@@ -60,12 +64,13 @@ def distribute_files(controller, refs, *, dtype=np.float32, key=None, engine_mem
     block_size = getattr(controller, "block_size", None)
     if engine_memory is not None:
         block_size = block_size or STREAM_BLOCK
-        n_resident, ahead = resident_rows(engine_memory, block_size,
-                                          n_features * np.dtype(dtype).itemsize)
+        resident_rows(engine_memory, block_size, n_features * np.dtype(dtype).itemsize)
+        budget = (engine_memory, block_size, int(working_memory),
+                  not getattr(controller, "places_in_client", False))
     if block_size is not None:
         files, assignments, sizes = _block_assignments(controller, refs, dtype, block_size)
         if engine_memory is not None:
-            assignments = [a + (n_resident, ahead) for a in assignments]
+            assignments = [a + (budget,) for a in assignments]
     else:
         files = [[refs[i] for i in idx] for idx in assign_balanced(refs, controller.n_shards)]
         sizes = np.array([sum(r.n_frames for r in fs) for fs in files], dtype=np.int64)
@@ -105,8 +110,7 @@ def _block_assignments(controller, refs, dtype, block_size):
     return files, assignments, sizes
 
 
-def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, n_resident=None,
-                       read_ahead=False):
+def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, budget=None):
     """Loader of :func:`distribute_files`: read a shard's feature files.
 
     Parameters
@@ -120,11 +124,13 @@ def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, n_
     skip, n_rows : int, optional
         Keep rows ``skip:skip + n_rows`` of the files' frames (a place whose
         blocks start or end inside a file); all rows by default.
-    n_resident : int, optional
-        Keep only the first ``n_resident`` rows in memory and read the others
-        when they are used: ``X`` is then a :class:`~ipem.io.streaming.StreamedRows`.
-    read_ahead : bool, default=False
-        Whether those are read one block ahead by a thread.
+    budget : tuple, optional
+        ``(engine_memory, block_size, working_memory, whole_process)``: keep
+        only the first rows that fit in memory (worked out here, where the
+        process's own use is known: :func:`~ipem.io.streaming.resident_rows`)
+        and read the others when they are used: ``X`` is then a
+        :class:`~ipem.io.streaming.StreamedRows`, read one block ahead by a
+        thread when there is room.
 
     Returns
     -------
@@ -134,7 +140,12 @@ def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, n_
     """
     sources = [f.path if f.key is None else f"{f.path}:{f.key}" for f in files]
     n = sum(f.n_frames for f in files) - skip if n_rows is None else n_rows
-    if files and n_resident is not None:
+    if files and budget is not None:
+        engine_memory, block_size, working, whole_process = budget
+        row_bytes = n_features * np.dtype(dtype).itemsize
+        decoding = 2 * max(f.n_frames for f in files) * row_bytes   # a file read whole
+        n_resident, read_ahead = resident_rows(engine_memory, block_size, row_bytes,
+                                               working + decoding, whole_process)
         return (StreamedRows(files, skip, n, np.dtype(dtype), n_resident, read_ahead), offset,
                 sources)
     if files and (skip or n != sum(f.n_frames for f in files)):  # parts of the end files

@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import ParameterError
 from .features import load
 
-__all__ = ["StreamedRows", "SpilledRows", "parse_size", "resident_rows"]
+__all__ = ["StreamedRows", "SpilledRows", "parse_size", "process_memory", "resident_rows"]
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20,
           "MIB": 2**20, "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40,
@@ -64,11 +64,30 @@ def _ceil_size(n):
             return f"{-(-n // size)}{unit}"
 
 
-def resident_rows(engine_memory, block_size, row_bytes):
+#: bytes an engine keeps free beyond its rows and the computation's working memory:
+#: messages, the Python objects of an iteration, allocator slack
+RESERVE = 48 * 2**20
+
+
+def process_memory():
+    """Bytes resident in this process now (``/proc/self/statm``; elsewhere the peak so far)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def resident_rows(engine_memory, block_size, row_bytes, working_memory=0,
+                  whole_process=False):
     """How a place spends a memory budget on blocks of rows.
 
     The budget holds the resident blocks, the block being computed and, when
-    there is room for it, the block read ahead.
+    there is room for it, the block read ahead.  On an engine
+    (``whole_process``) it is the engine process's memory: what the process
+    already uses (:func:`process_memory`), the computation's working memory
+    and :data:`RESERVE` come off first.
 
     Parameters
     ----------
@@ -78,6 +97,13 @@ def resident_rows(engine_memory, block_size, row_bytes):
         Rows per block.
     row_bytes : int
         Bytes of one row.
+    working_memory : int, default=0
+        Bytes the computation needs beside the rows (e.g. an E-step's
+        per-block arrays); counted only with ``whole_process``.
+    whole_process : bool, default=False
+        Whether the budget is this process's whole memory (an engine), or
+        the rows' alone (the places of a LocalController share the client's
+        process, which holds other things).
 
     Returns
     -------
@@ -93,11 +119,15 @@ def resident_rows(engine_memory, block_size, row_bytes):
     """
     budget = parse_size(engine_memory)
     per_block = int(block_size) * int(row_bytes)
-    if budget < per_block:
+    in_use = process_memory() + int(working_memory) + RESERVE if whole_process else 0
+    if budget - in_use < per_block:
+        beyond = (f" beside the {_ceil_size(in_use)} this engine needs without them (Python "
+                  f"and its libraries, the computation's working memory, {RESERVE >> 20}M "
+                  "of slack)" if whole_process else "")
         raise ParameterError(f"{{name}}={engine_memory!r} holds less than one block of "
-                             f"{block_size} rows ({per_block} bytes): give at least "
-                             f"{_ceil_size(per_block)}", "engine_memory")
-    n_blocks = budget // per_block
+                             f"{block_size} rows ({per_block} bytes){beyond}: give at least "
+                             f"{_ceil_size(per_block + in_use)}", "engine_memory")
+    n_blocks = (budget - in_use) // per_block
     read_ahead = n_blocks >= 2
     return max(0, n_blocks - 1 - int(read_ahead)) * int(block_size), read_ahead
 

@@ -163,18 +163,18 @@ def _described(source):
     return refs
 
 
-def read_stats_shard(sources, offset, ubm, dtype, top_c, min_post, backend, n_resident=None,
-                     read_ahead=False):
+def read_stats_shard(sources, offset, ubm, dtype, top_c, min_post, backend, budget=None):
     """Loader of :func:`distribute_stats`: one shard's utterance rows, read where it lives.
 
     Parameters
     ----------
-    n_resident : int, optional
-        Keep only the first ``n_resident`` rows in memory; the others go to a
-        scratch file as they are computed and are read back block by block
-        (:class:`ipem.io.streaming.SpilledRows`).
-    read_ahead : bool, default=False
-        Whether those are read one block ahead by a thread.
+    budget : tuple, optional
+        ``(engine_memory, block_size, working_memory, whole_process)``: keep
+        only the first rows that fit in memory (worked out here, where the
+        process's own use is known: :func:`ipem.io.streaming.resident_rows`);
+        the others go to a scratch file as they are computed and are read back
+        block by block (:class:`ipem.io.streaming.SpilledRows`), one block
+        ahead by a thread when there is room.
 
     Returns
     -------
@@ -184,7 +184,12 @@ def read_stats_shard(sources, offset, ubm, dtype, top_c, min_post, backend, n_re
     """
     ubm = GMMParams(*ubm)
     k, d = ubm.means.shape
-    if n_resident is not None and n_resident < len(sources):
+    n_resident = len(sources)
+    if budget is not None:
+        engine_memory, block_size, working, whole_process = budget
+        n_resident, read_ahead = resident_rows(engine_memory, block_size, (k + k * d) * 8,
+                                               working, whole_process)
+    if n_resident < len(sources):
         rows = SpilledRows(len(sources), k + k * d, n_resident, read_ahead=read_ahead)
     else:
         rows = np.zeros((len(sources), k + k * d))
@@ -204,7 +209,8 @@ def read_stats_shard(sources, offset, ubm, dtype, top_c, min_post, backend, n_re
 
 
 def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0.0,
-                     backend=None, dtype=np.float32, key=None, engine_memory=None):
+                     backend=None, dtype=np.float32, key=None, engine_memory=None,
+                     working_memory=0):
     """Baum-Welch statistics of utterances, computed and kept where the shards live.
 
     Parameters
@@ -222,8 +228,8 @@ def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0
     dtype : {numpy.float32, numpy.float64}
         Dtype the frames are read in (statistics are float64).
     engine_memory : int or str, optional
-        Bytes of utterance rows each place may hold (``"1G"``, ``"512M"``, an
-        int): the first blocks of rows that fit are kept, the others are
+        Memory of each engine process (``"1G"``, ``"512M"``, an int; see
+        ``working_memory``): the first blocks of rows that fit are kept, the others are
         written once to a scratch file on the place's node as they are
         computed and read back block by block every iteration, the next block
         by a thread while the current one is computed (the budget counts the
@@ -233,6 +239,12 @@ def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0
         :data:`STREAM_UTTERANCES`; the model is the bits of an in-memory run
         with the same blocks.  Frames are never kept: each utterance's file is
         read once, when its row is computed.
+    working_memory : int, default=0
+        Bytes the computation needs on an engine beside the rows (the
+        E-step's per-block arrays, the summation tree's accumulators); with
+        ``engine_memory`` they come off an engine's budget, with what the
+        engine already uses (on a LocalController the budget bounds each
+        place's rows alone).
 
     Returns
     -------
@@ -260,7 +272,9 @@ def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0
     spill = ()
     if engine_memory is not None:
         block = block or STREAM_UTTERANCES
-        spill = resident_rows(engine_memory, block, (k + k * d) * 8)
+        resident_rows(engine_memory, block, (k + k * d) * 8)   # one block at least, here
+        spill = ((engine_memory, block, int(working_memory),
+                  not getattr(ctrl, "places_in_client", False)),)
     if block is None:
         bounds = contiguous_balanced(frames, ctrl.n_shards)
     else:  # whole blocks of utterances per place: the same statistics on any layout

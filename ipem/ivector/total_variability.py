@@ -4,9 +4,11 @@ The class only fills the hooks of :class:`ipem.em.base.EMEstimator` and of the
 staged runner (:func:`ipem.em.staged.run_stages`, one stage: checkpoints and
 exact resume as for the UBM); the E-step is the shard function
 :func:`ipem.ivector.posterior.tv_stats` reduced over the utterance rows
-(:mod:`ipem.ivector.stats`), the M-step and the minimum-divergence step run on
-the client.  The driver (:mod:`ipem.em.driver`) owns the loop, the records, the
-callbacks and the recovery of lost engines.
+(:mod:`ipem.ivector.stats`) and the M-step and the minimum-divergence step run
+where the statistics are, each place solving its share of the components
+(:meth:`ipem.parallel.Controller.reduce_on_places`); T stays on the places.
+The driver (:mod:`ipem.em.driver`) owns the loop, the records, the callbacks
+and the recovery of lost engines.
 """
 from __future__ import annotations
 
@@ -25,13 +27,13 @@ from ..io.atomic import save_npz_atomic
 from ..io.models import (history_from, invalid_model_file, read_npz, records_to_json,
                          rng_from_arrays, rng_to_arrays, text_scalar)
 from ..kernels import check_approximation
-from ..parallel import DistributedData, Shard
+from ..parallel import DistributedData, Reduction, Shard
 from ..mixture.params import GMMParams, ubm_params
 from ..validation import ParameterError, check_float, check_int, validate_frames
 from . import posterior
 from .extraction import (EXTRACTOR_KIND, FORMAT_VERSION, check_T, extract_ivectors, file_limits,
                          read_extractor)
-from .stats import distribute_stats
+from .stats import STREAM_UTTERANCES, distribute_stats
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +106,11 @@ class TotalVariability(TransformerMixin, EMEstimator):
     dtype : {numpy.float32, numpy.float64}, default=numpy.float32
         Frame dtype for feature files (statistics are float64).
     engine_memory : int or str, optional
-        For feature files: bytes of utterance statistics each engine may hold
-        (``"1G"``, ``"512M"``); the rows beyond it go to a scratch file on the
-        engine's node and are read back block by block every iteration
+        For feature files: memory of each engine process (``"1G"``,
+        ``"512M"``; of a local shard: its rows); what the engine uses without
+        the rows and the E-step's working memory come off, the rows beyond
+        the rest go to a scratch file on the engine's node and are read back
+        block by block every iteration
         (:func:`ipem.ivector.distribute_stats`); the extractor has the bits
         of an in-memory fit with the same blocks.  Default: all in memory.
     checkpoint : str or None
@@ -193,12 +197,26 @@ class TotalVariability(TransformerMixin, EMEstimator):
         self._params_ubm = GMMParams(w, m, v)
         return {}
 
+    def _working_memory(self, n_utterances):
+        """Bytes an engine's E-step of a block of utterances uses beside the rows: three
+        (block, R, R) float64 arrays and the summation tree's accumulators
+        (``K * R(R+1)/2 + R*K*D`` float64 each; one per level of the tree alive)."""
+        if self.engine_memory is None:
+            return 0
+        k, d = self._ubm().means.shape
+        r = int(self.n_components)
+        block = getattr(self.controller, "block_size", None) or STREAM_UTTERANCES
+        levels = int(np.ceil(np.log2(max(2, -(-n_utterances // block))))) + 1
+        return 3 * block * r * r * 8 + levels * (k * r * (r + 1) // 2 + r * k * d) * 8
+
     def _stats_data(self, X):
         """Utterance rows of feature files, computed where the shards live."""
-        return distribute_stats(self._ubm(), _utterances(X), controller=self.controller,
+        utterances = _utterances(X)
+        return distribute_stats(self._ubm(), utterances, controller=self.controller,
                                 top_c=self.top_c, min_post=self.min_post,
                                 backend=self.backend, dtype=self.dtype,
-                                engine_memory=self.engine_memory)
+                                engine_memory=self.engine_memory,
+                                working_memory=self._working_memory(len(utterances)))
 
     def _fit_data(self, X, sample_weight):
         """Rows (array or DistributedData) as they are; feature files become rows on the shards."""
@@ -239,21 +257,42 @@ class TotalVariability(TransformerMixin, EMEstimator):
         return {"T": self.init_scale * np.sqrt(v)[:, :, None] * t}
 
     def e_step(self, data, params):
-        """EM hook (:class:`~ipem.em.hooks.EMHooks`): the summed statistics of the
-        latent factor, ``(stats, shard_times)`` (a Reduction)."""
-        return data.controller.reduce_timed(posterior.tv_stats, data, params["T"],
-                                            1.0 / self._params_ubm.covariances)
+        """EM hook (:class:`~ipem.em.hooks.EMHooks`): the E-step and the M-step where the
+        statistics are (:meth:`~ipem.parallel.Controller.reduce_on_places`): each place
+        solves its share of the components, T stays on the places for the next
+        iteration, and only the new T's shares and the small sums come back.
+
+        Returns
+        -------
+        Reduction
+            ``(stats, shard_times)``: ``stats`` holds the new ``T``, its handle on the
+            places, the summed ``ww``, ``w``, ``nc``, ``loglik``, ``n`` and the places'
+            M-step and exchange seconds.
+        """
+        ctrl, T = data.controller, params["T"]
+        placed = getattr(self, "_placed", None)
+        if placed is None or placed[0] is not T:   # first iteration, or resumed
+            self._placed = placed = (T, ctrl.broadcast(T))
+        out = ctrl.reduce_on_places(
+            posterior.tv_stats, data, placed[1], 1.0 / self._params_ubm.covariances,
+            split=posterior.split_tv_stats, apply=posterior.tv_m_step_part,
+            apply_args=(placed[1], bool(self.min_divergence)), keep=posterior.join_T)
+        stats = {**out.results[0][1], "T": out.kept, "handle": out.handle,
+                 "m_step_time": out.apply_times.tolist(),
+                 "exchange_time": out.exchange_times.tolist()}
+        return Reduction(stats, out.shard_times)
 
     def m_step(self, stats, params, data):
-        """EM hook: the new ``T`` (minimum divergence when asked), the log-likelihood
-        per frame and the telemetry."""
-        T, n_empty = posterior.tv_m_step(stats, params["T"])
-        if self.min_divergence:
-            T = posterior.min_divergence(T, stats)
+        """EM hook: the new ``T`` (solved on the places by :meth:`e_step`), the
+        log-likelihood per frame and the telemetry."""
+        T = stats["T"]
+        self._placed = (T, stats["handle"])
+        n_empty = int(T.shape[0] - np.count_nonzero(stats["nc"] > 0))
         frames = float(stats["nc"].sum())
         info = {"n_utterances": int(stats["n"]), "n_empty": n_empty,
                 "mean_ivector_norm2": float(np.trace(posterior.unpack_upper(
-                    stats["ww"], T.shape[2])) / max(stats["n"], 1.0))}
+                    stats["ww"], T.shape[2])) / max(stats["n"], 1.0)),
+                "m_step_time": stats["m_step_time"], "exchange_time": stats["exchange_time"]}
         return {"T": T}, stats["loglik"] / max(frames, 1.0), info
 
     #: what the records' ``stage`` counts (plots label it "R=10", not "K=10")
@@ -264,9 +303,13 @@ class TotalVariability(TransformerMixin, EMEstimator):
         return int(params["T"].shape[2])
 
     def _fit_runs(self, data, rng, given):
-        result, self.resumed_from_ = run_stages(
-            self, data, rng, [(self.n_components, self.max_iter)], callbacks=self._callbacks(),
-            checkpoint=self.checkpoint, resume=self.resume, every=self.checkpoint_every)
+        try:
+            result, self.resumed_from_ = run_stages(
+                self, data, rng, [(self.n_components, self.max_iter)],
+                callbacks=self._callbacks(), checkpoint=self.checkpoint, resume=self.resume,
+                every=self.checkpoint_every)
+        finally:
+            self.__dict__.pop("_placed", None)   # T's copy on the places is freed
         return result
 
     def grow(self, params, size):

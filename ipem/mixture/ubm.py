@@ -88,6 +88,22 @@ def apply_variance_floor(variances, floor):
 # checkpoint checks
 # ---------------------------------------------------------------------------
 
+def estep_memory(n_components, n_features, block_size):
+    """Bytes an engine's E-step of a block of frames may use beside the frames.
+
+    Three (block, K) float64 arrays (log-likelihoods, responsibilities and a
+    temporary of the NumPy kernel; the compiled one needs far less) and the
+    statistics of the fixed summation tree (``K * (2D + 1)`` float64 per node,
+    at most 64 nodes alive).
+
+    Returns
+    -------
+    int
+    """
+    k, d = int(n_components), int(n_features)
+    return 3 * int(block_size) * k * 8 + 64 * k * (2 * d + 1) * 8
+
+
 def _files_identity(refs):
     """Number of files and frames, and a SHA-256 of the ordered (path, key, shape) list."""
     h = hashlib.sha256()
@@ -185,8 +201,10 @@ class UBMTrainer(EMEstimator):
         default): each frame's top-C responsibilities, then those >=
         ``min_post``, renormalised.  The log-likelihood stays exact.
     engine_memory : int or str, optional
-        For feature files: bytes of frames each engine (or local shard) may
-        hold, e.g. ``"1G"``; the rest is read from the files block by block
+        For feature files: memory of each engine process, e.g. ``"1G"`` (of a
+        local shard: its frames); what the engine uses without frames and the
+        E-step's working memory (:func:`estep_memory`) come off, the frames
+        that do not fit in the rest are read from the files block by block
         every iteration (:func:`ipem.io.distribute_files`).  The model is the
         one an in-memory run with the same blocks gives (blocks of the
         controller's ``block_size``, else 4096 frames).
@@ -294,8 +312,13 @@ class UBMTrainer(EMEstimator):
             if total < self.n_components:
                 raise ValueError(f"the feature files hold {total} frames, fewer than the "
                                  f"{self.n_components} components")
-            data = _io.distribute_files(as_controller(self.controller), refs, dtype=self.dtype,
-                                        engine_memory=self.engine_memory)
+            ctrl = as_controller(self.controller)
+            block = getattr(ctrl, "block_size", None) or _io.shards.STREAM_BLOCK
+            data = _io.distribute_files(ctrl, refs, dtype=self.dtype,
+                                        engine_memory=self.engine_memory,
+                                        working_memory=estep_memory(self.n_components,
+                                                                    refs[0].n_features, block))
+
             self.n_features_in_ = data.n_features
             return data, True
         if isinstance(X, (list, tuple)) and len(X) == 0:

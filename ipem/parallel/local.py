@@ -29,6 +29,10 @@ class LocalController(Controller):
         (:attr:`Controller.block_size`).
     """
 
+    #: the shards live in the client's process: a memory budget
+    #: (``engine_memory``) bounds each shard's data, not a process
+    places_in_client = True
+
     def __init__(self, n_shards=1, blas_threads=None, *, block_size=None):
         if isinstance(n_shards, bool) or int(n_shards) != n_shards or n_shards < 1:
             raise ValueError(f"n_shards must be an integer >= 1, got {n_shards!r}")

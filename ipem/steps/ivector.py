@@ -76,8 +76,8 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
     callbacks : list of callables, optional
         Called with every :class:`ipem.IterationRecord`.
     engine_memory : int or str, optional
-        Bytes of utterance statistics each engine may hold; the rest is
-        streamed from a scratch file every iteration
+        Memory of each engine process; the utterance statistics that do not
+        fit are streamed from a scratch file every iteration
         (``TotalVariability(engine_memory=...)``).
 
     Returns

@@ -55,8 +55,8 @@ def train_ubm(feature_files, *, n_components, init="split", stage_iter=8, final_
         Called with every :class:`ipem.IterationRecord` (see
         :func:`format_ubm_record`).
     engine_memory : int or str, optional
-        Bytes of frames each engine may hold (``"1G"``); the rest is streamed
-        from the files (``UBMTrainer(engine_memory=...)``).
+        Memory of each engine process (``"1G"``); the frames that do not fit
+        are streamed from the files (``UBMTrainer(engine_memory=...)``).
 
     Returns
     -------
