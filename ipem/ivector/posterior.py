@@ -29,7 +29,8 @@ from scipy import linalg
 from .stats import split_rows
 
 __all__ = ["pack_upper", "unpack_upper", "precompute", "posteriors", "tv_stats", "ivectors",
-           "tv_m_step", "min_divergence"]
+           "tv_m_step", "min_divergence", "component_range", "split_tv_stats", "tv_m_step_part",
+           "join_T"]
 
 #: bytes of the (B, R, R) work arrays of one block of utterances
 _BLOCK_BYTES = 1 << 25
@@ -236,3 +237,66 @@ def min_divergence(T, stats):
     r = T.shape[2]
     g = linalg.cholesky(unpack_upper(stats["ww"], r) / stats["n"], lower=True)
     return T @ g
+
+
+# ---------------------------------------------------------------------------
+# the M-step where the statistics are (Controller.reduce_on_places)
+# ---------------------------------------------------------------------------
+
+def component_range(k, place, n_places):
+    """Components ``lo:hi`` of T that place ``place`` of ``n_places`` solves."""
+    return k * place // n_places, k * (place + 1) // n_places
+
+
+def split_tv_stats(stats, place, n_places):
+    """The part of :func:`tv_stats` a place needs: ``A`` and ``C`` of its components
+    (:func:`component_range`), the small sums whole.
+
+    Returns
+    -------
+    dict
+        As :func:`tv_stats`, with ``A`` of shape (hi - lo, R(R+1)/2) and ``C`` of
+        shape (R, (hi - lo) * D).
+    """
+    k = stats["nc"].shape[0]
+    d = stats["C"].shape[1] // max(k, 1)
+    lo, hi = component_range(k, place, n_places)
+    part = dict(stats)
+    part["A"] = stats["A"][lo:hi]
+    part["C"] = np.ascontiguousarray(stats["C"][:, lo * d:hi * d])
+    return part
+
+
+def tv_m_step_part(part, place, n_places, T, min_div):
+    """Place function: the M-step (and minimum-divergence step) of this place's components.
+
+    Every component is solved alone and ``T_c G`` is one product per
+    component, so the blocks are those of :func:`tv_m_step` and
+    :func:`min_divergence` on the whole T, bit for bit.
+
+    Parameters
+    ----------
+    part : dict
+        :func:`split_tv_stats` of the summed statistics.
+    T : ndarray of shape (K, D, R)
+        The previous matrix (where the place is).
+    min_div : bool
+
+    Returns
+    -------
+    share : ndarray of shape (hi - lo, D, R)
+        The new ``T_c`` of the place's components.
+    small : dict or None
+        Place 0: the summed ``ww``, ``w``, ``nc``, ``loglik``, ``n``; else None.
+    """
+    lo, hi = component_range(T.shape[0], place, n_places)
+    share, _ = tv_m_step({"A": part["A"], "C": part["C"], "nc": part["nc"][lo:hi]}, T[lo:hi])
+    if min_div:
+        share = min_divergence(share, part)
+    small = {k: part[k] for k in ("ww", "w", "nc", "loglik", "n")} if place == 0 else None
+    return share, small
+
+
+def join_T(results):
+    """The whole T from the places' :func:`tv_m_step_part` results (place order)."""
+    return np.concatenate([share for share, _ in results])

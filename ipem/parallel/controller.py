@@ -54,6 +54,7 @@ from ..errors import ParameterError
 from .data import Broadcast, DistributedData
 from .engine import block_map, block_tree, tree_total
 from .errors import EngineError, EngineLost, raise_failures
+from .places import client_reduce_apply, reduce_on_places
 from .stats import sum_stats
 
 
@@ -147,6 +148,11 @@ class Controller:
     def _where(self, index):
         """Name of the place where shard ``index`` lives, for error messages."""
         return f"shard {index}"
+
+    def _reduce_apply(self, func, data, args, split, apply, apply_args, keep, keep_key):
+        """:meth:`reduce_on_places`'s per-place Outcomes, and whether the places stored
+        the kept value themselves (here, through the client, they did not)."""
+        return client_reduce_apply(self, func, data, args, split, apply, apply_args), False
 
     # --- configuration semantics -----------------------------------------
     def __deepcopy__(self, memo):
@@ -342,6 +348,40 @@ class Controller:
                              np.array([o.elapsed for o in outcomes], dtype=np.float64))
         total, outcomes = self._call_reduce(func, data.key, args)
         return Reduction(total, np.array([o.elapsed for o in outcomes], dtype=np.float64))
+
+    def reduce_on_places(self, func, data, *args, split, apply, apply_args=(), keep=None):
+        """Reduce ``func`` over ``data`` and use the sum where it is: each place gets a part.
+
+        Place ``p`` of ``n`` receives ``split(total, p, n)`` of the statistics
+        :meth:`reduce` would return (the same bits: parts are summed in place
+        order, or along the tree over blocks), runs ``apply(part, p, n,
+        *apply_args)`` there and sends back only its result
+        (:mod:`ipem.parallel.places`; on MPI engines the parts go from engine to
+        engine, not through the client).  Broadcast handles among ``args`` and
+        ``apply_args`` are looked up where the call runs.
+
+        Parameters
+        ----------
+        func : callable
+            Shard function, as for :meth:`reduce`.
+        data : DistributedData
+        split : callable
+            ``split(stats, place, n_places) -> part`` (module level); a part of
+            a sum must be the sum of the parts (slices of the statistics).
+        apply : callable
+            ``apply(part, place, n_places, *apply_args) -> result`` (module level).
+        keep : callable, optional
+            ``keep(results) -> value`` (module level): stored on every place as a
+            :class:`Broadcast` (on MPI engines each makes it from the gathered
+            results; the client sends nothing) and kept on the client, so it is
+            stored again after a lost engine.
+
+        Returns
+        -------
+        PlacedReduction
+        """
+        self._check(data)
+        return reduce_on_places(self, func, data, args, split, apply, apply_args, keep)
 
     def map(self, func, data, *args):
         """Run ``func(shard, *args)`` on every shard; list of results in shard order.

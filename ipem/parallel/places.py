@@ -1,0 +1,201 @@
+"""Reductions whose sums stay where the shards live (:meth:`Controller.reduce_on_places`).
+
+A shard function's statistics are summed as :meth:`Controller.reduce` sums
+them, but the sum is not brought to the client: it is cut into one part per
+place (``split(stats, place, n_places)``), place ``p`` receives part ``p``
+summed over all places, runs ``apply(part, p, n_places, *apply_args)`` on it
+where it lives, and only what ``apply`` returns comes back.  Optionally
+``keep(results)`` is stored on every place as a broadcast value (for the
+next call), without the client sending it.
+
+The parts are summed in place order (or along the fixed tree over blocks,
+:func:`~ipem.parallel.engine.tree_total`), and parts of a sum are the sums of
+the parts, elementwise: place ``p`` holds exactly ``split(reduce(...), p,
+n_places)``, on either path:
+
+* on MPI engines that are all ranks of one ``COMM_WORLD``, one shard per rank
+  (:func:`engine_reduce_apply`): the parts go from engine to engine with
+  ``MPI.Alltoall``, the kept value with ``MPI.Allgather``;
+* elsewhere (:class:`~ipem.parallel.local.LocalController`, engines that are
+  not MPI-coupled or were re-sharded): through the client
+  (:func:`client_reduce_apply`), ``apply`` running on the client.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from typing import NamedTuple
+
+import numpy as np
+
+from .data import Broadcast
+from .engine import Outcome, block_tree, call_shard, engine_store, resolve_args, run_guarded, \
+    tree_total
+from .errors import Failure, PeerFailed
+from .stats import sum_stats
+
+
+class PlacedReduction(NamedTuple):
+    """What :meth:`Controller.reduce_on_places` returns.
+
+    Attributes
+    ----------
+    results : list
+        ``apply(part, p, n_places, *apply_args)`` of every place, in place order.
+    shard_times : ndarray of shape (n_places,)
+        Seconds each place spent in the shard function.
+    apply_times : ndarray of shape (n_places,)
+        Seconds each place spent in ``apply``.
+    exchange_times : ndarray of shape (n_places,)
+        Seconds each place spent cutting, exchanging and summing the parts
+        (and gathering the kept value).
+    kept : object or None
+        ``keep(results)`` (None without ``keep``).
+    handle : Broadcast or None
+        The handle of ``kept`` on every place: pass it among the ``args`` of
+        the next call.
+    """
+
+    results: list
+    shard_times: np.ndarray
+    apply_times: np.ndarray
+    exchange_times: np.ndarray
+    kept: object
+    handle: object
+
+
+def split_parts(value, split, n_places, blocks):
+    """The parts of one place's statistics for every place: list of length n_places.
+
+    ``blocks``: ``value`` is a list of tree nodes ``(level, i, stats)``
+    (:func:`~ipem.parallel.engine.block_tree`), split node by node.
+    """
+    if blocks:
+        return [[(level, i, split(s, p, n_places)) for level, i, s in value]
+                for p in range(n_places)]
+    return [split(value, p, n_places) for p in range(n_places)]
+
+
+def sum_parts(parts, n_blocks):
+    """One place's part of the sum: ``parts`` from every place, in place order."""
+    if n_blocks is None:
+        return sum_stats(parts)
+    return tree_total([node for nodes in parts for node in nodes], n_blocks)
+
+
+def reduce_on_places(ctrl, func, data, args, split, apply, apply_args, keep):
+    """:meth:`Controller.reduce_on_places` (see there): a PlacedReduction."""
+    key = f"b{uuid.uuid4().hex[:8]}" if keep is not None else None
+    try:
+        outcomes, stored = ctrl._reduce_apply(func, data, args, split, apply, apply_args,
+                                              keep, key)
+        values = ctrl._values(outcomes)
+        results = [v[0] for v in values]
+        kept = handle = None
+        if keep is not None:
+            kept = keep(results)
+            if not stored:
+                ctrl._make(key, ("value", kept))
+            handle = Broadcast(ctrl, key)
+            ctrl._recipes[key] = ("value", kept)
+    except BaseException:
+        if key is not None:
+            ctrl._free_key(key)
+        raise
+    times = np.array([[o.elapsed, v[1], v[2]] for o, v in zip(outcomes, values)]).T
+    return PlacedReduction(results, times[0], times[1], times[2], kept, handle)
+
+
+def _resolved(ctrl, args):
+    """``args`` with broadcast handles replaced by their values (the client's copies)."""
+    return tuple(ctrl._recipes[a.key][1] if isinstance(a, Broadcast) else a for a in args)
+
+
+def client_reduce_apply(ctrl, func, data, args, split, apply, apply_args):
+    """The path through the client: per-place ``(result, apply_s, exchange_s)`` Outcomes
+    whose ``elapsed`` is the shard function's time."""
+    args, apply_args = _resolved(ctrl, args), _resolved(ctrl, apply_args)
+    blocks = data.block_size is not None
+    outcomes = (ctrl._call(block_tree, data.key, (func, args)) if blocks
+                else ctrl._call(func, data.key, args))
+    values = ctrl._values(outcomes)
+    n = len(values)
+    t0 = time.perf_counter()
+    parts = [split_parts(v, split, n, blocks) for v in values]
+    mine = [sum_parts([parts[q][p] for q in range(n)], data.n_shards if blocks else None)
+            for p in range(n)]
+    exchange = (time.perf_counter() - t0) / max(n, 1)
+    out = []
+    with getattr(ctrl, "_limits", contextlib.nullcontext)():
+        for p, (o, part) in enumerate(zip(outcomes, mine)):
+            done = run_guarded(p, apply, part, p, n, *apply_args)
+            if done.failure is not None:
+                out.append(done)
+            else:
+                out.append(Outcome((done.value, done.elapsed, exchange), o.elapsed))
+    return out
+
+
+def _agree(comm, ok):
+    """Whether every rank is ``ok`` (an ``Allreduce``: no rank is left waiting)."""
+    from mpi4py import MPI
+    flag = np.array([1 if ok else 0], dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MIN)
+    return bool(flag[0])
+
+
+def _peer_failed(rank, elapsed):
+    return Outcome(None, elapsed, Failure.from_exception(
+        rank, PeerFailed("another engine failed in the same call")))
+
+
+def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_key, n_blocks):
+    """Engine entry point of :meth:`Controller.reduce_on_places` on MPI engines.
+
+    The shard function runs on this engine's shard, the parts of its statistics
+    go to their places (``MPI.Alltoall``), this rank sums its part in rank order
+    and runs ``apply`` on it; with ``keep``, every rank stores
+    ``keep(all results)`` under ``keep_key``.  Each collective step is preceded
+    by an agreement on success, so a failure never leaves a rank waiting.
+
+    Returns
+    -------
+    Outcome
+        ``value = (result, apply_seconds, exchange_seconds)``, ``elapsed``: the
+        shard function's seconds.
+    """
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    store = engine_store()
+    try:
+        shard = store[key]
+        args = resolve_args(args, store)
+        apply_args = resolve_args(apply_args, store)
+    except KeyError as exc:
+        shard, stats = None, Outcome(None, 0.0, Failure.from_exception(rank, exc))
+    if shard is not None:
+        stats = (call_shard(shard, block_tree, (func, args)) if n_blocks is not None
+                 else call_shard(shard, func, args))
+    if not _agree(comm, stats.failure is None):
+        return (stats if stats.failure else _peer_failed(rank, stats.elapsed)).remote()
+    t0 = time.perf_counter()
+    parts = run_guarded(rank, split_parts, stats.value, split, size, n_blocks is not None)
+    if not _agree(comm, parts.failure is None):
+        return (parts if parts.failure else _peer_failed(rank, stats.elapsed)).remote()
+    mine = sum_parts(comm.alltoall(parts.value), n_blocks)
+    parts = None
+    exchange = time.perf_counter() - t0
+    done = run_guarded(rank, apply, mine, rank, size, *apply_args)
+    mine = None
+    if not _agree(comm, done.failure is None):
+        return (done if done.failure else _peer_failed(rank, stats.elapsed)).remote()
+    if keep is not None:
+        t0 = time.perf_counter()
+        kept = run_guarded(rank, keep, comm.allgather(done.value))
+        if kept.failure is not None:
+            return kept.remote()
+        store[keep_key] = kept.value
+        exchange += time.perf_counter() - t0
+    return Outcome((done.value, done.elapsed, exchange), stats.elapsed)
