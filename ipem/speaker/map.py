@@ -11,9 +11,9 @@ Gaussian mixture models", Digital Signal Processing 10, 2000):
 2. Interpolation of the UBM and the speaker's ML estimates with data
    dependent coefficients ``alpha_k = n_k / (n_k + r)`` (:func:`map_adapt`).
 
-:func:`adapt_speakers` does both for many speakers, one task per speaker,
-load-balanced over a controller's engines; every engine reads its speakers'
-feature files itself.
+:func:`adapt_speakers` does both for many speakers, in load-balanced tasks of
+one to eight speakers over a controller's engines; every engine reads its
+speakers' feature files itself.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.atomic import remove_stale_temporaries, save_npz_atomic
+from ..io.atomic import atomic_files, remove_stale_temporaries, save_npz_atomic
 from ..io.models import array_limits, check_gmm, invalid_model_file, read_npz, text_scalar
 from ..io.sources import load_source, resolve_source
 from ..kernels import get_kernels
@@ -38,6 +38,9 @@ __all__ = ["utterance_stats", "map_adapt", "SpeakerModel", "adapt_speakers"]
 #: Default floor of adapted variances, as a fraction of the UBM's variances.
 VARIANCE_FLOOR = 1e-3
 _MODEL_KIND = "ipem-speaker-model"
+#: Most speakers in one task of :func:`adapt_speakers`: their model files wait for the disk
+#: once, together (:func:`ipem.io.atomic.atomic_files`), not once each.
+_SPEAKERS_PER_TASK = 8
 
 
 
@@ -254,12 +257,15 @@ class SpeakerModel:
 
     def save(self, path):
         """Write the model atomically to an ``.npz`` file (no pickle); returns the path."""
-        return save_npz_atomic(path, kind=np.array(_MODEL_KIND),
-                               speaker_id=np.array(str(self.speaker_id)),
-                               weights=np.asarray(self.weights, dtype=np.float64),
-                               means=np.asarray(self.means, dtype=np.float64),
-                               variances=np.asarray(self.variances, dtype=np.float64),
-                               n_frames=np.array(int(self.n_frames), dtype=np.int64))
+        return save_npz_atomic(path, **self._arrays())
+
+    def _arrays(self):
+        """The arrays of its ``.npz`` file, by name."""
+        return dict(kind=np.array(_MODEL_KIND), speaker_id=np.array(str(self.speaker_id)),
+                    weights=np.asarray(self.weights, dtype=np.float64),
+                    means=np.asarray(self.means, dtype=np.float64),
+                    variances=np.asarray(self.variances, dtype=np.float64),
+                    n_frames=np.array(int(self.n_frames), dtype=np.int64))
 
     @classmethod
     def load(cls, path, *, speaker_id=None, n_components=None, n_features=None):
@@ -319,25 +325,35 @@ def _check_speaker_id(spk):
     return name
 
 
-def _adapt_task(item, params, relevance, adapt, out_dir, backend, dtype):
-    """One speaker: read, accumulate statistics, adapt, optionally save."""
+def _adapt_one(item, params, relevance, adapt, backend, dtype):
+    """One speaker: read, accumulate statistics, adapt."""
     spk, source = item
-    w, m, v = params = GMMParams(*params)
+    w, m, v = params
     X = load_source(source, dtype=dtype, n_features=params.n_features, what=f"speaker {spk}")
     n, f, s = utterance_stats(X, w, m, v, backend=backend)
     r, r_w, r_v = relevance
     new = map_adapt(w, m, v, n, f, s, relevance_factor=r, adapt=adapt, relevance_weights=r_w,
                     relevance_variances=r_v)
-    model = SpeakerModel(str(spk), *new, n_frames=int(X.shape[0]))
+    return SpeakerModel(str(spk), *new, n_frames=int(X.shape[0]))
+
+
+def _adapt_task(batch, params, relevance, adapt, out_dir, backend, dtype):
+    """A few speakers: their models, or (with ``out_dir``) their model files, written
+    together: each complete on disk before it appears under its name."""
+    params = GMMParams(*params)
     if out_dir is None:
-        return model
-    return model.save(os.path.join(out_dir, f"{spk}.npz"))
+        return [_adapt_one(item, params, relevance, adapt, backend, dtype) for item in batch]
+    with atomic_files() as files:
+        for item in batch:
+            model = _adapt_one(item, params, relevance, adapt, backend, dtype)
+            files.save_npz(os.path.join(out_dir, f"{model.speaker_id}.npz"), **model._arrays())
+    return files.paths
 
 
 def adapt_speakers(ubm, enrollment, *, controller=None, relevance_factor=16.0, adapt="m",
                    out_dir=None, progress=True, backend=None, dtype=np.float32,
                    relevance_weights=None, relevance_variances=None):
-    """MAP-adapt the UBM to every enrolled speaker, one load-balanced task per speaker.
+    """MAP-adapt the UBM to every enrolled speaker, in load-balanced tasks of a few speakers.
 
     Parameters
     ----------
@@ -355,10 +371,15 @@ def adapt_speakers(ubm, enrollment, *, controller=None, relevance_factor=16.0, a
     adapt : str, default="m"
         See :func:`map_adapt`.
     out_dir : str, optional
-        If given, each task writes ``<out_dir>/<speaker_id>.npz`` (atomically)
-        and the result maps speakers to those paths instead of models.
+        If given, each task writes ``<out_dir>/<speaker_id>.npz`` for its
+        speakers and the result maps speakers to those paths instead of
+        models.  Each file is atomic (complete on disk before it appears
+        under its name); a task's files are synced together at its end
+        (:func:`ipem.io.atomic.atomic_files`), so that the disk is waited
+        for once per task, not once per speaker.
     progress : bool, default=True
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (of tasks: up to 8 speakers each, one
+        each for fewer than 16 speakers per engine).
     backend : {"c", "numpy"} or None
     dtype : {numpy.float32, numpy.float64}, default=numpy.float32
         Dtype frames are read from files in (arrays keep theirs).
@@ -400,13 +421,17 @@ def adapt_speakers(ubm, enrollment, *, controller=None, relevance_factor=16.0, a
         name = _check_speaker_id(spk) if out_dir is not None else spk
         items.append((name, resolve_source(source, f"speaker {spk}")))
     ctrl = as_controller(controller)
-    logger.debug("adapting %d speakers on %s", len(items), ctrl)
+    # a few speakers per task where there are many per place: one wait for the disk per task
+    per_task = max(1, min(_SPEAKERS_PER_TASK,
+                          len(items) // (16 * max(1, getattr(ctrl, "n_shards", None) or 1))))
+    batches = [items[a:a + per_task] for a in range(0, len(items), per_task)]
+    logger.debug("adapting %d speakers on %s, %d per task", len(items), ctrl, per_task)
     try:
         with ctrl.broadcast(params) as shared:  # the UBM goes to each engine once
-            results = ctrl.map_tasks(_adapt_task, items, shared, relevance, adapt, out_dir,
+            results = ctrl.map_tasks(_adapt_task, batches, shared, relevance, adapt, out_dir,
                                      backend, np.dtype(dtype).str, progress=progress,
                                      desc="MAP adaptation")
     finally:
         if out_dir is not None:  # what an engine lost mid-write left behind
             remove_stale_temporaries(os.path.join(out_dir, f"{name}.npz") for name, _ in items)
-    return {spk: res for spk, res in zip(enrollment, results)}
+    return {spk: res for spk, res in zip(enrollment, (r for batch in results for r in batch))}

@@ -40,3 +40,22 @@ def test_temporaries_still_pending_at_exit_are_removed(tmp_path):
     atomic._remove_pending()
     assert sorted(os.listdir(tmp_path)) == ["done.npz"]
     assert not atomic._PENDING
+
+
+def test_a_batch_of_files_appears_together_or_not_at_all(tmp_path):
+    """Nothing is renamed into place before the batch ends; a failure removes every
+    temporary and leaves no destination; a batch that ends writes them all."""
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_files() as files:
+            files.save_npz(tmp_path / "a.npz", x=np.arange(3))
+            files.save_npz(tmp_path / "b.npz", x=np.arange(4))
+            assert not os.path.exists(tmp_path / "a.npz")
+            raise RuntimeError("the third model failed")
+    assert os.listdir(tmp_path) == [] and not atomic._PENDING
+    with atomic.atomic_files() as files:
+        files.save_npz(tmp_path / "a.npz", x=np.arange(3))
+        files.save_npz(tmp_path / "b.npz", x=np.arange(4))
+    assert files.paths == [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]
+    assert sorted(os.listdir(tmp_path)) == ["a.npz", "b.npz"] and not atomic._PENDING
+    with np.load(tmp_path / "b.npz") as z:
+        np.testing.assert_array_equal(z["x"], np.arange(4))

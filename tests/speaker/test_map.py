@@ -322,6 +322,18 @@ def test_adapt_speakers_engines_match_local(world, corpus, dv_client, tmp_path, 
     for spk, path in paths.items():
         assert path == os.path.join(str(tmp_path), f"{spk}.npz")
         _assert_models_equal(SpeakerModel.load(path), local[spk])
+    # many speakers: a few per task, their files synced and renamed together
+    X = frames[1]["test"]
+    many = {f"m{i:02d}": X[i:i + 30] for i in range(70)}
+    local = adapt_speakers(gm, many, controller=ipem.LocalController(1, blas_threads=1),
+                           progress=False, backend=backend)
+    paths = adapt_speakers(gm, many, controller=dv_client, out_dir=tmp_path / "many",
+                           progress=False, backend=backend)
+    assert list(paths) == list(many) == list(local)
+    assert sorted(os.listdir(tmp_path / "many")) == sorted(f"{spk}.npz" for spk in many)
+    for spk, path in paths.items():
+        assert path == os.path.join(str(tmp_path / "many"), f"{spk}.npz")
+        _assert_models_equal(SpeakerModel.load(path, speaker_id=spk), local[spk])
 
 
 def test_adapt_speakers_bad_file_named(world, corpus, dv_client, tmp_path):
