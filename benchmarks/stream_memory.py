@@ -28,7 +28,9 @@ and are read back every iteration) and a rank ``--rank`` TotalVariability fit.
 
 ``--read-ahead`` adds two runs that stream every block: a budget of one block
 (no room to read ahead) and of two (the next block read while the current one
-is computed), to compare seconds per iteration.
+is computed) beyond what the engines use without rows, to compare seconds per
+iteration.  Budgets are of the whole engine process (``--engine-memory``):
+the engine's own memory and the computation's working memory come off first.
 """
 from __future__ import annotations
 
@@ -80,11 +82,24 @@ def write_utterances(directory, n, seed=0):
     return paths
 
 
+def blocks_budget(start_mib, n_blocks, block, working, decoding=0):
+    """A budget that leaves ``n_blocks`` blocks for rows beyond what the engines use now
+    (their largest RSS), the computation's working memory and the slack."""
+    from ipem.io.streaming import RESERVE
+    return int(max(start_mib) * 2**20) + RESERVE + working + decoding + n_blocks * block \
+        + block // 2
+
+
 def run(paths, engines, budget, k, n_iter):
     with ipem.parallel.MPICluster(n=engines, blas_threads=1,
                                   controller_kwargs=dict(block_size=4096)) as ctrl:
         view = ctrl.client[ctrl.engine_ids]
         start = [r[0] for r in view.apply_sync(engine_rss)]
+        if isinstance(budget, tuple):     # ("blocks", n)
+            from ipem.mixture.ubm import estep_memory
+            refs = list_features(paths)
+            budget = blocks_budget(start, budget[1], 4096 * D * 4, estep_memory(k, D, 4096),
+                                   2 * max(r.n_frames for r in refs) * D * 4)
         data = distribute_files(ctrl, list_features(paths), engine_memory=budget)
         gmm = ipem.GaussianMixture(k, covariance_type="diag", max_iter=n_iter, tol=0,
                                    random_state=0, controller=ctrl).fit(data)
@@ -99,9 +114,15 @@ def run_tv(paths, ubm, engines, budget, rank, n_iter):
                                   controller_kwargs=dict(block_size=64)) as ctrl:
         view = ctrl.client[ctrl.engine_ids]
         start = [r[0] for r in view.apply_sync(engine_rss)]
-        data = distribute_stats(ubm, paths, controller=ctrl, engine_memory=budget)
-        tv = TotalVariability(rank, ubm=ubm, max_iter=n_iter, random_state=0,
-                              controller=ctrl).fit(data)
+        tv = TotalVariability(rank, ubm=ubm, max_iter=n_iter, random_state=0, controller=ctrl,
+                              engine_memory="1G")
+        working = tv._working_memory(len(paths))     # what a budget must leave it
+        if isinstance(budget, tuple):     # ("blocks", n)
+            k, d = ubm.means_.shape
+            budget = blocks_budget(start, budget[1], 64 * k * (d + 1) * 8, working)
+        data = distribute_stats(ubm, paths, controller=ctrl, engine_memory=budget,
+                                working_memory=working if budget else 0)
+        tv = tv.set_params(engine_memory=None).fit(data)
         peak = [r[1] for r in view.apply_sync(engine_rss)]
     per_iter = statistics.median(r.time for r in tv.history_[1:])
     return tv, start, peak, per_iter, data.place_sizes * data.n_features * 8
@@ -110,7 +131,7 @@ def run_tv(paths, ubm, engines, budget, rank, n_iter):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1_500_000)
-    ap.add_argument("--budget", default=None, help="default: 64M (gmm), 32M (tv)")
+    ap.add_argument("--budget", default=None, help="default: 300M (gmm), 320M (tv)")
     ap.add_argument("--engines", type=int, default=2)
     ap.add_argument("--components", type=int, default=None, help="default: 64 (gmm), 256 (tv)")
     ap.add_argument("--iter", type=int, default=None, help="default: 4 (gmm), 3 (tv)")
@@ -120,15 +141,15 @@ def main(argv=None):
     ap.add_argument("--read-ahead", action="store_true")
     args = ap.parse_args(argv)
     tv = args.model == "tv"
-    args.budget = args.budget or ("32M" if tv else "64M")
+    args.budget = args.budget or ("320M" if tv else "300M")
     n_iter = args.iter or (3 if tv else 4)
     k = args.components if args.components is not None else (256 if tv else 64)
     # bytes of one block: 64 utterance rows, or 4096 frames
     block = 64 * k * (D + 1) * 8 if tv else 4096 * D * 4
     runs = [("in memory", None), (f"streamed, `engine_memory={args.budget}`", args.budget)]
     if args.read_ahead:
-        runs += [("all streamed, one block (no read-ahead)", block),
-                 ("all streamed, two blocks (read-ahead)", 2 * block)]
+        runs += [("all streamed, one block (no read-ahead)", ("blocks", 1)),
+                 ("all streamed, two blocks (read-ahead)", ("blocks", 2))]
     with tempfile.TemporaryDirectory() as tmp:
         if tv:
             paths = write_utterances(tmp, args.utterances)
