@@ -68,6 +68,19 @@ def write_features(directory, hours, seed=0):
     return paths, n_total
 
 
+def existing_features(directory, hours):
+    """The paths :func:`write_features` wrote for ``hours`` (checked by count and size)."""
+    n_total = int(round(hours * 3600 * FPS))
+    per_file = FILE_SECONDS * FPS
+    paths = [os.path.join(directory, f"utt{i:05d}.htk")
+             for i in range(-(-n_total // per_file))]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise SystemExit(f"--reuse: {len(missing)} feature files missing in {directory}, e.g. "
+                         f"{missing[0]}")
+    return paths, n_total
+
+
 def _engine_peak_mb():
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -202,7 +215,8 @@ def stream_report(args, paths, n_total, t_write):
         f"`benchmarks/scale.py --hours {args.hours:g} --components {k} --engine-memory "
         f"{args.engine_memory}{' --cold' if args.cold else ''}`: {e} MPI engines (1 BLAS / "
         "kernel thread each) reading their own files, fresh engines for every run, blocks of "
-        f"4096 frames; features written in {t_write:.0f} s. "
+        f"4096 frames; features "
+        + ("written beforehand (`--reuse`). " if args.reuse else f"written in {t_write:.0f} s. ")
         + ("The page cache was dropped before each run and each read measurement, so the "
            "first iteration reads from the disk; the machine's 24 GiB then cache the files "
            "for the later iterations. " if args.cold else "")
@@ -244,6 +258,9 @@ def main(argv=None):
     p.add_argument("--dir", default=None, help="where to write the features (default: a "
                    "temporary directory, removed afterwards unless --keep)")
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --dir: use the features a run with --keep left there (same "
+                        "--hours; the seed is fixed)")
     p.add_argument("--out", default=None)
     p.add_argument("--engine-memory", default=None, metavar="SIZE",
                    help="train under this budget per engine process (and in memory too)")
@@ -263,7 +280,10 @@ def main(argv=None):
     os.makedirs(directory, exist_ok=True)
     try:
         t0 = time.perf_counter()
-        paths, n_total = write_features(directory, args.hours)
+        if args.reuse and args.dir:
+            paths, n_total = existing_features(directory, args.hours)
+        else:
+            paths, n_total = write_features(directory, args.hours)
         t_write = time.perf_counter() - t0
         size = sum(os.path.getsize(q) for q in paths)
         print(f"wrote {len(paths)} HTK files, {n_total:,} frames x {D}, "
