@@ -11,29 +11,18 @@ log-likelihoods over those components only; as speaker models are adapted
 from the UBM their components correspond, and the speaker model costs
 ``C`` instead of ``K`` Gaussians per frame.
 
-Linear scoring (Glembek et al. 2009, "Comparison of scoring methods used in
-speaker recognition with joint factor analysis") replaces the LLR by its
-first-order expansion around the UBM means::
-
-    score = (1/T) sum_k (m_sk - m_k)^T Sigma_k^-1 (F_k - N_k m_k)
-
-with the zeroth- and first-order statistics ``N_k = sum_t g_tk`` and ``F_k =
-sum_t g_tk x_t`` of the test segment under the UBM (posteriors ``g_tk``).
-The statistics do not depend on the model: they are computed once per test
-segment (:func:`segment_statistics`, the UBM E-step kernel), and the scores
-of all models against all segments are one matrix product (models x K*D)
-@ (K*D x segments) (:func:`linear_scores`).
+Linear scoring (Glembek et al. 2009) replaces the LLR by its first-order
+expansion around the UBM means: :mod:`ipem.speaker.linear`.
 
 :func:`score_trials` scores a trial list task-parallel over test segments:
 each segment is read once (where its task runs) and scored against all of
-its models (``method="linear"``: its statistics come back instead, and the
-product runs on the client).
+its models (``method="linear"``: a task scores a chunk of consecutive
+segments, :func:`ipem.speaker.linear.score_segments`); only scores travel back.
 """
 from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
 
 import numpy as np
 
@@ -44,6 +33,8 @@ from ..parallel import as_controller
 from .map import SpeakerModel
 from .map import ubm_params as _ubm_params
 from ..io.sources import load_source, resolve_source
+from .linear import (_cached_model, _model_params, linear_scores,
+                     model_offsets, score_segments, segment_statistics)
 
 logger = logging.getLogger(__name__)
 
@@ -101,20 +92,6 @@ def scoring_method(scoring=None, top_c=5):
 def topc_kernel(backend=None):
     """The top-C selection kernel of ``backend`` (both backends implement it)."""
     return get_kernels(backend).gmm_diag_topc
-
-
-def _model_params(model, k, d, index):
-    if isinstance(model, SpeakerModel):
-        # checked when it was made or read (SpeakerModel.load)
-        w, m, v = (np.asarray(a, dtype=np.float64) for a in model.params())
-        name = f"model {model.speaker_id!r}"
-    else:
-        w, m, v = _ubm_params(model)
-        name = f"speaker model {index}"
-    if m.shape != (k, d):
-        raise ValueError(f"{name} has {m.shape[0]} components x {m.shape[1]} features, but "
-                         f"the UBM has {k} x {d}")
-    return w, m, v
 
 
 def llr_scores(X, ubm_params, speaker_models, *, top_c=5, backend=None):
@@ -310,85 +287,6 @@ def _selected_batch_logprob(xc, shift, group, idx):
 
 
 # ---------------------------------------------------------------------------
-# linear scoring
-# ---------------------------------------------------------------------------
-
-def segment_statistics(X, ubm_params, *, backend=None):
-    """UBM-centred first-order statistics of one test segment, for linear scoring.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_frames, n_features), float32 or float64
-    ubm_params : UBM in any form :func:`ipem.speaker.map.ubm_params` accepts
-    backend : {"c", "numpy"} or None
-        Kernel backend of the UBM E-step (``gmm_diag_step``).
-
-    Returns
-    -------
-    n_frames : int
-    nk : ndarray of shape (n_components,), float64
-        Zeroth-order statistics ``N_k = sum_t g_tk``.
-    f_centred : ndarray of shape (n_components, n_features), float64
-        ``F_k - N_k m_k`` with ``F_k = sum_t g_tk x_t``.
-    """
-    w, m, v = _ubm_params(ubm_params)
-    X = check_frames(X, n_features=m.shape[1])
-    shift = X.mean(axis=0, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        log_w = np.log(w)
-    nk, sx, _, _ = get_kernels(backend).gmm_diag_step(X, shift, m - shift, 1.0 / v, log_w)
-    # sx = sum_t g_tk (x_t - shift), so F_k - N_k m_k = sx_k - N_k (m_k - shift)
-    return X.shape[0], nk, sx - nk[:, None] * (m - shift)
-
-
-def model_offsets(ubm_params, speaker_models):
-    """Rows ``vec(Sigma^-1 (m_s - m))`` of the models, the left factor of :func:`linear_scores`.
-
-    Parameters
-    ----------
-    ubm_params : UBM in any form :func:`ipem.speaker.map.ubm_params` accepts
-    speaker_models : sequence of SpeakerModel or ``(weights, means, variances)``
-        Models adapted from the UBM (only their means are used).
-
-    Returns
-    -------
-    ndarray of shape (n_models, n_components * n_features), float64
-    """
-    _, m, v = _ubm_params(ubm_params)
-    k, d = m.shape
-    if isinstance(speaker_models, SpeakerModel):
-        speaker_models = [speaker_models]
-    out = np.empty((len(speaker_models), k * d))
-    for i, mod in enumerate(speaker_models):
-        out[i] = ((_model_params(mod, k, d, i)[1] - m) / v).ravel()
-    return out
-
-
-def linear_scores(offsets, statistics):
-    """Linear scores of every model against every segment: one matrix product.
-
-    Parameters
-    ----------
-    offsets : ndarray of shape (n_models, n_components * n_features)
-        From :func:`model_offsets`.
-    statistics : sequence of (n_frames, nk, f_centred)
-        :func:`segment_statistics` of each segment.
-
-    Returns
-    -------
-    ndarray of shape (n_models, n_segments), float64
-        ``(1/T) sum_k (m_sk - m_k)^T Sigma_k^-1 (F_k - N_k m_k)``.
-    """
-    offsets = np.asarray(offsets, dtype=np.float64)
-    stats = np.stack([np.asarray(f, dtype=np.float64).ravel() for _, _, f in statistics], axis=1)
-    n_frames = np.array([t for t, _, _ in statistics], dtype=np.float64)
-    if stats.shape[0] != offsets.shape[1]:
-        raise ValueError(f"model offsets have {offsets.shape[1]} values per model but the "
-                         f"statistics {stats.shape[0]}: not the same UBM")
-    return (offsets @ stats) / n_frames
-
-
-# ---------------------------------------------------------------------------
 # trial lists, task-parallel over test segments
 # ---------------------------------------------------------------------------
 
@@ -405,50 +303,18 @@ def _segment_key(test):
                      "list of them or a (n_frames, n_features) array")
 
 
-def _score_task(item, params, top_c, backend, dtype, method="topc"):
+def _score_task(item, params, top_c, backend, dtype):
     """One test segment: read it once, score it against all of its models.
 
     A model file is checked against its UBM's size and must hold the speaker
-    of the model id that named it.  ``method="linear"``: the segment's
-    statistics (:func:`segment_statistics`) instead of scores.
+    of the model id that named it.
     """
     source, models, what = item
     k, d = params.means.shape
     X = load_source(source, dtype=dtype, n_features=d, what=what)
-    if method == "linear":
-        return segment_statistics(X, params, backend=backend)
     loaded = [_cached_model(mod, mid, k, d) if isinstance(mod, str) else mod
               for mid, mod in models]
     return llr_scores(X, params, loaded, top_c=top_c, backend=backend)
-
-
-#: Speaker models read by the scoring tasks of this process, most recently used last:
-#: ``(path, mtime_ns, size, speaker_id, k, d) -> (SpeakerModel, nbytes)``.  A model
-#: tried against many test segments is read once per engine, not once per segment.
-_MODEL_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
-_MODEL_CACHE_HELD = [0]
-#: Bytes of model parameters the cache may hold (``IPEM_MODEL_CACHE_MB``, default 512).
-MODEL_CACHE_BYTES = int(float(os.environ.get("IPEM_MODEL_CACHE_MB", "512")) * 2**20)
-
-
-def _cached_model(path, speaker_id, k, d):
-    """:meth:`SpeakerModel.load` through a per-process LRU cache keyed by the file's
-    identity (path, modification time, size): a rewritten file is read again."""
-    st = os.stat(path)
-    key = (path, st.st_mtime_ns, st.st_size, str(speaker_id), k, d)
-    hit = _MODEL_CACHE.get(key)
-    if hit is not None:
-        _MODEL_CACHE.move_to_end(key)
-        return hit[0]
-    model = SpeakerModel.load(path, speaker_id=speaker_id, n_components=k, n_features=d)
-    size = sum(a.nbytes for a in model.params())
-    if size <= MODEL_CACHE_BYTES:
-        _MODEL_CACHE[key] = (model, size)
-        _MODEL_CACHE_HELD[0] += size
-        while _MODEL_CACHE_HELD[0] > MODEL_CACHE_BYTES:
-            _, (_, old) = _MODEL_CACHE.popitem(last=False)
-            _MODEL_CACHE_HELD[0] -= old
-    return model
 
 
 def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True, backend=None,
@@ -478,9 +344,9 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
     method : {"topc", "exact", "linear"} or None
         ``"topc"``: average LLR with the ``top_c`` best UBM components;
         ``"exact"``: average LLR over all components; ``"linear"``: linear
-        scoring (the module docstring): each task returns its segment's
-        statistics, and every score is read off one matrix product of the
-        models' offsets with them on the client.  ``None``: ``"exact"`` if
+        scoring (:mod:`ipem.speaker.linear`): each task computes the
+        statistics of a chunk of segments and their products with the
+        models' offsets where it runs, and returns the chunk's scores.  ``None``: ``"exact"`` if
         ``top_c`` is 0 or None, else ``"topc"`` (:func:`scoring_method`).
 
     Returns
@@ -498,6 +364,7 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
         return []
     segments = {}            # segment key -> [test, {model id: position}]
     where = []               # per trial: (model id, segment key)
+    path_keys = {}           # test path (str) -> segment key: one abspath per path
     for i, trial in enumerate(trials):
         try:
             model_id, test = trial[0], trial[1]
@@ -505,43 +372,43 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
             raise ValueError(f"trial {i}: expected (model_id, test), got {trial!r}") from None
         if model_id not in models:
             raise ValueError(f"trial {i}: model {model_id!r} is not in models")
-        key = _segment_key(test)
-        if key not in segments:
-            segments[key] = [test, {}]
-        ids = segments[key][1]
-        ids.setdefault(model_id, len(ids))
+        if type(test) is str:
+            key = path_keys.get(test)
+            if key is None:
+                key = path_keys[test] = _segment_key(test)
+        else:
+            key = _segment_key(test)
+        seg = segments.get(key)
+        if seg is None:
+            seg = segments[key] = [test, {}]
+        seg[1].setdefault(model_id, len(seg[1]))
         where.append((model_id, key))
     order = {key: s for s, key in enumerate(segments)}
+    resolved = {}            # model id -> (str(model id), absolute path or SpeakerModel)
     items = []
     for s, (key, (test, ids)) in enumerate(segments.items()):
         what = (f"test segment {s}" if isinstance(test, np.ndarray)
                 else f"test segment {key[1] if key[0] == 'path' else test}")
         mods = []
         for mid in ids:
-            mod = models[mid]
-            if isinstance(mod, (str, os.PathLike)):
-                mod = os.path.abspath(os.fspath(mod))
-            elif not isinstance(mod, SpeakerModel):
-                mod = SpeakerModel(str(mid), *_ubm_params(mod))
-            mods.append((str(mid), mod))
+            pair = resolved.get(mid)
+            if pair is None:
+                mod = models[mid]
+                if isinstance(mod, (str, os.PathLike)):
+                    mod = os.path.abspath(os.fspath(mod))
+                elif not isinstance(mod, SpeakerModel):
+                    mod = SpeakerModel(str(mid), *_ubm_params(mod))
+                pair = resolved[mid] = (str(mid), mod)
+            mods.append(pair)
         items.append((resolve_source(test, what), mods, what))
     ctrl = as_controller(controller)
     logger.debug("scoring %d trials in %d test segments on %s (%s)", len(trials), len(items),
                  ctrl, method)
-    if method == "linear":      # the segments' statistics travel, not the models
-        items = [(source, [], what) for source, _, what in items]
-    with ctrl.broadcast(params) as shared:  # the UBM goes to each engine once
-        results = ctrl.map_tasks(_score_task, items, shared, top_c, backend,
-                                 np.dtype(dtype).str, method, progress=progress,
-                                 desc="scoring")
     if method == "linear":
-        model_ids = list(dict.fromkeys(model_id for model_id, _ in where))
-        k, d = params.means.shape
-        loaded = [SpeakerModel.load(models[mid], speaker_id=str(mid), n_components=k,
-                                    n_features=d)
-                  if isinstance(models[mid], (str, os.PathLike)) else models[mid]
-                  for mid in model_ids]
-        matrix = linear_scores(model_offsets(params, loaded), results)
-        row = {mid: i for i, mid in enumerate(model_ids)}
-        return [float(matrix[row[model_id], order[key]]) for model_id, key in where]
+        results = score_segments(ctrl, params, items, backend=backend,
+                                 dtype=np.dtype(dtype).str, progress=progress)
+    else:
+        with ctrl.broadcast(params) as shared:  # the UBM goes to each engine once
+            results = ctrl.map_tasks(_score_task, items, shared, top_c, backend,
+                                     np.dtype(dtype).str, progress=progress, desc="scoring")
     return [float(results[order[key]][segments[key][1][model_id]]) for model_id, key in where]

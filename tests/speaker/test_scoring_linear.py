@@ -3,10 +3,15 @@
 * Against the formula written here in NumPy: UBM posteriors, ``N_k``, ``F_k``,
   ``score = (1/T) sum_k (m_sk - m_k)^T Sigma_k^-1 (F_k - N_k m_k)``, in-process and
   on the MPI engines, for the kernel backend of this pass.
+* Model files (read where the tasks run, kept per process, read again when rewritten)
+  beside in-memory models, in several tasks: the same bits locally and on engines.
 * It is the first-order term of the exact LLR: for models ever closer to the UBM the
   two agree ever better.
 * On a generated corpus, its scores against exact scoring (correlation, EER), printed.
 """
+import os
+import time
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -120,3 +125,38 @@ def test_linear_against_exact_on_a_corpus(tmp_path, capsys):
               f"%, top-5 {100 * eer['topc']:.2f} %, linear {100 * eer['linear']:.2f} %")
     assert corr > 0.9
     assert abs(eer["linear"] - eer["exact"]) < 0.1
+
+
+def test_linear_scores_of_files_and_in_memory_models_in_chunks(world, tmp_path, dv_client):
+    """Model files read where the tasks run beside in-memory models; 20 segments (3
+    tasks), each against its own subset of models, so that the tasks' chunks hold
+    different models: the formula's scores, the same bits locally and on the engines,
+    the same scores to rounding for a subset of the trials."""
+    ubm, models, _ = world
+    rng = np.random.default_rng(5)
+    mixed = {"s0": models["s0"]}
+    for mid in ("s1", "s2"):
+        models[mid].save(tmp_path / f"{mid}.npz")
+        mixed[mid] = str(tmp_path / f"{mid}.npz")
+    tests = [rng.normal(0, 3, size=(int(rng.integers(5, 30)), D)) for _ in range(20)]
+    trials = [(mid, X) for i, X in enumerate(tests) for j, mid in enumerate(mixed)
+              if (i + j) % 3 or i % 4 == 0]
+    expected = [_numpy_linear(ubm, models[mid].means, X) for mid, X in trials]
+    local = score_trials(ubm, trials, mixed, method="linear", progress=False)
+    np.testing.assert_allclose(local, expected, rtol=1e-9, atol=1e-12)
+    engines = score_trials(ubm, trials, mixed, method="linear", controller=dv_client,
+                           progress=False)
+    np.testing.assert_array_equal(engines, local)
+    some = trials[5::4]
+    np.testing.assert_allclose(
+        score_trials(ubm, some, mixed, method="linear", progress=False), local[5::4],
+        rtol=1e-13, atol=1e-15)
+    # a model file written again is read again (the offsets kept by this process)
+    w, m, v = ubm
+    SpeakerModel("s1", w, m - 0.3, v).save(mixed["s1"])
+    os.utime(mixed["s1"], ns=(time.time_ns() + 10**9,) * 2)
+    again = score_trials(ubm, trials, mixed, method="linear", progress=False)
+    changed = [i for i, (mid, _) in enumerate(trials) if mid == "s1"]
+    np.testing.assert_allclose(np.asarray(again)[changed],
+                               [_numpy_linear(ubm, m - 0.3, trials[i][1]) for i in changed],
+                               rtol=1e-9, atol=1e-12)
