@@ -71,6 +71,8 @@ CORPORA = {"demo": dict(n_ubm=6, n_enroll=3, n_test=8, seed=0),
 #: i-vector dimension per corpus (T is trained on 120 and 400 utterances)
 RANKS = {"demo": 20, "large": 50}
 BEGIN, END = "<!-- ivector:begin -->", "<!-- ivector:end -->"
+#: the --synthetic timing's lines, inside the ivector section
+SYN_BEGIN, SYN_END = "<!-- ivector-tv-synthetic:begin -->", "<!-- ivector-tv-synthetic:end -->"
 OPEN_BEGIN, OPEN_END = "<!-- ivector-open:begin -->", "<!-- ivector-open:end -->"
 
 
@@ -308,30 +310,68 @@ def time_tv(ubm, train, rank, n_iter=6):
     return out
 
 
-def time_tv_synthetic(k=256, d=60, rank=200, n_utts=1000, n_iter=3):
+def time_tv_synthetic(k=256, d=60, rank=200, n_utts=1000, n_iter=4, repeat=2):
     """Seconds per TV EM iteration on synthetic statistics rows of a larger model.
 
     Rows (N from a gamma law, F~ Gaussian) are made on the client and
-    distributed; in-process (1 BLAS thread) against 2 MPI engines with client
-    and Allreduce reduction.
+    distributed once per controller; ``repeat`` times, in-process
+    (``LocalController(1, blas_threads=1)``) then on 2 MPI engines
+    (``MPICluster(2, blas_threads=1)``), ``n_iter`` iterations each.  For the
+    engines, each iteration's seconds are split from its record: the slower
+    engine's E-step (``shard_time``), exchange of the statistics' parts between
+    engines and M-step of its components (``exchange_time``, ``m_step_time``),
+    the rest (client, messages, T's shares to the client).  ``max |dT|``: the
+    engines' T against the in-process one (one shard: the sums are added in
+    another order; ``tests/ivector`` checks the bits against
+    ``LocalController(2)``).
     """
+    import os
+
     rng = np.random.default_rng(0)
     ubm = (np.full(k, 1.0 / k), rng.normal(size=(k, d)), np.ones((k, d)))
     n = rng.gamma(0.5, 8.0, size=(n_utts, k))
     f = rng.normal(size=(n_utts, k, d)) * np.sqrt(n)[:, :, None]
     rows = ipem.ivector.stats_rows(n, f)
     kw = dict(ubm=ubm, max_iter=n_iter, random_state=0)
-    out = {}
-    tv = ipem.TotalVariability(rank, controller=ipem.LocalController(1, blas_threads=1),
-                               **kw).fit(rows)
-    out["local, 1 BLAS thread"] = [r.time for r in tv.history_]
+    out = {"load average at start": os.getloadavg(), "runs": []}
     with ipem.MPICluster(n=2, blas_threads=1) as ctrl:
-        for reduction in ("client", "allreduce"):
-            c = ipem.DirectViewController(ctrl.view, reduction=reduction, blas_threads=1) \
-                if reduction == "allreduce" else ctrl
-            tv2 = ipem.TotalVariability(rank, controller=c, **kw).fit(rows)
-            out[f"2 MPI engines, {reduction}"] = [r.time for r in tv2.history_]
+        for _ in range(repeat):
+            run = {}
+            tv = ipem.TotalVariability(rank, controller=ipem.LocalController(1, blas_threads=1),
+                                       **kw).fit(rows)
+            run["local, 1 BLAS thread"] = [r.time for r in tv.history_]
+            tv2 = ipem.TotalVariability(rank, controller=ctrl, **kw).fit(rows)
+            run["2 MPI engines"] = [r.time for r in tv2.history_]
+            slow = [int(np.argmax(r.info["shard_time"])) for r in tv2.history_]
+            parts = {"E-step": [r.info["shard_time"][i] for r, i in zip(tv2.history_, slow)],
+                     "exchange": [r.info.get("exchange_time", [0, 0])[i]
+                                  for r, i in zip(tv2.history_, slow)],
+                     "M-step": [r.info.get("m_step_time", [0, 0])[i]
+                                for r, i in zip(tv2.history_, slow)]}
+            parts["rest"] = [t - sum(p[j] for p in parts.values())
+                             for j, t in enumerate(run["2 MPI engines"])]
+            run["engine split"] = parts
+            run["max |dT|"] = float(np.abs(tv.T_ - tv2.T_).max())
+            out["runs"].append(run)
     return out
+
+
+def synthetic_lines(timing, k=256, d=60, rank=200, n_utts=1000):
+    """Markdown lines of :func:`time_tv_synthetic`'s runs (median ratio per run)."""
+    load = " / ".join(f"{x:.2f}" for x in timing["load average at start"])
+    lines = [f"`benchmarks/ivector.py --synthetic` (K={k}, D={d}, R={rank}, {n_utts} synthetic "
+             f"utterances; load average at the start {load}; 2-core machine shared with "
+             "other jobs). Seconds per TV EM iteration (`IterationRecord.time`, in order):", "",
+             "| run | local, 1 BLAS thread | 2 MPI engines | median ratio | engines: E-step / "
+             "exchange / M-step / rest (slower engine, median s) | max abs(dT) vs local |",
+             "|---|---|---|---|---|---|"]
+    for i, run in enumerate(timing["runs"], 1):
+        loc, eng = run["local, 1 BLAS thread"], run["2 MPI engines"]
+        split = " / ".join(f"{np.median(v):.3f}" for v in run["engine split"].values())
+        lines.append(f"| {i} | {' '.join(f'{t:.2f}' for t in loc)} | "
+                     f"{' '.join(f'{t:.2f}' for t in eng)} | "
+                     f"{np.median(loc) / np.median(eng):.2f}x | {split} | {run['max |dT|']:.1e} |")
+    return lines
 
 
 def table(results):
@@ -353,6 +393,7 @@ def main(argv=None):
     p.add_argument("--synthetic", action="store_true",
                    help="only the TV timing on synthetic statistics (K=256, R=200, 1000 "
                         "utterances)")
+    p.add_argument("--repeat", type=int, default=2, help="--synthetic: runs of both")
     p.add_argument("--timing-only", action="store_true",
                    help="only the TV timing, on the last of --corpora (already prepared)")
     p.add_argument("--open-set", action="store_true",
@@ -376,8 +417,15 @@ def main(argv=None):
     results, report = {}, []
     last = None
     if args.synthetic:
-        timing = time_tv_synthetic()
-        print({k: np.round(v, 3).tolist() for k, v in timing.items()})
+        lines = synthetic_lines(time_tv_synthetic(repeat=args.repeat))
+        print("\n".join(lines), flush=True)
+        if args.out:
+            path = Path(args.out)
+            text = path.read_text()
+            pat = re.compile(re.escape(SYN_BEGIN) + ".*?" + re.escape(SYN_END), re.S)
+            block = "\n".join([SYN_BEGIN, *lines, SYN_END])
+            path.write_text(pat.sub(lambda m: block, text) if pat.search(text) else
+                            text.replace(END, block + "\n" + END))
         return 0
     if args.timing_only:
         name = args.corpora.split(",")[-1]

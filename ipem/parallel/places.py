@@ -15,7 +15,7 @@ n_places)``, on either path:
 
 * on MPI engines that are all ranks of one ``COMM_WORLD``, one shard per rank
   (:func:`engine_reduce_apply`): the parts go from engine to engine with
-  ``MPI.Alltoall``, the kept value with ``MPI.Allgather``;
+  an all-to-all exchange, the kept value with an all-gather (``mpi4py.util.pkl5``);
 * elsewhere (:class:`~ipem.parallel.local.LocalController`, engines that are
   not MPI-coupled or were re-sharded): through the client
   (:func:`client_reduce_apply`), ``apply`` running on the client.
@@ -138,10 +138,16 @@ def client_reduce_apply(ctrl, func, data, args, split, apply, apply_args):
 
 
 def _agree(comm, ok):
-    """Whether every rank is ``ok`` (an ``Allreduce``: no rank is left waiting)."""
+    """Whether every rank is ``ok``: a non-blocking ``Allreduce`` waited for with short
+    sleeps, so that an engine that is ahead does not spin on a core the others need
+    (MPI's blocking waits poll), and no rank is left waiting in a later collective."""
     from mpi4py import MPI
     flag = np.array([1 if ok else 0], dtype=np.int64)
-    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MIN)
+    request = comm.Iallreduce(MPI.IN_PLACE, flag, op=MPI.MIN)
+    delay = 1e-4
+    while not request.Test():
+        time.sleep(delay)
+        delay = min(2 * delay, 2e-3)
     return bool(flag[0])
 
 
@@ -154,7 +160,7 @@ def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_ke
     """Engine entry point of :meth:`Controller.reduce_on_places` on MPI engines.
 
     The shard function runs on this engine's shard, the parts of its statistics
-    go to their places (``MPI.Alltoall``), this rank sums its part in rank order
+    go to their places (all-to-all), this rank sums its part in rank order
     and runs ``apply`` on it; with ``keep``, every rank stores
     ``keep(all results)`` under ``keep_key``.  Each collective step is preceded
     by an agreement on success, so a failure never leaves a rank waiting.
@@ -166,7 +172,9 @@ def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_ke
         shard function's seconds.
     """
     from mpi4py import MPI
+    from mpi4py.util import pkl5
     comm = MPI.COMM_WORLD
+    big = pkl5.Intracomm(comm)  # arrays travel out of band, not copied into pickles
     rank, size = comm.Get_rank(), comm.Get_size()
     store = engine_store()
     try:
@@ -184,7 +192,7 @@ def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_ke
     parts = run_guarded(rank, split_parts, stats.value, split, size, n_blocks is not None)
     if not _agree(comm, parts.failure is None):
         return (parts if parts.failure else _peer_failed(rank, stats.elapsed)).remote()
-    mine = sum_parts(comm.alltoall(parts.value), n_blocks)
+    mine = sum_parts(big.alltoall(parts.value), n_blocks)
     parts = None
     exchange = time.perf_counter() - t0
     done = run_guarded(rank, apply, mine, rank, size, *apply_args)
@@ -193,7 +201,7 @@ def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_ke
         return (done if done.failure else _peer_failed(rank, stats.elapsed)).remote()
     if keep is not None:
         t0 = time.perf_counter()
-        kept = run_guarded(rank, keep, comm.allgather(done.value))
+        kept = run_guarded(rank, keep, big.allgather(done.value))
         if kept.failure is not None:
             return kept.remote()
         store[keep_key] = kept.value

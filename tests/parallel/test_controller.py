@@ -191,3 +191,60 @@ def test_large_results_are_gathered(dv_client):
             assert total["big"][0] == sum(range(1, dv_client.n_shards + 1))
     finally:
         data.free()
+
+
+def _split_sums(stats, place, n_places):
+    d = stats["s"].shape[0]
+    lo, hi = d * place // n_places, d * (place + 1) // n_places
+    return {"n": stats["n"], "s": stats["s"][lo:hi], "ss": (stats["ss"][0][lo:hi], 0)}
+
+
+def _applied_where(part, place, n_places, extra):
+    import os
+    if isinstance(extra, str) and extra == f"fail on {place}":
+        raise ValueError(f"bad part {place}")
+    return os.getpid(), part, extra
+
+
+def _join_sums(results):
+    return np.concatenate([part["s"] for _, part, _ in results])
+
+
+def test_reduce_on_places_applies_each_part_where_the_shards_are(dv_client):
+    """Each engine gets its part of the sum (the bits of ``reduce``'s), applies the
+    function there (its own process, not the client's), and keeps the joined results."""
+    import os
+    X = blobs(301, d=5)
+    data = dv_client.distribute(X)
+    local = ipem.LocalController(2).distribute(X)
+    kw = dict(split=_split_sums, apply=_applied_where, keep=_join_sums)
+    try:
+        total = dv_client.reduce(_shard_stats, data, 2.0)
+        out = dv_client.reduce_on_places(_shard_stats, data, 2.0, apply_args=(None,), **kw)
+        assert [pid for pid, _, _ in out.results] == dv_client.pids != [os.getpid()] * 2
+        ref = local.controller.reduce_on_places(_shard_stats, local, 2.0, apply_args=(None,),
+                                                **kw)
+        assert [pid for pid, _, _ in ref.results] == [os.getpid()] * 2
+        for p, ((_, part, _), (_, mine, _)) in enumerate(zip(out.results, ref.results)):
+            want = _split_sums(total, p, 2)
+            for got in (part, mine):
+                assert got["n"] == want["n"]
+                assert_array_equal(got["s"], want["s"])
+                assert_array_equal(got["ss"][0], want["ss"][0])
+        assert_array_equal(out.kept, total["s"])
+        assert all("broadcast ndarray" in keys.get(out.handle.key, "")
+                   for keys in dv_client.stored().values())
+        # the kept value is looked up where the next call runs
+        again = dv_client.reduce_on_places(_shard_stats, data, 2.0, apply_args=(out.handle,),
+                                           split=_split_sums, apply=_applied_where)
+        for _, _, extra in again.results:
+            assert_array_equal(extra, total["s"])
+        out.handle.free()
+        before = dv_client.stored()
+        with pytest.raises(ipem.EngineValueError, match="rank 1.*bad part 1"):
+            dv_client.reduce_on_places(_shard_stats, data, 2.0, apply_args=("fail on 1",),
+                                       **kw)
+        assert dv_client.stored() == before  # nothing kept from the failed call
+    finally:
+        data.free()
+        local.free()
