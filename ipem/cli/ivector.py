@@ -37,6 +37,10 @@ def train_ivector_options(sp):
                          "on the engine's node ($TMPDIR) and are read back block by block every "
                          "iteration (default: all in memory)")
     sp.add_argument("--out", required=True, type=OUTPUT_FILE, help="the extractor (.npz)")
+    sp.add_argument("--allow-overlap", action="store_true", parameter="allow_overlap",
+                    help="go on with features of another front-end than the UBM's training "
+                         "features (feature manifests compared); the extractor's record keeps "
+                         "it")
     common_options(sp)
 
 
@@ -54,7 +58,7 @@ def run_train_ivector(args):
                        top_c=args.top_c or None,     # the option's 0 is the API's None: all
                        seed=args.seed, checkpoint=args.checkpoint, plot=args.plot, out=args.out,
                        controller=args.cluster, callbacks=[] if args.quiet else [_print_record],
-                       engine_memory=args.engine_memory)
+                       engine_memory=args.engine_memory, allow_overlap=args.allow_overlap)
     print(f"total variability: rank {tv.n_components}, {len(utts)} utterances, "
           f"{tv.n_iter_} iterations, objective/frame {tv.lower_bound_:.5f} -> {args.out}")
     return 0

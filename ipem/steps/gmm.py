@@ -263,7 +263,8 @@ def normalize(ubm, scores, cohort, models_dir, *, source=None, method="s", cohor
     out_format : {"ipem", "kaldi"}, default="ipem"
     allow_overlap : bool, default=False
         Go on when the chain check fails (enrolled or cohort models adapted
-        from another UBM, raw scores of another UBM: :mod:`ipem.steps.chain`).
+        from another UBM, raw scores of another UBM, cohort or test features
+        of another front-end than the UBM's training features: :mod:`ipem.steps.chain`).
     controller : Controller, int, DirectView, str or None
         A cluster spec (``"mpi:4"``) is started after the step's checks.
     progress : bool, default=False
@@ -306,7 +307,7 @@ def normalize(ubm, scores, cohort, models_dir, *, source=None, method="s", cohor
     model_ids, enroll_index = _first_seen(t[0] for t in trials)
     test_ids, test_index = _first_seen(t[1] for t in trials)
     segments = dict(cohort)                     # cohort id -> feature files (one segment)
-    ubm_name, ubm = name_of(ubm, "the UBM"), ubm_params(ubm)
+    ubm_name, ubm_path, ubm = name_of(ubm, "the UBM"), ubm, ubm_params(ubm)
     _check_headers(segments, ubm.means.shape[1], f"{cohort_name}: cohort member")
     checks, digest = Checks(allow_overlap), gmm_digest(ubm)
     raw_rec = read_companion(where) if isinstance(scores, (str, os.PathLike)) else None
@@ -324,6 +325,10 @@ def normalize(ubm, scores, cohort, models_dir, *, source=None, method="s", cohor
         _check_models(cmodels, digest, ubm_name, checks)
         tests = {t: _test_segment(t, source, where) for t in test_ids}
         _check_headers(tests, ubm.means.shape[1], f"{where}: test segment")
+    ubm_rec = checks.record(ubm_path) if isinstance(ubm_path, (str, os.PathLike)) else None
+    check_frontend(             # cohort and test features of the UBM's front-end
+        utterance_keys([*segments.values(), *(tests.values() if "test" in needs else ())]),
+        None if ubm_rec is None else ubm_rec.get("frontend"), ubm_name, checks)
     checks.warn_unknown()
     mats = {}
     logger.info("%s-norm of %d trials with a cohort of %d (%s)", method, len(trials),

@@ -50,7 +50,7 @@ BACKENDS = ("cosine", "plda")
 
 def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
                   checkpoint=None, plot=None, out=None, controller=None, callbacks=None,
-                  engine_memory=None):
+                  engine_memory=None, allow_overlap=False):
     """Train the total-variability matrix; the engines compute and keep the statistics.
 
     Parameters
@@ -79,10 +79,20 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
         Memory of each engine process; the utterance statistics that do not
         fit are streamed from a scratch file every iteration
         (``TotalVariability(engine_memory=...)``).
+    allow_overlap : bool, default=False
+        Train even on features of another front-end than the UBM's training
+        features (feature manifests, :func:`ipem.steps.chain.check_frontend`);
+        the extractor's record keeps it.
 
     Returns
     -------
     TotalVariability
+
+    Raises
+    ------
+    ipem.io.provenance.ProvenanceError
+        Features of another front-end than the UBM's (the feature manifest
+        and the UBM named), before any cluster starts.
     """
     from ..plotting import LivePlot, image_format
 
@@ -91,15 +101,22 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
             check_output_file(path, what)
     # what a killed run left half-written next to them (.<name>.<12 hex>.tmp)
     remove_stale_temporaries([p for p in (out, checkpoint) if p is not None])
+    if isinstance(plot, (str, os.PathLike)):
+        image_format(plot)
+    ubm_name, params = name_of(ubm, None), ubm_params(ubm)
+    _check_dimensions(utterances, params.means.shape[1])     # before any cluster starts
+    keys = utterance_keys(list(utterances.values()) if isinstance(utterances, dict)
+                          else list(utterances))
+    checks = Checks(allow_overlap)      # features of the UBM's front-end, before any work
+    ubm_rec = checks.record(ubm) if ubm_name is not None else None
+    feature_fields = check_frontend(
+        keys, None if ubm_rec is None else ubm_rec.get("frontend"), ubm_name, checks)
     callbacks = list(callbacks or [])
     own_plot = None
     if isinstance(plot, (str, os.PathLike)):
-        image_format(plot)
         own_plot = plot = LivePlot(title=f"total variability (R={rank})", path=os.fspath(plot))
     if plot is not None:
         callbacks.append(plot)
-    ubm_name, params = name_of(ubm, None), ubm_params(ubm)
-    _check_dimensions(utterances, params.means.shape[1])     # before any cluster starts
     if engine_memory is not None:   # at least one block of rows, before any cluster starts
         k, d = params.means.shape
         resident_rows(engine_memory, getattr(controller, "block_size", None) or
@@ -114,12 +131,9 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
     if own_plot is not None and hasattr(own_plot, "close"):
         own_plot.close()
     if out is not None:
-        keys = utterance_keys(list(utterances.values()) if isinstance(utterances, dict)
-                              else list(utterances))
-        ubm_rec = Checks().record(ubm) if isinstance(ubm, (str, os.PathLike)) else None
         save_with_record(tv.save, out, make_record(
             "extractor", ubm=gmm_digest(params), ubm_file=ubm_name, utterances=keys,
-            n_utterances=len(keys), ubm_record=ubm_rec))
+            n_utterances=len(keys), ubm_record=ubm_rec, **feature_fields, **checks.fields()))
     return tv
 
 

@@ -1,11 +1,12 @@
 """Feature directories carry provenance (issue 20).
 
 ``ipem extract`` writes ``ipem_features.json`` (front-end options, ipem version, digests of the
-audio and of every feature file); train-ubm, adapt, score and extract-ivectors record the
-manifests they read, and refuse features of another front-end than the UBM's training
-features with one line naming both files unless ``--allow-overlap``.  A feature directory
-without a manifest (other tools, an older ipem) is read as before, with one logged warning.
-Real audio from the corpus generator, through the ``ipem`` command in-process.
+audio and of every feature file); train-ubm, adapt, score, train-ivector and extract-ivectors
+record the manifests they read; adapt, score, norm (cohort and test segments), train-ivector and
+extract-ivectors refuse features of another front-end than the UBM's training features with
+one line naming both files unless ``--allow-overlap``.  A feature directory without a
+manifest (other tools, an older ipem) is read as before, with one logged warning.  Real
+audio from the corpus generator, through the ``ipem`` command in-process.
 """
 import json
 import logging
@@ -125,3 +126,76 @@ def test_an_option_added_later_compares_at_its_default(world, tmp_path, capsys):
             assert rc == 0, err
         else:
             assert rc != 0 and len(err) == 1 and "n_filters 26, not 24" in err[0], err
+
+
+def test_train_ivector_refuses_features_of_another_frontend(world, tmp_path, capsys):
+    """train-ivector: the utterances' features are of the UBM's front-end, checked before any
+    cluster starts (a profile that does not exist is never reached); the extractor records
+    its features like the speaker models."""
+    root, info, gmm, kaldi, old, ubm = world
+    train = ["train-ivector", "--ubm", str(ubm), "--list", str(info.ubm_list), "--root",
+             str(info.out_dir), "-R", "2", "--iter", "1", "--quiet", "--out"]
+    rc, out, err = _run(capsys, [*train, str(tmp_path / "tv_k.npz"), "--features", str(kaldi),
+                                 "--cluster", f"profile:{tmp_path / 'no_such_profile'}"])
+    assert rc != 0 and len(err) == 1, err
+    assert str(kaldi / MANIFEST_NAME) in err[0] and str(ubm) in err[0]
+    assert "vad 'kaldi', not 'gmm'" in err[0] and "--allow-overlap" in err[0]
+    assert not (tmp_path / "tv_k.npz").exists()
+    rc, out, err = _run(capsys, [*train, str(tmp_path / "tv_k.npz"), "--features", str(kaldi),
+                                 "--allow-overlap"])
+    assert rc == 0, err
+    (allowed,) = read_record(tmp_path / "tv_k.npz")["allowed_overlap"]
+    assert str(kaldi / MANIFEST_NAME) in allowed
+    rc, out, err = _run(capsys, [*train, str(tmp_path / "tv.npz"), "--features", str(gmm)])
+    assert rc == 0, err
+    rec = read_record(tmp_path / "tv.npz")
+    assert rec["features"] == [{"manifest": str(gmm / MANIFEST_NAME),
+                                "digest": file_digest(gmm / MANIFEST_NAME)}]
+    assert rec["frontend"] == read_record(ubm)["frontend"] and "allowed_overlap" not in rec
+
+
+def test_norm_refuses_cohort_or_test_features_of_another_frontend(world, tmp_path, capsys):
+    """norm: the cohort's features (every method) and the test segments' (methods that score
+    them against the cohort models) are of the UBM's front-end."""
+    root, info, gmm, kaldi, old, ubm = world
+    c = str(info.out_dir)
+    ubm_utts = info.ubm_list.read_text().split()
+    cohort = tmp_path / "cohort.lst"            # audio entries: features of --features
+    cohort.write_text("".join(f"c{i} {u}\n" for i, u in enumerate(ubm_utts)))
+    cohort_gmm = tmp_path / "cohort_gmm.lst"    # feature files: of gmm whatever --features
+    cohort_gmm.write_text("".join(f"c{i} {gmm / u[:-4]}.htk\n" for i, u in enumerate(ubm_utts)))
+    models, cmodels, raw = tmp_path / "models", tmp_path / "cohort_models", tmp_path / "raw.txt"
+    for enroll, out_dir in ((info.enroll_list, models), (cohort_gmm, cmodels)):
+        rc, out, err = _run(capsys, ["adapt", "--ubm", str(ubm), "--enroll", str(enroll),
+                                     "--root", c, "--features", str(gmm), "--quiet",
+                                     "--out-dir", str(out_dir)])
+        assert rc == 0, err
+    rc, out, err = _run(capsys, ["score", "--ubm", str(ubm), "--models", str(models),
+                                 "--trials", str(info.trials_list), "--root", c, "--features",
+                                 str(gmm), "--quiet", "--out", str(raw)])
+    assert rc == 0, err
+    norm = ["norm", "--ubm", str(ubm), "--models", str(models), "--scores", str(raw),
+            "--root", c, "--quiet", "--cohort-models", str(cmodels)]
+    # z-norm: the cohort's features of the other front-end
+    rc, out, err = _run(capsys, [*norm, "--method", "z", "--cohort", str(cohort), "--features",
+                                 str(kaldi), "--out", str(tmp_path / "z_k.txt")])
+    assert rc != 0 and len(err) == 1, err
+    assert str(kaldi / MANIFEST_NAME) in err[0] and str(ubm) in err[0]
+    assert "vad 'kaldi', not 'gmm'" in err[0] and "--allow-overlap" in err[0]
+    assert not (tmp_path / "z_k.txt").exists()
+    rc, out, err = _run(capsys, [*norm, "--method", "z", "--cohort", str(cohort), "--features",
+                                 str(kaldi), "--out", str(tmp_path / "z_k.txt"),
+                                 "--allow-overlap"])
+    assert rc == 0, err
+    (allowed,) = read_companion(tmp_path / "z_k.txt")["allowed_overlap"]
+    assert str(kaldi / MANIFEST_NAME) in allowed
+    # t-norm: the cohort of the UBM's front-end, the test segments of the other one
+    rc, out, err = _run(capsys, [*norm, "--method", "t", "--cohort", str(cohort_gmm),
+                                 "--features", str(kaldi), "--out", str(tmp_path / "t_k.txt")])
+    assert rc != 0 and len(err) == 1, err
+    assert str(kaldi / MANIFEST_NAME) in err[0] and str(ubm) in err[0]
+    assert not (tmp_path / "t_k.txt").exists()
+    rc, out, err = _run(capsys, [*norm, "--method", "t", "--cohort", str(cohort_gmm),
+                                 "--features", str(gmm), "--out", str(tmp_path / "t.txt")])
+    assert rc == 0, err
+    assert "allowed_overlap" not in read_companion(tmp_path / "t.txt")
