@@ -152,7 +152,10 @@ def tv_stats(shard, T, inv_var):
     ----------
     shard : Shard
         ``X`` of shape (n_utterances, K + K*D) (:mod:`ipem.ivector.stats`).
-    T : ndarray of shape (K, D, R)
+    T : ndarray of shape (K, D, R), or dict
+        Or ``{"T": T, "p": p}`` with ``p`` the packed ``T_c' S_c^-1 T_c`` of
+        :func:`precompute` (:func:`join_T`: made once per iteration, shared by
+        the places), which is then not computed again.
     inv_var : ndarray of shape (K, D)
 
     Returns
@@ -163,8 +166,12 @@ def tv_stats(shard, T, inv_var):
         ``w`` (R,) ``sum_u E[w]``; ``nc`` (K,) ``sum_u N_u``; ``loglik``
         ``sum_u (-log|L_u| + b_u' E[w_u]) / 2``; ``n`` utterances.
     """
+    if isinstance(T, dict):
+        T, p = T["T"], T["p"]
+        ts = (T * inv_var[:, :, None]).reshape(-1, T.shape[2])
+    else:
+        ts, p = precompute(T, inv_var)
     k, d, r = T.shape
-    ts, p = precompute(T, inv_var)
     rows = shard.X
     n_all, f_all = split_rows(rows, k)
     npk = r * (r + 1) // 2
@@ -267,20 +274,23 @@ def split_tv_stats(stats, place, n_places):
     return part
 
 
-def tv_m_step_part(part, place, n_places, T, min_div):
+def tv_m_step_part(part, place, n_places, T, min_div, inv_var):
     """Place function: the M-step (and minimum-divergence step) of this place's components.
 
     Every component is solved alone and ``T_c G`` is one product per
     component, so the blocks are those of :func:`tv_m_step` and
-    :func:`min_divergence` on the whole T, bit for bit.
+    :func:`min_divergence` on the whole T, bit for bit; so are the packed
+    ``T_c' S_c^-1 T_c`` of the new blocks (:func:`precompute`, one product per
+    component), which the next E-step then does not compute.
 
     Parameters
     ----------
     part : dict
         :func:`split_tv_stats` of the summed statistics.
-    T : ndarray of shape (K, D, R)
-        The previous matrix (where the place is).
+    T : ndarray of shape (K, D, R), or dict
+        The previous matrix (where the place is), or :func:`join_T`'s dict.
     min_div : bool
+    inv_var : ndarray of shape (K, D)
 
     Returns
     -------
@@ -288,15 +298,20 @@ def tv_m_step_part(part, place, n_places, T, min_div):
         The new ``T_c`` of the place's components.
     small : dict or None
         Place 0: the summed ``ww``, ``w``, ``nc``, ``loglik``, ``n``; else None.
+    p : ndarray of shape (hi - lo, R(R+1)/2)
+        Packed ``T_c' S_c^-1 T_c`` of the new blocks.
     """
+    T = T["T"] if isinstance(T, dict) else T
     lo, hi = component_range(T.shape[0], place, n_places)
     share, _ = tv_m_step({"A": part["A"], "C": part["C"], "nc": part["nc"][lo:hi]}, T[lo:hi])
     if min_div:
         share = min_divergence(share, part)
     small = {k: part[k] for k in ("ww", "w", "nc", "loglik", "n")} if place == 0 else None
-    return share, small
+    return share, small, precompute(share, inv_var[lo:hi])[1]
 
 
 def join_T(results):
-    """The whole T from the places' :func:`tv_m_step_part` results (place order)."""
-    return np.concatenate([share for share, _ in results])
+    """``{"T", "p"}`` of the whole new T from the places' :func:`tv_m_step_part` results
+    (place order): T of shape (K, D, R), p of shape (K, R(R+1)/2)."""
+    return {"T": np.concatenate([r[0] for r in results]),
+            "p": np.concatenate([r[2] for r in results])}

@@ -260,7 +260,8 @@ class TotalVariability(TransformerMixin, EMEstimator):
         """EM hook (:class:`~ipem.em.hooks.EMHooks`): the E-step and the M-step where the
         statistics are (:meth:`~ipem.parallel.Controller.reduce_on_places`): each place
         solves its share of the components, T stays on the places for the next
-        iteration, and only the new T's shares and the small sums come back.
+        iteration with its ``T_c' S_c^-1 T_c`` (computed by the place that solved
+        ``T_c``), and only the new T's shares and the small sums come back.
 
         Returns
         -------
@@ -273,11 +274,12 @@ class TotalVariability(TransformerMixin, EMEstimator):
         placed = getattr(self, "_placed", None)
         if placed is None or placed[0] is not T:   # first iteration, or resumed
             self._placed = placed = (T, ctrl.broadcast(T))
+        inv_var = 1.0 / self._params_ubm.covariances
         out = ctrl.reduce_on_places(
-            posterior.tv_stats, data, placed[1], 1.0 / self._params_ubm.covariances,
-            split=posterior.split_tv_stats, apply=posterior.tv_m_step_part,
-            apply_args=(placed[1], bool(self.min_divergence)), keep=posterior.join_T)
-        stats = {**out.results[0][1], "T": out.kept, "handle": out.handle,
+            posterior.tv_stats, data, placed[1], inv_var, split=posterior.split_tv_stats,
+            apply=posterior.tv_m_step_part, keep=posterior.join_T,
+            apply_args=(placed[1], bool(self.min_divergence), inv_var))
+        stats = {**out.results[0][1], "T": out.kept["T"], "handle": out.handle,
                  "m_step_time": out.apply_times.tolist(),
                  "exchange_time": out.exchange_times.tolist()}
         return Reduction(stats, out.shard_times)
