@@ -30,7 +30,7 @@ from .stats import split_rows
 
 __all__ = ["pack_upper", "unpack_upper", "precompute", "posteriors", "tv_stats", "ivectors",
            "tv_m_step", "min_divergence", "component_range", "split_tv_stats", "tv_m_step_part",
-           "join_T"]
+           "join_T", "reply_T"]
 
 #: bytes of the (B, R, R) work arrays of one block of utterances
 _BLOCK_BYTES = 1 << 25
@@ -166,11 +166,11 @@ def tv_stats(shard, T, inv_var):
         ``w`` (R,) ``sum_u E[w]``; ``nc`` (K,) ``sum_u N_u``; ``loglik``
         ``sum_u (-log|L_u| + b_u' E[w_u]) / 2``; ``n`` utterances.
     """
-    if isinstance(T, dict):
-        T, p = T["T"], T["p"]
-        ts = (T * inv_var[:, :, None]).reshape(-1, T.shape[2])
-    else:
+    T, p = (T["T"], T.get("p")) if isinstance(T, dict) else (T, None)
+    if p is None:
         ts, p = precompute(T, inv_var)
+    else:
+        ts = (T * inv_var[:, :, None]).reshape(-1, T.shape[2])
     k, d, r = T.shape
     rows = shard.X
     n_all, f_all = split_rows(rows, k)
@@ -312,6 +312,16 @@ def tv_m_step_part(part, place, n_places, T, min_div, inv_var):
 
 def join_T(results):
     """``{"T", "p"}`` of the whole new T from the places' :func:`tv_m_step_part` results
-    (place order): T of shape (K, D, R), p of shape (K, R(R+1)/2)."""
-    return {"T": np.concatenate([r[0] for r in results]),
-            "p": np.concatenate([r[2] for r in results])}
+    (place order): T of shape (K, D, R), p of shape (K, R(R+1)/2); without ``p``
+    when the results are :func:`reply_T`'s."""
+    out = {"T": np.concatenate([r[0] for r in results])}
+    if all(r[2] is not None for r in results):
+        out["p"] = np.concatenate([r[2] for r in results])
+    return out
+
+
+def reply_T(result):
+    """What a place sends back of its :func:`tv_m_step_part` result: not ``p`` (the
+    places keep it; a copy made from the replies lacks it, and ``tv_stats``
+    computes it again from T)."""
+    return result[0], result[1], None

@@ -277,7 +277,7 @@ class TotalVariability(TransformerMixin, EMEstimator):
         inv_var = 1.0 / self._params_ubm.covariances
         out = ctrl.reduce_on_places(
             posterior.tv_stats, data, placed[1], inv_var, split=posterior.split_tv_stats,
-            apply=posterior.tv_m_step_part, keep=posterior.join_T,
+            apply=posterior.tv_m_step_part, keep=posterior.join_T, reply=posterior.reply_T,
             apply_args=(placed[1], bool(self.min_divergence), inv_var))
         stats = {**out.results[0][1], "T": out.kept["T"], "handle": out.handle,
                  "m_step_time": out.apply_times.tolist(),

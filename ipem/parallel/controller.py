@@ -149,9 +149,9 @@ class Controller:
         """Name of the place where shard ``index`` lives, for error messages."""
         return f"shard {index}"
 
-    def _reduce_apply(self, func, data, args, split, apply, apply_args, keep, keep_key):
-        """:meth:`reduce_on_places`'s per-place Outcomes, and whether the places stored
-        the kept value themselves (here, through the client, they did not)."""
+    def _reduce_apply(self, func, data, args, split, apply, apply_args, keep, keep_key, reply):
+        """:meth:`reduce_on_places`'s per-place Outcomes, and whether the places ran
+        ``apply``, ``keep`` and ``reply`` themselves (here: no, the client did)."""
         return client_reduce_apply(self, func, data, args, split, apply, apply_args), False
 
     # --- configuration semantics -----------------------------------------
@@ -349,7 +349,8 @@ class Controller:
         total, outcomes = self._call_reduce(func, data.key, args)
         return Reduction(total, np.array([o.elapsed for o in outcomes], dtype=np.float64))
 
-    def reduce_on_places(self, func, data, *args, split, apply, apply_args=(), keep=None):
+    def reduce_on_places(self, func, data, *args, split, apply, apply_args=(), keep=None,
+                         reply=None):
         """Reduce ``func`` over ``data`` and use the sum where it is: each place gets a part.
 
         Place ``p`` of ``n`` receives ``split(total, p, n)`` of the statistics
@@ -375,13 +376,17 @@ class Controller:
             :class:`Broadcast` (on MPI engines each makes it from the gathered
             results; the client sends nothing) and kept on the client, so it is
             stored again after a lost engine.
+        reply : callable, optional
+            ``reply(result)`` (module level): what a place sends back instead of its
+            whole result (the kept value on the client is then ``keep`` of the
+            replies where the places kept it: it must serve in its place).
 
         Returns
         -------
         PlacedReduction
         """
         self._check(data)
-        return reduce_on_places(self, func, data, args, split, apply, apply_args, keep)
+        return reduce_on_places(self, func, data, args, split, apply, apply_args, keep, reply)
 
     def map(self, func, data, *args):
         """Run ``func(shard, *args)`` on every shard; list of results in shard order.

@@ -407,17 +407,17 @@ class DirectViewController(Controller):
         flat, spec = self._values(outcomes)[0]
         return unpack_stats(flat, spec), outcomes
 
-    def _reduce_apply(self, func, data, args, split, apply, apply_args, keep, keep_key):
+    def _reduce_apply(self, func, data, args, split, apply, apply_args, keep, keep_key, reply):
         """Engine to engine with MPI when shard ``i`` is on rank ``i`` of one MPI world
         (:func:`~ipem.parallel.places.engine_reduce_apply`), else through the client."""
         if any(self._suffix) or self.mpi_sizes != [self.n_shards] * self.n_shards or \
                 self.ranks != list(range(self.n_shards)):
             return super()._reduce_apply(func, data, args, split, apply, apply_args, keep,
-                                         keep_key)
+                                         keep_key, reply)
         n_blocks = data.n_shards if data.block_size is not None else None
         return self._each(engine_reduce_apply, [
             (func, self._key(data.key, i), args, split, apply, apply_args, keep, keep_key,
-             n_blocks) for i in range(self.n_shards)], _name(apply)), keep is not None
+             n_blocks, reply) for i in range(self.n_shards)], _name(apply)), True
 
     def _free(self, key):
         keys = [key] + [key + s for s in set(self._suffix) if s]

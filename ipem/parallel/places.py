@@ -4,7 +4,8 @@ A shard function's statistics are summed as :meth:`Controller.reduce` sums
 them, but the sum is not brought to the client: it is cut into one part per
 place (``split(stats, place, n_places)``), place ``p`` receives part ``p``
 summed over all places, runs ``apply(part, p, n_places, *apply_args)`` on it
-where it lives, and only what ``apply`` returns comes back.  Optionally
+where it lives, and only what ``apply`` returns (or ``reply`` of it) comes
+back.  Optionally
 ``keep(results)`` is stored on every place as a broadcast value (for the
 next call), without the client sending it.
 
@@ -84,18 +85,18 @@ def sum_parts(parts, n_blocks):
     return tree_total([node for nodes in parts for node in nodes], n_blocks)
 
 
-def reduce_on_places(ctrl, func, data, args, split, apply, apply_args, keep):
+def reduce_on_places(ctrl, func, data, args, split, apply, apply_args, keep, reply):
     """:meth:`Controller.reduce_on_places` (see there): a PlacedReduction."""
     key = f"b{uuid.uuid4().hex[:8]}" if keep is not None else None
     try:
-        outcomes, stored = ctrl._reduce_apply(func, data, args, split, apply, apply_args,
-                                              keep, key)
+        outcomes, on_places = ctrl._reduce_apply(func, data, args, split, apply, apply_args,
+                                              keep, key, reply)
         values = ctrl._values(outcomes)
         results = [v[0] for v in values]
         kept = handle = None
         if keep is not None:
             kept = keep(results)
-            if not stored:
+            if not on_places:
                 ctrl._make(key, ("value", kept))
             handle = Broadcast(ctrl, key)
             ctrl._recipes[key] = ("value", kept)
@@ -103,6 +104,8 @@ def reduce_on_places(ctrl, func, data, args, split, apply, apply_args, keep):
         if key is not None:
             ctrl._free_key(key)
         raise
+    if not on_places and reply is not None:
+        results = [reply(r) for r in results]
     times = np.array([[o.elapsed, v[1], v[2]] for o, v in zip(outcomes, values)]).T
     return PlacedReduction(results, times[0], times[1], times[2], kept, handle)
 
@@ -156,13 +159,15 @@ def _peer_failed(rank, elapsed):
         rank, PeerFailed("another engine failed in the same call")))
 
 
-def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_key, n_blocks):
+def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_key, n_blocks,
+                        reply=None):
     """Engine entry point of :meth:`Controller.reduce_on_places` on MPI engines.
 
     The shard function runs on this engine's shard, the parts of its statistics
     go to their places (all-to-all), this rank sums its part in rank order
     and runs ``apply`` on it; with ``keep``, every rank stores
-    ``keep(all results)`` under ``keep_key``.  Each collective step is preceded
+    ``keep(all results)`` under ``keep_key``; ``reply(result)`` (default: the
+    result) goes back.  Each collective step is preceded
     by an agreement on success, so a failure never leaves a rank waiting.
 
     Returns
@@ -206,4 +211,5 @@ def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_ke
             return kept.remote()
         store[keep_key] = kept.value
         exchange += time.perf_counter() - t0
-    return Outcome((done.value, done.elapsed, exchange), stats.elapsed)
+    value = done.value if reply is None else reply(done.value)
+    return Outcome((value, done.elapsed, exchange), stats.elapsed)

@@ -206,6 +206,10 @@ def _applied_where(part, place, n_places, extra):
     return os.getpid(), part, extra
 
 
+def _reply_pid(result):
+    return result[0]
+
+
 def _join_sums(results):
     return np.concatenate([part["s"] for _, part, _ in results])
 
@@ -239,6 +243,10 @@ def test_reduce_on_places_applies_each_part_where_the_shards_are(dv_client):
                                            split=_split_sums, apply=_applied_where)
         for _, _, extra in again.results:
             assert_array_equal(extra, total["s"])
+        replied = dv_client.reduce_on_places(_shard_stats, data, 2.0, apply_args=(None,),
+                                             split=_split_sums, apply=_applied_where,
+                                             reply=_reply_pid)
+        assert replied.results == dv_client.pids
         out.handle.free()
         before = dv_client.stored()
         with pytest.raises(ipem.EngineValueError, match="rank 1.*bad part 1"):
