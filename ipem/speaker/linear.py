@@ -310,15 +310,13 @@ def score_segments(controller, params, items, *, backend=None, dtype="<f4", prog
     list of ndarray
         The scores of each segment, in the order of its models.
     """
-    in_memory = {}
-    tasks = []
-    for source, mods, what in items:
-        refs = []
-        for mid, mod in mods:
-            if isinstance(mod, SpeakerModel):
-                mod = in_memory.setdefault(mid, (len(in_memory), mod))[0]
-            refs.append((mid, mod))
-        tasks.append((source, refs, what))
+    in_memory = {}           # model id -> (row of the broadcast offsets, SpeakerModel)
+    for mid, mod in {id(pair): pair for _, mods, _ in items for pair in mods}.values():
+        if isinstance(mod, SpeakerModel):
+            in_memory.setdefault(mid, (len(in_memory), mod))
+    tasks = items if not in_memory else [
+        (source, [(mid, in_memory[mid][0]) if mid in in_memory else (mid, mod)
+                  for mid, mod in mods], what) for source, mods, what in items]
     shared = (model_offsets(params, [mod for _, mod in in_memory.values()])
               if in_memory else None)
     ubm_key = hashlib.blake2b(params[1].tobytes() + params[2].tobytes(),

@@ -317,6 +317,72 @@ def _score_task(item, params, top_c, backend, dtype):
     return llr_scores(X, params, loaded, top_c=top_c, backend=backend)
 
 
+def _group_trials(trials, models):
+    """The trials' test segments, in order of first appearance, and each trial's place.
+
+    Returns
+    -------
+    segments : list of (key, test, model_ids)
+        The segment's key (:func:`_segment_key`), its first test object and its
+        model ids in order of first appearance.
+    where_seg, where_pos : ndarray of shape (n_trials,), int64
+        Each trial's segment and its model's position in that segment's list.
+    """
+    try:         # hashable tests (paths, FeatureRefs): one key per distinct test, arrays
+        model_ids = [t[0] for t in trials]
+        tests = [t[1] for t in trials]
+        key_of = {test: None for test in tests}
+        unknown = any(mid not in models for mid in dict.fromkeys(model_ids))
+    except (TypeError, IndexError, KeyError):
+        unknown = True           # a malformed trial or an array test: one by one
+    if unknown:
+        return _group_trials_one_by_one(trials, models)
+    seg_index, first_test = {}, []
+    for test in key_of:
+        key = _segment_key(test)
+        if key not in seg_index:
+            seg_index[key] = len(seg_index)
+            first_test.append((key, test))
+        key_of[test] = seg_index[key]
+    mid_index = {mid: i for i, mid in enumerate(dict.fromkeys(model_ids))}
+    n_m = len(mid_index)
+    where_seg = np.array([key_of[t] for t in tests], dtype=np.int64)
+    pair, first, inverse = np.unique(where_seg * n_m + np.array(
+        [mid_index[mid] for mid in model_ids], dtype=np.int64), return_index=True,
+        return_inverse=True)
+    order = np.lexsort((first, pair // n_m))       # by segment, then by first appearance
+    seg_sorted = pair[order] // n_m
+    pos = np.empty(len(pair), dtype=np.int64)
+    pos[order] = np.arange(len(pair)) - np.searchsorted(seg_sorted, seg_sorted)
+    ids = list(mid_index)
+    bounds = np.searchsorted(seg_sorted, np.arange(len(first_test) + 1))
+    mids = (pair[order] % n_m).tolist()
+    segments = [(key, test, [ids[j] for j in mids[bounds[s]:bounds[s + 1]]])
+                for s, (key, test) in enumerate(first_test)]
+    return segments, where_seg, pos[inverse.ravel()]
+
+
+def _group_trials_one_by_one(trials, models):
+    """:func:`_group_trials` for any trials, with the error of the first bad one."""
+    segments = {}            # segment key -> [test, {model id: position}, segment index]
+    where_seg, where_pos = [], []
+    for i, trial in enumerate(trials):
+        try:
+            model_id, test = trial[0], trial[1]
+        except (TypeError, IndexError, KeyError):
+            raise ValueError(f"trial {i}: expected (model_id, test), got {trial!r}") from None
+        if model_id not in models:
+            raise ValueError(f"trial {i}: model {model_id!r} is not in models")
+        key = _segment_key(test)
+        seg = segments.get(key)
+        if seg is None:
+            seg = segments[key] = [test, {}, len(segments)]
+        where_seg.append(seg[2])
+        where_pos.append(seg[1].setdefault(model_id, len(seg[1])))
+    return ([(key, test, list(ids)) for key, (test, ids, _) in segments.items()],
+            np.array(where_seg, dtype=np.int64), np.array(where_pos, dtype=np.int64))
+
+
 def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True, backend=None,
                  dtype=np.float32, method=None):
     """Score a list of trials, one load-balanced task per test segment.
@@ -346,8 +412,9 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
         ``"exact"``: average LLR over all components; ``"linear"``: linear
         scoring (:mod:`ipem.speaker.linear`): each task computes the
         statistics of a chunk of segments and their products with the
-        models' offsets where it runs, and returns the chunk's scores.  ``None``: ``"exact"`` if
-        ``top_c`` is 0 or None, else ``"topc"`` (:func:`scoring_method`).
+        models' offsets where it runs, and returns the chunk's scores.
+        ``None``: ``"exact"`` if ``top_c`` is 0 or None, else ``"topc"``
+        (:func:`scoring_method`).
 
     Returns
     -------
@@ -362,44 +429,20 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
     trials = list(trials)
     if not trials:
         return []
-    segments = {}            # segment key -> [test, {model id: position}]
-    where = []               # per trial: (model id, segment key)
-    path_keys = {}           # test path (str) -> segment key: one abspath per path
-    for i, trial in enumerate(trials):
-        try:
-            model_id, test = trial[0], trial[1]
-        except (TypeError, IndexError, KeyError):
-            raise ValueError(f"trial {i}: expected (model_id, test), got {trial!r}") from None
-        if model_id not in models:
-            raise ValueError(f"trial {i}: model {model_id!r} is not in models")
-        if type(test) is str:
-            key = path_keys.get(test)
-            if key is None:
-                key = path_keys[test] = _segment_key(test)
-        else:
-            key = _segment_key(test)
-        seg = segments.get(key)
-        if seg is None:
-            seg = segments[key] = [test, {}]
-        seg[1].setdefault(model_id, len(seg[1]))
-        where.append((model_id, key))
-    order = {key: s for s, key in enumerate(segments)}
+    segments, where_seg, where_pos = _group_trials(trials, models)
     resolved = {}            # model id -> (str(model id), absolute path or SpeakerModel)
+    for mid in dict.fromkeys(mid for _, _, ids in segments for mid in ids):
+        mod = models[mid]
+        if isinstance(mod, (str, os.PathLike)):
+            mod = os.path.abspath(os.fspath(mod))
+        elif not isinstance(mod, SpeakerModel):
+            mod = SpeakerModel(str(mid), *_ubm_params(mod))
+        resolved[mid] = (str(mid), mod)
     items = []
-    for s, (key, (test, ids)) in enumerate(segments.items()):
+    for s, (key, test, ids) in enumerate(segments):
         what = (f"test segment {s}" if isinstance(test, np.ndarray)
                 else f"test segment {key[1] if key[0] == 'path' else test}")
-        mods = []
-        for mid in ids:
-            pair = resolved.get(mid)
-            if pair is None:
-                mod = models[mid]
-                if isinstance(mod, (str, os.PathLike)):
-                    mod = os.path.abspath(os.fspath(mod))
-                elif not isinstance(mod, SpeakerModel):
-                    mod = SpeakerModel(str(mid), *_ubm_params(mod))
-                pair = resolved[mid] = (str(mid), mod)
-            mods.append(pair)
+        mods = [resolved[mid] for mid in ids]
         items.append((resolve_source(test, what), mods, what))
     ctrl = as_controller(controller)
     logger.debug("scoring %d trials in %d test segments on %s (%s)", len(trials), len(items),
@@ -411,4 +454,6 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
         with ctrl.broadcast(params) as shared:  # the UBM goes to each engine once
             results = ctrl.map_tasks(_score_task, items, shared, top_c, backend,
                                      np.dtype(dtype).str, progress=progress, desc="scoring")
-    return [float(results[order[key]][segments[key][1][model_id]]) for model_id, key in where]
+    start = np.cumsum([0] + [len(r) for r in results])
+    flat = np.concatenate([np.asarray(r, dtype=np.float64) for r in results])
+    return flat[start[where_seg] + where_pos].tolist()

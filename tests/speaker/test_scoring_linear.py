@@ -128,10 +128,11 @@ def test_linear_against_exact_on_a_corpus(tmp_path, capsys):
 
 
 def test_linear_scores_of_files_and_in_memory_models_in_chunks(world, tmp_path, dv_client):
-    """Model files read where the tasks run beside in-memory models; 20 segments (3
-    tasks), each against its own subset of models, so that the tasks' chunks hold
-    different models: the formula's scores, the same bits locally and on the engines,
-    the same scores to rounding for a subset of the trials."""
+    """Model files read where the tasks run beside in-memory models; 20 test files (3
+    tasks) in shuffled trials, some named twice (``dir/./t.npy``), each against its own
+    subset of models, so that the tasks' chunks hold different models: the formula's
+    scores, the same bits locally and on the engines, the same scores to rounding for
+    a subset of the trials."""
     ubm, models, _ = world
     rng = np.random.default_rng(5)
     mixed = {"s0": models["s0"]}
@@ -139,24 +140,31 @@ def test_linear_scores_of_files_and_in_memory_models_in_chunks(world, tmp_path, 
         models[mid].save(tmp_path / f"{mid}.npz")
         mixed[mid] = str(tmp_path / f"{mid}.npz")
     tests = [rng.normal(0, 3, size=(int(rng.integers(5, 30)), D)) for _ in range(20)]
-    trials = [(mid, X) for i, X in enumerate(tests) for j, mid in enumerate(mixed)
-              if (i + j) % 3 or i % 4 == 0]
-    expected = [_numpy_linear(ubm, models[mid].means, X) for mid, X in trials]
-    local = score_trials(ubm, trials, mixed, method="linear", progress=False)
+    for i, X in enumerate(tests):
+        np.save(tmp_path / f"t{i}.npy", X)
+    pairs = [(mid, i) for i in range(20) for j, mid in enumerate(mixed)
+             if (i + j) % 3 or i % 4 == 0]
+    pairs = [pairs[k] for k in rng.permutation(len(pairs))]
+    trials = [(mid, os.path.join(tmp_path, "." if k % 2 else "", f"t{i}.npy"))
+              for k, (mid, i) in enumerate(pairs)]
+    expected = [_numpy_linear(ubm, models[mid].means, tests[i]) for mid, i in pairs]
+    local = score_trials(ubm, trials, mixed, method="linear", dtype=np.float64,
+                         progress=False)
     np.testing.assert_allclose(local, expected, rtol=1e-9, atol=1e-12)
     engines = score_trials(ubm, trials, mixed, method="linear", controller=dv_client,
-                           progress=False)
+                           dtype=np.float64, progress=False)
     np.testing.assert_array_equal(engines, local)
     some = trials[5::4]
     np.testing.assert_allclose(
-        score_trials(ubm, some, mixed, method="linear", progress=False), local[5::4],
-        rtol=1e-13, atol=1e-15)
+        score_trials(ubm, some, mixed, method="linear", dtype=np.float64, progress=False),
+        local[5::4], rtol=1e-13, atol=1e-15)
     # a model file written again is read again (the offsets kept by this process)
     w, m, v = ubm
     SpeakerModel("s1", w, m - 0.3, v).save(mixed["s1"])
     os.utime(mixed["s1"], ns=(time.time_ns() + 10**9,) * 2)
-    again = score_trials(ubm, trials, mixed, method="linear", progress=False)
-    changed = [i for i, (mid, _) in enumerate(trials) if mid == "s1"]
+    again = score_trials(ubm, trials, mixed, method="linear", dtype=np.float64,
+                         progress=False)
+    changed = [k for k, (mid, _) in enumerate(pairs) if mid == "s1"]
     np.testing.assert_allclose(np.asarray(again)[changed],
-                               [_numpy_linear(ubm, m - 0.3, trials[i][1]) for i in changed],
+                               [_numpy_linear(ubm, m - 0.3, tests[pairs[k][1]]) for k in changed],
                                rtol=1e-9, atol=1e-12)
