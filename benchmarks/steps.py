@@ -253,9 +253,9 @@ def map_and_scoring(args, rows, tmp):
                 f"{res[('map', 'local')][0]:,.0f} speakers/s | 1.0x | client peak "
                 f"+{res[('map', 'local')][1]:.0f} MB |")
     rows.append(f"| | ipem `adapt_speakers`, local, models kept in memory (no files) | "
-                f"{res[('map-memory', 'local')][0]:,.0f} speakers/s | | each model file is "
-                "written atomically (write, fsync, rename): with files MAP waits on the disk, "
-                "which the engines share |")
+                f"{res[('map-memory', 'local')][0]:,.0f} speakers/s | | model files are written "
+                "in tasks of 8 speakers: each to a temporary whose writeback starts at once, "
+                "all fsynced at the task's end, then renamed (one wait for the disk per task) |")
     rows.append(f"| | ipem `adapt_speakers`, 2 MPI engines | "
                 f"{res[('map', 'mpi:2')][0]:,.0f} speakers/s | 2 vs 1: "
                 f"**{res[('map', 'mpi:2')][0] / res[('map', 'local')][0]:.2f}x** | client peak "
