@@ -2,8 +2,8 @@
 
 MAP adaptation (:mod:`ipem.speaker.map`), scoring
 (:mod:`ipem.speaker.scoring`) and i-vector statistics and extraction
-(:mod:`ipem.ivector`) send one task per speaker, test segment or utterance to
-a controller's engines.  The client only describes the data
+(:mod:`ipem.ivector`) send tasks of one or a few speakers, test segments or
+utterances to a controller's engines.  The client only describes the data
 (:func:`resolve_source`: arrays are validated, paths made absolute, list
 files expanded by reading headers); the task reads the frames itself
 (:func:`load_source`), so that frames never travel through the client.
