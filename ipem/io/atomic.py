@@ -8,6 +8,8 @@ renamed over the destination only once it is complete.  A failed write
 therefore leaves neither a partial destination nor a temporary file, and a
 reader never sees a half-written file.  The rename is atomic because the
 temporary file is in the same directory (hence on the same file system).
+:func:`atomic_files` gives several files the same guarantee with one wait for
+the disk for all of them (each synced before any is renamed).
 
 A step that writes a directory of files (speaker models, features) writes
 them into a temporary directory ``.<name>.<hex>.tmp`` (next to the
