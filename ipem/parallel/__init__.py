@@ -8,6 +8,8 @@ module                    what it holds
 ``local``                 :class:`LocalController` (in-process shards)
 ``directview``            :class:`DirectViewController` (ipyparallel MPI engines)
 ``engine``                the functions that run where shards live (both controllers)
+``places``                ``Controller.reduce_on_places``: sums kept where the shards
+                          are, each place applying a function to its part
 ``clusters``              the registry of ``--cluster`` kinds (:data:`LAUNCHERS`),
                           :func:`controller_from_spec`, :func:`as_controller`
 ``launchers``             :class:`~ipem.parallel.launchers.Launcher`, what a kind declares
