@@ -17,9 +17,10 @@ MAP         ``ipem.speaker.adapt_speakers`` of ``--speakers`` speakers (300
             models written to disk: speakers per second, local vs 2 engines.
 scoring     ``ipem.speaker.score_trials`` of every model against every test
             segment (``--models`` x ``--segments`` trials, 300 frames each):
-            trials per second with top-C (C=5), linear scoring (one matrix
-            product of the models' offsets with the segments' statistics) and
-            exact scoring (every component: timed on a subset of the models).
+            trials per second with top-C (C=5), linear scoring (products of
+            the models' offsets with the segments' statistics, computed where
+            the segments are read) and exact scoring (every component: timed
+            on a subset of the models).
             The statistics or top-C selections of a segment are computed once
             and reused by every model tried against it.
 
@@ -295,7 +296,7 @@ def main(argv=None):
     try:
         if "extraction" in args.only:
             extraction(args, rows, tmp)
-        if "map" in args.only:
+        if "map" in args.only or "scoring" in args.only:   # scoring scores the MAP models
             map_and_scoring(args, rows, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
