@@ -45,6 +45,7 @@ engines' T is bit-identical to ``LocalController(2, blas_threads=1)``'s.  With
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import shutil
@@ -360,8 +361,8 @@ def synthetic_lines(timing, k=256, d=60, rank=200, n_utts=1000):
     """Markdown lines of :func:`time_tv_synthetic`'s runs (median ratio per run)."""
     load = " / ".join(f"{x:.2f}" for x in timing["load average at start"])
     lines = [f"`benchmarks/ivector.py --synthetic` (K={k}, D={d}, R={rank}, {n_utts} synthetic "
-             f"utterances; load average at the start {load}; 2-core machine shared with "
-             "other jobs). Seconds per TV EM iteration (`IterationRecord.time`, in order):", "",
+             f"utterances; {os.cpu_count()} cores, load average at the start {load}). "
+             "Seconds per TV EM iteration (`IterationRecord.time`, in order):", "",
              "| run | local, 1 BLAS thread | 2 MPI engines | median ratio | engines: E-step / "
              "exchange / M-step / rest (slower engine, median s) | max abs(dT) vs local |",
              "|---|---|---|---|---|---|"]
