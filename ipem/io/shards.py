@@ -14,7 +14,7 @@ import numpy as np
 
 from ..parallel.scheduling import assign_balanced
 from .features import load_many, validate_all
-from .streaming import StreamedRows, resident_rows
+from .streaming import StreamedRows, place_rows, resident_rows
 
 __all__ = ["distribute_files", "read_feature_shard"]
 
@@ -42,9 +42,9 @@ def distribute_files(controller, refs, *, dtype=np.float32, key=None, engine_mem
         computation's ``working_memory``, one file being decoded and some
         slack come off (:func:`~ipem.io.streaming.resident_rows`); of the
         rest, the first blocks that fit (less room for the block being
-        computed and the one read ahead) are read once and kept, the others are read from their files block by block
-        every time they are used, the next one by a thread while the current
-        one is computed (:mod:`ipem.io.streaming`).  Needs blocks: the
+        computed and the one read ahead) are read once and kept, the others
+        are read from their files block by block every time they are used,
+        the next one by a thread while the current one is computed (:mod:`ipem.io.streaming`).  Needs blocks: the
         controller's ``block_size``, else blocks of :data:`STREAM_BLOCK` rows
         for this dataset; the model is the bits of an in-memory run with the
         same blocks.
@@ -141,11 +141,10 @@ def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, bu
     sources = [f.path if f.key is None else f"{f.path}:{f.key}" for f in files]
     n = sum(f.n_frames for f in files) - skip if n_rows is None else n_rows
     if files and budget is not None:
-        engine_memory, block_size, working, whole_process = budget
         row_bytes = n_features * np.dtype(dtype).itemsize
         decoding = 2 * max(f.n_frames for f in files) * row_bytes   # a file read whole
-        n_resident, read_ahead = resident_rows(engine_memory, block_size, row_bytes,
-                                               working + decoding, whole_process)
+        n_resident, read_ahead = place_rows(budget[:2] + (budget[2] + decoding,) + budget[3:],
+                                            row_bytes)
         return (StreamedRows(files, skip, n, np.dtype(dtype), n_resident, read_ahead), offset,
                 sources)
     if files and (skip or n != sum(f.n_frames for f in files)):  # parts of the end files

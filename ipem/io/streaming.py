@@ -24,6 +24,7 @@ than one block ahead, and that block is counted in the budget
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -34,7 +35,10 @@ import numpy as np
 from ..errors import ParameterError
 from .features import load
 
-__all__ = ["StreamedRows", "SpilledRows", "parse_size", "process_memory", "resident_rows"]
+__all__ = ["StreamedRows", "SpilledRows", "parse_size", "place_rows", "process_memory",
+           "resident_rows"]
+
+logger = logging.getLogger(__name__)
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20,
           "MIB": 2**20, "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40,
@@ -70,7 +74,14 @@ RESERVE = 48 * 2**20
 
 
 def process_memory():
-    """Bytes resident in this process now (``/proc/self/statm``; elsewhere the peak so far)."""
+    """Bytes resident in this process now.
+
+    Returns
+    -------
+    int
+        From ``/proc/self/statm``; where there is none, the peak so far
+        (``ru_maxrss``).
+    """
     try:
         with open("/proc/self/statm", "rb") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -130,6 +141,36 @@ def resident_rows(engine_memory, block_size, row_bytes, working_memory=0,
     n_blocks = (budget - in_use) // per_block
     read_ahead = n_blocks >= 2
     return max(0, n_blocks - 1 - int(read_ahead)) * int(block_size), read_ahead
+
+
+def place_rows(budget, row_bytes):
+    """:func:`resident_rows` where a shard is read (a loader's ``budget`` tuple).
+
+    An engine that cannot give even one block beside what it holds now (it
+    took over a lost engine's shard after a re-shard, or holds another
+    dataset under the same budget) keeps nothing of this shard and reads
+    every block when it is used, one at a time, with a warning; the client
+    has already refused a budget below one block of data.
+
+    Parameters
+    ----------
+    budget : tuple
+        ``(engine_memory, block_size, working_memory, whole_process)``.
+    row_bytes : int
+
+    Returns
+    -------
+    n_resident : int
+    read_ahead : bool
+    """
+    engine_memory, block_size, working, whole_process = budget
+    try:
+        return resident_rows(engine_memory, block_size, row_bytes, working, whole_process)
+    except ParameterError as exc:
+        if not whole_process:
+            raise
+        logger.warning("%s; every block of this shard is read when it is used", exc)
+        return 0, False
 
 
 class StreamedRows:

@@ -26,7 +26,7 @@ from .. import io as _io
 from ..kernels import check_approximation, get_kernels
 from ..mixture.params import GMMParams, ubm_params
 from ..io.sources import load_source, resolve_source
-from ..io.streaming import SpilledRows, resident_rows
+from ..io.streaming import SpilledRows, place_rows, resident_rows
 
 logger = logging.getLogger(__name__)
 
@@ -186,9 +186,7 @@ def read_stats_shard(sources, offset, ubm, dtype, top_c, min_post, backend, budg
     k, d = ubm.means.shape
     n_resident = len(sources)
     if budget is not None:
-        engine_memory, block_size, working, whole_process = budget
-        n_resident, read_ahead = resident_rows(engine_memory, block_size, (k + k * d) * 8,
-                                               working, whole_process)
+        n_resident, read_ahead = place_rows(budget, (k + k * d) * 8)
     if n_resident < len(sources):
         rows = SpilledRows(len(sources), k + k * d, n_resident, read_ahead=read_ahead)
     else:

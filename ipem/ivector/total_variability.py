@@ -200,8 +200,10 @@ class TotalVariability(TransformerMixin, EMEstimator):
     def _working_memory(self, n_utterances):
         """Bytes an engine's iteration uses beside the rows: three (block, R, R) float64
         arrays of the E-step, the summation tree's accumulators (``K * R(R+1)/2 + R*K*D``
-        float64 each; one per level of the tree alive) and T with its packed
-        ``T_c' S_c^-1 T_c`` kept on the engine, twice (kept and being exchanged)."""
+        float64 each; one per level of the tree alive), T with its packed
+        ``T_c' S_c^-1 T_c`` kept on the engine, twice (kept and being exchanged),
+        and the parts of the sums split, sent and received in the exchange (two
+        more)."""
         if self.engine_memory is None:
             return 0
         k, d = self._ubm().means.shape
@@ -209,7 +211,7 @@ class TotalVariability(TransformerMixin, EMEstimator):
         block = getattr(self.controller, "block_size", None) or STREAM_UTTERANCES
         levels = int(np.ceil(np.log2(max(2, -(-n_utterances // block))))) + 1
         accumulator = (k * r * (r + 1) // 2 + r * k * d) * 8
-        return 3 * block * r * r * 8 + (levels + 2) * accumulator
+        return 3 * block * r * r * 8 + (levels + 4) * accumulator
 
     def _stats_data(self, X):
         """Utterance rows of feature files, computed where the shards live."""

@@ -84,17 +84,19 @@ def apply_variance_floor(variances, floor):
     return np.where(low, floor, variances), int(np.count_nonzero(low))
 
 
-# ---------------------------------------------------------------------------
-# checkpoint checks
-# ---------------------------------------------------------------------------
-
 def estep_memory(n_components, n_features, block_size):
     """Bytes an engine's E-step of a block of frames may use beside the frames.
 
     Three (block, K) float64 arrays (log-likelihoods, responsibilities and a
     temporary of the NumPy kernel; the compiled one needs far less) and the
     statistics of the fixed summation tree (``K * (2D + 1)`` float64 per node,
-    at most 64 nodes alive).
+    at most 64 nodes alive).  Taken off ``engine_memory`` on an engine
+    (:func:`ipem.io.streaming.resident_rows`).
+
+    Parameters
+    ----------
+    n_components, n_features, block_size : int
+        K, D and the frames of a block.
 
     Returns
     -------
@@ -103,6 +105,10 @@ def estep_memory(n_components, n_features, block_size):
     k, d = int(n_components), int(n_features)
     return 3 * int(block_size) * k * 8 + 64 * k * (2 * d + 1) * 8
 
+
+# ---------------------------------------------------------------------------
+# checkpoint checks
+# ---------------------------------------------------------------------------
 
 def _files_identity(refs):
     """Number of files and frames, and a SHA-256 of the ordered (path, key, shape) list."""
@@ -318,7 +324,6 @@ class UBMTrainer(EMEstimator):
                                         engine_memory=self.engine_memory,
                                         working_memory=estep_memory(self.n_components,
                                                                     refs[0].n_features, block))
-
             self.n_features_in_ = data.n_features
             return data, True
         if isinstance(X, (list, tuple)) and len(X) == 0:

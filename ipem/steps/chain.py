@@ -200,16 +200,17 @@ def _with_defaults(options):
     return {**frontend_options(options.get("sample_rate", 8000), {}), **UNRECORDED, **options}
 
 
-def check_frontend(keys, against, against_name, checks, what="features"):
+def check_frontend(keys, record, against_name, checks, what="features"):
     """Refuse features of another front-end than a model's training features.
 
     Parameters
     ----------
     keys : iterable of str
         :func:`ipem.io.provenance.utterance_key` of the feature matrices a step reads.
-    against : dict or None
-        The front-end options recorded with the model (``"frontend"`` of a
-        UBM's record); None: not known, nothing compared.
+    record : dict or None
+        The record of the model whose training features count (a UBM's):
+        its ``"frontend"`` options are compared; None, or a record without
+        them: not known, nothing compared.
     against_name : str
         The model's file, for messages.
     checks : Checks
@@ -223,11 +224,12 @@ def check_frontend(keys, against, against_name, checks, what="features"):
     Notes
     -----
     Feature directories without a manifest (other tools, an older ipem) are
-    read as before; one warning says so when ``against`` is known.
+    read as before; one warning says so when the model's front-end is known.
     """
     from ..io.manifests import FeatureOrigins
     from ..io.provenance import file_digest
 
+    against = None if record is None else record.get("frontend")
     origins = FeatureOrigins()
     found = origins.of(keys)
     if against is not None:

@@ -113,7 +113,7 @@ def adapt(ubm, enrollment, out_dir, *, source=None, relevance_factor=16.0, adapt
     ubm_rec = checks.record(ubm) if ubm_name is not None else None
     feature_fields = check_frontend(
         [k for files in enrollment.values() for k in utterance_keys(files)],
-        None if ubm_rec is None else ubm_rec.get("frontend"), ubm_name, checks)
+        ubm_rec, ubm_name, checks)
     final = os.path.abspath(os.fspath(out_dir))
     logger.info("MAP-adapting %d speaker models (r=%g, adapt=%s) -> %s", len(enrollment),
                 relevance_factor, adapt, out_dir)
@@ -199,8 +199,7 @@ def score(ubm, trials, models_dir, *, source=None, top_c=5, scoring=None, out=No
     ubm_rec = checks.record(ubm_path) if isinstance(ubm_path, (str, os.PathLike)) else None
     _check_trials(trials, pairs, recs, models, ubm_rec, ubm_name, where, checks)
     feature_fields = check_frontend(       # test features of the UBM's front-end
-        utterance_keys([p[1] for p in pairs]),
-        None if ubm_rec is None else ubm_rec.get("frontend"), ubm_name, checks)
+        utterance_keys([p[1] for p in pairs]), ubm_rec, ubm_name, checks)
     checks.warn_unknown()
     method, top_c = scoring_method(scoring, top_c)
     logger.info("scoring %d trials of %d models (%s)", len(trials), len(models),
@@ -328,7 +327,7 @@ def normalize(ubm, scores, cohort, models_dir, *, source=None, method="s", cohor
     ubm_rec = checks.record(ubm_path) if isinstance(ubm_path, (str, os.PathLike)) else None
     check_frontend(             # cohort and test features of the UBM's front-end
         utterance_keys([*segments.values(), *(tests.values() if "test" in needs else ())]),
-        None if ubm_rec is None else ubm_rec.get("frontend"), ubm_name, checks)
+        ubm_rec, ubm_name, checks)
     checks.warn_unknown()
     mats = {}
     logger.info("%s-norm of %d trials with a cohort of %d (%s)", method, len(trials),

@@ -109,8 +109,7 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
                           else list(utterances))
     checks = Checks(allow_overlap)      # features of the UBM's front-end, before any work
     ubm_rec = checks.record(ubm) if ubm_name is not None else None
-    feature_fields = check_frontend(
-        keys, None if ubm_rec is None else ubm_rec.get("frontend"), ubm_name, checks)
+    feature_fields = check_frontend(keys, ubm_rec, ubm_name, checks)
     callbacks = list(callbacks or [])
     own_plot = None
     if isinstance(plot, (str, os.PathLike)):
@@ -172,10 +171,9 @@ def extract_ivectors(extractor, utterances, *, out=None, controller=None, progre
     checks, tv_rec = Checks(allow_overlap), None    # features of the UBM's front-end
     if isinstance(extractor, (str, os.PathLike)):
         tv_rec = checks.record(extractor)
-    ubm_rec = (tv_rec or {}).get("ubm_record") or {}
     feature_fields = check_frontend(
-        [k for f in utterances.values() for k in utterance_keys(f)], ubm_rec.get("frontend"),
-        os.fspath(extractor) if tv_rec else None, checks)
+        [k for f in utterances.values() for k in utterance_keys(f)],
+        (tv_rec or {}).get("ubm_record"), os.fspath(extractor) if tv_rec else None, checks)
     with running(controller) as ctrl:
         vecs = ivectors_of(tv, utterances, controller=ctrl, progress=progress)
     if out is not None:

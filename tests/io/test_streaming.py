@@ -11,7 +11,8 @@ from numpy.testing import assert_array_equal
 import ipem
 from ipem.errors import ParameterError
 from ipem.io import distribute_files, list_features
-from ipem.io.streaming import RESERVE, SpilledRows, parse_size, process_memory, resident_rows
+from ipem.io.streaming import (RESERVE, SpilledRows, parse_size, place_rows, process_memory,
+                               resident_rows)
 from ipem.ivector import TotalVariability
 from ipem.mixture.ubm import UBMTrainer
 from ipem.parallel import LocalController
@@ -124,6 +125,17 @@ def test_an_engine_budget_is_its_whole_process():
     with pytest.raises(ParameterError, match=r"beside the \d+[KMG] this engine needs "
                                              r"without them .*: give at least \d+[KMG]$"):
         resident_rows(used, 1024, 1024, whole_process=True)
+
+
+def test_an_engine_full_already_streams_the_shard_it_takes_over(caplog):
+    """A survivor given a lost engine's shard (a re-shard), or a second dataset, under a
+    budget its first shard filled: nothing kept, every block read when used, a warning."""
+    used = process_memory()
+    with caplog.at_level("WARNING", logger="ipem.io.streaming"):
+        assert place_rows((used, 1024, 0, True), 1024) == (0, False)
+    assert "holds less than one block" in caplog.text and "every block" in caplog.text
+    with pytest.raises(ParameterError, match="less than one block"):   # data alone: refused
+        place_rows((100, 1024, 0, False), 1024)
 
 
 def test_spilled_rows_read_back_the_bits_written():
