@@ -51,8 +51,8 @@ def test_streamed_ubm_is_the_in_memory_model(fmt, tmp_path, dv, backend):
     budget = 5 * B * D * 8  # 3 blocks kept + the one computed + the one read ahead
     # an engine's budget is its whole process: what it uses now, one file decoded, slack
     decoding = 2 * max(r.n_frames for r in refs) * D * 8
-    engine_budget = (max(dv.client[dv.engine_ids].apply_sync(process_memory)) + RESERVE + decoding + budget
-                     + B * D * 8 // 2)
+    engine_budget = (max(dv.client[dv.engine_ids].apply_sync(process_memory)) + RESERVE
+                     + decoding + budget)
     dv.block_size = B
     try:
         for ctrl, size in ((LocalController(3, block_size=B), budget), (dv, engine_budget)):
@@ -61,8 +61,8 @@ def test_streamed_ubm_is_the_in_memory_model(fmt, tmp_path, dv, backend):
                     for place in ctrl.stored().values() for k, text in place.items()
                     if k.startswith(data.key)]
             assert len(kept) == ctrl.n_shards and all(n % B == 0 for n in kept), kept
-            if ctrl is dv:     # engines differ in their own memory, which moves a little
-                assert B <= min(kept) <= 3 * B, kept       # beyond the engine: streamed
+            if ctrl is dv:     # an engine's own memory moves while it loads: kept <= 3 blocks
+                assert min(kept) <= 3 * B, kept    # on the fuller engine (not all 9: streamed)
             else:
                 assert max(kept) == 3 * B, kept
             got = UBMTrainer(controller=ctrl, **kw).fit(data)
