@@ -26,15 +26,20 @@ against many chunks is read and converted once per process.
 Rounding: a score is one dot product of length ``K*D`` inside a matrix
 product.  Every product here has at most 64 columns (segments) and at least
 two rows and two columns (padded with zeros, so that the BLAS never switches
-to a matrix-vector routine, which sums in another order).  The chunks and
-products depend on the trial list only, so local and engine runs of the same
-list give the same bits.  Another grouping of the trials (a subset of the list,
+to a matrix-vector routine, which sums in another order).  A task's product
+is made of fresh matrices whose shape and order the trial list alone decides:
+rows are the chunk's distinct models in order of first appearance in the
+chunk, columns its segments.  The offsets a process keeps supply the values
+of the rows, never their number or order, so what a process scored before
+(load balancing) does not matter, and local and engine runs of the same list
+give the same bits.  Another grouping of the trials (a subset of the list,
 :func:`linear_scores` of other segments) gives a score's dot product in a
 product of another shape, which the BLAS may sum in another order: equal to
-rounding (measured with OpenBLAS at K*D = 30720: bit-equal for 2 to 128
-columns; tiny products, K*D = 18, differ in the last bit).
+rounding (measured with OpenBLAS 0.3.31: at K*D = 30720 bit-equal for 2 to 128
+columns; at K*D = 18 to 240 with 2 or 3 columns, a row's score in products of
+2 and of 4 or more rows differs in the last bit).
 
-The per-process model cache of the scoring tasks (:func:`_cached_model`) lives
+The per-process model cache of the scoring tasks (:func:`cached_model`) lives
 here too.
 """
 from __future__ import annotations
@@ -52,14 +57,34 @@ from ..validation import check_frames
 from .map import SpeakerModel
 from .map import ubm_params as _ubm_params
 
-__all__ = ["MODEL_CACHE_BYTES", "linear_scores", "model_offsets", "score_segments",
-           "segment_statistics"]
+__all__ = ["MODEL_CACHE_BYTES", "cached_model", "checked_model_params", "linear_scores",
+           "model_offsets", "score_segments", "segment_statistics"]
 
 #: Segments (columns) of one product, and most segments of one linear-scoring task.
 _COLUMNS = 64
 
 
-def _model_params(model, k, d, index):
+def checked_model_params(model, k, d, index):
+    """A speaker model's parameters, checked against the UBM's size.
+
+    Parameters
+    ----------
+    model : SpeakerModel or (weights, means, variances)
+    k, d : int
+        The UBM's components and features.
+    index : int
+        The model's place, named in the error of a model that is not a SpeakerModel.
+
+    Returns
+    -------
+    weights : ndarray of shape (k,), float64
+    means, variances : ndarray of shape (k, d), float64
+
+    Raises
+    ------
+    ValueError
+        If the model's means are not of shape ``(k, d)``.
+    """
     if isinstance(model, SpeakerModel):
         # checked when it was made or read (SpeakerModel.load)
         w, m, v = (np.asarray(a, dtype=np.float64) for a in model.params())
@@ -124,7 +149,7 @@ def model_offsets(ubm_params, speaker_models):
         speaker_models = [speaker_models]
     out = np.empty((len(speaker_models), k * d))
     for i, mod in enumerate(speaker_models):
-        out[i] = _offset_row(_model_params(mod, k, d, i)[1], m, v)
+        out[i] = _offset_row(checked_model_params(mod, k, d, i)[1], m, v)
     return out
 
 
@@ -187,9 +212,25 @@ def _model_key(path, speaker_id, k, d):
     return (path, st.st_mtime_ns, st.st_size, str(speaker_id), k, d)
 
 
-def _cached_model(path, speaker_id, k, d):
-    """:meth:`SpeakerModel.load` through a per-process LRU cache keyed by the file's
-    identity (path, modification time, size): a rewritten file is read again."""
+def cached_model(path, speaker_id, k, d):
+    """:meth:`SpeakerModel.load` through a per-process LRU cache (``IPEM_MODEL_CACHE_MB``).
+
+    The cache is keyed by the file's identity (path, modification time, size): a
+    rewritten file is read again.
+
+    Parameters
+    ----------
+    path : str
+        Absolute path of a model file written by :meth:`SpeakerModel.save`.
+    speaker_id : str
+        The speaker the file must hold.
+    k, d : int
+        The UBM's components and features, which the model must match.
+
+    Returns
+    -------
+    SpeakerModel
+    """
     key = _model_key(path, speaker_id, k, d)
     hit = _MODEL_CACHE.get(key)
     if hit is not None:
@@ -251,7 +292,7 @@ def _store_rows(refs, params, ubm_key):
             model = hit[0] if hit is not None else SpeakerModel.load(
                 key[0], speaker_id=key[3], n_components=k, n_features=d)
             row = len(rows)
-            store["matrix"][row] = _offset_row(_model_params(model, k, d, row)[1], m, v)
+            store["matrix"][row] = _offset_row(checked_model_params(model, k, d, row)[1], m, v)
             rows[key] = row
     return store["matrix"], [rows[key] for key in keys]
 
@@ -266,26 +307,19 @@ def _linear_task(chunk, params, backend, dtype, ubm_key, shared):
     k, d = params.means.shape
     stats = [segment_statistics(load_source(source, dtype=dtype, n_features=d, what=what),
                                 params, backend=backend) for source, _, what in chunk]
+    # the product's rows: the chunk's distinct (model_id, ref) in order of first
+    # appearance, gathered into a fresh matrix whose shape and order depend on the
+    # chunk alone (the offsets kept by this process supply values, not the layout)
     refs = list(dict.fromkeys(ref for _, mods, _ in chunk for ref in mods))
-    files = [(mid, ref) for mid, ref in refs if isinstance(ref, str)]
-    if not files:
-        matrix, rows = shared, [ref for _, ref in refs]
-    else:
-        matrix, file_rows = _store_rows(files, params, ubm_key)
-        if len(files) < len(refs):      # files and in-memory models: gathered
-            at = dict(zip(files, file_rows))
-            matrix = np.stack([matrix[at[r]] if r in at else shared[r[1]] for r in refs])
-            rows = list(range(len(refs)))
-        else:
-            rows = file_rows
-    used = sorted(set(rows))
-    lo, hi = used[0], used[-1] + 1
-    if hi - lo <= 2 * len(used):        # a block of rows (a few unused rows are cheaper
-        block, local = matrix[lo:hi], {r: r - lo for r in used}     # than a copy)
-    else:
-        block, local = matrix[used], {r: i for i, r in enumerate(used)}
+    files = [ref for ref in refs if isinstance(ref[1], str)]
+    if files:
+        kept, rows = _store_rows(files, params, ubm_key)
+        at = dict(zip(files, rows))
+    block = np.empty((len(refs), k * d))
+    for i, ref in enumerate(refs):
+        block[i] = kept[at[ref]] if isinstance(ref[1], str) else shared[ref[1]]
     scores = _product(block, stats)
-    pos = {ref: local[row] for ref, row in zip(refs, rows)}
+    pos = {ref: i for i, ref in enumerate(refs)}
     return [scores[[pos[ref] for ref in mods], j] for j, (_, mods, _) in enumerate(chunk)]
 
 
@@ -310,13 +344,15 @@ def score_segments(controller, params, items, *, backend=None, dtype="<f4", prog
     list of ndarray
         The scores of each segment, in the order of its models.
     """
-    in_memory = {}           # model id -> (row of the broadcast offsets, SpeakerModel)
-    for mid, mod in {id(pair): pair for _, mods, _ in items for pair in mods}.values():
+    # in-memory models keyed by the object, not by the id (model ids 1 and "1" both
+    # come as "1"): id(SpeakerModel) -> (row of the broadcast offsets, SpeakerModel)
+    in_memory = {}
+    for mod in {id(pair): pair[1] for _, mods, _ in items for pair in mods}.values():
         if isinstance(mod, SpeakerModel):
-            in_memory.setdefault(mid, (len(in_memory), mod))
+            in_memory.setdefault(id(mod), (len(in_memory), mod))
     tasks = items if not in_memory else [
-        (source, [(mid, in_memory[mid][0]) if mid in in_memory else (mid, mod)
-                  for mid, mod in mods], what) for source, mods, what in items]
+        (source, [(mid, in_memory[id(mod)][0]) if isinstance(mod, SpeakerModel)
+                  else (mid, mod) for mid, mod in mods], what) for source, mods, what in items]
     shared = (model_offsets(params, [mod for _, mod in in_memory.values()])
               if in_memory else None)
     ubm_key = hashlib.blake2b(params[1].tobytes() + params[2].tobytes(),

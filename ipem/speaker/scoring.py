@@ -33,7 +33,7 @@ from ..parallel import as_controller
 from .map import SpeakerModel
 from .map import ubm_params as _ubm_params
 from ..io.sources import load_source, resolve_source
-from .linear import (_cached_model, _model_params, linear_scores,
+from .linear import (cached_model, checked_model_params, linear_scores,
                      model_offsets, score_segments, segment_statistics)
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def llr_scores(X, ubm_params, speaker_models, *, top_c=5, backend=None):
     X = check_frames(X, n_features=d)
     if isinstance(speaker_models, SpeakerModel):
         speaker_models = [speaker_models]
-    models = [_model_params(mod, k, d, i) for i, mod in enumerate(speaker_models)]
+    models = [checked_model_params(mod, k, d, i) for i, mod in enumerate(speaker_models)]
     _, top_c = scoring_method(None, top_c)
     shift = X.mean(axis=0, dtype=np.float64)
     xc = X.astype(np.float64) - shift
@@ -312,7 +312,7 @@ def _score_task(item, params, top_c, backend, dtype):
     source, models, what = item
     k, d = params.means.shape
     X = load_source(source, dtype=dtype, n_features=d, what=what)
-    loaded = [_cached_model(mod, mid, k, d) if isinstance(mod, str) else mod
+    loaded = [cached_model(mod, mid, k, d) if isinstance(mod, str) else mod
               for mid, mod in models]
     return llr_scores(X, params, loaded, top_c=top_c, backend=backend)
 
@@ -392,10 +392,10 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
     ubm : UBM in any form :func:`ipem.speaker.map.ubm_params` accepts.
     trials : sequence of tuples
         ``(model_id, test)`` (extra items, such as the label of
-        :func:`ipem.speaker.scorefiles.read_trials`, are ignored).  ``test`` is a feature file path,
-        a FeatureRef, a list of them, or an array of shape
-        (n_frames, n_features).  Trials with the same test (same path, or
-        the same array object) form one segment that is read once.
+        :func:`ipem.speaker.scorefiles.read_trials`, are ignored).  ``test`` is a feature
+        file path, a FeatureRef, a list of them, or an array of shape (n_frames,
+        n_features).  Trials with the same test (same path, or the same array
+        object) form one segment that is read once.
     models : dict
         ``model_id -> SpeakerModel`` or the path of a model file written by
         :meth:`SpeakerModel.save` (read and checked where the task runs: it

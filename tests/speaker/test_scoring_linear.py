@@ -168,3 +168,43 @@ def test_linear_scores_of_files_and_in_memory_models_in_chunks(world, tmp_path, 
     np.testing.assert_allclose(np.asarray(again)[changed],
                                [_numpy_linear(ubm, m - 0.3, tests[pairs[k][1]]) for k in changed],
                                rtol=1e-9, atol=1e-12)
+
+
+def test_linear_products_do_not_depend_on_what_the_process_scored_before(world, tmp_path):
+    """The rows of a task's product are its chunk's models, whatever offsets the process
+    kept: scores of the same trials in one process after a fresh start and after
+    scoring other models first (which puts the kept rows elsewhere) are the same bits.
+    2 or 3 columns at K*D = 18 are the products whose bits depend on their row count."""
+    ubm, _, tests = world
+    w, m, v = ubm
+    rng = np.random.default_rng(7)
+    files = {}
+    for i in range(4):
+        SpeakerModel(f"s{i}", w, m + rng.normal(0, 0.4, size=(K, D)), v).save(
+            tmp_path / f"s{i}.npz")
+        files[f"s{i}"] = str(tmp_path / f"s{i}.npz")
+    other_ubm = (w, m + 1.0, v)         # scoring against another UBM drops the kept rows
+    trials = [(mid, X) for X in tests[:3] for mid in ("s0", "s3")]
+
+    def run(before):
+        score_trials(other_ubm, trials[:1], files, method="linear", progress=False)
+        if before:
+            score_trials(ubm, before, files, method="linear", progress=False)
+        return score_trials(ubm, trials, files, method="linear", progress=False)
+
+    fresh = run([])
+    np.testing.assert_allclose(fresh, [_numpy_linear(ubm, SpeakerModel.load(
+        files[mid]).means, X) for mid, X in trials], rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(run([(f"s{i}", tests[3]) for i in range(4)]), fresh)
+    np.testing.assert_array_equal(run([(f"s{i}", tests[3]) for i in (2, 1, 3, 0)]), fresh)
+
+
+def test_linear_in_memory_models_with_ids_1_and_str_1(world):
+    """Model ids 1 and "1" are two models: each trial gets its own model's score."""
+    ubm, models, tests = world
+    X = tests[1]
+    trials = [(1, X), ("1", X), (1, tests[2])]
+    scores = score_trials(ubm, trials, {1: models["s0"], "1": models["s1"]}, method="linear",
+                          progress=False)
+    np.testing.assert_allclose(scores, [_numpy_linear(ubm, models[s].means, x) for s, x in
+                                        (("s0", X), ("s1", X), ("s0", tests[2]))], rtol=1e-9)
