@@ -358,8 +358,10 @@ class Controller:
         order, or along the tree over blocks), runs ``apply(part, p, n,
         *apply_args)`` there and sends back only its result
         (:mod:`ipem.parallel.places`; on MPI engines the parts go from engine to
-        engine, not through the client).  Broadcast handles among ``args`` and
-        ``apply_args`` are looked up where the call runs.
+        engine, not through the client, whenever shard ``i`` is on rank ``i`` of
+        one ``MPI.COMM_WORLD``, whatever a DirectViewController's ``reduction``
+        says).  Broadcast handles among ``args`` and ``apply_args`` are looked
+        up where the call runs.
 
         Parameters
         ----------

@@ -52,7 +52,12 @@ class DirectViewController(Controller):
         ``"client"``: every engine returns its statistics and the client sums
         them in rank order.  ``"allreduce"``: the engines sum with
         ``MPI.Allreduce`` and only rank 0's copy is fetched (the view must
-        cover all ranks of ``MPI.COMM_WORLD``).
+        cover all ranks of ``MPI.COMM_WORLD``).  This is the path of
+        :meth:`~Controller.reduce` and the other summing calls;
+        :meth:`~Controller.reduce_on_places` exchanges the parts from engine to
+        engine with MPI whenever shard ``i`` is on rank ``i`` of one
+        ``MPI.COMM_WORLD``, whatever ``reduction`` says (through the client
+        only otherwise).
     blas_threads : int or None, default=None
         BLAS threads per engine.  ``None`` gives each engine
         ``max(1, cpu_count // engines_on_that_host)``.

@@ -16,7 +16,9 @@ n_places)``, on either path:
 
 * on MPI engines that are all ranks of one ``COMM_WORLD``, one shard per rank
   (:func:`engine_reduce_apply`): the parts go from engine to engine with
-  an all-to-all exchange, the kept value with an all-gather (``mpi4py.util.pkl5``);
+  an all-to-all exchange, the kept value with an all-gather (``mpi4py.util.pkl5``),
+  every step agreed on by all ranks (an error on one rank comes back as its
+  error, the others' as PeerFailed, and no rank is left waiting);
 * elsewhere (:class:`~ipem.parallel.local.LocalController`, engines that are
   not MPI-coupled or were re-sharded): through the client
   (:func:`client_reduce_apply`), ``apply`` running on the client.
@@ -43,7 +45,8 @@ class PlacedReduction(NamedTuple):
     Attributes
     ----------
     results : list
-        ``apply(part, p, n_places, *apply_args)`` of every place, in place order.
+        ``apply(part, p, n_places, *apply_args)`` of every place, in place order;
+        with ``reply``, ``reply`` of each of them instead, on either path.
     shard_times : ndarray of shape (n_places,)
         Seconds each place spent in the shard function.
     apply_times : ndarray of shape (n_places,)
@@ -52,7 +55,13 @@ class PlacedReduction(NamedTuple):
         Seconds each place spent cutting, exchanging and summing the parts
         (and gathering the kept value).
     kept : object or None
-        ``keep(results)`` (None without ``keep``).
+        The client's copy of the kept value (None without ``keep``), stored on
+        the places again after a lost engine.  Without ``reply``:
+        ``keep(results)``, on either path.  With ``reply``: through the client,
+        ``keep`` of the whole ``apply`` results, the value the places store too;
+        on MPI engines, the places store ``keep`` of the whole results (gathered
+        from engine to engine) while ``kept`` is ``keep`` of the replies
+        (``results``), which must serve in its place.
     handle : Broadcast or None
         The handle of ``kept`` on every place: pass it among the ``args`` of
         the next call.
@@ -159,6 +168,51 @@ def _peer_failed(rank, elapsed):
         rank, PeerFailed("another engine failed in the same call")))
 
 
+def _stopped(comm, rank, step, elapsed):
+    """None when ``step`` (an Outcome) succeeded on every rank (:func:`_agree`); else what
+    this rank sends back: its own failure, or PeerFailed when only others failed."""
+    if _agree(comm, step.failure is None):
+        return None
+    return (step if step.failure else _peer_failed(rank, elapsed)).remote()
+
+
+def _pack(value):
+    """``value`` pickled for an exchange: ``(stream, buffers)``, its arrays out of band
+    (views, not copies), so that the exchange itself pickles nothing of the caller's
+    and cannot fail on one rank while the others wait in it."""
+    import pickle
+    from mpi4py import MPI
+    stream, buffers = MPI.Pickle().dumps_oob(value)
+    return stream, [pickle.PickleBuffer(b) for b in buffers]
+
+
+def _unpack(packed):
+    """The value of :func:`_pack`'s ``(stream, buffers)``."""
+    from mpi4py import MPI
+    return MPI.Pickle().loads_oob(*packed)
+
+
+def _packed_parts(value, split, n_places, blocks):
+    """:func:`split_parts`, each part :func:`_pack`-ed for its place."""
+    return [_pack(part) for part in split_parts(value, split, n_places, blocks)]
+
+
+def _exchange_sum(big, packed, n_blocks):
+    """This rank's part of the sum: the packed parts sent to their places (all-to-all),
+    the ones received unpacked and summed in rank order (:func:`sum_parts`)."""
+    return sum_parts([_unpack(p) for p in big.alltoall(packed)], n_blocks)
+
+
+def _gather_keep(big, packed, keep):
+    """``keep`` of every rank's result (packed; all-gather), in rank order."""
+    return keep([_unpack(p) for p in big.allgather(packed)])
+
+
+def _inputs(store, key, args, apply_args):
+    """This rank's shard and its arguments, broadcast handles resolved."""
+    return store[key], resolve_args(args, store), resolve_args(apply_args, store)
+
+
 def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_key, n_blocks,
                         reply=None):
     """Engine entry point of :meth:`Controller.reduce_on_places` on MPI engines.
@@ -167,14 +221,18 @@ def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_ke
     go to their places (all-to-all), this rank sums its part in rank order
     and runs ``apply`` on it; with ``keep``, every rank stores
     ``keep(all results)`` under ``keep_key``; ``reply(result)`` (default: the
-    result) goes back.  Each collective step is preceded
-    by an agreement on success, so a failure never leaves a rank waiting.
+    result) goes back.  Every step runs guarded and is followed by an agreement
+    on success (:func:`_agree`): anything that raises on one rank (the shard
+    function, ``split``, pickling a part or a result, summing the parts,
+    ``apply``, ``reply``, ``keep``) comes back as that rank's failure, the
+    others' as :class:`~ipem.parallel.errors.PeerFailed`, and no rank is left
+    waiting in a collective.  Values are pickled before an exchange starts.
 
     Returns
     -------
     Outcome
-        ``value = (result, apply_seconds, exchange_seconds)``, ``elapsed``: the
-        shard function's seconds.
+        ``value = (result or reply, apply_seconds, exchange_seconds)``,
+        ``elapsed``: the shard function's seconds.
     """
     from mpi4py import MPI
     from mpi4py.util import pkl5
@@ -182,34 +240,35 @@ def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_ke
     big = pkl5.Intracomm(comm)  # arrays travel out of band, not copied into pickles
     rank, size = comm.Get_rank(), comm.Get_size()
     store = engine_store()
-    try:
-        shard = store[key]
-        args = resolve_args(args, store)
-        apply_args = resolve_args(apply_args, store)
-    except KeyError as exc:
-        shard, stats = None, Outcome(None, 0.0, Failure.from_exception(rank, exc))
-    if shard is not None:
+    stats = run_guarded(rank, _inputs, store, key, args, apply_args)
+    if stats.failure is None:
+        shard, args, apply_args = stats.value
         stats = (call_shard(shard, block_tree, (func, args)) if n_blocks is not None
                  else call_shard(shard, func, args))
-    if not _agree(comm, stats.failure is None):
-        return (stats if stats.failure else _peer_failed(rank, stats.elapsed)).remote()
-    t0 = time.perf_counter()
-    parts = run_guarded(rank, split_parts, stats.value, split, size, n_blocks is not None)
-    if not _agree(comm, parts.failure is None):
-        return (parts if parts.failure else _peer_failed(rank, stats.elapsed)).remote()
-    mine = sum_parts(big.alltoall(parts.value), n_blocks)
-    parts = None
+    if (stop := _stopped(comm, rank, stats, stats.elapsed)) is not None:
+        return stop
+    elapsed, t0 = stats.elapsed, time.perf_counter()
+    step = run_guarded(rank, _packed_parts, stats.value, split, size, n_blocks is not None)
+    stats = None
+    if (stop := _stopped(comm, rank, step, elapsed)) is not None:
+        return stop
+    step = run_guarded(rank, _exchange_sum, big, step.value, n_blocks)
+    if (stop := _stopped(comm, rank, step, elapsed)) is not None:
+        return stop
     exchange = time.perf_counter() - t0
-    done = run_guarded(rank, apply, mine, rank, size, *apply_args)
-    mine = None
-    if not _agree(comm, done.failure is None):
-        return (done if done.failure else _peer_failed(rank, stats.elapsed)).remote()
+    done = run_guarded(rank, apply, step.value, rank, size, *apply_args)
+    step = done if done.failure is not None or reply is None else \
+        run_guarded(rank, reply, done.value)
+    if (stop := _stopped(comm, rank, step, elapsed)) is not None:
+        return stop
     if keep is not None:
         t0 = time.perf_counter()
-        kept = run_guarded(rank, keep, big.allgather(done.value))
-        if kept.failure is not None:
-            return kept.remote()
+        kept = run_guarded(rank, _pack, done.value)
+        if (stop := _stopped(comm, rank, kept, elapsed)) is not None:
+            return stop
+        kept = run_guarded(rank, _gather_keep, big, kept.value, keep)
+        if (stop := _stopped(comm, rank, kept, elapsed)) is not None:
+            return stop
         store[keep_key] = kept.value
         exchange += time.perf_counter() - t0
-    value = done.value if reply is None else reply(done.value)
-    return Outcome((value, done.elapsed, exchange), stats.elapsed)
+    return Outcome((step.value, done.elapsed, exchange), elapsed)

@@ -256,3 +256,56 @@ def test_reduce_on_places_applies_each_part_where_the_shards_are(dv_client):
     finally:
         data.free()
         local.free()
+
+
+def _marked_stats(shard, scale, how):
+    """_shard_stats, with ``how`` on shard 1 only (what :func:`_split_badly` breaks there)."""
+    return dict(_shard_stats(shard, scale), bad=how if shard.index == 1 else None)
+
+
+def _split_badly(stats, place, n_places):
+    """_split_sums; the marked shard sends place 0 a part that cannot travel ("pickle")
+    or cannot be summed with the others' ("sum")."""
+    part = _split_sums(stats, place, n_places)
+    if place == 0 and stats["bad"] == "pickle":
+        import threading
+        part["s"] = threading.Lock()
+    elif place == 0 and stats["bad"] == "sum":
+        part["s"] = np.zeros(part["s"].shape[0] + 3)
+    return part
+
+
+def _applied_badly(part, place, n_places, how):
+    """_applied_where; place 1 returns a result that cannot travel when ``how`` says so."""
+    if place == 1 and how == "result":
+        import threading
+        return threading.Lock()
+    return _applied_where(part, place, n_places, None)
+
+
+def test_reduce_on_places_error_on_one_engine_is_agreed_on(dv_client):
+    """A part or a result that fails on one engine only (pickling it there, summing the
+    parts on another place) comes back as that engine's error, not as a hang until the
+    deadline (EngineLost), and the next call works on the same engines."""
+    X = blobs(301, d=5)
+    data = dv_client.distribute(X)
+    deadline, dv_client.deadline = dv_client.deadline, 30.0  # a hang fails in 30 s, not 1 h
+    kw = dict(split=_split_badly, apply=_applied_badly, keep=_join_sums)
+    cases = [("pickle", None, r"^shard 1 [^;]*rank 1\): TypeError: cannot pickle '_thread"),
+             ("sum", None, r"^shard 0 [^;]*rank 0\): ValueError: operands could not be broad"),
+             (None, "result", r"^shard 1 [^;]*rank 1\): TypeError: cannot pickle '_thread")]
+    try:
+        before = dv_client.stored()
+        for bad, result, match in cases:
+            with pytest.raises(ipem.EngineError, match=match) as info:
+                dv_client.reduce_on_places(_marked_stats, data, 2.0, bad,
+                                           apply_args=(result,), **kw)
+            assert not isinstance(info.value, ipem.EngineLost)
+            assert dv_client.stored() == before
+            out = dv_client.reduce_on_places(_marked_stats, data, 2.0, None,
+                                             apply_args=(None,), **kw)
+            assert [pid for pid, _, _ in out.results] == dv_client.pids
+            out.handle.free()
+    finally:
+        dv_client.deadline = deadline
+        data.free()
