@@ -45,10 +45,11 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Temporary files of :func:`atomic_path` this process made and has not yet renamed or
-#: removed.  A signal can land between any two steps of the ``with`` block's clean-up (a
-#: ``with`` statement's exit is not atomic): whatever is still listed when the interpreter
-#: exits (SIGTERM and Ctrl-C included, unlike SIGKILL) is removed then.
+#: Temporary files this process made (:func:`atomic_path`, :meth:`AtomicFiles.save_npz`;
+#: :func:`_new_temporary`) and has not yet renamed or removed.  A signal can land between
+#: any two steps of a clean-up (a ``with`` statement's exit is not atomic): whatever is
+#: still listed when the interpreter exits (SIGTERM and Ctrl-C included, unlike SIGKILL)
+#: is removed then.
 _PENDING: set = set()
 
 
@@ -95,6 +96,37 @@ def _write_error(exc: OSError, path: str) -> OSError:
     return WriteError(exc.errno, exc.strerror or os.strerror(exc.errno), path)
 
 
+def _new_temporary(path: str) -> tuple[str, int]:
+    """Make the temporary file ``<dir>/.<name>.<hex>.tmp`` of the absolute ``path``.
+
+    Created exclusively (never shared; another name is drawn when one exists)
+    and listed in ``_PENDING`` from before it exists, so that an interrupt at
+    any point leaves it listed.  Returns its path and a descriptor open for
+    writing.
+    """
+    directory, base = os.path.split(path)
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        _PENDING.add(tmp)
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            _PENDING.discard(tmp)
+        except OSError:  # not made
+            _PENDING.discard(tmp)
+            raise
+
+
+def _fsync(path: str, flags: int = os.O_RDONLY) -> None:
+    """Open ``path`` with ``flags`` (``os.O_DIRECTORY`` added for a directory), ``fsync``
+    it, close it."""
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[str]:
     """Yield a fresh empty temporary file next to ``path``; move it over ``path`` on success.
@@ -125,27 +157,11 @@ def atomic_path(path: PathLike) -> Iterator[str]:
     removed, the exception propagates and ``path`` is untouched.
     """
     path = os.fspath(path)
-    directory, base = os.path.split(os.path.abspath(path))
-    while True:
-        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-        _PENDING.add(tmp)  # before it exists: an interrupt at any point leaves it listed
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            _PENDING.discard(tmp)
-            continue
-        except OSError:  # not made
-            _PENDING.discard(tmp)
-            raise
-        break
+    tmp, fd = _new_temporary(os.path.abspath(path))
     try:
         os.close(fd)
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(tmp)
         os.replace(tmp, path)
         _PENDING.discard(tmp)
     except BaseException as exc:
@@ -350,7 +366,8 @@ def save_npz_atomic(path: PathLike, **arrays) -> str:
 
 
 def _writeback_starter():
-    """``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)`` where libc has it (Linux), else None."""
+    """``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)`` where libc has it (Linux), else
+    None."""
     try:
         import ctypes
         func = ctypes.CDLL(None, use_errno=True).sync_file_range
@@ -384,25 +401,34 @@ class AtomicFiles:
         return [dest for _, dest in self._moves]
 
     def save_npz(self, path: PathLike, **arrays) -> str:
-        """Write an uncompressed ``.npz`` file (the bytes of :func:`save_npz_atomic`) to a
-        temporary next to ``path``, renamed to ``path`` when the batch ends; returns ``path``."""
+        """Write an uncompressed ``.npz`` file to a temporary next to ``path``, renamed to
+        ``path`` when the batch ends.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination, used as given (no ``.npz`` is appended); replaced if it
+            exists.  Its directory must exist.
+        **arrays : array_like
+            Arrays to store, by name, as for :func:`numpy.savez` (the bytes of
+            :func:`save_npz_atomic`).
+
+        Returns
+        -------
+        str
+            ``path``, made absolute.
+
+        Raises
+        ------
+        WriteError
+            When the file system refuses the write: ``"cannot write <path>:
+            <reason>"``, naming ``path``.
+        """
         path = os.path.abspath(os.fspath(path))
-        directory, base = os.path.split(path)
-        while True:
-            tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-            _PENDING.add(tmp)  # before it exists: an interrupt at any point leaves it listed
-            try:
-                fh = open(tmp, "xb")
-            except FileExistsError:
-                _PENDING.discard(tmp)
-                continue
-            except OSError:
-                _PENDING.discard(tmp)
-                raise
-            break
+        tmp, fd = _new_temporary(path)
         self._moves.append((tmp, path))
         try:
-            with fh:                        # a file object stops np.savez appending ".npz"
+            with open(fd, "wb") as fh:      # a file object stops np.savez appending ".npz"
                 np.savez(fh, **arrays)
                 fh.flush()
                 if _start_writeback is not None:
@@ -414,23 +440,18 @@ class AtomicFiles:
     def _commit(self) -> None:
         for tmp, dest in self._moves:       # every file complete on disk ...
             try:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _fsync(tmp)
             except OSError as exc:
                 raise _write_error(exc, dest) from None
         for tmp, dest in self._moves:       # ... before any is renamed
-            os.replace(tmp, dest)
+            try:
+                os.replace(tmp, dest)
+            except OSError as exc:
+                raise _write_error(exc, dest) from None
             _PENDING.discard(tmp)
         for directory in dict.fromkeys(os.path.dirname(dest) for _, dest in self._moves):
             with contextlib.suppress(OSError):   # the renames themselves, once per directory
-                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
 
     def _discard(self) -> None:
         for tmp, _ in self._moves:

@@ -59,3 +59,26 @@ def test_a_batch_of_files_appears_together_or_not_at_all(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a.npz", "b.npz"] and not atomic._PENDING
     with np.load(tmp_path / "b.npz") as z:
         np.testing.assert_array_equal(z["x"], np.arange(4))
+
+
+def test_a_refused_rename_in_a_batch_is_a_write_error_naming_its_destination(tmp_path,
+                                                                               monkeypatch):
+    """The file system refusing a rename (here: read-only from the second rename on, as
+    after a remount) is a WriteError naming that destination, as in atomic_path; the
+    temporaries not renamed are removed."""
+    import errno
+    real_replace = os.replace
+
+    def replace_then_refuse(src, dst):
+        if str(dst).endswith("b.npz"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), src, None, dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_then_refuse)
+    with pytest.raises(atomic.WriteError) as info:
+        with atomic.atomic_files() as files:
+            files.save_npz(tmp_path / "a.npz", x=np.arange(3))
+            files.save_npz(tmp_path / "b.npz", x=np.arange(4))
+    monkeypatch.undo()
+    assert str(info.value) == f"cannot write {tmp_path / 'b.npz'}: {os.strerror(errno.EROFS)}"
+    assert os.listdir(tmp_path) == ["a.npz"] and not atomic._PENDING
