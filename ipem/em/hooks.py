@@ -13,7 +13,12 @@ and name what is missing.  The driver calls nothing else of the model::
 the E-step* (mean log-likelihood for mixtures, inertia for k-means), exactly
 as scikit-learn's ``lower_bound_``.  ``e_step`` returns what
 :meth:`ipem.parallel.Controller.reduce_timed` returns, so that the per-shard
-times travel with the statistics into the iteration's record.
+times travel with the statistics into the iteration's record.  ``e_step`` may
+also do the M-step where the statistics are
+(:meth:`ipem.parallel.Controller.reduce_on_places`) and return the new
+parameters among its statistics, ``m_step`` then only taking them:
+:class:`~ipem.ivector.TotalVariability` does, so its records' ``e_step_time``
+includes the engines' M-step and the exchange of the parts.
 
 A model whose shards keep state between iterations (k-means labels) also
 implements :class:`RestoresShards`: after a lost engine was replaced, the

@@ -35,7 +35,11 @@ class IterationRecord:
     elapsed : float
         Wall-clock seconds since the start of the fit.
     e_step_time : float
-        Seconds spent in the E-step call (engines plus transfers).
+        Seconds spent in the E-step call (engines plus transfers).  An
+        estimator's ``e_step`` may include an M-step done where the statistics
+        are: :class:`~ipem.ivector.TotalVariability`'s does (its e_step_time
+        includes the engines' M-step and the exchange of the parts, whose
+        seconds ``info`` holds as ``m_step_time`` and ``exchange_time``).
     stage : int or None
         Number of components during this iteration (staged training); the
         rank of ``T`` for a total-variability matrix.
