@@ -192,6 +192,13 @@ def engine_call(func, key, args):
     return call_shard(shard, func, args).remote()
 
 
+def peer_failed(rank, elapsed):
+    """The Outcome of a rank whose own step succeeded when another rank's failed in the
+    same collective call (:class:`~ipem.parallel.errors.PeerFailed`)."""
+    return Outcome(None, elapsed, Failure.from_exception(
+        rank, PeerFailed("another engine failed in the same call")))
+
+
 def engine_allreduce(func, key, args):
     """Compute this shard's statistics and sum them over all ranks with MPI.
 
@@ -220,8 +227,7 @@ def engine_allreduce(func, key, args):
     if outcome.failure is not None:
         return outcome
     if status[0] == 0:
-        return Outcome(None, outcome.elapsed, Failure.from_exception(
-            rank, PeerFailed("another engine failed in the same call")))
+        return peer_failed(rank, outcome.elapsed)
     if status[1] != -status[2]:
         return Outcome(None, outcome.elapsed, Failure.from_exception(
             rank, RuntimeError("engines returned statistics of different sizes")))

@@ -33,9 +33,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .data import Broadcast
-from .engine import Outcome, block_tree, call_shard, engine_store, resolve_args, run_guarded, \
-    tree_total
-from .errors import Failure, PeerFailed
+from .engine import Outcome, block_tree, call_shard, engine_store, peer_failed, resolve_args, \
+    run_guarded, tree_total
 from .stats import sum_stats
 
 
@@ -163,17 +162,12 @@ def _agree(comm, ok):
     return bool(flag[0])
 
 
-def _peer_failed(rank, elapsed):
-    return Outcome(None, elapsed, Failure.from_exception(
-        rank, PeerFailed("another engine failed in the same call")))
-
-
 def _stopped(comm, rank, step, elapsed):
     """None when ``step`` (an Outcome) succeeded on every rank (:func:`_agree`); else what
     this rank sends back: its own failure, or PeerFailed when only others failed."""
     if _agree(comm, step.failure is None):
         return None
-    return (step if step.failure else _peer_failed(rank, elapsed)).remote()
+    return (step if step.failure else peer_failed(rank, elapsed)).remote()
 
 
 def _pack(value):
