@@ -248,9 +248,8 @@ def cached_model(path, speaker_id, k, d):
 
 
 #: Offsets of the model files scored by the linear tasks of this process, for one UBM:
-#: ``ubm`` (its key), ``matrix`` (rows, of which the first ``len(rows)`` are filled) and
-#: ``rows`` (model key -> row).
-_OFFSETS = {"ubm": None, "matrix": np.empty((0, 0)), "rows": {}}
+#: ``ubm`` (its key) and ``rows`` (model key -> offset row of shape (K*D,)).
+_OFFSETS = {"ubm": None, "rows": {}}
 
 
 def _store_rows(refs, params, ubm_key):
@@ -265,9 +264,8 @@ def _store_rows(refs, params, ubm_key):
 
     Returns
     -------
-    matrix : ndarray of shape (n_rows, n_components * n_features)
-    rows : list of int
-        The row of each of ``refs``.
+    list of ndarray of shape (n_components * n_features,)
+        The offsets of each of ``refs``.
     """
     _, m, v = params
     k, d = m.shape
@@ -277,24 +275,14 @@ def _store_rows(refs, params, ubm_key):
     missing = [key for key in dict.fromkeys(keys) if key not in rows]
     if store["ubm"] != ubm_key or (len(rows) + len(missing)) * k * d * 8 > MODEL_CACHE_BYTES:
         rows.clear()            # another UBM, or over the bound: start again with these
-        store.update(ubm=ubm_key, matrix=np.empty((0, k * d)))
+        store["ubm"] = ubm_key
         missing = list(dict.fromkeys(keys))
-    if missing:
-        old = store["matrix"]
-        need = len(rows) + len(missing)
-        if need > old.shape[0]:
-            grown = np.empty((max(need, min(2 * old.shape[0],
-                                            MODEL_CACHE_BYTES // (8 * k * d))), k * d))
-            grown[:len(rows)] = old[:len(rows)]
-            store["matrix"] = grown
-        for key in missing:
-            hit = _MODEL_CACHE.get(key)
-            model = hit[0] if hit is not None else SpeakerModel.load(
-                key[0], speaker_id=key[3], n_components=k, n_features=d)
-            row = len(rows)
-            store["matrix"][row] = _offset_row(checked_model_params(model, k, d, row)[1], m, v)
-            rows[key] = row
-    return store["matrix"], [rows[key] for key in keys]
+    for key in missing:
+        hit = _MODEL_CACHE.get(key)
+        model = hit[0] if hit is not None else SpeakerModel.load(
+            key[0], speaker_id=key[3], n_components=k, n_features=d)
+        rows[key] = _offset_row(checked_model_params(model, k, d, len(rows))[1], m, v)
+    return [rows[key] for key in keys]
 
 
 def _linear_task(chunk, params, backend, dtype, ubm_key, shared):
@@ -312,12 +300,10 @@ def _linear_task(chunk, params, backend, dtype, ubm_key, shared):
     # chunk alone (the offsets kept by this process supply values, not the layout)
     refs = list(dict.fromkeys(ref for _, mods, _ in chunk for ref in mods))
     files = [ref for ref in refs if isinstance(ref[1], str)]
-    if files:
-        kept, rows = _store_rows(files, params, ubm_key)
-        at = dict(zip(files, rows))
+    at = dict(zip(files, _store_rows(files, params, ubm_key))) if files else {}
     block = np.empty((len(refs), k * d))
     for i, ref in enumerate(refs):
-        block[i] = kept[at[ref]] if isinstance(ref[1], str) else shared[ref[1]]
+        block[i] = at[ref] if isinstance(ref[1], str) else shared[ref[1]]
     scores = _product(block, stats)
     pos = {ref: i for i, ref in enumerate(refs)}
     return [scores[[pos[ref] for ref in mods], j] for j, (_, mods, _) in enumerate(chunk)]
