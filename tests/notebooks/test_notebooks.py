@@ -66,11 +66,21 @@ def output_text(output):
     return output.get("data", {}).get("text/plain", "")
 
 
+#: The one warning a notebook may show: ipem starting its MPI engines a second time after
+#: mpiexec died while they started (the mpich wheel's intermittent UCX ``MPI_Init`` failure,
+#: pmodels/mpich#7417, seen about once in a full CI run); ipem's own retry is what users see.
+MPI_START_RETRY = re.compile(r"starting the MPI engines failed \(EngineError: mpiexec \(pid "
+                             r"\d+\) died while the engines started\); starting them again\n")
+
+
 def check_clean(outputs):
-    """No errors, nothing on stderr, no logs or warnings, no figure shown as its repr."""
+    """No errors, nothing on stderr (but one MPI start retry), no logs or warnings, no
+    figure shown as its repr."""
     assert not [o for o in outputs if o.get("output_type") == "error"], \
         [output_text(o) for o in outputs if o.get("output_type") == "error"]
     stderr = [o.get("text", "") for o in outputs if o.get("name") == "stderr"]
+    if len(stderr) == 1 and MPI_START_RETRY.fullmatch(stderr[0]):
+        stderr = []
     assert not stderr, stderr
     for o in outputs:
         text = output_text(o)
@@ -81,6 +91,10 @@ def check_clean(outputs):
             f"a figure shown as text: {text}"
 
 
+RETRY = ("starting the MPI engines failed (EngineError: mpiexec (pid 22035) died while the "
+         "engines started); starting them again\n")
+
+
 @pytest.mark.parametrize("output", [
     {"output_type": "stream", "name": "stdout", "text": "[Cluster] DEBUG | Loading profile"},
     {"output_type": "stream", "name": "stdout", "text": "Output for ipengine-1-2:\n..."},
@@ -89,11 +103,21 @@ def check_clean(outputs):
     {"output_type": "display_data", "data": {"text/plain": "<Figure size 900x360 with 2 Axes>"}},
     {"output_type": "execute_result", "data": {"text/plain": "<AsyncResult(%px): pending>"}},
     {"output_type": "error", "ename": "KeyError", "traceback": []},
+    {"output_type": "stream", "name": "stderr", "text": RETRY.replace("died while the engines "
+                                                                       "started", "exited 1")},
+    {"output_type": "stream", "name": "stderr", "text": RETRY + "and then something else\n"},
 ], ids=["debug-log", "engine-output", "iprogress", "stderr", "figure-as-text", "pending-px",
-        "error"])
+        "error", "another-mpi-failure", "retry-and-more"])
 def test_check_clean_rejects(output):
     with pytest.raises(AssertionError):
         check_clean([nbformat.from_dict(output)])
+
+
+def test_check_clean_allows_one_mpi_start_retry_only():
+    line = {"output_type": "stream", "name": "stderr", "text": RETRY}
+    check_clean([nbformat.from_dict(line)])
+    with pytest.raises(AssertionError):
+        check_clean([nbformat.from_dict(line), nbformat.from_dict(line)])
 
 
 def test_check_clean_accepts_a_figure_with_its_image():
