@@ -228,30 +228,50 @@ class MPICluster:
     def _start_with_retry(self, engines_only=False, make=None):
         """Start the cluster (or only its engines), once more when engines are lost
         while starting; ``make(view)`` of a view on exactly the new engines (the view
-        itself without ``make``)."""
+        itself without ``make``).
+
+        What ipyparallel warns of while an attempt runs (a dead engine set's exit
+        status and last lines of output) is held until the attempt's outcome: shown
+        when it succeeds or when the second attempt fails, logged at DEBUG on
+        ``ipem.parallel.mpi`` when ipem starts the engines again (its own warning
+        says why).
+        """
         for attempt in (1, 2):
+            held = _HeldWarnings()
             try:
                 if not engines_only:
-                    self._start_cluster()
+                    self._start_cluster(held)
+                else:
+                    held.watch(self.cluster.log)
                 view = self._start_engines()
-                return view if make is None else make(view)
+                started = view if make is None else make(view)
             except (KeyboardInterrupt, SystemExit):
+                held.release()
                 raise
             except Exception as exc:
                 cause = _one_line(exc)
                 if attempt == 2:
+                    held.release()
                     raise EngineError(f"the {self.n} MPI engines could not be started (tried "
                                       f"twice): {cause}") from exc
                 logger.warning("starting the MPI engines failed (%s); starting them again",
                                cause)
-                self._stop_all()
+                try:
+                    self._stop_all()
+                finally:
+                    held.demote()
                 engines_only = False
+            else:
+                held.release()
+                return started
 
-    def _start_cluster(self):
-        """Start the ipyparallel controller and connect the client; records its processes."""
+    def _start_cluster(self, held):
+        """Start the ipyparallel controller and connect the client; records its processes.
+        ``held`` holds the cluster's warnings from the start on."""
         import ipyparallel as ipp
         config, kw = self._config()
         self.cluster = ipp.Cluster(engines="mpi", n=self.n, config=config, **kw)
+        held.watch(self.cluster.log)
         self.cluster.start_controller_sync()
         self.processes.add(self.cluster.controller.pid, "controller", leader=True)
         self.client = self.cluster.connect_client_sync()
@@ -404,6 +424,46 @@ def _one_line(exc):
     """The first line of an exception's message, with its type."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class _HeldWarnings(logging.Filter):
+    """Holds back the warnings (and errors) of an ipyparallel cluster's log.
+
+    ipyparallel logs, from its event loop, the exit status and the last lines of
+    output of an engine set or controller that stops; while ipem starts engines such
+    a record belongs to an attempt whose outcome is not known yet.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.log = None
+        self.records = []
+
+    def watch(self, log):
+        self.log = log
+        log.addFilter(self)
+
+    def filter(self, record):
+        if record.levelno < logging.WARNING:
+            return True
+        self.records.append(record)
+        return False
+
+    def _unwatch(self):
+        if self.log is not None:
+            self.log.removeFilter(self)
+        records, self.records = self.records, []
+        return records
+
+    def release(self):
+        """Stop holding; show what was held, as it would have been shown."""
+        for record in self._unwatch():
+            self.log.handle(record)
+
+    def demote(self):
+        """Stop holding; what was held goes to DEBUG on ``ipem.parallel.mpi``."""
+        for record in self._unwatch():
+            logger.debug("ipyparallel, while the engines started: %s", record.getMessage())
 
 
 @contextlib.contextmanager

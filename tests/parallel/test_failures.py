@@ -5,7 +5,9 @@ Real ipyparallel processes, killed by PID.  On a cluster ipem started
 cluster ipem did not start, one line says what was lost, within the deadline.
 After every case no process of the cluster is left (checked by PID).
 """
+import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -300,6 +302,76 @@ def test_engine_killed_while_the_cluster_starts_is_retried_then_one_line(caplog)
     assert len(killed) >= 2
     assert len(str(info.value).splitlines()) == 1, str(info.value)
     assert "Traceback" not in str(info.value)
+    assert_all_gone([p for pid, p in family().items() if pid not in before], "after a failed start")
+
+
+ABORT = """
+import os, sys
+if os.environ.get("PMI_RANK") == "1" and not os.path.exists({flag!r}):
+    if {once!r}:
+        open({flag!r}, "w").close()
+    sys.stderr.write("stand-in: UCX ERROR failed to unpack address\\n")
+    sys.stderr.flush()
+    from mpi4py import MPI
+    MPI.COMM_WORLD.Abort(1)  # as the mpich wheel's MPI_Init now and then does
+os.execv(sys.executable, [sys.executable, "-m", "ipyparallel.engine"] + sys.argv[1:])
+"""
+
+
+def _aborting_engines(tmp_path, once):
+    """ipyparallel config whose engine rank 1 aborts in MPI_Init (the first start only,
+    with ``once``); the flag file it leaves says it did."""
+    from traitlets.config import Config
+    wrapper = tmp_path / "engine.py"
+    wrapper.write_text(ABORT.format(flag=str(tmp_path / "aborted"), once=once))
+    config = Config()
+    config.MPIEngineSetLauncher.engine_cmd = [sys.executable, str(wrapper)]
+    return config
+
+
+def test_rank_that_aborts_while_starting_is_one_warning_not_ipyparallels_report(
+        tmp_path, caplog):
+    """An engine whose MPI_Init aborts: ipem starts the engines again and says so in one
+    warning; ipyparallel's report of the dead engine set (its exit status and last lines of
+    output, which ended up in a notebook cell) is DEBUG detail of a start that recovered."""
+    caplog.set_level(logging.DEBUG, logger="ipem.parallel.mpi")
+    config = _aborting_engines(tmp_path, once=True)
+    before = set(family())
+    seen = {}
+
+    async def as_in_a_notebook():
+        # under a running event loop (a Jupyter kernel's) ipyparallel runs its own loop
+        # thread all along, which reports a dead engine set as soon as it sees it
+        with MPICluster(n=2, blas_threads=1, config=config) as ctrl:
+            seen.update(family())
+            assert (tmp_path / "aborted").exists(), "no rank aborted: the test tested nothing"
+            assert ipem.GaussianMixture(3, max_iter=3, controller=ctrl).fit(
+                blobs(n=600, d=3, k=3, seed=2)).n_iter_ == 3
+
+    asyncio.run(as_in_a_notebook())
+    shown = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in shown] == ["ipem.parallel.mpi"], [r.getMessage() for r in shown]
+    assert "starting them again" in shown[0].getMessage()
+    detail = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG
+                       and r.name == "ipem.parallel.mpi")
+    assert "stand-in: UCX ERROR" in detail, "ipyparallel's report is lost, not kept at DEBUG"
+    assert_all_gone([p for pid, p in seen.items() if pid not in before], "after the start")
+
+
+def test_ranks_that_always_abort_show_ipyparallels_report_of_the_last_attempt(tmp_path, caplog):
+    """When the second start fails too, what ipyparallel saw of it is shown (not held)."""
+    config = _aborting_engines(tmp_path, once=False)
+    before = set(family())
+
+    async def as_in_a_notebook():
+        with MPICluster(n=2, blas_threads=1, config=config):
+            pass
+
+    with pytest.raises(EngineError, match="could not be started \\(tried twice\\)"):
+        asyncio.run(as_in_a_notebook())
+    shown = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+                      and r.name.startswith("ipyparallel"))
+    assert shown.count("stand-in: UCX ERROR") == 1, shown
     assert_all_gone([p for pid, p in family().items() if pid not in before], "after a failed start")
 
 
