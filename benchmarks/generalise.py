@@ -32,7 +32,9 @@ Systems (EER of raw scores, every trial):
   warping, a 200-3600 Hz filterbank, sliding CMVN; and the three ways the plain
   front-end differs from ipem's (nothing else does: same framing, window, nfft,
   filterbank, lifter and deltas): c0 of the whole spectrum instead of the band, no
-  dither, the plain VAD (30 dB below the loudest frame's whole-spectrum energy).
+  dither, the plain VAD (30 dB below the loudest frame's whole-spectrum energy);
+  ipem's GMM VAD on the plain VAD's energy (``vad_energy="full"``), alone and with
+  ``c0="full"``.
 
 With ``--out`` the table replaces the section between ``<!-- generalise:begin -->`` and
 ``<!-- generalise:end -->`` of that file.
@@ -86,6 +88,9 @@ VARIANTS = {
     # ipem's features, the plain recipe's VAD exactly: frames whose whole-spectrum
     # pre-emphasised log energy is within 30 dB of the utterance's loudest frame
     "plain VAD (30 dB, whole-spectrum energy)": "plain_vad",
+    # ipem's GMM rule on the plain VAD's energy (whole spectrum, pre-emphasised)
+    "VAD energy whole-spectrum (`vad_energy=\"full\"`)": dict(vad_energy="full"),
+    "VAD energy whole-spectrum, c0 whole-spectrum": dict(vad_energy="full", c0="full"),
 }
 
 

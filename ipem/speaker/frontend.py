@@ -13,9 +13,10 @@ Pipeline used by :func:`extract_features`::
   spans 0 Hz to Nyquist (:mod:`ipem.speaker.dsp`).
 * :func:`ipem.speaker.vad.energy_vad` keeps the speech frames; its default
   rule fits a 3-component Gaussian mixture to the frame log-energies, so it
-  adapts to the noise level.  The energies it sees are those of the analysis
-  band without pre-emphasis (:func:`ipem.speaker.vad.vad_mask`), where speech
-  stands out most from noise.
+  adapts to the noise level.  The energies it sees are by default those of the
+  analysis band without pre-emphasis (:func:`ipem.speaker.vad.vad_mask`), where
+  speech stands out most from noise; ``vad_energy="full"``: of the whole spectrum
+  after pre-emphasis.
 * :mod:`ipem.speaker.featnorm` normalises the speech frames: per-utterance
   CMVN (default), sliding CMN/CMVN or feature warping over a 3 s window; RASTA
   filtering of the static cepstra is an option.
@@ -41,7 +42,7 @@ from ..io.preflight import check_regular_file
 from .dsp import band_edges, prepare_signal
 from .featnorm import FEATURE_NORMALIZATIONS, normalize_features, rasta_filter
 from .mfcc import C0_ENERGIES, static_mfcc, with_deltas
-from .vad import VAD_METHODS, band_vad_mask
+from .vad import VAD_ENERGIES, VAD_METHODS, band_vad_mask
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ def extract_features(
     variance_norm: bool = True,
     vad_kwargs: dict | None = None,
     c0: str = "band",
+    vad_energy: str = "band",
 ) -> np.ndarray:
     """read -> MFCC (+deltas) [-> RASTA] -> VAD -> normalisation, for one file.
 
@@ -180,7 +182,7 @@ def extract_features(
     vad : bool or {"gmm", "kaldi", "percentile"}, optional
         Drop non-speech frames with :func:`ipem.speaker.vad.energy_vad` and this rule (True:
         ``"gmm"``, the default); False keeps every frame.  The VAD sees the
-        log-energy of the filterbank's band without pre-emphasis.
+        log-energies ``vad_energy`` names.
     norm : {"cmvn", "cmn", "sliding_cmvn", "sliding_cmn", "warp", "none"}, optional
         Normalisation of the speech frames (:mod:`ipem.speaker.featnorm`):
         per-utterance mean and variance (default), mean only, the same over
@@ -199,6 +201,11 @@ def extract_features(
     c0 : {"band", "full"}, optional
         c0 as the log energy of the filterbank's band (default) or of the whole
         spectrum (:func:`ipem.speaker.mfcc.static_mfcc`).
+    vad_energy : {"band", "full"}, optional
+        The frame log-energies the VAD sees (:func:`ipem.speaker.vad.vad_log_energy`):
+        of the filterbank's band without pre-emphasis (default), or of the whole
+        spectrum after pre-emphasis (python_speech_features' energy, which the plain
+        recipe's VAD uses).
 
     Returns
     -------
@@ -210,7 +217,7 @@ def extract_features(
     NoSpeechError
         (a ValueError) if the VAD finds no speech frame in the file.
     ValueError
-        For an unknown ``vad``, ``norm``, ``c0`` or band, or a file shorter than one
+        For an unknown ``vad``, ``norm``, ``c0``, ``vad_energy`` or band, or a file shorter than one
         analysis window (``winlen``; the file is named).
     """
     if vad is True:
@@ -223,6 +230,9 @@ def extract_features(
                          f"{sorted(FEATURE_NORMALIZATIONS)}")
     if c0 not in C0_ENERGIES:
         raise ValueError(f"unknown c0 {c0!r}; expected one of {list(C0_ENERGIES)}")
+    if vad_energy not in VAD_ENERGIES:
+        raise ValueError(f"unknown VAD energy {vad_energy!r}; expected one of "
+                         f"{list(VAD_ENERGIES)}")
     if not variance_norm:
         norm = {"cmvn": "cmn", "sliding_cmvn": "sliding_cmn"}.get(norm, norm)
     low, high = band_edges(sample_rate, low_freq, high_freq)
@@ -236,7 +246,8 @@ def extract_features(
     static = static_mfcc(x, sample_rate, n_ceps, n_filters, winlen, winstep, low, high, c0)
     feats = with_deltas(rasta_filter(static) if rasta else static)
     if vad:
-        mask = band_vad_mask(x, sample_rate, vad, winlen, winstep, low, high, vad_kwargs)
+        mask = band_vad_mask(x, sample_rate, vad, winlen, winstep, low, high, vad_kwargs,
+                             vad_energy)
         if not mask.any():
             raise NoSpeechError(f"no speech frames found in {path} (silent or too quiet)")
         feats = feats[mask]

@@ -23,8 +23,10 @@ Log-energies are natural logs of frame energies of a signal scaled to [-1, 1]
 (:func:`ipem.speaker.dsp.frame_log_energy`).
 
 :func:`vad_mask` gives the speech frames of a signal as
-:func:`ipem.speaker.frontend.extract_features` keeps them: the log-energy of the
-filterbank's band, without pre-emphasis, through :func:`energy_vad`.
+:func:`ipem.speaker.frontend.extract_features` keeps them: by default the
+log-energy of the filterbank's band, without pre-emphasis, through
+:func:`energy_vad`; with ``energy="full"`` the log-energy of the whole spectrum
+after pre-emphasis 0.97 (:data:`VAD_ENERGIES`, :func:`vad_log_energy`).
 """
 from __future__ import annotations
 
@@ -34,8 +36,14 @@ import numpy as np
 
 from .dsp import band_edges, frame_log_energy, log_band_energy, power_spectrum, prepare_signal
 
-__all__ = ["VAD_METHODS", "energy_vad", "gmm_vad", "kaldi_vad", "percentile_vad", "vad_mask",
-           "band_vad_mask"]
+__all__ = ["VAD_ENERGIES", "VAD_METHODS", "energy_vad", "gmm_vad", "kaldi_vad", "percentile_vad",
+           "vad_mask", "band_vad_mask", "vad_log_energy"]
+
+#: The frame energies the front-end's VAD can see: ``"band"`` (default), the
+#: filterbank's band without pre-emphasis, or ``"full"``, the whole spectrum after
+#: pre-emphasis 0.97 (python_speech_features' ``appendEnergy``, the energy of the plain
+#: recipe's VAD in ``benchmarks/generalise.py``).
+VAD_ENERGIES = ("band", "full")
 
 #: Natural-log energy -> dB.
 _LN_TO_DB = 10.0 / math.log(10.0)
@@ -239,9 +247,48 @@ def energy_vad(
     return mask
 
 
+def vad_log_energy(x: np.ndarray, sample_rate: int, winlen: float, winstep: float,
+                   low: float, high: float, energy: str = "band") -> np.ndarray:
+    """The frame log-energies the front-end's VAD sees.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (n_samples,), float64
+        Signal from :func:`ipem.speaker.dsp.prepare_signal`.
+    sample_rate : int
+        Sample rate in Hz.
+    winlen, winstep : float
+        Window length and shift in seconds.
+    low, high : float
+        The filterbank's band in Hz (used by ``energy="band"``).
+    energy : {"band", "full"}, optional
+        :data:`VAD_ENERGIES`: the power within ``low``-``high`` Hz without
+        pre-emphasis (default), or of every FFT bin after pre-emphasis 0.97.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames,), float64
+        Natural logs of the Hamming-windowed frames' power (``|FFT|^2 / nfft``
+        summed over the bins), floored at ``ln(eps)``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``energy``.
+    """
+    if energy not in VAD_ENERGIES:
+        raise ValueError(f"unknown VAD energy {energy!r}; expected one of {list(VAD_ENERGIES)}")
+    if energy == "full":
+        pspec, nfft = power_spectrum(x, sample_rate, winlen, winstep, 0.97)
+        return log_band_energy(pspec, nfft, sample_rate, 0.0, sample_rate / 2)
+    pspec, nfft = power_spectrum(x, sample_rate, winlen, winstep, 0.0)
+    return log_band_energy(pspec, nfft, sample_rate, low, high)
+
+
 def band_vad_mask(x: np.ndarray, sample_rate: int, method: str, winlen: float, winstep: float,
-                  low: float, high: float, vad_kwargs: dict | None = None) -> np.ndarray:
-    """:func:`energy_vad` of the log-energies of a band, without pre-emphasis.
+                  low: float, high: float, vad_kwargs: dict | None = None,
+                  energy: str = "band") -> np.ndarray:
+    """:func:`energy_vad` of the log-energies of :func:`vad_log_energy`.
 
     Parameters
     ----------
@@ -257,13 +304,15 @@ def band_vad_mask(x: np.ndarray, sample_rate: int, method: str, winlen: float, w
         The band in Hz.
     vad_kwargs : dict or None, optional
         More options of :func:`energy_vad` (``method`` overrides ``method``).
+    energy : {"band", "full"}, optional
+        Which log-energies (:data:`VAD_ENERGIES`): the band's without
+        pre-emphasis (default) or the whole spectrum's after pre-emphasis.
 
     Returns
     -------
     numpy.ndarray, shape (n_frames,), bool
     """
-    pspec, nfft = power_spectrum(x, sample_rate, winlen, winstep, 0.0)
-    log_e = log_band_energy(pspec, nfft, sample_rate, low, high)
+    log_e = vad_log_energy(x, sample_rate, winlen, winstep, low, high, energy)
     return energy_vad(log_e, **{"method": method, **(vad_kwargs or {})})
 
 
@@ -278,12 +327,13 @@ def vad_mask(
     high_freq: float | None = None,
     dither: float = 1e-5,
     seed: int = 0,
+    energy: str = "band",
     **vad_kwargs,
 ) -> np.ndarray:
     """The speech frames :func:`ipem.speaker.frontend.extract_features` keeps, for a signal.
 
-    The frames' log-energy in the filterbank's band, without pre-emphasis,
-    goes through :func:`energy_vad`.
+    The frames' log-energy (:func:`vad_log_energy`; by default in the
+    filterbank's band, without pre-emphasis) goes through :func:`energy_vad`.
 
     Parameters
     ----------
@@ -295,6 +345,9 @@ def vad_mask(
         The rule (:data:`VAD_METHODS`).
     winlen, winstep, low_freq, high_freq, dither, seed
         As for :func:`ipem.speaker.mfcc.mfcc_features`.
+    energy : {"band", "full"}, optional
+        The log-energies the rule sees (:data:`VAD_ENERGIES`); ``vad_energy``
+        of :func:`ipem.speaker.frontend.extract_features`.
     **vad_kwargs
         More options of :func:`energy_vad`.
 
@@ -305,4 +358,4 @@ def vad_mask(
     """
     low, high = band_edges(sample_rate, low_freq, high_freq)
     return band_vad_mask(prepare_signal(signal, dither, seed), sample_rate, vad, winlen, winstep,
-                         low, high, vad_kwargs)
+                         low, high, vad_kwargs, energy)

@@ -32,7 +32,7 @@ __all__ = ["extract", "frontend_options"]
 
 #: Front-end options added after feature manifests were first written, with the value ipem
 #: computed with before each existed: what a manifest without the option was made with.
-UNRECORDED = {"c0": "band"}
+UNRECORDED = {"c0": "band", "vad_energy": "band"}
 
 
 def frontend_options(sample_rate, frontend):

@@ -484,3 +484,38 @@ def test_c0_full_is_python_speech_features_append_energy(speech, tmp_path):
                 lambda: extract_features(tmp_path / "missing.wav", c0="total")):
         with pytest.raises(ValueError, match="unknown c0 'total'"):
             bad()
+
+
+def test_vad_energy_full_is_the_whole_spectrum_pre_emphasised_energy(tmp_path):
+    """vad_energy="full" (issue 20): the GMM VAD sees python_speech_features' frame energy
+    (every bin, pre-emphasis 0.97); the default, the 300-3400 Hz band without
+    pre-emphasis, is a hand computation; a loud 100 Hz hum counts as energy only in
+    "full", so the two keep different frames; an unknown energy is refused before reading."""
+    from ipem.speaker.vad import vad_log_energy
+
+    sr, rng = 8000, np.random.default_rng(0)
+    t = np.arange(int(1.6 * sr)) / sr
+    seg = (np.arange(t.size) // 2000) % 4     # 0.25 s each: hum, quiet, tone, quiet
+    x = (0.5 * np.sin(2 * np.pi * 100 * t) * (seg == 0) + 0.02 * np.sin(2 * np.pi * 1000 * t)
+         * (seg == 2) + 1e-4 * rng.standard_normal(t.size))
+    full = vad_log_energy(x, sr, 0.025, 0.01, 300.0, 3400.0, "full")
+    _, energy = psf_fbank(x, sr, nfilt=1, nfft=256, winfunc=np.hamming)
+    np.testing.assert_allclose(full, np.log(energy), rtol=1e-10)
+    frames = np.stack([np.pad(x, (0, 200))[i * 80:i * 80 + 200] for i in range(full.size)])
+    spec = np.abs(np.fft.rfft(frames * np.hamming(200), 256)) ** 2 / 256
+    f = np.arange(129) * sr / 256
+    band = vad_log_energy(x, sr, 0.025, 0.01, 300.0, 3400.0)
+    np.testing.assert_allclose(band, np.log(spec[:, (f >= 300) & (f <= 3400)].sum(axis=1)),
+                               rtol=1e-10)
+    got = vad_mask(x, sr, dither=0, energy="full")
+    np.testing.assert_array_equal(got, energy_vad(full))
+    np.testing.assert_array_equal(vad_mask(x, sr, dither=0), energy_vad(band))
+    hum = seg[np.arange(full.size) * 80 + 100] == 0
+    assert got[hum].mean() > 0.9 and vad_mask(x, sr, dither=0)[hum].mean() < 0.1
+    wav = tmp_path / "hum.wav"
+    sf.write(str(wav), x, sr, subtype="FLOAT")
+    n_full = extract_features(wav, vad_energy="full").shape[0]
+    assert n_full == vad_mask(read_audio(wav), sr, energy="full").sum()
+    assert n_full != extract_features(wav).shape[0] == vad_mask(read_audio(wav), sr).sum()
+    with pytest.raises(ValueError, match="unknown VAD energy 'total'"):
+        extract_features(tmp_path / "missing.wav", vad_energy="total")
