@@ -316,7 +316,10 @@ class SlurmCluster:
                     self.controller)
         return self.controller
 
-    def _submit_and_wait(self, script):
+    def _submit_and_wait(self, script, again=True):
+        """Submit the engine job and wait for its ``n`` engines: a view on them. A job that
+        ends before they register (an engine that died in ``MPI_Init``, a node that failed)
+        is submitted once more (``again``), with a warning."""
         before = set(self.client.ids)
         path = os.path.join(self.log_dir, f"ipem-engines-{self.cluster_id}.sbatch")
         with open(path, "w") as f:
@@ -336,9 +339,13 @@ class SlurmCluster:
                 return self.client[new[:self.n]]
             state, reason = self.job_state(job)
             if state in ENDED:
-                raise EngineError(f"Slurm job {job} ended ({self._describe(job, state)}) with "
-                                  f"{len(new)} of {self.n} engines registered; its log: "
-                                  f"{self.log_file(job)}{self._log_tail(job)}")
+                ended = (f"Slurm job {job} ended ({self._describe(job, state)}) with "
+                         f"{len(new)} of {self.n} engines registered; its log: "
+                         f"{self.log_file(job)}{self._log_tail(job)}")
+                if not again:
+                    raise EngineError(ended)
+                logger.warning("%s; submitting the engine job once more", ended)
+                return self._submit_and_wait(script, again=False)
             if state == "PENDING" and reason in NEVER:
                 raise EngineError(f"Slurm job {job} cannot start: {reason} (squeue); it is "
                                   "cancelled")

@@ -188,6 +188,35 @@ def test_time_limit_mid_fit_resubmits_and_gives_the_undisturbed_model(slurm_env,
 
 
 @pytest.mark.once
+def test_a_job_that_ends_while_its_engines_start_is_submitted_once_more(slurm_env, tmp_path,
+                                                                       caplog):
+    """The first engine job fails before its engines register (as one whose rank dies in
+    MPI_Init): one warning, a second job, engines that work; a job failing every time is
+    one line naming its log."""
+    flag = tmp_path / "failed-once"
+    fail_once = (f"if [ ! -e {flag} ]; then touch {flag}; "
+                 "echo 'stand-in: MPI_Init failed' >&2; exit 1; fi")
+    sc = SlurmCluster(2, blas_threads=1, prologue=[fail_once], profile_dir=str(tmp_path / "p"))
+    X = blobs(n=600, d=3, k=3, seed=2)
+    with caplog.at_level(logging.WARNING, logger="ipem"), sc as ctrl:
+        assert flag.exists(), "the first job did not fail: the test tested nothing"
+        assert len(sc.jobs) == 2
+        assert ipem.GaussianMixture(3, max_iter=3, controller=ctrl).fit(X).n_iter_ == 3
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and said[0].startswith(f"Slurm job {sc.jobs[0]} ended (FAILED)"), said
+    assert said[0].endswith("stand-in: MPI_Init failed; submitting the engine job once more")
+    assert_nothing_left(slurm_env, sc.cluster_id)
+
+    sc = SlurmCluster(2, prologue=["echo 'stand-in: MPI_Init failed' >&2; exit 1"],
+                      profile_dir=str(tmp_path / "q"))
+    with pytest.raises(EngineError, match=r"Slurm job \d+ ended \(FAILED\) with 0 of 2 engines "
+                                          r"registered; its log: .*stand-in: MPI_Init failed$"):
+        sc.start()
+    assert len(sc.jobs) == 2
+    assert_nothing_left(slurm_env, sc.cluster_id)
+
+
+@pytest.mark.once
 def test_a_job_that_cannot_start_is_one_line_and_cancelled(slurm_env, tmp_path):
     sc = SlurmCluster(2, partition="nosuchpartition", profile_dir=str(tmp_path / "p"))
     with pytest.raises(EngineError, match=r"(?i)sbatch refused the engine job .*invalid "
