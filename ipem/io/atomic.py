@@ -387,13 +387,18 @@ class AtomicFiles:
     Made by :func:`atomic_files`.  Each file gets the guarantee of
     :func:`atomic_path` (complete on disk before it appears under its name),
     at the cost of one wait for the disk per batch instead of one per file:
-    the disk writes each temporary while the next is being computed
-    (``sync_file_range``, where the system has it), and the ``fsync`` calls
-    at the end of the batch find little left to write.
+    each temporary's writeback starts as soon as it is written
+    (``sync_file_range``, where the system has it) and a background thread
+    ``fsync``-s it through the descriptor it was written with while the
+    caller computes the next file, so that the end of the batch waits for
+    the last file's sync only.
     """
 
     def __init__(self):
         self._moves = []                    # (temporary, destination)
+        self._fds = []                      # descriptors of the temporaries, open until the end
+        self._syncs = []                    # the fsync of each temporary (Future)
+        self._syncer = None                 # the background thread (ThreadPoolExecutor)
 
     @property
     def paths(self) -> list:
@@ -427,21 +432,48 @@ class AtomicFiles:
         path = os.path.abspath(os.fspath(path))
         tmp, fd = _new_temporary(path)
         self._moves.append((tmp, path))
+        self._fds.append(fd)
         try:
-            with open(fd, "wb") as fh:      # a file object stops np.savez appending ".npz"
+            # a file object stops np.savez appending ".npz"; the descriptor stays open
+            # for the fsync
+            with open(fd, "wb", closefd=False) as fh:
                 np.savez(fh, **arrays)
-                fh.flush()
-                if _start_writeback is not None:
-                    _start_writeback(fh.fileno())
+            if _start_writeback is not None:
+                _start_writeback(fd)
         except OSError as exc:
             raise _write_error(exc, path) from None
+        if self._syncer is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._syncer = ThreadPoolExecutor(1, thread_name_prefix="ipem-fsync")
+        self._syncs.append(self._syncer.submit(os.fsync, fd))
         return path
 
+    def _wait(self) -> list:
+        """Wait for the background fsyncs and close the descriptors; their exceptions
+        (None where one succeeded)."""
+        errors = []
+        try:
+            for future in self._syncs:
+                try:
+                    future.result()
+                    errors.append(None)
+                except OSError as exc:
+                    errors.append(exc)
+        finally:
+            if self._syncer is not None:
+                self._syncer.shutdown(wait=True)
+                self._syncer = None
+            self._syncs = []
+            for fd in self._fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds = []
+        return errors
+
     def _commit(self) -> None:
-        for tmp, dest in self._moves:       # every file complete on disk ...
-            try:
-                _fsync(tmp)
-            except OSError as exc:
+        errors = self._wait()               # every file complete on disk ...
+        for (_, dest), exc in zip(self._moves, errors):
+            if exc is not None:
                 raise _write_error(exc, dest) from None
         for tmp, dest in self._moves:       # ... before any is renamed
             try:
@@ -454,6 +486,7 @@ class AtomicFiles:
                 _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
 
     def _discard(self) -> None:
+        self._wait()
         for tmp, _ in self._moves:
             if tmp in _PENDING:
                 with contextlib.suppress(OSError):

@@ -21,7 +21,9 @@ the models they are tried against, which it reads where it runs (model files;
 offsets of in-memory models are broadcast once); only the scores of its trials
 travel back.  Each process keeps the offsets it computed for one UBM at a time
 (:func:`_store_rows`, within ``IPEM_MODEL_CACHE_MB``), so a model tried
-against many chunks is read and converted once per process.
+against many chunks is read and converted once per process, and the last
+matrix it gathered from model files (:func:`_gathered`), which the next chunk
+tried against the same files uses as it is.
 
 Rounding: a score is one dot product of length ``K*D`` inside a matrix
 product.  Every product here has at most 64 columns (segments) and at least
@@ -29,8 +31,9 @@ two rows and two columns (padded with zeros, so that the BLAS never switches
 to a matrix-vector routine, which sums in another order).  A task's product
 is made of fresh matrices whose shape and order the trial list alone decides:
 rows are the chunk's distinct models in order of first appearance in the
-chunk, columns its segments.  The offsets a process keeps supply the values
-of the rows, never their number or order, so what a process scored before
+chunk, columns its segments (a kept matrix is used only for the same files in
+the same order).  The offsets a process keeps supply the values of the rows,
+never their number or order, so what a process scored before
 (load balancing) does not matter, and local and engine runs of the same list
 give the same bits.  Another grouping of the trials (a subset of the list,
 :func:`linear_scores` of other segments) gives a score's dot product in a
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 from collections import OrderedDict
 
@@ -285,6 +289,48 @@ def _store_rows(refs, params, ubm_key):
     return [rows[key] for key in keys]
 
 
+#: The last gathered matrix of model files' offsets (:func:`_gathered`): ``key`` (the UBM's
+#: and the files' identities, in row order) and ``block``.
+_BLOCK = {"key": None, "block": None}
+
+
+def _gathered(refs, params, ubm_key, shared):
+    """The offsets of ``refs`` as rows of one fresh matrix, in the order of ``refs``.
+
+    Parameters
+    ----------
+    refs : list of (model_id, ref)
+        ``ref``: a model file's absolute path, or a row of ``shared``.
+    params : GMMParams
+    ubm_key : str
+    shared : ndarray of shape (n_models, n_components * n_features) or None
+        The broadcast offsets of in-memory models.
+
+    Returns
+    -------
+    ndarray of shape (len(refs), n_components * n_features), float64
+        Made for this list, or, when the list holds model files only, kept from
+        the previous task of this process with the same files (same UBM, paths,
+        modification times and sizes, in the same order): the same shape, order
+        and values, without gathering ``K*D*8`` bytes per model again (tasks of
+        one trial list usually try every segment against the same models).
+    """
+    k, d = params.means.shape
+    files = [ref for ref in refs if isinstance(ref[1], str)]
+    if files and len(files) == len(refs):
+        key = (ubm_key, tuple(_model_key(path, sid, k, d) for sid, path in files))
+        if _BLOCK["key"] == key:
+            return _BLOCK["block"]
+        _BLOCK["key"] = _BLOCK["block"] = None       # not held while the next is made
+    at = dict(zip(files, _store_rows(files, params, ubm_key))) if files else {}
+    block = np.empty((len(refs), k * d))
+    for i, ref in enumerate(refs):
+        block[i] = at[ref] if isinstance(ref[1], str) else shared[ref[1]]
+    if files and len(files) == len(refs) and block.nbytes <= MODEL_CACHE_BYTES:
+        _BLOCK["key"], _BLOCK["block"] = key, block
+    return block
+
+
 def _linear_task(chunk, params, backend, dtype, ubm_key, shared):
     """Linear scores of a chunk of test segments against their models.
 
@@ -299,12 +345,7 @@ def _linear_task(chunk, params, backend, dtype, ubm_key, shared):
     # appearance, gathered into a fresh matrix whose shape and order depend on the
     # chunk alone (the offsets kept by this process supply values, not the layout)
     refs = list(dict.fromkeys(ref for _, mods, _ in chunk for ref in mods))
-    files = [ref for ref in refs if isinstance(ref[1], str)]
-    at = dict(zip(files, _store_rows(files, params, ubm_key))) if files else {}
-    block = np.empty((len(refs), k * d))
-    for i, ref in enumerate(refs):
-        block[i] = at[ref] if isinstance(ref[1], str) else shared[ref[1]]
-    scores = _product(block, stats)
+    scores = _product(_gathered(refs, params, ubm_key, shared), stats)
     pos = {ref: i for i, ref in enumerate(refs)}
     return [scores[[pos[ref] for ref in mods], j] for j, (_, mods, _) in enumerate(chunk)]
 
@@ -333,7 +374,8 @@ def score_segments(controller, params, items, *, backend=None, dtype="<f4", prog
     # in-memory models keyed by the object, not by the id (model ids 1 and "1" both
     # come as "1"): id(SpeakerModel) -> (row of the broadcast offsets, SpeakerModel)
     in_memory = {}
-    for mod in {id(pair): pair[1] for _, mods, _ in items for pair in mods}.values():
+    pairs = list(itertools.chain.from_iterable(mods for _, mods, _ in items))
+    for _, mod in dict(zip(map(id, pairs), pairs)).values():
         if isinstance(mod, SpeakerModel):
             in_memory.setdefault(id(mod), (len(in_memory), mod))
     tasks = items if not in_memory else [

@@ -12,7 +12,7 @@ Gaussian mixture models", Digital Signal Processing 10, 2000):
    dependent coefficients ``alpha_k = n_k / (n_k + r)`` (:func:`map_adapt`).
 
 :func:`adapt_speakers` does both for many speakers, in load-balanced tasks of
-one to eight speakers over a controller's engines; every engine reads its
+up to 32 MiB of models over a controller's engines; every engine reads its
 speakers' feature files itself.
 """
 from __future__ import annotations
@@ -38,9 +38,12 @@ __all__ = ["utterance_stats", "map_adapt", "SpeakerModel", "adapt_speakers"]
 #: Default floor of adapted variances, as a fraction of the UBM's variances.
 VARIANCE_FLOOR = 1e-3
 _MODEL_KIND = "ipem-speaker-model"
-#: Most speakers in one task of :func:`adapt_speakers`: their model files wait for the disk
-#: once, together (:func:`ipem.io.atomic.atomic_files`), not once each.
-_SPEAKERS_PER_TASK = 8
+#: Most bytes of models in one task of :func:`adapt_speakers` (32 MiB: 67 models of 512 x 60;
+#: 256 models at most): a task's model files are synced in the background while the next
+#: are computed and renamed into place together (:func:`ipem.io.atomic.atomic_files`), so
+#: that the disk is waited for once per task; a task is still at most 1/16 of a place's
+#: speakers, for the load balance.
+_TASK_BYTES = 32 * 2**20
 
 
 
@@ -374,12 +377,13 @@ def adapt_speakers(ubm, enrollment, *, controller=None, relevance_factor=16.0, a
         If given, each task writes ``<out_dir>/<speaker_id>.npz`` for its
         speakers and the result maps speakers to those paths instead of
         models.  Each file is atomic (complete on disk before it appears
-        under its name); a task's files are synced together at its end
-        (:func:`ipem.io.atomic.atomic_files`), so that the disk is waited
-        for once per task, not once per speaker.
+        under its name); each is synced in the background while the task
+        computes the next, and a task's files are renamed into place
+        together at its end (:func:`ipem.io.atomic.atomic_files`), so that
+        the disk is waited for once per task, not once per speaker.
     progress : bool, default=True
-        Show a tqdm progress bar (of tasks: up to 8 speakers each, one
-        each for fewer than 16 speakers per engine).
+        Show a tqdm progress bar (of tasks: up to 32 MiB of models each,
+        and at most 1/16 of an engine's share of the speakers).
     backend : {"c", "numpy"} or None
     dtype : {numpy.float32, numpy.float64}, default=numpy.float32
         Dtype frames are read from files in (arrays keep theirs).
@@ -421,8 +425,9 @@ def adapt_speakers(ubm, enrollment, *, controller=None, relevance_factor=16.0, a
         name = _check_speaker_id(spk) if out_dir is not None else spk
         items.append((name, resolve_source(source, f"speaker {spk}")))
     ctrl = as_controller(controller)
-    # a few speakers per task where there are many per place: one wait for the disk per task
-    per_task = max(1, min(_SPEAKERS_PER_TASK,
+    # many speakers per task where there are many per place: one wait for the disk per task
+    k, d = params.means.shape
+    per_task = max(1, min(256, _TASK_BYTES // ((2 * d + 1) * k * 8),
                           len(items) // (16 * max(1, getattr(ctrl, "n_shards", None) or 1))))
     batches = [items[a:a + per_task] for a in range(0, len(items), per_task)]
     logger.debug("adapting %d speakers on %s, %d per task", len(items), ctrl, per_task)

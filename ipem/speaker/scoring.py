@@ -21,7 +21,9 @@ segments, :func:`ipem.speaker.linear.score_segments`); only scores travel back.
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import os
 
 import numpy as np
@@ -329,9 +331,9 @@ def _group_trials(trials, models):
         Each trial's segment and its model's position in that segment's list.
     """
     try:         # hashable tests (paths, FeatureRefs): one key per distinct test, arrays
-        model_ids = [t[0] for t in trials]
-        tests = [t[1] for t in trials]
-        key_of = {test: None for test in tests}
+        model_ids = list(map(operator.itemgetter(0), trials))
+        tests = list(map(operator.itemgetter(1), trials))
+        key_of = dict.fromkeys(tests)
         unknown = any(mid not in models for mid in dict.fromkeys(model_ids))
     except (TypeError, IndexError, KeyError):
         unknown = True           # a malformed trial or an array test: one by one
@@ -346,10 +348,10 @@ def _group_trials(trials, models):
         key_of[test] = seg_index[key]
     mid_index = {mid: i for i, mid in enumerate(dict.fromkeys(model_ids))}
     n_m = len(mid_index)
-    where_seg = np.array([key_of[t] for t in tests], dtype=np.int64)
-    pair, first, inverse = np.unique(where_seg * n_m + np.array(
-        [mid_index[mid] for mid in model_ids], dtype=np.int64), return_index=True,
-        return_inverse=True)
+    where_seg = np.fromiter(map(key_of.__getitem__, tests), dtype=np.int64, count=len(tests))
+    pair, first, inverse = np.unique(where_seg * n_m + np.fromiter(
+        map(mid_index.__getitem__, model_ids), dtype=np.int64, count=len(model_ids)),
+        return_index=True, return_inverse=True)
     order = np.lexsort((first, pair // n_m))       # by segment, then by first appearance
     seg_sorted = pair[order] // n_m
     pos = np.empty(len(pair), dtype=np.int64)
@@ -431,7 +433,7 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
         return []
     segments, where_seg, where_pos = _group_trials(trials, models)
     resolved = {}            # model id -> (str(model id), absolute path or SpeakerModel)
-    for mid in dict.fromkeys(mid for _, _, ids in segments for mid in ids):
+    for mid in dict.fromkeys(itertools.chain.from_iterable(ids for _, _, ids in segments)):
         mod = models[mid]
         if isinstance(mod, (str, os.PathLike)):
             mod = os.path.abspath(os.fspath(mod))
@@ -442,7 +444,7 @@ def score_trials(ubm, trials, models, *, controller=None, top_c=5, progress=True
     for s, (key, test, ids) in enumerate(segments):
         what = (f"test segment {s}" if isinstance(test, np.ndarray)
                 else f"test segment {key[1] if key[0] == 'path' else test}")
-        mods = [resolved[mid] for mid in ids]
+        mods = list(map(resolved.__getitem__, ids))
         items.append((resolve_source(test, what), mods, what))
     ctrl = as_controller(controller)
     logger.debug("scoring %d trials in %d test segments on %s (%s)", len(trials), len(items),

@@ -82,3 +82,29 @@ def test_a_refused_rename_in_a_batch_is_a_write_error_naming_its_destination(tmp
     monkeypatch.undo()
     assert str(info.value) == f"cannot write {tmp_path / 'b.npz'}: {os.strerror(errno.EROFS)}"
     assert os.listdir(tmp_path) == ["a.npz"] and not atomic._PENDING
+
+
+def test_a_failed_sync_in_a_batch_is_a_write_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """The temporaries are synced in the background: a refused fsync (here: EIO for the
+    second file) is a WriteError naming that destination when the batch ends; nothing
+    is renamed, no temporary is left and no descriptor stays open."""
+    import errno
+    real_fsync = os.fsync
+    written = []
+
+    def fsync_then_fail(fd):
+        written.append(fd)
+        if len(written) == 2:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    fds = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fsync", fsync_then_fail)
+    with pytest.raises(atomic.WriteError) as info:
+        with atomic.atomic_files() as files:
+            for name in ("a", "b", "c"):
+                files.save_npz(tmp_path / f"{name}.npz", x=np.arange(3))
+    monkeypatch.undo()
+    assert str(info.value) == f"cannot write {tmp_path / 'b.npz'}: {os.strerror(errno.EIO)}"
+    assert os.listdir(tmp_path) == [] and not atomic._PENDING
+    assert len(os.listdir("/proc/self/fd")) == fds

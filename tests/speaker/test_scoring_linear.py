@@ -208,3 +208,22 @@ def test_linear_in_memory_models_with_ids_1_and_str_1(world):
                           progress=False)
     np.testing.assert_allclose(scores, [_numpy_linear(ubm, models[s].means, x) for s, x in
                                         (("s0", X), ("s1", X), ("s0", tests[2]))], rtol=1e-9)
+
+
+def test_linear_model_files_rewritten_between_calls_are_read_again(world, tmp_path):
+    """A process keeps the matrix of a list of model files between tasks: a file written
+    again (new modification time) gives its new model's scores, the others' stay."""
+    ubm, models, tests = world
+    w, m, v = ubm
+    files = {}
+    for mid in ("s0", "s1"):
+        models[mid].save(tmp_path / f"{mid}.npz")
+        files[mid] = str(tmp_path / f"{mid}.npz")
+    trials = [(mid, X) for X in tests[:2] for mid in ("s0", "s1")]
+    before = score_trials(ubm, trials, files, method="linear", progress=False)
+    SpeakerModel("s1", w, m - 0.3, v).save(files["s1"])
+    os.utime(files["s1"], ns=(time.time_ns() + 10**9,) * 2)
+    after = score_trials(ubm, trials, files, method="linear", progress=False)
+    np.testing.assert_array_equal(after[0::2], before[0::2])
+    np.testing.assert_allclose(after[1::2], [_numpy_linear(ubm, m - 0.3, X) for X in tests[:2]],
+                               rtol=1e-9, atol=1e-12)
