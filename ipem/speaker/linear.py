@@ -313,7 +313,9 @@ def _gathered(refs, params, ubm_key, shared):
         the previous task of this process with the same files (same UBM, paths,
         modification times and sizes, in the same order): the same shape, order
         and values, without gathering ``K*D*8`` bytes per model again (tasks of
-        one trial list usually try every segment against the same models).
+        one trial list usually try every segment against the same models).  It
+        is kept while it and the offsets of :func:`_store_rows` fit in
+        ``IPEM_MODEL_CACHE_MB``.
     """
     k, d = params.means.shape
     files = [ref for ref in refs if isinstance(ref[1], str)]
@@ -326,7 +328,8 @@ def _gathered(refs, params, ubm_key, shared):
     block = np.empty((len(refs), k * d))
     for i, ref in enumerate(refs):
         block[i] = at[ref] if isinstance(ref[1], str) else shared[ref[1]]
-    if files and len(files) == len(refs) and block.nbytes <= MODEL_CACHE_BYTES:
+    if (files and len(files) == len(refs)
+            and block.nbytes + len(_OFFSETS["rows"]) * k * d * 8 <= MODEL_CACHE_BYTES):
         _BLOCK["key"], _BLOCK["block"] = key, block
     return block
 
