@@ -240,7 +240,8 @@ def table(results, counts, components, minutes, load):
              "swap (issue 20)", "",
              f"`benchmarks/generalise.py --components {components}` ({minutes:.0f} min on "
              f"{platform.machine()}, 2 cores shared with other agents' jobs, run with "
-             f"`nice -n 5`; load average at the start {load}). EER % of the raw scores over "
+             f"`nice -n {os.nice(0)}`; load average at the start {load}). EER % of the raw "
+             "scores over "
              "every trial. `demo`: the demo generator (MBROLA voices, white/pink/babble/hum "
              "noise, mu-law/A-law channel), UBM on every speaker's UBM utterances; `corpus2`: "
              "`benchmarks/corpus2.py` (espeak-ng formant voices, call-centre texts of 2-30 "
