@@ -44,10 +44,11 @@ def distribute_files(controller, refs, *, dtype=np.float32, key=None, engine_mem
         rest, the first blocks that fit (less room for the block being
         computed and the one read ahead) are read once and kept, the others
         are read from their files block by block every time they are used,
-        the next one by a thread while the current one is computed (:mod:`ipem.io.streaming`).  Needs blocks: the
-        controller's ``block_size``, else blocks of :data:`STREAM_BLOCK` rows
-        for this dataset; the model is the bits of an in-memory run with the
-        same blocks.
+        the next one by a thread while the current one is computed
+        (:mod:`ipem.io.streaming`).  Needs blocks: the controller's
+        ``block_size``, else blocks of :data:`STREAM_BLOCK` rows for this
+        dataset; the model is the bits of an in-memory run with the same
+        blocks.
 
     Returns
     -------
@@ -143,8 +144,9 @@ def read_feature_shard(files, offset, dtype, n_features, skip=0, n_rows=None, bu
     if files and budget is not None:
         row_bytes = n_features * np.dtype(dtype).itemsize
         decoding = 2 * max(f.n_frames for f in files) * row_bytes   # a file read whole
-        n_resident, read_ahead = place_rows(budget[:2] + (budget[2] + decoding,) + budget[3:],
-                                            row_bytes)
+        engine_memory, block_size, working, whole_process = budget
+        n_resident, read_ahead = place_rows(
+            (engine_memory, block_size, working + decoding, whole_process), row_bytes)
         return (StreamedRows(files, skip, n, np.dtype(dtype), n_resident, read_ahead), offset,
                 sources)
     if files and (skip or n != sum(f.n_frames for f in files)):  # parts of the end files

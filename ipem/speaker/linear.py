@@ -256,12 +256,13 @@ def cached_model(path, speaker_id, k, d):
 _OFFSETS = {"ubm": None, "rows": {}}
 
 
-def _store_rows(refs, params, ubm_key):
+def _store_rows(keys, params, ubm_key):
     """This process's offsets of model files, for the UBM ``params`` (``ubm_key``).
 
     Parameters
     ----------
-    refs : list of (speaker_id, path)
+    keys : list of tuple
+        The files' :func:`_model_key`.
     params : GMMParams
     ubm_key : str
         Digest of the UBM's means and variances.
@@ -269,11 +270,10 @@ def _store_rows(refs, params, ubm_key):
     Returns
     -------
     list of ndarray of shape (n_components * n_features,)
-        The offsets of each of ``refs``.
+        The offsets of each of ``keys``.
     """
     _, m, v = params
     k, d = m.shape
-    keys = [_model_key(path, sid, k, d) for sid, path in refs]
     store = _OFFSETS
     rows = store["rows"]
     missing = [key for key in dict.fromkeys(keys) if key not in rows]
@@ -319,12 +319,13 @@ def _gathered(refs, params, ubm_key, shared):
     """
     k, d = params.means.shape
     files = [ref for ref in refs if isinstance(ref[1], str)]
+    keys = [_model_key(path, sid, k, d) for sid, path in files]    # one stat per file
     if files and len(files) == len(refs):
-        key = (ubm_key, tuple(_model_key(path, sid, k, d) for sid, path in files))
+        key = (ubm_key, tuple(keys))
         if _BLOCK["key"] == key:
             return _BLOCK["block"]
         _BLOCK["key"] = _BLOCK["block"] = None       # not held while the next is made
-    at = dict(zip(files, _store_rows(files, params, ubm_key))) if files else {}
+    at = dict(zip(files, _store_rows(keys, params, ubm_key))) if files else {}
     block = np.empty((len(refs), k * d))
     for i, ref in enumerate(refs):
         block[i] = at[ref] if isinstance(ref[1], str) else shared[ref[1]]

@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-from .dsp import band_edges, frame_log_energy, log_band_energy, power_spectrum, prepare_signal
+from .dsp import band_edges, frame_log_energy, prepare_signal
 
 __all__ = ["VAD_ENERGIES", "VAD_METHODS", "energy_vad", "gmm_vad", "kaldi_vad", "percentile_vad",
            "vad_mask", "band_vad_mask", "vad_log_energy"]
@@ -278,11 +278,10 @@ def vad_log_energy(x: np.ndarray, sample_rate: int, winlen: float, winstep: floa
     """
     if energy not in VAD_ENERGIES:
         raise ValueError(f"unknown VAD energy {energy!r}; expected one of {list(VAD_ENERGIES)}")
-    if energy == "full":
-        pspec, nfft = power_spectrum(x, sample_rate, winlen, winstep, 0.97)
-        return log_band_energy(pspec, nfft, sample_rate, 0.0, sample_rate / 2)
-    pspec, nfft = power_spectrum(x, sample_rate, winlen, winstep, 0.0)
-    return log_band_energy(pspec, nfft, sample_rate, low, high)
+    if energy == "full":   # frame_log_energy's defaults: 0 Hz to Nyquist, pre-emphasis 0.97
+        return frame_log_energy(x, sample_rate, winlen=winlen, winstep=winstep)
+    return frame_log_energy(x, sample_rate, winlen=winlen, winstep=winstep, low_freq=low,
+                            high_freq=high, preemph=0.0)
 
 
 def band_vad_mask(x: np.ndarray, sample_rate: int, method: str, winlen: float, winstep: float,
