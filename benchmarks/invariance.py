@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/invariance.py [--frames 400000] [--blocks 4096,16384]
         [--engines 0] [--repeat 3]
 
+``--blocks`` takes row counts and ``auto`` (the controllers' default,
+``ipem.parallel.auto_block_size`` of the rows).
+
 One dataset (``--frames`` x 60 float32, a mixture of blobs) is fitted by
 KMeans (K=256), a diagonal GMM (K=256) and a full-covariance GMM (K=32), each
 for a fixed number of iterations (``tol=0``), on a LocalController with one
@@ -53,12 +56,16 @@ def per_iteration(model):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=400_000)
-    ap.add_argument("--blocks", default="4096,16384")
+    ap.add_argument("--blocks", default="auto,4096,16384")
     ap.add_argument("--engines", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help="comma-separated names among: " + ", ".join(MODELS))
     args = ap.parse_args(argv)
+    models = {m: MODELS[m] for m in args.models.split(",")}
     X = data(args.frames)
-    blocks = [None] + [int(b) for b in args.blocks.split(",")]
+    blocks = [None] + [b if b == "auto" else int(b) for b in args.blocks.split(",")]
+    print(f"block_size='auto' for {args.frames} rows: {ipem.parallel.auto_block_size(args.frames)}")
     places = {"local:1": ipem.LocalController(1, blas_threads=1)}
     cluster = None
     if args.engines:
@@ -68,13 +75,13 @@ def main(argv=None):
         times = {}
         for _ in range(args.repeat):
             for pname, ctrl in places.items():
-                for mname, make in MODELS.items():
+                for mname, make in models.items():
                     for b in blocks:
                         ctrl.block_size = b
                         with threadpool_limits(1):
                             m = make(ctrl).fit(X)
                         times.setdefault((pname, mname, b), []).append(per_iteration(m))
-                    ctrl.block_size = None
+                    ctrl.block_size = "auto"
     finally:
         if cluster is not None:
             cluster.stop()
@@ -83,7 +90,7 @@ def main(argv=None):
     print("| places | model | no blocks | " + " | ".join(f"block {b}" for b in blocks[1:]) + " |")
     print("|---|---|---|" + "---|" * (len(blocks) - 1))
     for pname in places:
-        for mname in MODELS:
+        for mname in models:
             base = statistics.median(times[(pname, mname, None)])
             cells = [f"{statistics.median(times[(pname, mname, b)]):.3f} "
                      f"({statistics.median(times[(pname, mname, b)]) / base:.3f}x)"

@@ -60,7 +60,7 @@ def _bad_top_c(shard):
 
 
 def test_parameter_errors_on_shards_keep_their_parameter():
-    ctrl = ipem.LocalController(2)
+    ctrl = ipem.LocalController(2, block_size=None)  # two shards of 5 rows, both fail
     data = ctrl.distribute(np.zeros((10, 2)))
     try:
         with pytest.raises(EngineParameterError) as info:

@@ -12,6 +12,7 @@ import uuid
 
 import numpy as np
 
+from ..parallel.data import rows_per_block
 from ..parallel.scheduling import assign_balanced
 from .features import load_many, validate_all
 from .streaming import StreamedRows, place_rows, resident_rows
@@ -62,7 +63,7 @@ def distribute_files(controller, refs, *, dtype=np.float32, key=None, engine_mem
         raise ValueError("distribute_files: no feature files given")
     validate_all(refs)
     n_features = refs[0].n_features
-    block_size = getattr(controller, "block_size", None)
+    block_size = rows_per_block(controller, sum(r.n_frames for r in refs))
     if engine_memory is not None:
         block_size = block_size or STREAM_BLOCK
         resident_rows(engine_memory, block_size, n_features * np.dtype(dtype).itemsize)

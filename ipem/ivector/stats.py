@@ -233,7 +233,7 @@ def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0
         by a thread while the current one is computed (the budget counts the
         block computed and the one read ahead,
         :func:`ipem.io.streaming.resident_rows`).  Needs blocks: the
-        controller's ``block_size`` (in utterances), else blocks of
+        controller's integer ``block_size`` (in utterances), else blocks of
         :data:`STREAM_UTTERANCES`; the model is the bits of an in-memory run
         with the same blocks.  Frames are never kept: each utterance's file is
         read once, when its row is computed.
@@ -266,7 +266,7 @@ def distribute_stats(ubm, utterances, *, controller=None, top_c=None, min_post=0
     frames = [src.shape[0] if isinstance(src, np.ndarray) else sum(r.n_frames for r in src)
               for _, src in items]
     ctrl = as_controller(controller)
-    block = ctrl.block_size
+    block = ctrl.rows_per_block(len(items), "utterances")
     spill = ()
     if engine_memory is not None:
         block = block or STREAM_UTTERANCES

@@ -27,7 +27,7 @@ from ..io.atomic import save_npz_atomic
 from ..io.models import (history_from, invalid_model_file, read_npz, records_to_json,
                          rng_from_arrays, rng_to_arrays, text_scalar)
 from ..kernels import check_approximation
-from ..parallel import DistributedData, Reduction, Shard
+from ..parallel import DistributedData, Reduction, Shard, rows_per_block
 from ..mixture.params import GMMParams, ubm_params
 from ..validation import ParameterError, check_float, check_int, validate_frames
 from . import posterior
@@ -208,7 +208,7 @@ class TotalVariability(TransformerMixin, EMEstimator):
             return 0
         k, d = self._ubm().means.shape
         r = int(self.n_components)
-        block = getattr(self.controller, "block_size", None) or STREAM_UTTERANCES
+        block = rows_per_block(self.controller, n_utterances, "utterances") or STREAM_UTTERANCES
         levels = int(np.ceil(np.log2(max(2, -(-n_utterances // block))))) + 1
         accumulator = (k * r * (r + 1) // 2 + r * k * d) * 8
         return 3 * block * r * r * 8 + (levels + 4) * accumulator

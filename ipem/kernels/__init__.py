@@ -20,14 +20,18 @@ one per estimator; :data:`BACKEND` names the default.
 Helpers for other packages: :func:`logsumexp_rows` (row-wise log-sum-exp),
 :func:`check_sample_weight` (the kernels' validation of frame weights) and
 :func:`check_approximation` (of ``top_c`` and ``min_post``, the approximate
-statistics of ``gmm_diag_step``).
+statistics of ``gmm_diag_step``), :func:`default_chunk_size` (the rows the
+NumPy kernels work on at once).  :func:`same_parameters` (a context manager)
+lets the compiled wrappers prepare the same parameter objects once for many
+calls, e.g. on the fixed blocks of one place.
 """
 import os
 import warnings
 
 from . import _numpy
-from ._common import check_approximation, check_sample_weight  # noqa: F401
+from ._common import check_approximation, check_sample_weight, default_chunk_size  # noqa: F401
 from ._numpy import logsumexp_rows  # noqa: F401
+from ._reuse import same_parameters  # noqa: F401
 
 KERNEL_FUNCTIONS = ("kmeans_step", "kmeans_step_bounded", "new_kmeans_bounds", "kmeans_pp_trial",
                     "gmm_diag_step", "gmm_full_step", "gmm_diag_topc")

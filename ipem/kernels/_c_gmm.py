@@ -11,6 +11,7 @@ import numpy as np
 from ._clib import check_rc, entry, ptr
 from ._common import (check_approximation, check_output, check_rows, check_sample_weight,
                       check_top_c, check_vector, check_X, diag_constant, full_constant)
+from ._reuse import prepared
 from ._threads import chunk_frames, full_kblock, kernel_threads, one_blas_thread
 
 __all__ = ["gmm_diag_step", "gmm_full_step", "gmm_diag_topc"]
@@ -39,6 +40,17 @@ def _diag_W(d, k, means, precisions, log_weights, dt):
     W[d:2 * d] = (means * precisions).T
     W[2 * d] = diag_constant(means, precisions, log_weights, d)
     return W
+
+
+def _full_U(d, k, dp, means, prec_chol, log_weights, dt):
+    """The constants (k,) and [prec_chol; -mean @ prec_chol] as a (d+1, k*dp) matrix in
+    the dtype of X (each component's columns padded to dp)."""
+    cst = np.ascontiguousarray(full_constant(prec_chol, log_weights))
+    b = np.einsum("kd,kde->ke", means, prec_chol)
+    U = np.zeros((d + 1, k, dp), dtype=dt)
+    U[:d, :, :d] = prec_chol.transpose(1, 0, 2)
+    U[d, :, :d] = -b
+    return cst, U.reshape(d + 1, k * dp)
 
 
 def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
@@ -78,7 +90,8 @@ def gmm_diag_step(X, shift, means, precisions, log_weights, chunk_size=None,
     precisions = check_vector(precisions, "precisions", (k, d))
     logprob_out, resp_out, resp_f64 = _gmm_outputs(n, k, logprob_out, resp_out)
     dt = X.dtype
-    W = _diag_W(d, k, means, precisions, log_weights, dt)
+    W = prepared(f"gmm_diag_W_{dt}", lambda: _diag_W(d, k, means, precisions, log_weights, dt),
+                 means, precisions, log_weights)
     compute_stats = bool(compute_stats)
     acc = np.zeros((k, 2 * d + 1)) if compute_stats else None
     loglik = np.zeros(1)
@@ -131,7 +144,8 @@ def gmm_diag_topc(X, shift, means, precisions, log_weights, top_c, chunk_size=No
     index_out = check_output(index_out, "index_out", (n, top_c), (np.int64,))
     logprob_out = check_output(logprob_out, "logprob_out", (n,), (np.float64,))
     dt = X.dtype
-    W = _diag_W(d, k, means, precisions, log_weights, dt)
+    W = prepared(f"gmm_diag_W_{dt}", lambda: _diag_W(d, k, means, precisions, log_weights, dt),
+                 means, precisions, log_weights)
     chunk = chunk_frames(chunk_size, "diag", k, d, dt.itemsize)
     check_rc(entry("gmm_diag_topc", dt)(
         n, d, k, ptr(X), ldx, ptr(s), ptr(W), top_c, chunk, ptr(index_out, "int64_t *"),
@@ -172,12 +186,9 @@ def gmm_full_step(X, shift, means, prec_chol, log_weights, chunk_size=None,
     logprob_out, resp_out, resp_f64 = _gmm_outputs(n, k, logprob_out, resp_out)
     dt = X.dtype
     dp = -(-d // 8) * 8
-    cst = np.ascontiguousarray(full_constant(prec_chol, log_weights))
-    b = np.einsum("kd,kde->ke", means, prec_chol)
-    U = np.zeros((d + 1, k, dp), dtype=dt)
-    U[:d, :, :d] = prec_chol.transpose(1, 0, 2)
-    U[d, :, :d] = -b
-    U = U.reshape(d + 1, k * dp)
+    cst, U = prepared(f"gmm_full_U_{dt}", lambda: _full_U(d, k, dp, means, prec_chol,
+                                                        log_weights, dt),
+                      means, prec_chol, log_weights)
     compute_stats = bool(compute_stats)
     n_pack = 1 + d + d * (d + 1) // 2
     acc = np.zeros((k, n_pack)) if compute_stats else None

@@ -14,6 +14,7 @@ from ._clib import check_rc, entry, ffi, lib, ptr
 from ._common import (check_output, check_rows, check_sample_weight, check_vector, check_X,
                       new_kmeans_bounds)
 from ._isa import implementation
+from ._reuse import prepared
 from ._threads import chunk_frames, kernel_threads, one_blas_thread
 
 __all__ = ["kmeans_step", "kmeans_step_bounded", "new_kmeans_bounds", "kmeans_pp_trial"]
@@ -50,8 +51,7 @@ def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None, sample_weig
     k = centers.shape[0]
     dt = X.dtype
     s = check_vector(shift, "shift", (d,)).astype(dt)
-    c = np.ascontiguousarray(centers, dtype=dt)
-    c_sq = np.einsum("kd,kd->k", c, c)
+    c, c_sq = prepared(f"kmeans_centers_{dt}", lambda: _centres(centers, dt), centers)
     labels = check_output(labels, "labels", (n,), (np.int64,))
     mindist = check_output(mindist, "mindist", (n,), (np.float64,))
     counts = np.zeros(k)
@@ -63,6 +63,12 @@ def kmeans_step(X, shift, centers, labels, mindist, chunk_size=None, sample_weig
         ptr(labels, "int64_t *"), ptr(mindist), ptr(counts), ptr(sums), ptr(inertia),
         kernel_threads()))
     return counts, sums, float(inertia[0])
+
+
+def _centres(centers, dt):
+    """The centres in the kernel's dtype, C-contiguous, and their squared norms."""
+    c = np.ascontiguousarray(centers, dtype=dt)
+    return c, np.einsum("kd,kd->k", c, c)
 
 
 def _centre_geometry(c32, prev):
@@ -132,12 +138,15 @@ def kmeans_step_bounded(X, shift, centers, labels, mindist, bounds, chunk_size=N
     sw = check_sample_weight(sample_weight, n)
     check_rows(centers, "centers", "n_clusters", d)
     s = check_vector(shift, "shift", (d,)).astype(np.float32)
-    c = np.ascontiguousarray(centers, dtype=np.float32)
-    c_sq = np.einsum("kd,kd->k", c, c)
+    # the same centres for every block of a place: one float32 copy (kept in every
+    # block's bounds) and one geometry (ipem.kernels._reuse)
+    c, c_sq = prepared("kmeans_centers_f32", lambda: _centres(centers, np.float32), centers)
     mindist = check_output(mindist, "mindist", (n,), (np.float64,))
     upper = check_output(bounds["upper"], "bounds['upper']", (n,), (np.float64,))
     lower = check_output(bounds["lower"], "bounds['lower']", (n,), (np.float64,))
-    drift, half_sep, cnorm = _centre_geometry(c, bounds.get("centers"))
+    prev = bounds.get("centers")
+    drift, half_sep, cnorm = prepared("kmeans_geometry", lambda: _centre_geometry(c, prev),
+                                      c, prev)
     counts = np.zeros(k)
     sums = np.zeros((k, d))
     inertia = np.zeros(1)

@@ -24,6 +24,9 @@ _ERRORS = {
 }
 
 _PTR = {np.dtype(np.float32): "float *", np.dtype(np.float64): "double *"}
+#: the array type ``ffi.from_buffer`` views a contiguous buffer as, per pointer type
+_VIEWS = {"float *": "float[]", "double *": "double[]", "int64_t *": "int64_t[]",
+          "int32_t *": "int32_t[]", "uint8_t *": "uint8_t[]", "void *": "char[]"}
 
 
 # ---------------------------------------------------------------------------
@@ -78,6 +81,12 @@ def ptr(arr, ctype=None):
         return ffi.NULL
     if ctype is None:
         ctype = _PTR.get(arr.dtype, "void *")
+    view = _VIEWS.get(ctype)
+    if view is not None:
+        try:  # ~0.2 us against ~1.3 us for the cast below (blocks call kernels often)
+            return ffi.from_buffer(view, arr)
+        except (TypeError, ValueError, BufferError):
+            pass  # not a contiguous buffer: rows with a stride (ldx), an object array
     return ffi.cast(ctype, arr.ctypes.data)
 
 

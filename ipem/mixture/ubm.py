@@ -23,8 +23,8 @@ from ..em.staged import Position, run_stages
 from ..io.atomic import save_npz_atomic
 from ..io.models import (array_limits, check_gmm, history_from, invalid_model_file, load_model,
                          read_npz, records_to_json, rng_from_arrays, rng_to_arrays, text_scalar)
-from ..kernels import get_kernels
-from ..parallel import as_controller
+from ..kernels import default_chunk_size, get_kernels
+from ..parallel import as_controller, rows_per_block
 from ..validation import ParameterError, check_float, check_int, check_option
 from .gaussian import gmm_e_step, kmeans_init_stats, m_step
 from .gaussian_mixture import GaussianMixture
@@ -87,8 +87,10 @@ def apply_variance_floor(variances, floor):
 def estep_memory(n_components, n_features, block_size):
     """Bytes an engine's E-step of a block of frames may use beside the frames.
 
-    Three (block, K) float64 arrays (log-likelihoods, responsibilities and a
-    temporary of the NumPy kernel; the compiled one needs far less) and the
+    Three (rows, K) float64 arrays (log-likelihoods, responsibilities and a
+    temporary of the NumPy kernel, which works on chunks of at most
+    :func:`ipem.kernels._common.default_chunk_size` rows of a block; the
+    compiled one needs far less) and the
     statistics of the fixed summation tree (``K * (2D + 1)`` float64 per node,
     at most 64 nodes alive).  Taken off ``engine_memory`` on an engine
     (:func:`ipem.io.streaming.resident_rows`).
@@ -103,7 +105,8 @@ def estep_memory(n_components, n_features, block_size):
     int
     """
     k, d = int(n_components), int(n_features)
-    return 3 * int(block_size) * k * 8 + 64 * k * (2 * d + 1) * 8
+    rows = min(int(block_size), default_chunk_size(k))
+    return 3 * rows * k * 8 + 64 * k * (2 * d + 1) * 8
 
 
 # ---------------------------------------------------------------------------
@@ -319,7 +322,7 @@ class UBMTrainer(EMEstimator):
                 raise ValueError(f"the feature files hold {total} frames, fewer than the "
                                  f"{self.n_components} components")
             ctrl = as_controller(self.controller)
-            block = getattr(ctrl, "block_size", None) or _io.shards.STREAM_BLOCK
+            block = rows_per_block(ctrl, total) or _io.shards.STREAM_BLOCK
             data = _io.distribute_files(ctrl, refs, dtype=self.dtype,
                                         engine_memory=self.engine_memory,
                                         working_memory=estep_memory(self.n_components,

@@ -29,6 +29,7 @@ Adding a ``--cluster`` kind: a module that declares a ``LAUNCHER`` and one line 
 """
 from .clusters import LAUNCHERS, as_controller, controller_from_spec, parse_cluster_spec
 from .controller import Controller, Reduction
+from .data import auto_block_size, rows_per_block
 from .data import Broadcast, DistributedData, Shard
 from .directview import DirectViewController
 from .engine import ENGINE_NAMESPACE, engine_store
@@ -46,4 +47,4 @@ __all__ = ["Controller", "Reduction", "LocalController", "DirectViewController",
            "Shard", "Broadcast", "EngineLost", "EngineRecoveryWarning", "Terminated",
            "raise_terminated", "ENGINE_NAMESPACE", "engine_store", "EngineError",
            "EngineValueError", "EngineParameterError", "add_stats", "pack_stats", "sum_stats",
-           "unpack_stats"]
+           "unpack_stats", "auto_block_size", "rows_per_block"]

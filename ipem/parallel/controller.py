@@ -29,14 +29,21 @@ iteration with it.  Implementations: :class:`~ipem.parallel.local.LocalControlle
 (in-process) and :class:`~ipem.parallel.directview.DirectViewController`
 (ipyparallel engines in MPI mode).
 
-**The same model on any number of engines.**  With :attr:`Controller.block_size`
-set, a dataset is cut into fixed blocks of that many rows in distribution
-order, every place holds whole blocks, and shard functions run on each block
-as a shard of its own (:class:`~ipem.parallel.data.BlockGroup`): :meth:`map`
-returns one result per block and :meth:`reduce` sums the blocks' statistics
-along a fixed binary tree over block numbers
-(:func:`~ipem.parallel.engine.block_tree`), so results have the same bits
-whatever the number of places, the reduction, or a re-sharding after a loss.
+**The same model on any number of engines.**  A dataset is cut into fixed
+blocks of rows in distribution order (:attr:`Controller.block_size`: by
+default ``"auto"``, blocks of :func:`auto_block_size` rows, which depends on
+the number of rows only), every place holds whole blocks, and shard functions
+run on each block as a shard of its own
+(:class:`~ipem.parallel.data.BlockGroup`): :meth:`map` returns one result per
+block and :meth:`reduce` sums the blocks' statistics along a fixed binary
+tree over block numbers (:func:`~ipem.parallel.engine.block_tree`), so
+results have the same bits whatever the number of places, the reduction, or
+a re-sharding after a loss.  ``block_size=None`` gives each place one
+contiguous shard instead (bits then depend on the number of places).
+Datasets of per-utterance statistics (total variability) are blocked only
+with an integer ``block_size`` (in utterances) or a memory budget: there
+blocks cost more than the brief's 5 % per iteration
+(``benchmarks/RESULTS.md``).
 
 A controller is configuration, like ``n_jobs``: estimators hold it by
 reference, and ``copy.deepcopy`` (hence ``sklearn.base.clone``) hands on the
@@ -50,8 +57,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import ParameterError
-from .data import Broadcast, DistributedData
+from .data import Broadcast, DistributedData, block_rows, check_block_size, check_magnitude
 from .engine import block_map, block_tree, tree_total
 from .errors import EngineError, EngineLost, raise_failures
 from .places import client_reduce_apply, reduce_on_places
@@ -80,22 +86,20 @@ class Controller:
     ----------
     n_shards : int
         Number of places (shards) a dataset is split into.
-    block_size : int or None
+    block_size : "auto", int or None
         Rows of the fixed blocks datasets distributed from now on are cut into
-        (``None``: one shard per place, the layout depends on ``n_shards``).
-        With blocks, models have the same bits on any number of places.
+        (``"auto"``: :func:`auto_block_size` of the dataset's rows, for frames;
+        ``None``: one shard per place, the layout depends on ``n_shards``).
+        With blocks, models have the same bits on any number of places; see
+        :meth:`rows_per_block`.
     """
 
     n_shards = 1
     #: how many times in a row :meth:`retry_lost` recovers before giving up
     max_recoveries = 3
 
-    def __init__(self, block_size=None):
-        if block_size is not None and (isinstance(block_size, bool) or
-                                       int(block_size) != block_size or block_size < 1):
-            raise ParameterError(f"block_size must be an integer >= 1 or None, got "
-                                 f"{block_size!r}", "block_size")
-        self.block_size = None if block_size is None else int(block_size)
+    def __init__(self, block_size="auto"):
+        self.block_size = check_block_size(block_size)
         #: key -> how to make it again: ("put", parts) | ("load", loader, assignments)
         #: | ("value", value)
         self._recipes = {}
@@ -120,6 +124,13 @@ class Controller:
         outcomes = self._call(func, key, args)
         values = self._values(outcomes)
         return sum_stats(values), outcomes
+
+    def _call_tree_reduce(self, func, data, args):
+        """Like :meth:`_call_reduce` for a dataset in blocks: the places' nodes of the
+        fixed tree (:func:`block_tree`) completed here (:func:`tree_total`)."""
+        outcomes = self._call(block_tree, data.key, (func, args))
+        nodes = [n for part in self._values(outcomes) for n in part]
+        return tree_total(nodes, data.n_shards), outcomes
 
     def _put_value(self, key, value):
         """Store ``value`` under ``key`` everywhere tasks run; list of Outcome."""
@@ -176,14 +187,23 @@ class Controller:
         return [o.value for o in outcomes]
 
     # --- the public interface ---------------------------------------------
-    def split_sizes(self, n_samples, block_size=None):
+    def rows_per_block(self, n_rows, unit="frames"):
+        """Rows per block of a dataset of ``n_rows`` rows (``unit``: "frames" or
+        "utterances"), or None: :func:`~ipem.parallel.data.block_rows` of
+        :attr:`block_size`."""
+        return block_rows(self.block_size, n_rows, unit)
+
+    def split_sizes(self, n_samples, block_size="controller"):
         """Rows of each place when an array of ``n_samples`` rows is split contiguously.
 
-        With :attr:`block_size` (or the ``block_size`` given), each place gets
-        whole blocks (about as many each; a place may get none).
+        With blocks (``block_size``: an int; None: none; by default the
+        controller's, :meth:`rows_per_block`), each place gets whole blocks
+        (about as many each; a place may get none).
         """
-        block_size = self.block_size if block_size is None else int(block_size)
+        if isinstance(block_size, str) and block_size == "controller":
+            block_size = self.rows_per_block(n_samples)
         if block_size is not None:
+            block_size = int(block_size)
             b, s = block_size, self.n_shards
             n_blocks = -(-int(n_samples) // b)
             cuts = [min(int(n_samples), (i * n_blocks // s) * b) for i in range(s + 1)]
@@ -216,17 +236,18 @@ class Controller:
                 raise ValueError(f"sample_weight has shape {sample_weight.shape}, expected "
                                  f"({X.shape[0]},)")
         key = key or f"d{uuid.uuid4().hex[:8]}"
-        sizes = self.split_sizes(X.shape[0])
+        block_size = self.rows_per_block(X.shape[0])
+        sizes = self.split_sizes(X.shape[0], block_size)
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         parts = [(X[a:b], None if sample_weight is None else sample_weight[a:b], int(a))
                  for a, b in zip(bounds[:-1], bounds[1:])]
         data = DistributedData(self, key, sizes, X.shape[1], X.dtype,
-                               weighted=sample_weight is not None, block_size=self.block_size)
-        self._stored(data, ("put", parts, self.block_size))
+                               weighted=sample_weight is not None, block_size=block_size)
+        self._stored(data, ("put", parts, block_size))
         return data
 
     def distribute_loaded(self, loader, assignments, shard_sizes, n_features, *,
-                          dtype=np.float64, files=None, key=None, block_size=None):
+                          dtype=np.float64, files=None, key=None, block_size="controller"):
         """Let each shard make its own rows where it lives, with a loader of its own.
 
         Shard ``i`` stores
@@ -248,8 +269,9 @@ class Controller:
             Dtype of the rows the loader returns.
         files : list of list, optional
             What each shard read (kept on the client, as ``data.files``).
-        block_size : int, optional
-            Blocks of this dataset (default :attr:`block_size`); the places'
+        block_size : int, None or "controller", default="controller"
+            Rows per block of this dataset (None: not in blocks; by default
+            the controller's for frames, :meth:`rows_per_block`); the places'
             rows must end on block boundaries (:meth:`split_sizes`).
 
         Returns
@@ -259,8 +281,10 @@ class Controller:
         if len(assignments) != self.n_shards or len(shard_sizes) != self.n_shards:
             raise ValueError(f"distribute_loaded: {len(assignments)} assignments and "
                              f"{len(shard_sizes)} sizes for {self.n_shards} shards")
-        block_size = self.block_size if block_size is None else int(block_size)
+        if isinstance(block_size, str) and block_size == "controller":
+            block_size = self.rows_per_block(int(np.sum(shard_sizes)))
         if block_size is not None:
+            block_size = int(block_size)
             bounds = np.cumsum(shard_sizes)[:-1]
             if np.any((bounds % block_size != 0) & (bounds != np.sum(shard_sizes))):
                 raise ValueError(f"distribute_loaded: the places' rows {list(shard_sizes)} do "
@@ -342,11 +366,9 @@ class Controller:
         """
         self._check(data)
         if data.block_size is not None:
-            outcomes = self._call(block_tree, data.key, (func, args))
-            nodes = [n for part in self._values(outcomes) for n in part]
-            return Reduction(tree_total(nodes, data.n_shards),
-                             np.array([o.elapsed for o in outcomes], dtype=np.float64))
-        total, outcomes = self._call_reduce(func, data.key, args)
+            total, outcomes = self._call_tree_reduce(func, data, args)
+        else:
+            total, outcomes = self._call_reduce(func, data.key, args)
         return Reduction(total, np.array([o.elapsed for o in outcomes], dtype=np.float64))
 
     def reduce_on_places(self, func, data, *args, split, apply, apply_args=(), keep=None,
@@ -529,32 +551,6 @@ class Controller:
         for s in range(data.n_shards):
             out[shard_of == s] = parts[s]
         return out
-
-
-#: largest per-feature spread or mean that squared sums stay finite with, per dtype
-#: (squares up to 1e30 summed over thousands of frames and features fit in float32's 3e38)
-MAGNITUDE_LIMITS = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e150}
-
-
-def check_magnitude(mean, var, dtype):
-    """Refuse data whose squares would overflow the kernels' arithmetic.
-
-    Raises
-    ------
-    ValueError
-        Naming the feature column, its magnitude and what to do.
-    """
-    limit = MAGNITUDE_LIMITS.get(np.dtype(dtype), 1e150)
-    with np.errstate(over="ignore", invalid="ignore"):
-        size = np.maximum(np.abs(mean), np.sqrt(var))
-    bad = np.flatnonzero(~(size <= limit))
-    if bad.size:
-        j = int(bad[0])
-        raise ParameterError(
-            f"feature column {j} reaches magnitudes of {size[j]:.1e}, beyond what "
-            f"{np.dtype(dtype).name} arithmetic can square and sum without overflow (limit "
-            f"{limit:.0e}): scale the features (standardise them)", "dtype",
-            hint=" or use float64" if np.dtype(dtype) == np.float32 else "")
 
 
 # ---------------------------------------------------------------------------

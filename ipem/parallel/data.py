@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ParameterError
+
 
 @dataclass
 class Shard:
@@ -321,3 +323,98 @@ class BroadcastKey:
     """What a :class:`Broadcast` becomes when pickled to an engine: its key."""
 
     key: str
+
+
+#: rows of the blocks ``block_size="auto"`` cuts a large dataset into
+AUTO_BLOCK_ROWS = 16384
+#: blocks ``block_size="auto"`` cuts a smaller dataset into (at least), so that it
+#: still spreads over places
+AUTO_MIN_BLOCKS = 32
+
+
+def auto_block_size(n_rows):
+    """Rows per block of a dataset of ``n_rows`` rows under ``block_size="auto"``.
+
+    :data:`AUTO_BLOCK_ROWS`, or fewer (a multiple of 16, at least 16) so that
+    there are about :data:`AUTO_MIN_BLOCKS` blocks.  It depends on ``n_rows``
+    only, never on the number of places: that is what makes models the same
+    on any number of engines.
+
+    Parameters
+    ----------
+    n_rows : int
+
+    Returns
+    -------
+    int
+    """
+    per = -(-int(n_rows) // AUTO_MIN_BLOCKS)
+    return int(min(AUTO_BLOCK_ROWS, max(16, -(-per // 16) * 16)))
+
+
+def block_rows(block_size, n_rows, unit="frames"):
+    """Rows per block of a dataset of ``n_rows`` rows under ``block_size``, or None.
+
+    Parameters
+    ----------
+    block_size : "auto", int or None
+        A controller's :attr:`~ipem.parallel.Controller.block_size`.
+    n_rows : int
+    unit : {"frames", "utterances"}
+        What a row is.  Under ``"auto"`` frames are cut into
+        :func:`auto_block_size` rows and utterance statistics are not cut
+        (None: blocks of them cost more than 5 % per iteration); an integer
+        applies to both.
+
+    Returns
+    -------
+    int or None
+    """
+    b = check_block_size(block_size)
+    if isinstance(b, str):
+        return auto_block_size(n_rows) if unit == "frames" else None
+    return b
+
+
+def rows_per_block(controller, n_rows, unit="frames"):
+    """:meth:`Controller.rows_per_block` of ``controller``, None for what is not a
+    Controller yet (a spec such as ``"mpi:2"``, None)."""
+    method = getattr(controller, "rows_per_block", None)
+    return None if method is None else method(n_rows, unit)
+
+
+def check_block_size(block_size):
+    """``block_size`` checked: ``"auto"``, None or an int >= 1."""
+    if block_size is None or (isinstance(block_size, str) and block_size == "auto"):
+        return block_size
+    if (isinstance(block_size, (bool, str)) or not isinstance(block_size, (int, np.integer))
+            or block_size < 1):
+        raise ParameterError(f"block_size must be 'auto', an integer >= 1 or None, got "
+                             f"{block_size!r}", "block_size")
+    return int(block_size)
+
+
+#: largest per-feature spread or mean that squared sums stay finite with, per dtype
+#: (squares up to 1e30 summed over thousands of frames and features fit in float32's 3e38)
+MAGNITUDE_LIMITS = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e150}
+
+
+def check_magnitude(mean, var, dtype):
+    """Refuse data whose squares would overflow the kernels' arithmetic.
+
+    Raises
+    ------
+    ValueError
+        Naming the feature column, its magnitude and what to do.
+    """
+    limit = MAGNITUDE_LIMITS.get(np.dtype(dtype), 1e150)
+    with np.errstate(over="ignore", invalid="ignore"):
+        size = np.maximum(np.abs(mean), np.sqrt(var))
+    bad = np.flatnonzero(~(size <= limit))
+    if bad.size:
+        j = int(bad[0])
+        raise ParameterError(
+            f"feature column {j} reaches magnitudes of {size[j]:.1e}, beyond what "
+            f"{np.dtype(dtype).name} arithmetic can square and sum without overflow (limit "
+            f"{limit:.0e}): scale the features (standardise them)", "dtype",
+            hint=" or use float64" if np.dtype(dtype) == np.float32 else "")

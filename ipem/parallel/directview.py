@@ -20,9 +20,9 @@ from . import engine
 from .controller import Controller
 from .engine import Outcome
 from .errors import EngineError, EngineLost, Failure
-from .places import engine_reduce_apply
+from .places import engine_reduce_apply, engine_tree_reduce
 from .processes import is_stopped
-from .stats import sum_stats, unpack_stats
+from .stats import unpack_stats
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +49,13 @@ class DirectViewController(Controller):
         ``r`` is placed on the engine with MPI rank ``r``, in the engine
         namespace dictionary ``ipem_shards``.
     reduction : {"client", "allreduce"}, default="client"
-        ``"client"``: every engine returns its statistics and the client sums
-        them in rank order.  ``"allreduce"``: the engines sum with
-        ``MPI.Allreduce`` and only rank 0's copy is fetched (the view must
-        cover all ranks of ``MPI.COMM_WORLD``).  This is the path of
-        :meth:`~Controller.reduce` and the other summing calls;
-        :meth:`~Controller.reduce_on_places` exchanges the parts from engine to
-        engine with MPI whenever shard ``i`` is on rank ``i`` of one
-        ``MPI.COMM_WORLD``, whatever ``reduction`` says (through the client
-        only otherwise).
+        How :meth:`~Controller.reduce` sums.  ``"client"``: the engines return
+        their statistics (per block: nodes of the fixed tree) and the client
+        sums them.  ``"allreduce"`` (the view covers all of ``MPI.COMM_WORLD``):
+        the engines sum over MPI (in blocks: rank 0 completes the tree;
+        without: ``MPI.Allreduce``) and one copy is fetched.
+        :meth:`~Controller.reduce_on_places` goes engine to engine whenever
+        shard ``i`` is on rank ``i`` of one MPI world, whatever this says.
     blas_threads : int or None, default=None
         BLAS threads per engine.  ``None`` gives each engine
         ``max(1, cpu_count // engines_on_that_host)``.
@@ -71,7 +69,6 @@ class DirectViewController(Controller):
         times the slowest earlier call of the same function, at least
         ``min_deadline``; ``first_deadline`` for a function not seen before.
     deadline_factor, min_deadline, first_deadline : float
-        See ``deadline``.
     max_recoveries : int, default=3
         Recoveries in a row before a lost engine is an error.
     watch : callable, optional
@@ -79,15 +76,13 @@ class DirectViewController(Controller):
         that a process the cluster needs (the hub, ``mpiexec``) is gone.
         Given by the clusters ipem starts.
     hub_deadline : float, default=20.0
-        Seconds the hub (ipyparallel's controller) may take to answer the
-        small query sent to it every ``hub_deadline / 4`` seconds while a call
-        waits; a hub that does not answer is lost (``EngineLost`` with reason
-        ``"hub"``).
-    block_size : int or None, default=None
-        Cut datasets into fixed blocks of this many rows, so that models are
-        the same bits on any number of engines and with either reduction
-        (:attr:`Controller.block_size`; the statistics are then gathered, not
-        summed by ``Allreduce``).
+        Seconds the hub (ipyparallel's controller) may take to answer the small
+        query sent every ``hub_deadline / 4`` s while a call waits; else it is
+        lost (``EngineLost`` with reason ``"hub"``).
+    block_size : "auto", int or None, default="auto"
+        Fixed blocks of rows (:attr:`Controller.block_size`): the same bits on
+        any number of engines, with either reduction; None: one contiguous
+        shard per engine.
 
     Attributes
     ----------
@@ -107,7 +102,7 @@ class DirectViewController(Controller):
 
     def __init__(self, view, reduction="client", blas_threads=None, *, restart=None,
                  deadline=None, deadline_factor=10.0, min_deadline=60.0, first_deadline=3600.0,
-                 max_recoveries=3, watch=None, hub_deadline=20.0, block_size=None):
+                 max_recoveries=3, watch=None, hub_deadline=20.0, block_size="auto"):
         import ipyparallel as ipp
 
         super().__init__(block_size=block_size)
@@ -121,9 +116,8 @@ class DirectViewController(Controller):
         self._hub_probe = None  # (time sent, future) of the query in flight
         self._blas_threads_arg = blas_threads
         self.deadline = None if deadline is None else float(deadline)
-        self.deadline_factor = float(deadline_factor)
-        self.min_deadline = float(min_deadline)
-        self.first_deadline = float(first_deadline)
+        self.deadline_factor, self.min_deadline, self.first_deadline = (
+            float(deadline_factor), float(min_deadline), float(first_deadline))
         self.max_recoveries = int(max_recoveries)
         self._slowest = {}
         self.n_shards = None
@@ -133,10 +127,8 @@ class DirectViewController(Controller):
         """Learn the engines of ``view`` (rank order) and place shard ``r`` on rank ``r``."""
         self.client = view.client
         targets = view.targets
-        if targets is None or isinstance(targets, str):
-            targets = self.client.ids
-        elif isinstance(targets, int):
-            targets = [targets]
+        targets = (self.client.ids if targets is None or isinstance(targets, str)
+                   else [targets] if isinstance(targets, int) else targets)
         if not targets:
             raise EngineError("no engines are registered with this cluster")
         info = self._await([self.client[int(t)].apply_async(engine.engine_info)
@@ -153,10 +145,9 @@ class DirectViewController(Controller):
         #: engine ids in shard order (shard i lives on engine_ids[i])
         self.engine_ids = [int(targets[i]) for i in order]
         self._hub_probe = None
-        self.ranks = [int(ranks[i]) for i in order]
+        self.ranks, self.mpi_sizes, self.pids = ([int(info[i][j]) for i in order]
+                                                 for j in (0, 1, 2))
         self.hosts = [info[i][3] for i in order]
-        self.pids = [int(info[i][2]) for i in order]
-        self.mpi_sizes = [int(info[i][1]) for i in order]
         self.n_shards = len(self.engine_ids)
         #: where each shard lives now, and the suffix of its key there
         self._placement = list(self.engine_ids)
@@ -379,9 +370,8 @@ class DirectViewController(Controller):
             logger.debug("could not purge results: %s", exc)
 
     def _each(self, func, per_shard_args, name):
-        asyncs = [self._submit(self._placement[i], func, *a)
-                  for i, a in enumerate(per_shard_args)]
-        return self._gather(asyncs, name=name)
+        return self._gather([self._submit(self._placement[i], func, *a)
+                             for i, a in enumerate(per_shard_args)], name=name)
 
     # --- primitives ----------------------------------------------------------
     def _put(self, key, parts, block_size=None):
@@ -404,19 +394,31 @@ class DirectViewController(Controller):
 
     def _call_reduce(self, func, key, args):
         if self.reduction == "client":
-            outcomes = self._call(func, key, args)
-            return sum_stats(self._values(outcomes)), outcomes
+            return super()._call_reduce(func, key, args)
         outcomes = self._each(engine.engine_allreduce, [(func, self._key(key, i), args)
                                                         for i in range(self.n_shards)],
                               _name(func))
         flat, spec = self._values(outcomes)[0]
         return unpack_stats(flat, spec), outcomes
 
+    def _one_world(self):
+        """Whether shard ``i`` is on rank ``i`` of one MPI world."""
+        return not (any(self._suffix) or self.mpi_sizes != [self.n_shards] * self.n_shards
+                    or self.ranks != list(range(self.n_shards)))
+
+    def _call_tree_reduce(self, func, data, args):
+        """``"allreduce"`` on one MPI world: rank 0 completes the tree and sends it
+        (:func:`~ipem.parallel.places.engine_tree_reduce`); else the client does."""
+        if self.reduction != "allreduce" or not self._one_world():
+            return super()._call_tree_reduce(func, data, args)
+        each = [(func, self._key(data.key, i), args, data.n_shards) for i in range(self.n_shards)]
+        outcomes = self._each(engine_tree_reduce, each, _name(func))
+        return self._values(outcomes)[0], outcomes
+
     def _reduce_apply(self, func, data, args, split, apply, apply_args, keep, keep_key, reply):
         """Engine to engine with MPI when shard ``i`` is on rank ``i`` of one MPI world
         (:func:`~ipem.parallel.places.engine_reduce_apply`), else through the client."""
-        if any(self._suffix) or self.mpi_sizes != [self.n_shards] * self.n_shards or \
-                self.ranks != list(range(self.n_shards)):
+        if not self._one_world():
             return super()._reduce_apply(func, data, args, split, apply, apply_args, keep,
                                          keep_key, reply)
         n_blocks = data.n_shards if data.block_size is not None else None

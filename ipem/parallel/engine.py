@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..kernels import same_parameters
 from .data import BlockGroup, Broadcast, BroadcastKey, Shard, block_results
 from .errors import Failure, PeerFailed
 from .stats import add_stats, pack_stats
@@ -86,8 +87,10 @@ def load_shard(index, loader, args, block_size=None):
 
 
 def block_map(group, func, args):
-    """``func(block, *args)`` for every block of a :class:`BlockGroup`; list in block order."""
-    return list(block_results(group, func, args))
+    """``func(block, *args)`` for every block of a :class:`BlockGroup`; list in block order
+    (the kernels prepare the shared parameters once: :func:`ipem.kernels.same_parameters`)."""
+    with same_parameters():
+        return list(block_results(group, func, args))
 
 
 def block_tree(group, func, args):
@@ -106,12 +109,13 @@ def block_tree(group, func, args):
         In block order; at most about ``2 * log2(n_blocks)`` nodes.
     """
     stack = []
-    for value, block in zip(block_results(group, func, args), group.blocks):
-        level, i = 0, block.index
-        while stack and stack[-1][0] == level and stack[-1][1] == i - 1 and i % 2 == 1:
-            value = add_stats(stack.pop()[2], value)
-            level, i = level + 1, i // 2
-        stack.append((level, i, value))
+    with same_parameters():  # the kernels prepare the broadcast parameters once
+        for value, block in zip(block_results(group, func, args), group.blocks):
+            level, i = 0, block.index
+            while stack and stack[-1][0] == level and stack[-1][1] == i - 1 and i % 2 == 1:
+                value = add_stats(stack.pop()[2], value)
+                level, i = level + 1, i // 2
+            stack.append((level, i, value))
     return stack
 
 

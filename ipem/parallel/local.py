@@ -23,17 +23,18 @@ class LocalController(Controller):
         float32 matrix products can round differently with another thread
         count, so give the engines' count to reproduce an engine run bit for
         bit with float32 features (float64 results do not depend on it).
-    block_size : int or None, default=None
-        Cut datasets into fixed blocks of this many rows, so that models are
-        the same bits on any number of shards or engines
-        (:attr:`Controller.block_size`).
+    block_size : "auto", int or None, default="auto"
+        Cut datasets into fixed blocks (of :func:`~ipem.parallel.auto_block_size`
+        rows, or of this many), so that models are the same bits on any
+        number of shards or engines (:attr:`Controller.block_size`); None: one
+        contiguous shard each.
     """
 
     #: the shards live in the client's process: a memory budget
     #: (``engine_memory``) bounds each shard's data, not a process
     places_in_client = True
 
-    def __init__(self, n_shards=1, blas_threads=None, *, block_size=None):
+    def __init__(self, n_shards=1, blas_threads=None, *, block_size="auto"):
         if isinstance(n_shards, bool) or int(n_shards) != n_shards or n_shards < 1:
             raise ValueError(f"n_shards must be an integer >= 1, got {n_shards!r}")
         super().__init__(block_size=block_size)
@@ -42,7 +43,7 @@ class LocalController(Controller):
         self._store = {}
 
     def __repr__(self):
-        blocks = "" if self.block_size is None else f", block_size={self.block_size}"
+        blocks = "" if self.block_size == "auto" else f", block_size={self.block_size}"
         return f"LocalController(n_shards={self.n_shards}{blocks})"
 
     def _limits(self):

@@ -266,3 +266,50 @@ def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_ke
         store[keep_key] = kept.value
         exchange += time.perf_counter() - t0
     return Outcome((step.value, done.elapsed, exchange), elapsed)
+
+
+def _gather_total(big, packed, n_blocks):
+    """Rank 0: the fixed tree completed from every rank's nodes (gathered in rank
+    order); the other ranks: None."""
+    parts = big.gather(packed, root=0)
+    if parts is None:
+        return None
+    return tree_total([node for p in parts for node in _unpack(p)], n_blocks)
+
+
+def engine_tree_reduce(func, key, args, n_blocks):
+    """Engine entry point of :meth:`Controller.reduce` for a dataset in blocks with
+    ``reduction="allreduce"`` on one MPI world.
+
+    Each rank sums its blocks along the fixed tree (:func:`block_tree`); rank 0
+    gathers the nodes over MPI and completes the tree (:func:`tree_total`: the
+    bits of the client's sum), so the client fetches one copy, as with
+    ``Allreduce``.  Guarded and agreed on step by step like
+    :func:`engine_reduce_apply`.
+
+    Returns
+    -------
+    Outcome
+        ``value``: the total on rank 0, None on the others; ``elapsed``: the shard
+        function's seconds.
+    """
+    from mpi4py import MPI
+    from mpi4py.util import pkl5
+    comm = MPI.COMM_WORLD
+    big = pkl5.Intracomm(comm)
+    rank = comm.Get_rank()
+    stats = run_guarded(rank, _inputs, engine_store(), key, args, ())
+    if stats.failure is None:
+        shard, args, _ = stats.value
+        stats = call_shard(shard, block_tree, (func, args))
+    if (stop := _stopped(comm, rank, stats, stats.elapsed)) is not None:
+        return stop
+    elapsed = stats.elapsed
+    step = run_guarded(rank, _pack, stats.value)
+    stats = None
+    if (stop := _stopped(comm, rank, step, elapsed)) is not None:
+        return stop
+    step = run_guarded(rank, _gather_total, big, step.value, n_blocks)
+    if (stop := _stopped(comm, rank, step, elapsed)) is not None:
+        return stop
+    return Outcome(step.value, elapsed)

@@ -32,6 +32,7 @@ from ..ivector.extraction import extract_ivectors as ivectors_of
 from ..ivector.extraction import load_ivectors, save_ivectors
 from ..ivector.stats import STREAM_UTTERANCES
 from ..ivector.total_variability import TotalVariability
+from ..parallel import rows_per_block
 from ..speaker.map import ubm_params
 from ..speaker.normalization import NORMALIZATIONS, cohort_needs, normalize_scores
 from ..speaker.scorefiles import read_trials, write_score_file
@@ -118,8 +119,8 @@ def train_ivector(ubm, utterances, *, rank=100, n_iter=10, top_c=None, seed=0,
         callbacks.append(plot)
     if engine_memory is not None:   # at least one block of rows, before any cluster starts
         k, d = params.means.shape
-        resident_rows(engine_memory, getattr(controller, "block_size", None) or
-                      STREAM_UTTERANCES, (k + k * d) * 8)
+        resident_rows(engine_memory, rows_per_block(controller, len(utterances), "utterances")
+                      or STREAM_UTTERANCES, (k + k * d) * 8)
     logger.info("training a rank-%d total-variability matrix on %d utterances (UBM %d x %d)",
                 rank, len(utterances), *params.means.shape)
     with running(controller) as ctrl:

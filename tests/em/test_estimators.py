@@ -168,7 +168,7 @@ def test_distributed_input_and_callbacks(dv_client, backend, tmp_path):
         assert all(r.time > 0 and r.elapsed >= r.time for r in records)
         assert records[0].change == np.inf and records[-1].change == pytest.approx(
             records[-1].objective - records[-2].objective)
-        assert records[-1].info["shard_frames"] == data.shard_sizes.tolist()
+        assert records[-1].info["shard_frames"] == data.place_sizes.tolist()
         assert (tmp_path / "conv.png").stat().st_size > 1000
         # predictions on the distributed data equal predictions on the array
         assert_allclose(gm.score_samples(data), gm.score_samples(X), rtol=1e-10)

@@ -49,7 +49,7 @@ def test_streamed_ubm_is_the_in_memory_model(fmt, tmp_path, dv, backend):
               backend=backend, dtype=np.float64)
     ref = UBMTrainer(controller=LocalController(1, block_size=B), **kw).fit(paths)
     budget = 5 * B * D * 8  # 3 blocks kept + the one computed + the one read ahead
-    dv.block_size = B
+    before, dv.block_size = dv.block_size, B
     try:
         # a local shard's budget bounds its frames: 3 blocks kept; an engine's is its whole
         # process, which already uses far more than these 100 KB: nothing kept, all streamed
@@ -64,7 +64,7 @@ def test_streamed_ubm_is_the_in_memory_model(fmt, tmp_path, dv, backend):
             for a in ("means_", "covariances_", "weights_"):
                 assert_array_equal(getattr(got, a), getattr(ref, a), err_msg=f"{a} {ctrl}")
     finally:
-        dv.block_size = None
+        dv.block_size = before
 
 
 def test_budget_below_one_block_is_one_line(tmp_path):
@@ -156,7 +156,7 @@ def test_streamed_total_variability_is_the_in_memory_extractor(tmp_path, dv_clie
     kw = dict(ubm=ubm, max_iter=3, random_state=0)
     ref = TotalVariability(2, controller=LocalController(1, block_size=U), **kw).fit(paths)
     row = (3 + 3 * D) * 8
-    dv_client.block_size = U
+    before, dv_client.block_size = dv_client.block_size, U
     # count the rows only, as on a LocalController, so that a known number spills on the
     # engines too (an engine's own memory moves by more than these 720-byte blocks)
     dv_client.places_in_client = True
@@ -171,7 +171,7 @@ def test_streamed_total_variability_is_the_in_memory_extractor(tmp_path, dv_clie
             got = TotalVariability(2, controller=ctrl, engine_memory=budget, **kw).fit(paths)
             assert_array_equal(got.T_, ref.T_, err_msg=str(ctrl))
     finally:
-        dv_client.block_size = None
+        dv_client.block_size = before
         del dv_client.places_in_client
 
 

@@ -32,8 +32,8 @@ from ipem.em.records import IterationRecord
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
     "01": ["bit-identical: True", "Allreduce model identical: True",
-           "Shard(index=1, offset=20000, X=(20000, 12) float32", "rank 1 of 2",
-           "shard 1 holds frames 20000 to 40000", "[stdout:1] []"],
+           "BlockGroup(index=1, offset=20224, X=(19776, 12) float32, blocks=16)",
+           "rank 1 of 2", "shard 1 holds frames 20224 to 40000", "[stdout:1] []"],
     "02": ["rank 1: 12 files", "all variances positive: True", "same model: True"],
     "03": ["EER", "minDCF", "same scores on engines and locally: True",
            "same T on engines and locally: True", "i-vector + PLDA", "actDCF"],

@@ -13,8 +13,8 @@ def _shard_stats(shard, scale):
     return {"n": float(x.shape[0]), "s": scale * x.sum(axis=0), "ss": (x.T @ x, x.shape[0])}
 
 
-def _fail_on(shard, index, message):
-    if shard.index == index:
+def _fail_on(shard, first_row, message):
+    if shard.offset == first_row:  # a shard, or with blocks the first block of a place
         raise ValueError(message)
     return np.ones(3)
 
@@ -39,13 +39,19 @@ def test_pack_unpack_roundtrip():
     assert_array_equal(twice["a"], 2 * stats["a"])
 
 
+@pytest.mark.parametrize("block_size", [None, "auto"], ids=["contiguous", "blocks"])
 @pytest.mark.parametrize("n_shards", [1, 2, 3, 7], ids=lambda n: f"{n}shards")
-def test_local_split_and_reduce(n_shards):
+def test_local_split_and_reduce(n_shards, block_size):
     X = blobs(100)
-    ctrl = ipem.LocalController(n_shards)
+    ctrl = ipem.LocalController(n_shards, block_size=block_size)
     data = ctrl.distribute(X)
-    assert data.shard_sizes.sum() == 100 and len(data.shard_sizes) == n_shards
-    assert data.shard_sizes.max() - data.shard_sizes.min() <= 1
+    assert data.place_sizes.sum() == 100 and len(data.place_sizes) == n_shards
+    if block_size is None:
+        assert data.shard_sizes.max() - data.shard_sizes.min() <= 1
+    else:  # whole blocks of auto_block_size(100) = 16 rows: 7 blocks, as even as they go
+        assert data.block_size == 16 and list(data.shard_sizes) == [16] * 6 + [4]
+        blocks_each = -(-data.place_sizes // 16)
+        assert blocks_each.sum() == 7 and blocks_each.max() - blocks_each.min() <= 1
     out = ctrl.reduce(_shard_stats, data, 2.0)
     assert out["n"] == 100
     assert_allclose(out["s"], 2 * X.sum(axis=0), rtol=1e-12)
@@ -68,7 +74,7 @@ def test_shards_live_on_engines_by_rank(dv_client, mpi_client):
         view.execute(f"_shapes = {{k: (v.index, v.X.shape) for k, v in "
                      f"{ENGINE_NAMESPACE}.items()}}", block=True)
         for rank, got in enumerate(view.pull("_shapes", block=True)):
-            assert got["inspect_me"] == (rank, (int(data.shard_sizes[rank]), 3))
+            assert got["inspect_me"] == (rank, (int(data.place_sizes[rank]), 3))
         assert dv_client.ranks == [0, 1]
         local = ipem.LocalController(2).distribute(X)
         assert_array_equal(dv_client.reduce(_shard_stats, data, 1.0)["ss"][0],
@@ -96,10 +102,11 @@ def test_allreduce_equals_client_sum(dv_client, dv_allreduce):
 @pytest.mark.parametrize("which", [0, 1], ids=["rank0-fails", "rank1-fails"])
 def test_engine_error_reaches_caller_and_cluster_survives(dv, which):
     X = blobs(60)
-    data = dv.distribute(X)
+    data = dv.distribute(X)   # in blocks of 16 rows (the default), 2 on each engine
+    first = int(np.concatenate([[0], np.cumsum(data.place_sizes)])[which])
     try:
         with pytest.raises(ipem.EngineValueError, match=f"rank {which}.*bad shard {which}"):
-            dv.reduce(_fail_on, data, which, f"bad shard {which}")
+            dv.reduce(_fail_on, data, first, f"bad shard {which}")
         with pytest.raises(ipem.EngineError, match="boom on shard"):
             dv.reduce(_fail_everywhere, data)
         # the same engines still work, with both reductions
@@ -168,7 +175,8 @@ def test_controller_times_every_shard_call(dv_client):
         with pytest.warns(Warning):
             gm.fit(X)
         for r in gm.history_:
-            assert r.info["shard_frames"] == [150, 150]
+            # per place: whole blocks of auto_block_size(300) = 16 rows, 9 and 10
+            assert r.info["shard_frames"] == [144, 156]
             assert len(r.info["shard_time"]) == 2 and min(r.info["shard_time"]) > 0
         stats, times = ctrl.reduce_timed(_shard_stats, ctrl.distribute(X), 1.0)
         assert times.shape == (2,)
@@ -182,13 +190,13 @@ def _big_stats(shard, n_values):
 def test_large_results_are_gathered(dv_client):
     """Replies of tens of MB: the client has them before their AsyncResults are
     unpacked and ready; the gather must wait for that, not fail with 'Result not ready'."""
-    data = dv_client.distribute(np.zeros((8, 2)))
+    data = dv_client.distribute(np.zeros((64, 2)))  # 4 blocks of 16 rows, 2 per engine
     try:
-        n = 5_000_000   # 40 MB per shard
+        n = 5_000_000   # 40 MB per block and per engine's sum of its blocks
         for _ in range(3):
             total = dv_client.reduce(_big_stats, data, n)
             assert total["big"].shape == (n,)
-            assert total["big"][0] == sum(range(1, dv_client.n_shards + 1))
+            assert total["big"][0] == sum(range(1, data.n_shards + 1))
     finally:
         data.free()
 
@@ -288,7 +296,11 @@ def test_reduce_on_places_error_on_one_engine_is_agreed_on(dv_client):
     parts on another place) comes back as that engine's error, not as a hang until the
     deadline (EngineLost), and the next call works on the same engines."""
     X = blobs(301, d=5)
-    data = dv_client.distribute(X)
+    blocks, dv_client.block_size = dv_client.block_size, None  # shard i on rank i, marked
+    try:
+        data = dv_client.distribute(X)
+    finally:
+        dv_client.block_size = blocks
     deadline, dv_client.deadline = dv_client.deadline, 30.0  # a hang fails in 30 s, not 1 h
     kw = dict(split=_split_badly, apply=_applied_badly, keep=_join_sums)
     cases = [("pickle", None, r"^shard 1 [^;]*rank 1\): TypeError: cannot pickle '_thread"),

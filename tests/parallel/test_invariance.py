@@ -3,7 +3,8 @@
 Statistics are computed per block and summed along a fixed tree over block
 numbers, so 1 or 3 local shards and 2 MPI engines (either reduction) give the
 same bits, and a checkpoint resumes on another number of places with the
-undisturbed model.  Without blocks these comparisons differ in the last bits.
+undisturbed model.  Without blocks (``block_size=None``) these comparisons
+differ in the last bits.  Blocks are the default (``block_size="auto"``).
 """
 import numpy as np
 import pytest
@@ -29,11 +30,11 @@ B_UTT = 32
 @pytest.fixture
 def blocked_dv(dv):
     """The session engines (both reductions), cutting datasets into blocks of B rows."""
-    dv.block_size = B
+    before, dv.block_size = dv.block_size, B
     try:
         yield dv
     finally:
-        dv.block_size = None
+        dv.block_size = before
 
 
 def controllers(dv):
@@ -87,6 +88,64 @@ def test_kmeans_and_gmm_on_1_3_and_2_engines(model, blocked_dv, backend):
                                         controller=c)
         attrs = ["means_", "covariances_", "weights_"]
     check_same({n: est(c).fit(X) for n, c in controllers(blocked_dv).items()}, attrs)
+
+
+def test_auto_block_size_depends_on_the_rows_only():
+    from ipem.parallel import auto_block_size, rows_per_block
+    assert [auto_block_size(n) for n in (1, 100, 200_000, 524_288, 10 ** 8)] == \
+        [16, 16, 6256, 16384, 16384]
+    for n in (100, 5000, 200_000, 3_000_000):
+        sizes = {LocalController(s).rows_per_block(n) for s in (1, 2, 3, 16)}
+        assert sizes == {auto_block_size(n)}
+        # at least about 32 blocks: a small dataset still spreads over the places
+        assert -(-n // auto_block_size(n)) >= min(32, -(-n // 16))
+    assert LocalController(2).rows_per_block(10_000, "utterances") is None
+    assert LocalController(2, block_size=7).rows_per_block(10_000, "utterances") == 7
+    assert LocalController(2, block_size=None).rows_per_block(10_000) is None
+    assert rows_per_block("mpi:2", 10_000) is None
+    with pytest.raises(ipem.errors.ParameterError, match="block_size"):
+        LocalController(1, block_size="big")
+
+
+def test_default_controllers_give_the_same_model_on_any_count(dv, backend, tmp_path):
+    """No ``block_size`` given anywhere: one and three local shards and the session's
+    two engines fit the same bits (k-means, a diagonal GMM, the UBM from files)."""
+    assert dv.block_size == "auto"
+    X = blobs(n=3000, d=4, k=4, seed=6)
+    ctrls = {"local1": LocalController(1, blas_threads=1),
+             "local3": LocalController(3, blas_threads=1), "engines": dv}
+    km = {n: ipem.KMeans(4, n_init=1, random_state=0, backend=backend, controller=c).fit(X)
+          for n, c in ctrls.items()}
+    check_same(km, ["cluster_centers_", "inertia_"])
+    gmm = {n: ipem.GaussianMixture(3, covariance_type="diag", max_iter=12, tol=0,
+                                   random_state=0, backend=backend, controller=c).fit(X)
+           for n, c in ctrls.items()}
+    check_same(gmm, ["means_", "covariances_", "weights_"])
+    files = write_htk(tmp_path, X.astype(np.float32))
+    ubm = {n: UBMTrainer(n_components=4, stage_iter=2, final_iter=3, tol=0.0, random_state=0,
+                         backend=backend, controller=c).fit(files)
+           for n, c in ctrls.items()}
+    check_same(ubm, ["means_", "covariances_", "weights_"])
+
+
+def test_kernels_prepare_the_same_parameters_once_per_place():
+    from ipem.kernels import same_parameters
+    from ipem.kernels._reuse import prepared
+    made = []
+
+    def make(tag):
+        return lambda: made.append(tag) or len(made)
+    a, b = np.zeros(3), np.zeros(3)
+    assert prepared("x", make("a"), a) == 1 and prepared("x", make("a"), a) == 2  # no block
+    with same_parameters():
+        assert prepared("x", make("a"), a) == 3
+        assert prepared("x", make("a"), a) == 3      # the same object: made once
+        assert prepared("x", make("b"), b) == 4      # an equal but other object: made again
+        assert prepared("y", make("a"), a) == 5      # another value of the same object
+        assert prepared("x", make("n"), a, None) == 6
+    with same_parameters():
+        assert prepared("x", make("a"), a) == 7      # a new block forgets the last
+    assert made == ["a", "a", "a", "b", "a", "n", "a"]
 
 
 def write_htk(tmp_path, X, n_files=9):
