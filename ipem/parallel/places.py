@@ -35,7 +35,7 @@ import numpy as np
 from .data import Broadcast
 from .engine import Outcome, block_tree, call_shard, engine_store, peer_failed, resolve_args, \
     run_guarded, tree_total
-from .stats import sum_stats
+from .stats import pack_stats, sum_stats, unpack_stats
 
 
 class PlacedReduction(NamedTuple):
@@ -268,24 +268,47 @@ def engine_reduce_apply(func, key, args, split, apply, apply_args, keep, keep_ke
     return Outcome((step.value, done.elapsed, exchange), elapsed)
 
 
-def _gather_total(big, packed, n_blocks):
-    """Rank 0: the fixed tree completed from every rank's nodes (gathered in rank
-    order); the other ranks: None."""
-    parts = big.gather(packed, root=0)
+def _packed_nodes(nodes):
+    """Tree nodes with their statistics flattened: ``([(level, i, flat)], spec)``
+    (:func:`~ipem.parallel.stats.pack_stats`; ``spec`` None without nodes)."""
+    out, spec = [], None
+    for level, i, stats in nodes:
+        flat, spec = pack_stats(stats)
+        out.append((level, i, flat))
+    return out, spec
+
+
+def _my_slice_of_tree(big, nodes, n_blocks):
+    """Every rank sends rank ``q`` the ``q``-th of ``size`` contiguous slices of its
+    nodes' values (all-to-all) and completes the tree for the slice it receives:
+    values are summed element by element, so slice by slice is the whole tree's bits."""
+    size = big.Get_size()
+    n = nodes[0][2].size if nodes else 0
+    cuts = [n * q // size for q in range(size + 1)]
+    sends = [[(level, i, flat[cuts[q]:cuts[q + 1]]) for level, i, flat in nodes]
+             for q in range(size)]
+    return tree_total([node for part in big.alltoall(sends) for node in part], n_blocks)
+
+
+def _gathered_total(big, mine, spec):
+    """Rank 0: the slices of every rank, joined in rank order and unpacked; else None."""
+    parts = big.gather((mine, spec), root=0)
     if parts is None:
         return None
-    return tree_total([node for p in parts for node in _unpack(p)], n_blocks)
+    spec = next(s for _, s in parts if s is not None)
+    return unpack_stats(np.concatenate([p for p, _ in parts]), spec)
 
 
 def engine_tree_reduce(func, key, args, n_blocks):
     """Engine entry point of :meth:`Controller.reduce` for a dataset in blocks with
     ``reduction="allreduce"`` on one MPI world.
 
-    Each rank sums its blocks along the fixed tree (:func:`block_tree`); rank 0
-    gathers the nodes over MPI and completes the tree (:func:`tree_total`: the
-    bits of the client's sum), so the client fetches one copy, as with
-    ``Allreduce``.  Guarded and agreed on step by step like
-    :func:`engine_reduce_apply`.
+    Each rank sums its blocks along the fixed tree (:func:`block_tree`); then,
+    like a reduce-scatter, every rank completes the tree (:func:`tree_total`)
+    for its slice of the statistics' values from every rank's nodes, and rank
+    0 gathers the slices: the bits of the client's sum, about as many bytes per
+    rank as its nodes hold, and one copy fetched.  Every step is guarded and
+    agreed on like :func:`engine_reduce_apply`.
 
     Returns
     -------
@@ -305,11 +328,15 @@ def engine_tree_reduce(func, key, args, n_blocks):
     if (stop := _stopped(comm, rank, stats, stats.elapsed)) is not None:
         return stop
     elapsed = stats.elapsed
-    step = run_guarded(rank, _pack, stats.value)
+    step = run_guarded(rank, _packed_nodes, stats.value)
     stats = None
     if (stop := _stopped(comm, rank, step, elapsed)) is not None:
         return stop
-    step = run_guarded(rank, _gather_total, big, step.value, n_blocks)
+    nodes, spec = step.value
+    step = run_guarded(rank, _my_slice_of_tree, big, nodes, n_blocks)
+    if (stop := _stopped(comm, rank, step, elapsed)) is not None:
+        return stop
+    step = run_guarded(rank, _gathered_total, big, step.value, spec)
     if (stop := _stopped(comm, rank, step, elapsed)) is not None:
         return stop
     return Outcome(step.value, elapsed)

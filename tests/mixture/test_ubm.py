@@ -73,10 +73,11 @@ def test_splitting_schedule_and_telemetry(backend):
     assert stages == [1] * 3 + [2] * 3 + [4] * 3 + [8] * 3 + [12] * 6
     assert [r.iteration for r in records] == list(range(1, 19))
     assert ubm.means_.shape == (12, 6) and ubm.weights_.sum() == pytest.approx(1.0)
-    # within a stage EM never decreases the likelihood
+    # within a stage EM never decreases the likelihood (up to float32 rounding: the frames
+    # are float32, and at a fixed point, e.g. K=1 after one iteration, only rounding moves)
     for a, b in zip(ubm.history_, ubm.history_[1:]):
         if a.stage == b.stage:
-            assert b.objective >= a.objective - 1e-9
+            assert b.objective >= a.objective - 1e-7 * abs(a.objective)
     assert ubm.history_[-1].objective > ubm.history_[0].objective + 1.0
 
 
@@ -250,11 +251,20 @@ def test_fewer_files_than_shards(tmp_path, dv_client, backend):
     X = speechlike(3000)
     one = str(tmp_path / "only.npy")
     features.write(one, X, "npy")
-    remote = UBMTrainer(4, stage_iter=2, final_iter=3, dtype=np.float64, backend=backend,
-                        controller=dv_client, random_state=0).fit([one])
+    kw = dict(n_components=4, stage_iter=2, final_iter=3, dtype=np.float64, backend=backend,
+              random_state=0)
+    # in blocks (the default) each engine reads its part of the one file: the same bits
+    remote = UBMTrainer(controller=dv_client, **kw).fit([one])
+    assert remote.history_[-1].info["shard_frames"] == [1536, 1464]   # 16 + 15 blocks of 96
+    local = UBMTrainer(controller=ipem.LocalController(3), **kw).fit([one])
+    assert_array_equal(local.means_, remote.means_)
+    # whole files per place (block_size=None): one engine reads it, the other has nothing
+    blocks, dv_client.block_size = dv_client.block_size, None
+    try:
+        remote = UBMTrainer(controller=dv_client, **kw).fit([one])
+    finally:
+        dv_client.block_size = blocks
     assert remote.history_[-1].info["shard_frames"] == [3000, 0]
-    local = UBMTrainer(4, stage_iter=2, final_iter=3, dtype=np.float64, backend=backend,
-                       controller=ipem.LocalController(3), random_state=0).fit([one])
     assert_allclose(local.means_, remote.means_, rtol=1e-12)
 
 

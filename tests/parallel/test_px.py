@@ -60,12 +60,14 @@ def per_engine(out):
 
 
 def check_shards(out, controller, data):
-    """Every engine printed the repr of the shard that the client says it holds."""
+    """Every engine printed the repr of the run of blocks that the client says it holds."""
     printed = per_engine(out)
     assert sorted(printed) == sorted(controller.engine_ids), out
-    for r, (engine_id, offset, size) in enumerate(zip(controller.engine_ids, data.offsets,
-                                                      data.shard_sizes)):
-        assert f"Shard(index={r}, offset={offset}, X=({size}, 3) float64" in printed[engine_id]
+    offsets = [0, *data.place_sizes.cumsum()]
+    for r, (engine_id, size) in enumerate(zip(controller.engine_ids, data.place_sizes)):
+        blocks = -(-int(size) // data.block_size)
+        assert (f"BlockGroup(index={r}, offset={offsets[r]}, X=({size}, 3) float64, "
+                f"blocks={blocks})") in printed[engine_id]
 
 
 def test_cell_magic_with_block_shows_the_shards(shell, view, data, dv_client, capsys):
@@ -86,7 +88,7 @@ def test_line_magic_on_a_blocking_view_shows_the_shards(shell, view, data, dv_cl
 def test_line_magic_without_blocking_only_returns_an_async_result(shell, view, data, capsys):
     result, out = run(shell, capsys, f"%px print(ipem_shards[{data.key!r}])")
     assert isinstance(result, ipp.AsyncResult)
-    assert "Shard(" not in out
+    assert "BlockGroup(" not in out
     result.get(timeout=60)              # it did run; %px just did not wait or show it
 
 
