@@ -4,7 +4,8 @@
         [--engines 0] [--repeat 3]
 
 ``--blocks`` takes row counts and ``auto`` (the controllers' default,
-``ipem.parallel.auto_block_size`` of the rows).
+``ipem.parallel.auto_block_size`` of the rows).  ``--tv`` times total variability
+with blocks of utterances instead (not blocked by default).
 
 One dataset (``--frames`` x 60 float32, a mixture of blobs) is fitted by
 KMeans (K=256), a diagonal GMM (K=256) and a full-covariance GMM (K=32), each
@@ -47,6 +48,31 @@ MODELS = {
 }
 
 
+def tv_blocks(blocks=(16, 64, 256), repeat=2, k=256, d=60, rank=200, n_utts=1000):
+    """Seconds per total-variability iteration with blocks of utterances (LocalController(1),
+    one BLAS thread): the synthetic rows of ``benchmarks/ivector.py --synthetic``."""
+    rng = np.random.default_rng(0)
+    ubm = (np.full(k, 1.0 / k), rng.normal(size=(k, d)), np.ones((k, d)))
+    n = rng.gamma(0.5, 8.0, size=(n_utts, k))
+    f = rng.normal(size=(n_utts, k, d)) * np.sqrt(n)[:, :, None]
+    rows = ipem.ivector.stats_rows(n, f)
+    times = {}
+    with threadpool_limits(1):
+        for _ in range(repeat):
+            for b in (None, *blocks):
+                ctrl = ipem.LocalController(1, blas_threads=1, block_size=b)
+                tv = ipem.TotalVariability(rank, controller=ctrl, ubm=ubm, max_iter=3,
+                                           random_state=0).fit(rows)
+                times.setdefault(b, []).extend(r.time for r in tv.history_[1:])
+    base = statistics.median(times[None])
+    print(f"total variability K={k} D={d} R={rank}, {n_utts} utterances: seconds per "
+          "iteration (ratio to no blocks)\n")
+    print("| utterances per block | s / iteration | ratio |\n|---|---|---|")
+    for b, t in times.items():
+        print(f"| {b or 'no blocks'} | {statistics.median(t):.3f} | "
+              f"{statistics.median(t) / base:.3f}x |")
+
+
 def per_iteration(model):
     """Median seconds of an iteration, the first (start-up) excluded."""
     times = [r.time for r in model.history_[1:]] or [r.time for r in model.history_]
@@ -59,9 +85,14 @@ def main(argv=None):
     ap.add_argument("--blocks", default="auto,4096,16384")
     ap.add_argument("--engines", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tv", action="store_true",
+                    help="only total variability with blocks of 16, 64, 256 utterances")
     ap.add_argument("--models", default=",".join(MODELS),
                     help="comma-separated names among: " + ", ".join(MODELS))
     args = ap.parse_args(argv)
+    if args.tv:
+        tv_blocks(repeat=args.repeat)
+        return 0
     models = {m: MODELS[m] for m in args.models.split(",")}
     X = data(args.frames)
     blocks = [None] + [b if b == "auto" else int(b) for b in args.blocks.split(",")]
