@@ -278,7 +278,11 @@ def test_sigterm_to_the_cli_stops_the_cluster_and_keeps_the_checkpoint(tmp_path)
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM
-    assert stderr.strip().splitlines() == [
+    # ipem's one warning when mpiexec died while the engines started and they were started
+    # again (the mpich wheel's MPI_Init flake, README) may come first; the run went on
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith(
+        "WARNING ipem.parallel.mpi: starting the MPI engines failed")]
+    assert lines == [
         f"ipem train-ubm: stopped by SIGTERM; the checkpoint {ck} holds the last completed "
         "iteration"], stderr
     gone, alive = psutil.wait_procs(family, timeout=30)
