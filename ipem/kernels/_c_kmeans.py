@@ -140,7 +140,8 @@ def kmeans_step_bounded(X, shift, centers, labels, mindist, bounds, chunk_size=N
     s = check_vector(shift, "shift", (d,)).astype(np.float32)
     # the same centres for every block of a place: one float32 copy (kept in every
     # block's bounds) and one geometry (ipem.kernels._reuse)
-    c, c_sq = prepared("kmeans_centers_f32", lambda: _centres(centers, np.float32), centers)
+    c, c_sq = prepared(f"kmeans_centers_{np.dtype(np.float32)}",
+                       lambda: _centres(centers, np.float32), centers)
     mindist = check_output(mindist, "mindist", (n,), (np.float64,))
     upper = check_output(bounds["upper"], "bounds['upper']", (n,), (np.float64,))
     lower = check_output(bounds["lower"], "bounds['lower']", (n,), (np.float64,))

@@ -89,7 +89,7 @@ def estep_memory(n_components, n_features, block_size):
 
     Three (rows, K) float64 arrays (log-likelihoods, responsibilities and a
     temporary of the NumPy kernel, which works on chunks of at most
-    :func:`ipem.kernels._common.default_chunk_size` rows of a block; the
+    :func:`ipem.kernels.default_chunk_size` rows of a block; the
     compiled one needs far less) and the
     statistics of the fixed summation tree (``K * (2D + 1)`` float64 per node,
     at most 64 nodes alive).  Taken off ``engine_memory`` on an engine

@@ -42,8 +42,7 @@ a re-sharding after a loss.  ``block_size=None`` gives each place one
 contiguous shard instead (bits then depend on the number of places).
 Datasets of per-utterance statistics (total variability) are blocked only
 with an integer ``block_size`` (in utterances) or a memory budget: there
-blocks cost more than the brief's 5 % per iteration
-(``benchmarks/RESULTS.md``).
+blocks cost more than 5 % per iteration (``benchmarks/RESULTS.md``).
 
 A controller is configuration, like ``n_jobs``: estimators hold it by
 reference, and ``copy.deepcopy`` (hence ``sklearn.base.clone``) hands on the

@@ -1,4 +1,5 @@
-"""Shards and the client-side handle of a distributed dataset."""
+"""Shards and the client-side handle of a distributed dataset; the rows per block of a
+dataset (``block_size``) and the magnitude check of its moments."""
 from __future__ import annotations
 
 import weakref

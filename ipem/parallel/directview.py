@@ -52,8 +52,8 @@ class DirectViewController(Controller):
         How :meth:`~Controller.reduce` sums.  ``"client"``: the engines return
         their statistics (per block: nodes of the fixed tree) and the client
         sums them.  ``"allreduce"`` (the view covers all of ``MPI.COMM_WORLD``):
-        the engines sum over MPI (in blocks: rank 0 completes the tree;
-        without: ``MPI.Allreduce``) and one copy is fetched.
+        the engines sum over MPI (in blocks: each rank completes the tree for a
+        slice, rank 0 gathers the slices; else ``MPI.Allreduce``); one copy is fetched.
         :meth:`~Controller.reduce_on_places` goes engine to engine whenever
         shard ``i`` is on rank ``i`` of one MPI world, whatever this says.
     blas_threads : int or None, default=None
@@ -407,8 +407,8 @@ class DirectViewController(Controller):
                     or self.ranks != list(range(self.n_shards)))
 
     def _call_tree_reduce(self, func, data, args):
-        """``"allreduce"`` on one MPI world: rank 0 completes the tree and sends it
-        (:func:`~ipem.parallel.places.engine_tree_reduce`); else the client does."""
+        """``"allreduce"`` on one MPI world: the ranks complete the tree slice by slice,
+        rank 0 sends it (:func:`~ipem.parallel.places.engine_tree_reduce`); else the client."""
         if self.reduction != "allreduce" or not self._one_world():
             return super()._call_tree_reduce(func, data, args)
         each = [(func, self._key(data.key, i), args, data.n_shards) for i in range(self.n_shards)]
