@@ -11,8 +11,8 @@ from scipy.linalg import blas
 
 from . import _numpy
 from ._clib import check_rc, entry, ffi, lib, ptr
-from ._common import (check_output, check_rows, check_sample_weight, check_vector, check_X,
-                      new_kmeans_bounds)
+from ._common import (as_dtype, check_output, check_rows, check_sample_weight, check_vector,
+                      check_X, new_kmeans_bounds)
 from ._isa import implementation
 from ._reuse import prepared
 from ._threads import chunk_frames, kernel_threads, one_blas_thread
@@ -126,7 +126,7 @@ def kmeans_step_bounded(X, shift, centers, labels, mindist, bounds, chunk_size=N
     """
     X, ldx = check_X(X)
     n, d = X.shape
-    centers = np.asarray(centers, dtype=np.float64)
+    centers = as_dtype(centers)
     k = centers.shape[0] if centers.ndim == 2 else 0
     labels = check_output(labels, "labels", (n,), (np.int64,))
     if implementation("kmeans_bounded", X.dtype) is None:

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import ParameterError
 
-__all__ = ["LOG_2PI", "default_chunk_size", "check_sample_weight", "check_approximation",
-           "check_top_c", "check_chunk_size", "check_X", "check_vector", "check_output",
+__all__ = ["LOG_2PI", "default_chunk_size", "as_dtype", "check_sample_weight",
+           "check_approximation", "check_top_c", "check_chunk_size", "check_X", "check_vector", "check_output",
            "check_rows", "diag_constant", "full_constant", "new_kmeans_bounds"]
 
 LOG_2PI = np.log(2.0 * np.pi)
@@ -203,6 +203,21 @@ def check_X(X):
     return X, max(int(ldx), d)
 
 
+def as_dtype(a, dtype=np.float64):
+    """``a`` as an array of ``dtype``: ``a`` itself when it is a plain array of it.
+
+    ``np.asarray(a, dtype=...)`` returns a new view of an array whose dtype is
+    equal to ``dtype`` but another instance of it, as every unpickled array's
+    is (parameters broadcast to engines); the kernel wrappers key the values
+    they prepare from parameters on the parameters' identity
+    (:func:`ipem.kernels.same_parameters`), so a new view per call would
+    prepare them again for every block.
+    """
+    if type(a) is np.ndarray and a.dtype == dtype:
+        return a
+    return np.asarray(a, dtype=dtype)
+
+
 def check_vector(a, name, shape, dtype=np.float64):
     """An input array of exactly ``shape``, C-contiguous, in ``dtype``.
 
@@ -223,7 +238,7 @@ def check_vector(a, name, shape, dtype=np.float64):
     ValueError
         If ``a`` has another shape.
     """
-    a = np.asarray(a, dtype=dtype)
+    a = as_dtype(a, dtype)
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
     return np.ascontiguousarray(a)
@@ -250,7 +265,7 @@ def check_rows(a, name, rows, n_features):
     ValueError
         If ``a`` is not 2-D with ``n_features`` columns and a row or more.
     """
-    a = np.asarray(a, dtype=np.float64)
+    a = as_dtype(a)
     if a.ndim != 2 or a.shape[1] != n_features or a.shape[0] < 1:
         raise ValueError(f"{name} must have shape ({rows}, {n_features}), got {a.shape}")
     return a

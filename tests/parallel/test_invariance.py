@@ -148,6 +148,40 @@ def test_kernels_prepare_the_same_parameters_once_per_place():
     assert made == ["a", "a", "a", "b", "a", "n", "a"]
 
 
+def test_unpickled_parameters_are_prepared_once_per_place():
+    """Parameters broadcast to engines arrive unpickled, with dtypes that are equal to
+    float64 but other instances of it: the C wrappers still prepare them once per place
+    (np.asarray with a dtype would give a new view per block, and a new preparation)."""
+    import pickle
+
+    from ipem.kernels import get_kernels, same_parameters
+    from ipem.kernels._reuse import _CACHE
+    kern = get_kernels("c")
+    rng = np.random.default_rng(3)
+    blocks = [rng.normal(size=(40, 4)).astype(np.float32) for _ in range(3)]
+    k, d = 5, 4
+    params = pickle.loads(pickle.dumps({
+        "shift": np.zeros(d), "centers": rng.normal(size=(k, d)), "means": rng.normal(size=(k, d)),
+        "prec": rng.uniform(0.5, 2, size=(k, d)), "logw": np.log(np.full(k, 1 / k)),
+        "chol": np.broadcast_to(np.eye(d), (k, d, d)).copy()}))
+    assert params["centers"].dtype is not np.dtype(np.float64)   # what engines receive
+    bounds = [kern.new_kmeans_bounds(len(X)) for X in blocks]
+    for _ in range(2):  # the second pass has the first pass's centres in its bounds
+        with same_parameters():
+            for X, b in zip(blocks, bounds):
+                kern.kmeans_step_bounded(X, params["shift"], params["centers"],
+                                         np.full(len(X), -1), np.zeros(len(X)), b)
+                kern.kmeans_step(X, params["shift"], params["centers"], np.zeros(len(X), np.int64),
+                                 np.zeros(len(X)))
+                kern.gmm_diag_step(X, params["shift"], params["means"], params["prec"],
+                                   params["logw"])
+                kern.gmm_full_step(X, params["shift"], params["means"], params["chol"],
+                                   params["logw"])
+            made = sorted(key[0] for key in _CACHE.get())
+    assert made == ["gmm_diag_W_float32", "gmm_full_U_float32", "kmeans_centers_float32",
+                    "kmeans_geometry"], made
+
+
 def write_htk(tmp_path, X, n_files=9):
     cuts = np.sort(np.random.default_rng(1).choice(np.arange(30, len(X) - 30), n_files - 1,
                                                    replace=False))
