@@ -34,7 +34,8 @@ SUITES = {
 
 #: tests that create an ipem estimator but test scikit-learn's private helpers or
 #: private methods (out of scope: ipem has other internals), or a behaviour ipem
-#: deliberately replaces (tested in ipem's own tests instead); name -> reason
+#: deliberately replaces (tested in ipem's own tests instead); name -> reason.  Not run at
+#: all (deselected): their outcome would not count.
 EXCLUDED = {
     "kmeans": {
         "test_sample_weight_init": "calls the private method KMeans._init_centroids "
@@ -61,13 +62,31 @@ EXCLUDED = {
 
 #: Not run on engines (they run in-process, in both suite passes): hundreds of fits of one or
 #: a few iterations on 50-300 frames, where an engine run measures round trips, not
-#: conformance, and takes a third of the engine run's time.
+#: conformance, and takes a third of the engine run's time; and runs that repeat on engines,
+#: computation for computation, what other tests of the engine run do.  ``name[part]``: the
+#: parametrizations of ``name`` whose id has ``part`` (between dashes).
+_SAME_AS_LLOYD = ("ipem's algorithm='elkan' runs the very Lloyd iterations of 'lloyd' "
+                  "(ipem/cluster/kmeans.py): on engines the lloyd parametrizations run the "
+                  "same computation")
 NOT_ON_ENGINES = {
-    "kmeans": {},
+    "kmeans": {
+        "test_kmeans_elkan_results": "fits lloyd and elkan and compares them, 24 ways (" +
+                                     _SAME_AS_LLOYD + ")",
+        "test_kmeans_predict[elkan]": _SAME_AS_LLOYD,
+        "test_kmeans_convergence[elkan]": _SAME_AS_LLOYD,
+    },
     "gmm": {
         "test_init": "165 fits of one iteration (n_init=1 vs 10, 15 seeds): runs in-process",
         "test_monotonic_likelihood": "one-iteration warm-start refits until converged: "
                                      "runs in-process (tests/mixture has an engine version)",
+        "test_gaussian_mixture_fit_best_params":
+            "80 fits (10 single-initialisation fits and one n_init=10 fit per covariance "
+            "type) to check the driver's choice of the best initialisation; n_init on engines "
+            "is run by test_multiple_init and test_gaussian_mixture_fit_predict_n_init",
+        "test_gaussian_mixture_fit":
+            "80 fits (n_init=20 per covariance type) checked against the ground truth: a "
+            "check of the EM result, which tests/parallel/test_invariance.py shows is bit for "
+            "bit the in-process one on 2 engines for every covariance type",
     },
 }
 
@@ -133,7 +152,8 @@ def rebound_source(text, name):
     return "".join(lines)
 
 
-def run_suite(suite, workdir, *, engines=0, select=None, timeout=1500, per_test_timeout=120):
+def run_suite(suite, workdir, *, engines=0, select=None, timeout=1500, per_test_timeout=120,
+              durations=None):
     """Run one scikit-learn suite against ipem in a subprocess (:func:`start_suite`, then
     :func:`finish_suite`).
 
@@ -147,16 +167,20 @@ def run_suite(suite, workdir, *, engines=0, select=None, timeout=1500, per_test_
         ``n`` MPI engines started for the run.
     select : str, optional
         A pytest ``-k`` expression.
+    durations : int, optional
+        Passed to pytest's ``--durations`` (the slowest tests in the output; 0: all).
 
     Returns
     -------
     SuiteResult
     """
     return finish_suite(start_suite(suite, workdir, engines=engines, select=select,
-                                    per_test_timeout=per_test_timeout), timeout=timeout)
+                                    per_test_timeout=per_test_timeout, durations=durations),
+                        timeout=timeout)
 
 
-def start_suite(suite, workdir, *, engines=0, select=None, per_test_timeout=120):
+def start_suite(suite, workdir, *, engines=0, select=None, per_test_timeout=120,
+                durations=None):
     """Start :func:`run_suite`'s subprocess; :func:`finish_suite` waits for it.  Suites on
     engines spend their time waiting on round trips, so two of them can run at once."""
     module, name = SUITES[suite]
@@ -171,7 +195,7 @@ def start_suite(suite, workdir, *, engines=0, select=None, per_test_timeout=120)
         "    ignore::DeprecationWarning\n")
     report = workdir / "report.json"
     env = dict(os.environ, IPEM_SUITE_ESTIMATOR=name, IPEM_SUITE_ENGINES=str(engines),
-               IPEM_SUITE_DESELECT=",".join(NOT_ON_ENGINES[suite]) if engines else "",
+               IPEM_SUITE_DESELECT=",".join(not_run(suite, engines)),
                IPEM_SUITE_REPORT=str(report), PYTHONPATH=os.pathsep.join(
                    [str(workdir), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -179,6 +203,8 @@ def start_suite(suite, workdir, *, engines=0, select=None, per_test_timeout=120)
            "--rootdir", str(workdir), "-o", "addopts=", "--no-header", "-rN", str(test_file)]
     if select:
         cmd += ["-k", select]
+    if durations is not None:
+        cmd += [f"--durations={durations}"]
     out = open(workdir / "stdout.txt", "w+")
     err = open(workdir / "stderr.txt", "w+")
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=err, text=True)
@@ -206,18 +232,27 @@ def finish_suite(started, timeout=1500):
         raise RuntimeError(f"the {suite} suite wrote no report:\n{result.output}")
     data = json.loads(report.read_text())
     used = set(data["ipem"])
-    excluded = EXCLUDED[suite]
-    if engines:
-        result.excluded.update(NOT_ON_ENGINES[suite])
+    result.excluded.update(not_run(suite, engines))
     for nodeid, outcome in data["outcomes"].items():
-        func = nodeid.split("::")[-1].split("[")[0]
         if nodeid not in used:
             result.not_ipem += 1
-        elif func in excluded:
-            result.excluded[nodeid] = excluded[func]
         else:
             result.counted[nodeid] = outcome
     return result
+
+
+def deselected(name, param_id, entries):
+    """Whether the test function ``name`` with parametrization id ``param_id`` ("" when not
+    parametrized) is one of ``entries``: ``name``, or ``name[part]`` with ``part`` one of the
+    id's dash-separated parts."""
+    return name in entries or any(f"{name}[{part}]" in entries
+                                  for part in param_id.split("-") if part)
+
+
+def not_run(suite, engines):
+    """The tests of ``suite`` deselected in a run (name or ``name[part]`` -> reason): the
+    excluded ones (their outcome would not count), and on engines :data:`NOT_ON_ENGINES`."""
+    return {**EXCLUDED[suite], **(NOT_ON_ENGINES[suite] if engines else {})}
 
 
 def main(argv=None):
@@ -228,9 +263,15 @@ def main(argv=None):
     p.add_argument("--engines", type=int, default=0)
     p.add_argument("-k", dest="select")
     p.add_argument("-v", action="store_true", help="print each counted test's outcome")
+    p.add_argument("--durations", type=int, metavar="N",
+                   help="print pytest's N slowest tests of the suite (0: all)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        res = run_suite(args.suite, tmp, engines=args.engines, select=args.select)
+        res = run_suite(args.suite, tmp, engines=args.engines, select=args.select,
+                        durations=args.durations)
+    if args.durations is not None:
+        start = res.output.find("slowest")
+        print(res.output[res.output.rfind("\n", 0, start) + 1:] if start >= 0 else res.output)
     for nodeid in (sorted(res.counted) if args.v else res.failed):
         print(f"{res.counted[nodeid]:8s} {nodeid}")
     print(res.summary())

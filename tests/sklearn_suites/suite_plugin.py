@@ -15,6 +15,7 @@ import pytest
 
 import ipem
 import ipem_suite_target as target
+from tests.sklearn_suites.harness import deselected
 
 _used = set()
 _current = [None]
@@ -45,17 +46,24 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    # IPEM_SUITE_DESELECT: test functions not run here (harness.NOT_ON_ENGINES)
+    # IPEM_SUITE_DESELECT: tests not run here (harness.not_run): function names, or
+    # name[part] for the parametrizations of name whose id has part between dashes
     names = set(filter(None, os.environ.get("IPEM_SUITE_DESELECT", "").split(",")))
     if names:
-        config.hook.pytest_deselected(items=[t for t in items if t.originalname in names])
-        items[:] = [t for t in items if t.originalname not in names]
+        dropped = [t for t in items if deselected(t.originalname, _param_id(t), names)]
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [t for t in items if t not in dropped]
     # estimators created at collection (parametrize values) count for their tests
     cls = getattr(ipem, target.NAME)
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if any(isinstance(v, cls) or v is target.ESTIMATOR for v in params.values()):
             _used.add(item.nodeid)
+
+
+def _param_id(item):
+    callspec = getattr(item, "callspec", None)
+    return callspec.id if callspec else ""
 
 
 @pytest.hookimpl(wrapper=True)

@@ -9,8 +9,9 @@ DirectViewController on 2 MPI engines started for the run, once.
 """
 import pytest
 
-from tests.sklearn_suites.harness import (REQUIRED_PASS_RATE, SUITES, finish_suite,
-                                          rebound_source, run_suite, start_suite)
+from tests.sklearn_suites.harness import (EXCLUDED, NOT_ON_ENGINES, REQUIRED_PASS_RATE, SUITES,
+                                          deselected, finish_suite, not_run, rebound_source,
+                                          run_suite, start_suite)
 from tests.helpers import stop_tree
 
 
@@ -52,3 +53,16 @@ def test_rebinding_adds_one_line_after_the_import():
     assert out[5] == "from ipem_suite_target import ESTIMATOR as KMeans  # ipem's"
     with pytest.raises(ValueError, match="no top-level import of GaussianMixture"):
         rebound_source(src, "GaussianMixture")
+
+
+def test_deselection_by_name_or_by_a_part_of_the_parametrization_id():
+    entries = {"test_a", "test_b[elkan]"}
+    assert deselected("test_a", "", entries) and deselected("test_a", "42-lloyd", entries)
+    assert deselected("test_b", "float64-42-elkan-dense", entries)
+    assert not deselected("test_b", "float64-42-lloyd-dense", entries)
+    assert not deselected("test_b", "", entries)
+    assert not deselected("test_b", "float64-elkans-dense", entries)   # whole parts only
+    assert not deselected("test_ab", "elkan", entries)
+    for suite in SUITES:     # excluded tests never run (their outcome would not count)
+        assert not_run(suite, 0) == EXCLUDED[suite]
+        assert not_run(suite, 2) == {**EXCLUDED[suite], **NOT_ON_ENGINES[suite]}
