@@ -43,6 +43,17 @@ def mpi_client():
 
 
 @pytest.fixture(scope="session")
+def owned_mpi_cluster():
+    """An :class:`ipem.MPICluster` of 2 engines (ipem started it, so ipem restarts its engines
+    when a test kills one), for the tests of engine loss and recovery in several packages:
+    started once, not once per module (a start costs seconds)."""
+    mc = ipem.MPICluster(n=N_ENGINES, blas_threads=1, controller_kwargs=dict(min_deadline=3.0))
+    mc.start()
+    yield mc
+    mc.stop()
+
+
+@pytest.fixture(scope="session")
 def dv_client(mpi_client):
     return ipem.DirectViewController(mpi_client[:], reduction="client", blas_threads=1)
 

@@ -308,19 +308,18 @@ def test_pack_unpack():
 # ---------------------------------------------------------------------------
 
 @pytest.mark.once
-def test_engine_loss_during_tv_em_recovers(corpus, tmp_path):
+def test_engine_loss_during_tv_em_recovers(corpus, tmp_path, owned_mpi_cluster):
     ubm, utts = corpus
     files = _files(tmp_path, utts)
-    with ipem.MPICluster(n=2, blas_threads=1,
-                         controller_kwargs=dict(min_deadline=3.0)) as ctrl:
-        kw = dict(ubm=ubm, max_iter=4, random_state=0, controller=ctrl)
-        ref = TotalVariability(R, **kw).fit(files)
+    ctrl = owned_mpi_cluster.controller     # an MPICluster's: ipem restarts its engines
+    kw = dict(ubm=ubm, max_iter=4, random_state=0, controller=ctrl)
+    ref = TotalVariability(R, **kw).fit(files)
 
-        def kill(record):
-            if record.iteration == 2:
-                os.kill(ctrl.pids[ctrl.ranks.index(1)], signal.SIGKILL)
+    def kill(record):
+        if record.iteration == 2:
+            os.kill(ctrl.pids[ctrl.ranks.index(1)], signal.SIGKILL)
 
-        with pytest.warns(ipem.EngineRecoveryWarning, match="iteration 3"):
-            got = TotalVariability(R, callbacks=[kill], **kw).fit(files)
+    with pytest.warns(ipem.EngineRecoveryWarning, match="iteration 3"):
+        got = TotalVariability(R, callbacks=[kill], **kw).fit(files)
     assert [r.iteration for r in got.history_ if "recovered" in r.info] == [3]
     assert_array_equal(got.T_, ref.T_)

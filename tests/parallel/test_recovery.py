@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import ipem
-from ipem.parallel import DirectViewController, EngineError, EngineRecoveryWarning, MPICluster
+from ipem.parallel import DirectViewController, EngineError, EngineRecoveryWarning
 from ipem.speaker.map import adapt_speakers
 from ipem.speaker.scoring import score_trials
 
@@ -26,13 +26,10 @@ pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.Convergence
               pytest.mark.once]
 
 
-@pytest.fixture(scope="module")
-def owned():
-    """An MPICluster of 2 engines (ipem started it, so ipem may restart it)."""
-    mc = MPICluster(n=2, blas_threads=1, controller_kwargs=dict(min_deadline=3.0))
-    mc.start()
-    yield mc
-    mc.stop()
+@pytest.fixture
+def owned(owned_mpi_cluster):
+    """An MPICluster of 2 engines (ipem started it, so ipem may restart it): the session's."""
+    return owned_mpi_cluster
 
 
 def kill_after(controller, iteration, rank=1, sig=signal.SIGKILL):
