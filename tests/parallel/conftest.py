@@ -80,6 +80,9 @@ def _config(root, host):
         "SchedulerType=sched/builtin", "ReturnToService=2", "SwitchType=switch/none",
         "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
         "KillWait=5", "MinJobAge=300", "InactiveLimit=0",
+        # a submitted job is scheduled at once, not up to 3 s later (the default, which
+        # batches the scheduling of many submissions)
+        "SchedulerParameters=batch_sched_delay=0",
         # job ids unique across sessions: MPICH names its /dev/shm segment after the PMI
         # job (step) id, and a segment left by a cancelled job 1 of an earlier session
         # breaks MPI_Init of the next session's job 1
