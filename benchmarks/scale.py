@@ -20,7 +20,8 @@ assumptions.  ``--out`` rewrites this script's section of the file (between
 ``--engine-memory SIZE`` trains under that budget per engine process
 (``UBMTrainer(engine_memory=...)``: frames that do not fit are re-read from
 the files block by block every iteration) and then, unless ``--no-in-memory``,
-the same data in memory with the same blocks of 4096 frames; it reports both
+the same data in memory with the same blocks (the controllers' default,
+``ipem.parallel.auto_block_size`` of the frames); it reports both
 runs, whether the models have the same bits, each engine's peak resident
 memory against the budget, and read throughput: ``dd`` over the files in one
 process against ipem reading its files on every engine at once, both from
@@ -175,6 +176,7 @@ def _final(ubm, k, engines):
 def stream_report(args, paths, n_total, t_write):
     """Streamed run (and in-memory run) of the same data: the ``scale-stream`` lines."""
     from ipem.io.streaming import parse_size
+    from ipem.parallel import auto_block_size
     k, e = args.components, args.engines
     budget_mb = parse_size(args.engine_memory) / 2**20
     runs = {}
@@ -196,7 +198,7 @@ def stream_report(args, paths, n_total, t_write):
                                                                              cold=False)
     for name, memory, blocks in ((f"streamed, `--engine-memory {args.engine_memory}`",
                                   args.engine_memory, None),
-                                 ("in memory, same blocks", None, 4096)):
+                                 ("in memory, same blocks", None, None)):
         if memory is None and args.no_in_memory:
             continue
         if args.cold:
@@ -214,8 +216,8 @@ def stream_report(args, paths, n_total, t_write):
         "",
         f"`benchmarks/scale.py --hours {args.hours:g} --components {k} --engine-memory "
         f"{args.engine_memory}{' --cold' if args.cold else ''}`: {e} MPI engines (1 BLAS / "
-        "kernel thread each) reading their own files, fresh engines for every run, blocks of "
-        f"4096 frames; features "
+        "kernel thread each) reading their own files, fresh engines for every run, the "
+        f"default blocks (`block_size=\"auto\"`: {auto_block_size(n_total):,} frames); features "
         + ("written beforehand (`--reuse`). " if args.reuse else f"written in {t_write:.0f} s. ")
         + ("The page cache was dropped before each run and each read measurement, so the "
            "first iteration reads from the disk; the machine's 24 GiB then cache the files "
