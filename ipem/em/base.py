@@ -59,6 +59,8 @@ class EMEstimator(BaseEstimator):
     _maximize = True
     #: whether ``fit`` warns (ConvergenceWarning) when EM stopped before converging
     _warn_unconverged = True
+    #: what a row of ``X`` is, for the controller's blocks (``Controller.rows_per_block``)
+    _row_unit = "frames"
 
     # --- hooks with defaults ------------------------------------------------
     def _n_init(self):
@@ -143,7 +145,7 @@ class EMEstimator(BaseEstimator):
             return X, False
         Xv = validate_frames(self, X, reset=True, min_samples=min_samples)
         w = validate_sample_weight(sample_weight, Xv.shape[0])
-        return as_controller(self.controller).distribute(Xv, w), True
+        return as_controller(self.controller).distribute(Xv, w, unit=self._row_unit), True
 
     def _fit_runs(self, data, rng, given):
         """The best of ``n_init`` EM runs (one when warm-starting)."""

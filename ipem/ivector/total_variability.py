@@ -151,6 +151,7 @@ class TotalVariability(TransformerMixin, EMEstimator):
     """
 
     _warn_unconverged = False  # a fixed iteration budget by design
+    _row_unit = "utterances"   # rows are utterances' statistics: unblocked under "auto"
 
     def __init__(self, n_components=100, *, ubm=None, max_iter=10, tol=0.0,
                  min_divergence=True, init_scale=0.1, top_c=None, min_post=0.0,

@@ -210,7 +210,7 @@ class Controller:
         q, r = divmod(int(n_samples), self.n_shards)
         return np.array([q + (1 if i < r else 0) for i in range(self.n_shards)], dtype=np.int64)
 
-    def distribute(self, X, sample_weight=None, *, key=None):
+    def distribute(self, X, sample_weight=None, *, key=None, unit="frames"):
         """Send a validated 2-D array (and optional frame weights) to the shards, once.
 
         Parameters
@@ -221,6 +221,9 @@ class Controller:
             Validated non-negative per-frame weights.
         key : str, optional
             Name of the dataset in the shard store; generated if omitted.
+        unit : {"frames", "utterances"}, default="frames"
+            What a row is, for the blocks (:meth:`rows_per_block`): utterance
+            statistics rows are not cut into blocks under ``block_size="auto"``.
 
         Returns
         -------
@@ -235,7 +238,7 @@ class Controller:
                 raise ValueError(f"sample_weight has shape {sample_weight.shape}, expected "
                                  f"({X.shape[0]},)")
         key = key or f"d{uuid.uuid4().hex[:8]}"
-        block_size = self.rows_per_block(X.shape[0])
+        block_size = self.rows_per_block(X.shape[0], unit)
         sizes = self.split_sizes(X.shape[0], block_size)
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         parts = [(X[a:b], None if sample_weight is None else sample_weight[a:b], int(a))

@@ -104,6 +104,27 @@ def test_em_matches_independent_numpy(corpus, rows, min_div):
     assert_allclose([r.objective for r in tv.history_], obj_ref, rtol=1e-9)
 
 
+def test_utterance_rows_are_blocked_only_by_an_integer_block_size(corpus, rows):
+    """Rows given to fit are utterances' statistics, not frames: the default blocks
+    (block_size="auto") do not cut them (small blocks of 66 MB accumulators cost 2.25x
+    per iteration, benchmarks/invariance.py --tv); an integer block_size does."""
+    ubm, _ = corpus
+    for block_size, expected in (("auto", None), (None, None), (8, 8)):
+        tv = TotalVariability(R, ubm=ubm, controller=ipem.LocalController(
+            2, block_size=block_size))
+        data, _ = tv._fit_data(rows, None)
+        try:
+            assert data.block_size == expected, block_size
+        finally:
+            data.free()
+    km = ipem.KMeans(2, controller=ipem.LocalController(2))   # frames: auto blocks
+    data, _ = km._fit_data(rows, None)
+    try:
+        assert data.block_size == ipem.parallel.auto_block_size(len(rows))
+    finally:
+        data.free()
+
+
 def test_objective_never_decreases(corpus, rows):
     ubm, _ = corpus
     tv = TotalVariability(R + 2, ubm=ubm, max_iter=12, random_state=0, controller=2).fit(rows)
