@@ -14,8 +14,8 @@ import numpy as np
 from ..errors import ParameterError
 
 __all__ = ["LOG_2PI", "default_chunk_size", "as_dtype", "check_sample_weight",
-           "check_approximation", "check_top_c", "check_chunk_size", "check_X", "check_vector", "check_output",
-           "check_rows", "diag_constant", "full_constant", "new_kmeans_bounds"]
+           "check_approximation", "check_top_c", "check_chunk_size", "check_X", "check_vector",
+           "check_output", "check_rows", "diag_constant", "full_constant", "new_kmeans_bounds"]
 
 LOG_2PI = np.log(2.0 * np.pi)
 
